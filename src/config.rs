@@ -1,0 +1,293 @@
+//! Typed settings: `config/sluice.toml`, overridden by `SLUICE_*` environment
+//! variables (`SLUICE_SERVER__LISTEN=0.0.0.0:8443`: a double underscore
+//! separates nesting levels).
+//!
+//! Loading fails, naming the file, the key and the problem, on unknown keys,
+//! wrong types and invalid combinations (plain HTTP on a non-loopback
+//! address). This module only reads settings; it does not act on them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable has a syntax error, an unknown
+    /// key or a value of the wrong type. Figment's message names the key and
+    /// the source (file or variable).
+    #[error("{0}")]
+    Invalid(#[from] Box<figment::Error>),
+    /// The values parse but do not make sense together.
+    #[error("{file}: {key}: {problem}")]
+    Inconsistent {
+        file: String,
+        key: &'static str,
+        problem: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub tls: TlsSettings,
+    #[serde(default)]
+    pub auth: AuthSettings,
+    #[serde(default)]
+    pub storage: StorageSettings,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on; port 0 picks any free port.
+    pub listen: SocketAddr,
+    /// HTTP worker threads (0: one per core).
+    pub workers: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+    /// Threads of the query runtime that decodes, filters and encodes slices
+    /// (0: one per core).
+    pub query_threads: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            workers: 0,
+            shutdown_grace_secs: 30,
+            query_threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Generate a development CA and server certificate under
+    /// `<state>/tls/` on first start and serve HTTPS with them.
+    SelfSigned,
+    /// Serve HTTPS with the PEM certificate chain and key in `cert`/`key`.
+    Files,
+    /// Plain HTTP. Allowed only on a loopback address.
+    Off,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    pub mode: TlsMode,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            mode: TlsMode::SelfSigned,
+            cert: None,
+            key: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Required `iss` claim.
+    pub issuer: String,
+    /// Required `aud` claim.
+    pub audience: String,
+    /// A JWKS file of the identity provider's public keys (RS256, ES256, EdDSA).
+    pub jwks_file: Option<PathBuf>,
+    /// Accept tokens signed by a development key generated into
+    /// `<state>/dev-signing-key.pem` (minted by `sluice token`).
+    pub dev_mode: bool,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds (at most 30).
+    pub leeway_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "sluice-dev".into(),
+            audience: "sluice".into(),
+            jwks_file: None,
+            dev_mode: false,
+            leeway_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// The catalogue: one folder per dataset.
+    pub datasets: PathBuf,
+    /// Server state: TLS material, development keys.
+    pub state: PathBuf,
+    /// The policy file (grants).
+    pub policy: PathBuf,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            datasets: "datasets".into(),
+            state: "state".into(),
+            policy: "config/policy.toml".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body accepted (JSON query bodies), in bytes.
+    pub max_body_bytes: usize,
+    /// Longest `filter` expression, in bytes.
+    pub max_filter_bytes: usize,
+    /// Rows per record batch produced by the engine.
+    pub batch_rows: usize,
+    /// Encoded chunks buffered between the engine and the socket, per
+    /// response: the bound on a response's memory.
+    pub stream_buffer_chunks: usize,
+    pub default_page_size: usize,
+    pub max_page_size: usize,
+    /// Longest time to wait for a request head, in seconds.
+    pub request_head_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            max_filter_bytes: 4096,
+            batch_rows: 8192,
+            stream_buffer_chunks: 4,
+            default_page_size: 20,
+            max_page_size: 100,
+            request_head_timeout_secs: 10,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads `file` (if it exists) and `SLUICE_*` variables over the defaults.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let figment = Figment::new()
+            .merge(Toml::file_exact(file))
+            .merge(Env::prefixed("SLUICE_").split("__"));
+        let settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.check(&file.display().to_string())?;
+        Ok(settings)
+    }
+
+    /// Loads only from `file` (no environment), for tests and tools.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let settings: Settings = Figment::new()
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(Box::new)?;
+        settings.check("<string>")?;
+        Ok(settings)
+    }
+
+    fn check(&self, file: &str) -> Result<(), ConfigError> {
+        let bad = |key, problem: String| ConfigError::Inconsistent {
+            file: file.to_owned(),
+            key,
+            problem,
+        };
+        if self.tls.mode == TlsMode::Off && !self.server.listen.ip().is_loopback() {
+            return Err(bad(
+                "tls.mode",
+                format!(
+                    "plain HTTP is allowed only on a loopback address, not {}",
+                    self.server.listen.ip()
+                ),
+            ));
+        }
+        if self.tls.mode == TlsMode::Files && (self.tls.cert.is_none() || self.tls.key.is_none()) {
+            return Err(bad(
+                "tls.cert",
+                "mode \"files\" needs both tls.cert and tls.key".into(),
+            ));
+        }
+        if self.auth.leeway_secs > 30 {
+            return Err(bad(
+                "auth.leeway_secs",
+                format!("{} is more than the 30 s allowed", self.auth.leeway_secs),
+            ));
+        }
+        if !self.auth.dev_mode && self.auth.jwks_file.is_none() {
+            return Err(bad(
+                "auth.jwks_file",
+                "no token could ever be verified: set auth.jwks_file or auth.dev_mode = true"
+                    .into(),
+            ));
+        }
+        if self.limits.batch_rows == 0 || self.limits.stream_buffer_chunks == 0 {
+            return Err(bad(
+                "limits",
+                "batch_rows and stream_buffer_chunks must be at least 1".into(),
+            ));
+        }
+        if self.limits.default_page_size == 0
+            || self.limits.default_page_size > self.limits.max_page_size
+        {
+            return Err(bad(
+                "limits.default_page_size",
+                "must be between 1 and limits.max_page_size".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Settings::from_toml_str("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let err = Settings::from_toml_str("[limits]\nbatch_rows = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("batch_rows"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_is_refused_off_loopback() {
+        let err = Settings::from_toml_str(
+            "[server]\nlisten = \"0.0.0.0:8080\"\n[tls]\nmode = \"off\"\n[auth]\ndev_mode = true\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("tls.mode"), "{err}");
+    }
+
+    #[test]
+    fn defaults_need_a_key_source() {
+        let err = Settings::from_toml_str("").unwrap_err().to_string();
+        assert!(err.contains("auth.jwks_file"), "{err}");
+        assert!(Settings::from_toml_str("[auth]\ndev_mode = true\n").is_ok());
+    }
+}

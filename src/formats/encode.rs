@@ -1,0 +1,224 @@
+//! Encoders: one per format, each turning record batches into byte chunks
+//! as they arrive. Each keeps at most one batch's encoding (or, for
+//! Parquet, one bounded row group) in memory.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use super::Format;
+
+/// A Parquet row group is flushed once its buffered size passes this, so a
+/// Parquet response holds at most about this much in memory.
+const PARQUET_ROW_GROUP_BYTES: usize = 16 * 1024 * 1024;
+
+/// The type a column is served as: views and dictionaries are served as
+/// their plain types (their buffers can hold values of rows not served).
+fn served_type(data_type: &DataType) -> DataType {
+    match data_type {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        DataType::Dictionary(_, value) => served_type(value),
+        other => other.clone(),
+    }
+}
+
+/// The schema of what is served: served types, no metadata.
+pub fn sanitized_schema(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| Field::new(f.name(), served_type(f.data_type()), f.is_nullable()))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// Rebuilds a batch under `schema` (from [`sanitized_schema`]): columns
+/// whose buffers may reach beyond the batch's rows are copied into fresh
+/// ones, everything else is shared.
+pub fn sanitize(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(column.clone())
+            } else {
+                arrow::compute::cast(column, field.data_type())
+            }
+        })
+        .collect::<Result<Vec<ArrayRef>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
+/// Turns batches into byte chunks for one response.
+pub enum Encoder {
+    Arrow(arrow::ipc::writer::StreamWriter<Vec<u8>>),
+    Parquet(Box<ArrowWriter<Vec<u8>>>),
+    Csv {
+        header_done: bool,
+        schema: SchemaRef,
+    },
+    Ndjson(arrow::json::LineDelimitedWriter<Vec<u8>>),
+}
+
+impl Encoder {
+    pub fn new(format: Format, schema: &SchemaRef) -> Result<Self, ArrowError> {
+        Ok(match format {
+            Format::Arrow => Encoder::Arrow(arrow::ipc::writer::StreamWriter::try_new(
+                Vec::new(),
+                schema,
+            )?),
+            Format::Parquet => {
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(
+                        ZstdLevel::try_new(3).map_err(parquet_err)?,
+                    ))
+                    .set_statistics_enabled(EnabledStatistics::Page)
+                    .build();
+                Encoder::Parquet(Box::new(
+                    ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))
+                        .map_err(parquet_err)?,
+                ))
+            }
+            Format::Csv => Encoder::Csv {
+                header_done: false,
+                schema: schema.clone(),
+            },
+            Format::Ndjson => Encoder::Ndjson(
+                arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, arrow::json::writer::LineDelimited>(Vec::new()),
+            ),
+        })
+    }
+
+    /// Encodes one batch; returns whatever bytes are ready (possibly none).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<Bytes, ArrowError> {
+        match self {
+            Encoder::Arrow(w) => {
+                w.write(batch)?;
+                Ok(Bytes::from(std::mem::take(w.get_mut())))
+            }
+            Encoder::Parquet(w) => {
+                w.write(batch).map_err(parquet_err)?;
+                if w.in_progress_size() >= PARQUET_ROW_GROUP_BYTES {
+                    w.flush().map_err(parquet_err)?;
+                }
+                Ok(Bytes::from(std::mem::take(w.inner_mut())))
+            }
+            Encoder::Csv { header_done, .. } => {
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(!*header_done)
+                    .build(Vec::new());
+                w.write(batch)?;
+                *header_done = true;
+                Ok(Bytes::from(w.into_inner()))
+            }
+            Encoder::Ndjson(w) => {
+                w.write(batch)?;
+                Ok(Bytes::from(std::mem::take(w.get_mut())))
+            }
+        }
+    }
+
+    /// Ends the body: the Arrow end-of-stream marker, the Parquet footer, a
+    /// CSV header for an empty result.
+    pub fn finish(&mut self) -> Result<Bytes, ArrowError> {
+        match self {
+            Encoder::Arrow(w) => {
+                w.finish()?;
+                Ok(Bytes::from(std::mem::take(w.get_mut())))
+            }
+            Encoder::Parquet(w) => {
+                w.finish().map_err(parquet_err)?;
+                Ok(Bytes::from(std::mem::take(w.inner_mut())))
+            }
+            Encoder::Csv {
+                header_done,
+                schema,
+            } => {
+                if *header_done {
+                    return Ok(Bytes::new());
+                }
+                let empty = RecordBatch::new_empty(schema.clone());
+                self.write(&empty)
+            }
+            Encoder::Ndjson(w) => {
+                w.finish()?;
+                Ok(Bytes::from(std::mem::take(w.get_mut())))
+            }
+        }
+    }
+}
+
+fn parquet_err(e: parquet::errors::ParquetError) -> ArrowError {
+    ArrowError::ExternalError(Box::new(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, DictionaryArray, Int32Array, StringViewArray};
+    use arrow::datatypes::Int32Type;
+
+    #[test]
+    fn filtered_dictionaries_and_views_lose_unseen_values() {
+        let dict: DictionaryArray<Int32Type> = vec!["secret-a", "visible", "secret-b"]
+            .into_iter()
+            .collect();
+        let view = StringViewArray::from(vec![
+            "secret-long-string-aaaa",
+            "visible-long-string-bbb",
+            "x",
+        ]);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("d", dict.data_type().clone(), true),
+            Field::new("v", DataType::Utf8View, true),
+            Field::new("n", DataType::Int32, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(dict),
+                Arc::new(view),
+                Arc::new(Int32Array::from(vec![1, 2, 3])),
+            ],
+        )
+        .unwrap();
+        let one_row = arrow::compute::filter_record_batch(
+            &batch,
+            &arrow::array::BooleanArray::from(vec![false, true, false]),
+        )
+        .unwrap();
+        let served = sanitized_schema(&schema);
+        let clean = sanitize(&one_row, &served).unwrap();
+        let mut encoder = Encoder::new(Format::Arrow, &served).unwrap();
+        let mut bytes = encoder.write(&clean).unwrap().to_vec();
+        bytes.extend_from_slice(&encoder.finish().unwrap());
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("visible"));
+        assert!(
+            !text.contains("secret"),
+            "hidden values leaked into the IPC bytes"
+        );
+    }
+
+    #[test]
+    fn an_empty_csv_still_has_its_header() {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "region",
+            DataType::Utf8,
+            true,
+        )]));
+        let mut encoder = Encoder::new(Format::Csv, &schema).unwrap();
+        assert_eq!(encoder.finish().unwrap(), Bytes::from_static(b"region\n"));
+    }
+}

@@ -1,0 +1,68 @@
+//! Output formats: which one a caller asked for (the `format` parameter or
+//! the `Accept` header), and turning a stream of record batches into a
+//! stream of encoded byte chunks, one chunk per batch, never the whole body.
+//!
+//! Every batch passes through [`sanitize`] before an encoder sees it, so
+//! what leaves the server is built from the visible rows only: string views
+//! are compacted, dictionaries re-encoded without unused values, and schema
+//! metadata from the source file dropped (SECURITY.md, "Arrow buffers can
+//! outlive a filter").
+
+mod encode;
+mod negotiate;
+
+pub use encode::{Encoder, sanitize, sanitized_schema};
+pub use negotiate::{NegotiationError, negotiate};
+
+/// A format Sluice can stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Arrow,
+    Parquet,
+    Csv,
+    Ndjson,
+}
+
+impl Format {
+    pub const ALL: [Format; 4] = [Format::Arrow, Format::Parquet, Format::Csv, Format::Ndjson];
+
+    /// The name used in the `format` parameter.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Arrow => "arrow",
+            Format::Parquet => "parquet",
+            Format::Csv => "csv",
+            Format::Ndjson => "ndjson",
+        }
+    }
+
+    /// The media type of the body.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Format::Arrow => "application/vnd.apache.arrow.stream",
+            Format::Parquet => "application/vnd.apache.parquet",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Ndjson => "application/x-ndjson",
+        }
+    }
+
+    /// The file extension for `Content-Disposition`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Arrow => "arrows",
+            Format::Parquet => "parquet",
+            Format::Csv => "csv",
+            Format::Ndjson => "ndjson",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Format> {
+        match name.to_ascii_lowercase().as_str() {
+            "arrow" | "arrows" | "ipc" => Some(Format::Arrow),
+            "parquet" => Some(Format::Parquet),
+            "csv" => Some(Format::Csv),
+            "ndjson" | "jsonl" => Some(Format::Ndjson),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The `Caller` extractor: no `Authorization` header is an anonymous caller;
+//! a Bearer token is verified; anything else, or a token that fails, is a
+//! 401 with the same body whatever the reason (the reason is logged).
+
+use std::future::{Ready, ready};
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+
+use super::AppState;
+use super::problem::ApiError;
+use crate::auth::Caller;
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(caller_of(req))
+    }
+}
+
+fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(Caller::Anonymous);
+    };
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .ok_or_else(|| {
+            tracing::info!(reason = "not-bearer", "authentication failed");
+            ApiError::InvalidToken
+        })?;
+    match state.verifier.verify(token) {
+        Ok(principal) => {
+            tracing::Span::current().record("sub", principal.sub.as_str());
+            Ok(Caller::Principal(principal))
+        }
+        Err(e) => {
+            tracing::info!(reason = e.reason(), "authentication failed");
+            Err(ApiError::InvalidToken)
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! `GET /v1/datasets` (search) and `GET /v1/datasets/{id}` (metadata,
+//! schema, versions and the caller's own access). The catalogue is public so
+//! researchers can find what to ask for; only data is gated.
+
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::problem::ApiError;
+use crate::auth::Caller;
+use crate::catalog::{Dataset, SearchQuery};
+use crate::domain::{DatasetId, Tier};
+use crate::policy::{self, Decision};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    q: Option<String>,
+    sector: Option<String>,
+    tier: Option<String>,
+    page_size: Option<String>,
+    page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShowParams {
+    grant: Option<String>,
+}
+
+/// A dataset in a list.
+#[derive(Serialize)]
+struct Summary<'a> {
+    id: &'a DatasetId,
+    title: &'a str,
+    description: &'a str,
+    sector: &'a str,
+    tier: Tier,
+    publisher: &'a str,
+    license: &'a str,
+    keywords: &'a [String],
+    version: u64,
+    url: String,
+}
+
+fn summary(d: &Dataset) -> Summary<'_> {
+    let m = &d.manifest;
+    Summary {
+        id: &m.id,
+        title: &m.title,
+        description: &m.description,
+        sector: &m.sector,
+        tier: m.tier,
+        publisher: &m.publisher,
+        license: &m.license,
+        keywords: &m.keywords,
+        version: m.version,
+        url: format!("/v1/datasets/{}", m.id),
+    }
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    state: web::Data<AppState>,
+    _caller: Caller,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, ApiError> {
+    let limits = &state.limits;
+    let page_size = match params.page_size.as_deref() {
+        None => limits.default_page_size,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=limits.max_page_size).contains(&n) => n,
+            _ => {
+                return Err(ApiError::InvalidParameter(format!(
+                    "page_size must be a whole number from 1 to {}",
+                    limits.max_page_size
+                )));
+            }
+        },
+    };
+    let tier = params
+        .tier
+        .as_deref()
+        .map(str::parse::<Tier>)
+        .transpose()
+        .map_err(ApiError::InvalidParameter)?;
+    let after = params
+        .page_token
+        .as_deref()
+        .map(|t| {
+            DatasetId::parse(t).map_err(|_| {
+                ApiError::InvalidParameter("page_token is not one this server issued".into())
+            })
+        })
+        .transpose()?;
+    let query = SearchQuery {
+        words: params
+            .q
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+        sector: params.sector.clone(),
+        tier,
+        after,
+        page_size,
+    };
+    let page = state.catalog.search(&query);
+    let datasets: Vec<Summary> = page.datasets.iter().map(|d| summary(d)).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "datasets": datasets,
+        "next_page_token": page.next,
+    })))
+}
+
+#[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+pub async fn show(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    params: web::Query<ShowParams>,
+) -> Result<HttpResponse, ApiError> {
+    let id = DatasetId::parse(&path).map_err(|_| ApiError::DatasetNotFound)?;
+    let dataset = state.catalog.get(&id).ok_or(ApiError::DatasetNotFound)?;
+    let m = &dataset.manifest;
+    let current = dataset.current();
+    let columns: Vec<Value> = m
+        .columns
+        .iter()
+        .map(|c| {
+            let data_type = current
+                .schema
+                .field_with_name(c.name.as_str())
+                .map(|f| f.data_type().to_string())
+                .unwrap_or_default();
+            json!({
+                "name": c.name,
+                "type": data_type,
+                "description": c.description,
+                "classification": c.classification,
+                "mask": c.default_mask(),
+            })
+        })
+        .collect();
+    let versions: Vec<Value> = dataset
+        .versions
+        .values()
+        .map(|v| {
+            json!({
+                "version": v.number,
+                "rows": v.rows,
+                "bytes": v.bytes,
+                "published": v.published.format(&time::format_description::well_known::Rfc3339).ok(),
+            })
+        })
+        .collect();
+    let today = time::OffsetDateTime::now_utc().date();
+    let access = access_view(policy::evaluate(
+        &state.policy,
+        &caller,
+        m,
+        params.grant.as_deref(),
+        today,
+    ));
+    let mut body =
+        serde_json::to_value(summary(dataset)).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Value::Object(map) = &mut body {
+        map.insert("rows".into(), json!(current.rows));
+        map.insert("bytes".into(), json!(current.bytes));
+        map.insert("access_request".into(), json!(m.access_request));
+        map.insert("columns".into(), Value::Array(columns));
+        map.insert("versions".into(), Value::Array(versions));
+        map.insert("access".into(), access);
+        map.insert(
+            "data_url".into(),
+            json!(format!("/v1/datasets/{}/data", m.id)),
+        );
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// The caller's own access, as shown in dataset metadata.
+fn access_view(decision: Decision) -> Value {
+    match decision {
+        Decision::Allow(plan) => {
+            let mut view = json!({ "allowed": true });
+            if let (Value::Object(map), Ok(Value::Object(plan))) =
+                (&mut view, serde_json::to_value(&plan))
+            {
+                map.extend(plan);
+            }
+            view
+        }
+        Decision::Deny(denial) => {
+            let mut view = json!({ "allowed": false });
+            if let (Value::Object(map), Ok(Value::Object(denial))) =
+                (&mut view, serde_json::to_value(&denial))
+            {
+                map.extend(denial);
+            }
+            view
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The HTTP face of Sluice: routes, extractors, problem+json errors and
+//! streaming bodies. This is the only module that knows actix-web; handlers
+//! are thin and call into `catalog`, `policy`, `slice` and `formats`.
+
+mod caller;
+mod catalog_routes;
+mod data_routes;
+pub mod problem;
+pub mod request_id;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use actix_web::{HttpResponse, web};
+
+use crate::auth::Verifier;
+use crate::catalog::Catalog;
+use crate::config::Limits;
+use crate::policy::Policy;
+use crate::slice::Engine;
+use problem::ApiError;
+
+/// What every handler shares.
+pub struct AppState {
+    pub catalog: Arc<Catalog>,
+    pub policy: Arc<Policy>,
+    pub verifier: Arc<Verifier>,
+    pub engine: Arc<Engine>,
+    pub limits: Limits,
+    /// False until the server is built and again once shutdown starts.
+    pub ready: AtomicBool,
+}
+
+/// Registers every route.
+pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| {
+        let body_limit = state.limits.max_body_bytes;
+        cfg.app_data(state)
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(body_limit)
+                    .content_type_required(true)
+                    .error_handler(move |err, _req| json_error(err, body_limit).into()),
+            )
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|err, _req| ApiError::InvalidParameter(err.to_string()).into()),
+            )
+            .app_data(
+                web::PathConfig::default().error_handler(|_, _| ApiError::RouteNotFound.into()),
+            )
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .service(
+                web::scope("/v1")
+                    .route("/datasets", web::get().to(catalog_routes::list))
+                    .route("/datasets/{id}", web::get().to(catalog_routes::show))
+                    .route("/datasets/{id}/data", web::get().to(data_routes::get_data))
+                    .route(
+                        "/datasets/{id}/query",
+                        web::post().to(data_routes::post_query),
+                    ),
+            )
+            .default_service(web::to(|| async {
+                Err::<HttpResponse, _>(ApiError::RouteNotFound)
+            }));
+    }
+}
+
+fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> ApiError {
+    use actix_web::error::JsonPayloadError as J;
+    match err {
+        J::OverflowKnownLength { .. } | J::Overflow { .. } => ApiError::PayloadTooLarge(limit),
+        J::ContentType => {
+            ApiError::UnsupportedMediaType("send the query as application/json".into())
+        }
+        other => ApiError::InvalidParameter(format!("the JSON body is not valid: {other}")),
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.ready.load(Ordering::Relaxed) {
+        HttpResponse::Ok().json(serde_json::json!({
+            "status": "ready",
+            "datasets": state.catalog.len(),
+            "grants": state.policy.grants.len(),
+        }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "not-ready" }))
+    }
+}

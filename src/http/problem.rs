@@ -1,0 +1,224 @@
+//! Every error a client can get, rendered as `application/problem+json`
+//! (RFC 9457) with a stable `type` per kind: clients branch on `type`,
+//! people read `detail`. A 5xx carries an opaque detail and the request
+//! id; its cause is logged, never sent.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{Map, Value, json};
+
+use crate::formats::NegotiationError;
+use crate::policy::Denial;
+use crate::slice::SliceError;
+
+tokio::task_local! {
+    /// The id of the request being served, set by the request-id middleware.
+    pub static REQUEST_ID: String;
+}
+
+/// An error answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A query parameter or body field is malformed.
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// A column the caller may not use (or that does not exist).
+    #[error("unknown column '{0}'")]
+    UnknownColumn(String),
+    /// A filter that was refused or could not be applied.
+    #[error("{0}")]
+    InvalidFilter(String),
+    /// A token that failed verification, for whatever reason.
+    #[error("the bearer token is not valid")]
+    InvalidToken,
+    /// A policy denial.
+    #[error("access denied")]
+    Denied(Denial),
+    #[error("no dataset with this id")]
+    DatasetNotFound,
+    #[error("this dataset has no version {0}")]
+    VersionNotFound(u64),
+    #[error("no such resource")]
+    RouteNotFound,
+    #[error("{0}")]
+    NotAcceptable(String),
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A fault on our side; the string goes to the log only.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The stable `type` of this error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::InvalidParameter(_) => "invalid-parameter",
+            ApiError::UnknownColumn(_) => "unknown-column",
+            ApiError::InvalidFilter(_) => "invalid-filter",
+            ApiError::InvalidToken => "invalid-token",
+            ApiError::Denied(d) => match d {
+                Denial::TokenRequired { .. } => "token-required",
+                Denial::RoleRequired { .. } => "role-required",
+                Denial::GrantRequired { .. } => "grant-required",
+                Denial::GrantExpired { .. } => "grant-expired",
+                Denial::GrantAmbiguous { .. } => "grant-ambiguous",
+            },
+            ApiError::DatasetNotFound => "dataset-not-found",
+            ApiError::VersionNotFound(_) => "version-not-found",
+            ApiError::RouteNotFound => "not-found",
+            ApiError::NotAcceptable(_) => "not-acceptable",
+            ApiError::PayloadTooLarge(_) => "payload-too-large",
+            ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self.status_code() {
+            StatusCode::BAD_REQUEST => "Bad request",
+            StatusCode::UNAUTHORIZED => "Authentication required",
+            StatusCode::FORBIDDEN => "Access denied",
+            StatusCode::NOT_FOUND => "Not found",
+            StatusCode::NOT_ACCEPTABLE => "Not acceptable",
+            StatusCode::PAYLOAD_TOO_LARGE => "Payload too large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
+            _ => "Internal error",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            ApiError::Denied(d) => match d {
+                Denial::TokenRequired { tier } => {
+                    format!("this dataset is {}: send a bearer token", tier.as_str())
+                }
+                Denial::RoleRequired { role } => format!(
+                    "this dataset is for registered researchers: your token needs the '{}' role",
+                    serde_json::to_value(role)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                ),
+                Denial::GrantRequired { how_to_request } => match how_to_request {
+                    Some(how) => format!("this dataset needs a grant; to request access: {how}"),
+                    None => {
+                        "this dataset needs a grant; ask the data steward named as publisher".into()
+                    }
+                },
+                Denial::GrantExpired { grant, expired } => {
+                    format!("grant '{grant}' expired on {expired}; ask for a renewal")
+                }
+                Denial::GrantAmbiguous { grants } => format!(
+                    "several grants cover this dataset for you ({}); choose one with the 'grant' parameter",
+                    grants.join(", ")
+                ),
+            },
+            ApiError::Internal(_) => {
+                "the server failed to answer; quote the request id when reporting it".into()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// Extra members for some kinds, for clients to act on.
+    fn extensions(&self) -> Map<String, Value> {
+        let mut map = Map::new();
+        if let ApiError::Denied(denial) = self
+            && let Ok(Value::Object(fields)) = serde_json::to_value(denial)
+        {
+            for (k, v) in fields {
+                if k != "reason" {
+                    map.insert(k, v);
+                }
+            }
+        }
+        if let ApiError::UnknownColumn(name) = self {
+            map.insert("column".into(), json!(name));
+        }
+        map
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidParameter(_)
+            | ApiError::UnknownColumn(_)
+            | ApiError::InvalidFilter(_)
+            | ApiError::Denied(Denial::GrantAmbiguous { .. }) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidToken | ApiError::Denied(Denial::TokenRequired { .. }) => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::Denied(_) => StatusCode::FORBIDDEN,
+            ApiError::DatasetNotFound | ApiError::VersionNotFound(_) | ApiError::RouteNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let request_id = REQUEST_ID.try_with(Clone::clone).ok();
+        if let ApiError::Internal(cause) = self {
+            tracing::error!(cause = %cause, "internal error");
+        }
+        let mut body = Map::new();
+        body.insert("type".into(), json!(self.kind()));
+        body.insert("title".into(), json!(self.title()));
+        body.insert("status".into(), json!(status.as_u16()));
+        body.insert("detail".into(), json!(self.detail()));
+        if let Some(id) = request_id {
+            body.insert("request_id".into(), json!(id));
+        }
+        body.extend(self.extensions());
+        let mut response = HttpResponse::build(status);
+        response.content_type("application/problem+json");
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = match self {
+                ApiError::InvalidToken => {
+                    r#"Bearer realm="sluice", error="invalid_token", error_description="the token is not valid""#
+                }
+                _ => r#"Bearer realm="sluice""#,
+            };
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            ));
+        }
+        response.body(Value::Object(body).to_string())
+    }
+}
+
+impl From<SliceError> for ApiError {
+    fn from(e: SliceError) -> Self {
+        match e {
+            SliceError::UnknownColumn(name) => ApiError::UnknownColumn(name),
+            SliceError::BadColumns(m) => ApiError::InvalidParameter(m),
+            SliceError::Filter(crate::filter::FilterError::UnknownColumn(name)) => {
+                ApiError::UnknownColumn(name)
+            }
+            SliceError::Filter(f) => ApiError::InvalidFilter(f.to_string()),
+            e @ (SliceError::FilterTypes | SliceError::Evaluation) => {
+                ApiError::InvalidFilter(e.to_string())
+            }
+            SliceError::Internal(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
+impl From<NegotiationError> for ApiError {
+    fn from(e: NegotiationError) -> Self {
+        match e {
+            NegotiationError::UnknownFormat(_) => ApiError::InvalidParameter(e.to_string()),
+            NegotiationError::NotAcceptable => ApiError::NotAcceptable(e.to_string()),
+        }
+    }
+}

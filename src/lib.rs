@@ -1,0 +1,28 @@
+//! Sluice: an open-dataset access gateway.
+//!
+//! A request flows through one module per job:
+//!
+//! ```text
+//! http ─► auth (Bearer JWT ─► Principal) ─► catalog (id ─► Dataset, version)
+//!      ─► policy (Caller × Dataset ─► AccessPlan | Denial, pure)
+//!      ─► slice (request checked against the plan ─► DataFusion plan ─► batches)
+//!      ─► formats (batches ─► Arrow IPC | Parquet | CSV | NDJSON chunks) ─► socket
+//! ```
+//!
+//! Only `http` knows actix-web; the core modules take and return plain types
+//! and their own error enums. `startup` builds the whole server for `main`
+//! and for the tests alike.
+
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod demo_data;
+pub mod domain;
+pub mod filter;
+pub mod formats;
+pub mod http;
+pub mod policy;
+pub mod slice;
+pub mod startup;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,224 @@
+//! Who may see what: the policy file's model and the pure decision
+//! `Caller × Dataset → AccessPlan | Denial`.
+//!
+//! Rules, in order:
+//! 1. `direct-identifier` columns are never visible to anyone.
+//! 2. `open` datasets: anyone. `registered`: a valid token with the
+//!    `researcher` role. `controlled`: an unexpired grant naming the caller's
+//!    `sub` or one of their groups.
+//! 3. A grant fixes the visible columns (default: every column that is not a
+//!    direct identifier), a mandatory row filter, a row cap and which masks it
+//!    lifts (`unmask`). On open and registered datasets a caller may still
+//!    choose a grant with the `grant` parameter (to use its unmasking).
+//! 4. When several grants match and the caller chose none, the request is
+//!    refused as ambiguous and lists them: the admin wrote separate grants,
+//!    so Sluice never silently unions them.
+//! 5. Quasi-identifiers are served through their manifest mask unless the
+//!    grant in use lifts it.
+//!
+//! Evaluation does no I/O and takes "today" as an argument, so every rule is
+//! unit-tested here. Loading and checking the file is in [`file`].
+
+pub mod file;
+
+use serde::Serialize;
+use time::Date;
+
+use crate::auth::{Caller, Role};
+use crate::catalog::Manifest;
+use crate::domain::{Classification, ColumnName, Mask, Tier};
+pub use file::{Grant, Policy, PolicyError};
+
+/// A column the caller may see, and how it is served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VisibleColumn {
+    pub name: ColumnName,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<Mask>,
+}
+
+/// Why the caller may read the dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Basis {
+    /// The dataset is open.
+    Open,
+    /// The caller holds the researcher role and the dataset is registered.
+    Registered,
+    /// A grant from the policy file.
+    Grant {
+        id: String,
+        purpose: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires: Option<Date>,
+    },
+}
+
+/// Exactly what one caller may read of one dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessPlan {
+    pub basis: Basis,
+    /// In the dataset's column order.
+    pub columns: Vec<VisibleColumn>,
+    /// SQL applied to the raw rows before anything the caller asks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row_filter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rows: Option<u64>,
+}
+
+impl AccessPlan {
+    pub fn column(&self, name: &str) -> Option<&VisibleColumn> {
+        self.columns.iter().find(|c| c.name.as_str() == name)
+    }
+}
+
+/// Why the caller may not read the dataset. Nothing here reveals data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum Denial {
+    /// The dataset needs a token and none was sent.
+    TokenRequired { tier: Tier },
+    /// The token lacks the role this tier needs.
+    RoleRequired { role: Role },
+    /// No grant of the caller's covers this dataset (or the one named).
+    GrantRequired {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        how_to_request: Option<String>,
+    },
+    /// The caller's grant has expired.
+    GrantExpired { grant: String, expired: Date },
+    /// Several grants match; the caller must choose one with `grant=`.
+    GrantAmbiguous { grants: Vec<String> },
+}
+
+/// The outcome of a policy evaluation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow(AccessPlan),
+    Deny(Denial),
+}
+
+/// Decides what `caller` may read of the dataset described by `manifest`.
+/// `chosen` is the caller's `grant` parameter, if any.
+pub fn evaluate(
+    policy: &Policy,
+    caller: &Caller,
+    manifest: &Manifest,
+    chosen: Option<&str>,
+    today: Date,
+) -> Decision {
+    let principal = caller.principal();
+    let matching: Vec<&Grant> = match principal {
+        None => Vec::new(),
+        Some(p) => policy
+            .grants
+            .iter()
+            .filter(|g| g.dataset == manifest.id && g.applies_to(p))
+            .collect(),
+    };
+    let grant_denial = || Denial::GrantRequired {
+        how_to_request: manifest.access_request.clone(),
+    };
+
+    if let Some(id) = chosen {
+        let Some(grant) = matching.iter().find(|g| g.id == id) else {
+            return Decision::Deny(grant_denial());
+        };
+        return match grant.expires.filter(|e| *e < today) {
+            Some(expired) => Decision::Deny(Denial::GrantExpired {
+                grant: grant.id.clone(),
+                expired,
+            }),
+            None => Decision::Allow(plan_for_grant(manifest, grant)),
+        };
+    }
+
+    match manifest.tier {
+        Tier::Open => return Decision::Allow(tier_plan(manifest, Basis::Open)),
+        Tier::Registered => {
+            return match principal {
+                None => Decision::Deny(Denial::TokenRequired {
+                    tier: Tier::Registered,
+                }),
+                Some(p) if !p.has_role(Role::Researcher) => Decision::Deny(Denial::RoleRequired {
+                    role: Role::Researcher,
+                }),
+                Some(_) => Decision::Allow(tier_plan(manifest, Basis::Registered)),
+            };
+        }
+        Tier::Controlled => {}
+    }
+
+    if principal.is_none() {
+        return Decision::Deny(Denial::TokenRequired {
+            tier: Tier::Controlled,
+        });
+    }
+    let (active, expired): (Vec<&Grant>, Vec<&Grant>) = matching
+        .into_iter()
+        .partition(|g| g.expires.is_none_or(|e| e >= today));
+    match active.as_slice() {
+        [grant] => Decision::Allow(plan_for_grant(manifest, grant)),
+        [] => match expired.iter().max_by_key(|g| g.expires) {
+            Some(grant) => Decision::Deny(Denial::GrantExpired {
+                grant: grant.id.clone(),
+                // Partitioned on `expires` being set and past.
+                expired: grant.expires.unwrap_or(today),
+            }),
+            None => Decision::Deny(grant_denial()),
+        },
+        many => Decision::Deny(Denial::GrantAmbiguous {
+            grants: many.iter().map(|g| g.id.clone()).collect(),
+        }),
+    }
+}
+
+/// Every column but direct identifiers, quasi-identifiers masked.
+fn tier_plan(manifest: &Manifest, basis: Basis) -> AccessPlan {
+    AccessPlan {
+        basis,
+        columns: manifest
+            .columns
+            .iter()
+            .filter(|c| c.classification != Classification::DirectIdentifier)
+            .map(|c| VisibleColumn {
+                name: c.name.clone(),
+                mask: c.default_mask(),
+            })
+            .collect(),
+        row_filter: None,
+        max_rows: None,
+    }
+}
+
+fn plan_for_grant(manifest: &Manifest, grant: &Grant) -> AccessPlan {
+    let columns = manifest
+        .columns
+        .iter()
+        .filter(|c| c.classification != Classification::DirectIdentifier)
+        .filter(|c| {
+            grant
+                .columns
+                .as_ref()
+                .is_none_or(|list| list.contains(&c.name))
+        })
+        .map(|c| VisibleColumn {
+            name: c.name.clone(),
+            mask: c.default_mask().filter(|_| !grant.unmask.contains(&c.name)),
+        })
+        .collect();
+    AccessPlan {
+        basis: Basis::Grant {
+            id: grant.id.clone(),
+            purpose: grant.purpose.clone(),
+            expires: grant.expires,
+        },
+        columns,
+        row_filter: grant.row_filter.clone(),
+        max_rows: grant.max_rows,
+    }
+}
+
+#[cfg(test)]
+mod tests;

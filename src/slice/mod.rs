@@ -1,0 +1,361 @@
+//! Slices: a caller's request (columns, filter, limit, offset), checked
+//! against their [`AccessPlan`], turned into a DataFusion plan and run as a
+//! bounded stream of encoded chunks.
+//!
+//! The plan is built in this order, which is what makes the access rules
+//! hold by construction:
+//!
+//! ```text
+//! scan ─► policy row filter (raw columns) ─► mask + project to visible columns
+//!      ─► caller's filter ─► caller's columns ─► offset/limit (and row cap)
+//! ```
+//!
+//! The caller's filter and columns can only name what the projection
+//! produced, so hidden columns do not exist for them and masked columns are
+//! seen masked. Plans run on a dedicated multi-threaded runtime, so the
+//! engine decodes and encodes in parallel while the HTTP workers write to
+//! sockets; the two meet in a bounded channel, which is the backpressure.
+
+mod mask;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::catalog::{Catalog, Version};
+use crate::filter::{self, FilterError};
+use crate::formats::{Encoder, Format, sanitize, sanitized_schema};
+use crate::policy::AccessPlan;
+
+/// The URL under which the catalogue's object store is registered with the engine.
+const STORE_URL: &str = "sluice-catalog://store";
+
+/// What a caller asked for, as received (names not yet resolved).
+#[derive(Debug, Clone, Default)]
+pub struct SliceRequest {
+    pub columns: Option<Vec<String>>,
+    pub filter: Option<String>,
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+}
+
+/// Why a slice could not be planned or run.
+#[derive(Debug, thiserror::Error)]
+pub enum SliceError {
+    /// A column name that is not visible to the caller (or does not exist;
+    /// the two are deliberately the same).
+    #[error("unknown column '{0}'")]
+    UnknownColumn(String),
+    /// The column list is malformed.
+    #[error("{0}")]
+    BadColumns(String),
+    /// The caller's filter was refused.
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    /// The filter parsed but could not be applied to these columns' types.
+    /// Deliberately generic: engine messages can quote cell values.
+    #[error(
+        "the filter could not be applied: check that each comparison is between compatible types (numbers with numbers, text with quoted text, dates with 'YYYY-MM-DD')"
+    )]
+    FilterTypes,
+    /// Evaluating the query failed while reading rows (also generic).
+    #[error("the query failed while reading rows; check the filter's types and arithmetic")]
+    Evaluation,
+    /// Anything else in the engine: a server fault.
+    #[error("engine: {0}")]
+    Internal(String),
+}
+
+/// Counters of what one stream has sent, for logs and audit.
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    pub rows: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// A running slice: the first chunk (already produced, so early errors
+/// become proper HTTP errors), the rest as a bounded channel, and counters.
+pub struct SliceStream {
+    pub first: Option<bytes::Bytes>,
+    pub rest: mpsc::Receiver<Result<bytes::Bytes, SliceError>>,
+    pub stats: Arc<StreamStats>,
+}
+
+/// The query engine: a DataFusion context over the catalogue's store, and
+/// the runtime its plans run on.
+pub struct Engine {
+    ctx: SessionContext,
+    runtime: QueryRuntime,
+    buffer_chunks: usize,
+}
+
+/// A Tokio runtime that may be dropped from async code (tests drop the
+/// application inside their own runtime).
+struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl QueryRuntime {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        // Only `drop` takes the runtime out.
+        self.0
+            .as_ref()
+            .map(|rt| rt.handle())
+            .expect("query runtime is alive until dropped")
+    }
+}
+
+impl Engine {
+    pub fn new(
+        catalog: &Catalog,
+        threads: usize,
+        batch_rows: usize,
+        buffer_chunks: usize,
+    ) -> Result<Self, SliceError> {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            threads
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("sluice-query")
+            .enable_all()
+            .build()
+            .map_err(|e| SliceError::Internal(e.to_string()))?;
+        let mut config = SessionConfig::new()
+            .with_target_partitions(threads)
+            .with_batch_size(batch_rows);
+        let parquet = &mut config.options_mut().execution.parquet;
+        // Plain Utf8, not views: view buffers carry other rows' strings
+        // (SECURITY.md) and cost 100x the bytes on a point lookup.
+        parquet.schema_force_view_types = false;
+        // Evaluate filters while decoding, so selective slices skip pages.
+        parquet.pushdown_filters = true;
+        parquet.reorder_filters = true;
+        let ctx = SessionContext::new_with_config(config);
+        let url = url_of(STORE_URL)?;
+        ctx.register_object_store(&url, catalog.store().clone());
+        Ok(Self {
+            ctx,
+            runtime: QueryRuntime(Some(runtime)),
+            buffer_chunks,
+        })
+    }
+
+    /// Builds the plan for `request` on `version` under `plan`.
+    pub async fn plan(
+        &self,
+        version: &Version,
+        plan: &AccessPlan,
+        request: &SliceRequest,
+        max_filter_bytes: usize,
+    ) -> Result<DataFrame, SliceError> {
+        let internal = |e: DataFusionError| SliceError::Internal(e.to_string());
+        let urls = version
+            .files
+            .iter()
+            .map(|f| ListingTableUrl::parse(format!("{STORE_URL}/{}", f.location)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(internal)?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(version.schema.clone());
+        let table = ListingTable::try_new(config).map_err(internal)?;
+        let mut df = self.ctx.read_table(Arc::new(table)).map_err(internal)?;
+
+        // 1. The policy's row filter, on raw columns (written by an admin,
+        //    checked when the policy was loaded).
+        if let Some(row_filter) = &plan.row_filter {
+            let all: BTreeSet<String> = version
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            let expr = filter::parse(row_filter, usize::MAX, &all)
+                .map_err(|e| SliceError::Internal(format!("policy row filter: {e}")))?;
+            df = df.filter(expr).map_err(internal)?;
+        }
+
+        // 2. Masks and the visible projection.
+        let projection = plan
+            .columns
+            .iter()
+            .map(|c| {
+                let field = version
+                    .schema
+                    .field_with_name(c.name.as_str())
+                    .map_err(|e| SliceError::Internal(e.to_string()))?;
+                mask::masked_column(c.name.as_str(), field.data_type(), c.mask).map_err(internal)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        df = df.select(projection).map_err(internal)?;
+
+        // 3. The caller's filter, resolved against visible columns only.
+        let visible: BTreeSet<String> = plan.columns.iter().map(|c| c.name.to_string()).collect();
+        if let Some(text) = request.filter.as_deref().filter(|t| !t.trim().is_empty()) {
+            let expr = filter::parse(text, max_filter_bytes, &visible)?;
+            df = df.filter(expr).map_err(|_| SliceError::FilterTypes)?;
+        }
+
+        // 4. The caller's columns.
+        if let Some(columns) = &request.columns {
+            let names = resolve_columns(columns, &visible)?;
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            df = df.select_columns(&names).map_err(internal)?;
+        }
+
+        // 5. Offset, limit and the grant's row cap.
+        let fetch = match (request.limit, plan.max_rows) {
+            (Some(l), Some(m)) => Some(l.min(m)),
+            (l, m) => l.or(m),
+        };
+        if fetch.is_some() || request.offset.is_some_and(|o| o > 0) {
+            let skip = usize::try_from(request.offset.unwrap_or(0)).unwrap_or(usize::MAX);
+            let fetch = fetch.map(|f| usize::try_from(f).unwrap_or(usize::MAX));
+            df = df.limit(skip, fetch).map_err(internal)?;
+        }
+        Ok(df)
+    }
+
+    /// Runs `df` on the query runtime, encoding to `format`, and returns
+    /// once the first chunk is ready (or the run failed before it).
+    pub async fn stream(&self, df: DataFrame, format: Format) -> Result<SliceStream, SliceError> {
+        let (tx, mut rx) = mpsc::channel(self.buffer_chunks);
+        let stats = Arc::new(StreamStats::default());
+        let producer = produce(df, format, tx, stats.clone()).in_current_span();
+        self.runtime.handle().spawn(producer);
+        let first = match rx.recv().await {
+            None => None,
+            Some(Ok(bytes)) => Some(bytes),
+            Some(Err(e)) => return Err(e),
+        };
+        Ok(SliceStream {
+            first,
+            rest: rx,
+            stats,
+        })
+    }
+}
+
+fn url_of(text: &str) -> Result<url::Url, SliceError> {
+    url::Url::parse(text).map_err(|e| SliceError::Internal(e.to_string()))
+}
+
+/// Resolves a `columns` list against the visible names, keeping its order.
+fn resolve_columns(
+    requested: &[String],
+    visible: &BTreeSet<String>,
+) -> Result<Vec<String>, SliceError> {
+    if requested.is_empty() {
+        return Err(SliceError::BadColumns(
+            "columns must name at least one column".into(),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for name in requested {
+        if !visible.contains(name) {
+            return Err(SliceError::UnknownColumn(name.clone()));
+        }
+        if !seen.insert(name) {
+            return Err(SliceError::BadColumns(format!(
+                "column '{name}' is listed twice"
+            )));
+        }
+    }
+    Ok(requested.to_vec())
+}
+
+/// Pulls batches, encodes them and sends chunks until done, failed, or the
+/// receiver is gone (the client disconnected): then it stops pulling, and
+/// dropping the engine's stream cancels the scan.
+async fn produce(
+    df: DataFrame,
+    format: Format,
+    tx: mpsc::Sender<Result<bytes::Bytes, SliceError>>,
+    stats: Arc<StreamStats>,
+) {
+    let outcome = async {
+        let mut batches = df.execute_stream().await.map_err(engine_error)?;
+        let schema = sanitized_schema(&batches.schema());
+        let mut encoder =
+            Encoder::new(format, &schema).map_err(|e| SliceError::Internal(e.to_string()))?;
+        loop {
+            let next = tokio::select! {
+                _ = tx.closed() => return Ok(false),
+                next = batches.next() => next,
+            };
+            let Some(batch) = next else { break };
+            let batch = sanitize(&batch.map_err(engine_error)?, &schema)
+                .map_err(|e| SliceError::Internal(e.to_string()))?;
+            stats
+                .rows
+                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            let chunk = encoder
+                .write(&batch)
+                .map_err(|e| SliceError::Internal(e.to_string()))?;
+            if !send(&tx, &stats, chunk).await {
+                return Ok(false);
+            }
+        }
+        let tail = encoder
+            .finish()
+            .map_err(|e| SliceError::Internal(e.to_string()))?;
+        Ok(send(&tx, &stats, tail).await)
+    }
+    .await;
+    let rows = stats.rows.load(Ordering::Relaxed);
+    let bytes = stats.bytes.load(Ordering::Relaxed);
+    match outcome {
+        Ok(true) => tracing::info!(rows, bytes, outcome = "complete", "slice finished"),
+        Ok(false) => tracing::info!(rows, bytes, outcome = "client-aborted", "slice stopped"),
+        Err(e) => {
+            tracing::warn!(rows, bytes, outcome = "error", error = %e, "slice failed");
+            let _ = tx.send(Err(e)).await;
+        }
+    }
+}
+
+async fn send(
+    tx: &mpsc::Sender<Result<bytes::Bytes, SliceError>>,
+    stats: &StreamStats,
+    chunk: bytes::Bytes,
+) -> bool {
+    if chunk.is_empty() {
+        return true;
+    }
+    stats.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    tx.send(Ok(chunk)).await.is_ok()
+}
+
+/// Engine failures while rows are read. Execution errors can quote cell
+/// values (a failed cast names the value), so callers get a generic
+/// message and the cause goes to the log only.
+fn engine_error(e: DataFusionError) -> SliceError {
+    match e.find_root() {
+        DataFusionError::ArrowError(..) | DataFusionError::Execution(..) => {
+            tracing::debug!(error = %e, "slice evaluation failed");
+            SliceError::Evaluation
+        }
+        _ => SliceError::Internal(e.to_string()),
+    }
+}

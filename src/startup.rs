@@ -1,0 +1,191 @@
+//! The one way to start Sluice: `Application::build(settings)` loads the
+//! catalogue and policy, sets up keys, TLS and the engine, and binds the
+//! listener (port 0 picks a free port). `main` and the tests both use it.
+
+use std::any::Any;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_web::dev::{Extensions, Server, ServerHandle};
+use actix_web::{App, HttpServer, middleware, web};
+use anyhow::Context;
+use object_store::local::LocalFileSystem;
+
+use crate::auth::Verifier;
+use crate::catalog::Catalog;
+use crate::config::{Settings, TlsMode};
+use crate::http::{self, AppState};
+use crate::policy::Policy;
+use crate::slice::Engine;
+use crate::tls::{self, DevCertificate};
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    port: u16,
+    https: bool,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let storage = &settings.storage;
+        std::fs::create_dir_all(&storage.state)
+            .with_context(|| format!("creating state folder {}", storage.state.display()))?;
+        let datasets = std::fs::canonicalize(&storage.datasets)
+            .with_context(|| format!("catalogue folder {}", storage.datasets.display()))?;
+        let store = LocalFileSystem::new_with_prefix(&datasets)
+            .with_context(|| format!("catalogue folder {}", datasets.display()))?;
+        let catalog = Arc::new(
+            Catalog::load(Arc::new(store))
+                .await
+                .context("loading the catalogue")?,
+        );
+        let policy_file = storage.policy.display().to_string();
+        let policy = Policy::load(&storage.policy)?;
+        policy.check(&catalog, &policy_file, settings.limits.max_filter_bytes)?;
+        let verifier = Verifier::new(&settings.auth, &storage.state).context("loading keys")?;
+        if settings.auth.dev_mode {
+            tracing::warn!(
+                "auth.dev_mode is on: tokens minted by `sluice token` are accepted; never use this in production"
+            );
+        }
+        let engine = Engine::new(
+            &catalog,
+            settings.server.query_threads,
+            settings.limits.batch_rows,
+            settings.limits.stream_buffer_chunks,
+        )?;
+
+        let tls_config = match settings.tls.mode {
+            TlsMode::Off => None,
+            TlsMode::SelfSigned => {
+                let dev = DevCertificate::in_state(&storage.state);
+                dev.ensure()?;
+                Some(tls::server_config(&dev.cert, &dev.key)?)
+            }
+            TlsMode::Files => {
+                // `Settings::load` checked both are set.
+                let (Some(cert), Some(key)) = (&settings.tls.cert, &settings.tls.key) else {
+                    anyhow::bail!("tls.mode = \"files\" needs tls.cert and tls.key");
+                };
+                Some(tls::server_config(cert, key)?)
+            }
+        };
+
+        let state = web::Data::new(AppState {
+            catalog: catalog.clone(),
+            policy: Arc::new(policy),
+            verifier: Arc::new(verifier),
+            engine: Arc::new(engine),
+            limits: settings.limits.clone(),
+            ready: AtomicBool::new(false),
+        });
+        let listener = TcpListener::bind(settings.server.listen)
+            .with_context(|| format!("binding {}", settings.server.listen))?;
+        let port = listener.local_addr()?.port();
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(middleware::from_fn(http::request_id::middleware))
+                .configure(http::routes(app_state.clone()))
+        })
+        .on_connect(set_nodelay)
+        .disable_signals()
+        .shutdown_timeout(settings.server.shutdown_grace_secs)
+        .client_request_timeout(Duration::from_secs(
+            settings.limits.request_head_timeout_secs,
+        ));
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = match &tls_config {
+            Some(config) => server.listen_rustls_0_23(listener, (**config).clone())?,
+            None => server.listen(listener)?,
+        }
+        .run();
+        state.ready.store(true, Ordering::Relaxed);
+        tracing::info!(
+            port,
+            https = tls_config.is_some(),
+            datasets = catalog.len(),
+            "sluice is listening"
+        );
+        Ok(Self {
+            port,
+            https: tls_config.is_some(),
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// A handle to stop the server (gracefully or not) from elsewhere.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped (SIGTERM/SIGINT stop gracefully: new connections
+    /// are refused, readiness turns off, in-flight responses get the grace time).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let handle = self.server.handle();
+        let server = self.server;
+        tokio::select! {
+            result = server => result,
+            _ = shutdown_signal() => {
+                state.ready.store(false, Ordering::Relaxed);
+                tracing::info!("shutting down: draining in-flight requests");
+                handle.stop(true).await;
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Small responses must not wait for Nagle's algorithm (PERFORMANCE.md: a
+/// one-row answer took 48 ms instead of 14 ms without this).
+fn set_nodelay(conn: &dyn Any, _: &mut Extensions) {
+    use actix_tls::accept::rustls_0_23::TlsStream;
+    use actix_web::rt::net::TcpStream;
+    let tcp = conn
+        .downcast_ref::<TlsStream<TcpStream>>()
+        .map(|tls| tls.get_ref().0)
+        .or_else(|| conn.downcast_ref::<TcpStream>());
+    if let Some(tcp) = tcp
+        && let Err(e) = tcp.set_nodelay(true)
+    {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
+}

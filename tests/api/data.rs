@@ -1,0 +1,662 @@
+use sluice::auth::Role;
+
+use crate::helpers::{
+    ROWS, arrow_batches, column_names, decode_parquet, problem, rows, spawn_app, strings,
+};
+
+#[tokio::test]
+async fn open_data_streams_as_arrow_without_a_token() {
+    let app = spawn_app().await;
+    let batches = arrow_batches(app.data("vaccination-coverage", &[], None).await).await;
+    assert_eq!(rows(&batches), ROWS as usize);
+    assert_eq!(
+        column_names(&batches),
+        [
+            "region",
+            "local_area",
+            "year",
+            "vaccine",
+            "age_group",
+            "eligible",
+            "vaccinated",
+            "coverage_pct"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn every_format_carries_the_same_rows() {
+    let app = spawn_app().await;
+    let query = [
+        ("columns", "region,year,vaccine,coverage_pct"),
+        ("filter", "year = 2012"),
+        ("limit", "50"),
+    ];
+    let mut q = query.to_vec();
+
+    let arrow = arrow_batches(app.data("vaccination-coverage", &q, None).await).await;
+    let expected_rows = rows(&arrow);
+    assert!(expected_rows > 0);
+    assert!(strings(&arrow, "year").iter().all(|y| y == "2012"));
+
+    q.push(("format", "parquet"));
+    let response = app.data("vaccination-coverage", &q, None).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/vnd.apache.parquet"
+    );
+    let parquet = decode_parquet(response.bytes().await.unwrap());
+    assert_eq!(rows(&parquet), expected_rows);
+    assert_eq!(strings(&parquet, "vaccine"), strings(&arrow, "vaccine"));
+
+    q.pop();
+    q.push(("format", "csv"));
+    let response = app.data("vaccination-coverage", &q, None).await;
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/csv; charset=utf-8"
+    );
+    let text = response.text().await.unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("region,year,vaccine,coverage_pct"));
+    assert_eq!(lines.count(), expected_rows);
+
+    q.pop();
+    q.push(("format", "ndjson"));
+    let response = app.data("vaccination-coverage", &q, None).await;
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let text = response.text().await.unwrap();
+    let objects: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objects.len(), expected_rows);
+    assert_eq!(objects[0]["year"], 2012);
+    assert_eq!(objects[0].as_object().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn the_accept_header_chooses_the_format_when_no_parameter_does() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/v1/datasets/school-enrolment/data?limit=3"))
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/csv; charset=utf-8"
+    );
+    assert_eq!(response.text().await.unwrap().lines().count(), 4);
+
+    let refused = app
+        .client
+        .get(app.url("/v1/datasets/school-enrolment/data"))
+        .header("accept", "application/vnd.ms-excel")
+        .send()
+        .await
+        .unwrap();
+    problem(refused, 406, "not-acceptable").await;
+    problem(
+        app.data("school-enrolment", &[("format", "xlsx")], None)
+            .await,
+        400,
+        "invalid-parameter",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn filters_limit_and_offset_select_the_right_rows() {
+    let app = spawn_app().await;
+    let all = arrow_batches(
+        app.data(
+            "school-enrolment",
+            &[(
+                "filter",
+                "region = 'north' AND grade BETWEEN 3 AND 5 AND sex IN ('F')",
+            )],
+            None,
+        )
+        .await,
+    )
+    .await;
+    let n = rows(&all);
+    assert!(n > 0);
+    assert!(strings(&all, "region").iter().all(|r| r == "north"));
+    assert!(strings(&all, "sex").iter().all(|s| s == "F"));
+    assert!(
+        strings(&all, "grade")
+            .iter()
+            .all(|g| ["3", "4", "5"].contains(&g.as_str()))
+    );
+
+    let page = arrow_batches(
+        app.data(
+            "school-enrolment",
+            &[
+                (
+                    "filter",
+                    "region = 'north' AND grade BETWEEN 3 AND 5 AND sex IN ('F')",
+                ),
+                ("offset", "2"),
+                ("limit", "3"),
+            ],
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        strings(&page, "school_id"),
+        strings(&all, "school_id")[2..5].to_vec()
+    );
+
+    let none = arrow_batches(
+        app.data("school-enrolment", &[("filter", "enrolled > 1000")], None)
+            .await,
+    )
+    .await;
+    assert_eq!(rows(&none), 0);
+
+    let like = arrow_batches(
+        app.data(
+            "vaccination-coverage",
+            &[(
+                "filter",
+                "vaccine LIKE 'MMR%' AND NOT (region = 'london') AND coverage_pct * 2 > 150",
+            )],
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        strings(&like, "vaccine")
+            .iter()
+            .all(|v| v.starts_with("MMR"))
+    );
+    assert!(!strings(&like, "region").contains(&"london".to_string()));
+}
+
+#[tokio::test]
+async fn an_empty_csv_answer_still_has_its_header() {
+    let app = spawn_app().await;
+    let response = app
+        .data(
+            "school-enrolment",
+            &[
+                ("filter", "enrolled < 0"),
+                ("format", "csv"),
+                ("columns", "school_id,grade"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "school_id,grade\n");
+}
+
+#[tokio::test]
+async fn bad_slice_requests_are_explained() {
+    let app = spawn_app().await;
+    let id = "vaccination-coverage";
+    problem(
+        app.data(id, &[("filter", "region = ")], None).await,
+        400,
+        "invalid-filter",
+    )
+    .await;
+    problem(
+        app.data(id, &[("filter", "region IN (SELECT 1)")], None)
+            .await,
+        400,
+        "invalid-filter",
+    )
+    .await;
+    problem(
+        app.data(id, &[("filter", "pg_sleep(5) = 1")], None).await,
+        400,
+        "invalid-filter",
+    )
+    .await;
+    problem(
+        app.data(id, &[("filter", "year = 1; DROP TABLE x")], None)
+            .await,
+        400,
+        "invalid-filter",
+    )
+    .await;
+    problem(
+        app.data(id, &[("filter", &"a".repeat(5000))], None).await,
+        400,
+        "invalid-filter",
+    )
+    .await;
+    problem(
+        app.data(
+            id,
+            &[("filter", "region > DATE '2020-01-01' AND year = 'x'")],
+            None,
+        )
+        .await,
+        400,
+        "invalid-filter",
+    )
+    .await;
+    problem(
+        app.data(id, &[("limit", "-1")], None).await,
+        400,
+        "invalid-parameter",
+    )
+    .await;
+    problem(
+        app.data(id, &[("limit", "lots")], None).await,
+        400,
+        "invalid-parameter",
+    )
+    .await;
+    problem(
+        app.data(id, &[("columns", "region,region")], None).await,
+        400,
+        "invalid-parameter",
+    )
+    .await;
+    problem(
+        app.data(id, &[("colums", "region")], None).await,
+        400,
+        "invalid-parameter",
+    )
+    .await;
+    problem(
+        app.data(id, &[("version", "9")], None).await,
+        404,
+        "version-not-found",
+    )
+    .await;
+    let unknown = problem(
+        app.data(id, &[("columns", "region,colour")], None).await,
+        400,
+        "unknown-column",
+    )
+    .await;
+    assert_eq!(unknown["column"], "colour");
+    // The server keeps serving afterwards.
+    assert_eq!(app.data(id, &[("limit", "1")], None).await.status(), 200);
+}
+
+/// The body of an error with its request id removed, to compare two errors.
+async fn anonymised(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let mut body: serde_json::Value = response.json().await.unwrap();
+    body.as_object_mut().unwrap().remove("request_id");
+    (
+        status,
+        body.to_string()
+            .replace("patient_id", "NAME")
+            .replace("no_such_col", "NAME"),
+    )
+}
+
+#[tokio::test]
+async fn hidden_columns_are_indistinguishable_from_absent_ones() {
+    let app = spawn_app().await;
+    let alice = app.alice();
+    let id = "hospital-admissions";
+    for (hidden, absent) in [
+        (
+            vec![("columns", "region,patient_id")],
+            vec![("columns", "region,no_such_col")],
+        ),
+        (
+            vec![("filter", "patient_id = 'P000000001'")],
+            vec![("filter", "no_such_col = 'P000000001'")],
+        ),
+        (
+            vec![("filter", "patient_id IS NOT NULL")],
+            vec![("filter", "no_such_col IS NOT NULL")],
+        ),
+    ] {
+        let a = anonymised(app.data(id, &hidden, Some(&alice)).await).await;
+        let b = anonymised(app.data(id, &absent, Some(&alice)).await).await;
+        assert_eq!(a.0, 400);
+        assert_eq!(a, b, "hidden and absent columns must give the same answer");
+    }
+    // A column outside alice's grant (but not an identifier) is hidden too.
+    let c = anonymised(
+        app.data(id, &[("columns", "postcode_district")], Some(&alice))
+            .await,
+    )
+    .await;
+    assert_eq!(c.0, 400);
+}
+
+#[tokio::test]
+async fn direct_identifiers_are_never_served() {
+    let app = spawn_app().await;
+    let planner = app.token("dan@nhs.example", &[Role::Researcher], &["nhs-north"]);
+    let batches = arrow_batches(app.data("hospital-admissions", &[], Some(&planner)).await).await;
+    assert!(!column_names(&batches).contains(&"patient_id".to_string()));
+    let response = app
+        .data("hospital-admissions", &[("format", "csv")], Some(&planner))
+        .await;
+    let text = response.text().await.unwrap();
+    assert!(!text.contains("patient_id"));
+    assert!(
+        !text.contains(",P0") && !text.contains("\nP0"),
+        "a patient id leaked"
+    );
+}
+
+#[tokio::test]
+async fn registered_data_needs_a_researcher_token() {
+    let app = spawn_app().await;
+    let id = "school-results";
+    let anonymous = app.data(id, &[], None).await;
+    assert_eq!(
+        anonymous.headers()["www-authenticate"],
+        "Bearer realm=\"sluice\""
+    );
+    problem(anonymous, 401, "token-required").await;
+    let steward = app.token("sam@dfe.example", &[Role::Steward], &[]);
+    problem(
+        app.data(id, &[], Some(&steward)).await,
+        403,
+        "role-required",
+    )
+    .await;
+    let batches = arrow_batches(
+        app.data(id, &[("limit", "10")], Some(&app.researcher()))
+            .await,
+    )
+    .await;
+    assert_eq!(rows(&batches), 10);
+}
+
+#[tokio::test]
+async fn controlled_data_needs_a_grant_and_obeys_it() {
+    let app = spawn_app().await;
+    let id = "hospital-admissions";
+    problem(app.data(id, &[], None).await, 401, "token-required").await;
+    let denied = problem(
+        app.data(id, &[], Some(&app.researcher())).await,
+        403,
+        "grant-required",
+    )
+    .await;
+    assert!(
+        denied["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Data Access Committee")
+    );
+
+    // Alice's grant: her columns only, capped at 250 rows.
+    let response = app.data(id, &[], Some(&app.alice())).await;
+    assert_eq!(response.headers()["sluice-row-cap"], "250");
+    let batches = arrow_batches(response).await;
+    assert_eq!(rows(&batches), 250);
+    assert_eq!(
+        column_names(&batches),
+        [
+            "age_band",
+            "sex",
+            "region",
+            "icd10_chapter",
+            "admission_date",
+            "length_of_stay"
+        ]
+    );
+
+    // The example from the README.
+    let batches = arrow_batches(
+        app.data(
+            id,
+            &[
+                ("columns", "age_band,region,length_of_stay"),
+                ("filter", "length_of_stay > 7 AND region = 'north'"),
+                ("limit", "1000"),
+            ],
+            Some(&app.alice()),
+        )
+        .await,
+    )
+    .await;
+    assert!(rows(&batches) > 0);
+    assert!(strings(&batches, "region").iter().all(|r| r == "north"));
+    assert!(
+        strings(&batches, "length_of_stay")
+            .iter()
+            .all(|s| s.parse::<i32>().unwrap() > 7)
+    );
+}
+
+#[tokio::test]
+async fn a_grants_row_filter_cannot_be_escaped() {
+    let app = spawn_app().await;
+    let planner = app.token("dan@nhs.example", &[Role::Researcher], &["nhs-north"]);
+    let id = "hospital-admissions";
+    let all = arrow_batches(app.data(id, &[], Some(&planner)).await).await;
+    assert!(rows(&all) > 0 && rows(&all) < ROWS as usize);
+    assert!(strings(&all, "region").iter().all(|r| r == "north"));
+    for escape in [
+        "region = 'south'",
+        "region <> 'north' OR 1 = 1",
+        "NOT (region = 'north')",
+    ] {
+        let batches =
+            arrow_batches(app.data(id, &[("filter", escape)], Some(&planner)).await).await;
+        assert!(
+            strings(&batches, "region").iter().all(|r| r == "north"),
+            "{escape}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn expired_grants_are_refused_as_expired() {
+    let app = spawn_app().await;
+    let bob = app.token("bob@college.example", &[Role::Researcher], &[]);
+    let body = problem(
+        app.data("hospital-admissions", &[], Some(&bob)).await,
+        403,
+        "grant-expired",
+    )
+    .await;
+    assert_eq!(body["grant"], "closed-pilot");
+}
+
+#[tokio::test]
+async fn masked_columns_are_masked_before_filters_see_them() {
+    let app = spawn_app().await;
+    let alice = app.alice();
+    let id = "hospital-admissions";
+    // Alice's grant does not unmask admission_date: every date is a 1st.
+    let batches = arrow_batches(
+        app.data(id, &[("columns", "admission_date")], Some(&alice))
+            .await,
+    )
+    .await;
+    assert!(
+        strings(&batches, "admission_date")
+            .iter()
+            .all(|d| d.ends_with("-01"))
+    );
+    // A filter on an exact raw date selects nothing unless it is a 1st.
+    let leak = arrow_batches(
+        app.data(
+            id,
+            &[("filter", "admission_date = '2019-01-17'")],
+            Some(&alice),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(rows(&leak), 0);
+    let narrow = arrow_batches(
+        app.data(
+            id,
+            &[(
+                "filter",
+                "admission_date > '2019-01-02' AND admission_date < '2019-01-31'",
+            )],
+            Some(&alice),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        rows(&narrow),
+        0,
+        "a range inside one month must not select by the hidden day"
+    );
+
+    // The north planners' grant lifts the mask.
+    let planner = app.token("dan@nhs.example", &[Role::Researcher], &["nhs-north"]);
+    let raw = arrow_batches(
+        app.data(
+            id,
+            &[("columns", "admission_date,age,postcode_district")],
+            Some(&planner),
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        strings(&raw, "admission_date")
+            .iter()
+            .any(|d| !d.ends_with("-01"))
+    );
+    // …but not the others: age in 5-year buckets, postcode cut to 2 characters.
+    assert!(
+        strings(&raw, "age")
+            .iter()
+            .all(|a| a.parse::<i32>().unwrap() % 5 == 0)
+    );
+    assert!(
+        strings(&raw, "postcode_district")
+            .iter()
+            .all(|p| p.chars().count() <= 2)
+    );
+    let leak = arrow_batches(
+        app.data(
+            id,
+            &[("filter", "postcode_district = 'NE23'")],
+            Some(&planner),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(rows(&leak), 0);
+    let leak = arrow_batches(
+        app.data(id, &[("filter", "age = 37")], Some(&planner))
+            .await,
+    )
+    .await;
+    assert_eq!(rows(&leak), 0);
+}
+
+#[tokio::test]
+async fn a_one_row_answer_carries_only_that_row() {
+    let app = spawn_app_big().await;
+    let response = app
+        .data(
+            "hospital-admissions",
+            &[("limit", "1"), ("filter", "region = 'london'")],
+            Some(&app.alice()),
+        )
+        .await;
+    let bytes = response.bytes().await.unwrap();
+    assert!(bytes.len() < 4096, "one row took {} bytes", bytes.len());
+    let text = String::from_utf8_lossy(&bytes);
+    // Only one region value may be in the body.
+    for other in ["north", "south", "east", "west", "midlands"] {
+        assert!(
+            !text.contains(other),
+            "bytes of other rows ({other}) leaked"
+        );
+    }
+}
+
+/// Large enough that a page holds many rows besides the one asked for.
+async fn spawn_app_big() -> crate::helpers::TestApp {
+    crate::helpers::spawn_app_with(50_000, |_| {}).await
+}
+
+#[tokio::test]
+async fn the_query_endpoint_takes_the_slice_as_json() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/v1/datasets/vaccination-coverage/query"))
+        .json(&serde_json::json!({
+            "columns": ["region", "coverage_pct"],
+            "filter": "region IN ('north', 'south') AND coverage_pct BETWEEN 80 AND 90",
+            "limit": 20,
+            "format": "ndjson",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    for line in text.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let pct = row["coverage_pct"].as_f64().unwrap();
+        assert!((80.0..=90.0).contains(&pct));
+    }
+    assert!(text.lines().count() > 0 && text.lines().count() <= 20);
+
+    let too_big = app
+        .client
+        .post(app.url("/v1/datasets/vaccination-coverage/query"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"filter\": \"{}\"}}", "x".repeat(100_000)))
+        .send()
+        .await
+        .unwrap();
+    problem(too_big, 413, "payload-too-large").await;
+    let not_json = app
+        .client
+        .post(app.url("/v1/datasets/vaccination-coverage/query"))
+        .header("content-type", "text/plain")
+        .body("region = 'north'")
+        .send()
+        .await
+        .unwrap();
+    problem(not_json, 415, "unsupported-media-type").await;
+    let unknown_field = app
+        .client
+        .post(app.url("/v1/datasets/vaccination-coverage/query"))
+        .json(&serde_json::json!({ "where": "x" }))
+        .send()
+        .await
+        .unwrap();
+    problem(unknown_field, 400, "invalid-parameter").await;
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_stream_leaves_the_server_serving() {
+    let app = spawn_app().await;
+    let mut response = app
+        .data(
+            "hospital-admissions",
+            &[("format", "csv")],
+            Some(&app.token("dan@nhs.example", &[], &["nhs-north"])),
+        )
+        .await;
+    let _first = response.chunk().await.unwrap();
+    drop(response);
+    for _ in 0..3 {
+        assert_eq!(app.get("/readyz", None).await.status(), 200);
+        assert_eq!(
+            app.data("school-enrolment", &[("limit", "5")], None)
+                .await
+                .status(),
+            200
+        );
+    }
+}

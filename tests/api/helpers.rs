@@ -1,0 +1,224 @@
+//! `spawn_app()` and what tests need to talk to it.
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, RecordBatch};
+use sluice::auth::Role;
+use sluice::auth::dev::{DevKey, TokenRequest};
+use sluice::config::{Settings, TlsMode};
+use sluice::startup::Application;
+use tempfile::TempDir;
+
+/// Rows per sample dataset in tests.
+pub const ROWS: u64 = 600;
+
+pub const TEST_POLICY: &str = r#"
+[[grant]]
+id = "los-study"
+subjects = ["alice@uni.example"]
+dataset = "hospital-admissions"
+purpose = "Length-of-stay study"
+columns = ["age_band", "sex", "region", "icd10_chapter", "admission_date", "length_of_stay"]
+max_rows = 250
+expires = 2099-12-31
+
+[[grant]]
+id = "north-planning"
+groups = ["nhs-north"]
+dataset = "hospital-admissions"
+purpose = "Capacity planning, north"
+row_filter = "region = 'north'"
+unmask = ["admission_date"]
+expires = 2099-12-31
+
+[[grant]]
+id = "closed-pilot"
+subjects = ["bob@college.example"]
+dataset = "hospital-admissions"
+purpose = "Closed pilot"
+expires = 2020-01-01
+"#;
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    /// Kept so the temporary catalogue and state live as long as the server.
+    _dir: TempDir,
+    pub settings: Settings,
+    dev_key: DevKey,
+}
+
+pub fn settings_for(dir: &Path) -> Settings {
+    let mut settings = Settings::from_toml_str("[auth]\ndev_mode = true\n").expect("test settings");
+    settings.server.listen = "127.0.0.1:0".parse().expect("address");
+    settings.server.workers = 2;
+    settings.server.query_threads = 2;
+    settings.tls.mode = TlsMode::Off;
+    settings.storage.datasets = dir.join("datasets");
+    settings.storage.state = dir.join("state");
+    settings.storage.policy = dir.join("policy.toml");
+    settings
+}
+
+/// A server on plain HTTP over loopback, with the sample datasets.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(ROWS, |_| {}).await
+}
+
+/// A server with `rows` rows per sample dataset and settings changed in code.
+pub async fn spawn_app_with(rows: u64, customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    sluice::demo_data::write_all(&dir.path().join("datasets"), rows, 42, None).expect("demo data");
+    std::fs::write(dir.path().join("policy.toml"), TEST_POLICY).expect("policy");
+    let mut settings = settings_for(dir.path());
+    customize(&mut settings);
+    let app = Application::build(settings.clone())
+        .await
+        .expect("server builds");
+    let scheme = if app.is_https() { "https" } else { "http" };
+    let base = format!("{scheme}://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let dev_key = DevKey::load_or_create(&settings.storage.state).expect("dev key");
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        _dir: dir,
+        settings,
+        dev_key,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.settings.storage.state.clone()
+    }
+
+    pub fn token(&self, sub: &str, roles: &[Role], groups: &[&str]) -> String {
+        self.dev_key
+            .mint(&TokenRequest {
+                sub: sub.into(),
+                roles: roles.to_vec(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                organisation: None,
+                ttl_secs: 600,
+                issuer: self.settings.auth.issuer.clone(),
+                audience: self.settings.auth.audience.clone(),
+            })
+            .expect("mint")
+    }
+
+    pub fn researcher(&self) -> String {
+        self.token("rita@uni.example", &[Role::Researcher], &[])
+    }
+
+    pub fn alice(&self) -> String {
+        self.token("alice@uni.example", &[Role::Researcher], &[])
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// GET …/data with a raw query string (already encoded where needed).
+    pub async fn data(
+        &self,
+        id: &str,
+        query: &[(&str, &str)],
+        token: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .get(self.url(&format!("/v1/datasets/{id}/data")))
+            .query(query);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request sent")
+    }
+}
+
+/// Asserts a problem+json answer and returns its body.
+pub async fn problem(response: reqwest::Response, status: u16, kind: &str) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: serde_json::Value = response.json().await.expect("json body");
+    assert_eq!(body["type"], kind, "problem type in {body}");
+    assert_eq!(body["status"], status);
+    assert!(body["request_id"].is_string());
+    body
+}
+
+pub async fn arrow_batches(response: reqwest::Response) -> Vec<RecordBatch> {
+    assert_eq!(response.status(), 200, "status");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/vnd.apache.arrow.stream"
+    );
+    let bytes = response.bytes().await.expect("body");
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .expect("arrow stream");
+    reader.collect::<Result<Vec<_>, _>>().expect("batches")
+}
+
+pub fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+pub fn column_names(batches: &[RecordBatch]) -> Vec<String> {
+    batches
+        .first()
+        .map(|b| {
+            b.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every value of a string column, as text.
+pub fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let array = b.column_by_name(column).expect("column present");
+            let text =
+                arrow::compute::cast(array, &arrow::datatypes::DataType::Utf8).expect("cast");
+            let text = text
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .expect("strings")
+                .clone();
+            (0..text.len())
+                .map(move |i| {
+                    if text.is_null(i) {
+                        "NULL".to_string()
+                    } else {
+                        text.value(i).to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+pub fn decode_parquet(bytes: bytes::Bytes) -> Vec<RecordBatch> {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .expect("parquet")
+        .build()
+        .expect("reader");
+    reader.collect::<Result<Vec<_>, _>>().expect("batches")
+}

@@ -1,0 +1,11 @@
+//! Black-box tests: a real server built with `Application::build` on a free
+//! port, spoken to over HTTP(S) by a real client, bodies decoded.
+
+mod helpers;
+
+mod auth;
+mod catalog;
+mod data;
+mod health;
+mod https;
+mod policy;
