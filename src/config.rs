@@ -186,13 +186,13 @@ impl Settings {
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
         let figment = Figment::new()
             .merge(Toml::file_exact(file))
-            .merge(Env::prefixed("SLUICE_").split("__"));
+            .merge(Env::prefixed("SLUICE_").filter(is_setting).split("__"));
         let settings: Settings = figment.extract().map_err(Box::new)?;
         settings.check(&file.display().to_string())?;
         Ok(settings)
     }
 
-    /// Loads only from `file` (no environment), for tests and tools.
+    /// Loads only from a TOML string (no environment), for tests and tools.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
         let settings: Settings = Figment::new()
             .merge(Toml::string(text))
@@ -254,6 +254,14 @@ impl Settings {
     }
 }
 
+/// Only `SLUICE_<SECTION>__<KEY>` variables are settings; others with the
+/// prefix (`SLUICE_CONFIG`, used by the CLI) are not.
+fn is_setting(key: &figment::value::UncasedStr) -> bool {
+    const SECTIONS: [&str; 5] = ["server__", "tls__", "auth__", "storage__", "limits__"];
+    let key = key.as_str().to_ascii_lowercase();
+    SECTIONS.iter().any(|section| key.starts_with(section))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +290,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("tls.mode"), "{err}");
+    }
+
+    #[test]
+    // The error type is figment's own; its size is not ours to choose.
+    #[allow(clippy::result_large_err)]
+    fn environment_variables_override_the_file_and_others_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "s.toml",
+                "[server]\nlisten = \"127.0.0.1:1\"\n[auth]\ndev_mode = true\n",
+            )?;
+            jail.set_env("SLUICE_SERVER__LISTEN", "127.0.0.1:9443");
+            jail.set_env("SLUICE_LIMITS__BATCH_ROWS", "1024");
+            jail.set_env("SLUICE_CONFIG", "elsewhere.toml");
+            jail.set_env("SLUICE_VENV", "/tmp/venv");
+            let settings =
+                Settings::load(std::path::Path::new("s.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(settings.server.listen.port(), 9443);
+            assert_eq!(settings.limits.batch_rows, 1024);
+            jail.set_env("SLUICE_LIMITS__BATCH_ROWS", "many");
+            let err = Settings::load(std::path::Path::new("s.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.to_lowercase().contains("batch_rows") && err.contains("SLUICE_"),
+                "{err}"
+            );
+            Ok(())
+        });
     }
 
     #[test]

@@ -274,7 +274,8 @@ fn vaccination_batch(
         ("HPV", "13 years"),
     ];
     let n = n as usize;
-    let mut cols: (
+    // One vector per column, in schema order.
+    type Columns = (
         Vec<String>,
         Vec<String>,
         Vec<i32>,
@@ -283,7 +284,8 @@ fn vaccination_batch(
         Vec<i64>,
         Vec<i64>,
         Vec<f64>,
-    ) = Default::default();
+    );
+    let mut cols: Columns = Default::default();
     for i in 0..n as u64 {
         let row = start + i;
         let (vaccine, age_group) = VACCINES[(row % 6) as usize];
@@ -367,7 +369,8 @@ fn results_batch(
     _total: u64,
 ) -> anyhow::Result<RecordBatch> {
     let n = n as usize;
-    let mut cols: (
+    // One vector per column, in schema order.
+    type Columns = (
         Vec<String>,
         Vec<String>,
         Vec<String>,
@@ -377,11 +380,12 @@ fn results_batch(
         Vec<f64>,
         Vec<f64>,
         Vec<f64>,
-    ) = Default::default();
+    );
+    let mut cols: Columns = Default::default();
     for i in 0..n as u64 {
         let row = start + i;
         let school = row / 5;
-        let phase = if school % 3 == 0 {
+        let phase = if school.is_multiple_of(3) {
             "secondary"
         } else {
             "primary"
@@ -439,14 +443,16 @@ fn enrolment_batch(
     _total: u64,
 ) -> anyhow::Result<RecordBatch> {
     let n = n as usize;
-    let mut cols: (
+    // One vector per column, in schema order.
+    type Columns = (
         Vec<String>,
         Vec<String>,
         Vec<i32>,
         Vec<i32>,
         Vec<String>,
         Vec<i32>,
-    ) = Default::default();
+    );
+    let mut cols: Columns = Default::default();
     for i in 0..n as u64 {
         let row = start + i;
         let school = row / 24;
@@ -455,7 +461,7 @@ fn enrolment_batch(
         cols.2.push(2020 + ((row / 2) % 12 / 6) as i32 * 2);
         cols.3.push(1 + ((row / 2) % 12) as i32);
         cols.4
-            .push(if row % 2 == 0 { "F" } else { "M" }.to_string());
+            .push(if row.is_multiple_of(2) { "F" } else { "M" }.to_string());
         cols.5.push(rng.random_range(5..60));
     }
     Ok(RecordBatch::try_new(

@@ -88,6 +88,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "status": "ready",
             "datasets": state.catalog.len(),
             "grants": state.policy.grants.len(),
+            "active_streams": state.engine.active_streams(),
         }))
     } else {
         HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "not-ready" }))

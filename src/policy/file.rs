@@ -81,7 +81,7 @@ pub struct Grant {
 
 impl Grant {
     pub fn applies_to(&self, principal: &Principal) -> bool {
-        self.subjects.iter().any(|s| *s == principal.sub)
+        self.subjects.contains(&principal.sub)
             || self.groups.iter().any(|g| principal.groups.contains(g))
     }
 }

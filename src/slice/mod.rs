@@ -20,7 +20,7 @@ mod mask;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -97,6 +97,23 @@ pub struct Engine {
     ctx: SessionContext,
     runtime: QueryRuntime,
     buffer_chunks: usize,
+    active: Arc<AtomicUsize>,
+}
+
+/// Counts a running producer for as long as it lives.
+struct ActiveGuard(Arc<AtomicUsize>);
+
+impl ActiveGuard {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A Tokio runtime that may be dropped from async code (tests drop the
@@ -156,7 +173,13 @@ impl Engine {
             ctx,
             runtime: QueryRuntime(Some(runtime)),
             buffer_chunks,
+            active: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// Slices whose engine work is still running.
+    pub fn active_streams(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
     }
 
     /// Builds the plan for `request` on `version` under `plan`.
@@ -242,8 +265,13 @@ impl Engine {
     pub async fn stream(&self, df: DataFrame, format: Format) -> Result<SliceStream, SliceError> {
         let (tx, mut rx) = mpsc::channel(self.buffer_chunks);
         let stats = Arc::new(StreamStats::default());
-        let producer = produce(df, format, tx, stats.clone()).in_current_span();
-        self.runtime.handle().spawn(producer);
+        let stream_stats = stats.clone();
+        let guard = ActiveGuard::new(&self.active);
+        let producer = async move {
+            let _guard = guard;
+            produce(df, format, tx, stats).await
+        };
+        self.runtime.handle().spawn(producer.in_current_span());
         let first = match rx.recv().await {
             None => None,
             Some(Ok(bytes)) => Some(bytes),
@@ -252,7 +280,7 @@ impl Engine {
         Ok(SliceStream {
             first,
             rest: rx,
-            stats,
+            stats: stream_stats,
         })
     }
 }
