@@ -57,6 +57,8 @@ pub struct ServerSettings {
     /// Threads of the query runtime that decodes, filters and encodes slices
     /// (0: one per core).
     pub query_threads: usize,
+    /// How often the policy file is checked for changes, in milliseconds.
+    pub policy_poll_ms: u64,
 }
 
 impl Default for ServerSettings {
@@ -66,6 +68,7 @@ impl Default for ServerSettings {
             workers: 0,
             shutdown_grace_secs: 30,
             query_threads: 0,
+            policy_poll_ms: 2000,
         }
     }
 }
@@ -114,6 +117,16 @@ pub struct AuthSettings {
     pub dev_mode: bool,
     /// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds (at most 30).
     pub leeway_secs: u64,
+    /// Issuers whose GA4GH visas are trusted, each with its JWKS file.
+    pub visa_issuers: Vec<VisaIssuer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisaIssuer {
+    /// The visa's `iss`, exactly.
+    pub issuer: String,
+    pub jwks_file: PathBuf,
 }
 
 impl Default for AuthSettings {
@@ -124,6 +137,7 @@ impl Default for AuthSettings {
             jwks_file: None,
             dev_mode: false,
             leeway_secs: 30,
+            visa_issuers: Vec::new(),
         }
     }
 }

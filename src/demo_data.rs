@@ -133,6 +133,7 @@ fn field(name: &str, data_type: DataType) -> Field {
 
 fn admissions_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
+        field("nhs_number", DataType::Utf8),
         field("patient_id", DataType::Utf8),
         field("age", DataType::Int32),
         field("age_band", DataType::Utf8),
@@ -179,6 +180,7 @@ fn admissions_batch(
     let first_day = 17_897; // 2019-01-01 as days since 1970-01-01
     let span = 5 * 365;
     let n = n as usize;
+    let mut nhs = Vec::with_capacity(n);
     let (mut ids, mut ages, mut bands, mut sexes, mut regions, mut districts) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -202,7 +204,14 @@ fn admissions_batch(
             rng.random_range(0..65)
         };
         let region_index = rng.random_range(0..REGIONS.len());
-        ids.push(format!("P{:09}", rng.random_range(0..1_000_000_000u64)));
+        // A population of 50,000 patients per million rows, so patients
+        // have several admissions each.
+        let patient = rng.random_range(0..(total / 20).max(1));
+        nhs.push(format!(
+            "{:010}",
+            4_000_000_000 + patient * 7919 % 999_999_999
+        ));
+        ids.push(format!("P{patient:09}"));
         ages.push(age);
         bands.push(age_band(age).to_string());
         sexes.push(if rng.random_bool(0.51) { "F" } else { "M" }.to_string());
@@ -228,6 +237,7 @@ fn admissions_batch(
     Ok(RecordBatch::try_new(
         schema,
         vec![
+            utf8(nhs),
             utf8(ids),
             Arc::new(Int32Array::from(ages)),
             utf8(bands),

@@ -211,6 +211,9 @@ pub enum Mask {
     Bucket(u32),
     /// Strings cut to their first N characters.
     Prefix(u32),
+    /// Any value replaced by a keyed pseudonym (HMAC-SHA-256, 128-bit hex),
+    /// equal within one project and unlinkable across projects.
+    Hash,
 }
 
 impl Mask {
@@ -218,7 +221,7 @@ impl Mask {
     pub fn fits(self, data_type: &arrow::datatypes::DataType) -> bool {
         use arrow::datatypes::DataType as T;
         match self {
-            Mask::Redact => true,
+            Mask::Redact | Mask::Hash => true,
             Mask::Year | Mask::Month => {
                 matches!(data_type, T::Date32 | T::Date64 | T::Timestamp(..))
             }
@@ -244,6 +247,7 @@ impl FromStr for Mask {
             "redact" => Ok(Mask::Redact),
             "year" => Ok(Mask::Year),
             "month" => Ok(Mask::Month),
+            "hash" => Ok(Mask::Hash),
             _ => {
                 if let Some(n) = arg("bucket") {
                     return n.map(Mask::Bucket);
@@ -252,7 +256,7 @@ impl FromStr for Mask {
                     return n.map(Mask::Prefix);
                 }
                 Err(format!(
-                    "unknown mask '{s}' (expected redact, year, month, bucket(N) or prefix(N))"
+                    "unknown mask '{s}' (expected redact, hash, year, month, bucket(N) or prefix(N))"
                 ))
             }
         }
@@ -265,6 +269,7 @@ impl fmt::Display for Mask {
             Mask::Redact => f.write_str("redact"),
             Mask::Year => f.write_str("year"),
             Mask::Month => f.write_str("month"),
+            Mask::Hash => f.write_str("hash"),
             Mask::Bucket(n) => write!(f, "bucket({n})"),
             Mask::Prefix(n) => write!(f, "prefix({n})"),
         }
@@ -290,11 +295,11 @@ mod mask_tests {
 
     #[test]
     fn masks_round_trip_through_text() {
-        for text in ["redact", "year", "month", "bucket(5)", "prefix(3)"] {
+        for text in ["redact", "year", "month", "bucket(5)", "prefix(3)", "hash"] {
             let mask: Mask = text.parse().unwrap();
             assert_eq!(mask.to_string(), text);
         }
-        for bad in ["bucket(0)", "prefix()", "prefix(x)", "hash", "bucket5"] {
+        for bad in ["bucket(0)", "prefix()", "prefix(x)", "hmac", "bucket5"] {
             assert!(bad.parse::<Mask>().is_err(), "{bad}");
         }
     }

@@ -46,6 +46,11 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
+    /// Check or explain the policy file.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Write the synthetic sample datasets (deterministic for a seed).
     DemoData {
         #[arg(long, default_value_t = 2000)]
@@ -57,6 +62,32 @@ enum Command {
         /// Only this dataset (default: all).
         #[arg(long)]
         only: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file against the catalogue (default: storage.policy).
+    Check { file: Option<PathBuf> },
+    /// What a caller would get of a dataset, in words and as JSON.
+    Explain {
+        /// The caller's subject (omit for an anonymous caller).
+        #[arg(long)]
+        sub: Option<String>,
+        #[arg(long = "role")]
+        roles: Vec<Role>,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        dataset: String,
+        /// The grant the caller would choose, if several match.
+        #[arg(long)]
+        grant: Option<String>,
+        /// Policy file (default: storage.policy).
+        #[arg(long)]
+        file: Option<PathBuf>,
     },
 }
 
@@ -111,6 +142,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Policy { command } => {
+            let settings = Settings::load(&cli.config)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(policy_command(settings, command))
+        }
         Command::DemoData {
             rows,
             out,
@@ -121,6 +159,78 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for (id, rows) in written {
                 eprintln!("wrote {id}: {rows} rows");
             }
+            Ok(())
+        }
+    }
+}
+
+async fn policy_command(settings: Settings, command: PolicyCommand) -> anyhow::Result<()> {
+    use sluice::auth::{Caller, Principal};
+    use sluice::policy::{self, Policy};
+
+    let catalog = sluice::startup::load_catalog(&settings.storage.datasets).await?;
+    let file_of = |file: Option<PathBuf>| file.unwrap_or_else(|| settings.storage.policy.clone());
+    match command {
+        PolicyCommand::Check { file } => {
+            let file = file_of(file);
+            let name = file.display().to_string();
+            let policy = Policy::load(&file)?;
+            policy.check(&catalog, &name, settings.limits.max_filter_bytes)?;
+            let today = time::OffsetDateTime::now_utc().date();
+            for grant in policy.expired(today) {
+                eprintln!(
+                    "warning: {name}: grant '{}' expired on {} (it answers grant-expired)",
+                    grant.id,
+                    grant.expires.map(|d| d.to_string()).unwrap_or_default()
+                );
+            }
+            println!(
+                "{name}: ok ({} grants, {} visa grants, disclosure min_count={} round_to={})",
+                policy.grants.len(),
+                policy.visa_grants.len(),
+                policy.disclosure.min_count,
+                policy.disclosure.round_to
+            );
+            Ok(())
+        }
+        PolicyCommand::Explain {
+            sub,
+            roles,
+            groups,
+            org,
+            dataset,
+            grant,
+            file,
+        } => {
+            let file = file_of(file);
+            let policy = Policy::load(&file)?;
+            policy.check(
+                &catalog,
+                &file.display().to_string(),
+                settings.limits.max_filter_bytes,
+            )?;
+            let id = sluice::domain::DatasetId::parse(&dataset)?;
+            let dataset = catalog
+                .get(&id)
+                .ok_or_else(|| anyhow::anyhow!("no dataset '{id}' in the catalogue"))?;
+            let caller = match sub {
+                None => Caller::Anonymous,
+                Some(sub) => Caller::Principal(Principal {
+                    sub,
+                    roles: roles.into_iter().collect(),
+                    groups: groups.into_iter().collect(),
+                    organisation: org,
+                    visas: Vec::new(),
+                }),
+            };
+            let today = time::OffsetDateTime::now_utc().date();
+            let decision =
+                policy::evaluate(&policy, &caller, &dataset.manifest, grant.as_deref(), today);
+            print!("{}", policy::describe(&dataset.manifest, &decision));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&policy::decision_json(&decision))?
+            );
             Ok(())
         }
     }

@@ -17,8 +17,8 @@ use crate::auth::Verifier;
 use crate::catalog::Catalog;
 use crate::config::{Settings, TlsMode};
 use crate::http::{self, AppState};
-use crate::policy::Policy;
-use crate::slice::Engine;
+use crate::policy::LivePolicy;
+use crate::slice::{Engine, Secret};
 use crate::tls::{self, DevCertificate};
 
 /// A built, bound, not yet running server.
@@ -34,26 +34,27 @@ impl Application {
         let storage = &settings.storage;
         std::fs::create_dir_all(&storage.state)
             .with_context(|| format!("creating state folder {}", storage.state.display()))?;
-        let datasets = std::fs::canonicalize(&storage.datasets)
-            .with_context(|| format!("catalogue folder {}", storage.datasets.display()))?;
-        let store = LocalFileSystem::new_with_prefix(&datasets)
-            .with_context(|| format!("catalogue folder {}", datasets.display()))?;
-        let catalog = Arc::new(
-            Catalog::load(Arc::new(store))
-                .await
-                .context("loading the catalogue")?,
+        let catalog = Arc::new(load_catalog(&storage.datasets).await?);
+        let policy = Arc::new(LivePolicy::load(
+            &storage.policy,
+            &catalog,
+            settings.limits.max_filter_bytes,
+        )?);
+        spawn_policy_watcher(
+            policy.clone(),
+            catalog.clone(),
+            Duration::from_millis(settings.server.policy_poll_ms),
         );
-        let policy_file = storage.policy.display().to_string();
-        let policy = Policy::load(&storage.policy)?;
-        policy.check(&catalog, &policy_file, settings.limits.max_filter_bytes)?;
         let verifier = Verifier::new(&settings.auth, &storage.state).context("loading keys")?;
         if settings.auth.dev_mode {
             tracing::warn!(
                 "auth.dev_mode is on: tokens minted by `sluice token` are accepted; never use this in production"
             );
         }
+        let secret = Secret::load_or_create(&storage.state).context("pseudonymisation secret")?;
         let engine = Engine::new(
             &catalog,
+            secret,
             settings.server.query_threads,
             settings.limits.batch_rows,
             settings.limits.stream_buffer_chunks,
@@ -77,7 +78,7 @@ impl Application {
 
         let state = web::Data::new(AppState {
             catalog: catalog.clone(),
-            policy: Arc::new(policy),
+            policy,
             verifier: Arc::new(verifier),
             engine: Arc::new(engine),
             limits: settings.limits.clone(),
@@ -150,6 +151,47 @@ impl Application {
             }
         }
     }
+}
+
+/// Loads the catalogue from a local folder.
+pub async fn load_catalog(folder: &std::path::Path) -> anyhow::Result<Catalog> {
+    let datasets = std::fs::canonicalize(folder)
+        .with_context(|| format!("catalogue folder {}", folder.display()))?;
+    let store = LocalFileSystem::new_with_prefix(&datasets)
+        .with_context(|| format!("catalogue folder {}", datasets.display()))?;
+    Catalog::load(Arc::new(store))
+        .await
+        .context("loading the catalogue")
+}
+
+/// Reloads the policy when its file changes (checked every `every`) and on SIGHUP.
+fn spawn_policy_watcher(policy: Arc<LivePolicy>, catalog: Arc<Catalog>, every: Duration) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(50)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            #[cfg(unix)]
+            let hup = async {
+                match hangup.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hup = std::future::pending::<Option<()>>();
+            tokio::select! {
+                _ = tick.tick() => {
+                    if policy.changed_on_disk() {
+                        policy.reload_logged(&catalog, "file changed");
+                    }
+                }
+                _ = hup => policy.reload_logged(&catalog, "SIGHUP"),
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

@@ -12,6 +12,7 @@
 
 pub mod dev;
 mod keys;
+mod passport;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -25,6 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::AuthSettings;
 pub use keys::KeySet;
+use keys::VerifyKey;
+pub use passport::Visa;
 
 /// Tokens longer than this are refused unread.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -114,6 +117,8 @@ pub struct Principal {
     pub roles: BTreeSet<Role>,
     pub groups: BTreeSet<String>,
     pub organisation: Option<String>,
+    /// Verified GA4GH `ControlledAccessGrants` visas from the token's passport.
+    pub visas: Vec<Visa>,
 }
 
 impl Principal {
@@ -156,6 +161,9 @@ struct Claims {
     groups: Vec<String>,
     #[serde(default, alias = "org", alias = "organization")]
     organisation: Option<String>,
+    /// Visa JWTs (GA4GH Passport v1.2).
+    #[serde(default)]
+    ga4gh_passport_v1: Vec<String>,
 }
 
 /// The parts of the JOSE header that the `jsonwebtoken` crate does not check.
@@ -176,6 +184,7 @@ pub struct Verifier {
     dev_keys: KeySet,
     jwks: RwLock<KeySet>,
     last_refresh: Mutex<Instant>,
+    visa_issuers: passport::TrustedIssuers,
 }
 
 impl Verifier {
@@ -200,6 +209,7 @@ impl Verifier {
             dev_keys,
             jwks: RwLock::new(jwks),
             last_refresh: Mutex::new(Instant::now()),
+            visa_issuers: passport::TrustedIssuers::load(&settings.visa_issuers)?,
         })
     }
 
@@ -220,36 +230,29 @@ impl Verifier {
             }
             found
         };
-        let mut last_error = AuthError::UnknownKey;
-        for key in candidates {
-            let mut validation = Validation::new(key.algorithm);
-            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-            validation.set_issuer(&[&self.issuer]);
-            validation.set_audience(&[&self.audience]);
-            validation.validate_nbf = true;
-            validation.leeway = self.leeway;
-            match decode::<Claims>(token, &key.key, &validation) {
-                Ok(data) => return self.principal_from(data.claims),
-                Err(e) => last_error = AuthError::Invalid(e),
-            }
-        }
-        Err(last_error)
+        // The algorithm list is replaced by each candidate key's own in `decode_with`.
+        let mut validation = Validation::new(header.alg);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.validate_nbf = true;
+        validation.leeway = self.leeway;
+        let claims: Claims = decode_with(token, &candidates, &validation)?;
+        check_iat(claims.iat, self.leeway)?;
+        Ok(self.principal_from(claims))
     }
 
-    fn principal_from(&self, claims: Claims) -> Result<Principal, AuthError> {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        if claims
-            .iat
-            .is_some_and(|iat| iat > now.saturating_add(self.leeway as i64))
-        {
-            return Err(AuthError::IssuedInFuture);
-        }
-        Ok(Principal {
+    fn principal_from(&self, claims: Claims) -> Principal {
+        let visas = self
+            .visa_issuers
+            .verify_all(&claims.ga4gh_passport_v1, self.leeway);
+        Principal {
             sub: claims.sub,
             roles: claims.roles.iter().filter_map(|r| r.parse().ok()).collect(),
             groups: claims.groups.into_iter().collect(),
             organisation: claims.organisation,
-        })
+            visas,
+        }
     }
 
     fn read_jwks(&self) -> std::sync::RwLockReadGuard<'_, KeySet> {
@@ -285,6 +288,35 @@ impl Verifier {
             }
         }
     }
+}
+
+/// Checks a token against candidate keys. Every key is pinned to one
+/// algorithm (`matching` only returns keys of the header's algorithm) and
+/// the validation's algorithm list is that one.
+fn decode_with<T: serde::de::DeserializeOwned>(
+    token: &str,
+    candidates: &[VerifyKey],
+    validation: &Validation,
+) -> Result<T, AuthError> {
+    let mut last_error = AuthError::UnknownKey;
+    for key in candidates {
+        let mut validation = validation.clone();
+        validation.algorithms = vec![key.algorithm];
+        match decode::<T>(token, &key.key, &validation) {
+            Ok(data) => return Ok(data.claims),
+            Err(e) => last_error = AuthError::Invalid(e),
+        }
+    }
+    Err(last_error)
+}
+
+/// `iat` in the future (beyond the leeway) is refused; the crate does not check it.
+fn check_iat(iat: Option<i64>, leeway: u64) -> Result<(), AuthError> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if iat.is_some_and(|iat| iat > now.saturating_add(leeway as i64)) {
+        return Err(AuthError::IssuedInFuture);
+    }
+    Ok(())
 }
 
 /// Refuses headers with `crit` (we implement no extensions, so RFC 7515

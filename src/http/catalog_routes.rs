@@ -11,7 +11,7 @@ use super::problem::ApiError;
 use crate::auth::Caller;
 use crate::catalog::{Dataset, SearchQuery};
 use crate::domain::{DatasetId, Tier};
-use crate::policy::{self, Decision};
+use crate::policy;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -157,8 +157,8 @@ pub async fn show(
         })
         .collect();
     let today = time::OffsetDateTime::now_utc().date();
-    let access = access_view(policy::evaluate(
-        &state.policy,
+    let access = policy::decision_json(&policy::evaluate(
+        &state.policy.current(),
         &caller,
         m,
         params.grant.as_deref(),
@@ -179,28 +179,4 @@ pub async fn show(
         );
     }
     Ok(HttpResponse::Ok().json(body))
-}
-
-/// The caller's own access, as shown in dataset metadata.
-fn access_view(decision: Decision) -> Value {
-    match decision {
-        Decision::Allow(plan) => {
-            let mut view = json!({ "allowed": true });
-            if let (Value::Object(map), Ok(Value::Object(plan))) =
-                (&mut view, serde_json::to_value(&plan))
-            {
-                map.extend(plan);
-            }
-            view
-        }
-        Decision::Deny(denial) => {
-            let mut view = json!({ "allowed": false });
-            if let (Value::Object(map), Ok(Value::Object(denial))) =
-                (&mut view, serde_json::to_value(&denial))
-            {
-                map.extend(denial);
-            }
-            view
-        }
-    }
 }

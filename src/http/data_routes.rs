@@ -12,10 +12,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::AppState;
 use super::problem::ApiError;
 use crate::auth::Caller;
+use crate::catalog::{Dataset, Version};
 use crate::domain::DatasetId;
 use crate::formats::{Format, negotiate};
-use crate::policy::{self, Decision};
-use crate::slice::SliceRequest;
+use crate::policy::{self, AccessPlan, Decision, Mode};
+use crate::slice::{AggregateRequest, SliceRequest, SliceStream};
 
 /// Query parameters of `GET …/data`. Numbers arrive as text so errors can
 /// name the parameter.
@@ -127,27 +128,95 @@ pub async fn post_query(
     serve(&state, &caller, &path, wanted, &req).await
 }
 
-async fn serve(
-    state: &AppState,
+/// Query parameters of `GET …/aggregate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateParams {
+    group_by: Option<String>,
+    measures: Option<String>,
+    filter: Option<String>,
+    version: Option<String>,
+    format: Option<String>,
+    grant: Option<String>,
+}
+
+#[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+pub async fn get_aggregate(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    params: web::Query<AggregateParams>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let p = params.into_inner();
+    let version = number("version", p.version.as_deref())?;
+    let access = authorize(&state, &caller, &path, version, p.grant.as_deref())?;
+    let format = negotiate(p.format.as_deref(), accept(&req))?;
+    let request = AggregateRequest {
+        group_by: p.group_by.as_deref().map(split_columns).unwrap_or_default(),
+        measures: p.measures.as_deref().map(split_columns).unwrap_or_default(),
+        filter: p.filter,
+    };
+    let rules = state.policy.current().disclosure;
+    let df = state
+        .engine
+        .aggregate(
+            access.version,
+            &access.plan,
+            &request,
+            state.limits.max_filter_bytes,
+            &rules,
+        )
+        .await?;
+    tracing::info!(
+        sub = caller.subject(),
+        decision = "allow",
+        mode = "aggregate",
+        "aggregate started"
+    );
+    let stream = state.engine.stream(df, format).await?;
+    let mut response = streaming_response(&access, format, stream);
+    response.headers_mut().insert(
+        header::HeaderName::from_static("sluice-disclosure"),
+        header::HeaderValue::from_str(&format!(
+            "min_count={}; round_to={}; dominance_pct={}",
+            rules.min_count, rules.round_to, rules.dominance_pct
+        ))
+        .map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
+    Ok(response)
+}
+
+fn accept(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// What a caller may read of one version of one dataset.
+struct Access<'a> {
+    dataset: &'a Dataset,
+    version: &'a Version,
+    plan: AccessPlan,
+}
+
+/// Resolves the dataset and version and asks the policy.
+fn authorize<'a>(
+    state: &'a AppState,
     caller: &Caller,
     raw_id: &str,
-    wanted: Wanted,
-    req: &HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+    version: Option<u64>,
+    grant: Option<&str>,
+) -> Result<Access<'a>, ApiError> {
     // An id that is not a valid slug cannot name a dataset.
     let id = DatasetId::parse(raw_id).map_err(|_| ApiError::DatasetNotFound)?;
     let dataset = state.catalog.get(&id).ok_or(ApiError::DatasetNotFound)?;
-    let accept = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok());
-    let format = negotiate(wanted.format.as_deref(), accept)?;
     let today = time::OffsetDateTime::now_utc().date();
     let plan = match policy::evaluate(
-        &state.policy,
+        &state.policy.current(),
         caller,
         &dataset.manifest,
-        wanted.grant.as_deref(),
+        grant,
         today,
     ) {
         Decision::Allow(plan) => plan,
@@ -156,49 +225,82 @@ async fn serve(
                 sub = caller.subject(),
                 decision = "deny",
                 ?denial,
-                "slice refused"
+                "access refused"
             );
             return Err(ApiError::Denied(denial));
         }
     };
     let version = dataset
-        .version(wanted.version)
-        .ok_or(ApiError::VersionNotFound(
-            wanted.version.unwrap_or_default(),
-        ))?;
-    let df = state
-        .engine
-        .plan(version, &plan, &wanted.slice, state.limits.max_filter_bytes)
-        .await?;
+        .version(version)
+        .ok_or(ApiError::VersionNotFound(version.unwrap_or_default()))?;
+    Ok(Access {
+        dataset,
+        version,
+        plan,
+    })
+}
+
+async fn serve(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+    wanted: Wanted,
+    req: &HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let access = authorize(
+        state,
+        caller,
+        raw_id,
+        wanted.version,
+        wanted.grant.as_deref(),
+    )?;
+    if access.plan.mode == Mode::Aggregate {
+        return Err(ApiError::AggregateOnly(access.dataset.id().to_string()));
+    }
+    let format = negotiate(wanted.format.as_deref(), accept(req))?;
+    let df = state.engine.plan(
+        access.version,
+        &access.plan,
+        &wanted.slice,
+        state.limits.max_filter_bytes,
+    )?;
     tracing::info!(
         sub = caller.subject(),
         decision = "allow",
-        version = version.number,
+        version = access.version.number,
         format = format.name(),
         "slice started"
     );
     let stream = state.engine.stream(df, format).await?;
-    let body = futures::stream::iter(stream.first.map(Ok)).chain(ReceiverStream::new(stream.rest));
+    let mut response = streaming_response(&access, format, stream);
+    if let Some(cap) = access.plan.max_rows {
+        response.headers_mut().insert(
+            header::HeaderName::from_static("sluice-row-cap"),
+            header::HeaderValue::from(cap),
+        );
+    }
+    Ok(response)
+}
 
+/// A 200 whose body is the slice's chunks as they come.
+fn streaming_response(access: &Access, format: Format, stream: SliceStream) -> HttpResponse {
+    let body = futures::stream::iter(stream.first.map(Ok)).chain(ReceiverStream::new(stream.rest));
     let mut response = HttpResponse::Ok();
     response
         .content_type(format.media_type())
-        .insert_header(("Sluice-Dataset-Version", version.number.to_string()))
+        .insert_header(("Sluice-Dataset-Version", access.version.number.to_string()))
         .insert_header((
             header::CONTENT_DISPOSITION,
             format!(
                 "attachment; filename=\"{}-v{}.{}\"",
-                id,
-                version.number,
+                access.dataset.id(),
+                access.version.number,
                 format.extension()
             ),
         ))
         .insert_header((header::CACHE_CONTROL, "no-store"));
-    if let Some(cap) = plan.max_rows {
-        response.insert_header(("Sluice-Row-Cap", cap.to_string()));
-    }
     if format == Format::Csv {
         response.insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
     }
-    Ok(response.streaming(body))
+    response.streaming(body)
 }

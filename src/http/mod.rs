@@ -16,14 +16,14 @@ use actix_web::{HttpResponse, web};
 use crate::auth::Verifier;
 use crate::catalog::Catalog;
 use crate::config::Limits;
-use crate::policy::Policy;
+use crate::policy::LivePolicy;
 use crate::slice::Engine;
 use problem::ApiError;
 
 /// What every handler shares.
 pub struct AppState {
     pub catalog: Arc<Catalog>,
-    pub policy: Arc<Policy>,
+    pub policy: Arc<LivePolicy>,
     pub verifier: Arc<Verifier>,
     pub engine: Arc<Engine>,
     pub limits: Limits,
@@ -59,6 +59,10 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
                     .route(
                         "/datasets/{id}/query",
                         web::post().to(data_routes::post_query),
+                    )
+                    .route(
+                        "/datasets/{id}/aggregate",
+                        web::get().to(data_routes::get_aggregate),
                     ),
             )
             .default_service(web::to(|| async {
@@ -87,7 +91,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         HttpResponse::Ok().json(serde_json::json!({
             "status": "ready",
             "datasets": state.catalog.len(),
-            "grants": state.policy.grants.len(),
+            "grants": state.policy.current().grants.len(),
             "active_streams": state.engine.active_streams(),
         }))
     } else {

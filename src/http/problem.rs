@@ -35,6 +35,9 @@ pub enum ApiError {
     /// A policy denial.
     #[error("access denied")]
     Denied(Denial),
+    /// Rows were asked for under aggregate-only access.
+    #[error("your access to this dataset is aggregate-only: use /v1/datasets/{0}/aggregate")]
+    AggregateOnly(String),
     #[error("no dataset with this id")]
     DatasetNotFound,
     #[error("this dataset has no version {0}")]
@@ -67,6 +70,7 @@ impl ApiError {
                 Denial::GrantExpired { .. } => "grant-expired",
                 Denial::GrantAmbiguous { .. } => "grant-ambiguous",
             },
+            ApiError::AggregateOnly(_) => "aggregate-only",
             ApiError::DatasetNotFound => "dataset-not-found",
             ApiError::VersionNotFound(_) => "version-not-found",
             ApiError::RouteNotFound => "not-found",
@@ -153,7 +157,7 @@ impl ResponseError for ApiError {
             ApiError::InvalidToken | ApiError::Denied(Denial::TokenRequired { .. }) => {
                 StatusCode::UNAUTHORIZED
             }
-            ApiError::Denied(_) => StatusCode::FORBIDDEN,
+            ApiError::Denied(_) | ApiError::AggregateOnly(_) => StatusCode::FORBIDDEN,
             ApiError::DatasetNotFound | ApiError::VersionNotFound(_) | ApiError::RouteNotFound => {
                 StatusCode::NOT_FOUND
             }

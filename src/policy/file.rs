@@ -12,6 +12,17 @@
 //! row_filter = "region = 'north'"                       # optional
 //! max_rows = 100000                                     # optional
 //! expires = 2027-06-30                                  # optional, inclusive
+//! mode = "rows"                                         # or "aggregate"
+//! project = "los-2026"                # optional: scope of `hash` pseudonyms
+//!
+//! [[visa_grant]]                      # what a GA4GH ControlledAccessGrants visa opens
+//! dataset = "hospital-admissions"
+//! mode = "aggregate"                  # optional, default "rows"
+//! columns = ["age_band", "region"]    # optional
+//!
+//! [disclosure]                        # aggregate disclosure control
+//! min_count = 10
+//! round_to = 5
 //! ```
 
 use std::collections::{BTreeSet, HashSet};
@@ -51,6 +62,63 @@ pub enum PolicyError {
 pub struct Policy {
     #[serde(default, rename = "grant")]
     pub grants: Vec<Grant>,
+    /// Datasets a GA4GH `ControlledAccessGrants` visa may open, and how.
+    #[serde(default, rename = "visa_grant")]
+    pub visa_grants: Vec<VisaGrant>,
+    #[serde(default)]
+    pub disclosure: Disclosure,
+}
+
+/// Whether a grant serves rows or only disclosure-controlled aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Rows,
+    Aggregate,
+}
+
+/// What a verified visa for `dataset` grants.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisaGrant {
+    pub dataset: DatasetId,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub columns: Option<Vec<ColumnName>>,
+    #[serde(default = "visa_purpose")]
+    pub purpose: String,
+}
+
+fn visa_purpose() -> String {
+    "GA4GH ControlledAccessGrants visa".into()
+}
+
+/// Statistical disclosure control for aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Disclosure {
+    /// Groups with fewer individuals than this are suppressed.
+    pub min_count: u64,
+    /// Released counts are rounded to a multiple of this.
+    pub round_to: u64,
+    /// Sums and means are suppressed when one contributor is more than
+    /// this share of the cell (percent).
+    pub dominance_pct: u64,
+    /// Most groups one aggregate may return.
+    pub max_groups: usize,
+}
+
+impl Default for Disclosure {
+    fn default() -> Self {
+        Self {
+            min_count: 10,
+            round_to: 5,
+            dominance_pct: 50,
+            max_groups: 100_000,
+        }
+    }
 }
 
 /// One grant: who, which dataset, for what, and what it lets them see.
@@ -62,8 +130,17 @@ pub struct Grant {
     pub subjects: Vec<String>,
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Organisations (the token's `organisation` claim) the grant covers.
+    #[serde(default)]
+    pub organisations: Vec<String>,
     pub dataset: DatasetId,
     pub purpose: String,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Pseudonyms from `hash` masks are the same within a project and
+    /// unlinkable across projects; defaults to the grant's id.
+    #[serde(default)]
+    pub project: Option<String>,
     /// Visible columns; absent means every column that is not a direct identifier.
     #[serde(default)]
     pub columns: Option<Vec<ColumnName>>,
@@ -83,6 +160,10 @@ impl Grant {
     pub fn applies_to(&self, principal: &Principal) -> bool {
         self.subjects.contains(&principal.sub)
             || self.groups.iter().any(|g| principal.groups.contains(g))
+            || principal
+                .organisation
+                .as_ref()
+                .is_some_and(|o| self.organisations.contains(o))
     }
 }
 
@@ -139,51 +220,45 @@ impl Policy {
         file: &str,
         max_filter_bytes: usize,
     ) -> Result<(), PolicyError> {
+        let problem = |grant: &str, problem: String| PolicyError::Grant {
+            file: file.to_owned(),
+            grant: grant.to_owned(),
+            problem,
+        };
+        if self.disclosure.min_count == 0 || self.disclosure.round_to == 0 {
+            return Err(problem(
+                "[disclosure]",
+                "min_count and round_to must be at least 1".into(),
+            ));
+        }
         let mut ids = HashSet::new();
         for grant in &self.grants {
-            let bad = |problem: String| PolicyError::Grant {
-                file: file.to_owned(),
-                grant: grant.id.clone(),
-                problem,
-            };
+            let bad = |p: String| problem(&grant.id, p);
             if grant.id.trim().is_empty() {
                 return Err(bad("id must not be empty".into()));
             }
             if !ids.insert(grant.id.as_str()) {
                 return Err(bad("id is used by another grant".into()));
             }
-            if grant.subjects.is_empty() && grant.groups.is_empty() {
-                return Err(bad("names no subjects and no groups".into()));
+            if grant.subjects.is_empty()
+                && grant.groups.is_empty()
+                && grant.organisations.is_empty()
+            {
+                return Err(bad("names no subjects, groups or organisations".into()));
             }
             if grant.purpose.trim().is_empty() {
                 return Err(bad("purpose must not be empty".into()));
             }
-            let Some(dataset) = catalog.get(&grant.dataset) else {
-                return Err(bad(format!(
-                    "dataset '{}' is not in the catalogue",
-                    grant.dataset
-                )));
-            };
-            let manifest = &dataset.manifest;
-            let known = |name: &ColumnName| -> Result<&crate::catalog::ColumnSpec, PolicyError> {
-                manifest.column(name.as_str()).ok_or_else(|| {
-                    bad(format!(
-                        "column '{name}' is not in dataset '{}'",
-                        manifest.id
-                    ))
-                })
-            };
-            for name in grant.columns.iter().flatten() {
-                if known(name)?.classification == Classification::DirectIdentifier {
-                    return Err(bad(format!(
-                        "column '{name}' is a direct identifier and can never be granted"
-                    )));
-                }
-            }
+            let manifest = dataset_manifest(catalog, &grant.dataset).map_err(&bad)?;
+            check_columns(manifest, grant.columns.as_deref()).map_err(&bad)?;
             for name in &grant.unmask {
-                if known(name)?.classification != Classification::QuasiIdentifier {
+                let quasi = manifest
+                    .column(name.as_str())
+                    .is_some_and(|c| c.classification == Classification::QuasiIdentifier);
+                if !quasi {
                     return Err(bad(format!(
-                        "unmask: column '{name}' is not a quasi-identifier"
+                        "unmask: column '{name}' is not a quasi-identifier of '{}'",
+                        manifest.id
                     )));
                 }
                 if grant.columns.as_ref().is_some_and(|c| !c.contains(name)) {
@@ -202,6 +277,53 @@ impl Policy {
                     .map_err(|e| bad(format!("row_filter: {e}")))?;
             }
         }
+        for visa in &self.visa_grants {
+            let bad = |p: String| problem(&format!("visa_grant {}", visa.dataset), p);
+            let manifest = dataset_manifest(catalog, &visa.dataset).map_err(&bad)?;
+            check_columns(manifest, visa.columns.as_deref()).map_err(&bad)?;
+        }
         Ok(())
     }
+
+    /// Grants whose last valid day is before `today` (still loaded: they
+    /// answer `grant-expired`, but an admin may want to prune them).
+    pub fn expired(&self, today: Date) -> impl Iterator<Item = &Grant> {
+        self.grants
+            .iter()
+            .filter(move |g| g.expires.is_some_and(|e| e < today))
+    }
+}
+
+fn dataset_manifest<'a>(
+    catalog: &'a Catalog,
+    id: &DatasetId,
+) -> Result<&'a crate::catalog::Manifest, String> {
+    catalog
+        .get(id)
+        .map(|d| &d.manifest)
+        .ok_or_else(|| format!("dataset '{id}' is not in the catalogue"))
+}
+
+/// Named columns must exist and may never be direct identifiers.
+fn check_columns(
+    manifest: &crate::catalog::Manifest,
+    columns: Option<&[ColumnName]>,
+) -> Result<(), String> {
+    for name in columns.into_iter().flatten() {
+        match manifest.column(name.as_str()) {
+            None => {
+                return Err(format!(
+                    "column '{name}' is not in dataset '{}'",
+                    manifest.id
+                ));
+            }
+            Some(c) if c.classification == Classification::DirectIdentifier => {
+                return Err(format!(
+                    "column '{name}' is a direct identifier and can never be granted"
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }

@@ -15,11 +15,18 @@
 //!    so Sluice never silently unions them.
 //! 5. Quasi-identifiers are served through their manifest mask unless the
 //!    grant in use lifts it.
+//! 6. A verified GA4GH `ControlledAccessGrants` visa naming the dataset
+//!    counts as a grant, shaped by the policy's `visa_grant` entry for that
+//!    dataset; a dataset without one cannot be opened by visas.
+//! 7. A grant's `mode` says whether rows may be served or only
+//!    disclosure-controlled aggregates.
 //!
 //! Evaluation does no I/O and takes "today" as an argument, so every rule is
 //! unit-tested here. Loading and checking the file is in [`file`].
 
+mod explain;
 pub mod file;
+pub mod live;
 
 use serde::Serialize;
 use time::Date;
@@ -27,7 +34,9 @@ use time::Date;
 use crate::auth::{Caller, Role};
 use crate::catalog::Manifest;
 use crate::domain::{Classification, ColumnName, Mask, Tier};
-pub use file::{Grant, Policy, PolicyError};
+pub use explain::describe;
+pub use file::{Disclosure, Grant, Mode, Policy, PolicyError, VisaGrant};
+pub use live::LivePolicy;
 
 /// A column the caller may see, and how it is served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -65,6 +74,10 @@ pub struct AccessPlan {
     pub row_filter: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_rows: Option<u64>,
+    pub mode: Mode,
+    /// Scope of `hash` pseudonyms: equal within a project, unlinkable across.
+    #[serde(skip)]
+    pub project: String,
 }
 
 impl AccessPlan {
@@ -99,6 +112,23 @@ pub enum Decision {
     Deny(Denial),
 }
 
+/// A decision as JSON: `{"allowed": true, …plan}` or `{"allowed": false,
+/// "reason": …}`. The `access` field of dataset metadata and `sluice policy
+/// explain` both show this.
+pub fn decision_json(decision: &Decision) -> serde_json::Value {
+    let (allowed, details) = match decision {
+        Decision::Allow(plan) => (true, serde_json::to_value(plan)),
+        Decision::Deny(denial) => (false, serde_json::to_value(denial)),
+    };
+    let mut view = serde_json::json!({ "allowed": allowed });
+    if let (serde_json::Value::Object(map), Ok(serde_json::Value::Object(details))) =
+        (&mut view, details)
+    {
+        map.extend(details);
+    }
+    view
+}
+
 /// Decides what `caller` may read of the dataset described by `manifest`.
 /// `chosen` is the caller's `grant` parameter, if any.
 pub fn evaluate(
@@ -109,12 +139,14 @@ pub fn evaluate(
     today: Date,
 ) -> Decision {
     let principal = caller.principal();
-    let matching: Vec<&Grant> = match principal {
+    let matching: Vec<Grant> = match principal {
         None => Vec::new(),
         Some(p) => policy
             .grants
             .iter()
             .filter(|g| g.dataset == manifest.id && g.applies_to(p))
+            .cloned()
+            .chain(visa_grants(policy, p, manifest))
             .collect(),
     };
     let grant_denial = || Denial::GrantRequired {
@@ -156,7 +188,7 @@ pub fn evaluate(
         });
     }
     let (active, expired): (Vec<&Grant>, Vec<&Grant>) = matching
-        .into_iter()
+        .iter()
         .partition(|g| g.expires.is_none_or(|e| e >= today));
     match active.as_slice() {
         [grant] => Decision::Allow(plan_for_grant(manifest, grant)),
@@ -189,7 +221,40 @@ fn tier_plan(manifest: &Manifest, basis: Basis) -> AccessPlan {
             .collect(),
         row_filter: None,
         max_rows: None,
+        mode: Mode::Rows,
+        project: "public".into(),
     }
+}
+
+/// Grants made from the caller's verified visas for this dataset.
+fn visa_grants<'a>(
+    policy: &'a Policy,
+    principal: &'a crate::auth::Principal,
+    manifest: &'a Manifest,
+) -> impl Iterator<Item = Grant> + 'a {
+    let shape = policy.visa_grants.iter().find(|v| v.dataset == manifest.id);
+    principal
+        .visas
+        .iter()
+        .filter(move |visa| shape.is_some() && visa.names_dataset(manifest.id.as_str()))
+        .filter_map(move |visa| {
+            let shape = shape?;
+            Some(Grant {
+                id: format!("visa:{}", visa.issuer),
+                subjects: vec![principal.sub.clone()],
+                groups: Vec::new(),
+                organisations: Vec::new(),
+                dataset: manifest.id.clone(),
+                purpose: shape.purpose.clone(),
+                mode: shape.mode,
+                project: Some(format!("visa:{}", visa.issuer)),
+                columns: shape.columns.clone(),
+                unmask: Vec::new(),
+                row_filter: None,
+                max_rows: None,
+                expires: Some(visa.expires.date()),
+            })
+        })
 }
 
 fn plan_for_grant(manifest: &Manifest, grant: &Grant) -> AccessPlan {
@@ -217,6 +282,8 @@ fn plan_for_grant(manifest: &Manifest, grant: &Grant) -> AccessPlan {
         columns,
         row_filter: grant.row_filter.clone(),
         max_rows: grant.max_rows,
+        mode: grant.mode,
+        project: grant.project.clone().unwrap_or_else(|| grant.id.clone()),
     }
 }
 

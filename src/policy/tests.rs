@@ -79,6 +79,7 @@ fn who(sub: &str, roles: &[Role], groups: &[&str]) -> Caller {
             .map(|g| g.to_string())
             .collect::<BTreeSet<_>>(),
         organisation: None,
+        visas: Vec::new(),
     })
 }
 

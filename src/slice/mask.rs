@@ -9,16 +9,25 @@ use datafusion::error::Result;
 use datafusion::functions::expr_fn;
 use datafusion::logical_expr::{Expr, cast, lit};
 
+use super::pseudonym::Secret;
 use crate::domain::Mask;
 
 /// The expression serving column `name` of `data_type` through `mask`.
-pub fn masked_column(name: &str, data_type: &DataType, mask: Option<Mask>) -> Result<Expr> {
+pub fn masked_column(
+    name: &str,
+    data_type: &DataType,
+    mask: Option<Mask>,
+    secret: &Secret,
+    project: &str,
+) -> Result<Expr> {
     let raw = Expr::Column(Column::new_unqualified(name));
     let Some(mask) = mask else {
         return Ok(raw.alias(name));
     };
     let expr = match mask {
         Mask::Redact => Expr::Literal(ScalarValue::try_from(data_type)?, None),
+        // A pseudonym is text whatever the column's type.
+        Mask::Hash => secret.pseudonym(project, raw),
         Mask::Year | Mask::Month => {
             let unit = if mask == Mask::Year { "year" } else { "month" };
             let as_timestamp = match data_type {

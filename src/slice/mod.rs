@@ -16,7 +16,12 @@
 //! engine decodes and encodes in parallel while the HTTP workers write to
 //! sockets; the two meet in a bounded channel, which is the backpressure.
 
+mod aggregate;
+pub use aggregate::AggregateRequest;
+pub mod disclosure;
 mod mask;
+mod pseudonym;
+pub use pseudonym::Secret;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -98,6 +103,7 @@ pub struct Engine {
     runtime: QueryRuntime,
     buffer_chunks: usize,
     active: Arc<AtomicUsize>,
+    secret: Secret,
 }
 
 /// Counts a running producer for as long as it lives.
@@ -141,6 +147,7 @@ impl QueryRuntime {
 impl Engine {
     pub fn new(
         catalog: &Catalog,
+        secret: Secret,
         threads: usize,
         batch_rows: usize,
         buffer_chunks: usize,
@@ -174,6 +181,7 @@ impl Engine {
             runtime: QueryRuntime(Some(runtime)),
             buffer_chunks,
             active: Arc::new(AtomicUsize::new(0)),
+            secret,
         })
     }
 
@@ -183,14 +191,46 @@ impl Engine {
     }
 
     /// Builds the plan for `request` on `version` under `plan`.
-    pub async fn plan(
+    pub fn plan(
         &self,
         version: &Version,
         plan: &AccessPlan,
         request: &SliceRequest,
         max_filter_bytes: usize,
     ) -> Result<DataFrame, SliceError> {
-        let internal = |e: DataFusionError| SliceError::Internal(e.to_string());
+        let mut df =
+            self.visible_frame(version, plan, request.filter.as_deref(), max_filter_bytes)?;
+        let visible = visible_names(plan);
+
+        // 4. The caller's columns.
+        if let Some(columns) = &request.columns {
+            let names = resolve_columns(columns, &visible)?;
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            df = df.select_columns(&names).map_err(internal)?;
+        }
+
+        // 5. Offset, limit and the grant's row cap.
+        let fetch = match (request.limit, plan.max_rows) {
+            (Some(l), Some(m)) => Some(l.min(m)),
+            (l, m) => l.or(m),
+        };
+        if fetch.is_some() || request.offset.is_some_and(|o| o > 0) {
+            let skip = usize::try_from(request.offset.unwrap_or(0)).unwrap_or(usize::MAX);
+            let fetch = fetch.map(|f| usize::try_from(f).unwrap_or(usize::MAX));
+            df = df.limit(skip, fetch).map_err(internal)?;
+        }
+        Ok(df)
+    }
+
+    /// Steps 1-3 of every plan: the policy's row filter on raw rows, masks
+    /// and the visible projection, then the caller's filter.
+    fn visible_frame(
+        &self,
+        version: &Version,
+        plan: &AccessPlan,
+        caller_filter: Option<&str>,
+        max_filter_bytes: usize,
+    ) -> Result<DataFrame, SliceError> {
         let urls = version
             .files
             .iter()
@@ -228,35 +268,24 @@ impl Engine {
                     .schema
                     .field_with_name(c.name.as_str())
                     .map_err(|e| SliceError::Internal(e.to_string()))?;
-                mask::masked_column(c.name.as_str(), field.data_type(), c.mask).map_err(internal)
+                mask::masked_column(
+                    c.name.as_str(),
+                    field.data_type(),
+                    c.mask,
+                    &self.secret,
+                    &plan.project,
+                )
+                .map_err(internal)
             })
             .collect::<Result<Vec<_>, _>>()?;
         df = df.select(projection).map_err(internal)?;
 
         // 3. The caller's filter, resolved against visible columns only.
-        let visible: BTreeSet<String> = plan.columns.iter().map(|c| c.name.to_string()).collect();
-        if let Some(text) = request.filter.as_deref().filter(|t| !t.trim().is_empty()) {
-            let expr = filter::parse(text, max_filter_bytes, &visible)?;
+        if let Some(text) = caller_filter.filter(|t| !t.trim().is_empty()) {
+            let expr = filter::parse(text, max_filter_bytes, &visible_names(plan))?;
             df = df.filter(expr).map_err(|_| SliceError::FilterTypes)?;
         }
 
-        // 4. The caller's columns.
-        if let Some(columns) = &request.columns {
-            let names = resolve_columns(columns, &visible)?;
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            df = df.select_columns(&names).map_err(internal)?;
-        }
-
-        // 5. Offset, limit and the grant's row cap.
-        let fetch = match (request.limit, plan.max_rows) {
-            (Some(l), Some(m)) => Some(l.min(m)),
-            (l, m) => l.or(m),
-        };
-        if fetch.is_some() || request.offset.is_some_and(|o| o > 0) {
-            let skip = usize::try_from(request.offset.unwrap_or(0)).unwrap_or(usize::MAX);
-            let fetch = fetch.map(|f| usize::try_from(f).unwrap_or(usize::MAX));
-            df = df.limit(skip, fetch).map_err(internal)?;
-        }
         Ok(df)
     }
 
@@ -283,6 +312,14 @@ impl Engine {
             stats: stream_stats,
         })
     }
+}
+
+fn internal(e: DataFusionError) -> SliceError {
+    SliceError::Internal(e.to_string())
+}
+
+fn visible_names(plan: &AccessPlan) -> BTreeSet<String> {
+    plan.columns.iter().map(|c| c.name.to_string()).collect()
 }
 
 fn url_of(text: &str) -> Result<url::Url, SliceError> {

@@ -109,7 +109,7 @@ async fn dataset_metadata_shows_schema_versions_and_the_callers_access() {
     assert!(body["bytes"].as_u64().unwrap() > 0);
     assert_eq!(body["versions"][0]["version"], 1);
     let columns = body["columns"].as_array().unwrap();
-    let patient = columns.iter().find(|c| c["name"] == "patient_id").unwrap();
+    let patient = columns.iter().find(|c| c["name"] == "nhs_number").unwrap();
     assert_eq!(patient["classification"], "direct-identifier");
     let date = columns
         .iter()
@@ -136,7 +136,7 @@ async fn dataset_metadata_shows_schema_versions_and_the_callers_access() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert!(!visible.contains(&"patient_id"));
+    assert!(!visible.contains(&"nhs_number"));
     assert!(!visible.contains(&"postcode_district"));
 
     let rita = app.researcher();

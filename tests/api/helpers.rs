@@ -32,6 +32,25 @@ unmask = ["admission_date"]
 expires = 2099-12-31
 
 [[grant]]
+id = "north-audit"
+groups = ["nhs-audit"]
+dataset = "hospital-admissions"
+purpose = "Clinical audit, north"
+row_filter = "region = 'north'"
+project = "audit-2026"
+
+[[grant]]
+id = "agency-statistics"
+organisations = ["Example Public Health Agency"]
+dataset = "hospital-admissions"
+purpose = "Published regional statistics"
+mode = "aggregate"
+
+[[visa_grant]]
+dataset = "hospital-admissions"
+mode = "aggregate"
+
+[[grant]]
 id = "closed-pilot"
 subjects = ["bob@college.example"]
 dataset = "hospital-admissions"
@@ -93,8 +112,24 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
+    pub fn dev_key(&self) -> &DevKey {
+        &self.dev_key
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.settings.storage.state.clone()
+    }
+
+    /// Every raw value of a column in the dataset's file, read directly.
+    pub fn raw_column(&self, dataset: &str, column: &str) -> Vec<String> {
+        let path = self
+            .settings
+            .storage
+            .datasets
+            .join(dataset)
+            .join("versions/1/part-0.parquet");
+        let bytes = bytes::Bytes::from(std::fs::read(path).expect("data file"));
+        strings(&decode_parquet(bytes), column)
     }
 
     pub fn token(&self, sub: &str, roles: &[Role], groups: &[&str]) -> String {

@@ -22,13 +22,13 @@ id = "g"
 subjects = ["x"]
 dataset = "hospital-admissions"
 purpose = "p"
-columns = ["patient_id"]
+columns = ["nhs_number"]
 "#,
     )
     .await;
     assert!(
         err.contains("policy.toml")
-            && err.contains("patient_id")
+            && err.contains("nhs_number")
             && err.contains("direct identifier"),
         "{err}"
     );

@@ -76,7 +76,7 @@ def test_errors_are_problem_json(server):
     import urllib.error
 
     with pytest.raises(urllib.error.HTTPError) as info:
-        server.get("/v1/datasets/hospital-admissions/data?columns=patient_id")
+        server.get("/v1/datasets/hospital-admissions/data?columns=nhs_number")
     assert info.value.code == 400
     assert info.value.headers["Content-Type"] == "application/problem+json"
     body = json.loads(info.value.read())

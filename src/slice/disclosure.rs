@@ -1,0 +1,220 @@
+//! Statistical disclosure control for aggregate tables, as trusted research
+//! environments release them (DESIGN.md):
+//!
+//! 1. **Primary suppression**: a group with fewer than `min_count` rows has
+//!    every measure withheld.
+//! 2. **Secondary suppression**: along every grouping dimension, the cells
+//!    that share all other group values form a margin. If a margin holds
+//!    exactly one suppressed cell, or suppressed cells adding up to fewer than
+//!    `min_count`, its smallest released cell is suppressed too, until neither
+//!    holds: a total from a coarser query can then no longer be differenced
+//!    down to one small group. With one grouping column the margin is the
+//!    whole table (the grand total).
+//! 3. **Rounding**: released counts are rounded to the nearest multiple of
+//!    `round_to` (halves up), deterministically, so repeating a query gives
+//!    the same answer and reveals nothing new.
+//! 4. **Dominance**: a sum or mean is withheld when one row contributes more
+//!    than `dominance_pct` % of the cell's total magnitude.
+//!
+//! Pure functions over plain numbers, no engine types: the slice module
+//! feeds them and applies the result.
+
+use std::collections::HashMap;
+
+/// One group of an aggregate, as the rules need it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    /// The group's values, one per grouping column, as text.
+    pub keys: Vec<String>,
+    /// Rows in the group.
+    pub count: u64,
+}
+
+/// Which cells must be withheld: primary then secondary suppression.
+pub fn suppressed(cells: &[Cell], min_count: u64) -> Vec<bool> {
+    let mut out: Vec<bool> = cells.iter().map(|c| c.count < min_count).collect();
+    let dims = cells.first().map_or(0, |c| c.keys.len());
+    if dims == 0 {
+        return out;
+    }
+    // Each pass suppresses at least one more cell or stops, so this ends
+    // after at most `cells.len()` passes.
+    loop {
+        let mut changed = false;
+        for dim in 0..dims {
+            let mut margins: HashMap<Vec<&str>, Vec<usize>> = HashMap::new();
+            for (i, cell) in cells.iter().enumerate() {
+                let key: Vec<&str> = cell
+                    .keys
+                    .iter()
+                    .enumerate()
+                    .filter(|(d, _)| *d != dim)
+                    .map(|(_, k)| k.as_str())
+                    .collect();
+                margins.entry(key).or_default().push(i);
+            }
+            for members in margins.values() {
+                let hidden: Vec<usize> = members.iter().copied().filter(|&i| out[i]).collect();
+                if hidden.is_empty() {
+                    continue;
+                }
+                let hidden_total: u64 = hidden.iter().map(|&i| cells[i].count).sum();
+                if hidden.len() == 1 || hidden_total < min_count {
+                    let smallest = members
+                        .iter()
+                        .copied()
+                        .filter(|&i| !out[i])
+                        .min_by_key(|&i| (cells[i].count, i));
+                    if let Some(i) = smallest {
+                        out[i] = true;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if !changed {
+            return out;
+        }
+    }
+}
+
+/// A count rounded to the nearest multiple of `base` (halves up).
+pub fn round_count(count: u64, base: u64) -> u64 {
+    if base <= 1 {
+        return count;
+    }
+    (count + base / 2) / base * base
+}
+
+/// Whether the largest contribution dominates the cell's total magnitude.
+pub fn dominated(largest_abs: f64, total_abs: f64, dominance_pct: u64) -> bool {
+    total_abs > 0.0 && largest_abs * 100.0 > total_abs * dominance_pct as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(keys: &[&str], count: u64) -> Cell {
+        Cell {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            count,
+        }
+    }
+
+    #[test]
+    fn small_groups_are_suppressed_and_a_lone_one_takes_a_neighbour_with_it() {
+        let cells = vec![
+            cell(&["north"], 3),
+            cell(&["south"], 40),
+            cell(&["east"], 25),
+        ];
+        // north alone would be recoverable from the grand total minus the
+        // others, so the next smallest (east) goes too.
+        assert_eq!(suppressed(&cells, 10), [true, false, true]);
+    }
+
+    #[test]
+    fn two_small_groups_that_together_reach_the_threshold_are_enough() {
+        let cells = vec![cell(&["a"], 6), cell(&["b"], 7), cell(&["c"], 50)];
+        assert_eq!(suppressed(&cells, 10), [true, true, false]);
+        let tiny = vec![
+            cell(&["a"], 2),
+            cell(&["b"], 3),
+            cell(&["c"], 50),
+            cell(&["d"], 60),
+        ];
+        // 2 + 3 < 10: the next smallest (c) must go as well.
+        assert_eq!(suppressed(&tiny, 10), [true, true, true, false]);
+    }
+
+    #[test]
+    fn secondary_suppression_runs_along_every_dimension() {
+        // region × year; (north, 2020) is small.
+        let cells = vec![
+            cell(&["north", "2020"], 4),
+            cell(&["north", "2021"], 30),
+            cell(&["south", "2020"], 20),
+            cell(&["south", "2021"], 35),
+        ];
+        let s = suppressed(&cells, 10);
+        assert!(s[0]);
+        // In north's row and in 2020's column one more must go; the
+        // complement cell of the 2×2 table then goes as well.
+        assert_eq!(s.iter().filter(|&&x| x).count(), 4);
+        for dim in 0..2 {
+            let mut margins: HashMap<Vec<&str>, (usize, u64)> = HashMap::new();
+            for (c, &hidden) in cells.iter().zip(&s) {
+                let key: Vec<&str> = c
+                    .keys
+                    .iter()
+                    .enumerate()
+                    .filter(|(d, _)| *d != dim)
+                    .map(|(_, k)| k.as_str())
+                    .collect();
+                let entry = margins.entry(key).or_default();
+                if hidden {
+                    entry.0 += 1;
+                    entry.1 += c.count;
+                }
+            }
+            for (n, total) in margins.values() {
+                assert!(
+                    *n == 0 || (*n >= 2 && *total >= 10),
+                    "a margin reveals a suppressed cell"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn large_tables_release_everything() {
+        let cells = vec![cell(&["a"], 12), cell(&["b"], 10)];
+        assert_eq!(suppressed(&cells, 10), [false, false]);
+        assert_eq!(suppressed(&[cell(&[], 9)], 10), [true]);
+    }
+
+    #[test]
+    fn rounding_is_deterministic_to_the_nearest_base() {
+        assert_eq!(round_count(12, 5), 10);
+        assert_eq!(round_count(13, 5), 15);
+        assert_eq!(round_count(15, 5), 15);
+        assert_eq!(round_count(17, 1), 17);
+    }
+
+    #[test]
+    fn one_dominant_contributor_withholds_the_sum() {
+        assert!(dominated(60.0, 100.0, 50));
+        assert!(!dominated(50.0, 100.0, 50));
+        assert!(!dominated(0.0, 0.0, 50));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_margin_ever_reveals_a_single_suppressed_cell(
+            counts in proptest::collection::vec(0u64..40, 1..30)
+        ) {
+            let cells: Vec<Cell> = counts.iter().enumerate()
+                .map(|(i, &c)| cell(&[&(i % 5).to_string(), &(i / 5).to_string()], c))
+                .collect();
+            let s = suppressed(&cells, 10);
+            for (c, &hidden) in cells.iter().zip(&s) {
+                proptest::prop_assert!(c.count >= 10 || hidden);
+            }
+            for dim in 0..2 {
+                let mut margins: HashMap<Vec<String>, (usize, u64, usize)> = HashMap::new();
+                for (c, &hidden) in cells.iter().zip(&s) {
+                    let key: Vec<String> = c.keys.iter().enumerate().filter(|(d, _)| *d != dim).map(|(_, k)| k.clone()).collect();
+                    let e = margins.entry(key).or_default();
+                    e.2 += 1;
+                    if hidden { e.0 += 1; e.1 += c.count; }
+                }
+                for (n, total, size) in margins.values() {
+                    // Either nothing hidden, everything hidden, or at least
+                    // two hidden cells adding up to the threshold.
+                    proptest::prop_assert!(*n == 0 || *n == *size || (*n >= 2 && *total >= 10));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! Issue 5: pseudonyms, organisations, aggregate-only access with disclosure
+//! control, GA4GH visas, and live policy reload.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use sluice::auth::Role;
+use sluice::auth::dev::TokenRequest;
+
+use crate::helpers::{
+    TestApp, arrow_batches, column_names, problem, rows, spawn_app, spawn_app_with, strings,
+};
+
+fn agency(app: &TestApp) -> String {
+    app.dev_key()
+        .mint(&TokenRequest {
+            sub: "stats@agency.example".into(),
+            roles: vec![Role::Researcher],
+            groups: vec![],
+            organisation: Some("Example Public Health Agency".into()),
+            ttl_secs: 600,
+            issuer: app.settings.auth.issuer.clone(),
+            audience: app.settings.auth.audience.clone(),
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn pseudonyms_link_within_a_project_and_not_across() {
+    let app = spawn_app().await;
+    let both = app.token(
+        "dan@nhs.example",
+        &[Role::Researcher],
+        &["nhs-north", "nhs-audit"],
+    );
+    let id = "hospital-admissions";
+    problem(app.data(id, &[], Some(&both)).await, 400, "grant-ambiguous").await;
+    let fetch = |grant: &'static str| {
+        let app = &app;
+        let both = both.clone();
+        async move {
+            let b = arrow_batches(
+                app.data(
+                    id,
+                    &[("columns", "patient_id"), ("grant", grant)],
+                    Some(&both),
+                )
+                .await,
+            )
+            .await;
+            strings(&b, "patient_id")
+        }
+    };
+    let planning = fetch("north-planning").await;
+    let again = fetch("north-planning").await;
+    let audit = fetch("north-audit").await;
+    assert_eq!(
+        planning, again,
+        "the same project gives the same pseudonyms"
+    );
+    assert_eq!(planning.len(), audit.len());
+    assert!(
+        planning
+            .iter()
+            .all(|p| p.len() == 32 && p.chars().all(|c| c.is_ascii_hexdigit()))
+    );
+    assert!(
+        planning.iter().zip(&audit).all(|(a, b)| a != b),
+        "projects must be unlinkable"
+    );
+    // Patients with several admissions keep one pseudonym: linkage works.
+    let mut seen = HashMap::new();
+    for p in &planning {
+        *seen.entry(p).or_insert(0) += 1;
+    }
+    assert!(seen.values().any(|&n| n > 1));
+    // A filter on a raw id finds nothing; one on the pseudonym finds the rows.
+    let raw = app.raw_column(id, "patient_id")[0].clone();
+    let by_raw = arrow_batches(
+        app.data(
+            id,
+            &[
+                ("filter", &format!("patient_id = '{raw}'")),
+                ("grant", "north-planning"),
+            ],
+            Some(&both),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(rows(&by_raw), 0);
+    let pseudo = planning[0].clone();
+    let by_pseudo = arrow_batches(
+        app.data(
+            id,
+            &[
+                ("filter", &format!("patient_id = '{pseudo}'")),
+                ("grant", "north-planning"),
+            ],
+            Some(&both),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(rows(&by_pseudo), seen[&pseudo]);
+}
+
+#[tokio::test]
+async fn an_aggregate_only_grant_refuses_rows_and_releases_controlled_aggregates() {
+    let app = spawn_app_with(3000, |_| {}).await;
+    let token = agency(&app);
+    let id = "hospital-admissions";
+    let body = problem(app.data(id, &[], Some(&token)).await, 403, "aggregate-only").await;
+    assert!(body["detail"].as_str().unwrap().contains("/aggregate"));
+
+    let response = app
+        .get(&format!("/v1/datasets/{id}/aggregate?group_by=region,icd10_chapter,admission_method,sex&measures=count,mean(length_of_stay),max(length_of_stay)"), Some(&token))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["sluice-disclosure"]
+            .to_str()
+            .unwrap()
+            .contains("min_count=10")
+    );
+    let batches = arrow_batches(response).await;
+    assert_eq!(
+        column_names(&batches),
+        [
+            "region",
+            "icd10_chapter",
+            "admission_method",
+            "sex",
+            "count",
+            "mean_length_of_stay",
+            "max_length_of_stay",
+            "suppressed"
+        ]
+    );
+    let counts = strings(&batches, "count");
+    let suppressed = strings(&batches, "suppressed");
+    assert!(
+        suppressed.contains(&"true".to_string()),
+        "3000 rows over 240 cells must have small ones"
+    );
+    assert!(suppressed.contains(&"false".to_string()));
+    for (count, hidden) in counts.iter().zip(&suppressed) {
+        if hidden == "true" {
+            assert_eq!(count, "NULL");
+        } else {
+            let n: u64 = count.parse().unwrap();
+            assert!(n >= 10 && n.is_multiple_of(5), "released count {n}");
+        }
+    }
+    // Measures on masked or hidden columns are unknown columns.
+    for column in ["age", "nhs_number", "no_such_col"] {
+        let r = app
+            .get(
+                &format!("/v1/datasets/{id}/aggregate?group_by=region&measures=sum({column})"),
+                Some(&token),
+            )
+            .await;
+        let body = problem(r, 400, "unknown-column").await;
+        assert_eq!(body["column"], column);
+    }
+    // Grouping by a masked column sees the mask (5-year buckets).
+    let ages = arrow_batches(
+        app.get(
+            &format!("/v1/datasets/{id}/aggregate?group_by=age"),
+            Some(&token),
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        strings(&ages, "age")
+            .iter()
+            .all(|a| a.parse::<i32>().unwrap() % 5 == 0)
+    );
+}
+
+#[tokio::test]
+async fn released_aggregates_match_the_rows_they_summarise() {
+    let app = spawn_app().await;
+    let id = "school-enrolment";
+    let all = arrow_batches(
+        app.data(id, &[("columns", "region,grade,enrolled")], None)
+            .await,
+    )
+    .await;
+    let mut truth: HashMap<(String, String), (u64, i64)> = HashMap::new();
+    for ((region, grade), enrolled) in strings(&all, "region")
+        .into_iter()
+        .zip(strings(&all, "grade"))
+        .zip(strings(&all, "enrolled"))
+    {
+        let e = truth.entry((region, grade)).or_default();
+        e.0 += 1;
+        e.1 += enrolled.parse::<i64>().unwrap();
+    }
+    let response = app
+        .get(&format!("/v1/datasets/{id}/aggregate?group_by=region,grade&measures=count,sum(enrolled)&format=csv"), None)
+        .await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("region,grade,count,sum_enrolled,suppressed")
+    );
+    let mut released = 0;
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let (n, total) = truth[&(f[0].to_string(), f[1].to_string())];
+        if f[4] == "true" {
+            assert_eq!((f[2], f[3]), ("", ""));
+        } else {
+            released += 1;
+            assert!(n >= 10);
+            let rounded: u64 = f[2].parse().unwrap();
+            assert!(
+                rounded.abs_diff(n) <= 2 && rounded.is_multiple_of(5),
+                "{n} released as {rounded}"
+            );
+            if !f[3].is_empty() {
+                assert_eq!(f[3].parse::<i64>().unwrap(), total);
+            }
+        }
+    }
+    assert!(released > 0);
+    // The same query gives the same answer.
+    let again = app
+        .get(&format!("/v1/datasets/{id}/aggregate?group_by=region,grade&measures=count,sum(enrolled)&format=csv"), None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, again);
+}
+
+#[tokio::test]
+async fn an_organisation_grant_applies_to_its_members_only() {
+    let app = spawn_app().await;
+    let metadata: Value = app
+        .get("/v1/datasets/hospital-admissions", Some(&agency(&app)))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["access"]["basis"]["id"], "agency-statistics");
+    assert_eq!(metadata["access"]["mode"], "aggregate");
+    let outsider = app.researcher();
+    let metadata: Value = app
+        .get("/v1/datasets/hospital-admissions", Some(&outsider))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["access"]["reason"], "grant-required");
+}
+
+#[tokio::test]
+async fn the_policy_reloads_when_its_file_changes_and_bad_files_are_refused() {
+    let app = spawn_app_with(crate::helpers::ROWS, |s| s.server.policy_poll_ms = 100).await;
+    let rita = app.researcher();
+    let id = "hospital-admissions";
+    problem(
+        app.data(id, &[("limit", "1")], Some(&rita)).await,
+        403,
+        "grant-required",
+    )
+    .await;
+    let policy_file = app.settings.storage.policy.clone();
+    let granted = format!(
+        "{}\n[[grant]]\nid = \"rita\"\nsubjects = [\"rita@uni.example\"]\ndataset = \"{id}\"\npurpose = \"p\"\n",
+        crate::helpers::TEST_POLICY
+    );
+    std::fs::write(&policy_file, &granted).unwrap();
+    wait_for(&app, id, &rita, 200).await;
+    // A broken file is refused; the grant stays in force.
+    std::fs::write(
+        &policy_file,
+        "[[grant]]\nid = \"broken\"\nsubjects = [\"x\"]\ndataset = \"nope\"\npurpose = \"p\"\n",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.data(id, &[("limit", "1")], Some(&rita)).await.status(),
+        200
+    );
+    std::fs::write(&policy_file, crate::helpers::TEST_POLICY).unwrap();
+    wait_for(&app, id, &rita, 403).await;
+}
+
+async fn wait_for(app: &TestApp, id: &str, token: &str, status: u16) {
+    for _ in 0..50 {
+        if app.data(id, &[("limit", "1")], Some(token)).await.status() == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the policy change was not picked up (wanted {status})");
+}
+
+/// A visa issuer with its own ES256 key and JWKS file.
+struct VisaIssuer {
+    key: EncodingKey,
+    dir: tempfile::TempDir,
+}
+
+impl VisaIssuer {
+    fn new() -> Self {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let raw = pair.public_key_raw();
+        let jwks = json!({ "keys": [{ "kty": "EC", "crv": "P-256", "kid": "visa-1",
+            "x": B64.encode(&raw[1..33]), "y": B64.encode(&raw[33..65]) }] });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
+        Self {
+            key: EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(),
+            dir,
+        }
+    }
+
+    fn visa(&self, iss: &str, kind: &str, value: &str, exp: i64) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("visa-1".into());
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims = json!({ "iss": iss, "sub": "rita@uni.example", "iat": now, "exp": now + exp,
+            "ga4gh_visa_v1": { "type": kind, "value": value, "source": "https://dac.example", "by": "dac", "asserted": now } });
+        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
+    }
+}
+
+fn passport_token(app: &TestApp, visas: Vec<String>) -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let claims = json!({ "sub": "rita@uni.example", "iss": app.settings.auth.issuer, "aud": app.settings.auth.audience,
+        "iat": now, "exp": now + 300, "roles": ["researcher"], "ga4gh_passport_v1": visas });
+    let pem = std::fs::read(app.state_dir().join("dev-signing-key.pem")).unwrap();
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some("sluice-dev".into());
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_pem(&pem).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_trusted_controlled_access_visa_counts_as_a_grant() {
+    let issuer = VisaIssuer::new();
+    let jwks = issuer.dir.path().join("jwks.json");
+    let app = spawn_app_with(crate::helpers::ROWS, |s| {
+        s.auth.visa_issuers = vec![sluice::config::VisaIssuer {
+            issuer: "https://visas.example".into(),
+            jwks_file: jwks.clone(),
+        }];
+    })
+    .await;
+    let id = "hospital-admissions";
+    let aggregate = format!("/v1/datasets/{id}/aggregate?group_by=region");
+    let good = issuer.visa(
+        "https://visas.example",
+        "ControlledAccessGrants",
+        &format!("https://sluice.example/v1/datasets/{id}"),
+        300,
+    );
+    let token = passport_token(&app, vec![good]);
+    assert_eq!(app.get(&aggregate, Some(&token)).await.status(), 200);
+    // The visa_grant is aggregate-only.
+    problem(app.data(id, &[], Some(&token)).await, 403, "aggregate-only").await;
+
+    let cases = [
+        (
+            "expired",
+            issuer.visa("https://visas.example", "ControlledAccessGrants", id, -120),
+        ),
+        (
+            "untrusted issuer",
+            issuer.visa("https://other.example", "ControlledAccessGrants", id, 300),
+        ),
+        (
+            "other type",
+            issuer.visa("https://visas.example", "AffiliationAndRole", id, 300),
+        ),
+        (
+            "other dataset",
+            issuer.visa(
+                "https://visas.example",
+                "ControlledAccessGrants",
+                "school-results",
+                300,
+            ),
+        ),
+        ("garbage", "not-a-jwt".to_string()),
+    ];
+    for (why, visa) in cases {
+        let token = passport_token(&app, vec![visa]);
+        // The token itself stays valid; the visa grants nothing.
+        assert_eq!(
+            app.get("/v1/datasets/school-results/data?limit=1", Some(&token))
+                .await
+                .status(),
+            200,
+            "{why}"
+        );
+        let r = app.get(&aggregate, Some(&token)).await;
+        assert_eq!(r.status(), 403, "{why}");
+    }
+    // A visa signed by another key under the trusted issuer's name.
+    let impostor = VisaIssuer::new();
+    let forged = impostor.visa("https://visas.example", "ControlledAccessGrants", id, 300);
+    assert_eq!(
+        app.get(&aggregate, Some(&passport_token(&app, vec![forged])))
+            .await
+            .status(),
+        403
+    );
+}
