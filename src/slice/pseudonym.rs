@@ -29,6 +29,11 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
+    /// A secret from known bytes (tests).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     /// Reads `<state>/pseudonym-secret`, creating it (mode 0600) on first use.
     pub fn load_or_create(state_dir: &Path) -> std::io::Result<Self> {
         let path = state_dir.join("pseudonym-secret");
