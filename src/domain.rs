@@ -142,6 +142,15 @@ impl FromStr for Tier {
     }
 }
 
+/// Whether rows may be served, or only disclosure-controlled aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Rows,
+    Aggregate,
+}
+
 /// How sensitive a column is, as classified by the dataset's steward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]

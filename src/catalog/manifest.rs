@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Classification, ColumnName, DatasetId, Mask, Tier};
+use crate::domain::{Classification, ColumnName, DatasetId, Mask, Mode, Tier};
 
 /// What a steward declares about a dataset.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,6 +21,10 @@ pub struct Manifest {
     #[serde(default)]
     pub keywords: Vec<String>,
     pub tier: Tier,
+    /// What tier access (open or registered, no grant) may read: rows, or
+    /// only disclosure-controlled aggregates. Grants set their own mode.
+    #[serde(default)]
+    pub mode: Mode,
     /// The published version: readers who do not pin one get this.
     pub version: u64,
     /// How to ask for access, shown to callers who are denied.

@@ -33,7 +33,7 @@ use time::Date;
 
 use crate::auth::Principal;
 use crate::catalog::Catalog;
-use crate::domain::{Classification, ColumnName, DatasetId};
+use crate::domain::{Classification, ColumnName, DatasetId, Mode};
 
 /// Why a policy file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -67,15 +67,6 @@ pub struct Policy {
     pub visa_grants: Vec<VisaGrant>,
     #[serde(default)]
     pub disclosure: Disclosure,
-}
-
-/// Whether a grant serves rows or only disclosure-controlled aggregates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    #[default]
-    Rows,
-    Aggregate,
 }
 
 /// What a verified visa for `dataset` grants.

@@ -33,9 +33,10 @@ use time::Date;
 
 use crate::auth::{Caller, Role};
 use crate::catalog::Manifest;
+pub use crate::domain::Mode;
 use crate::domain::{Classification, ColumnName, Mask, Tier};
 pub use explain::describe;
-pub use file::{Disclosure, Grant, Mode, Policy, PolicyError, VisaGrant};
+pub use file::{Disclosure, Grant, Policy, PolicyError, VisaGrant};
 pub use live::LivePolicy;
 
 /// A column the caller may see, and how it is served.
@@ -221,7 +222,8 @@ fn tier_plan(manifest: &Manifest, basis: Basis) -> AccessPlan {
             .collect(),
         row_filter: None,
         max_rows: None,
-        mode: Mode::Rows,
+        // Tier access gets what the dataset's manifest allows everyone.
+        mode: manifest.mode,
         project: "public".into(),
     }
 }

@@ -303,3 +303,22 @@ fn policy_files_are_strict() {
             .contains("next year")
     );
 }
+
+#[test]
+fn a_dataset_can_make_tier_access_aggregate_only() {
+    let text = MANIFEST
+        .replace("\"controlled\"", "\"open\"")
+        .replace("version = 1", "version = 1\nmode = \"aggregate\"");
+    let m = Manifest::parse(&text).unwrap();
+    let plan = allowed(evaluate(&policy(), &Caller::Anonymous, &m, None, TODAY));
+    assert_eq!(plan.mode, Mode::Aggregate);
+    // A rows grant still gives rows.
+    let plan = allowed(evaluate(
+        &policy(),
+        &who("alice", &[], &[]),
+        &m,
+        Some("alice"),
+        TODAY,
+    ));
+    assert_eq!(plan.mode, Mode::Rows);
+}
