@@ -43,6 +43,29 @@ pub struct Settings {
     pub storage: StorageSettings,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub audit: AuditSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Record every access (switch off only to measure its cost).
+    pub enabled: bool,
+    /// Folder of the audit files (default `<state>/audit`).
+    pub dir: Option<PathBuf>,
+    /// A file is rotated when it would grow past this size (and every day).
+    pub max_file_bytes: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: None,
+            max_file_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -271,7 +294,14 @@ impl Settings {
 /// Only `SLUICE_<SECTION>__<KEY>` variables are settings; others with the
 /// prefix (`SLUICE_CONFIG`, used by the CLI) are not.
 fn is_setting(key: &figment::value::UncasedStr) -> bool {
-    const SECTIONS: [&str; 5] = ["server__", "tls__", "auth__", "storage__", "limits__"];
+    const SECTIONS: [&str; 6] = [
+        "server__",
+        "tls__",
+        "auth__",
+        "storage__",
+        "limits__",
+        "audit__",
+    ];
     let key = key.as_str().to_ascii_lowercase();
     SECTIONS.iter().any(|section| key.starts_with(section))
 }

@@ -13,6 +13,7 @@
 //! and their own error enums. `startup` builds the whole server for `main`
 //! and for the tests alike.
 
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod domain;
 pub mod filter;
 pub mod formats;
 pub mod http;
+pub mod metrics;
 pub mod policy;
 pub mod slice;
 pub mod startup;

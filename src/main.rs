@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Verify or read the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Write the synthetic sample datasets (deterministic for a seed).
     DemoData {
         #[arg(long, default_value_t = 2000)]
@@ -62,6 +67,21 @@ enum Command {
         /// Only this dataset (default: all).
         #[arg(long)]
         only: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every chain link; report the first broken record by file and line.
+    Verify {
+        /// Audit folder (default: audit.dir, else <state>/audit).
+        dir: Option<PathBuf>,
+    },
+    /// Print the newest records, one JSON line each.
+    Tail {
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        dir: Option<PathBuf>,
     },
 }
 
@@ -148,6 +168,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(policy_command(settings, command))
+        }
+        Command::Audit { command } => {
+            let settings = Settings::load(&cli.config)?;
+            let default_dir = settings
+                .audit
+                .dir
+                .clone()
+                .unwrap_or_else(|| settings.storage.state.join("audit"));
+            match command {
+                AuditCommand::Verify { dir } => {
+                    let dir = dir.unwrap_or(default_dir);
+                    let report = sluice::audit::verify(&dir)?;
+                    for torn in &report.torn {
+                        eprintln!(
+                            "warning: {torn}: torn final record (the server stopped while writing it); not counted"
+                        );
+                    }
+                    println!(
+                        "{}: ok, {} records in {} files, chain intact",
+                        dir.display(),
+                        report.records,
+                        report.files
+                    );
+                    Ok(())
+                }
+                AuditCommand::Tail { lines, dir } => {
+                    let records = sluice::audit::read_all(&dir.unwrap_or(default_dir))?;
+                    for record in &records[records.len().saturating_sub(lines)..] {
+                        println!("{}", serde_json::to_string(record)?);
+                    }
+                    Ok(())
+                }
+            }
         }
         Command::DemoData {
             rows,

@@ -13,10 +13,12 @@ use actix_web::{App, HttpServer, middleware, web};
 use anyhow::Context;
 use object_store::local::LocalFileSystem;
 
+use crate::audit::{AuditLog, Record};
 use crate::auth::Verifier;
 use crate::catalog::Catalog;
 use crate::config::{Settings, TlsMode};
 use crate::http::{self, AppState};
+use crate::metrics::Metrics;
 use crate::policy::LivePolicy;
 use crate::slice::{Engine, Secret};
 use crate::tls::{self, DevCertificate};
@@ -40,9 +42,28 @@ impl Application {
             &catalog,
             settings.limits.max_filter_bytes,
         )?);
+        let metrics = Arc::new(Metrics::new().context("metrics")?);
+        let audit = Arc::new(if settings.audit.enabled {
+            let dir = settings
+                .audit
+                .dir
+                .clone()
+                .unwrap_or_else(|| storage.state.join("audit"));
+            let write_latency = metrics.audit_write.clone();
+            AuditLog::open(
+                &dir,
+                settings.audit.max_file_bytes,
+                Box::new(move |secs| write_latency.observe(secs)),
+            )?
+        } else {
+            tracing::warn!("audit is off: accesses are not recorded");
+            AuditLog::disabled()
+        });
         spawn_policy_watcher(
             policy.clone(),
             catalog.clone(),
+            audit.clone(),
+            metrics.clone(),
             Duration::from_millis(settings.server.policy_poll_ms),
         );
         let verifier = Verifier::new(&settings.auth, &storage.state).context("loading keys")?;
@@ -82,6 +103,8 @@ impl Application {
             verifier: Arc::new(verifier),
             engine: Arc::new(engine),
             limits: settings.limits.clone(),
+            audit,
+            metrics,
             ready: AtomicBool::new(false),
         });
         let listener = TcpListener::bind(settings.server.listen)
@@ -165,7 +188,31 @@ pub async fn load_catalog(folder: &std::path::Path) -> anyhow::Result<Catalog> {
 }
 
 /// Reloads the policy when its file changes (checked every `every`) and on SIGHUP.
-fn spawn_policy_watcher(policy: Arc<LivePolicy>, catalog: Arc<Catalog>, every: Duration) {
+fn spawn_policy_watcher(
+    policy: Arc<LivePolicy>,
+    catalog: Arc<Catalog>,
+    audit: Arc<AuditLog>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+) {
+    let changed = {
+        let policy = policy.clone();
+        move || policy.changed_on_disk()
+    };
+    let reload = move |why: &str| {
+        let result = policy.reload_logged(&catalog, why);
+        let outcome = if result.is_ok() { "ok" } else { "refused" };
+        metrics.policy_reloads.with_label_values(&[outcome]).inc();
+        audit.append(Record {
+            event: "policy-reload".into(),
+            reason: Some(match result {
+                Ok(grants) => format!("{why}: {grants} grants in force"),
+                Err(e) => format!("{why}: refused: {e}"),
+            }),
+            outcome: Some(outcome.into()),
+            ..Default::default()
+        });
+    };
     tokio::spawn(async move {
         #[cfg(unix)]
         let mut hangup =
@@ -184,11 +231,11 @@ fn spawn_policy_watcher(policy: Arc<LivePolicy>, catalog: Arc<Catalog>, every: D
             let hup = std::future::pending::<Option<()>>();
             tokio::select! {
                 _ = tick.tick() => {
-                    if policy.changed_on_disk() {
-                        policy.reload_logged(&catalog, "file changed");
+                    if changed() {
+                        reload("file changed");
                     }
                 }
-                _ = hup => policy.reload_logged(&catalog, "SIGHUP"),
+                _ = hup => reload("SIGHUP"),
             }
         }
     });

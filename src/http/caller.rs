@@ -37,6 +37,11 @@ fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
         })
         .ok_or_else(|| {
             tracing::info!(reason = "not-bearer", "authentication failed");
+            state
+                .metrics
+                .auth_failures
+                .with_label_values(&["not-bearer"])
+                .inc();
             ApiError::InvalidToken
         })?;
     match state.verifier.verify(token) {
@@ -46,6 +51,11 @@ fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
         }
         Err(e) => {
             tracing::info!(reason = e.reason(), "authentication failed");
+            state
+                .metrics
+                .auth_failures
+                .with_label_values(&[e.reason()])
+                .inc();
             Err(ApiError::InvalidToken)
         }
     }

@@ -9,8 +9,10 @@ use futures::StreamExt;
 use serde::Deserialize;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::AppState;
+use std::time::Instant;
+
 use super::problem::ApiError;
+use super::{AppState, trail};
 use crate::auth::Caller;
 use crate::catalog::{Dataset, Version};
 use crate::domain::DatasetId;
@@ -148,33 +150,59 @@ pub async fn get_aggregate(
     params: web::Query<AggregateParams>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
     let p = params.into_inner();
-    let version = number("version", p.version.as_deref())?;
-    let access = authorize(&state, &caller, &path, version, p.grant.as_deref())?;
-    let format = negotiate(p.format.as_deref(), accept(&req))?;
     let request = AggregateRequest {
         group_by: p.group_by.as_deref().map(split_columns).unwrap_or_default(),
         measures: p.measures.as_deref().map(split_columns).unwrap_or_default(),
         filter: p.filter,
     };
-    let rules = state.policy.current().disclosure;
-    let df = state
-        .engine
-        .aggregate(
-            access.version,
-            &access.plan,
-            &request,
-            state.limits.max_filter_bytes,
-            &rules,
-        )
-        .await?;
-    tracing::info!(
-        sub = caller.subject(),
-        decision = "allow",
-        mode = "aggregate",
-        "aggregate started"
+    let mut record = trail::request_record("aggregate", &caller, &path);
+    record.columns = Some(
+        request
+            .group_by
+            .iter()
+            .chain(&request.measures)
+            .cloned()
+            .collect(),
     );
-    let stream = state.engine.stream(df, format).await?;
+    record.filter = request.filter.clone();
+    let rules = state.policy.current().disclosure;
+    let prepared = async {
+        let version = number("version", p.version.as_deref())?;
+        let access = authorize(&state, &caller, &path, version, p.grant.as_deref())?;
+        let format = negotiate(p.format.as_deref(), accept(&req))?;
+        let df = state
+            .engine
+            .aggregate(
+                access.version,
+                &access.plan,
+                &request,
+                state.limits.max_filter_bytes,
+                &rules,
+            )
+            .await?;
+        Ok::<_, ApiError>((access, format, df))
+    }
+    .await;
+    let (access, format, df) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            trail::refused(&state, record, &e).await;
+            return Err(e);
+        }
+    };
+    record = trail::with_plan(record, &access.plan);
+    record.version = Some(access.version.number);
+    record.format = Some(format.name().into());
+    trail::allowed(&state, &record).await?;
+    let on_finish = trail::on_finish(&state, record, started, "aggregate");
+    let stream = state.engine.stream(df, format, on_finish).await?;
+    state
+        .metrics
+        .first_byte
+        .with_label_values(&["aggregate"])
+        .observe(started.elapsed().as_secs_f64());
     let mut response = streaming_response(&access, format, stream);
     response.headers_mut().insert(
         header::HeaderName::from_static("sluice-disclosure"),
@@ -247,31 +275,48 @@ async fn serve(
     wanted: Wanted,
     req: &HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let access = authorize(
-        state,
-        caller,
-        raw_id,
-        wanted.version,
-        wanted.grant.as_deref(),
-    )?;
-    if access.plan.mode == Mode::Aggregate {
-        return Err(ApiError::AggregateOnly(access.dataset.id().to_string()));
-    }
-    let format = negotiate(wanted.format.as_deref(), accept(req))?;
-    let df = state.engine.plan(
-        access.version,
-        &access.plan,
-        &wanted.slice,
-        state.limits.max_filter_bytes,
-    )?;
-    tracing::info!(
-        sub = caller.subject(),
-        decision = "allow",
-        version = access.version.number,
-        format = format.name(),
-        "slice started"
-    );
-    let stream = state.engine.stream(df, format).await?;
+    let started = Instant::now();
+    let mut record = trail::request_record("data", caller, raw_id);
+    record.columns = wanted.slice.columns.clone();
+    record.filter = wanted.slice.filter.clone();
+    let prepared = (|| {
+        let access = authorize(
+            state,
+            caller,
+            raw_id,
+            wanted.version,
+            wanted.grant.as_deref(),
+        )?;
+        if access.plan.mode == Mode::Aggregate {
+            return Err(ApiError::AggregateOnly(access.dataset.id().to_string()));
+        }
+        let format = negotiate(wanted.format.as_deref(), accept(req))?;
+        let df = state.engine.plan(
+            access.version,
+            &access.plan,
+            &wanted.slice,
+            state.limits.max_filter_bytes,
+        )?;
+        Ok((access, format, df))
+    })();
+    let (access, format, df) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            trail::refused(state, record, &e).await;
+            return Err(e);
+        }
+    };
+    record = trail::with_plan(record, &access.plan);
+    record.version = Some(access.version.number);
+    record.format = Some(format.name().into());
+    trail::allowed(state, &record).await?;
+    let on_finish = trail::on_finish(state, record, started, "data");
+    let stream = state.engine.stream(df, format, on_finish).await?;
+    state
+        .metrics
+        .first_byte
+        .with_label_values(&["data"])
+        .observe(started.elapsed().as_secs_f64());
     let mut response = streaming_response(&access, format, stream);
     if let Some(cap) = access.plan.max_rows {
         response.headers_mut().insert(

@@ -2,20 +2,24 @@
 //! streaming bodies. This is the only module that knows actix-web; handlers
 //! are thin and call into `catalog`, `policy`, `slice` and `formats`.
 
+mod admin_routes;
 mod caller;
 mod catalog_routes;
 mod data_routes;
 pub mod problem;
 pub mod request_id;
+mod trail;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix_web::{HttpResponse, web};
 
+use crate::audit::AuditLog;
 use crate::auth::Verifier;
 use crate::catalog::Catalog;
 use crate::config::Limits;
+use crate::metrics::Metrics;
 use crate::policy::LivePolicy;
 use crate::slice::Engine;
 use problem::ApiError;
@@ -27,6 +31,8 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     pub engine: Arc<Engine>,
     pub limits: Limits,
+    pub audit: Arc<AuditLog>,
+    pub metrics: Arc<Metrics>,
     /// False until the server is built and again once shutdown starts.
     pub ready: AtomicBool,
 }
@@ -51,6 +57,7 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
             )
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics))
             .service(
                 web::scope("/v1")
                     .route("/datasets", web::get().to(catalog_routes::list))
@@ -60,6 +67,7 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
                         "/datasets/{id}/query",
                         web::post().to(data_routes::post_query),
                     )
+                    .route("/audit", web::get().to(admin_routes::audit))
                     .route(
                         "/datasets/{id}/aggregate",
                         web::get().to(data_routes::get_aggregate),
@@ -84,6 +92,16 @@ fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> ApiError
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state
+        .metrics
+        .active_streams
+        .set(state.engine.active_streams() as i64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {

@@ -29,6 +29,9 @@ pub enum ApiError {
     /// A filter that was refused or could not be applied.
     #[error("{0}")]
     InvalidFilter(String),
+    /// No token where one is needed (outside dataset access).
+    #[error("this resource needs a bearer token")]
+    TokenRequired,
     /// A token that failed verification, for whatever reason.
     #[error("the bearer token is not valid")]
     InvalidToken,
@@ -50,6 +53,9 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The audit trail cannot record the access, so no data is served.
+    #[error("the audit trail is unavailable; try again later")]
+    AuditUnavailable,
     /// A fault on our side; the string goes to the log only.
     #[error("internal error")]
     Internal(String),
@@ -62,6 +68,7 @@ impl ApiError {
             ApiError::InvalidParameter(_) => "invalid-parameter",
             ApiError::UnknownColumn(_) => "unknown-column",
             ApiError::InvalidFilter(_) => "invalid-filter",
+            ApiError::TokenRequired => "token-required",
             ApiError::InvalidToken => "invalid-token",
             ApiError::Denied(d) => match d {
                 Denial::TokenRequired { .. } => "token-required",
@@ -77,6 +84,7 @@ impl ApiError {
             ApiError::NotAcceptable(_) => "not-acceptable",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
+            ApiError::AuditUnavailable => "audit-unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -90,6 +98,7 @@ impl ApiError {
             StatusCode::NOT_ACCEPTABLE => "Not acceptable",
             StatusCode::PAYLOAD_TOO_LARGE => "Payload too large",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
+            StatusCode::SERVICE_UNAVAILABLE => "Service unavailable",
             _ => "Internal error",
         }
     }
@@ -154,9 +163,9 @@ impl ResponseError for ApiError {
             | ApiError::UnknownColumn(_)
             | ApiError::InvalidFilter(_)
             | ApiError::Denied(Denial::GrantAmbiguous { .. }) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidToken | ApiError::Denied(Denial::TokenRequired { .. }) => {
-                StatusCode::UNAUTHORIZED
-            }
+            ApiError::InvalidToken
+            | ApiError::TokenRequired
+            | ApiError::Denied(Denial::TokenRequired { .. }) => StatusCode::UNAUTHORIZED,
             ApiError::Denied(_) | ApiError::AggregateOnly(_) => StatusCode::FORBIDDEN,
             ApiError::DatasetNotFound | ApiError::VersionNotFound(_) | ApiError::RouteNotFound => {
                 StatusCode::NOT_FOUND
@@ -164,6 +173,7 @@ impl ResponseError for ApiError {
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

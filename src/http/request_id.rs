@@ -34,6 +34,20 @@ pub async fn middleware(
     let _entered = span.enter();
     match result {
         Ok(mut response) => {
+            let route = response
+                .request()
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".into());
+            if let Some(state) = response
+                .request()
+                .app_data::<actix_web::web::Data<super::AppState>>()
+            {
+                state
+                    .metrics
+                    .requests
+                    .with_label_values(&[route.as_str(), response.status().as_str()])
+                    .inc();
+            }
             if let Ok(value) = HeaderValue::from_str(&id) {
                 response
                     .headers_mut()

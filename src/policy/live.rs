@@ -74,21 +74,27 @@ impl LivePolicy {
         Ok(policy)
     }
 
-    /// Reloads and logs the outcome.
-    pub fn reload_logged(&self, catalog: &Catalog, why: &str) {
+    /// Reloads and logs the outcome; returns the number of grants in force.
+    pub fn reload_logged(&self, catalog: &Catalog, why: &str) -> Result<usize, PolicyError> {
         match self.reload(catalog) {
-            Ok(policy) => tracing::info!(
-                file = %self.path.display(),
-                why,
-                grants = policy.grants.len(),
-                "policy reloaded"
-            ),
-            Err(e) => tracing::error!(
-                file = %self.path.display(),
-                why,
-                error = %e,
-                "policy refused; the previous policy stays in force"
-            ),
+            Ok(policy) => {
+                tracing::info!(
+                    file = %self.path.display(),
+                    why,
+                    grants = policy.grants.len(),
+                    "policy reloaded"
+                );
+                Ok(policy.grants.len())
+            }
+            Err(e) => {
+                tracing::error!(
+                    file = %self.path.display(),
+                    why,
+                    error = %e,
+                    "policy refused; the previous policy stays in force"
+                );
+                Err(e)
+            }
         }
     }
 }

@@ -88,6 +88,18 @@ pub struct StreamStats {
     pub bytes: AtomicU64,
 }
 
+/// How a stream ended, for the audit trail and metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished {
+    /// `complete`, `client-aborted` or `error`.
+    pub outcome: &'static str,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Called once when a stream's engine work ends, however it ends.
+pub type OnFinish = Box<dyn FnOnce(Finished) + Send>;
+
 /// A running slice: the first chunk (already produced, so early errors
 /// become proper HTTP errors), the rest as a bounded channel, and counters.
 pub struct SliceStream {
@@ -291,14 +303,19 @@ impl Engine {
 
     /// Runs `df` on the query runtime, encoding to `format`, and returns
     /// once the first chunk is ready (or the run failed before it).
-    pub async fn stream(&self, df: DataFrame, format: Format) -> Result<SliceStream, SliceError> {
+    pub async fn stream(
+        &self,
+        df: DataFrame,
+        format: Format,
+        on_finish: OnFinish,
+    ) -> Result<SliceStream, SliceError> {
         let (tx, mut rx) = mpsc::channel(self.buffer_chunks);
         let stats = Arc::new(StreamStats::default());
         let stream_stats = stats.clone();
         let guard = ActiveGuard::new(&self.active);
         let producer = async move {
             let _guard = guard;
-            produce(df, format, tx, stats).await
+            produce(df, format, tx, stats, on_finish).await
         };
         self.runtime.handle().spawn(producer.in_current_span());
         let first = match rx.recv().await {
@@ -358,6 +375,7 @@ async fn produce(
     format: Format,
     tx: mpsc::Sender<Result<bytes::Bytes, SliceError>>,
     stats: Arc<StreamStats>,
+    on_finish: OnFinish,
 ) {
     let outcome = async {
         let mut batches = df.execute_stream().await.map_err(engine_error)?;
@@ -390,14 +408,21 @@ async fn produce(
     .await;
     let rows = stats.rows.load(Ordering::Relaxed);
     let bytes = stats.bytes.load(Ordering::Relaxed);
-    match outcome {
-        Ok(true) => tracing::info!(rows, bytes, outcome = "complete", "slice finished"),
-        Ok(false) => tracing::info!(rows, bytes, outcome = "client-aborted", "slice stopped"),
+    let outcome = match outcome {
+        Ok(true) => "complete",
+        Ok(false) => "client-aborted",
         Err(e) => {
-            tracing::warn!(rows, bytes, outcome = "error", error = %e, "slice failed");
+            tracing::warn!(rows, bytes, error = %e, "slice failed");
             let _ = tx.send(Err(e)).await;
+            "error"
         }
-    }
+    };
+    tracing::info!(rows, bytes, outcome, "slice ended");
+    on_finish(Finished {
+        outcome,
+        rows,
+        bytes,
+    });
 }
 
 async fn send(

@@ -4,8 +4,10 @@
 mod helpers;
 
 mod access;
+mod audit;
 mod auth;
 mod catalog;
+mod crash;
 mod data;
 mod health;
 mod https;

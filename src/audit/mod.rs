@@ -1,0 +1,138 @@
+//! The audit trail: one JSON line per event in append-only files under
+//! `<state>/audit/`, hash-chained so nobody can quietly edit, delete or
+//! reorder a record.
+//!
+//! Each line is a [`Record`] whose last member is `hash`: the SHA-256 (hex) of
+//! the line's bytes up to that member (the JSON object without `hash`), which
+//! include `prev`, the hash of the record before. The chain runs across files:
+//! files rotate by size and by day (`audit-YYYYMMDD-NNNNNN.jsonl`), and the
+//! first record of a file links to the last of the one before.
+//!
+//! Records are written by one thread, which takes every record waiting,
+//! writes them, and fsyncs once (group commit); callers that must not go on
+//! before their record is on disk (the decision of a data request, before
+//! the first byte of data) wait for that fsync. A crash can at worst leave
+//! the last line of a file torn: the writer starts a fresh file after it on
+//! restart, and `verify` reports it rather than accepting it silently.
+
+mod verify;
+mod writer;
+
+use serde::{Deserialize, Serialize};
+
+pub use verify::{VerifyError, VerifyReport, audit_files, read_all, verify};
+pub use writer::{AuditError, AuditLog};
+
+/// The hash before the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One audit event. Members that do not apply to an event are omitted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// RFC 3339, UTC, set when the record is written.
+    #[serde(default)]
+    pub time: String,
+    /// `data`, `aggregate`, `policy-reload`, …
+    pub event: String,
+    /// `decision` (before data flows) or `outcome` (when it stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organisation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// `allow`, `deny` or `refused` (an invalid request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// `complete`, `client-aborted` or `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Hash of the previous record ([`GENESIS`] for the first).
+    #[serde(default)]
+    pub prev: String,
+    /// Set by the writer; never serialised into the hashed bytes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hash: String,
+}
+
+/// The hex SHA-256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The line for `record` chained after `prev`, and its hash.
+fn seal(record: &Record, prev: &str) -> Result<(String, String), serde_json::Error> {
+    let mut record = record.clone();
+    record.prev = prev.to_owned();
+    record.hash.clear();
+    let body = serde_json::to_string(&record)?;
+    let hash = sha256_hex(body.as_bytes());
+    // `body` is a JSON object: replace its closing brace by the hash member.
+    let line = format!("{},\"hash\":\"{hash}\"}}\n", &body[..body.len() - 1]);
+    Ok((line, hash))
+}
+
+/// Splits a written line into the hashed body and the stated hash.
+fn unseal(line: &str) -> Option<(String, &str)> {
+    const SUFFIX_LEN: usize = ",\"hash\":\"".len() + 64 + "\"}".len();
+    if line.len() < SUFFIX_LEN || !line.ends_with("\"}") {
+        return None;
+    }
+    let split = line.len() - SUFFIX_LEN;
+    let (body, tail) = line.split_at(split);
+    let hash = tail.strip_prefix(",\"hash\":\"")?.strip_suffix("\"}")?;
+    (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| (format!("{body}}}"), hash))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_line_unseals_to_its_hashed_body() {
+        let record = Record {
+            event: "data".into(),
+            subject: Some("alice".into()),
+            ..Default::default()
+        };
+        let (line, hash) = seal(&record, GENESIS).unwrap();
+        let (body, stated) = unseal(line.trim_end()).unwrap();
+        assert_eq!(stated, hash);
+        assert_eq!(sha256_hex(body.as_bytes()), hash);
+        let parsed: Record = serde_json::from_str(&body).unwrap();
+        assert_eq!(parsed.prev, GENESIS);
+        assert_eq!(parsed.subject.as_deref(), Some("alice"));
+    }
+}

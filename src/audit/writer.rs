@@ -1,0 +1,301 @@
+//! The writer: one thread appending sealed records with group commit, and
+//! rotating files by size and by day.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+use super::{GENESIS, Record, seal, unseal};
+
+/// Why a record could not be made durable.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// Writing or fsyncing failed; the record may not be on disk.
+    #[error("audit log: {0}")]
+    Io(String),
+    /// The writer thread is gone.
+    #[error("audit log writer stopped")]
+    Stopped,
+}
+
+struct Job {
+    record: Record,
+    done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// A handle to the audit trail; cheap to share.
+pub struct AuditLog {
+    tx: Option<mpsc::Sender<Job>>,
+    dir: PathBuf,
+}
+
+/// Most records written between two fsyncs.
+const MAX_GROUP: usize = 4096;
+
+impl AuditLog {
+    /// Opens (creating) the folder, finds the chain's last hash, starts the writer.
+    pub fn open(
+        dir: &Path,
+        max_file_bytes: u64,
+        on_write: Box<dyn Fn(f64) + Send>,
+    ) -> Result<Self, AuditError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| AuditError::Io(format!("{}: {e}", dir.display())))?;
+        let state = ChainState::recover(dir)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let writer = Writer {
+            dir: dir.to_owned(),
+            max_file_bytes: max_file_bytes.max(1024),
+            state,
+            file: None,
+            on_write,
+        };
+        std::thread::Builder::new()
+            .name("sluice-audit".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| AuditError::Io(e.to_string()))?;
+        Ok(Self {
+            tx: Some(tx),
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// An audit log that records nothing (audit switched off).
+    pub fn disabled() -> Self {
+        Self {
+            tx: None,
+            dir: PathBuf::new(),
+        }
+    }
+
+    pub fn dir(&self) -> Option<&Path> {
+        self.tx.as_ref().map(|_| self.dir.as_path())
+    }
+
+    /// Appends a record and waits until it is on disk (fsynced).
+    pub async fn append_durable(&self, record: Record) -> Result<(), AuditError> {
+        let Some(tx) = &self.tx else { return Ok(()) };
+        let (done, wait) = oneshot::channel();
+        tx.send(Job {
+            record,
+            done: Some(done),
+        })
+        .map_err(|_| AuditError::Stopped)?;
+        wait.await
+            .map_err(|_| AuditError::Stopped)?
+            .map_err(AuditError::Io)
+    }
+
+    /// Appends a record without waiting for it (written in the next group).
+    pub fn append(&self, record: Record) {
+        if let Some(tx) = &self.tx
+            && tx.send(Job { record, done: None }).is_err()
+        {
+            tracing::error!("audit log writer stopped; a record was lost");
+        }
+    }
+}
+
+/// Where the chain stands: the last hash and the file to continue.
+struct ChainState {
+    last_hash: String,
+    /// The newest file, if it may be appended to (not torn).
+    current: Option<(PathBuf, u64)>,
+    next_seq: u64,
+}
+
+impl ChainState {
+    fn recover(dir: &Path) -> Result<Self, AuditError> {
+        let files = super::verify::audit_files(dir).map_err(|e| AuditError::Io(e.to_string()))?;
+        let Some(newest) = files.last() else {
+            return Ok(Self {
+                last_hash: GENESIS.into(),
+                current: None,
+                next_seq: 1,
+            });
+        };
+        let next_seq = files.iter().filter_map(|f| file_seq(f)).max().unwrap_or(0) + 1;
+        let file =
+            File::open(newest).map_err(|e| AuditError::Io(format!("{}: {e}", newest.display())))?;
+        let mut last_hash = None;
+        let mut torn = false;
+        let mut text = String::new();
+        let mut reader = BufReader::new(file);
+        loop {
+            text.clear();
+            let n = reader
+                .read_line(&mut text)
+                .map_err(|e| AuditError::Io(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            match (text.ends_with('\n'), unseal(text.trim_end_matches('\n'))) {
+                (true, Some((_, hash))) => last_hash = Some(hash.to_owned()),
+                _ => torn = true,
+            }
+        }
+        // The chain continues from the previous file if this one holds no
+        // complete record.
+        let last_hash = match last_hash {
+            Some(h) => h,
+            None => previous_hash(&files[..files.len() - 1])?,
+        };
+        if torn {
+            tracing::error!(file = %newest.display(), "audit log ends in a torn record (a crash while writing); continuing in a new file, `sluice audit verify` reports it");
+        }
+        let size = std::fs::metadata(newest).map(|m| m.len()).unwrap_or(0);
+        Ok(Self {
+            last_hash,
+            current: (!torn).then(|| (newest.clone(), size)),
+            next_seq,
+        })
+    }
+}
+
+/// The hash of the last complete record in `files` (newest last).
+fn previous_hash(files: &[PathBuf]) -> Result<String, AuditError> {
+    for path in files.iter().rev() {
+        let text = std::fs::read_to_string(path).map_err(|e| AuditError::Io(e.to_string()))?;
+        if let Some(hash) = text
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .rev()
+            .find_map(|l| unseal(l.trim_end_matches('\n')).map(|(_, h)| h.to_owned()))
+        {
+            return Ok(hash);
+        }
+    }
+    Ok(GENESIS.into())
+}
+
+struct Writer {
+    dir: PathBuf,
+    max_file_bytes: u64,
+    state: ChainState,
+    file: Option<(File, PathBuf, u64, time::Date)>,
+    on_write: Box<dyn Fn(f64) + Send>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let started = Instant::now();
+            let result = self.write_group(&mut jobs).map_err(|e| e.to_string());
+            (self.on_write)(started.elapsed().as_secs_f64());
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "audit write failed");
+            }
+            for job in jobs {
+                if let Some(done) = job.done {
+                    let _ = done.send(result.clone());
+                }
+            }
+        }
+    }
+
+    fn write_group(&mut self, jobs: &mut [Job]) -> std::io::Result<()> {
+        let now = OffsetDateTime::now_utc();
+        let stamp = now
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let mut pending = Vec::new();
+        let mut last = self.state.last_hash.clone();
+        for job in jobs.iter_mut() {
+            job.record.time = stamp.clone();
+            let (line, hash) = seal(&job.record, &last).map_err(std::io::Error::other)?;
+            pending.push(line);
+            last = hash;
+        }
+        for line in &pending {
+            let file = self.file_for(line.len() as u64, now.date())?;
+            file.0.write_all(line.as_bytes())?;
+            file.2 += line.len() as u64;
+        }
+        if let Some((file, ..)) = &self.file {
+            // A failed fsync is not retried into success (SECURITY.md): the
+            // callers waiting on this group are told, and answer 503.
+            file.sync_data()?;
+        }
+        self.state.last_hash = last;
+        Ok(())
+    }
+
+    /// The open file, rotated first if `len` more bytes would pass the size
+    /// limit or the day has changed.
+    fn file_for(
+        &mut self,
+        len: u64,
+        today: time::Date,
+    ) -> std::io::Result<&mut (File, PathBuf, u64, time::Date)> {
+        let rotate = match &self.file {
+            None => true,
+            Some((_, _, size, day)) => {
+                *size > 0 && (*size + len > self.max_file_bytes || *day != today)
+            }
+        };
+        if rotate {
+            if let Some((file, ..)) = self.file.take() {
+                file.sync_data()?;
+            }
+            let (path, size) = match self.state.current.take() {
+                // Continue the newest file found at start, if it is today's and has room.
+                Some((path, size))
+                    if size + len <= self.max_file_bytes && file_day(&path) == Some(today) =>
+                {
+                    (path, size)
+                }
+                _ => {
+                    let name = format!(
+                        "audit-{:04}{:02}{:02}-{:06}.jsonl",
+                        today.year(),
+                        today.month() as u8,
+                        today.day(),
+                        self.state.next_seq
+                    );
+                    self.state.next_seq += 1;
+                    (self.dir.join(name), 0)
+                }
+            };
+            let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            if size == 0 {
+                // Make the new file's name durable too.
+                File::open(&self.dir)?.sync_all()?;
+            }
+            self.file = Some((file, path, size, today));
+        }
+        // Set just above when absent.
+        self.file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no audit file"))
+    }
+}
+
+/// The sequence number in a file name `audit-YYYYMMDD-NNNNNN.jsonl`.
+fn file_seq(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_suffix(".jsonl")?
+        .rsplit('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The day in a file name `audit-YYYYMMDD-…`.
+fn file_day(path: &Path) -> Option<time::Date> {
+    let name = path.file_name()?.to_str()?;
+    let digits = name.strip_prefix("audit-")?.get(..8)?;
+    let format = time::macros::format_description!("[year][month][day]");
+    time::Date::parse(digits, format).ok()
+}

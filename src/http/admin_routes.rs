@@ -1,0 +1,79 @@
+//! `GET /v1/audit`: admins read the audit trail, filtered by dataset,
+//! subject and time, oldest first, in pages.
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::AppState;
+use super::problem::ApiError;
+use crate::auth::{Caller, Role};
+use crate::policy::Denial;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    dataset: Option<String>,
+    sub: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    page_size: Option<usize>,
+    page_token: Option<String>,
+}
+
+pub async fn audit(
+    state: web::Data<AppState>,
+    caller: Caller,
+    params: web::Query<AuditParams>,
+) -> Result<HttpResponse, ApiError> {
+    match caller.principal() {
+        None => return Err(ApiError::TokenRequired),
+        Some(p) if !p.has_role(Role::Admin) => {
+            return Err(ApiError::Denied(Denial::RoleRequired { role: Role::Admin }));
+        }
+        Some(_) => {}
+    }
+    let p = params.into_inner();
+    let instant = |name: &str, value: &Option<String>| {
+        value
+            .as_deref()
+            .map(|v| {
+                OffsetDateTime::parse(v, &Rfc3339).map_err(|_| {
+                    ApiError::InvalidParameter(format!(
+                        "{name} must be an RFC 3339 time, e.g. 2026-11-26T08:00:00Z"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let since = instant("since", &p.since)?;
+    let until = instant("until", &p.until)?;
+    let page_size = p.page_size.unwrap_or(100).clamp(1, 1000);
+    let skip: usize = match p.page_token.as_deref() {
+        None => 0,
+        Some(t) => t.parse().map_err(|_| {
+            ApiError::InvalidParameter("page_token is not one this server issued".into())
+        })?,
+    };
+    let Some(dir) = state.audit.dir().map(|d| d.to_owned()) else {
+        return Ok(HttpResponse::Ok().json(json!({ "records": [], "next_page_token": null })));
+    };
+    let records = web::block(move || crate::audit::read_all(&dir))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut matching = records.into_iter().filter(|r| {
+        let time = OffsetDateTime::parse(&r.time, &Rfc3339).ok();
+        p.dataset
+            .as_ref()
+            .is_none_or(|d| r.dataset.as_ref() == Some(d))
+            && p.sub.as_ref().is_none_or(|s| r.subject.as_ref() == Some(s))
+            && since.is_none_or(|s| time.is_some_and(|t| t >= s))
+            && until.is_none_or(|u| time.is_some_and(|t| t < u))
+    });
+    let page: Vec<_> = matching.by_ref().skip(skip).take(page_size).collect();
+    let next = matching.next().map(|_| (skip + page.len()).to_string());
+    Ok(HttpResponse::Ok().json(json!({ "records": page, "next_page_token": next })))
+}

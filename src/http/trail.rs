@@ -1,0 +1,107 @@
+//! What handlers write to the audit trail and metrics for a data request:
+//! the decision (durable before any data leaves), and the outcome when the
+//! stream ends.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::AppState;
+use super::problem::{ApiError, REQUEST_ID};
+use crate::audit::{AuditLog, Record};
+use crate::auth::Caller;
+use crate::metrics::Metrics;
+use crate::policy::{AccessPlan, Basis};
+use crate::slice::{Finished, OnFinish};
+
+/// The start of a record for a request by `caller` about `dataset`.
+pub fn request_record(event: &str, caller: &Caller, dataset: &str) -> Record {
+    let principal = caller.principal();
+    Record {
+        event: event.into(),
+        phase: Some("decision".into()),
+        request_id: REQUEST_ID.try_with(Clone::clone).ok(),
+        subject: principal.map(|p| p.sub.clone()),
+        roles: principal
+            .map(|p| {
+                p.roles
+                    .iter()
+                    .filter_map(|r| serde_json::to_value(r).ok())
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        organisation: principal.and_then(|p| p.organisation.clone()),
+        // Dataset ids are slugs; anything else is recorded truncated.
+        dataset: Some(dataset.chars().take(128).collect()),
+        ..Default::default()
+    }
+}
+
+/// Adds the grant and purpose of an allowed plan.
+pub fn with_plan(mut record: Record, plan: &AccessPlan) -> Record {
+    if let Basis::Grant { id, purpose, .. } = &plan.basis {
+        record.grant = Some(id.clone());
+        record.purpose = Some(purpose.clone());
+    } else {
+        record.grant = Some(match plan.basis {
+            Basis::Open => "tier:open".into(),
+            _ => "tier:registered".into(),
+        });
+    }
+    record
+}
+
+/// Records a refused request (denied by policy, or invalid).
+pub async fn refused(state: &AppState, mut record: Record, error: &ApiError) {
+    record.decision = Some(match error {
+        ApiError::Denied(_) | ApiError::AggregateOnly(_) => "deny".into(),
+        _ => "refused".into(),
+    });
+    record.reason = Some(error.kind().into());
+    state.audit.append(record);
+}
+
+/// Records the decision to serve and waits until it is on disk: no byte of
+/// data leaves before its decision is durable.
+pub async fn allowed(state: &AppState, record: &Record) -> Result<(), ApiError> {
+    let mut record = record.clone();
+    record.decision = Some("allow".into());
+    state.audit.append_durable(record).await.map_err(|e| {
+        tracing::error!(error = %e, "audit unavailable: refusing to serve data");
+        ApiError::AuditUnavailable
+    })
+}
+
+/// The callback that records how the stream ended.
+pub fn on_finish(
+    state: &AppState,
+    mut record: Record,
+    started: Instant,
+    endpoint: &'static str,
+) -> OnFinish {
+    let audit: Arc<AuditLog> = state.audit.clone();
+    let metrics: Arc<Metrics> = state.metrics.clone();
+    Box::new(move |finished: Finished| {
+        let dataset = record.dataset.clone().unwrap_or_default();
+        let format = record.format.clone().unwrap_or_default();
+        metrics
+            .rows
+            .with_label_values(&[&dataset, &format])
+            .inc_by(finished.rows);
+        metrics
+            .bytes
+            .with_label_values(&[&dataset, &format])
+            .inc_by(finished.bytes);
+        metrics
+            .duration
+            .with_label_values(&[endpoint, finished.outcome])
+            .observe(started.elapsed().as_secs_f64());
+        record.phase = Some("outcome".into());
+        record.decision = Some("allow".into());
+        record.rows = Some(finished.rows);
+        record.bytes = Some(finished.bytes);
+        record.outcome = Some(finished.outcome.into());
+        record.duration_ms = Some(started.elapsed().as_millis() as u64);
+        audit.append(record);
+    })
+}
