@@ -37,6 +37,12 @@ pub struct AuditLog {
 /// Most records written between two fsyncs.
 const MAX_GROUP: usize = 4096;
 
+/// How long the writer gathers records before one write and fsync.
+const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Longest time a record nobody waits for stays written but not fsynced.
+const LAZY_SYNC: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl AuditLog {
     /// Opens (creating) the folder, finds the chain's last hash, starts the writer.
     pub fn open(
@@ -54,6 +60,8 @@ impl AuditLog {
             state,
             file: None,
             on_write,
+            unsynced: false,
+            last_sync: Instant::now(),
         };
         std::thread::Builder::new()
             .name("sluice-audit".into())
@@ -179,14 +187,38 @@ struct Writer {
     state: ChainState,
     file: Option<(File, PathBuf, u64, time::Date)>,
     on_write: Box<dyn Fn(f64) + Send>,
+    /// Records written since the last fsync.
+    unsynced: bool,
+    last_sync: Instant,
 }
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
-        while let Ok(first) = rx.recv() {
+        loop {
+            // Records nobody waits for are fsynced with the next group that
+            // someone waits for, or within `LAZY_SYNC` when idle.
+            let first = match rx.recv_timeout(LAZY_SYNC) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if self.unsynced
+                        && let Err(e) = self.sync()
+                    {
+                        tracing::error!(error = %e, "audit fsync failed");
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = self.sync();
+                    return;
+                }
+            };
             let mut jobs = vec![first];
+            // Group commit: gather what arrives within a short window, so one
+            // fsync serves many requests under load.
+            let window_ends = Instant::now() + GROUP_WINDOW;
             while jobs.len() < MAX_GROUP {
-                match rx.try_recv() {
+                let left = window_ends.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
                     Ok(job) => jobs.push(job),
                     Err(_) => break,
                 }
@@ -203,6 +235,14 @@ impl Writer {
                 }
             }
         }
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        if let Some((file, ..)) = &self.file {
+            file.sync_data()?;
+        }
+        self.unsynced = false;
+        Ok(())
     }
 
     fn write_group(&mut self, jobs: &mut [Job]) -> std::io::Result<()> {
@@ -223,12 +263,15 @@ impl Writer {
             file.0.write_all(line.as_bytes())?;
             file.2 += line.len() as u64;
         }
-        if let Some((file, ..)) = &self.file {
+        self.state.last_hash = last;
+        self.unsynced = true;
+        let someone_waits = jobs.iter().any(|j| j.done.is_some());
+        if someone_waits || self.last_sync.elapsed() >= LAZY_SYNC {
             // A failed fsync is not retried into success (SECURITY.md): the
             // callers waiting on this group are told, and answer 503.
-            file.sync_data()?;
+            self.sync()?;
+            self.last_sync = Instant::now();
         }
-        self.state.last_hash = last;
         Ok(())
     }
 

@@ -195,9 +195,9 @@ pub async fn get_aggregate(
     record = trail::with_plan(record, &access.plan);
     record.version = Some(access.version.number);
     record.format = Some(format.name().into());
-    trail::allowed(&state, &record).await?;
-    let on_finish = trail::on_finish(&state, record, started, "aggregate");
-    let stream = state.engine.stream(df, format, on_finish).await?;
+    let on_finish = trail::on_finish(&state, record.clone(), started, "aggregate");
+    let stream =
+        trail::durable_then(&state, &record, state.engine.stream(df, format, on_finish)).await?;
     state
         .metrics
         .first_byte
@@ -309,9 +309,9 @@ async fn serve(
     record = trail::with_plan(record, &access.plan);
     record.version = Some(access.version.number);
     record.format = Some(format.name().into());
-    trail::allowed(state, &record).await?;
-    let on_finish = trail::on_finish(state, record, started, "data");
-    let stream = state.engine.stream(df, format, on_finish).await?;
+    let on_finish = trail::on_finish(state, record.clone(), started, "data");
+    let stream =
+        trail::durable_then(state, &record, state.engine.stream(df, format, on_finish)).await?;
     state
         .metrics
         .first_byte

@@ -72,6 +72,21 @@ pub async fn allowed(state: &AppState, record: &Record) -> Result<(), ApiError> 
     })
 }
 
+/// Starts the slice while its decision record is being made durable, and
+/// hands the stream over only once both are done: the fsync's latency hides
+/// behind the engine's first batch, and still no byte of data leaves before
+/// the record is on disk. If the record cannot be written, the stream is
+/// dropped (which stops its work) and the caller gets 503.
+pub async fn durable_then<T>(
+    state: &AppState,
+    record: &Record,
+    start: impl std::future::Future<Output = Result<T, crate::slice::SliceError>>,
+) -> Result<T, ApiError> {
+    let (durable, started) = tokio::join!(allowed(state, record), start);
+    durable?;
+    Ok(started?)
+}
+
 /// The callback that records how the stream ended.
 pub fn on_finish(
     state: &AppState,
