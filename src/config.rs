@@ -202,6 +202,12 @@ pub struct Limits {
     pub max_page_size: usize,
     /// Longest time to wait for a request head, in seconds.
     pub request_head_timeout_secs: u64,
+    /// Requests per minute per subject (per IP address when anonymous).
+    pub requests_per_minute: u32,
+    /// Requests a caller may make at once above the steady rate.
+    pub request_burst: u32,
+    /// Data streams one subject (or IP address) may have open at once.
+    pub max_streams_per_caller: usize,
 }
 
 impl Default for Limits {
@@ -214,6 +220,9 @@ impl Default for Limits {
             default_page_size: 20,
             max_page_size: 100,
             request_head_timeout_secs: 10,
+            requests_per_minute: 1200,
+            request_burst: 200,
+            max_streams_per_caller: 8,
         }
     }
 }

@@ -105,6 +105,11 @@ impl Application {
             limits: settings.limits.clone(),
             audit,
             metrics,
+            rate_limits: http::limits::RateLimits::new(
+                settings.limits.requests_per_minute,
+                settings.limits.request_burst,
+            ),
+            stream_slots: http::limits::StreamSlots::new(settings.limits.max_streams_per_caller),
             ready: AtomicBool::new(false),
         });
         let listener = TcpListener::bind(settings.server.listen)

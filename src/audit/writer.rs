@@ -342,3 +342,35 @@ fn file_day(path: &Path) -> Option<time::Date> {
     let format = time::macros::format_description!("[year][month][day]");
     time::Date::parse(digits, format).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn files_rotate_by_size_and_the_chain_runs_across_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path(), 2048, Box::new(|_| {})).unwrap();
+        for i in 0..40 {
+            let record = Record {
+                event: "data".into(),
+                subject: Some(format!("user{i}")),
+                ..Default::default()
+            };
+            log.append_durable(record).await.unwrap();
+        }
+        drop(log);
+        let report = super::super::verify(dir.path()).unwrap();
+        assert_eq!(report.records, 40);
+        assert!(report.files >= 3, "{} files", report.files);
+        // Reopening continues the same chain.
+        let log = AuditLog::open(dir.path(), 2048, Box::new(|_| {})).unwrap();
+        log.append_durable(Record {
+            event: "data".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(super::super::verify(dir.path()).unwrap().records, 41);
+    }
+}

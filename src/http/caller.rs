@@ -22,12 +22,36 @@ impl FromRequest for Caller {
 }
 
 fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
-    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-        return Ok(Caller::Anonymous);
-    };
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+    let caller = verified_caller(req, state)?;
+    let key = rate_key(req, &caller);
+    state.rate_limits.check(&key).map_err(|wait| {
+        tracing::info!(key, "rate limited");
+        ApiError::RateLimited(wait.as_secs().max(1))
+    })?;
+    Ok(caller)
+}
+
+/// Whom limits count against: the subject, or the peer address of
+/// anonymous callers (and of callers whose token failed).
+pub fn rate_key(req: &HttpRequest, caller: &Caller) -> String {
+    match caller.principal() {
+        Some(p) => format!("sub:{}", p.sub),
+        None => format!(
+            "ip:{}",
+            req.peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default()
+        ),
+    }
+}
+
+fn verified_caller(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(Caller::Anonymous);
+    };
     let token = value
         .to_str()
         .ok()

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use std::time::Instant;
 
+use super::caller::rate_key;
 use super::problem::ApiError;
 use super::{AppState, trail};
 use crate::auth::Caller;
@@ -169,6 +170,10 @@ pub async fn get_aggregate(
     record.filter = request.filter.clone();
     let rules = state.policy.current().disclosure;
     let prepared = async {
+        let slot = state
+            .stream_slots
+            .acquire(&rate_key(&req, &caller))
+            .ok_or(ApiError::TooManyStreams)?;
         let version = number("version", p.version.as_deref())?;
         let access = authorize(&state, &caller, &path, version, p.grant.as_deref())?;
         let format = negotiate(p.format.as_deref(), accept(&req))?;
@@ -182,10 +187,10 @@ pub async fn get_aggregate(
                 &rules,
             )
             .await?;
-        Ok::<_, ApiError>((access, format, df))
+        Ok::<_, ApiError>((access, format, df, slot))
     }
     .await;
-    let (access, format, df) = match prepared {
+    let (access, format, df, slot) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
             trail::refused(&state, record, &e).await;
@@ -195,7 +200,7 @@ pub async fn get_aggregate(
     record = trail::with_plan(record, &access.plan);
     record.version = Some(access.version.number);
     record.format = Some(format.name().into());
-    let on_finish = trail::on_finish(&state, record.clone(), started, "aggregate");
+    let on_finish = trail::on_finish(&state, record.clone(), started, "aggregate", slot);
     let stream =
         trail::durable_then(&state, &record, state.engine.stream(df, format, on_finish)).await?;
     state
@@ -280,6 +285,10 @@ async fn serve(
     record.columns = wanted.slice.columns.clone();
     record.filter = wanted.slice.filter.clone();
     let prepared = (|| {
+        let slot = state
+            .stream_slots
+            .acquire(&rate_key(req, caller))
+            .ok_or(ApiError::TooManyStreams)?;
         let access = authorize(
             state,
             caller,
@@ -297,9 +306,9 @@ async fn serve(
             &wanted.slice,
             state.limits.max_filter_bytes,
         )?;
-        Ok((access, format, df))
+        Ok((access, format, df, slot))
     })();
-    let (access, format, df) = match prepared {
+    let (access, format, df, slot) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
             trail::refused(state, record, &e).await;
@@ -309,7 +318,7 @@ async fn serve(
     record = trail::with_plan(record, &access.plan);
     record.version = Some(access.version.number);
     record.format = Some(format.name().into());
-    let on_finish = trail::on_finish(state, record.clone(), started, "data");
+    let on_finish = trail::on_finish(state, record.clone(), started, "data", slot);
     let stream =
         trail::durable_then(state, &record, state.engine.stream(df, format, on_finish)).await?;
     state

@@ -6,6 +6,7 @@ mod admin_routes;
 mod caller;
 mod catalog_routes;
 mod data_routes;
+pub mod limits;
 pub mod problem;
 pub mod request_id;
 mod trail;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub limits: Limits,
     pub audit: Arc<AuditLog>,
     pub metrics: Arc<Metrics>,
+    pub rate_limits: limits::RateLimits,
+    pub stream_slots: limits::StreamSlots,
     /// False until the server is built and again once shutdown starts.
     pub ready: AtomicBool,
 }

@@ -53,6 +53,12 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// Too many requests from this caller; retry after the given seconds.
+    #[error("too many requests; retry after {0} s")]
+    RateLimited(u64),
+    /// Too many streams open at once for this caller.
+    #[error("you have too many downloads open at once; wait for one to finish")]
+    TooManyStreams,
     /// The audit trail cannot record the access, so no data is served.
     #[error("the audit trail is unavailable; try again later")]
     AuditUnavailable,
@@ -84,6 +90,8 @@ impl ApiError {
             ApiError::NotAcceptable(_) => "not-acceptable",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
+            ApiError::RateLimited(_) => "rate-limited",
+            ApiError::TooManyStreams => "too-many-streams",
             ApiError::AuditUnavailable => "audit-unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -99,6 +107,7 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => "Payload too large",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
             StatusCode::SERVICE_UNAVAILABLE => "Service unavailable",
+            StatusCode::TOO_MANY_REQUESTS => "Too many requests",
             _ => "Internal error",
         }
     }
@@ -173,6 +182,7 @@ impl ResponseError for ApiError {
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RateLimited(_) | ApiError::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
             ApiError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -195,6 +205,9 @@ impl ResponseError for ApiError {
         body.extend(self.extensions());
         let mut response = HttpResponse::build(status);
         response.content_type("application/problem+json");
+        if let ApiError::RateLimited(secs) = self {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
         if status == StatusCode::UNAUTHORIZED {
             let challenge = match self {
                 ApiError::InvalidToken => {

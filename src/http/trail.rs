@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::AppState;
+use super::limits::Slot;
 use super::problem::{ApiError, REQUEST_ID};
 use crate::audit::{AuditLog, Record};
 use crate::auth::Caller;
@@ -93,10 +94,13 @@ pub fn on_finish(
     mut record: Record,
     started: Instant,
     endpoint: &'static str,
+    slot: Slot,
 ) -> OnFinish {
     let audit: Arc<AuditLog> = state.audit.clone();
     let metrics: Arc<Metrics> = state.metrics.clone();
     Box::new(move |finished: Finished| {
+        // The caller's stream slot frees when the stream ends.
+        drop(slot);
         let dataset = record.dataset.clone().unwrap_or_default();
         let format = record.format.clone().unwrap_or_default();
         metrics

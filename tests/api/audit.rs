@@ -197,3 +197,71 @@ async fn refused_token(app: &TestApp) {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_burst_over_the_rate_limit_gets_429_with_retry_after() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::ROWS, |s| {
+        s.limits.requests_per_minute = 1;
+        s.limits.request_burst = 3;
+    })
+    .await;
+    let rita = app.researcher();
+    for _ in 0..3 {
+        assert_eq!(app.get("/v1/datasets", Some(&rita)).await.status(), 200);
+    }
+    let limited = app.get("/v1/datasets", Some(&rita)).await;
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    problem(limited, 429, "rate-limited").await;
+    // Another caller has their own budget.
+    assert_eq!(
+        app.get("/v1/datasets", Some(&app.alice())).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_caller_may_hold_only_so_many_streams_at_once() {
+    let app =
+        crate::helpers::spawn_app_with(400_000, |s| s.limits.max_streams_per_caller = 1).await;
+    let rita = app.researcher();
+    let mut first = app
+        .data("vaccination-coverage", &[("format", "csv")], Some(&rita))
+        .await;
+    let _ = first.chunk().await.unwrap();
+    problem(
+        app.data("vaccination-coverage", &[("limit", "1")], Some(&rita))
+            .await,
+        429,
+        "too-many-streams",
+    )
+    .await;
+    // Someone else is not affected.
+    assert_eq!(
+        app.data(
+            "vaccination-coverage",
+            &[("limit", "1")],
+            Some(&app.alice())
+        )
+        .await
+        .status(),
+        200
+    );
+    drop(first);
+    for _ in 0..50 {
+        if app
+            .data("vaccination-coverage", &[("limit", "1")], Some(&rita))
+            .await
+            .status()
+            == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the slot was not freed when the first stream ended");
+}
