@@ -168,14 +168,18 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let state = self.state.clone();
         let handle = self.server.handle();
-        let server = self.server;
+        let mut server = std::pin::pin!(self.server);
         tokio::select! {
-            result = server => result,
+            result = &mut server => result,
             _ = shutdown_signal() => {
                 state.ready.store(false, Ordering::Relaxed);
                 tracing::info!("shutting down: draining in-flight requests");
-                handle.stop(true).await;
-                Ok(())
+                // Graceful stop; the server future must stay alive until it
+                // completes (dropping it stops the workers at once).
+                let stop = handle.stop(true);
+                let (_, result) = tokio::join!(stop, server);
+                tracing::info!("stopped");
+                result
             }
         }
     }

@@ -101,3 +101,62 @@ async fn the_audit_chain_survives_sigkill_and_reports_a_torn_record() {
     assert!(report.records >= 16, "{} records", report.records);
     assert!(report.files >= 2, "writing resumed in a fresh file");
 }
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_stream_finish_and_refuses_new_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = 300_000;
+    sluice::demo_data::write_all(
+        &dir.path().join("datasets"),
+        rows,
+        1,
+        Some("vaccination-coverage"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    let port = free_port();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace_secs = 20\n[tls]\nmode = \"off\"\n[auth]\ndev_mode = true\n[storage]\ndatasets = \"{0}/datasets\"\nstate = \"{0}/state\"\npolicy = \"{0}/policy.toml\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut server = start(&config);
+    wait_up(&client, &base).await;
+
+    let mut response = client
+        .get(format!(
+            "{base}/v1/datasets/vaccination-coverage/data?format=csv"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.chunk().await.unwrap().unwrap().to_vec();
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // New connections are refused while the stream drains.
+    assert!(
+        reqwest::Client::new()
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+    while let Some(chunk) = response.chunk().await.expect("the stream is not cut") {
+        body.extend_from_slice(&chunk);
+    }
+    let lines = body.iter().filter(|&&b| b == b'\n').count() as u64;
+    assert_eq!(lines, rows + 1, "every row and the header arrived");
+    let exit = server.wait().unwrap();
+    assert!(exit.success(), "clean exit after draining: {exit:?}");
+}
