@@ -193,7 +193,7 @@ pub async fn get_aggregate(
     let (access, format, df, slot) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
-            trail::refused(&state, record, &e).await;
+            trail::refused(&state, record, &e);
             return Err(e);
         }
     };
@@ -311,7 +311,7 @@ async fn serve(
     let (access, format, df, slot) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
-            trail::refused(state, record, &e).await;
+            trail::refused(state, record, &e);
             return Err(e);
         }
     };

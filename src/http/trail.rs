@@ -53,7 +53,7 @@ pub fn with_plan(mut record: Record, plan: &AccessPlan) -> Record {
 }
 
 /// Records a refused request (denied by policy, or invalid).
-pub async fn refused(state: &AppState, mut record: Record, error: &ApiError) {
+pub fn refused(state: &AppState, mut record: Record, error: &ApiError) {
     record.decision = Some(match error {
         ApiError::Denied(_) | ApiError::AggregateOnly(_) => "deny".into(),
         _ => "refused".into(),

@@ -16,6 +16,23 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Writes an empty policy and a plain-HTTP config on a free port for the
+/// binary; returns the config's path and the base URL.
+fn binary_config(dir: &std::path::Path, server_extra: &str) -> (std::path::PathBuf, String) {
+    std::fs::write(dir.join("policy.toml"), "").unwrap();
+    let port = free_port();
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{server_extra}\n[tls]\nmode = \"off\"\n[auth]\ndev_mode = true\n[storage]\ndatasets = \"{0}/datasets\"\nstate = \"{0}/state\"\npolicy = \"{0}/policy.toml\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    (config, format!("http://127.0.0.1:{port}"))
+}
+
 fn start(config: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("--config")
@@ -59,18 +76,7 @@ async fn fetch_some(client: &reqwest::Client, base: &str, n: usize) {
 async fn the_audit_chain_survives_sigkill_and_reports_a_torn_record() {
     let dir = tempfile::tempdir().unwrap();
     sluice::demo_data::write_all(&dir.path().join("datasets"), ROWS, 1, None).unwrap();
-    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
-    let port = free_port();
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\npolicy_poll_ms = 60000\n[tls]\nmode = \"off\"\n[auth]\ndev_mode = true\n[storage]\ndatasets = \"{0}/datasets\"\nstate = \"{0}/state\"\npolicy = \"{0}/policy.toml\"\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let (config, base) = binary_config(dir.path(), "policy_poll_ms = 60000");
     let client = reqwest::Client::new();
 
     let mut server = start(&config);
@@ -113,18 +119,7 @@ async fn sigterm_lets_an_in_flight_stream_finish_and_refuses_new_connections() {
         Some("vaccination-coverage"),
     )
     .unwrap();
-    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
-    let port = free_port();
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace_secs = 20\n[tls]\nmode = \"off\"\n[auth]\ndev_mode = true\n[storage]\ndatasets = \"{0}/datasets\"\nstate = \"{0}/state\"\npolicy = \"{0}/policy.toml\"\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let (config, base) = binary_config(dir.path(), "shutdown_grace_secs = 20");
     let client = reqwest::Client::new();
     let mut server = start(&config);
     wait_up(&client, &base).await;
