@@ -25,13 +25,14 @@ fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
-    let caller = verified_caller(req, state)?;
-    let key = rate_key(req, &caller);
+    let verified = verified_caller(req, state);
+    // A failed token counts against the peer address, so guessing costs too.
+    let key = rate_key(req, verified.as_ref().unwrap_or(&Caller::Anonymous));
     state.rate_limits.check(&key).map_err(|wait| {
         tracing::info!(key, "rate limited");
         ApiError::RateLimited(wait.as_secs().max(1))
     })?;
-    Ok(caller)
+    verified
 }
 
 /// Whom limits count against: the subject, or the peer address of
