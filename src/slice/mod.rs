@@ -116,6 +116,8 @@ pub struct Engine {
     buffer_chunks: usize,
     active: Arc<AtomicUsize>,
     secret: Secret,
+    /// Tables by the files they read (see [`Engine::table`]).
+    tables: std::sync::Mutex<std::collections::HashMap<String, Arc<ListingTable>>>,
 }
 
 /// Counts a running producer for as long as it lives.
@@ -194,6 +196,7 @@ impl Engine {
             buffer_chunks,
             active: Arc::new(AtomicUsize::new(0)),
             secret,
+            tables: Default::default(),
         })
     }
 
@@ -234,15 +237,19 @@ impl Engine {
         Ok(df)
     }
 
-    /// Steps 1-3 of every plan: the policy's row filter on raw rows, masks
-    /// and the visible projection, then the caller's filter.
-    fn visible_frame(
-        &self,
-        version: &Version,
-        plan: &AccessPlan,
-        caller_filter: Option<&str>,
-        max_filter_bytes: usize,
-    ) -> Result<DataFrame, SliceError> {
+    /// The engine's table over a version's files, made once per version:
+    /// versions are immutable, so the same files always make the same table.
+    fn table(&self, version: &Version) -> Result<Arc<ListingTable>, SliceError> {
+        let key: String = version
+            .files
+            .iter()
+            .map(|f| f.location.as_ref())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(table) = tables.get(&key) {
+            return Ok(table.clone());
+        }
         let urls = version
             .files
             .iter()
@@ -254,8 +261,22 @@ impl Engine {
         let config = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(options)
             .with_schema(version.schema.clone());
-        let table = ListingTable::try_new(config).map_err(internal)?;
-        let mut df = self.ctx.read_table(Arc::new(table)).map_err(internal)?;
+        let table = Arc::new(ListingTable::try_new(config).map_err(internal)?);
+        tables.insert(key, table.clone());
+        Ok(table)
+    }
+
+    /// Steps 1-3 of every plan: the policy's row filter on raw rows, masks
+    /// and the visible projection, then the caller's filter.
+    fn visible_frame(
+        &self,
+        version: &Version,
+        plan: &AccessPlan,
+        caller_filter: Option<&str>,
+        max_filter_bytes: usize,
+    ) -> Result<DataFrame, SliceError> {
+        let table = self.table(version)?;
+        let mut df = self.ctx.read_table(table).map_err(internal)?;
 
         // 1. The policy's row filter, on raw columns (written by an admin,
         //    checked when the policy was loaded).
