@@ -62,14 +62,6 @@ impl KeySet {
             .cloned()
             .collect()
     }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
 }
 
 fn pinned_algorithm(jwk: &Jwk) -> Result<Algorithm, String> {

@@ -42,18 +42,7 @@ pub fn suppressed(cells: &[Cell], min_count: u64) -> Vec<bool> {
     loop {
         let mut changed = false;
         for dim in 0..dims {
-            let mut margins: HashMap<Vec<&str>, Vec<usize>> = HashMap::new();
-            for (i, cell) in cells.iter().enumerate() {
-                let key: Vec<&str> = cell
-                    .keys
-                    .iter()
-                    .enumerate()
-                    .filter(|(d, _)| *d != dim)
-                    .map(|(_, k)| k.as_str())
-                    .collect();
-                margins.entry(key).or_default().push(i);
-            }
-            for members in margins.values() {
+            for members in margins(cells, dim).values() {
                 let hidden: Vec<usize> = members.iter().copied().filter(|&i| out[i]).collect();
                 if hidden.is_empty() {
                     continue;
@@ -78,6 +67,23 @@ pub fn suppressed(cells: &[Cell], min_count: u64) -> Vec<bool> {
     }
 }
 
+/// The margins along grouping column `dim`: cell indexes grouped by the
+/// values of every other grouping column.
+fn margins(cells: &[Cell], dim: usize) -> HashMap<Vec<&str>, Vec<usize>> {
+    let mut margins: HashMap<Vec<&str>, Vec<usize>> = HashMap::new();
+    for (i, cell) in cells.iter().enumerate() {
+        let key: Vec<&str> = cell
+            .keys
+            .iter()
+            .enumerate()
+            .filter(|(d, _)| *d != dim)
+            .map(|(_, k)| k.as_str())
+            .collect();
+        margins.entry(key).or_default().push(i);
+    }
+    margins
+}
+
 /// A count rounded to the nearest multiple of `base` (halves up).
 pub fn round_count(count: u64, base: u64) -> u64 {
     if base <= 1 {
@@ -100,6 +106,19 @@ mod tests {
             keys: keys.iter().map(|k| k.to_string()).collect(),
             count,
         }
+    }
+
+    /// Per margin along `dim`: suppressed cells, their total count, cells.
+    fn margin_stats(cells: &[Cell], hidden: &[bool], dim: usize) -> Vec<(usize, u64, usize)> {
+        margins(cells, dim)
+            .values()
+            .map(|members| {
+                let suppressed: Vec<usize> =
+                    members.iter().copied().filter(|&i| hidden[i]).collect();
+                let total = suppressed.iter().map(|&i| cells[i].count).sum();
+                (suppressed.len(), total, members.len())
+            })
+            .collect()
     }
 
     #[test]
@@ -143,24 +162,9 @@ mod tests {
         // complement cell of the 2×2 table then goes as well.
         assert_eq!(s.iter().filter(|&&x| x).count(), 4);
         for dim in 0..2 {
-            let mut margins: HashMap<Vec<&str>, (usize, u64)> = HashMap::new();
-            for (c, &hidden) in cells.iter().zip(&s) {
-                let key: Vec<&str> = c
-                    .keys
-                    .iter()
-                    .enumerate()
-                    .filter(|(d, _)| *d != dim)
-                    .map(|(_, k)| k.as_str())
-                    .collect();
-                let entry = margins.entry(key).or_default();
-                if hidden {
-                    entry.0 += 1;
-                    entry.1 += c.count;
-                }
-            }
-            for (n, total) in margins.values() {
+            for (n, total, _) in margin_stats(&cells, &s, dim) {
                 assert!(
-                    *n == 0 || (*n >= 2 && *total >= 10),
+                    n == 0 || (n >= 2 && total >= 10),
                     "a margin reveals a suppressed cell"
                 );
             }
@@ -202,17 +206,10 @@ mod tests {
                 proptest::prop_assert!(c.count >= 10 || hidden);
             }
             for dim in 0..2 {
-                let mut margins: HashMap<Vec<String>, (usize, u64, usize)> = HashMap::new();
-                for (c, &hidden) in cells.iter().zip(&s) {
-                    let key: Vec<String> = c.keys.iter().enumerate().filter(|(d, _)| *d != dim).map(|(_, k)| k.clone()).collect();
-                    let e = margins.entry(key).or_default();
-                    e.2 += 1;
-                    if hidden { e.0 += 1; e.1 += c.count; }
-                }
-                for (n, total, size) in margins.values() {
+                for (n, total, size) in margin_stats(&cells, &s, dim) {
                     // Either nothing hidden, everything hidden, or at least
                     // two hidden cells adding up to the threshold.
-                    proptest::prop_assert!(*n == 0 || *n == *size || (*n >= 2 && *total >= 10));
+                    proptest::prop_assert!(n == 0 || n == size || (n >= 2 && total >= 10));
                 }
             }
         }

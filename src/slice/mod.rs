@@ -25,7 +25,7 @@ pub use pseudonym::Secret;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -81,13 +81,6 @@ pub enum SliceError {
     Internal(String),
 }
 
-/// Counters of what one stream has sent, for logs and audit.
-#[derive(Debug, Default)]
-pub struct StreamStats {
-    pub rows: AtomicU64,
-    pub bytes: AtomicU64,
-}
-
 /// How a stream ended, for the audit trail and metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct Finished {
@@ -101,11 +94,11 @@ pub struct Finished {
 pub type OnFinish = Box<dyn FnOnce(Finished) + Send>;
 
 /// A running slice: the first chunk (already produced, so early errors
-/// become proper HTTP errors), the rest as a bounded channel, and counters.
+/// become proper HTTP errors) and the rest as a bounded channel. What was
+/// sent is reported to the stream's [`OnFinish`].
 pub struct SliceStream {
     pub first: Option<bytes::Bytes>,
     pub rest: mpsc::Receiver<Result<bytes::Bytes, SliceError>>,
-    pub stats: Arc<StreamStats>,
 }
 
 /// The query engine: a DataFusion context over the catalogue's store, and
@@ -331,12 +324,10 @@ impl Engine {
         on_finish: OnFinish,
     ) -> Result<SliceStream, SliceError> {
         let (tx, mut rx) = mpsc::channel(self.buffer_chunks);
-        let stats = Arc::new(StreamStats::default());
-        let stream_stats = stats.clone();
         let guard = ActiveGuard::new(&self.active);
         let producer = async move {
             let _guard = guard;
-            produce(df, format, tx, stats, on_finish).await
+            produce(df, format, tx, on_finish).await
         };
         self.runtime.handle().spawn(producer.in_current_span());
         let first = match rx.recv().await {
@@ -344,11 +335,7 @@ impl Engine {
             Some(Ok(bytes)) => Some(bytes),
             Some(Err(e)) => return Err(e),
         };
-        Ok(SliceStream {
-            first,
-            rest: rx,
-            stats: stream_stats,
-        })
+        Ok(SliceStream { first, rest: rx })
     }
 }
 
@@ -395,9 +382,9 @@ async fn produce(
     df: DataFrame,
     format: Format,
     tx: mpsc::Sender<Result<bytes::Bytes, SliceError>>,
-    stats: Arc<StreamStats>,
     on_finish: OnFinish,
 ) {
+    let (mut rows, mut bytes) = (0u64, 0u64);
     let outcome = async {
         let mut batches = df.execute_stream().await.map_err(engine_error)?;
         let schema = sanitized_schema(&batches.schema());
@@ -411,24 +398,20 @@ async fn produce(
             let Some(batch) = next else { break };
             let batch = sanitize(&batch.map_err(engine_error)?, &schema)
                 .map_err(|e| SliceError::Internal(e.to_string()))?;
-            stats
-                .rows
-                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            rows += batch.num_rows() as u64;
             let chunk = encoder
                 .write(&batch)
                 .map_err(|e| SliceError::Internal(e.to_string()))?;
-            if !send(&tx, &stats, chunk).await {
+            if !send(&tx, &mut bytes, chunk).await {
                 return Ok(false);
             }
         }
         let tail = encoder
             .finish()
             .map_err(|e| SliceError::Internal(e.to_string()))?;
-        Ok(send(&tx, &stats, tail).await)
+        Ok(send(&tx, &mut bytes, tail).await)
     }
     .await;
-    let rows = stats.rows.load(Ordering::Relaxed);
-    let bytes = stats.bytes.load(Ordering::Relaxed);
     let outcome = match outcome {
         Ok(true) => "complete",
         Ok(false) => "client-aborted",
@@ -448,13 +431,13 @@ async fn produce(
 
 async fn send(
     tx: &mpsc::Sender<Result<bytes::Bytes, SliceError>>,
-    stats: &StreamStats,
+    sent_bytes: &mut u64,
     chunk: bytes::Bytes,
 ) -> bool {
     if chunk.is_empty() {
         return true;
     }
-    stats.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    *sent_bytes += chunk.len() as u64;
     tx.send(Ok(chunk)).await.is_ok()
 }
 
