@@ -45,6 +45,51 @@ pub struct Settings {
     pub limits: Limits,
     #[serde(default)]
     pub audit: AuditSettings,
+    #[serde(default)]
+    pub ingest: IngestSettings,
+}
+
+/// Uploads: how big they may be and what the decoding process may use.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// Largest upload body, in bytes (413 beyond).
+    pub max_upload_bytes: u64,
+    /// An upload whose body stalls this long is abandoned (408).
+    pub body_idle_timeout_secs: u64,
+    /// Address-space limit of the process that decodes an upload.
+    pub worker_memory_bytes: u64,
+    /// CPU-time limit of that process, and its wall-clock limit.
+    pub worker_cpu_secs: u64,
+    /// The program run as `<worker> ingest-worker` (default: this binary).
+    pub worker: Option<PathBuf>,
+    /// Rows read to infer CSV column types.
+    pub csv_sample_rows: usize,
+    /// Rows per Parquet row group written (smaller prunes finer).
+    pub row_group_rows: usize,
+    /// A Parquet upload is refused when its columns would decompress to
+    /// more than this many times its size (decompression bombs).
+    pub max_expansion: u64,
+    /// Most row groups and columns a Parquet upload may declare.
+    pub max_row_groups: usize,
+    pub max_columns: usize,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 16 * 1024 * 1024 * 1024,
+            body_idle_timeout_secs: 60,
+            worker_memory_bytes: 2 * 1024 * 1024 * 1024,
+            worker_cpu_secs: 1800,
+            worker: None,
+            csv_sample_rows: 10_000,
+            row_group_rows: 128 * 1024,
+            max_expansion: 200,
+            max_row_groups: 100_000,
+            max_columns: 2_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -303,13 +348,14 @@ impl Settings {
 /// Only `SLUICE_<SECTION>__<KEY>` variables are settings; others with the
 /// prefix (`SLUICE_CONFIG`, used by the CLI) are not.
 fn is_setting(key: &figment::value::UncasedStr) -> bool {
-    const SECTIONS: [&str; 6] = [
+    const SECTIONS: [&str; 7] = [
         "server__",
         "tls__",
         "auth__",
         "storage__",
         "limits__",
         "audit__",
+        "ingest__",
     ];
     let key = key.as_str().to_ascii_lowercase();
     SECTIONS.iter().any(|section| key.starts_with(section))

@@ -22,6 +22,7 @@ pub mod domain;
 pub mod filter;
 pub mod formats;
 pub mod http;
+pub mod ingest;
 pub mod metrics;
 pub mod policy;
 pub mod slice;

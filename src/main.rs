@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod steward_cli;
+
 use clap::{Parser, Subcommand};
 use sluice::auth::Role;
 use sluice::auth::dev::{DevKey, TokenRequest};
@@ -56,6 +58,17 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Register a dataset and/or upload a new version of it from a file.
+    Register(steward_cli::RegisterArgs),
+    /// List, show or retire datasets.
+    Datasets {
+        #[command(subcommand)]
+        command: steward_cli::DatasetsCommand,
+    },
+    /// Decode one upload (run by the server in a limited process; reads a job
+    /// on stdin, answers on stdout).
+    #[command(hide = true, name = "ingest-worker")]
+    IngestWorker,
     /// Write the synthetic sample datasets (deterministic for a seed).
     DemoData {
         #[arg(long, default_value_t = 2000)]
@@ -202,6 +215,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Register(args) => steward_cli::register(Settings::load(&cli.config)?, args),
+        Command::Datasets { command } => {
+            steward_cli::datasets(Settings::load(&cli.config)?, command)
+        }
+        Command::IngestWorker => Ok(sluice::ingest::sandbox::serve_one()?),
         Command::DemoData {
             rows,
             out,

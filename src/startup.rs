@@ -11,11 +11,10 @@ use std::time::Duration;
 use actix_web::dev::{Extensions, Server, ServerHandle};
 use actix_web::{App, HttpServer, middleware, web};
 use anyhow::Context;
-use object_store::local::LocalFileSystem;
 
 use crate::audit::{AuditLog, Record};
 use crate::auth::Verifier;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, LiveCatalog};
 use crate::config::{Settings, TlsMode};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -36,10 +35,10 @@ impl Application {
         let storage = &settings.storage;
         std::fs::create_dir_all(&storage.state)
             .with_context(|| format!("creating state folder {}", storage.state.display()))?;
-        let catalog = Arc::new(load_catalog(&storage.datasets).await?);
+        let catalog = Arc::new(LiveCatalog::open_local(&storage.datasets).await?);
         let policy = Arc::new(LivePolicy::load(
             &storage.policy,
-            &catalog,
+            &catalog.snapshot(),
             settings.limits.max_filter_bytes,
         )?);
         let metrics = Arc::new(Metrics::new().context("metrics")?);
@@ -74,7 +73,7 @@ impl Application {
         }
         let secret = Secret::load_or_create(&storage.state).context("pseudonymisation secret")?;
         let engine = Engine::new(
-            &catalog,
+            &catalog.snapshot(),
             secret,
             settings.server.query_threads,
             settings.limits.batch_rows,
@@ -103,6 +102,7 @@ impl Application {
             verifier: Arc::new(verifier),
             engine: Arc::new(engine),
             limits: settings.limits.clone(),
+            ingest: settings.ingest.clone(),
             audit,
             metrics,
             rate_limits: http::limits::RateLimits::new(
@@ -139,7 +139,7 @@ impl Application {
         tracing::info!(
             port,
             https = tls_config.is_some(),
-            datasets = catalog.len(),
+            datasets = catalog.snapshot().len(),
             "sluice is listening"
         );
         Ok(Self {
@@ -185,21 +185,16 @@ impl Application {
     }
 }
 
-/// Loads the catalogue from a local folder.
+/// Loads the catalogue from a local folder, read-only (no lock, no
+/// clean-up): for commands that only look.
 pub async fn load_catalog(folder: &std::path::Path) -> anyhow::Result<Catalog> {
-    let datasets = std::fs::canonicalize(folder)
-        .with_context(|| format!("catalogue folder {}", folder.display()))?;
-    let store = LocalFileSystem::new_with_prefix(&datasets)
-        .with_context(|| format!("catalogue folder {}", datasets.display()))?;
-    Catalog::load(Arc::new(store))
-        .await
-        .context("loading the catalogue")
+    crate::catalog::live::load_local(folder).await
 }
 
 /// Reloads the policy when its file changes (checked every `every`) and on SIGHUP.
 fn spawn_policy_watcher(
     policy: Arc<LivePolicy>,
-    catalog: Arc<Catalog>,
+    catalog: Arc<LiveCatalog>,
     audit: Arc<AuditLog>,
     metrics: Arc<Metrics>,
     every: Duration,
@@ -209,7 +204,7 @@ fn spawn_policy_watcher(
         move || policy.changed_on_disk()
     };
     let reload = move |why: &str| {
-        let result = policy.reload_logged(&catalog, why);
+        let result = policy.reload_logged(&catalog.snapshot(), why);
         let outcome = if result.is_ok() { "ok" } else { "refused" };
         metrics.policy_reloads.with_label_values(&[outcome]).inc();
         audit.append(Record {

@@ -1,10 +1,13 @@
 //! The dataset manifest (`<id>/dataset.toml`): what a steward says about a
-//! dataset. Parsing rejects unknown keys, a missing licence, masks on
-//! columns that are not quasi-identifiers and duplicate column names.
+//! dataset, and which version is published. Parsing rejects unknown keys, a
+//! missing licence, masks on columns that are not quasi-identifiers and
+//! duplicate column names.
 
 use std::collections::HashSet;
 
+use arrow::datatypes::{DataType, TimeUnit};
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use crate::domain::{Classification, ColumnName, DatasetId, Mask, Mode, Tier};
 
@@ -25,11 +28,27 @@ pub struct Manifest {
     /// only disclosure-controlled aggregates. Grants set their own mode.
     #[serde(default)]
     pub mode: Mode,
-    /// The published version: readers who do not pin one get this.
+    /// The published version: readers who do not pin one get this. Zero
+    /// means registered but no data uploaded yet. Version folders above this
+    /// number are uploads that never committed and are not read.
+    #[serde(default)]
     pub version: u64,
     /// How to ask for access, shown to callers who are denied.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_request: Option<String>,
+    /// Columns uploads are sorted by (in this order), so range filters on
+    /// them prune row groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sort_by: Vec<ColumnName>,
+    /// When a steward retired the dataset: no longer listed or served, kept
+    /// on storage and in the audit trail.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retired: Option<OffsetDateTime>,
+    #[serde(default)]
     pub columns: Vec<ColumnSpec>,
 }
 
@@ -45,6 +64,39 @@ pub struct ColumnSpec {
     /// (quasi-identifiers only; those without one are redacted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask: Option<Mask>,
+    /// A lookup key: uploads get a bloom filter on it, so point lookups
+    /// skip row groups that cannot hold the value.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub key: bool,
+    /// The type CSV values are read as (otherwise inferred from a sample);
+    /// other formats must carry this type.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub declared_type: Option<DeclaredType>,
+}
+
+/// Column types a steward can declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeclaredType {
+    String,
+    Int64,
+    Float64,
+    Boolean,
+    Date,
+    Timestamp,
+}
+
+impl DeclaredType {
+    pub fn data_type(self) -> DataType {
+        match self {
+            DeclaredType::String => DataType::Utf8,
+            DeclaredType::Int64 => DataType::Int64,
+            DeclaredType::Float64 => DataType::Float64,
+            DeclaredType::Boolean => DataType::Boolean,
+            DeclaredType::Date => DataType::Date32,
+            DeclaredType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+        }
+    }
 }
 
 impl ColumnSpec {
@@ -65,7 +117,7 @@ impl Manifest {
         Ok(manifest)
     }
 
-    fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), String> {
         for (field, value) in [
             ("title", &self.title),
             ("license", &self.license),
@@ -75,9 +127,6 @@ impl Manifest {
             if value.trim().is_empty() {
                 return Err(format!("{field} must not be empty"));
             }
-        }
-        if self.version == 0 {
-            return Err("version numbers start at 1".into());
         }
         let mut seen = HashSet::new();
         for column in &self.columns {
@@ -91,7 +140,24 @@ impl Manifest {
                 ));
             }
         }
+        for name in &self.sort_by {
+            if !self.columns.is_empty() && self.column(name.as_str()).is_none() {
+                return Err(format!("sort_by names '{name}', which is not a column"));
+            }
+        }
         Ok(())
+    }
+
+    /// The manifest as stored in `dataset.toml`.
+    pub fn to_toml(&self) -> String {
+        // Every field is a plain string, number, list or table: serialising
+        // cannot fail.
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Whether the dataset is live: published and not retired.
+    pub fn is_live(&self) -> bool {
+        self.version > 0 && self.retired.is_none()
     }
 
     pub fn column(&self, name: &str) -> Option<&ColumnSpec> {

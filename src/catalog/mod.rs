@@ -10,7 +10,12 @@
 //!
 //! The catalogue owns metadata and file locations. It does not decide who may
 //! read what (that is `policy`) and does not run queries (that is `slice`).
+//! A [`Catalog`] is an immutable snapshot; [`LiveCatalog`] swaps in a new
+//! one after each committed change.
 
+pub mod edit;
+pub mod live;
+pub mod local;
 pub mod manifest;
 
 use std::collections::BTreeMap;
@@ -25,7 +30,8 @@ use parquet::arrow::parquet_to_arrow_schema;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use time::OffsetDateTime;
 
-pub use manifest::{ColumnSpec, Manifest};
+pub use live::{LiveCatalog, WriteError};
+pub use manifest::{ColumnSpec, DeclaredType, Manifest};
 
 use crate::domain::{DatasetId, Tier};
 
@@ -72,19 +78,40 @@ impl Dataset {
         &self.manifest.id
     }
 
-    /// The version readers get when they do not pin one.
-    pub fn current(&self) -> &Version {
-        // Loading refuses a dataset whose published version is missing, so
-        // this lookup cannot fail.
-        &self.versions[&self.manifest.version]
+    /// The version readers get when they do not pin one (none before the
+    /// first upload).
+    pub fn current(&self) -> Option<&Version> {
+        self.versions.get(&self.manifest.version)
     }
 
     pub fn version(&self, number: Option<u64>) -> Option<&Version> {
         match number {
-            None => Some(self.current()),
+            None => self.current(),
             Some(n) => self.versions.get(&n),
         }
     }
+
+    /// Whether a steward or admin may change this dataset: admins all,
+    /// stewards those their organisation publishes.
+    pub fn stewarded_by(&self, scope: &StewardScope) -> bool {
+        match scope {
+            StewardScope::All => true,
+            StewardScope::Publisher(org) => &self.manifest.publisher == org,
+            StewardScope::None => false,
+        }
+    }
+}
+
+/// Whose unpublished and retired datasets a caller may see.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StewardScope {
+    /// Researchers and anonymous callers: live datasets only.
+    #[default]
+    None,
+    /// A steward: also their organisation's.
+    Publisher(String),
+    /// An admin: everything.
+    All,
 }
 
 /// A catalogue search: words, sector, tier and a page.
@@ -97,6 +124,8 @@ pub struct SearchQuery {
     /// Return datasets whose id sorts after this one (keyset paging).
     pub after: Option<DatasetId>,
     pub page_size: usize,
+    /// Whose drafts and retired datasets to include.
+    pub steward: StewardScope,
 }
 
 /// One page of search results.
@@ -131,32 +160,29 @@ impl Catalog {
         let top = store.list_with_delimiter(None).await?;
         let mut datasets = BTreeMap::new();
         for prefix in top.common_prefixes {
-            let manifest_path = prefix.clone().join(MANIFEST_FILE);
-            let text = match store.get(&manifest_path).await {
-                Ok(got) => got.bytes().await?,
-                // A folder without a manifest is not a dataset (e.g. scratch space).
-                Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => return Err(e.into()),
+            // Only slugs name datasets (`.staging` and the like do not).
+            let Ok(id) = DatasetId::parse(prefix.as_ref()) else {
+                continue;
             };
-            let bad = |problem: String| CatalogError::BadManifest {
-                path: manifest_path.to_string(),
-                problem,
-            };
-            let text = std::str::from_utf8(&text).map_err(|e| bad(e.to_string()))?;
-            let manifest = Manifest::parse(text).map_err(bad)?;
-            if manifest.id.as_str() != prefix.as_ref() {
-                return Err(bad(format!(
-                    "id '{}' does not match its folder '{}'",
-                    manifest.id, prefix
-                )));
+            if let Some(dataset) = load_dataset(&store, &id).await? {
+                datasets.insert(id, Arc::new(dataset));
             }
-            let versions = load_versions(&store, &prefix, &manifest).await?;
-            datasets.insert(
-                manifest.id.clone(),
-                Arc::new(Dataset { manifest, versions }),
-            );
         }
         Ok(Self { store, datasets })
+    }
+
+    /// This catalogue with one dataset added or replaced.
+    pub fn with_dataset(&self, dataset: Dataset) -> Self {
+        let mut datasets = self.datasets.clone();
+        datasets.insert(dataset.id().clone(), Arc::new(dataset));
+        Self {
+            store: self.store.clone(),
+            datasets,
+        }
+    }
+
+    pub fn datasets(&self) -> impl Iterator<Item = &Arc<Dataset>> {
+        self.datasets.values()
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -181,6 +207,7 @@ impl Catalog {
             .datasets
             .values()
             .filter(|d| query.after.as_ref().is_none_or(|after| d.id() > after))
+            .filter(|d| d.manifest.is_live() || d.stewarded_by(&query.steward))
             .filter(|d| query.tier.is_none_or(|t| d.manifest.tier == t))
             .filter(|d| {
                 query
@@ -213,32 +240,74 @@ fn matches_words(manifest: &Manifest, words: &[String]) -> bool {
     words.iter().all(|w| text.contains(w.as_str()))
 }
 
-async fn load_versions(
+/// Reads one dataset's manifest and committed versions; `None` when its
+/// folder has no manifest (scratch space, or a registration that never
+/// committed).
+pub async fn load_dataset(
     store: &Arc<dyn ObjectStore>,
-    dataset: &StorePath,
-    manifest: &Manifest,
-) -> Result<BTreeMap<u64, Version>, CatalogError> {
-    let inconsistent = |problem: String| CatalogError::Inconsistent {
-        id: manifest.id.to_string(),
+    id: &DatasetId,
+) -> Result<Option<Dataset>, CatalogError> {
+    let prefix = StorePath::from(id.as_str());
+    let manifest_path = prefix.clone().join(MANIFEST_FILE);
+    let text = match store.get(&manifest_path).await {
+        Ok(got) => got.bytes().await?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let bad = |problem: String| CatalogError::BadManifest {
+        path: manifest_path.to_string(),
         problem,
     };
-    let versions_root = dataset.clone().join("versions");
-    let listing = store.list_with_delimiter(Some(&versions_root)).await?;
+    let text = std::str::from_utf8(&text).map_err(|e| bad(e.to_string()))?;
+    let manifest = Manifest::parse(text).map_err(bad)?;
+    if &manifest.id != id {
+        return Err(bad(format!(
+            "id '{}' does not match its folder '{}'",
+            manifest.id, id
+        )));
+    }
+    let listing = store
+        .list_with_delimiter(Some(&prefix.clone().join("versions")))
+        .await?;
+    // Folders above the published version are uploads that never committed.
+    let committed = listing
+        .common_prefixes
+        .iter()
+        .filter_map(|dir| dir.filename().and_then(|name| name.parse::<u64>().ok()))
+        .filter(|n| (1..=manifest.version).contains(n));
     let mut versions = BTreeMap::new();
-    for version_dir in listing.common_prefixes {
-        let Some(number) = version_dir
-            .filename()
-            .and_then(|name| name.parse::<u64>().ok())
-        else {
-            continue;
-        };
+    for number in committed {
+        if let Some(version) = read_version(store, &manifest, number).await? {
+            versions.insert(number, version);
+        }
+    }
+    if manifest.version > 0 && !versions.contains_key(&manifest.version) {
+        return Err(CatalogError::Inconsistent {
+            id: id.to_string(),
+            problem: format!("published version {} has no data files", manifest.version),
+        });
+    }
+    Ok(Some(Dataset { manifest, versions }))
+}
+
+/// Reads version `number` of a dataset (its files' footers) and checks it
+/// against the manifest; `None` if it has no files.
+pub async fn read_version(
+    store: &Arc<dyn ObjectStore>,
+    manifest: &Manifest,
+    number: u64,
+) -> Result<Option<Version>, CatalogError> {
+    let version_dir = StorePath::from(manifest.id.as_str())
+        .join("versions")
+        .join(number.to_string());
+    {
         let mut files: Vec<ObjectMeta> = store
             .list(Some(&version_dir))
             .try_filter(|meta| futures::future::ready(meta.location.extension() == Some("parquet")))
             .try_collect()
             .await?;
         if files.is_empty() {
-            continue;
+            return Ok(None);
         }
         files.sort_by(|a, b| a.location.cmp(&b.location));
         let mut rows = 0;
@@ -262,42 +331,20 @@ async fn load_versions(
                 None => schema = Some(file_schema),
                 Some(s) if s.fields() == file_schema.fields() => {}
                 Some(_) => {
-                    return Err(inconsistent(format!(
-                        "files of version {number} have different schemas"
-                    )));
+                    return Err(CatalogError::Inconsistent {
+                        id: manifest.id.to_string(),
+                        problem: format!("files of version {number} have different schemas"),
+                    });
                 }
             }
         }
-        let Some(schema) = schema else { continue };
-        for spec in &manifest.columns {
-            if schema.field_with_name(spec.name.as_str()).is_err() {
-                return Err(inconsistent(format!(
-                    "column '{}' is in the manifest but not in version {number}",
-                    spec.name
-                )));
-            }
-        }
-        for spec in &manifest.columns {
-            let data_type = schema
-                .field_with_name(spec.name.as_str())
-                .map(|f| f.data_type().clone());
-            if let (Some(mask), Ok(data_type)) = (spec.default_mask(), data_type)
-                && !mask.fits(&data_type)
-            {
-                return Err(inconsistent(format!(
-                    "mask {mask} of column '{}' does not fit its type {data_type}",
-                    spec.name
-                )));
-            }
-        }
-        for field in schema.fields() {
-            if manifest.column(field.name()).is_none() {
-                return Err(inconsistent(format!(
-                    "column '{}' of version {number} is not described in the manifest",
-                    field.name()
-                )));
-            }
-        }
+        let Some(schema) = schema else {
+            return Ok(None);
+        };
+        check_schema(manifest, number, &schema).map_err(|problem| CatalogError::Inconsistent {
+            id: manifest.id.to_string(),
+            problem,
+        })?;
         let published = files
             .iter()
             .map(|f| f.last_modified)
@@ -308,25 +355,50 @@ async fn load_versions(
             })
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let bytes = files.iter().map(|f| f.size).sum();
-        versions.insert(
+        Ok(Some(Version {
             number,
-            Version {
-                number,
-                files,
-                rows,
-                bytes,
-                published,
-                schema,
-            },
-        );
+            files,
+            rows,
+            bytes,
+            published,
+            schema,
+        }))
     }
-    if !versions.contains_key(&manifest.version) {
-        return Err(inconsistent(format!(
-            "published version {} has no data files",
-            manifest.version
-        )));
+}
+
+/// Checks that a version's schema and the manifest describe the same
+/// columns, and that every column's mask fits its type.
+pub fn check_schema(
+    manifest: &Manifest,
+    number: u64,
+    schema: &arrow::datatypes::Schema,
+) -> Result<(), String> {
+    for spec in &manifest.columns {
+        let Ok(field) = schema.field_with_name(spec.name.as_str()) else {
+            return Err(format!(
+                "column '{}' is in the manifest but not in version {number}",
+                spec.name
+            ));
+        };
+        if let Some(mask) = spec.default_mask()
+            && !mask.fits(field.data_type())
+        {
+            return Err(format!(
+                "mask {mask} of column '{}' does not fit its type {} (version {number})",
+                spec.name,
+                field.data_type()
+            ));
+        }
     }
-    Ok(versions)
+    for field in schema.fields() {
+        if manifest.column(field.name()).is_none() {
+            return Err(format!(
+                "column '{}' of version {number} is not described in the manifest",
+                field.name()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads a Parquet footer through the object store (two small range reads).

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::problem::ApiError;
+use super::steward_routes::steward_scope;
 use crate::auth::Caller;
 use crate::catalog::{Dataset, SearchQuery};
 use crate::domain::{DatasetId, Tier};
@@ -41,7 +42,18 @@ struct Summary<'a> {
     license: &'a str,
     keywords: &'a [String],
     version: u64,
+    /// `draft` (no data yet), `published` or `retired`: only stewards and
+    /// admins see the first and last.
+    status: &'static str,
     url: String,
+}
+
+fn status(d: &Dataset) -> &'static str {
+    match (&d.manifest.retired, d.manifest.version) {
+        (Some(_), _) => "retired",
+        (None, 0) => "draft",
+        (None, _) => "published",
+    }
 }
 
 fn summary(d: &Dataset) -> Summary<'_> {
@@ -56,6 +68,7 @@ fn summary(d: &Dataset) -> Summary<'_> {
         license: &m.license,
         keywords: &m.keywords,
         version: m.version,
+        status: status(d),
         url: format!("/v1/datasets/{}", m.id),
     }
 }
@@ -63,7 +76,7 @@ fn summary(d: &Dataset) -> Summary<'_> {
 #[tracing::instrument(skip_all)]
 pub async fn list(
     state: web::Data<AppState>,
-    _caller: Caller,
+    caller: Caller,
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError> {
     let limits = &state.limits;
@@ -106,8 +119,10 @@ pub async fn list(
         tier,
         after,
         page_size,
+        steward: steward_scope(&caller),
     };
-    let page = state.catalog.search(&query);
+    let catalog = state.catalog.snapshot();
+    let page = catalog.search(&query);
     let datasets: Vec<Summary> = page.datasets.iter().map(|d| summary(d)).collect();
     Ok(HttpResponse::Ok().json(json!({
         "datasets": datasets,
@@ -123,7 +138,32 @@ pub async fn show(
     params: web::Query<ShowParams>,
 ) -> Result<HttpResponse, ApiError> {
     let id = DatasetId::parse(&path).map_err(|_| ApiError::DatasetNotFound)?;
-    let dataset = state.catalog.get(&id).ok_or(ApiError::DatasetNotFound)?;
+    let dataset = state
+        .catalog
+        .snapshot()
+        .get(&id)
+        .cloned()
+        .ok_or(ApiError::DatasetNotFound)?;
+    // Drafts and retired datasets exist only for their stewards.
+    if !dataset.manifest.is_live() && !dataset.stewarded_by(&steward_scope(&caller)) {
+        return Err(ApiError::DatasetNotFound);
+    }
+    Ok(HttpResponse::Ok().json(describe(
+        &state,
+        &caller,
+        &dataset,
+        params.grant.as_deref(),
+    )?))
+}
+
+/// A dataset's full description: metadata, typed columns, versions and the
+/// caller's own access.
+pub fn describe(
+    state: &AppState,
+    caller: &Caller,
+    dataset: &Dataset,
+    grant: Option<&str>,
+) -> Result<Value, ApiError> {
     let m = &dataset.manifest;
     let current = dataset.current();
     let columns: Vec<Value> = m
@@ -131,9 +171,9 @@ pub async fn show(
         .iter()
         .map(|c| {
             let data_type = current
-                .schema
-                .field_with_name(c.name.as_str())
+                .and_then(|v| v.schema.field_with_name(c.name.as_str()).ok())
                 .map(|f| f.data_type().to_string())
+                .or_else(|| c.declared_type.map(|t| t.data_type().to_string()))
                 .unwrap_or_default();
             json!({
                 "name": c.name,
@@ -141,9 +181,11 @@ pub async fn show(
                 "description": c.description,
                 "classification": c.classification,
                 "mask": c.default_mask(),
+                "key": c.key,
             })
         })
         .collect();
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
     let versions: Vec<Value> = dataset
         .versions
         .values()
@@ -152,24 +194,30 @@ pub async fn show(
                 "version": v.number,
                 "rows": v.rows,
                 "bytes": v.bytes,
-                "published": v.published.format(&time::format_description::well_known::Rfc3339).ok(),
+                "published": v.published.format(rfc3339).ok(),
             })
         })
         .collect();
     let today = time::OffsetDateTime::now_utc().date();
     let access = policy::decision_json(&policy::evaluate(
         &state.policy.current(),
-        &caller,
+        caller,
         m,
-        params.grant.as_deref(),
+        grant,
         today,
     ));
     let mut body =
         serde_json::to_value(summary(dataset)).map_err(|e| ApiError::Internal(e.to_string()))?;
     if let Value::Object(map) = &mut body {
-        map.insert("rows".into(), json!(current.rows));
-        map.insert("bytes".into(), json!(current.bytes));
+        map.insert("rows".into(), json!(current.map_or(0, |v| v.rows)));
+        map.insert("bytes".into(), json!(current.map_or(0, |v| v.bytes)));
+        map.insert("mode".into(), json!(m.mode));
         map.insert("access_request".into(), json!(m.access_request));
+        map.insert("sort_by".into(), json!(m.sort_by));
+        map.insert(
+            "retired".into(),
+            json!(m.retired.and_then(|t| t.format(rfc3339).ok())),
+        );
         map.insert("columns".into(), Value::Array(columns));
         map.insert("versions".into(), Value::Array(versions));
         map.insert("access".into(), access);
@@ -178,5 +226,5 @@ pub async fn show(
             json!(format!("/v1/datasets/{}/data", m.id)),
         );
     }
-    Ok(HttpResponse::Ok().json(body))
+    Ok(body)
 }

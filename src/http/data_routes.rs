@@ -9,6 +9,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use tokio_stream::wrappers::ReceiverStream;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::caller::rate_key;
@@ -180,7 +181,7 @@ pub async fn get_aggregate(
         let df = state
             .engine
             .aggregate(
-                access.version,
+                &access.version,
                 &access.plan,
                 &request,
                 state.limits.max_filter_bytes,
@@ -227,23 +228,29 @@ fn accept(req: &HttpRequest) -> Option<&str> {
 }
 
 /// What a caller may read of one version of one dataset.
-struct Access<'a> {
-    dataset: &'a Dataset,
-    version: &'a Version,
+struct Access {
+    dataset: Arc<Dataset>,
+    version: Version,
     plan: AccessPlan,
 }
 
 /// Resolves the dataset and version and asks the policy.
-fn authorize<'a>(
-    state: &'a AppState,
+fn authorize(
+    state: &AppState,
     caller: &Caller,
     raw_id: &str,
     version: Option<u64>,
     grant: Option<&str>,
-) -> Result<Access<'a>, ApiError> {
+) -> Result<Access, ApiError> {
     // An id that is not a valid slug cannot name a dataset.
     let id = DatasetId::parse(raw_id).map_err(|_| ApiError::DatasetNotFound)?;
-    let dataset = state.catalog.get(&id).ok_or(ApiError::DatasetNotFound)?;
+    let dataset = state
+        .catalog
+        .snapshot()
+        .get(&id)
+        .filter(|d| d.manifest.is_live())
+        .cloned()
+        .ok_or(ApiError::DatasetNotFound)?;
     let today = time::OffsetDateTime::now_utc().date();
     let plan = match policy::evaluate(
         &state.policy.current(),
@@ -265,6 +272,7 @@ fn authorize<'a>(
     };
     let version = dataset
         .version(version)
+        .cloned()
         .ok_or(ApiError::VersionNotFound(version.unwrap_or_default()))?;
     Ok(Access {
         dataset,
@@ -301,7 +309,7 @@ async fn serve(
         }
         let format = negotiate(wanted.format.as_deref(), accept(req))?;
         let df = state.engine.plan(
-            access.version,
+            &access.version,
             &access.plan,
             &wanted.slice,
             state.limits.max_filter_bytes,

@@ -9,6 +9,7 @@ mod data_routes;
 pub mod limits;
 pub mod problem;
 pub mod request_id;
+mod steward_routes;
 mod trail;
 
 use std::sync::Arc;
@@ -18,8 +19,8 @@ use actix_web::{HttpResponse, web};
 
 use crate::audit::AuditLog;
 use crate::auth::Verifier;
-use crate::catalog::Catalog;
-use crate::config::Limits;
+use crate::catalog::LiveCatalog;
+use crate::config::{IngestSettings, Limits};
 use crate::metrics::Metrics;
 use crate::policy::LivePolicy;
 use crate::slice::Engine;
@@ -27,11 +28,12 @@ use problem::ApiError;
 
 /// What every handler shares.
 pub struct AppState {
-    pub catalog: Arc<Catalog>,
+    pub catalog: Arc<LiveCatalog>,
     pub policy: Arc<LivePolicy>,
     pub verifier: Arc<Verifier>,
     pub engine: Arc<Engine>,
     pub limits: Limits,
+    pub ingest: IngestSettings,
     pub audit: Arc<AuditLog>,
     pub metrics: Arc<Metrics>,
     pub rate_limits: limits::RateLimits,
@@ -64,8 +66,12 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
             .service(
                 web::scope("/v1")
                     .route("/datasets", web::get().to(catalog_routes::list))
+                    .route("/datasets", web::post().to(steward_routes::register))
                     .route("/datasets/{id}", web::get().to(catalog_routes::show))
+                    .route("/datasets/{id}", web::patch().to(steward_routes::edit))
+                    .route("/datasets/{id}", web::delete().to(steward_routes::retire))
                     .route("/datasets/{id}/data", web::get().to(data_routes::get_data))
+                    .route("/datasets/{id}/data", web::put().to(steward_routes::upload))
                     .route(
                         "/datasets/{id}/query",
                         web::post().to(data_routes::post_query),
@@ -111,7 +117,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.ready.load(Ordering::Relaxed) {
         HttpResponse::Ok().json(serde_json::json!({
             "status": "ready",
-            "datasets": state.catalog.len(),
+            "datasets": state.catalog.snapshot().len(),
             "grants": state.policy.current().grants.len(),
             "active_streams": state.engine.active_streams(),
         }))

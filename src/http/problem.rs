@@ -62,6 +62,24 @@ pub enum ApiError {
     /// The audit trail cannot record the access, so no data is served.
     #[error("the audit trail is unavailable; try again later")]
     AuditUnavailable,
+    /// Catalogue changes need the steward (or admin) role.
+    #[error("this needs a token with the steward or admin role")]
+    StewardRequired,
+    /// A steward acting on another organisation's dataset.
+    #[error("{0}")]
+    NotPublisher(String),
+    /// The change conflicts with the catalogue's state (`kind` is the type).
+    #[error("{detail}")]
+    Conflict { kind: &'static str, detail: String },
+    /// Well-formed but unacceptable content: a manifest or an upload.
+    #[error("{detail}")]
+    Unprocessable { kind: &'static str, detail: String },
+    /// An upload body stalled.
+    #[error("the upload stalled for {0} s and was abandoned; nothing was changed")]
+    UploadTimeout(u64),
+    /// Storage failed to make a change durable; the previous state stands.
+    #[error("storage could not record the change; nothing was changed, try again later")]
+    StorageUnavailable,
     /// A fault on our side; the string goes to the log only.
     #[error("internal error")]
     Internal(String),
@@ -93,6 +111,11 @@ impl ApiError {
             ApiError::RateLimited(_) => "rate-limited",
             ApiError::TooManyStreams => "too-many-streams",
             ApiError::AuditUnavailable => "audit-unavailable",
+            ApiError::StewardRequired => "steward-required",
+            ApiError::NotPublisher(_) => "not-publisher",
+            ApiError::Conflict { kind, .. } | ApiError::Unprocessable { kind, .. } => kind,
+            ApiError::UploadTimeout(_) => "upload-timeout",
+            ApiError::StorageUnavailable => "storage-unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -108,6 +131,9 @@ impl ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
             StatusCode::SERVICE_UNAVAILABLE => "Service unavailable",
             StatusCode::TOO_MANY_REQUESTS => "Too many requests",
+            StatusCode::CONFLICT => "Conflict",
+            StatusCode::UNPROCESSABLE_ENTITY => "Unprocessable content",
+            StatusCode::REQUEST_TIMEOUT => "Request timeout",
             _ => "Internal error",
         }
     }
@@ -175,7 +201,13 @@ impl ResponseError for ApiError {
             ApiError::InvalidToken
             | ApiError::TokenRequired
             | ApiError::Denied(Denial::TokenRequired { .. }) => StatusCode::UNAUTHORIZED,
-            ApiError::Denied(_) | ApiError::AggregateOnly(_) => StatusCode::FORBIDDEN,
+            ApiError::Denied(_)
+            | ApiError::AggregateOnly(_)
+            | ApiError::StewardRequired
+            | ApiError::NotPublisher(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UploadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::DatasetNotFound | ApiError::VersionNotFound(_) | ApiError::RouteNotFound => {
                 StatusCode::NOT_FOUND
             }
@@ -183,7 +215,9 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) | ApiError::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::AuditUnavailable | ApiError::StorageUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::helpers::ROWS;
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -18,7 +18,7 @@ fn free_port() -> u16 {
 
 /// Writes an empty policy and a plain-HTTP config on a free port for the
 /// binary; returns the config's path and the base URL.
-fn binary_config(dir: &std::path::Path, server_extra: &str) -> (std::path::PathBuf, String) {
+pub fn binary_config(dir: &std::path::Path, server_extra: &str) -> (std::path::PathBuf, String) {
     std::fs::write(dir.join("policy.toml"), "").unwrap();
     let port = free_port();
     let config = dir.join("sluice.toml");
@@ -33,7 +33,7 @@ fn binary_config(dir: &std::path::Path, server_extra: &str) -> (std::path::PathB
     (config, format!("http://127.0.0.1:{port}"))
 }
 
-fn start(config: &std::path::Path) -> Child {
+pub fn start(config: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("--config")
         .arg(config)
@@ -44,7 +44,7 @@ fn start(config: &std::path::Path) -> Child {
         .expect("the sluice binary starts")
 }
 
-async fn wait_up(client: &reqwest::Client, base: &str) {
+pub async fn wait_up(client: &reqwest::Client, base: &str) {
     for _ in 0..100 {
         if client.get(format!("{base}/healthz")).send().await.is_ok() {
             return;
@@ -154,4 +154,136 @@ async fn sigterm_lets_an_in_flight_stream_finish_and_refuses_new_connections() {
     assert_eq!(lines, rows + 1, "every row and the header arrived");
     let exit = server.wait().unwrap();
     assert!(exit.success(), "clean exit after draining: {exit:?}");
+}
+
+/// A token for a steward of `org`, signed with the binary's dev key.
+pub fn steward_token(dir: &std::path::Path, org: &str) -> String {
+    use sluice::auth::Role;
+    use sluice::auth::dev::{DevKey, TokenRequest};
+    DevKey::load_or_create(&dir.join("state"))
+        .unwrap()
+        .mint(&TokenRequest {
+            sub: "sam@observatory.example".into(),
+            roles: vec![Role::Steward],
+            groups: Vec::new(),
+            organisation: Some(org.into()),
+            ttl_secs: 3600,
+            issuer: "sluice-dev".into(),
+            audience: "sluice".into(),
+        })
+        .unwrap()
+}
+
+const V2_ROWS: usize = 300_000;
+
+async fn versions_and_rows(client: &reqwest::Client, base: &str) -> Vec<(u64, u64)> {
+    let meta: serde_json::Value = client
+        .get(format!("{base}/v1/datasets/crash-test"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    meta["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["version"].as_u64().unwrap(), v["rows"].as_u64().unwrap()))
+        .collect()
+}
+
+async fn served_rows(client: &reqwest::Client, base: &str, version: u64) -> usize {
+    let body = client
+        .get(format!(
+            "{base}/v1/datasets/crash-test/data?version={version}&format=csv"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    body.lines().count() - 1
+}
+
+#[tokio::test]
+async fn sigkill_at_any_moment_of_an_upload_leaves_the_old_or_the_whole_new_version() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("datasets")).unwrap();
+    let (config, base) = binary_config(dir.path(), "policy_poll_ms = 60000");
+    let client = reqwest::Client::new();
+    let mut server = start(&config);
+    wait_up(&client, &base).await;
+    let token = steward_token(dir.path(), "Observatory");
+    let manifest = serde_json::json!({
+        "id": "crash-test", "title": "Crash test", "description": "", "sector": "test",
+        "publisher": "Observatory", "license": "CC0-1.0", "tier": "open",
+        "sort_by": ["n"],
+    });
+    let r = client
+        .post(format!("{base}/v1/datasets"))
+        .bearer_auth(&token)
+        .json(&manifest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let put = |body: String| {
+        client
+            .put(format!("{base}/v1/datasets/crash-test/data"))
+            .bearer_auth(&token)
+            .header("content-type", "text/csv")
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        put("n,label\n1,one\n2,two\n3,three\n".into())
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let mut v2 = String::from("n,label\n");
+    for i in (0..V2_ROWS).rev() {
+        v2.push_str(&format!("{i},label number {i}\n"));
+    }
+
+    // Kill points spread over the upload: while the body streams, while
+    // the worker normalises and sorts, around the commit, after it.
+    let mut killed_mid_upload = 0;
+    for delay_ms in [0u64, 20, 80, 200, 400, 700, 1000, 1500, 2500] {
+        let upload = tokio::spawn(put(v2.clone()));
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        server.kill().unwrap(); // SIGKILL
+        server.wait().unwrap();
+        if !matches!(upload.await.unwrap(), Ok(r) if r.status() == 201) {
+            killed_mid_upload += 1;
+        }
+        server = start(&config);
+        wait_up(&client, &base).await;
+
+        let versions = versions_and_rows(&client, &base).await;
+        assert_eq!(
+            versions[0],
+            (1, 3),
+            "version 1 is intact after a kill at {delay_ms} ms"
+        );
+        assert_eq!(served_rows(&client, &base, 1).await, 3);
+        for &(number, rows) in &versions[1..] {
+            assert_eq!(rows, V2_ROWS as u64, "version {number} is whole");
+            assert_eq!(served_rows(&client, &base, number).await, V2_ROWS);
+        }
+        let staging = std::fs::read_dir(dir.path().join("datasets/.staging"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(staging, 0, "recovery cleared the staging area");
+    }
+    eprintln!(
+        "kills during an upload: {killed_mid_upload} of 9; versions after: {:?}",
+        versions_and_rows(&client, &base).await
+    );
+    assert!(killed_mid_upload > 0, "no kill landed during an upload");
+    server.kill().unwrap();
+    server.wait().unwrap();
 }

@@ -76,6 +76,8 @@ pub fn settings_for(dir: &Path) -> Settings {
     settings.storage.datasets = dir.join("datasets");
     settings.storage.state = dir.join("state");
     settings.storage.policy = dir.join("policy.toml");
+    // In-process servers run uploads in the real binary, as `serve` does.
+    settings.ingest.worker = Some(env!("CARGO_BIN_EXE_sluice").into());
     settings
 }
 
@@ -133,12 +135,21 @@ impl TestApp {
     }
 
     pub fn token(&self, sub: &str, roles: &[Role], groups: &[&str]) -> String {
+        self.mint(sub, roles, groups, None)
+    }
+
+    /// A token for `sub` with roles and an organisation claim.
+    pub fn token_in(&self, sub: &str, roles: &[Role], organisation: &str) -> String {
+        self.mint(sub, roles, &[], Some(organisation))
+    }
+
+    fn mint(&self, sub: &str, roles: &[Role], groups: &[&str], org: Option<&str>) -> String {
         self.dev_key
             .mint(&TokenRequest {
                 sub: sub.into(),
                 roles: roles.to_vec(),
                 groups: groups.iter().map(|g| g.to_string()).collect(),
-                organisation: None,
+                organisation: org.map(str::to_owned),
                 ttl_secs: 600,
                 issuer: self.settings.auth.issuer.clone(),
                 audience: self.settings.auth.audience.clone(),

@@ -1,0 +1,268 @@
+//! The catalogue as the server sees it while stewards change it: readers
+//! take an immutable snapshot, writers (one at a time) commit a change to
+//! storage durably and then swap in a new snapshot. A reader never sees a
+//! change that is not yet on disk, nor half of one.
+
+use std::sync::{Arc, RwLock};
+
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use time::OffsetDateTime;
+
+use super::local::{LocalRoot, OpenError, Staging};
+use super::manifest::{ColumnSpec, Manifest};
+use super::{Catalog, CatalogError, Dataset, check_schema, read_version};
+use crate::domain::{ColumnName, DatasetId};
+
+/// Why a change to the catalogue was not made. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("no dataset with this id")]
+    NotFound,
+    #[error("dataset '{0}' is retired")]
+    Retired(String),
+    #[error("a dataset with id '{0}' already exists")]
+    Exists(String),
+    /// The change would leave metadata and data disagreeing.
+    #[error("{0}")]
+    Invalid(String),
+    /// This catalogue is not open for writing (another process has it).
+    #[error("the catalogue is read-only here")]
+    ReadOnly,
+    /// Storage failed (a failed fsync included): the previous state stands.
+    #[error("storage: {0}")]
+    Storage(#[from] std::io::Error),
+    #[error("{0}")]
+    Catalog(#[from] CatalogError),
+}
+
+/// The catalogue, changeable.
+pub struct LiveCatalog {
+    current: RwLock<Arc<Catalog>>,
+    /// Held while a change is being committed: one writer at a time. `None`
+    /// when the catalogue was opened read-only.
+    writer: tokio::sync::Mutex<Option<LocalRoot>>,
+    /// The local folder behind the store, for the ingest worker's reads.
+    local_root: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for LiveCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveCatalog").finish_non_exhaustive()
+    }
+}
+
+/// A published upload: what the new version holds.
+#[derive(Debug)]
+pub struct Published {
+    pub dataset: Arc<Dataset>,
+    pub version: u64,
+    /// Columns the upload added to a manifest that declared none.
+    pub added_columns: Vec<ColumnName>,
+}
+
+impl LiveCatalog {
+    /// Opens a local catalogue folder for reading and writing: takes the
+    /// writer's lock, cleans up after any crashed write, then loads.
+    pub async fn open_local(folder: &std::path::Path) -> anyhow::Result<Self> {
+        let root = LocalRoot::open(folder)?;
+        let recovered = root.recover()?;
+        if recovered != Default::default() {
+            tracing::warn!(?recovered, "removed what interrupted writes left behind");
+        }
+        let catalog = load_local(root.root()).await?;
+        Ok(Self {
+            current: RwLock::new(Arc::new(catalog)),
+            local_root: Some(std::fs::canonicalize(root.root())?),
+            writer: tokio::sync::Mutex::new(Some(root)),
+        })
+    }
+
+    /// A catalogue nobody may change through this process.
+    pub fn read_only(catalog: Catalog) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(catalog)),
+            writer: tokio::sync::Mutex::new(None),
+            local_root: None,
+        }
+    }
+
+    /// The local file behind a store path, when the store is a local folder.
+    pub fn local_path(&self, location: &object_store::path::Path) -> Option<std::path::PathBuf> {
+        // Store paths are normalised (no `..`), so the join stays inside.
+        Some(self.local_root.as_ref()?.join(location.as_ref()))
+    }
+
+    /// The catalogue as of now; later changes do not affect it.
+    pub fn snapshot(&self) -> Arc<Catalog> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn swap(&self, catalog: Catalog) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalog);
+    }
+
+    /// A private folder for an upload's body and normalised files.
+    pub async fn staging(&self) -> Result<Staging, WriteError> {
+        let writer = self.writer.lock().await;
+        let root = writer.as_ref().ok_or(WriteError::ReadOnly)?;
+        Ok(root.staging()?)
+    }
+
+    /// Registers a new dataset (no data yet).
+    pub async fn register(&self, manifest: Manifest) -> Result<Arc<Dataset>, WriteError> {
+        let writer = self.writer.lock().await;
+        let root = writer.as_ref().ok_or(WriteError::ReadOnly)?;
+        let id = manifest.id.clone();
+        if self.snapshot().get(&id).is_some() || root.exists(&id) {
+            return Err(WriteError::Exists(id.to_string()));
+        }
+        root.write_manifest(&manifest)?;
+        let dataset = Dataset {
+            manifest,
+            versions: Default::default(),
+        };
+        self.swap(self.snapshot().with_dataset(dataset));
+        Ok(self
+            .snapshot()
+            .get(&id)
+            .cloned()
+            .ok_or(WriteError::NotFound)?)
+    }
+
+    /// Publishes the files staged in `staging.output()` as the dataset's
+    /// next version. `columns` describes the upload's columns when the
+    /// manifest declared none (the first upload defines them).
+    pub async fn publish(
+        &self,
+        id: &DatasetId,
+        staging: Staging,
+        columns: &[ColumnName],
+    ) -> Result<Published, WriteError> {
+        let writer = self.writer.lock().await;
+        let root = writer.as_ref().ok_or(WriteError::ReadOnly)?;
+        let catalog = self.snapshot();
+        let dataset = catalog.get(id).ok_or(WriteError::NotFound)?;
+        let mut manifest = dataset.manifest.clone();
+        if manifest.retired.is_some() {
+            return Err(WriteError::Retired(id.to_string()));
+        }
+        let mut added_columns = Vec::new();
+        if manifest.columns.is_empty() {
+            for name in columns {
+                manifest.columns.push(ColumnSpec {
+                    name: name.clone(),
+                    description: String::new(),
+                    classification: Default::default(),
+                    mask: None,
+                    key: false,
+                    declared_type: None,
+                });
+                added_columns.push(name.clone());
+            }
+        }
+        let number = manifest.version.max(root.highest_version_dir(id)?) + 1;
+        root.place_version(id, number, &staging.output())?;
+        // Read the placed files back through the store and check them
+        // against the manifest before anything points at them.
+        let checked = match read_version(catalog.store(), &manifest, number).await {
+            Ok(Some(version)) => Ok(version),
+            Ok(None) => Err(WriteError::Invalid("the upload produced no data".into())),
+            Err(CatalogError::Inconsistent { problem, .. }) => Err(WriteError::Invalid(problem)),
+            Err(e) => Err(e.into()),
+        };
+        let version = match checked {
+            Ok(version) => version,
+            Err(e) => {
+                // Not published: leave nothing behind.
+                if let Err(cleanup) = root.remove_unpublished(id, number) {
+                    tracing::warn!(error = %cleanup, "could not remove an unpublished version");
+                }
+                return Err(e);
+            }
+        };
+        manifest.version = number;
+        // If this fails the files stay: whether the new manifest reached the
+        // disk or not, a restart shows the old version or the whole new one.
+        root.write_manifest(&manifest)?;
+        let mut versions = dataset.versions.clone();
+        versions.insert(number, version);
+        let dataset = Dataset { manifest, versions };
+        self.swap(catalog.with_dataset(dataset));
+        drop(staging);
+        Ok(Published {
+            dataset: self
+                .snapshot()
+                .get(id)
+                .cloned()
+                .ok_or(WriteError::NotFound)?,
+            version: number,
+            added_columns,
+        })
+    }
+
+    /// Changes a dataset's manifest with `change`, checks the result against
+    /// every version, and commits it.
+    pub async fn edit(
+        &self,
+        id: &DatasetId,
+        change: impl FnOnce(&Manifest) -> Result<Manifest, String>,
+    ) -> Result<Arc<Dataset>, WriteError> {
+        let writer = self.writer.lock().await;
+        let root = writer.as_ref().ok_or(WriteError::ReadOnly)?;
+        let catalog = self.snapshot();
+        let dataset = catalog.get(id).ok_or(WriteError::NotFound)?;
+        let manifest = change(&dataset.manifest).map_err(WriteError::Invalid)?;
+        if &manifest.id != id {
+            return Err(WriteError::Invalid("a dataset's id cannot change".into()));
+        }
+        for version in dataset.versions.values() {
+            check_schema(&manifest, version.number, &version.schema)
+                .map_err(WriteError::Invalid)?;
+        }
+        root.write_manifest(&manifest)?;
+        let dataset = Dataset {
+            manifest,
+            versions: dataset.versions.clone(),
+        };
+        self.swap(catalog.with_dataset(dataset));
+        self.snapshot().get(id).cloned().ok_or(WriteError::NotFound)
+    }
+
+    /// Retires a dataset: no longer listed or served; its files stay.
+    pub async fn retire(&self, id: &DatasetId) -> Result<Arc<Dataset>, WriteError> {
+        self.edit(id, |m| {
+            if m.retired.is_some() {
+                return Err(format!("dataset '{}' is already retired", m.id));
+            }
+            let mut m = m.clone();
+            m.retired = Some(OffsetDateTime::now_utc());
+            Ok(m)
+        })
+        .await
+    }
+}
+
+/// Loads a catalogue from a local folder through `object_store`.
+pub async fn load_local(folder: &std::path::Path) -> anyhow::Result<Catalog> {
+    use anyhow::Context;
+    let datasets = std::fs::canonicalize(folder)
+        .with_context(|| format!("catalogue folder {}", folder.display()))?;
+    let store: Arc<dyn ObjectStore> = Arc::new(
+        LocalFileSystem::new_with_prefix(&datasets)
+            .with_context(|| format!("catalogue folder {}", datasets.display()))?,
+    );
+    Catalog::load(store).await.context("loading the catalogue")
+}
+
+impl From<OpenError> for WriteError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Busy(_) => WriteError::ReadOnly,
+            OpenError::Io { source, .. } => WriteError::Storage(source),
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Durable writes to a catalogue kept in a local folder: the commit
+//! protocol (SECURITY.md) and the clean-up after a crash.
+//!
+//! Every change follows the same order: write under a temporary name, fsync
+//! the file, rename it into place, fsync the folder. A version is published
+//! only by rewriting `dataset.toml` that way *after* its files are durable,
+//! so whatever moment the process dies at, readers see the old version or
+//! the whole new one. Folders of versions above the published number are
+//! uploads that never committed: [`LocalRoot::recover`] removes them.
+//!
+//! One process writes to a root at a time: [`LocalRoot::open`] takes an
+//! exclusive lock on `<root>/.sluice.lock` for as long as the root is open.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::manifest::Manifest;
+use crate::domain::DatasetId;
+
+const LOCK_FILE: &str = ".sluice.lock";
+const STAGING: &str = ".staging";
+const MANIFEST_FILE: &str = "dataset.toml";
+
+/// A catalogue folder opened for writing.
+#[derive(Debug)]
+pub struct LocalRoot {
+    root: PathBuf,
+    // Held for the lifetime of the root: the OS lock is released on drop.
+    _lock: File,
+}
+
+/// Why a root cannot be opened for writing.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("another sluice process is writing to {0} (a running server?): use --server instead")]
+    Busy(PathBuf),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// A private folder for one upload, removed when dropped unless published.
+#[derive(Debug)]
+pub struct Staging {
+    dir: PathBuf,
+}
+
+impl Staging {
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the upload's raw body is written.
+    pub fn body(&self) -> PathBuf {
+        self.dir.join("upload.raw")
+    }
+
+    /// Where the normalised files of the new version are written.
+    pub fn output(&self) -> PathBuf {
+        self.dir.join("version")
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if self.dir.exists()
+            && let Err(e) = fs::remove_dir_all(&self.dir)
+        {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not remove staging folder");
+        }
+    }
+}
+
+/// What [`LocalRoot::recover`] cleaned up.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub staging: usize,
+    pub uncommitted_versions: usize,
+    pub temp_files: usize,
+}
+
+impl LocalRoot {
+    /// Opens `root` for writing, or says who else has it.
+    pub fn open(root: &Path) -> Result<Self, OpenError> {
+        let io_err = |source| OpenError::Io {
+            path: root.to_owned(),
+            source,
+        };
+        fs::create_dir_all(root).map_err(io_err)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join(LOCK_FILE))
+            .map_err(io_err)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(OpenError::Busy(root.to_owned())),
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(e)),
+        }
+        Ok(Self {
+            root: root.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn dataset_dir(&self, id: &DatasetId) -> PathBuf {
+        // A DatasetId is a strict slug: joining it cannot leave the root.
+        self.root.join(id.as_str())
+    }
+
+    /// Removes what crashed writes left: staging folders, version folders
+    /// above each manifest's published version, temporary manifests.
+    pub fn recover(&self) -> io::Result<Recovered> {
+        let mut done = Recovered::default();
+        let staging = self.root.join(STAGING);
+        if staging.exists() {
+            for entry in fs::read_dir(&staging)? {
+                fs::remove_dir_all(entry?.path())?;
+                done.staging += 1;
+            }
+        }
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| DatasetId::parse(name).ok())
+            else {
+                continue;
+            };
+            let dir = entry.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(&dir)? {
+                let file = file?;
+                if file.file_name().to_string_lossy().starts_with(".tmp-") {
+                    fs::remove_file(file.path())?;
+                    done.temp_files += 1;
+                }
+            }
+            // Without a readable manifest nothing here is published; the
+            // catalogue load reports a damaged manifest itself.
+            let Ok(text) = fs::read_to_string(dir.join(MANIFEST_FILE)) else {
+                continue;
+            };
+            let Ok(manifest) = Manifest::parse(&text) else {
+                continue;
+            };
+            debug_assert_eq!(manifest.id, id);
+            let versions = dir.join("versions");
+            if !versions.exists() {
+                continue;
+            }
+            for version in fs::read_dir(&versions)? {
+                let version = version?;
+                let number = version
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u64>().ok());
+                if number.is_some_and(|n| n > manifest.version) {
+                    fs::remove_dir_all(version.path())?;
+                    done.uncommitted_versions += 1;
+                }
+            }
+            sync_dir(&versions)?;
+        }
+        Ok(done)
+    }
+
+    /// A fresh staging folder on the same file system as the catalogue, so
+    /// publishing is a rename.
+    pub fn staging(&self) -> io::Result<Staging> {
+        let dir = self
+            .root
+            .join(STAGING)
+            .join(uuid::Uuid::new_v4().to_string());
+        fs::create_dir_all(&dir)?;
+        Ok(Staging { dir })
+    }
+
+    /// Whether a dataset folder with a manifest exists (retired or not).
+    pub fn exists(&self, id: &DatasetId) -> bool {
+        self.dataset_dir(id).join(MANIFEST_FILE).exists()
+    }
+
+    /// Writes a manifest atomically and durably (temp, fsync, rename, fsync).
+    pub fn write_manifest(&self, manifest: &Manifest) -> io::Result<()> {
+        let dir = self.dataset_dir(&manifest.id);
+        let fresh = !dir.exists();
+        fs::create_dir_all(&dir)?;
+        if fresh {
+            sync_dir(&self.root)?;
+        }
+        let temp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+        let mut file = File::create(&temp)?;
+        let written = file
+            .write_all(manifest.to_toml().as_bytes())
+            .and_then(|()| file.sync_all());
+        if let Err(e) = written {
+            let _ = fs::remove_file(&temp);
+            return Err(e);
+        }
+        fs::rename(&temp, dir.join(MANIFEST_FILE))?;
+        sync_dir(&dir)
+    }
+
+    /// Moves a staged version's files to `<id>/versions/<number>/`, durably.
+    /// The version is not published until the manifest names it.
+    pub fn place_version(&self, id: &DatasetId, number: u64, staged: &Path) -> io::Result<()> {
+        for entry in fs::read_dir(staged)? {
+            File::open(entry?.path())?.sync_all()?;
+        }
+        sync_dir(staged)?;
+        let versions = self.dataset_dir(id).join("versions");
+        fs::create_dir_all(&versions)?;
+        let target = versions.join(number.to_string());
+        if target.exists() {
+            // Only a crashed upload leaves one (recovery removes them); never
+            // merge into it.
+            fs::remove_dir_all(&target)?;
+        }
+        fs::rename(staged, &target)?;
+        sync_dir(&versions)?;
+        sync_dir(&self.dataset_dir(id))
+    }
+
+    /// Removes a placed version that was never published.
+    pub fn remove_unpublished(&self, id: &DatasetId, number: u64) -> io::Result<()> {
+        let dir = self
+            .dataset_dir(id)
+            .join("versions")
+            .join(number.to_string());
+        fs::remove_dir_all(dir)
+    }
+
+    /// The highest version folder on disk for a dataset (committed or not).
+    pub fn highest_version_dir(&self, id: &DatasetId) -> io::Result<u64> {
+        let versions = self.dataset_dir(id).join("versions");
+        if !versions.exists() {
+            return Ok(0);
+        }
+        let mut highest = 0;
+        for entry in fs::read_dir(versions)? {
+            if let Some(n) = entry?.file_name().to_str().and_then(|n| n.parse().ok()) {
+                highest = highest.max(n);
+            }
+        }
+        Ok(highest)
+    }
+}
+
+/// Makes a folder's entries (creations, renames) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(version: u64) -> Manifest {
+        Manifest::parse(&format!(
+            "id = \"d\"\ntitle = \"D\"\ndescription = \"\"\nsector = \"s\"\npublisher = \"P\"\nlicense = \"L\"\ntier = \"open\"\nversion = {version}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_second_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = LocalRoot::open(dir.path()).unwrap();
+        assert!(matches!(
+            LocalRoot::open(dir.path()),
+            Err(OpenError::Busy(_))
+        ));
+        drop(first);
+        LocalRoot::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn recovery_removes_uncommitted_versions_and_staging_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = LocalRoot::open(dir.path()).unwrap();
+        root.write_manifest(&manifest(1)).unwrap();
+        let id = DatasetId::parse("d").unwrap();
+        for n in [1, 2] {
+            let staged = dir.path().join(format!("staged{n}"));
+            fs::create_dir_all(&staged).unwrap();
+            fs::write(staged.join("part-0.parquet"), b"x").unwrap();
+            root.place_version(&id, n, &staged).unwrap();
+        }
+        let staging = root.staging().unwrap();
+        fs::write(staging.body(), b"half an upload").unwrap();
+        std::mem::forget(staging);
+        fs::write(dir.path().join("d/.tmp-123"), b"half a manifest").unwrap();
+
+        let done = root.recover().unwrap();
+        assert_eq!(
+            done,
+            Recovered {
+                staging: 1,
+                uncommitted_versions: 1,
+                temp_files: 1
+            }
+        );
+        assert!(dir.path().join("d/versions/1/part-0.parquet").exists());
+        assert!(!dir.path().join("d/versions/2").exists());
+        assert_eq!(root.highest_version_dir(&id).unwrap(), 1);
+    }
+}

@@ -1,0 +1,455 @@
+//! What data stewards do over HTTP: register a dataset (`POST
+//! /v1/datasets`), upload a version (`PUT /v1/datasets/{id}/data`), edit
+//! metadata (`PATCH /v1/datasets/{id}`) and retire (`DELETE
+//! /v1/datasets/{id}`). Stewards act on their organisation's datasets
+//! (`publisher` equals their `organisation` claim); admins on all. Every
+//! change, refused or made, goes to the audit trail.
+
+use std::time::{Duration, Instant};
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use super::AppState;
+use super::catalog_routes::describe;
+use super::problem::ApiError;
+use super::trail;
+use crate::audit::Record;
+use crate::auth::{Caller, Role};
+use crate::catalog::edit::{ManifestPatch, Registration};
+use crate::catalog::local::Staging;
+use crate::catalog::{Dataset, StewardScope, WriteError};
+use crate::domain::DatasetId;
+use crate::ingest::{self, Failure, UploadError, UploadFormat};
+
+/// Whose datasets the caller may change (and see as drafts or retired).
+pub fn steward_scope(caller: &Caller) -> StewardScope {
+    let Some(principal) = caller.principal() else {
+        return StewardScope::None;
+    };
+    if principal.has_role(Role::Admin) {
+        StewardScope::All
+    } else if principal.has_role(Role::Steward) {
+        match &principal.organisation {
+            Some(org) => StewardScope::Publisher(org.clone()),
+            None => StewardScope::None,
+        }
+    } else {
+        StewardScope::None
+    }
+}
+
+/// The caller's scope, or why they may not change the catalogue at all.
+fn require_steward(caller: &Caller) -> Result<StewardScope, ApiError> {
+    match caller {
+        Caller::Anonymous => Err(ApiError::TokenRequired),
+        Caller::Principal(p) if p.has_role(Role::Admin) => Ok(StewardScope::All),
+        Caller::Principal(p) if p.has_role(Role::Steward) => match &p.organisation {
+            Some(org) => Ok(StewardScope::Publisher(org.clone())),
+            None => Err(ApiError::NotPublisher(
+                "your token names no organisation, so you steward no datasets".into(),
+            )),
+        },
+        Caller::Principal(_) => Err(ApiError::StewardRequired),
+    }
+}
+
+fn require_publisher(scope: &StewardScope, publisher: &str) -> Result<(), ApiError> {
+    match scope {
+        StewardScope::All => Ok(()),
+        StewardScope::Publisher(org) if org == publisher => Ok(()),
+        StewardScope::Publisher(org) => Err(ApiError::NotPublisher(format!(
+            "this dataset is published by '{publisher}'; your organisation is '{org}'"
+        ))),
+        StewardScope::None => Err(ApiError::StewardRequired),
+    }
+}
+
+/// The dataset a steward may change: any status, in their scope. Datasets
+/// outside the scope that are not live stay invisible (404).
+fn stewarded(state: &AppState, scope: &StewardScope, raw_id: &str) -> Result<Dataset, ApiError> {
+    let id = DatasetId::parse(raw_id).map_err(|_| ApiError::DatasetNotFound)?;
+    let dataset = state
+        .catalog
+        .snapshot()
+        .get(&id)
+        .cloned()
+        .ok_or(ApiError::DatasetNotFound)?;
+    if !dataset.manifest.is_live() && !dataset.stewarded_by(scope) {
+        return Err(ApiError::DatasetNotFound);
+    }
+    require_publisher(scope, &dataset.manifest.publisher)?;
+    Ok((*dataset).clone())
+}
+
+fn invalid_manifest(detail: impl Into<String>) -> ApiError {
+    ApiError::Unprocessable {
+        kind: "invalid-manifest",
+        detail: detail.into(),
+    }
+}
+
+/// A JSON body parsed as `T`: malformed JSON is 400, JSON that is not a
+/// valid `T` (unknown field, missing licence, bad id) is 422.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::InvalidParameter(format!("the body is not valid JSON: {e}")))?;
+    serde_json::from_value(value).map_err(|e| invalid_manifest(e.to_string()))
+}
+
+/// Largest manifest or patch body (thousands of described columns fit).
+const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
+
+/// Reads a small JSON body, counting bytes (the extractor does not).
+async fn read_manifest_body(mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::InvalidParameter(format!("the body could not be read: {e}")))?;
+        if body.len() + chunk.len() > MAX_MANIFEST_BYTES {
+            return Err(ApiError::PayloadTooLarge(MAX_MANIFEST_BYTES));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<mime::Mime>().ok())
+        .is_some_and(|m| m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON));
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(
+            "send the manifest as application/json".into(),
+        ))
+    }
+}
+
+fn write_error(e: WriteError, invalid_kind: &'static str) -> ApiError {
+    match e {
+        WriteError::NotFound => ApiError::DatasetNotFound,
+        WriteError::Retired(id) => ApiError::Conflict {
+            kind: "dataset-retired",
+            detail: format!("dataset '{id}' is retired"),
+        },
+        WriteError::Exists(id) => ApiError::Conflict {
+            kind: "dataset-exists",
+            detail: format!("a dataset with id '{id}' already exists"),
+        },
+        WriteError::Invalid(detail) => ApiError::Unprocessable {
+            kind: invalid_kind,
+            detail,
+        },
+        WriteError::ReadOnly => ApiError::Internal("the catalogue is open read-only".into()),
+        WriteError::Storage(e) => {
+            tracing::error!(error = %e, "storage failed during a catalogue change");
+            ApiError::StorageUnavailable
+        }
+        WriteError::Catalog(e) => ApiError::Internal(e.to_string()),
+    }
+}
+
+/// Records a steward's change (or its refusal). Changes are made durable
+/// before the answer goes out; a refusal is recorded in the background.
+async fn record(state: &AppState, mut record: Record, result: &Result<HttpResponse, ApiError>) {
+    record.phase = None;
+    match result {
+        Ok(_) => {
+            record.decision = Some("allow".into());
+            record.outcome = Some("ok".into());
+            if let Err(e) = state.audit.append_durable(record).await {
+                tracing::error!(error = %e, "a committed catalogue change could not be audited");
+            }
+        }
+        Err(error) => trail::refused(state, record, error),
+    }
+}
+
+/// `POST /v1/datasets`: registers a dataset's metadata (no data yet).
+#[tracing::instrument(skip_all)]
+pub async fn register(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_manifest_body(payload).await?;
+    let peek: Option<String> = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("id")?.as_str().map(str::to_owned));
+    let audit = trail::request_record("register", &caller, peek.as_deref().unwrap_or(""));
+    let result = async {
+        let scope = require_steward(&caller)?;
+        require_json(&req)?;
+        let registration: Registration = parse_json(&body)?;
+        require_publisher(&scope, &registration.publisher)?;
+        let manifest = registration.into_manifest().map_err(invalid_manifest)?;
+        let dataset = state
+            .catalog
+            .register(manifest)
+            .await
+            .map_err(|e| write_error(e, "invalid-manifest"))?;
+        let url = format!("/v1/datasets/{}", dataset.id());
+        Ok(HttpResponse::Created()
+            .insert_header((header::LOCATION, url))
+            .json(describe(&state, &caller, &dataset, None)?))
+    }
+    .await;
+    record(&state, audit, &result).await;
+    result
+}
+
+/// `PATCH /v1/datasets/{id}`: edits metadata. Classification changes apply
+/// to every version (they live in the manifest, not the files).
+#[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+pub async fn edit(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_manifest_body(payload).await?;
+    let audit = trail::request_record("edit", &caller, &path);
+    let result = async {
+        let scope = require_steward(&caller)?;
+        let dataset = stewarded(&state, &scope, &path)?;
+        require_json(&req)?;
+        let patch: ManifestPatch = parse_json(&body)?;
+        if patch
+            .publisher
+            .as_ref()
+            .is_some_and(|p| p != &dataset.manifest.publisher)
+            && scope != StewardScope::All
+        {
+            return Err(ApiError::NotPublisher(
+                "only admins may move a dataset to another publisher".into(),
+            ));
+        }
+        let edited = state
+            .catalog
+            .edit(dataset.id(), |m| patch.apply(m))
+            .await
+            .map_err(|e| write_error(e, "invalid-manifest"))?;
+        Ok(HttpResponse::Ok().json(describe(&state, &caller, &edited, None)?))
+    }
+    .await;
+    record(&state, audit, &result).await;
+    result
+}
+
+/// `DELETE /v1/datasets/{id}`: retires the dataset. It is no longer listed
+/// or served; its files and audit records stay.
+#[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+pub async fn retire(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let audit = trail::request_record("retire", &caller, &path);
+    let result = async {
+        let scope = require_steward(&caller)?;
+        let dataset = stewarded(&state, &scope, &path)?;
+        if dataset.manifest.retired.is_some() {
+            return Err(write_error(
+                WriteError::Retired(dataset.id().to_string()),
+                "",
+            ));
+        }
+        let retired = state
+            .catalog
+            .retire(dataset.id())
+            .await
+            .map_err(|e| write_error(e, "invalid-manifest"))?;
+        Ok(HttpResponse::Ok().json(describe(&state, &caller, &retired, None)?))
+    }
+    .await;
+    record(&state, audit, &result).await;
+    result
+}
+
+/// `PUT /v1/datasets/{id}/data`: uploads the dataset's next version.
+#[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+pub async fn upload(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let mut audit = trail::request_record("upload", &caller, &path);
+    let result = async {
+        let scope = require_steward(&caller)?;
+        let dataset = stewarded(&state, &scope, &path)?;
+        if dataset.manifest.retired.is_some() {
+            return Err(write_error(
+                WriteError::Retired(dataset.id().to_string()),
+                "",
+            ));
+        }
+        let format = upload_format(&req)?;
+        audit.format = Some(format!("{format:?}").to_lowercase());
+        let max = state.ingest.max_upload_bytes;
+        if declared_length(&req).is_some_and(|len| len > max) {
+            return Err(ApiError::PayloadTooLarge(usize::try_from(max).unwrap_or(usize::MAX)));
+        }
+        let staging = state
+            .catalog
+            .staging()
+            .await
+            .map_err(|e| write_error(e, "upload-invalid"))?;
+        let received = receive(&state, payload, &staging).await?;
+        let input = staging.body();
+        let (published, summary) = ingest::upload(
+            &state.catalog,
+            &dataset,
+            staging,
+            input,
+            format,
+            &state.ingest,
+            state.limits.batch_rows,
+        )
+        .await
+        .map_err(|e| match e {
+            UploadError::Ingest(failure) => ingest_error(failure),
+            UploadError::Write(e) => write_error(e, "schema-mismatch"),
+        })?;
+        let version = published
+            .dataset
+            .version(Some(published.version))
+            .ok_or_else(|| ApiError::Internal("the published version vanished".into()))?;
+        audit.version = Some(published.version);
+        audit.rows = Some(version.rows);
+        audit.bytes = Some(received);
+        audit.duration_ms = Some(started.elapsed().as_millis() as u64);
+        let id = published.dataset.id();
+        let warnings: Vec<String> = published
+            .added_columns
+            .iter()
+            .map(|c| {
+                format!(
+                    "column '{c}' was added with classification 'none' (served as is): classify it with PATCH /v1/datasets/{id} if it is sensitive"
+                )
+            })
+            .collect();
+        Ok(HttpResponse::Created()
+            .insert_header((
+                header::LOCATION,
+                format!("/v1/datasets/{id}/data?version={}", published.version),
+            ))
+            .json(json!({
+                "id": id,
+                "version": published.version,
+                "rows": version.rows,
+                "bytes": version.bytes,
+                "uploaded_bytes": received,
+                "schema": summary.columns,
+                "url": format!("/v1/datasets/{id}"),
+                "data_url": format!("/v1/datasets/{id}/data?version={}", published.version),
+                "warnings": warnings,
+            })))
+    }
+    .await;
+    record(&state, audit, &result).await;
+    result
+}
+
+fn upload_format(req: &HttpRequest) -> Result<UploadFormat, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if req.headers().contains_key(header::CONTENT_ENCODING) {
+        return Err(ApiError::UnsupportedMediaType(
+            "send uploads without Content-Encoding (Parquet and Arrow compress themselves)".into(),
+        ));
+    }
+    UploadFormat::from_media_type(content_type).ok_or_else(|| {
+        ApiError::UnsupportedMediaType(format!(
+            "upload Parquet ({}), CSV ({}) or Arrow IPC ({}), named by Content-Type",
+            UploadFormat::Parquet.media_type(),
+            UploadFormat::Csv.media_type(),
+            UploadFormat::Arrow.media_type()
+        ))
+    })
+}
+
+fn declared_length(req: &HttpRequest) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Streams the body to the staging folder, counting bytes (the payload
+/// extractor enforces no limit) and giving up on a stalled body.
+async fn receive(
+    state: &AppState,
+    mut payload: web::Payload,
+    staging: &Staging,
+) -> Result<u64, ApiError> {
+    let max = state.ingest.max_upload_bytes;
+    let idle = Duration::from_secs(state.ingest.body_idle_timeout_secs.max(1));
+    let file = tokio::fs::File::create(staging.body())
+        .await
+        .map_err(|e| ApiError::Internal(format!("staging an upload: {e}")))?;
+    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    let mut received: u64 = 0;
+    loop {
+        let chunk = match tokio::time::timeout(idle, payload.next()).await {
+            Err(_) => return Err(ApiError::UploadTimeout(idle.as_secs())),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::InvalidParameter(format!(
+                    "the upload body could not be read: {e}"
+                )));
+            }
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        received += chunk.len() as u64;
+        if received > max {
+            return Err(ApiError::PayloadTooLarge(
+                usize::try_from(max).unwrap_or(usize::MAX),
+            ));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::Internal(format!("staging an upload: {e}")))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| ApiError::Internal(format!("staging an upload: {e}")))?;
+    if received == 0 {
+        return Err(ApiError::Unprocessable {
+            kind: "upload-invalid",
+            detail: "the upload body is empty".into(),
+        });
+    }
+    Ok(received)
+}
+
+fn ingest_error(failure: Failure) -> ApiError {
+    match failure {
+        Failure::Invalid(detail) => ApiError::Unprocessable {
+            kind: "upload-invalid",
+            detail,
+        },
+        Failure::SchemaMismatch(detail) => ApiError::Unprocessable {
+            kind: "schema-mismatch",
+            detail,
+        },
+        Failure::Internal(cause) => ApiError::Internal(cause),
+    }
+}

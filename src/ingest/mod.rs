@@ -1,0 +1,341 @@
+//! Turning an uploaded file into a version Sluice can serve.
+//!
+//! Uploads are untrusted: the Parquet and Arrow readers have panicked and
+//! aborted on hostile files (SECURITY.md), and an abort kills the process.
+//! So decoding never happens in the server. The server writes the body to a
+//! staging folder and runs `sluice ingest-worker` ([`sandbox`]) under memory
+//! and CPU limits; the worker ([`run`]) checks the file, reads it in
+//! batches, matches its schema against what the dataset expects, and writes
+//! fresh Parquet tuned for slicing ([`write`]). The server only ever serves
+//! files the worker wrote.
+
+pub mod read;
+pub mod sandbox;
+pub mod write;
+
+use std::path::PathBuf;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::live::Published;
+use crate::catalog::local::Staging;
+use crate::catalog::{Dataset, DeclaredType, LiveCatalog, WriteError};
+use crate::config::IngestSettings;
+use crate::domain::ColumnName;
+
+/// The formats an upload may come in, named by its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadFormat {
+    Parquet,
+    Csv,
+    /// Arrow IPC, stream or file format (told apart by the file's magic).
+    Arrow,
+}
+
+impl UploadFormat {
+    /// The format for a media type, or `None` if uploads cannot use it.
+    pub fn from_media_type(media_type: &str) -> Option<Self> {
+        let essence = media_type.split(';').next().unwrap_or("").trim();
+        match essence.to_ascii_lowercase().as_str() {
+            "application/vnd.apache.parquet" | "application/x-parquet" => Some(Self::Parquet),
+            "text/csv" | "application/csv" => Some(Self::Csv),
+            "application/vnd.apache.arrow.stream"
+            | "application/vnd.apache.arrow.file"
+            | "application/vnd.apache.arrow" => Some(Self::Arrow),
+            _ => None,
+        }
+    }
+
+    /// The format for a file name's extension (the CLI's guess).
+    pub fn from_extension(path: &std::path::Path) -> Option<Self> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "parquet" | "pq" => Some(Self::Parquet),
+            "csv" => Some(Self::Csv),
+            "arrow" | "arrows" | "ipc" | "feather" => Some(Self::Arrow),
+            _ => None,
+        }
+    }
+
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Self::Parquet => "application/vnd.apache.parquet",
+            Self::Csv => "text/csv",
+            Self::Arrow => "application/vnd.apache.arrow.stream",
+        }
+    }
+}
+
+/// A column the manifest declares before any data exists.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeclaredColumn {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub declared_type: Option<DeclaredType>,
+}
+
+/// What the worker is asked to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub input: PathBuf,
+    pub format: UploadFormat,
+    /// Folder the normalised Parquet is written to.
+    pub output: PathBuf,
+    /// A file of the current version: the upload must have its columns and
+    /// types. `None` for a first upload.
+    pub reference: Option<PathBuf>,
+    /// The manifest's columns (first upload only; empty = the data defines them).
+    pub declared: Vec<DeclaredColumn>,
+    /// Columns that get bloom filters.
+    pub keys: Vec<String>,
+    /// Columns the data is sorted by, in order.
+    pub sort_by: Vec<String>,
+    pub limits: JobLimits,
+}
+
+/// Bounds on what a file may make the worker do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobLimits {
+    pub csv_sample_rows: usize,
+    pub row_group_rows: usize,
+    pub batch_rows: usize,
+    pub max_expansion: u64,
+    pub max_row_groups: usize,
+    pub max_columns: usize,
+}
+
+/// What a successful normalisation produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub rows: u64,
+    pub columns: Vec<ColumnSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ColumnSummary {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+}
+
+/// Why an upload was refused. The detail names the column or line at fault.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+pub enum Failure {
+    /// The file is not valid in its format (truncated, corrupt, ragged,
+    /// bad encoding, over the limits).
+    #[error("{0}")]
+    Invalid(String),
+    /// The file is valid but its columns do not match the dataset's.
+    #[error("{0}")]
+    SchemaMismatch(String),
+    /// The worker could not run or write (our side, not the file's).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The worker's answer on its stdout.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    Done(Summary),
+    Refused(Failure),
+}
+
+/// Why an upload was not published. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("{0}")]
+    Ingest(Failure),
+    #[error("{0}")]
+    Write(WriteError),
+}
+
+/// Normalises `input` in a worker process and publishes the result as the
+/// dataset's next version: the one upload path of the server and the CLI.
+pub async fn upload(
+    catalog: &LiveCatalog,
+    dataset: &Dataset,
+    staging: Staging,
+    input: PathBuf,
+    format: UploadFormat,
+    settings: &IngestSettings,
+    batch_rows: usize,
+) -> Result<(Published, Summary), UploadError> {
+    let manifest = &dataset.manifest;
+    let reference = dataset
+        .current()
+        .and_then(|v| v.files.first())
+        .and_then(|f| catalog.local_path(&f.location));
+    let job = Job {
+        input,
+        format,
+        output: staging.output(),
+        declared: if reference.is_some() {
+            Vec::new()
+        } else {
+            manifest
+                .columns
+                .iter()
+                .map(|c| DeclaredColumn {
+                    name: c.name.to_string(),
+                    declared_type: c.declared_type,
+                })
+                .collect()
+        },
+        reference,
+        keys: manifest
+            .columns
+            .iter()
+            .filter(|c| c.key)
+            .map(|c| c.name.to_string())
+            .collect(),
+        sort_by: manifest.sort_by.iter().map(ToString::to_string).collect(),
+        limits: JobLimits {
+            csv_sample_rows: settings.csv_sample_rows,
+            row_group_rows: settings.row_group_rows,
+            batch_rows,
+            max_expansion: settings.max_expansion,
+            max_row_groups: settings.max_row_groups,
+            max_columns: settings.max_columns,
+        },
+    };
+    let summary = sandbox::run(&job, settings)
+        .await
+        .map_err(UploadError::Ingest)?;
+    let columns: Vec<ColumnName> = summary
+        .columns
+        .iter()
+        .filter_map(|c| ColumnName::parse(&c.name).ok())
+        .collect();
+    let published = catalog
+        .publish(dataset.id(), staging, &columns)
+        .await
+        .map_err(UploadError::Write)?;
+    Ok((published, summary))
+}
+
+/// The worker's whole job: read, check, normalise, write.
+pub fn run(job: &Job) -> Result<Summary, Failure> {
+    let input = read::open(job)?;
+    let target = target_schema(job, input.schema())?;
+    write::normalise(job, input, target)
+}
+
+/// The types Sluice stores: the plain form of dictionary, view and large
+/// variants. Nested types are refused (no mask or text format serves them).
+pub fn storage_type(name: &str, data_type: &DataType) -> Result<DataType, Failure> {
+    use DataType as T;
+    Ok(match data_type {
+        T::Utf8 | T::Utf8View | T::LargeUtf8 => T::Utf8,
+        T::Binary | T::BinaryView | T::LargeBinary => T::Binary,
+        T::Dictionary(_, values) => storage_type(name, values)?,
+        T::Null
+        | T::Boolean
+        | T::Int8
+        | T::Int16
+        | T::Int32
+        | T::Int64
+        | T::UInt8
+        | T::UInt16
+        | T::UInt32
+        | T::UInt64
+        | T::Float16
+        | T::Float32
+        | T::Float64
+        | T::Date32
+        | T::Date64
+        | T::Timestamp(..)
+        | T::Time32(_)
+        | T::Time64(_)
+        | T::Decimal32(..)
+        | T::Decimal64(..)
+        | T::Decimal128(..)
+        | T::Decimal256(..)
+        | T::FixedSizeBinary(_) => data_type.clone(),
+        other => {
+            return Err(Failure::SchemaMismatch(format!(
+                "column '{name}' has type {other}, which Sluice does not store; flatten it into plain columns"
+            )));
+        }
+    })
+}
+
+/// The schema the new version gets: the current version's (when there is
+/// one), else the declared columns (names and any types), else the file's.
+/// Any difference is a [`Failure::SchemaMismatch`] naming the column.
+fn target_schema(job: &Job, input: &Schema) -> Result<SchemaRef, Failure> {
+    let mismatch = |m: String| Err(Failure::SchemaMismatch(m));
+    let mut found = Vec::with_capacity(input.fields().len());
+    for field in input.fields() {
+        ColumnName::parse(field.name()).map_err(|e| {
+            Failure::SchemaMismatch(format!("column name '{}' is not valid: {e}", field.name()))
+        })?;
+        if found
+            .iter()
+            .any(|(name, _): &(String, DataType)| name == field.name())
+        {
+            return mismatch(format!("column '{}' appears twice", field.name()));
+        }
+        found.push((
+            field.name().clone(),
+            storage_type(field.name(), field.data_type())?,
+        ));
+    }
+    let lookup = |name: &str| found.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+
+    let expected: Vec<(String, Option<DataType>)> = match &job.reference {
+        Some(path) => read::parquet_schema(path)?
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), Some(f.data_type().clone())))
+            .collect(),
+        None if !job.declared.is_empty() => job
+            .declared
+            .iter()
+            .map(|c| (c.name.clone(), c.declared_type.map(DeclaredType::data_type)))
+            .collect(),
+        None => found
+            .iter()
+            .map(|(n, t)| (n.clone(), Some(t.clone())))
+            .collect(),
+    };
+    let whose = if job.reference.is_some() {
+        "the current version"
+    } else {
+        "the manifest"
+    };
+    for (name, _) in &found {
+        if !expected.iter().any(|(n, _)| n == name) {
+            return mismatch(format!(
+                "column '{name}' is not in {whose} (expected columns: {})",
+                expected
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    let mut fields = Vec::with_capacity(expected.len());
+    for (name, wanted) in &expected {
+        let Some(actual) = lookup(name) else {
+            return mismatch(format!("column '{name}' is missing from the upload"));
+        };
+        if let Some(wanted) = wanted
+            && wanted != actual
+        {
+            return mismatch(format!(
+                "column '{name}' is {actual} in the upload but {wanted} in {whose}"
+            ));
+        }
+        fields.push(Field::new(name, actual.clone(), true));
+    }
+    for column in job.keys.iter().chain(&job.sort_by) {
+        if lookup(column).is_none() {
+            return mismatch(format!(
+                "column '{column}' (a key or sort column) is missing"
+            ));
+        }
+    }
+    Ok(SchemaRef::new(Schema::new(fields)))
+}

@@ -1,0 +1,259 @@
+//! Opening an uploaded file as a stream of record batches, after checking
+//! what can be checked before decoding: Parquet footers against size,
+//! row-group and column limits and against decompression bombs; CSV headers
+//! and types from a bounded sample.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, RecordBatchReader};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+
+use super::{Failure, Job, JobLimits, UploadFormat};
+
+/// An opened upload.
+pub struct Input {
+    schema: SchemaRef,
+    batches: Box<dyn Iterator<Item = Result<RecordBatch, Failure>>>,
+}
+
+impl Input {
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    pub fn into_batches(self) -> Box<dyn Iterator<Item = Result<RecordBatch, Failure>>> {
+        self.batches
+    }
+}
+
+fn invalid(what: &str) -> impl Fn(ArrowError) -> Failure + '_ {
+    move |e| Failure::Invalid(format!("{what}: {}", message(&e)))
+}
+
+/// Arrow's message without its kind prefix ("Csv error: ..."): the caller
+/// already says what failed.
+fn message(e: &ArrowError) -> String {
+    match e {
+        ArrowError::CsvError(m)
+        | ArrowError::ParseError(m)
+        | ArrowError::IpcError(m)
+        | ArrowError::InvalidArgumentError(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn io_failure(e: std::io::Error) -> Failure {
+    Failure::Internal(format!("reading the staged upload: {e}"))
+}
+
+/// Opens the job's input in its format.
+pub fn open(job: &Job) -> Result<Input, Failure> {
+    let file = File::open(&job.input).map_err(io_failure)?;
+    match job.format {
+        UploadFormat::Parquet => open_parquet(file, &job.limits),
+        UploadFormat::Csv => open_csv(file, job),
+        UploadFormat::Arrow => open_arrow(file),
+    }
+}
+
+/// The Arrow schema of a Parquet file Sluice wrote (a trusted file).
+pub fn parquet_schema(path: &Path) -> Result<Schema, Failure> {
+    let file = File::open(path).map_err(io_failure)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| Failure::Internal(format!("reading the current version: {e}")))?;
+    Ok(builder.schema().as_ref().clone())
+}
+
+/// Reads and checks a Parquet footer before anything is decoded.
+fn checked_footer(file: &mut File, limits: &JobLimits) -> Result<ParquetMetaData, Failure> {
+    let bad = |m: String| Failure::Invalid(format!("not a valid Parquet file: {m}"));
+    let len = file.metadata().map_err(io_failure)?.len();
+    if len < 12 {
+        return Err(bad(format!("{len} bytes is too short")));
+    }
+    let mut tail = [0u8; 8];
+    file.seek(SeekFrom::End(-8)).map_err(io_failure)?;
+    file.read_exact(&mut tail).map_err(io_failure)?;
+    if &tail[4..] != b"PAR1" {
+        return Err(bad(
+            "it does not end with the Parquet magic (truncated?)".into()
+        ));
+    }
+    let footer = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    // A footer larger than the file, or than any honest schema needs.
+    if footer + 12 > len || footer > 64 * 1024 * 1024 {
+        return Err(bad(format!(
+            "its footer claims {footer} bytes in a {len}-byte file"
+        )));
+    }
+    file.seek(SeekFrom::Start(0)).map_err(io_failure)?;
+    let metadata = ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Skip)
+        .parse_and_finish(&*file)
+        .map_err(|e| bad(e.to_string()))?;
+    let row_groups = metadata.num_row_groups();
+    if row_groups > limits.max_row_groups {
+        return Err(bad(format!(
+            "{row_groups} row groups (at most {} accepted)",
+            limits.max_row_groups
+        )));
+    }
+    let columns = metadata.file_metadata().schema_descr().num_columns();
+    if columns > limits.max_columns {
+        return Err(bad(format!(
+            "{columns} columns (at most {} accepted)",
+            limits.max_columns
+        )));
+    }
+    let mut uncompressed: u64 = 0;
+    for group in metadata.row_groups() {
+        if group.num_rows() < 0 {
+            return Err(bad("a row group has a negative row count".into()));
+        }
+        for column in group.columns() {
+            let size = u64::try_from(column.uncompressed_size())
+                .map_err(|_| bad("a column chunk has a negative size".into()))?;
+            uncompressed = uncompressed.saturating_add(size);
+        }
+    }
+    let most = len.saturating_mul(limits.max_expansion);
+    if uncompressed > most {
+        return Err(Failure::Invalid(format!(
+            "the file would decompress to {uncompressed} bytes, more than {} times its {len} bytes: refused as a decompression bomb",
+            limits.max_expansion
+        )));
+    }
+    Ok(metadata)
+}
+
+fn open_parquet(mut file: File, limits: &JobLimits) -> Result<Input, Failure> {
+    let metadata = checked_footer(&mut file, limits)?;
+    let reader_metadata =
+        ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new())
+            .map_err(|e| Failure::Invalid(format!("not a valid Parquet file: {e}")))?;
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, reader_metadata)
+        .with_batch_size(limits.batch_rows)
+        .build()
+        .map_err(|e| Failure::Invalid(format!("not a valid Parquet file: {e}")))?;
+    let schema = reader.schema();
+    let batches = reader.map(|batch| batch.map_err(invalid("the Parquet data is damaged")));
+    Ok(Input {
+        schema,
+        batches: Box::new(batches),
+    })
+}
+
+fn open_arrow(file: File) -> Result<Input, Failure> {
+    let mut reader = BufReader::new(file);
+    let is_file_format = reader
+        .fill_buf()
+        .map_err(io_failure)?
+        .starts_with(b"ARROW1");
+    if is_file_format {
+        let reader = arrow::ipc::reader::FileReader::try_new(reader.into_inner(), None)
+            .map_err(invalid("not a valid Arrow IPC file"))?;
+        let schema = reader.schema();
+        let batches = reader.map(|b| b.map_err(invalid("the Arrow IPC data is damaged")));
+        Ok(Input {
+            schema,
+            batches: Box::new(batches),
+        })
+    } else {
+        let reader = arrow::ipc::reader::StreamReader::try_new(reader, None)
+            .map_err(invalid("not a valid Arrow IPC stream"))?;
+        let schema = reader.schema();
+        let batches = reader.map(|b| b.map_err(invalid("the Arrow IPC data is damaged")));
+        Ok(Input {
+            schema,
+            batches: Box::new(batches),
+        })
+    }
+}
+
+/// CSV with a header row. Types come from the current version, else from
+/// the manifest's declared types, else from a bounded sample of rows.
+fn open_csv(mut file: File, job: &Job) -> Result<Input, Failure> {
+    use arrow::csv::reader::Format;
+
+    let header = {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(BufReader::new(&file));
+        reader
+            .headers()
+            .map_err(|e| Failure::Invalid(format!("the CSV header cannot be read: {e}")))?
+            .iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    if header.is_empty() || header.iter().all(String::is_empty) {
+        return Err(Failure::Invalid(
+            "the CSV upload has no header row naming its columns".into(),
+        ));
+    }
+    let known: Vec<(String, DataType)> = match &job.reference {
+        Some(path) => parquet_schema(path)?
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect(),
+        None => job
+            .declared
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), c.declared_type?.data_type())))
+            .collect(),
+    };
+    let sampled = if header.iter().all(|h| known.iter().any(|(n, _)| n == h)) {
+        None
+    } else {
+        file.seek(SeekFrom::Start(0)).map_err(io_failure)?;
+        let (schema, _) = Format::default()
+            .with_header(true)
+            .infer_schema(BufReader::new(&file), Some(job.limits.csv_sample_rows))
+            .map_err(invalid("the CSV sample cannot be read"))?;
+        Some(schema)
+    };
+    let fields: Vec<Field> = header
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let data_type = known
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.clone())
+                .or_else(|| {
+                    sampled
+                        .as_ref()
+                        .and_then(|s| s.fields().get(i).map(|f| f.data_type().clone()))
+                })
+                .unwrap_or(DataType::Utf8);
+            // An all-empty sample infers Null; store such a column as text.
+            let data_type = if data_type == DataType::Null {
+                DataType::Utf8
+            } else {
+                data_type
+            };
+            Field::new(name, data_type, true)
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    file.seek(SeekFrom::Start(0)).map_err(io_failure)?;
+    let reader = arrow::csv::ReaderBuilder::new(schema.clone())
+        .with_header(true)
+        .with_batch_size(job.limits.batch_rows)
+        .build(BufReader::with_capacity(1 << 20, file))
+        .map_err(invalid("the CSV cannot be read"))?;
+    let batches = reader.map(|b| b.map_err(invalid("the CSV is not valid")));
+    Ok(Input {
+        schema,
+        batches: Box::new(batches),
+    })
+}

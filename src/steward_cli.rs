@@ -1,0 +1,412 @@
+//! The steward's commands: `sluice register` and `sluice datasets
+//! list|show|retire`. Each works either directly on the catalogue folder
+//! (when no server has it open: the folder lock says so) or against a
+//! server URL with a token, through the same API researchers' tools use.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use sluice::catalog::edit::Registration;
+use sluice::catalog::{Dataset, LiveCatalog};
+use sluice::config::Settings;
+use sluice::domain::DatasetId;
+use sluice::ingest::{self, UploadFormat};
+
+/// Where a command acts: a server (URL + token) or the local folder.
+#[derive(Args, Clone)]
+pub struct Target {
+    /// Server base URL, e.g. https://127.0.0.1:8443 (default: the local catalogue folder).
+    #[arg(long, env = "SLUICE_SERVER")]
+    server: Option<String>,
+    /// Bearer token for --server (a steward's or admin's).
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CA certificate to trust for --server (default: <state>/tls/ca.pem when it exists).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct RegisterArgs {
+    /// The data file: Parquet, CSV or Arrow IPC.
+    file: PathBuf,
+    /// Dataset id (default: the manifest's).
+    #[arg(long)]
+    id: Option<String>,
+    /// Manifest (JSON or TOML) registering the dataset; needed only the first time.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// The file's format (default: from its extension).
+    #[arg(long, value_parser = ["parquet", "csv", "arrow"])]
+    format: Option<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Subcommand)]
+pub enum DatasetsCommand {
+    /// List datasets (with --server: as the token's holder sees them).
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show one dataset's metadata, columns and versions.
+    Show {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Retire a dataset: no longer listed or served; kept on disk and in audit.
+    Retire {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn print(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub fn register(settings: Settings, args: RegisterArgs) -> anyhow::Result<()> {
+    let format = match &args.format {
+        Some(name) => match name.as_str() {
+            "parquet" => UploadFormat::Parquet,
+            "csv" => UploadFormat::Csv,
+            _ => UploadFormat::Arrow,
+        },
+        None => UploadFormat::from_extension(&args.file).with_context(|| {
+            format!(
+                "cannot tell the format of {} from its extension: pass --format",
+                args.file.display()
+            )
+        })?,
+    };
+    let registration = args.manifest.as_deref().map(read_manifest).transpose()?;
+    let id = match (&args.id, &registration) {
+        (Some(id), Some(r)) if id != r.id.as_str() => {
+            bail!("--id {id} differs from the manifest's id '{}'", r.id)
+        }
+        (Some(id), _) => DatasetId::parse(id)?,
+        (None, Some(r)) => r.id.clone(),
+        (None, None) => bail!("name the dataset with --id (and --manifest the first time)"),
+    };
+    let runtime = runtime()?;
+    match &args.target.server {
+        Some(_) => runtime.block_on(async {
+            let client = Remote::new(&settings, &args.target)?;
+            if let Some(registration) = &args.manifest {
+                let text = std::fs::read_to_string(registration)?;
+                let body = manifest_json(registration, &text)?;
+                let (status, answer) = client.send(client.post("/v1/datasets").json(&body)).await?;
+                if status == 409 {
+                    eprintln!("dataset '{id}' is already registered; uploading a new version");
+                } else if !(200..300).contains(&status) {
+                    return fail(status, &answer);
+                }
+            }
+            let answer = client.upload(&id, &args.file, format).await?;
+            print(&answer)
+        }),
+        None => runtime.block_on(async {
+            let catalog = open_local(&settings).await?;
+            let existing = catalog.snapshot().get(&id).cloned();
+            let dataset = match (existing, registration) {
+                (Some(d), _) => d,
+                (None, Some(r)) => {
+                    let manifest = r.into_manifest().map_err(anyhow::Error::msg)?;
+                    catalog.register(manifest).await?
+                }
+                (None, None) => bail!("no dataset '{id}' yet: pass --manifest to register it"),
+            };
+            let staging = catalog.staging().await?;
+            let spinner = spinner(&format!("normalising {}", args.file.display()));
+            let mut ingest_settings = settings.ingest.clone();
+            if ingest_settings.worker.is_none() {
+                ingest_settings.worker = Some(std::env::current_exe()?);
+            }
+            let input = std::fs::canonicalize(&args.file)
+                .with_context(|| args.file.display().to_string())?;
+            let result = ingest::upload(
+                &catalog,
+                &dataset,
+                staging,
+                input,
+                format,
+                &ingest_settings,
+                settings.limits.batch_rows,
+            )
+            .await;
+            spinner.finish_and_clear();
+            let (published, summary) = result?;
+            let version = published
+                .dataset
+                .version(Some(published.version))
+                .context("published version missing")?;
+            print(&json!({
+                "id": id,
+                "version": published.version,
+                "rows": version.rows,
+                "bytes": version.bytes,
+                "schema": summary.columns,
+                "added_columns": published.added_columns,
+            }))
+        }),
+    }
+}
+
+pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<()> {
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        match command {
+            DatasetsCommand::List { target } if target.server.is_some() => {
+                let client = Remote::new(&settings, &target)?;
+                let mut token: Option<String> = None;
+                loop {
+                    let mut path = "/v1/datasets?page_size=100".to_owned();
+                    if let Some(t) = &token {
+                        path.push_str(&format!("&page_token={t}"));
+                    }
+                    let (status, page) = client.send(client.get(&path)).await?;
+                    if status != 200 {
+                        return fail(status, &page);
+                    }
+                    for d in page["datasets"].as_array().into_iter().flatten() {
+                        println!(
+                            "{}\t{}\tv{}\t{}\t{}",
+                            d["id"].as_str().unwrap_or(""),
+                            d["status"].as_str().unwrap_or(""),
+                            d["version"],
+                            d["tier"].as_str().unwrap_or(""),
+                            d["title"].as_str().unwrap_or("")
+                        );
+                    }
+                    match page["next_page_token"].as_str() {
+                        Some(next) => token = Some(next.to_owned()),
+                        None => return Ok(()),
+                    }
+                }
+            }
+            DatasetsCommand::List { .. } => {
+                let catalog = sluice::startup::load_catalog(&settings.storage.datasets).await?;
+                for d in catalog.datasets() {
+                    println!(
+                        "{}\t{}\tv{}\t{}\t{}",
+                        d.id(),
+                        status(d),
+                        d.manifest.version,
+                        d.manifest.tier.as_str(),
+                        d.manifest.title
+                    );
+                }
+                Ok(())
+            }
+            DatasetsCommand::Show { id, target } if target.server.is_some() => {
+                let client = Remote::new(&settings, &target)?;
+                let id = DatasetId::parse(&id)?;
+                let (status, body) = client
+                    .send(client.get(&format!("/v1/datasets/{id}")))
+                    .await?;
+                if status != 200 {
+                    return fail(status, &body);
+                }
+                print(&body)
+            }
+            DatasetsCommand::Show { id, .. } => {
+                let catalog = sluice::startup::load_catalog(&settings.storage.datasets).await?;
+                let id = DatasetId::parse(&id)?;
+                let d = catalog
+                    .get(&id)
+                    .with_context(|| format!("no dataset '{id}'"))?;
+                print(&local_description(d))
+            }
+            DatasetsCommand::Retire { id, target } if target.server.is_some() => {
+                let client = Remote::new(&settings, &target)?;
+                let id = DatasetId::parse(&id)?;
+                let (status, body) = client
+                    .send(client.request(reqwest::Method::DELETE, &format!("/v1/datasets/{id}")))
+                    .await?;
+                if status != 200 {
+                    return fail(status, &body);
+                }
+                eprintln!("retired {id}");
+                Ok(())
+            }
+            DatasetsCommand::Retire { id, .. } => {
+                let catalog = open_local(&settings).await?;
+                let id = DatasetId::parse(&id)?;
+                catalog.retire(&id).await?;
+                eprintln!("retired {id}");
+                Ok(())
+            }
+        }
+    })
+}
+
+fn status(d: &Dataset) -> &'static str {
+    if d.manifest.retired.is_some() {
+        "retired"
+    } else if d.manifest.version == 0 {
+        "draft"
+    } else {
+        "published"
+    }
+}
+
+fn local_description(d: &Dataset) -> Value {
+    let mut body = serde_json::to_value(&d.manifest).unwrap_or_default();
+    if let Value::Object(map) = &mut body {
+        map.insert("status".into(), json!(status(d)));
+        map.insert(
+            "versions".into(),
+            d.versions
+                .values()
+                .map(|v| json!({"version": v.number, "rows": v.rows, "bytes": v.bytes}))
+                .collect(),
+        );
+    }
+    body
+}
+
+async fn open_local(settings: &Settings) -> anyhow::Result<LiveCatalog> {
+    LiveCatalog::open_local(&settings.storage.datasets).await
+}
+
+fn read_manifest(path: &Path) -> anyhow::Result<Registration> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    let value = manifest_json(path, &text)?;
+    serde_json::from_value(value).with_context(|| format!("manifest {}", path.display()))
+}
+
+/// A manifest file (JSON, or TOML by extension) as JSON.
+fn manifest_json(path: &Path, text: &str) -> anyhow::Result<Value> {
+    if path.extension().and_then(|e| e.to_str()) == Some("toml") {
+        let value: toml::Value =
+            toml::from_str(text).with_context(|| format!("manifest {}", path.display()))?;
+        Ok(serde_json::to_value(value)?)
+    } else {
+        serde_json::from_str(text).with_context(|| format!("manifest {}", path.display()))
+    }
+}
+
+fn spinner(message: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_message(message.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+fn fail(status: u16, body: &Value) -> anyhow::Result<()> {
+    bail!(
+        "the server answered {status} {}: {}",
+        body["type"].as_str().unwrap_or(""),
+        body["detail"].as_str().unwrap_or(&body.to_string())
+    )
+}
+
+/// A server, spoken to with the steward's token.
+struct Remote {
+    client: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Remote {
+    fn new(settings: &Settings, target: &Target) -> anyhow::Result<Self> {
+        let base = target
+            .server
+            .clone()
+            .context("no --server")?
+            .trim_end_matches('/')
+            .to_owned();
+        let mut builder = reqwest::Client::builder();
+        let default_ca = settings.storage.state.join("tls").join("ca.pem");
+        let ca = target
+            .ca
+            .clone()
+            .or_else(|| default_ca.exists().then_some(default_ca));
+        if let Some(ca) = ca {
+            let pem = std::fs::read(&ca).with_context(|| ca.display().to_string())?;
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
+        Ok(Self {
+            client: builder.build()?,
+            base,
+            token: target.token.clone(),
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::GET, path)
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::POST, path)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
+        let response = request.send().await.context("contacting the server")?;
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    /// Streams the file up with a progress bar.
+    async fn upload(
+        &self,
+        id: &DatasetId,
+        file: &Path,
+        format: UploadFormat,
+    ) -> anyhow::Result<Value> {
+        use futures::StreamExt;
+        let handle = tokio::fs::File::open(file)
+            .await
+            .with_context(|| file.display().to_string())?;
+        let size = handle.metadata().await?.len();
+        let bar = ProgressBar::new(size);
+        bar.set_style(ProgressStyle::with_template(
+            "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )?);
+        bar.set_message(format!("uploading {}", file.display()));
+        let counter = bar.clone();
+        let body =
+            tokio_util::io::ReaderStream::with_capacity(handle, 1 << 20).inspect(move |chunk| {
+                if let Ok(chunk) = chunk {
+                    counter.inc(chunk.len() as u64);
+                }
+            });
+        let request = self
+            .request(reqwest::Method::PUT, &format!("/v1/datasets/{id}/data"))
+            .header(reqwest::header::CONTENT_TYPE, format.media_type())
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(body));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let result = self.send(request).await;
+        bar.finish_and_clear();
+        let (status, answer) = result?;
+        if status != 201 {
+            fail(status, &answer)?;
+        }
+        Ok(answer)
+    }
+}
