@@ -126,11 +126,10 @@ impl LiveCatalog {
             versions: Default::default(),
         };
         self.swap(self.snapshot().with_dataset(dataset));
-        Ok(self
-            .snapshot()
+        self.snapshot()
             .get(&id)
             .cloned()
-            .ok_or(WriteError::NotFound)?)
+            .ok_or(WriteError::NotFound)
     }
 
     /// Publishes the files staged in `staging.output()` as the dataset's

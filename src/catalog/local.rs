@@ -126,13 +126,11 @@ impl LocalRoot {
         }
         for entry in fs::read_dir(&self.root)? {
             let entry = entry?;
-            let Some(id) = entry
-                .file_name()
-                .to_str()
-                .and_then(|name| DatasetId::parse(name).ok())
-            else {
+            // Only slug-named folders are datasets.
+            let name = entry.file_name();
+            if name.to_str().is_none_or(|n| DatasetId::parse(n).is_err()) {
                 continue;
-            };
+            }
             let dir = entry.path();
             if !dir.is_dir() {
                 continue;
@@ -152,7 +150,6 @@ impl LocalRoot {
             let Ok(manifest) = Manifest::parse(&text) else {
                 continue;
             };
-            debug_assert_eq!(manifest.id, id);
             let versions = dir.join("versions");
             if !versions.exists() {
                 continue;

@@ -1,0 +1,104 @@
+"""Shared pieces of the benchmark scripts: a free loopback port, RSS
+sampling of the server (and its worker processes), and starting the release
+binary over HTTPS on a work folder. Only ever talks to 127.0.0.1."""
+
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "sluice"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kb(pid, field):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def children(pid):
+    """Child processes of any of the process's threads."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+class PeakSampler(threading.Thread):
+    """Samples RSS every 50 ms (VmHWM can only be reset by root): the
+    server's, and separately the largest of its child processes'."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.child_peak, self.running = pid, 0, 0, True
+
+    def run(self):
+        while self.running:
+            try:
+                self.peak = max(self.peak, rss_kb(self.pid, "VmRSS"))
+            except OSError:
+                return
+            for child in children(self.pid):
+                try:
+                    self.child_peak = max(self.child_peak, rss_kb(child, "VmRSS"))
+                except OSError:
+                    pass
+            time.sleep(0.05)
+
+    def stop(self):
+        self.running = False
+        self.join()
+        return self.peak
+
+
+def start_server(work, datasets, policy_text):
+    """Starts `sluice serve` over HTTPS on a free port; returns (process,
+    base URL, CA path, config path) once it answers /healthz."""
+    work = Path(work)
+    (work / "policy.toml").write_text(policy_text)
+    port = free_port()
+    config = work / "sluice.toml"
+    config.write_text(f"""
+[server]
+listen = "127.0.0.1:{port}"
+[tls]
+mode = "self-signed"
+[auth]
+dev_mode = true
+[storage]
+datasets = "{datasets}"
+state = "{work / 'state'}"
+policy = "{work / 'policy.toml'}"
+""")
+    log = open(work / "server.log", "w")
+    server = subprocess.Popen([BIN, "--config", config, "serve"], stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "RUST_LOG": "warn"})
+    ca = str(work / "state" / "tls" / "ca.pem")
+    base = f"https://localhost:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(base + "/healthz", context=ssl.create_default_context(cafile=ca), timeout=1)
+            break
+        except Exception:
+            time.sleep(0.1)
+    return server, base, ca, config
+
+
+def token(config, *args):
+    return subprocess.run([BIN, "--config", config, "token", *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
