@@ -671,7 +671,9 @@ async fn bad_uploads_get_clear_errors_leave_nothing_and_the_server_keeps_serving
     for b in &mut garbage_footer[n - 8 - footer_len..n - 8] {
         *b = 0xAB;
     }
-    let cases: Vec<(&str, &str, Vec<u8>, u16, &str, &str)> = vec![
+    // (what, content type, body, status, problem type, words in the detail)
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, u16, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "truncated parquet",
             "application/vnd.apache.parquet",
