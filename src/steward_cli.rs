@@ -205,7 +205,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                     println!(
                         "{}\t{}\tv{}\t{}\t{}",
                         d.id(),
-                        status(d),
+                        d.status(),
                         d.manifest.version,
                         d.manifest.tier.as_str(),
                         d.manifest.title
@@ -255,20 +255,10 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
     })
 }
 
-fn status(d: &Dataset) -> &'static str {
-    if d.manifest.retired.is_some() {
-        "retired"
-    } else if d.manifest.version == 0 {
-        "draft"
-    } else {
-        "published"
-    }
-}
-
 fn local_description(d: &Dataset) -> Value {
     let mut body = serde_json::to_value(&d.manifest).unwrap_or_default();
     if let Value::Object(map) = &mut body {
-        map.insert("status".into(), json!(status(d)));
+        map.insert("status".into(), json!(d.status()));
         map.insert(
             "versions".into(),
             d.versions

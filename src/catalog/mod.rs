@@ -91,6 +91,15 @@ impl Dataset {
         }
     }
 
+    /// `draft` (registered, no data yet), `published` or `retired`.
+    pub fn status(&self) -> &'static str {
+        match (&self.manifest.retired, self.manifest.version) {
+            (Some(_), _) => "retired",
+            (None, 0) => "draft",
+            (None, _) => "published",
+        }
+    }
+
     /// Whether a steward or admin may change this dataset: admins all,
     /// stewards those their organisation publishes.
     pub fn stewarded_by(&self, scope: &StewardScope) -> bool {

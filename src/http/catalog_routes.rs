@@ -48,14 +48,6 @@ struct Summary<'a> {
     url: String,
 }
 
-fn status(d: &Dataset) -> &'static str {
-    match (&d.manifest.retired, d.manifest.version) {
-        (Some(_), _) => "retired",
-        (None, 0) => "draft",
-        (None, _) => "published",
-    }
-}
-
 fn summary(d: &Dataset) -> Summary<'_> {
     let m = &d.manifest;
     Summary {
@@ -68,7 +60,7 @@ fn summary(d: &Dataset) -> Summary<'_> {
         license: &m.license,
         keywords: &m.keywords,
         version: m.version,
-        status: status(d),
+        status: d.status(),
         url: format!("/v1/datasets/{}", m.id),
     }
 }
