@@ -251,9 +251,64 @@ fn open_csv(mut file: File, job: &Job) -> Result<Input, Failure> {
         .with_batch_size(job.limits.batch_rows)
         .build(BufReader::with_capacity(1 << 20, file))
         .map_err(invalid("the CSV cannot be read"))?;
-    let batches = reader.map(|b| b.map_err(invalid("the CSV is not valid")));
+    let fields = schema.clone();
+    let batches = reader.map(move |b| {
+        b.map_err(|e| {
+            Failure::Invalid(format!(
+                "the CSV is not valid: {}",
+                name_csv_column(&message(&e), &fields)
+            ))
+        })
+    });
     Ok(Input {
         schema,
         batches: Box::new(batches),
     })
+}
+
+/// Arrow reports a bad CSV value by column index, counts lines from the
+/// first data row, and echoes the whole row: name the column, give the
+/// file's line number (the header is line 1) and drop the row.
+fn name_csv_column(message: &str, schema: &Schema) -> String {
+    let message = message.split(". Row data:").next().unwrap_or(message);
+    const MARK: &str = "for column ";
+    if let Some(start) = message.find(MARK) {
+        let rest = &message[start + MARK.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Some(field) = digits
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| schema.fields().get(i))
+        {
+            let after = &rest[digits.len()..];
+            let line = after
+                .strip_prefix(" at line ")
+                .and_then(|n| n.parse::<u64>().ok())
+                .map(|n| format!(" at line {}", n + 1))
+                .unwrap_or_else(|| after.to_owned());
+            return format!("{}for column '{}'{line}", &message[..start], field.name());
+        }
+    }
+    message.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_csv_values_name_their_column_not_the_row() {
+        let schema = Schema::new(vec![
+            Field::new("a", DataType::Utf8, true),
+            Field::new("pupils", DataType::Int64, true),
+        ]);
+        let got = name_csv_column(
+            "Error while parsing value 'many' as type 'Int64' for column 1 at line 1. Row data: '[x,many]'",
+            &schema,
+        );
+        assert_eq!(
+            got,
+            "Error while parsing value 'many' as type 'Int64' for column 'pupils' at line 2"
+        );
+    }
 }

@@ -341,7 +341,11 @@ async fn the_first_upload_defines_columns_and_later_ones_must_match() {
         "upload-invalid",
     )
     .await;
-    assert!(p["detail"].as_str().unwrap().contains("many"), "{p}");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("'pupils'") && detail.contains("line 2"),
+        "{p}"
+    );
     // A Parquet upload whose column has another type.
     let schema = Arc::new(Schema::new(vec![
         Field::new("school", DataType::Utf8, true),
