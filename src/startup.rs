@@ -35,7 +35,7 @@ impl Application {
         let storage = &settings.storage;
         std::fs::create_dir_all(&storage.state)
             .with_context(|| format!("creating state folder {}", storage.state.display()))?;
-        let catalog = Arc::new(LiveCatalog::open_local(&storage.datasets).await?);
+        let catalog = Arc::new(open_catalog(&storage.datasets).await?);
         let policy = Arc::new(LivePolicy::load(
             &storage.policy,
             &catalog.snapshot(),
@@ -182,6 +182,26 @@ impl Application {
                 result
             }
         }
+    }
+}
+
+/// Opens the catalogue for serving: writable when this process can take
+/// the folder's writer lock, else read-only (a read-only mount, or another
+/// process writing it): data is still served, steward changes answer 503.
+async fn open_catalog(folder: &std::path::Path) -> anyhow::Result<LiveCatalog> {
+    match LiveCatalog::open_local(folder).await {
+        Ok(catalog) => Ok(catalog),
+        Err(e)
+            if e.downcast_ref::<crate::catalog::local::OpenError>()
+                .is_some() =>
+        {
+            tracing::warn!(
+                error = %e,
+                "the catalogue folder cannot be opened for writing: serving it read-only"
+            );
+            Ok(LiveCatalog::read_only(load_catalog(folder).await?))
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -77,6 +77,12 @@ pub enum ApiError {
     /// An upload body stalled.
     #[error("the upload stalled for {0} s and was abandoned; nothing was changed")]
     UploadTimeout(u64),
+    /// This server cannot change the catalogue (read-only folder, or
+    /// another process holds its writer lock).
+    #[error(
+        "this server cannot change the catalogue now (its folder is read-only or another process is writing it); nothing was changed"
+    )]
+    CatalogReadOnly,
     /// Storage failed to make a change durable; the previous state stands.
     #[error("storage could not record the change; nothing was changed, try again later")]
     StorageUnavailable,
@@ -116,6 +122,7 @@ impl ApiError {
             ApiError::Conflict { kind, .. } | ApiError::Unprocessable { kind, .. } => kind,
             ApiError::UploadTimeout(_) => "upload-timeout",
             ApiError::StorageUnavailable => "storage-unavailable",
+            ApiError::CatalogReadOnly => "catalog-read-only",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -215,9 +222,9 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) | ApiError::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::AuditUnavailable | ApiError::StorageUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::AuditUnavailable
+            | ApiError::StorageUnavailable
+            | ApiError::CatalogReadOnly => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -148,7 +148,7 @@ fn write_error(e: WriteError, invalid_kind: &'static str) -> ApiError {
             kind: invalid_kind,
             detail,
         },
-        WriteError::ReadOnly => ApiError::Internal("the catalogue is open read-only".into()),
+        WriteError::ReadOnly => ApiError::CatalogReadOnly,
         WriteError::Storage(e) => {
             tracing::error!(error = %e, "storage failed during a catalogue change");
             ApiError::StorageUnavailable

@@ -881,3 +881,21 @@ async fn a_worker_killed_by_its_memory_limit_is_a_clear_refusal() {
     assert_nothing_left(&app, "tiny", &[]);
     still_serving(&app).await;
 }
+
+#[tokio::test]
+async fn a_catalogue_another_process_is_writing_is_served_read_only() {
+    let app = spawn_app_with(crate::helpers::ROWS, |s| {
+        // Another writer holds the folder for the server's whole life.
+        let lock = sluice::catalog::local::LocalRoot::open(&s.storage.datasets).unwrap();
+        std::mem::forget(lock);
+    })
+    .await;
+    let token = steward(&app);
+    problem(
+        register(&app, &token, &manifest("blocked", visit_columns())).await,
+        503,
+        "catalog-read-only",
+    )
+    .await;
+    still_serving(&app).await;
+}

@@ -7,6 +7,7 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -39,10 +40,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, base: str, context: ssl.SSLContext, token: str):
+    def __init__(self, base: str, context: ssl.SSLContext, token: str, steward: str):
         self.base = base
         self.context = context
         self.token = token
+        self.steward = steward
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -53,6 +55,17 @@ class Server:
             request.add_header("Authorization", f"Bearer {self.token}")
         with urllib.request.urlopen(request, context=self.context, timeout=60) as response:
             return response.read()
+
+    def send(self, method: str, path: str, body: bytes, content_type: str) -> tuple[int, dict]:
+        """A steward's request; returns the status and the JSON answer."""
+        request = urllib.request.Request(self.url(path), data=body, method=method)
+        request.add_header("Authorization", f"Bearer {self.steward}")
+        request.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(request, context=self.context, timeout=120) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
 
     def open(self, path: str):
         request = urllib.request.Request(self.url(path))
@@ -106,13 +119,14 @@ policy = "{work / 'policy.toml'}"
             time.sleep(0.2)
         else:
             raise RuntimeError("server did not start: " + (work / "server.log").read_text())
-        token = subprocess.run(
-            [exe, "--config", config, "token", "--sub", "alice@uni.example", "--role", "researcher"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        yield Server(f"https://localhost:{port}", context, token)
+        def mint(*args):
+            return subprocess.run(
+                [exe, "--config", config, "token", *args], check=True, capture_output=True, text=True
+            ).stdout.strip()
+
+        token = mint("--sub", "alice@uni.example", "--role", "researcher")
+        steward = mint("--sub", "sam@interop.example", "--role", "steward", "--org", "Interop Org")
+        yield Server(f"https://localhost:{port}", context, token, steward)
     finally:
         process.terminate()
         process.wait(timeout=30)
