@@ -215,6 +215,10 @@ impl Default for AuthSettings {
 pub struct StorageSettings {
     /// The catalogue: one folder per dataset.
     pub datasets: PathBuf,
+    /// The catalogue in an object store instead (`s3://…`, `gs://…`,
+    /// `az://…` when built with those backends; `memory:///` for trials):
+    /// when set, `datasets` is not used.
+    pub datasets_url: Option<String>,
     /// Server state: TLS material, development keys.
     pub state: PathBuf,
     /// The policy file (grants).
@@ -225,6 +229,7 @@ impl Default for StorageSettings {
     fn default() -> Self {
         Self {
             datasets: "datasets".into(),
+            datasets_url: None,
             state: "state".into(),
             policy: "config/policy.toml".into(),
         }

@@ -35,7 +35,10 @@ impl Application {
         let storage = &settings.storage;
         std::fs::create_dir_all(&storage.state)
             .with_context(|| format!("creating state folder {}", storage.state.display()))?;
-        let catalog = Arc::new(open_catalog(&storage.datasets).await?);
+        let catalog = Arc::new(match &storage.datasets_url {
+            Some(url) => LiveCatalog::open_url(url, &storage.state.join("staging")).await?,
+            None => open_catalog(&storage.datasets).await?,
+        });
         let policy = Arc::new(LivePolicy::load(
             &storage.policy,
             &catalog.snapshot(),

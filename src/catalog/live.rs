@@ -3,14 +3,16 @@
 //! storage durably and then swap in a new snapshot. A reader never sees a
 //! change that is not yet on disk, nor half of one.
 
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use time::OffsetDateTime;
 
-use super::local::{LocalRoot, OpenError, Staging};
+use super::local::{LocalRoot, OpenError, Recovered, Staging};
 use super::manifest::{ColumnSpec, Manifest};
+use super::store_root::StoreRoot;
 use super::{Catalog, CatalogError, Dataset, check_schema, read_version};
 use crate::domain::{ColumnName, DatasetId};
 
@@ -36,14 +38,71 @@ pub enum WriteError {
     Catalog(#[from] CatalogError),
 }
 
+/// Where changes are written: a local folder or an object store. Both keep
+/// the same layout and commit order (files first, manifest last).
+#[derive(Debug)]
+enum Writer {
+    Local(LocalRoot),
+    Store(StoreRoot),
+}
+
+impl Writer {
+    fn staging(&self) -> std::io::Result<Staging> {
+        match self {
+            Writer::Local(root) => root.staging(),
+            Writer::Store(root) => root.staging(),
+        }
+    }
+
+    async fn exists(&self, id: &DatasetId) -> std::io::Result<bool> {
+        match self {
+            Writer::Local(root) => Ok(root.exists(id)),
+            Writer::Store(root) => root.exists(id).await,
+        }
+    }
+
+    async fn write_manifest(&self, manifest: &Manifest) -> std::io::Result<()> {
+        match self {
+            Writer::Local(root) => root.write_manifest(manifest),
+            Writer::Store(root) => root.write_manifest(manifest).await,
+        }
+    }
+
+    async fn highest_version_dir(&self, id: &DatasetId) -> std::io::Result<u64> {
+        match self {
+            Writer::Local(root) => root.highest_version_dir(id),
+            Writer::Store(root) => root.highest_version_dir(id).await,
+        }
+    }
+
+    async fn place_version(&self, id: &DatasetId, n: u64, staged: &Path) -> std::io::Result<()> {
+        match self {
+            Writer::Local(root) => root.place_version(id, n, staged),
+            Writer::Store(root) => root.place_version(id, n, staged).await,
+        }
+    }
+
+    async fn remove_unpublished(&self, id: &DatasetId, n: u64) -> std::io::Result<()> {
+        match self {
+            Writer::Local(root) => root.remove_unpublished(id, n),
+            Writer::Store(root) => root.remove_unpublished(id, n).await,
+        }
+    }
+
+    async fn recover(&self) -> std::io::Result<Recovered> {
+        match self {
+            Writer::Local(root) => root.recover(),
+            Writer::Store(root) => root.recover().await,
+        }
+    }
+}
+
 /// The catalogue, changeable.
 pub struct LiveCatalog {
     current: RwLock<Arc<Catalog>>,
     /// Held while a change is being committed: one writer at a time. `None`
     /// when the catalogue was opened read-only.
-    writer: tokio::sync::Mutex<Option<LocalRoot>>,
-    /// The local folder behind the store, for the ingest worker's reads.
-    local_root: Option<std::path::PathBuf>,
+    writer: tokio::sync::Mutex<Option<Writer>>,
 }
 
 impl std::fmt::Debug for LiveCatalog {
@@ -64,17 +123,45 @@ pub struct Published {
 impl LiveCatalog {
     /// Opens a local catalogue folder for reading and writing: takes the
     /// writer's lock, cleans up after any crashed write, then loads.
-    pub async fn open_local(folder: &std::path::Path) -> anyhow::Result<Self> {
+    pub async fn open_local(folder: &Path) -> anyhow::Result<Self> {
         let root = LocalRoot::open(folder)?;
-        let recovered = root.recover()?;
+        let catalog_folder = root.root().to_owned();
+        Self::open_with(Writer::Local(root), || load_local(&catalog_folder)).await
+    }
+
+    /// Opens a catalogue in an object store (`s3://…`, `memory:///`, …),
+    /// staging uploads in the local folder `staging`.
+    pub async fn open_url(url: &str, staging: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let parsed = url::Url::parse(url).with_context(|| format!("storage.datasets_url {url}"))?;
+        let (store, prefix) = object_store::parse_url(&parsed)
+            .with_context(|| format!("storage.datasets_url {url}"))?;
+        let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
+            Arc::from(store)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+        };
+        let root = StoreRoot::new(store.clone(), staging)?;
+        Self::open_with(Writer::Store(root), || async {
+            Catalog::load(store).await.context("loading the catalogue")
+        })
+        .await
+    }
+
+    /// Cleans up after any crashed write, then loads.
+    async fn open_with<F, Fut>(writer: Writer, load: F) -> anyhow::Result<Self>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Catalog>>,
+    {
+        let recovered = writer.recover().await?;
         if recovered != Default::default() {
             tracing::warn!(?recovered, "removed what interrupted writes left behind");
         }
-        let catalog = load_local(root.root()).await?;
+        let catalog = load().await?;
         Ok(Self {
             current: RwLock::new(Arc::new(catalog)),
-            local_root: Some(std::fs::canonicalize(root.root())?),
-            writer: tokio::sync::Mutex::new(Some(root)),
+            writer: tokio::sync::Mutex::new(Some(writer)),
         })
     }
 
@@ -83,14 +170,7 @@ impl LiveCatalog {
         Self {
             current: RwLock::new(Arc::new(catalog)),
             writer: tokio::sync::Mutex::new(None),
-            local_root: None,
         }
-    }
-
-    /// The local file behind a store path, when the store is a local folder.
-    pub fn local_path(&self, location: &object_store::path::Path) -> Option<std::path::PathBuf> {
-        // Store paths are normalised (no `..`), so the join stays inside.
-        Some(self.local_root.as_ref()?.join(location.as_ref()))
     }
 
     /// The catalogue as of now; later changes do not affect it.
@@ -117,10 +197,10 @@ impl LiveCatalog {
         let writer = self.writer.lock().await;
         let root = writer.as_ref().ok_or(WriteError::ReadOnly)?;
         let id = manifest.id.clone();
-        if self.snapshot().get(&id).is_some() || root.exists(&id) {
+        if self.snapshot().get(&id).is_some() || root.exists(&id).await? {
             return Err(WriteError::Exists(id.to_string()));
         }
-        root.write_manifest(&manifest)?;
+        root.write_manifest(&manifest).await?;
         let dataset = Dataset {
             manifest,
             versions: Default::default(),
@@ -163,8 +243,11 @@ impl LiveCatalog {
                 added_columns.push(name.clone());
             }
         }
-        let number = manifest.version.max(root.highest_version_dir(id)?) + 1;
-        root.place_version(id, number, &staging.output())?;
+        let number = manifest.version.max(root.highest_version_dir(id).await?) + 1;
+        if let Err(e) = root.place_version(id, number, &staging.output()).await {
+            let _ = root.remove_unpublished(id, number).await;
+            return Err(e.into());
+        }
         // Read the placed files back through the store and check them
         // against the manifest before anything points at them.
         let checked = match read_version(catalog.store(), &manifest, number).await {
@@ -177,7 +260,7 @@ impl LiveCatalog {
             Ok(version) => version,
             Err(e) => {
                 // Not published: leave nothing behind.
-                if let Err(cleanup) = root.remove_unpublished(id, number) {
+                if let Err(cleanup) = root.remove_unpublished(id, number).await {
                     tracing::warn!(error = %cleanup, "could not remove an unpublished version");
                 }
                 return Err(e);
@@ -186,7 +269,7 @@ impl LiveCatalog {
         manifest.version = number;
         // If this fails the files stay: whether the new manifest reached the
         // disk or not, a restart shows the old version or the whole new one.
-        root.write_manifest(&manifest)?;
+        root.write_manifest(&manifest).await?;
         let mut versions = dataset.versions.clone();
         versions.insert(number, version);
         let dataset = Dataset { manifest, versions };
@@ -222,7 +305,7 @@ impl LiveCatalog {
             check_schema(&manifest, version.number, &version.schema)
                 .map_err(WriteError::Invalid)?;
         }
-        root.write_manifest(&manifest)?;
+        root.write_manifest(&manifest).await?;
         let dataset = Dataset {
             manifest,
             versions: dataset.versions.clone(),
@@ -246,7 +329,7 @@ impl LiveCatalog {
 }
 
 /// Loads a catalogue from a local folder through `object_store`.
-pub async fn load_local(folder: &std::path::Path) -> anyhow::Result<Catalog> {
+pub async fn load_local(folder: &Path) -> anyhow::Result<Catalog> {
     use anyhow::Context;
     let datasets = std::fs::canonicalize(folder)
         .with_context(|| format!("catalogue folder {}", folder.display()))?;

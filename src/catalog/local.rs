@@ -46,6 +46,13 @@ pub struct Staging {
 }
 
 impl Staging {
+    /// A fresh staging folder under `parent`.
+    pub fn create_in(parent: &Path) -> io::Result<Self> {
+        let dir = parent.join(uuid::Uuid::new_v4().to_string());
+        fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
     pub fn path(&self) -> &Path {
         &self.dir
     }
@@ -173,12 +180,7 @@ impl LocalRoot {
     /// A fresh staging folder on the same file system as the catalogue, so
     /// publishing is a rename.
     pub fn staging(&self) -> io::Result<Staging> {
-        let dir = self
-            .root
-            .join(STAGING)
-            .join(uuid::Uuid::new_v4().to_string());
-        fs::create_dir_all(&dir)?;
-        Ok(Staging { dir })
+        Staging::create_in(&self.root.join(STAGING))
     }
 
     /// Whether a dataset folder with a manifest exists (retired or not).

@@ -17,6 +17,7 @@ pub mod edit;
 pub mod live;
 pub mod local;
 pub mod manifest;
+pub mod store_root;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

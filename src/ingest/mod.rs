@@ -162,10 +162,15 @@ pub async fn upload(
     batch_rows: usize,
 ) -> Result<(Published, Summary), UploadError> {
     let manifest = &dataset.manifest;
-    let reference = dataset
-        .current()
-        .and_then(|v| v.files.first())
-        .and_then(|f| catalog.local_path(&f.location));
+    // The current version's schema, handed to the worker as an empty
+    // Parquet file: the same for a local folder and an object store.
+    let reference = match dataset.current() {
+        Some(version) => Some(
+            write::schema_file(&staging.path().join("reference.parquet"), &version.schema)
+                .map_err(UploadError::Ingest)?,
+        ),
+        None => None,
+    };
     let job = Job {
         input,
         format,

@@ -44,6 +44,16 @@ fn properties(job: &Job) -> WriterProperties {
     builder.build()
 }
 
+/// Writes an empty Parquet file with `schema` (how a version's schema is
+/// handed to the worker) and returns its path.
+pub fn schema_file(path: &Path, schema: &SchemaRef) -> Result<PathBuf, Failure> {
+    let file = File::create(path).map_err(|e| internal("staging")(e.to_string()))?;
+    ArrowWriter::try_new(file, schema.clone(), None)
+        .and_then(|writer| writer.close().map(drop))
+        .map_err(|e| internal("writing the reference schema")(e.to_string()))?;
+    Ok(path.to_owned())
+}
+
 /// Reads every batch of `input`, casts it to `target` and writes the
 /// version's file (sorted when the manifest asks).
 pub fn normalise(job: &Job, input: Input, target: SchemaRef) -> Result<Summary, Failure> {

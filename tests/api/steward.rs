@@ -899,3 +899,51 @@ async fn a_catalogue_another_process_is_writing_is_served_read_only() {
     .await;
     still_serving(&app).await;
 }
+
+#[tokio::test]
+async fn an_object_store_catalogue_is_written_the_same_way() {
+    let app = spawn_app_with(crate::helpers::ROWS, |s| {
+        s.storage.datasets_url = Some("memory:///".into());
+        // The sample grants name datasets the empty store does not have.
+        let policy = s.storage.state.with_file_name("empty-policy.toml");
+        std::fs::write(&policy, "").unwrap();
+        s.storage.policy = policy;
+    })
+    .await;
+    let token = published(&app, "in-memory").await;
+    assert_eq!(
+        upload(&app, &token, "in-memory", "text/csv", VISITS_V2)
+            .await
+            .status(),
+        201
+    );
+    let first = arrow_batches(app.get("/v1/datasets/in-memory/data?version=1", None).await).await;
+    assert_eq!(strings(&first, "clinic"), ["A1", "B2", "C3"]);
+    let latest = arrow_batches(app.get("/v1/datasets/in-memory/data", None).await).await;
+    assert_eq!(strings(&latest, "visits"), ["12", "9"]);
+    problem(
+        upload(&app, &token, "in-memory", "text/csv", "clinic\nA\n").await,
+        422,
+        "schema-mismatch",
+    )
+    .await;
+    let r = app
+        .client
+        .delete(app.url("/v1/datasets/in-memory"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    problem(
+        app.get("/v1/datasets/in-memory/data", None).await,
+        404,
+        "dataset-not-found",
+    )
+    .await;
+    // Nothing is staged once uploads end.
+    let staged = std::fs::read_dir(app.state_dir().join("staging"))
+        .unwrap()
+        .count();
+    assert_eq!(staged, 0);
+}
