@@ -85,6 +85,17 @@ fn stewarded(state: &AppState, scope: &StewardScope, raw_id: &str) -> Result<Dat
     Ok((*dataset).clone())
 }
 
+/// Retired datasets take no new versions and cannot be retired again.
+fn not_retired(dataset: &Dataset) -> Result<(), ApiError> {
+    match dataset.manifest.retired {
+        Some(_) => Err(ApiError::Conflict {
+            kind: "dataset-retired",
+            detail: format!("dataset '{}' is retired", dataset.id()),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn invalid_manifest(detail: impl Into<String>) -> ApiError {
     ApiError::Unprocessable {
         kind: "invalid-manifest",
@@ -218,7 +229,17 @@ pub async fn edit(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_manifest_body(payload).await?;
-    let audit = trail::request_record("edit", &caller, &path);
+    let mut audit = trail::request_record("edit", &caller, &path);
+    // Which fields the edit touches (not their values) goes in the trail.
+    if let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&body) {
+        let mut names: Vec<String> = fields
+            .keys()
+            .take(32)
+            .map(|k| k.chars().take(64).collect())
+            .collect();
+        names.sort();
+        audit.reason = Some(format!("fields: {}", names.join(", ")));
+    }
     let result = async {
         let scope = require_steward(&caller)?;
         let dataset = stewarded(&state, &scope, &path)?;
@@ -258,12 +279,7 @@ pub async fn retire(
     let result = async {
         let scope = require_steward(&caller)?;
         let dataset = stewarded(&state, &scope, &path)?;
-        if dataset.manifest.retired.is_some() {
-            return Err(write_error(
-                WriteError::Retired(dataset.id().to_string()),
-                "",
-            ));
-        }
+        not_retired(&dataset)?;
         let retired = state
             .catalog
             .retire(dataset.id())
@@ -290,12 +306,7 @@ pub async fn upload(
     let result = async {
         let scope = require_steward(&caller)?;
         let dataset = stewarded(&state, &scope, &path)?;
-        if dataset.manifest.retired.is_some() {
-            return Err(write_error(
-                WriteError::Retired(dataset.id().to_string()),
-                "",
-            ));
-        }
+        not_retired(&dataset)?;
         let format = upload_format(&req)?;
         audit.format = Some(format!("{format:?}").to_lowercase());
         let max = state.ingest.max_upload_bytes;

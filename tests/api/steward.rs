@@ -626,6 +626,31 @@ async fn edits_apply_to_every_version_and_retired_datasets_are_not_served() {
         "dataset-retired",
     )
     .await;
+    // The trail names who changed what (fields, not values) and the retirement.
+    let admin = app.token("root", &[Role::Admin], &[]);
+    let audit: Value = app
+        .get("/v1/audit?dataset=edited", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let records = audit["records"].as_array().unwrap();
+    let edit = records
+        .iter()
+        .find(|r| r["event"] == "edit" && r["decision"] == "allow")
+        .expect("an edit record");
+    assert_eq!(edit["subject"], "sam@observatory.example");
+    assert_eq!(edit["reason"], "fields: columns, description");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["event"] == "retire" && r["decision"] == "allow")
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["event"] == "edit" && r["decision"] == "refused")
+    );
     assert_nothing_left(&app, "edited", &["1", "2"]);
 }
 
