@@ -251,6 +251,18 @@ impl LiveCatalog {
         // Read the placed files back through the store and check them
         // against the manifest before anything points at them.
         let checked = match read_version(catalog.store(), &manifest, number).await {
+            // Uploads are checked against the version current when they
+            // started; another upload may have been published since.
+            Ok(Some(version))
+                if dataset
+                    .current()
+                    .is_some_and(|current| !same_columns(&current.schema, &version.schema)) =>
+            {
+                Err(WriteError::Invalid(format!(
+                    "version {} was published while this upload was processed, with other column types; upload again",
+                    dataset.manifest.version
+                )))
+            }
             Ok(Some(version)) => Ok(version),
             Ok(None) => Err(WriteError::Invalid("the upload produced no data".into())),
             Err(CatalogError::Inconsistent { problem, .. }) => Err(WriteError::Invalid(problem)),
@@ -326,6 +338,16 @@ impl LiveCatalog {
         })
         .await
     }
+}
+
+/// Same column names and types, in order (nullability and field metadata
+/// aside: files written by other tools may differ there).
+fn same_columns(a: &arrow::datatypes::Schema, b: &arrow::datatypes::Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields())
+            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
 }
 
 /// Loads a catalogue from a local folder through `object_store`.
