@@ -132,13 +132,15 @@ pub fn register(settings: Settings, args: RegisterArgs) -> anyhow::Result<()> {
                 (None, None) => bail!("no dataset '{id}' yet: pass --manifest to register it"),
             };
             let staging = catalog.staging().await?;
+            // Staged like a server upload: the worker reads a private copy
+            // that cannot change under it.
+            let input = staging.body();
+            copy_with_progress(&args.file, &input).await?;
             let spinner = spinner(&format!("normalising {}", args.file.display()));
             let mut ingest_settings = settings.ingest.clone();
             if ingest_settings.worker.is_none() {
                 ingest_settings.worker = Some(std::env::current_exe()?);
             }
-            let input = std::fs::canonicalize(&args.file)
-                .with_context(|| args.file.display().to_string())?;
             let result = ingest::upload(
                 &catalog,
                 &dataset,
@@ -200,7 +202,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                 }
             }
             DatasetsCommand::List { .. } => {
-                let catalog = sluice::startup::load_catalog(&settings.storage.datasets).await?;
+                let catalog = load_local(&settings).await?;
                 for d in catalog.datasets() {
                     println!(
                         "{}\t{}\tv{}\t{}\t{}",
@@ -225,7 +227,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                 print(&body)
             }
             DatasetsCommand::Show { id, .. } => {
-                let catalog = sluice::startup::load_catalog(&settings.storage.datasets).await?;
+                let catalog = load_local(&settings).await?;
                 let id = DatasetId::parse(&id)?;
                 let d = catalog
                     .get(&id)
@@ -271,7 +273,55 @@ fn local_description(d: &Dataset) -> Value {
 }
 
 async fn open_local(settings: &Settings) -> anyhow::Result<LiveCatalog> {
+    local_only(settings)?;
     LiveCatalog::open_local(&settings.storage.datasets).await
+}
+
+async fn load_local(settings: &Settings) -> anyhow::Result<sluice::catalog::Catalog> {
+    local_only(settings)?;
+    sluice::startup::load_catalog(&settings.storage.datasets).await
+}
+
+/// Without --server the CLI works on a local folder only.
+fn local_only(settings: &Settings) -> anyhow::Result<()> {
+    if let Some(url) = &settings.storage.datasets_url {
+        bail!("the catalogue is in an object store ({url}): use --server URL --token T");
+    }
+    Ok(())
+}
+
+/// A progress bar in bytes over a long copy or upload.
+fn byte_bar(size: u64, message: String) -> anyhow::Result<ProgressBar> {
+    let bar = ProgressBar::new(size);
+    bar.set_style(ProgressStyle::with_template(
+        "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )?);
+    bar.set_message(message);
+    Ok(bar)
+}
+
+async fn copy_with_progress(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut source = tokio::fs::File::open(from)
+        .await
+        .with_context(|| from.display().to_string())?;
+    let bar = byte_bar(
+        source.metadata().await?.len(),
+        format!("staging {}", from.display()),
+    )?;
+    let mut target = tokio::fs::File::create(to).await?;
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = source.read(&mut buffer).await?;
+        if n == 0 {
+            break;
+        }
+        target.write_all(&buffer[..n]).await?;
+        bar.inc(n as u64);
+    }
+    target.flush().await?;
+    bar.finish_and_clear();
+    Ok(())
 }
 
 fn read_manifest(path: &Path) -> anyhow::Result<Registration> {
@@ -373,11 +423,7 @@ impl Remote {
             .await
             .with_context(|| file.display().to_string())?;
         let size = handle.metadata().await?.len();
-        let bar = ProgressBar::new(size);
-        bar.set_style(ProgressStyle::with_template(
-            "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )?);
-        bar.set_message(format!("uploading {}", file.display()));
+        let bar = byte_bar(size, format!("uploading {}", file.display()))?;
         let counter = bar.clone();
         let body =
             tokio_util::io::ReaderStream::with_capacity(handle, 1 << 20).inspect(move |chunk| {
