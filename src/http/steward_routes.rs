@@ -404,6 +404,12 @@ fn declared_length(req: &HttpRequest) -> Option<u64> {
         .ok()
 }
 
+/// The staging disk failed (full, most likely): nothing was changed.
+fn staging_failed(e: std::io::Error) -> ApiError {
+    tracing::error!(error = %e, "staging an upload failed");
+    ApiError::StorageUnavailable
+}
+
 /// Streams the body to the staging folder, counting bytes (the payload
 /// extractor enforces no limit) and giving up on a stalled body.
 async fn receive(
@@ -415,7 +421,7 @@ async fn receive(
     let idle = Duration::from_secs(state.ingest.body_idle_timeout_secs.max(1));
     let file = tokio::fs::File::create(staging.body())
         .await
-        .map_err(|e| ApiError::Internal(format!("staging an upload: {e}")))?;
+        .map_err(staging_failed)?;
     let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
     let mut received: u64 = 0;
     loop {
@@ -435,13 +441,9 @@ async fn receive(
                 usize::try_from(max).unwrap_or(usize::MAX),
             ));
         }
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| ApiError::Internal(format!("staging an upload: {e}")))?;
+        file.write_all(&chunk).await.map_err(staging_failed)?;
     }
-    file.flush()
-        .await
-        .map_err(|e| ApiError::Internal(format!("staging an upload: {e}")))?;
+    file.flush().await.map_err(staging_failed)?;
     if received == 0 {
         return Err(ApiError::Unprocessable {
             kind: "upload-invalid",
