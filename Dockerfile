@@ -4,7 +4,10 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY tests ./tests
-RUN cargo build --release --locked --bin sluice
+# No debug info in the image: the binary is also the upload worker, and a
+# small one starts fast under the worker's memory limit.
+RUN CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true \
+    cargo build --release --locked --bin sluice
 
 # Runtime: a slim image, a non-root user, the binary, the sample catalogue and config.
 FROM debian:bookworm-slim

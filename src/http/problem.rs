@@ -74,6 +74,9 @@ pub enum ApiError {
     /// Well-formed but unacceptable content: a manifest or an upload.
     #[error("{detail}")]
     Unprocessable { kind: &'static str, detail: String },
+    /// An upload body that ended early (the connection broke).
+    #[error("the upload body ended before it was complete; nothing was changed")]
+    UploadIncomplete,
     /// An upload body stalled.
     #[error("the upload stalled for {0} s and was abandoned; nothing was changed")]
     UploadTimeout(u64),
@@ -121,6 +124,7 @@ impl ApiError {
             ApiError::NotPublisher(_) => "not-publisher",
             ApiError::Conflict { kind, .. } | ApiError::Unprocessable { kind, .. } => kind,
             ApiError::UploadTimeout(_) => "upload-timeout",
+            ApiError::UploadIncomplete => "upload-incomplete",
             ApiError::StorageUnavailable => "storage-unavailable",
             ApiError::CatalogReadOnly => "catalog-read-only",
             ApiError::Internal(_) => "internal",
@@ -202,6 +206,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::InvalidParameter(_)
+            | ApiError::UploadIncomplete
             | ApiError::UnknownColumn(_)
             | ApiError::InvalidFilter(_)
             | ApiError::Denied(Denial::GrantAmbiguous { .. }) => StatusCode::BAD_REQUEST,

@@ -184,6 +184,25 @@ async fn record(state: &AppState, mut record: Record, result: &Result<HttpRespon
     }
 }
 
+/// Records an upload whose client went away: actix drops the handler (and
+/// with it the staging folder and the worker), so nothing else would.
+struct AbandonedUpload<'a> {
+    state: &'a AppState,
+    record: Option<Record>,
+}
+
+impl Drop for AbandonedUpload<'_> {
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.phase = None;
+            record.decision = Some("refused".into());
+            record.reason = Some("client-disconnected".into());
+            record.outcome = Some("aborted".into());
+            self.state.audit.append(record);
+        }
+    }
+}
+
 /// `POST /v1/datasets`: registers a dataset's metadata (no data yet).
 #[tracing::instrument(skip_all)]
 pub async fn register(
@@ -303,6 +322,10 @@ pub async fn upload(
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let mut audit = trail::request_record("upload", &caller, &path);
+    let mut abandoned = AbandonedUpload {
+        state: &state,
+        record: Some(audit.clone()),
+    };
     let result = async {
         let scope = require_steward(&caller)?;
         let dataset = stewarded(&state, &scope, &path)?;
@@ -370,6 +393,7 @@ pub async fn upload(
             })))
     }
     .await;
+    abandoned.record = None;
     record(&state, audit, &result).await;
     result
 }
@@ -429,9 +453,8 @@ async fn receive(
             Err(_) => return Err(ApiError::UploadTimeout(idle.as_secs())),
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                return Err(ApiError::InvalidParameter(format!(
-                    "the upload body could not be read: {e}"
-                )));
+                tracing::info!(error = %e, "upload body broke off");
+                return Err(ApiError::UploadIncomplete);
             }
             Ok(Some(Ok(chunk))) => chunk,
         };

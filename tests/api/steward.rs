@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use sluice::auth::Role;
 
@@ -1007,4 +1008,53 @@ async fn a_new_version_of_a_sample_dataset_keeps_its_policy() {
         .await
         .unwrap();
     assert_eq!(after, body);
+}
+
+#[tokio::test]
+async fn an_upload_the_client_abandons_leaves_nothing_and_is_audited() {
+    let app = spawn_app().await;
+    let token = published(&app, "abandoned").await;
+    // One chunk of a CSV, then the client goes silent and is dropped.
+    let chunks = futures::stream::iter([Ok::<_, std::io::Error>(
+        b"clinic,month,visits\nA1,2024-01-01,1\n".to_vec(),
+    )])
+    .chain(futures::stream::pending());
+    let client = app.client.clone();
+    let url = app.url("/v1/datasets/abandoned/data");
+    let request = tokio::spawn(async move {
+        client
+            .put(url)
+            .bearer_auth(token)
+            .header("content-type", "text/csv")
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    request.abort();
+    let admin = app.token("root", &[Role::Admin], &[]);
+    let mut recorded = None;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let audit: Value = app
+            .get("/v1/audit?dataset=abandoned", Some(&admin))
+            .await
+            .json()
+            .await
+            .unwrap();
+        recorded = audit["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["event"] == "upload" && r["decision"] == "refused")
+            .cloned();
+        if recorded.is_some() {
+            break;
+        }
+    }
+    let recorded = recorded.expect("the abandoned upload is in the audit trail");
+    assert_eq!(recorded["reason"], "upload-incomplete");
+    assert_eq!(recorded["subject"], "sam@observatory.example");
+    assert_nothing_left(&app, "abandoned", &["1"]);
+    still_serving(&app).await;
 }
