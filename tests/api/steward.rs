@@ -1058,3 +1058,76 @@ async fn an_upload_the_client_abandons_leaves_nothing_and_is_audited() {
     assert_nothing_left(&app, "abandoned", &["1"]);
     still_serving(&app).await;
 }
+
+/// An Arrow IPC stream whose record batch claims a 1 TiB body: the reader
+/// tries to allocate it, and an allocation failure aborts the process (no
+/// `catch_unwind` can stop that). Only the worker may die of it.
+fn arrow_stream_claiming_a_huge_body() -> Vec<u8> {
+    // The visit columns, so the schema check passes and decoding starts.
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("clinic", DataType::Utf8, true),
+            Field::new("month", DataType::Date32, true),
+            Field::new("visits", DataType::Int64, true),
+        ])),
+        vec![
+            Arc::new(StringArray::from(vec!["A1"; 3])) as ArrayRef,
+            Arc::new(arrow::array::Date32Array::from(vec![19_723; 3])) as ArrayRef,
+            Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef,
+        ],
+    )
+    .unwrap();
+    let mut stream = Vec::new();
+    {
+        let mut writer =
+            arrow::ipc::writer::StreamWriter::try_new(&mut stream, &batch.schema()).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+    }
+    // Each message: 0xFFFFFFFF, metadata length, metadata, body.
+    let metadata_len =
+        |at: usize| u32::from_le_bytes(stream[at + 4..at + 8].try_into().unwrap()) as usize;
+    let batch_at = 8 + metadata_len(0);
+    let metadata = &stream[batch_at + 8..batch_at + 8 + metadata_len(batch_at)];
+    let body_length = arrow::ipc::root_as_message(metadata).unwrap().bodyLength();
+    let field = metadata
+        .windows(8)
+        .position(|w| w == body_length.to_le_bytes())
+        .unwrap();
+    let at = batch_at + 8 + field;
+    let mut hostile = stream.clone();
+    hostile[at..at + 8].copy_from_slice(&(1i64 << 40).to_le_bytes());
+    hostile
+}
+
+#[tokio::test]
+async fn an_upload_that_aborts_the_decoder_cannot_take_the_server_down() {
+    let app = spawn_app().await;
+    let token = published(&app, "aborting").await;
+    let p = problem(
+        upload(
+            &app,
+            &token,
+            "aborting",
+            "application/vnd.apache.arrow.stream",
+            arrow_stream_claiming_a_huge_body(),
+        )
+        .await,
+        422,
+        "upload-invalid",
+    )
+    .await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("decoder failed"),
+        "{p}"
+    );
+    assert_nothing_left(&app, "aborting", &["1"]);
+    still_serving(&app).await;
+    // And the next good upload goes through.
+    assert_eq!(
+        upload(&app, &token, "aborting", "text/csv", VISITS_V2)
+            .await
+            .status(),
+        201
+    );
+}
