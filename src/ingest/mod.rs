@@ -39,7 +39,9 @@ impl UploadFormat {
     pub fn from_media_type(media_type: &str) -> Option<Self> {
         let essence = media_type.split(';').next().unwrap_or("").trim();
         match essence.to_ascii_lowercase().as_str() {
-            "application/vnd.apache.parquet" | "application/x-parquet" => Some(Self::Parquet),
+            "application/vnd.apache.parquet" | "application/parquet" | "application/x-parquet" => {
+                Some(Self::Parquet)
+            }
             "text/csv" | "application/csv" => Some(Self::Csv),
             "application/vnd.apache.arrow.stream"
             | "application/vnd.apache.arrow.file"
@@ -343,4 +345,39 @@ fn target_schema(job: &Job, input: &Schema) -> Result<SchemaRef, Failure> {
         }
     }
     Ok(SchemaRef::new(Schema::new(fields)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_formats_come_from_the_media_type() {
+        for (media_type, format) in [
+            (
+                "application/vnd.apache.parquet",
+                Some(UploadFormat::Parquet),
+            ),
+            ("application/parquet", Some(UploadFormat::Parquet)),
+            ("text/csv; charset=utf-8", Some(UploadFormat::Csv)),
+            ("Text/CSV", Some(UploadFormat::Csv)),
+            (
+                "application/vnd.apache.arrow.stream",
+                Some(UploadFormat::Arrow),
+            ),
+            (
+                "application/vnd.apache.arrow.file",
+                Some(UploadFormat::Arrow),
+            ),
+            ("application/octet-stream", None),
+            ("application/json", None),
+            ("", None),
+        ] {
+            assert_eq!(
+                UploadFormat::from_media_type(media_type),
+                format,
+                "{media_type}"
+            );
+        }
+    }
 }
