@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::problem::ApiError;
-use super::steward_routes::steward_scope;
+use super::steward_routes::{steward_scope, visible_dataset};
 use crate::auth::Caller;
 use crate::catalog::{Dataset, SearchQuery};
 use crate::domain::{DatasetId, Tier};
@@ -129,17 +129,7 @@ pub async fn show(
     path: web::Path<String>,
     params: web::Query<ShowParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = DatasetId::parse(&path).map_err(|_| ApiError::DatasetNotFound)?;
-    let dataset = state
-        .catalog
-        .snapshot()
-        .get(&id)
-        .cloned()
-        .ok_or(ApiError::DatasetNotFound)?;
-    // Drafts and retired datasets exist only for their stewards.
-    if !dataset.manifest.is_live() && !dataset.stewarded_by(&steward_scope(&caller)) {
-        return Err(ApiError::DatasetNotFound);
-    }
+    let dataset = visible_dataset(&state, &steward_scope(&caller), &path)?;
     Ok(HttpResponse::Ok().json(describe(
         &state,
         &caller,

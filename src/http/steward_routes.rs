@@ -5,6 +5,7 @@
 //! (`publisher` equals their `organisation` claim); admins on all. Every
 //! change, refused or made, goes to the audit trail.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header;
@@ -44,16 +45,15 @@ pub fn steward_scope(caller: &Caller) -> StewardScope {
 
 /// The caller's scope, or why they may not change the catalogue at all.
 fn require_steward(caller: &Caller) -> Result<StewardScope, ApiError> {
-    match caller {
-        Caller::Anonymous => Err(ApiError::TokenRequired),
-        Caller::Principal(p) if p.has_role(Role::Admin) => Ok(StewardScope::All),
-        Caller::Principal(p) if p.has_role(Role::Steward) => match &p.organisation {
-            Some(org) => Ok(StewardScope::Publisher(org.clone())),
-            None => Err(ApiError::NotPublisher(
-                "your token names no organisation, so you steward no datasets".into(),
-            )),
-        },
-        Caller::Principal(_) => Err(ApiError::StewardRequired),
+    let Some(principal) = caller.principal() else {
+        return Err(ApiError::TokenRequired);
+    };
+    match steward_scope(caller) {
+        StewardScope::None if principal.has_role(Role::Steward) => Err(ApiError::NotPublisher(
+            "your token names no organisation, so you steward no datasets".into(),
+        )),
+        StewardScope::None => Err(ApiError::StewardRequired),
+        scope => Ok(scope),
     }
 }
 
@@ -68,9 +68,13 @@ fn require_publisher(scope: &StewardScope, publisher: &str) -> Result<(), ApiErr
     }
 }
 
-/// The dataset a steward may change: any status, in their scope. Datasets
-/// outside the scope that are not live stay invisible (404).
-fn stewarded(state: &AppState, scope: &StewardScope, raw_id: &str) -> Result<Dataset, ApiError> {
+/// A dataset as a caller in `scope` may see it: live ones, and drafts and
+/// retired ones only within their steward scope (404 otherwise).
+pub fn visible_dataset(
+    state: &AppState,
+    scope: &StewardScope,
+    raw_id: &str,
+) -> Result<Arc<Dataset>, ApiError> {
     let id = DatasetId::parse(raw_id).map_err(|_| ApiError::DatasetNotFound)?;
     let dataset = state
         .catalog
@@ -81,8 +85,18 @@ fn stewarded(state: &AppState, scope: &StewardScope, raw_id: &str) -> Result<Dat
     if !dataset.manifest.is_live() && !dataset.stewarded_by(scope) {
         return Err(ApiError::DatasetNotFound);
     }
+    Ok(dataset)
+}
+
+/// The dataset a steward may change: one they can see, of their publisher.
+fn stewarded(
+    state: &AppState,
+    scope: &StewardScope,
+    raw_id: &str,
+) -> Result<Arc<Dataset>, ApiError> {
+    let dataset = visible_dataset(state, scope, raw_id)?;
     require_publisher(scope, &dataset.manifest.publisher)?;
-    Ok((*dataset).clone())
+    Ok(dataset)
 }
 
 /// Retired datasets take no new versions and cannot be retired again.
@@ -103,11 +117,14 @@ fn invalid_manifest(detail: impl Into<String>) -> ApiError {
     }
 }
 
-/// A JSON body parsed as `T`: malformed JSON is 400, JSON that is not a
-/// valid `T` (unknown field, missing licence, bad id) is 422.
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::InvalidParameter(format!("the body is not valid JSON: {e}")))?;
+/// A body as JSON: malformed JSON is 400.
+fn json_body(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::InvalidParameter(format!("the body is not valid JSON: {e}")))
+}
+
+/// JSON that is not a valid `T` (unknown field, missing licence, bad id) is 422.
+fn manifest_from<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     serde_json::from_value(value).map_err(|e| invalid_manifest(e.to_string()))
 }
 
@@ -211,15 +228,13 @@ pub async fn register(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_manifest_body(payload).await?;
-    let peek: Option<String> = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v.get("id")?.as_str().map(str::to_owned));
-    let audit = trail::request_record("register", &caller, peek.as_deref().unwrap_or(""));
+    let body = json_body(&read_manifest_body(payload).await?);
+    let peek = body.as_ref().ok().and_then(|v| v.get("id")?.as_str());
+    let audit = trail::request_record("register", &caller, peek.unwrap_or(""));
     let result = async {
         let scope = require_steward(&caller)?;
         require_json(&req)?;
-        let registration: Registration = parse_json(&body)?;
+        let registration: Registration = manifest_from(body?)?;
         require_publisher(&scope, &registration.publisher)?;
         let manifest = registration.into_manifest().map_err(invalid_manifest)?;
         let dataset = state
@@ -247,10 +262,10 @@ pub async fn edit(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_manifest_body(payload).await?;
+    let body = json_body(&read_manifest_body(payload).await?);
     let mut audit = trail::request_record("edit", &caller, &path);
     // Which fields the edit touches (not their values) goes in the trail.
-    if let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&body) {
+    if let Ok(Value::Object(fields)) = &body {
         let mut names: Vec<String> = fields
             .keys()
             .take(32)
@@ -263,7 +278,7 @@ pub async fn edit(
         let scope = require_steward(&caller)?;
         let dataset = stewarded(&state, &scope, &path)?;
         require_json(&req)?;
-        let patch: ManifestPatch = parse_json(&body)?;
+        let patch: ManifestPatch = manifest_from(body?)?;
         if patch
             .publisher
             .as_ref()
