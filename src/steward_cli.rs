@@ -94,7 +94,13 @@ pub fn register(settings: Settings, args: RegisterArgs) -> anyhow::Result<()> {
             )
         })?,
     };
-    let registration = args.manifest.as_deref().map(read_manifest).transpose()?;
+    // The manifest as sent to a server, and as checked here.
+    let (manifest_body, registration) = args
+        .manifest
+        .as_deref()
+        .map(read_manifest)
+        .transpose()?
+        .unzip();
     let id = match (&args.id, &registration) {
         (Some(id), Some(r)) if id != r.id.as_str() => {
             bail!("--id {id} differs from the manifest's id '{}'", r.id)
@@ -107,10 +113,8 @@ pub fn register(settings: Settings, args: RegisterArgs) -> anyhow::Result<()> {
     match &args.target.server {
         Some(_) => runtime.block_on(async {
             let client = Remote::new(&settings, &args.target)?;
-            if let Some(registration) = &args.manifest {
-                let text = std::fs::read_to_string(registration)?;
-                let body = manifest_json(registration, &text)?;
-                let (status, answer) = client.send(client.post("/v1/datasets").json(&body)).await?;
+            if let Some(body) = &manifest_body {
+                let (status, answer) = client.send(client.post("/v1/datasets").json(body)).await?;
                 if status == 409 {
                     eprintln!("dataset '{id}' is already registered; uploading a new version");
                 } else if !(200..300).contains(&status) {
@@ -324,10 +328,13 @@ async fn copy_with_progress(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_manifest(path: &Path) -> anyhow::Result<Registration> {
+/// A manifest file as JSON, checked as a registration.
+fn read_manifest(path: &Path) -> anyhow::Result<(Value, Registration)> {
     let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
     let value = manifest_json(path, &text)?;
-    serde_json::from_value(value).with_context(|| format!("manifest {}", path.display()))
+    let registration = serde_json::from_value(value.clone())
+        .with_context(|| format!("manifest {}", path.display()))?;
+    Ok((value, registration))
 }
 
 /// A manifest file (JSON, or TOML by extension) as JSON.
