@@ -87,6 +87,8 @@ pub struct ColumnPatch {
     pub key: Option<bool>,
     #[serde(rename = "type")]
     pub declared_type: Option<DeclaredType>,
+    pub groupable: Option<bool>,
+    pub order_statistics: Option<bool>,
 }
 
 /// Tells "absent" (outer `None`) from an explicit `null` (`Some(None)`).
@@ -150,6 +152,12 @@ impl ManifestPatch {
             }
             if let Some(t) = edit.declared_type {
                 column.declared_type = Some(t);
+            }
+            if let Some(g) = edit.groupable {
+                column.groupable = g;
+            }
+            if let Some(o) = edit.order_statistics {
+                column.order_statistics = o;
             }
         }
         m.check()?;

@@ -239,6 +239,8 @@ impl LiveCatalog {
                     mask: None,
                     key: false,
                     declared_type: None,
+                    groupable: false,
+                    order_statistics: false,
                 });
                 added_columns.push(name.clone());
             }

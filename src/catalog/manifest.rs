@@ -72,6 +72,16 @@ pub struct ColumnSpec {
     /// other formats must carry this type.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub declared_type: Option<DeclaredType>,
+    /// Whether aggregate-only callers may group by this column (in its
+    /// masked form, for a quasi-identifier). A steward's decision: never
+    /// direct identifiers or `hash` pseudonyms.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub groupable: bool,
+    /// Whether aggregate-only callers may ask for `min`/`max` of this column
+    /// (released only when at least `min_count` rows share the value).
+    /// Plain columns only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub order_statistics: bool,
 }
 
 /// Column types a steward can declare.
@@ -136,6 +146,21 @@ impl Manifest {
             if column.mask.is_some() && column.classification != Classification::QuasiIdentifier {
                 return Err(format!(
                     "column '{}' has a mask but is not a quasi-identifier",
+                    column.name
+                ));
+            }
+            if column.groupable
+                && (column.classification == Classification::DirectIdentifier
+                    || column.default_mask() == Some(Mask::Hash))
+            {
+                return Err(format!(
+                    "column '{}' cannot be groupable: identifiers and pseudonyms are never grouped on",
+                    column.name
+                ));
+            }
+            if column.order_statistics && column.classification != Classification::None {
+                return Err(format!(
+                    "column '{}' cannot have order_statistics: min and max of an identifier are single people's values",
                     column.name
                 ));
             }
