@@ -1,7 +1,8 @@
-//! `GET /v1/datasets/{id}/data` and `POST /v1/datasets/{id}/query`: the
-//! same slice, from query parameters or a JSON body. A handler resolves the
-//! dataset, asks the policy, plans and starts the slice, and streams the
-//! chunks as they come.
+//! `GET /v1/datasets/{id}/data`, `POST /v1/datasets/{id}/query` and
+//! `GET /v1/datasets/{id}/aggregate`: a slice from query parameters or a
+//! JSON body, or a disclosure-controlled aggregate. Handlers only parse;
+//! [`serve`] resolves the dataset, asks the policy, plans, audits and
+//! streams the chunks as they come, the same way for all three.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -19,7 +20,7 @@ use crate::auth::Caller;
 use crate::catalog::{Dataset, Version};
 use crate::domain::DatasetId;
 use crate::formats::{Format, negotiate};
-use crate::policy::{self, AccessPlan, Decision, Mode};
+use crate::policy::{self, AccessPlan, Decision, Mode, Policy};
 use crate::slice::{AggregateRequest, SliceRequest, SliceStream};
 
 /// Query parameters of `GET …/data`. Numbers arrive as text so errors can
@@ -58,9 +59,36 @@ pub enum Columns {
     Text(String),
 }
 
-/// A slice request with everything parsed.
+/// What a data request plans: rows, or a disclosure-controlled aggregate.
+/// Both travel the same path through [`serve`].
+enum Planner {
+    Slice(SliceRequest),
+    Aggregate(AggregateRequest),
+}
+
+impl Planner {
+    fn event(&self) -> &'static str {
+        match self {
+            Planner::Slice(_) => "data",
+            Planner::Aggregate(_) => "aggregate",
+        }
+    }
+
+    /// What the audit trail records as the request's columns and filter.
+    fn columns_and_filter(&self) -> (Option<Vec<String>>, Option<String>) {
+        match self {
+            Planner::Slice(s) => (s.columns.clone(), s.filter.clone()),
+            Planner::Aggregate(a) => (
+                Some(a.group_by.iter().chain(&a.measures).cloned().collect()),
+                a.filter.clone(),
+            ),
+        }
+    }
+}
+
+/// A request with everything parsed.
 struct Wanted {
-    slice: SliceRequest,
+    planner: Planner,
     version: Option<u64>,
     format: Option<String>,
     grant: Option<String>,
@@ -92,18 +120,23 @@ pub async fn get_data(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let p = params.into_inner();
+    let mut slice = SliceRequest {
+        columns: p.columns.as_deref().map(split_columns),
+        filter: p.filter,
+        ..Default::default()
+    };
+    let numbers = (|| {
+        slice.limit = number("limit", p.limit.as_deref())?;
+        slice.offset = number("offset", p.offset.as_deref())?;
+        number("version", p.version.as_deref())
+    })();
     let wanted = Wanted {
-        slice: SliceRequest {
-            columns: p.columns.as_deref().map(split_columns),
-            filter: p.filter,
-            limit: number("limit", p.limit.as_deref())?,
-            offset: number("offset", p.offset.as_deref())?,
-        },
-        version: number("version", p.version.as_deref())?,
+        planner: Planner::Slice(slice),
+        version: None,
         format: p.format,
         grant: p.grant,
     };
-    serve(&state, &caller, &path, wanted, &req).await
+    serve(&state, &caller, &path, wanted, numbers, &req).await
 }
 
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
@@ -116,7 +149,7 @@ pub async fn post_query(
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
     let wanted = Wanted {
-        slice: SliceRequest {
+        planner: Planner::Slice(SliceRequest {
             columns: b.columns.map(|c| match c {
                 Columns::List(list) => list,
                 Columns::Text(text) => split_columns(&text),
@@ -124,12 +157,12 @@ pub async fn post_query(
             filter: b.filter,
             limit: b.limit,
             offset: b.offset,
-        },
-        version: b.version,
+        }),
+        version: None,
         format: b.format,
         grant: b.grant,
     };
-    serve(&state, &caller, &path, wanted, &req).await
+    serve(&state, &caller, &path, wanted, Ok(b.version), &req).await
 }
 
 /// Query parameters of `GET …/aggregate`.
@@ -152,73 +185,19 @@ pub async fn get_aggregate(
     params: web::Query<AggregateParams>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let started = Instant::now();
     let p = params.into_inner();
-    let request = AggregateRequest {
-        group_by: p.group_by.as_deref().map(split_columns).unwrap_or_default(),
-        measures: p.measures.as_deref().map(split_columns).unwrap_or_default(),
-        filter: p.filter,
+    let wanted = Wanted {
+        planner: Planner::Aggregate(AggregateRequest {
+            group_by: p.group_by.as_deref().map(split_columns).unwrap_or_default(),
+            measures: p.measures.as_deref().map(split_columns).unwrap_or_default(),
+            filter: p.filter,
+        }),
+        version: None,
+        format: p.format,
+        grant: p.grant,
     };
-    let mut record = trail::request_record("aggregate", &caller, &path);
-    record.columns = Some(
-        request
-            .group_by
-            .iter()
-            .chain(&request.measures)
-            .cloned()
-            .collect(),
-    );
-    record.filter = request.filter.clone();
-    let rules = state.policy.current().disclosure;
-    let prepared = async {
-        let slot = state
-            .stream_slots
-            .acquire(&rate_key(&req, &caller))
-            .ok_or(ApiError::TooManyStreams)?;
-        let version = number("version", p.version.as_deref())?;
-        let access = authorize(&state, &caller, &path, version, p.grant.as_deref())?;
-        let format = negotiate(p.format.as_deref(), accept(&req))?;
-        let df = state
-            .engine
-            .aggregate(
-                &access.version,
-                &access.plan,
-                &request,
-                state.limits.max_filter_bytes,
-                &rules,
-            )
-            .await?;
-        Ok::<_, ApiError>((access, format, df, slot))
-    }
-    .await;
-    let (access, format, df, slot) = match prepared {
-        Ok(prepared) => prepared,
-        Err(e) => {
-            trail::refused(&state, record, &e);
-            return Err(e);
-        }
-    };
-    record = trail::with_plan(record, &access.plan);
-    record.version = Some(access.version.number);
-    record.format = Some(format.name().into());
-    let on_finish = trail::on_finish(&state, record.clone(), started, "aggregate", slot);
-    let stream =
-        trail::durable_then(&state, &record, state.engine.stream(df, format, on_finish)).await?;
-    state
-        .metrics
-        .first_byte
-        .with_label_values(&["aggregate"])
-        .observe(started.elapsed().as_secs_f64());
-    let mut response = streaming_response(&access, format, stream);
-    response.headers_mut().insert(
-        header::HeaderName::from_static("sluice-disclosure"),
-        header::HeaderValue::from_str(&format!(
-            "min_count={}; round_to={}; dominance_pct={}",
-            rules.min_count, rules.round_to, rules.dominance_pct
-        ))
-        .map_err(|e| ApiError::Internal(e.to_string()))?,
-    );
-    Ok(response)
+    let version = number("version", p.version.as_deref());
+    serve(&state, &caller, &path, wanted, version, &req).await
 }
 
 fn accept(req: &HttpRequest) -> Option<&str> {
@@ -237,6 +216,7 @@ struct Access {
 /// Resolves the dataset and version and asks the policy.
 fn authorize(
     state: &AppState,
+    policy: &Policy,
     caller: &Caller,
     raw_id: &str,
     version: Option<u64>,
@@ -252,13 +232,7 @@ fn authorize(
         .cloned()
         .ok_or(ApiError::DatasetNotFound)?;
     let today = time::OffsetDateTime::now_utc().date();
-    let plan = match policy::evaluate(
-        &state.policy.current(),
-        caller,
-        &dataset.manifest,
-        grant,
-        today,
-    ) {
+    let plan = match policy::evaluate(policy, caller, &dataset.manifest, grant, today) {
         Decision::Allow(plan) => plan,
         Decision::Deny(denial) => {
             tracing::info!(
@@ -281,41 +255,66 @@ fn authorize(
     })
 }
 
+/// The one path every data and aggregate request takes: record → slot →
+/// authorise → negotiate → plan → audit → stream. The policy is read once,
+/// so one request never mixes two policies across a reload; a parameter
+/// that does not parse (`version`) is refused and recorded like any other
+/// refusal.
 async fn serve(
     state: &AppState,
     caller: &Caller,
     raw_id: &str,
-    wanted: Wanted,
+    mut wanted: Wanted,
+    version: Result<Option<u64>, ApiError>,
     req: &HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let mut record = trail::request_record("data", caller, raw_id);
-    record.columns = wanted.slice.columns.clone();
-    record.filter = wanted.slice.filter.clone();
-    let prepared = (|| {
+    let policy = state.policy.current();
+    let event = wanted.planner.event();
+    let mut record = trail::request_record(event, caller, raw_id);
+    (record.columns, record.filter) = wanted.planner.columns_and_filter();
+    let prepared = async {
+        wanted.version = version?;
         let slot = state
             .stream_slots
             .acquire(&rate_key(req, caller))
             .ok_or(ApiError::TooManyStreams)?;
         let access = authorize(
             state,
+            &policy,
             caller,
             raw_id,
             wanted.version,
             wanted.grant.as_deref(),
         )?;
-        if access.plan.mode == Mode::Aggregate {
-            return Err(ApiError::AggregateOnly(access.dataset.id().to_string()));
-        }
         let format = negotiate(wanted.format.as_deref(), accept(req))?;
-        let df = state.engine.plan(
-            &access.version,
-            &access.plan,
-            &wanted.slice,
-            state.limits.max_filter_bytes,
-        )?;
-        Ok((access, format, df, slot))
-    })();
+        let max_filter_bytes = state.limits.max_filter_bytes;
+        let df = match &wanted.planner {
+            Planner::Slice(slice) => {
+                if access.plan.mode == Mode::Aggregate {
+                    return Err(ApiError::AggregateOnly(access.dataset.id().to_string()));
+                }
+                state
+                    .engine
+                    .plan(&access.version, &access.plan, slice, max_filter_bytes)?
+            }
+            Planner::Aggregate(aggregate) => {
+                state
+                    .engine
+                    .aggregate(
+                        &access.version,
+                        &access.plan,
+                        &access.dataset.manifest,
+                        aggregate,
+                        max_filter_bytes,
+                        &policy.disclosure,
+                    )
+                    .await?
+            }
+        };
+        Ok::<_, ApiError>((access, format, df, slot))
+    }
+    .await;
     let (access, format, df, slot) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
@@ -326,20 +325,37 @@ async fn serve(
     record = trail::with_plan(record, &access.plan);
     record.version = Some(access.version.number);
     record.format = Some(format.name().into());
-    let on_finish = trail::on_finish(state, record.clone(), started, "data", slot);
+    let on_finish = trail::on_finish(state, record.clone(), started, event, slot);
     let stream =
         trail::durable_then(state, &record, state.engine.stream(df, format, on_finish)).await?;
     state
         .metrics
         .first_byte
-        .with_label_values(&["data"])
+        .with_label_values(&[event])
         .observe(started.elapsed().as_secs_f64());
     let mut response = streaming_response(&access, format, stream);
-    if let Some(cap) = access.plan.max_rows {
-        response.headers_mut().insert(
-            header::HeaderName::from_static("sluice-row-cap"),
-            header::HeaderValue::from(cap),
-        );
+    let headers = response.headers_mut();
+    match &wanted.planner {
+        Planner::Slice(_) => {
+            if let Some(cap) = access.plan.max_rows {
+                headers.insert(
+                    header::HeaderName::from_static("sluice-row-cap"),
+                    header::HeaderValue::from(cap),
+                );
+            }
+        }
+        Planner::Aggregate(_) => {
+            let rules = &policy.disclosure;
+            let value = format!(
+                "min_count={}; round_to={}; dominance_pct={}",
+                rules.min_count, rules.round_to, rules.dominance_pct
+            );
+            headers.insert(
+                header::HeaderName::from_static("sluice-disclosure"),
+                header::HeaderValue::from_str(&value)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+            );
+        }
     }
     Ok(response)
 }

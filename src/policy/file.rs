@@ -99,6 +99,9 @@ pub struct Disclosure {
     pub dominance_pct: u64,
     /// Most groups one aggregate may return.
     pub max_groups: usize,
+    /// Most columns one aggregate may group by: every added dimension
+    /// makes cells smaller and labels closer to single people.
+    pub max_group_by: usize,
 }
 
 impl Default for Disclosure {
@@ -108,6 +111,7 @@ impl Default for Disclosure {
             round_to: 5,
             dominance_pct: 50,
             max_groups: 100_000,
+            max_group_by: 4,
         }
     }
 }

@@ -272,7 +272,11 @@ fn plan_for_grant(manifest: &Manifest, grant: &Grant) -> AccessPlan {
         })
         .map(|c| VisibleColumn {
             name: c.name.clone(),
-            mask: c.default_mask().filter(|_| !grant.unmask.contains(&c.name)),
+            // Aggregate-only access never sees an exact quasi-identifier:
+            // grouping on one would label cells with single people's values.
+            mask: c
+                .default_mask()
+                .filter(|_| grant.mode == Mode::Aggregate || !grant.unmask.contains(&c.name)),
         })
         .collect();
     AccessPlan {

@@ -1,8 +1,9 @@
 //! Statistical disclosure control for aggregate tables, as trusted research
-//! environments release them (DESIGN.md):
+//! environments and statistical agencies release them:
 //!
-//! 1. **Primary suppression**: a group with fewer than `min_count` rows has
-//!    every measure withheld.
+//! 1. **Primary suppression**: a group with fewer than `min_count` rows is
+//!    not released at all (no row, no label: a label shared by fewer people
+//!    is itself microdata).
 //! 2. **Secondary suppression**: along every grouping dimension, the cells
 //!    that share all other group values form a margin. If a margin holds
 //!    exactly one suppressed cell, or suppressed cells adding up to fewer than
@@ -10,9 +11,11 @@
 //!    holds: a total from a coarser query can then no longer be differenced
 //!    down to one small group. With one grouping column the margin is the
 //!    whole table (the grand total).
-//! 3. **Rounding**: released counts are rounded to the nearest multiple of
-//!    `round_to` (halves up), deterministically, so repeating a query gives
-//!    the same answer and reveals nothing new.
+//! 3. **Rounding**: released counts and sums are rounded to the nearest
+//!    multiple of `round_to` (halves up, in the column's own units for sums
+//!    of decimals too), deterministically, so repeating a query gives the
+//!    same answer and reveals nothing new. Means are derived from the
+//!    released sum and count, never from exact figures.
 //! 4. **Dominance**: a sum or mean is withheld when one row contributes more
 //!    than `dominance_pct` % of the cell's total magnitude.
 //!
@@ -90,6 +93,16 @@ pub fn round_count(count: u64, base: u64) -> u64 {
         return count;
     }
     (count + base / 2) / base * base
+}
+
+/// A sum rounded to the nearest multiple of `base` (halves away from
+/// zero). Integer sums stay whole numbers.
+pub fn round_value(value: f64, base: u64) -> f64 {
+    if base <= 1 {
+        return value;
+    }
+    let base = base as f64;
+    (value / base).round() * base
 }
 
 /// Whether the largest contribution dominates the cell's total magnitude.
@@ -184,6 +197,15 @@ mod tests {
         assert_eq!(round_count(13, 5), 15);
         assert_eq!(round_count(15, 5), 15);
         assert_eq!(round_count(17, 1), 17);
+    }
+
+    #[test]
+    fn sums_round_to_the_base_in_their_own_units() {
+        assert_eq!(round_value(362.0, 5), 360.0);
+        assert_eq!(round_value(12.5, 5), 15.0);
+        assert_eq!(round_value(-12.5, 5), -15.0);
+        assert_eq!(round_value(1234.567, 5), 1235.0);
+        assert_eq!(round_value(3.25, 1), 3.25);
     }
 
     #[test]

@@ -45,6 +45,10 @@ use crate::policy::AccessPlan;
 /// The URL under which the catalogue's object store is registered with the engine.
 const STORE_URL: &str = "sluice-catalog://store";
 
+/// The largest offset or limit a slice takes: offset plus limit must still
+/// fit in the engine's row counters.
+const MAX_ROW_NUMBER: u64 = i64::MAX as u64 / 2;
+
 /// What a caller asked for, as received (names not yet resolved).
 #[derive(Debug, Clone, Default)]
 pub struct SliceRequest {
@@ -217,7 +221,16 @@ impl Engine {
             df = df.select_columns(&names).map_err(internal)?;
         }
 
-        // 5. Offset, limit and the grant's row cap.
+        // 5. Offset, limit and the grant's row cap. Past the row count is an
+        //    empty answer; past what the engine can count is the caller's
+        //    mistake, not a server fault.
+        for (name, value) in [("offset", request.offset), ("limit", request.limit)] {
+            if value.is_some_and(|v| v > MAX_ROW_NUMBER) {
+                return Err(SliceError::BadColumns(format!(
+                    "{name} must be at most {MAX_ROW_NUMBER}"
+                )));
+            }
+        }
         let fetch = match (request.limit, plan.max_rows) {
             (Some(l), Some(m)) => Some(l.min(m)),
             (l, m) => l.or(m),
@@ -441,15 +454,48 @@ async fn send(
     tx.send(Ok(chunk)).await.is_ok()
 }
 
-/// Engine failures while rows are read. Execution errors can quote cell
-/// values (a failed cast names the value), so callers get a generic
-/// message and the cause goes to the log only.
+/// Engine failures while a caller's plan runs. Evaluation errors can quote
+/// cell values (a failed cast or a division names the value), so callers
+/// get one generic message and the log gets only the error's kind, never
+/// its text. Storage faults are the server's, and carry no cell values.
 fn engine_error(e: DataFusionError) -> SliceError {
     match e.find_root() {
-        DataFusionError::ArrowError(..) | DataFusionError::Execution(..) => {
-            tracing::debug!(error = %e, "slice evaluation failed");
+        DataFusionError::ObjectStore(..)
+        | DataFusionError::IoError(..)
+        | DataFusionError::ResourcesExhausted(..) => SliceError::Internal(e.to_string()),
+        root => {
+            tracing::debug!(kind = error_kind(root), "slice evaluation failed");
             SliceError::Evaluation
         }
-        _ => SliceError::Internal(e.to_string()),
     }
+}
+
+/// The name of an engine error's variant, for logs that must not carry its
+/// text.
+fn error_kind(e: &DataFusionError) -> &'static str {
+    match e {
+        DataFusionError::ArrowError(..) => "arrow",
+        DataFusionError::ParquetError(..) => "parquet",
+        DataFusionError::Plan(..) => "plan",
+        DataFusionError::SchemaError(..) => "schema",
+        DataFusionError::Execution(..) => "execution",
+        DataFusionError::External(..) => "external",
+        DataFusionError::NotImplemented(..) => "not-implemented",
+        DataFusionError::Internal(..) => "internal",
+        _ => "other",
+    }
+}
+
+/// Cuts text a caller sent to at most 64 bytes (on a character boundary)
+/// before an error message repeats it.
+pub fn shorten(text: &str) -> String {
+    const MAX: usize = 64;
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }

@@ -114,10 +114,6 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
-    pub fn dev_key(&self) -> &DevKey {
-        &self.dev_key
-    }
-
     pub fn state_dir(&self) -> PathBuf {
         self.settings.storage.state.clone()
     }
@@ -155,6 +151,10 @@ impl TestApp {
                 audience: self.settings.auth.audience.clone(),
             })
             .expect("mint")
+    }
+
+    pub fn admin(&self) -> String {
+        self.token("ada@sluice.example", &[Role::Admin], &[])
     }
 
     pub fn researcher(&self) -> String {
@@ -215,7 +215,83 @@ pub async fn arrow_batches(response: reqwest::Response) -> Vec<RecordBatch> {
     let bytes = response.bytes().await.expect("body");
     let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
         .expect("arrow stream");
-    reader.collect::<Result<Vec<_>, _>>().expect("batches")
+    let batches = reader.collect::<Result<Vec<_>, _>>().expect("batches");
+    for batch in &batches {
+        for (column, field) in batch.columns().iter().zip(batch.schema().fields()) {
+            assert_only_released_bytes(field.name(), &column.to_data());
+        }
+    }
+    batches
+}
+
+/// Scans an array's raw buffers, as an attacker reading `buffers()` would:
+/// a null slot's bytes must be zero and a string buffer must hold exactly
+/// the bytes its valid slots point at. A withheld value that only had its
+/// validity bit cleared (`nullif`) fails here, whatever the slot shows.
+/// Every Arrow answer the tests decode passes through this.
+pub fn assert_only_released_bytes(name: &str, data: &arrow::array::ArrayData) {
+    use arrow::datatypes::DataType as T;
+    let is_null = |i: usize| data.nulls().is_some_and(|n| n.is_null(i));
+    match data.data_type() {
+        T::Utf8 | T::Binary => {
+            let offsets: &[i32] = data.buffers()[0].typed_data();
+            let offsets = &offsets[data.offset()..=data.offset() + data.len()];
+            for i in 0..data.len() {
+                if is_null(i) {
+                    assert_eq!(
+                        offsets[i],
+                        offsets[i + 1],
+                        "{name}: null slot {i} has bytes"
+                    );
+                }
+            }
+            let used = (offsets[data.len()] - offsets[0]) as usize;
+            assert_eq!(
+                data.buffers()[1].len(),
+                used,
+                "{name}: string buffer holds bytes no slot points at"
+            );
+        }
+        T::LargeUtf8 | T::Utf8View | T::BinaryView | T::Dictionary(..) => {
+            panic!(
+                "{name}: served as {:?}, which can carry other rows' bytes",
+                data.data_type()
+            )
+        }
+        T::Boolean => {
+            let values = arrow::buffer::BooleanBuffer::new(
+                data.buffers()[0].clone(),
+                data.offset(),
+                data.len(),
+            );
+            for i in 0..data.len() {
+                assert!(
+                    !(is_null(i) && values.value(i)),
+                    "{name}: null slot {i} is set"
+                );
+            }
+        }
+        T::Null => {}
+        other => {
+            let width = other
+                .primitive_width()
+                .unwrap_or_else(|| panic!("{name}: no raw-buffer check for {other:?}"));
+            let bytes = &data.buffers()[0].as_slice()[data.offset() * width..];
+            assert_eq!(
+                bytes.len(),
+                data.len() * width,
+                "{name}: buffer holds bytes beyond its slots"
+            );
+            for i in 0..data.len() {
+                if is_null(i) {
+                    assert!(
+                        bytes[i * width..(i + 1) * width].iter().all(|b| *b == 0),
+                        "{name}: null slot {i} carries a value in its bytes"
+                    );
+                }
+            }
+        }
+    }
 }
 
 pub fn rows(batches: &[RecordBatch]) -> usize {
@@ -267,4 +343,13 @@ pub fn decode_parquet(bytes: bytes::Bytes) -> Vec<RecordBatch> {
         .build()
         .expect("reader");
     reader.collect::<Result<Vec<_>, _>>().expect("batches")
+}
+
+/// A token of the organisation whose grant is aggregate-only.
+pub fn agency(app: &TestApp) -> String {
+    app.token_in(
+        "stats@agency.example",
+        &[Role::Researcher],
+        "Example Public Health Agency",
+    )
 }

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod access;
+mod aggregates;
 mod audit;
 mod auth;
 mod catalog;

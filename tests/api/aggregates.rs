@@ -1,0 +1,497 @@
+//! Issue 11: aggregate-only access, attacked as an outsider with only the
+//! aggregate-only `agency-statistics` grant would: raw buffers, labels of
+//! small groups, reconstruction by grouping, measures that undo each
+//! other's rounding, differencing, min/max, and the edge cases that used to
+//! answer 500. Every Arrow answer also goes through the raw-buffer scan in
+//! `helpers::arrow_batches`.
+
+use std::collections::HashMap;
+
+use arrow::array::RecordBatch;
+use serde_json::json;
+
+use crate::helpers::{
+    TestApp, agency, arrow_batches, column_names, decode_parquet, problem, rows, spawn_app,
+    spawn_app_with, strings,
+};
+
+const ID: &str = "hospital-admissions";
+
+/// The raw rows of the sample, read from the file: the truth an attacker
+/// tries to recover.
+struct Truth {
+    columns: HashMap<String, Vec<String>>,
+    len: usize,
+}
+
+impl Truth {
+    fn read(app: &TestApp) -> Self {
+        let names = [
+            "region",
+            "age_band",
+            "sex",
+            "icd10_chapter",
+            "admission_method",
+            "length_of_stay",
+            "discharge_destination",
+        ];
+        let columns: HashMap<String, Vec<String>> = names
+            .iter()
+            .map(|n| (n.to_string(), app.raw_column(ID, n)))
+            .collect();
+        let len = columns["region"].len();
+        Self { columns, len }
+    }
+
+    fn value(&self, column: &str, row: usize) -> &str {
+        &self.columns[column][row]
+    }
+
+    /// Rows whose values in `columns` equal row `row`'s.
+    fn matching(&self, columns: &[&str], row: usize) -> usize {
+        (0..self.len)
+            .filter(|&r| {
+                columns
+                    .iter()
+                    .all(|c| self.value(c, r) == self.value(c, row))
+            })
+            .count()
+    }
+}
+
+async fn aggregate(app: &TestApp, token: &str, query: &[(&str, &str)]) -> reqwest::Response {
+    app.client
+        .get(app.url(&format!("/v1/datasets/{ID}/aggregate")))
+        .query(query)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request sent")
+}
+
+async fn released(app: &TestApp, token: &str, query: &[(&str, &str)]) -> Vec<RecordBatch> {
+    arrow_batches(aggregate(app, token, query).await).await
+}
+
+fn numbers(batches: &[RecordBatch], column: &str) -> Vec<Option<f64>> {
+    strings(batches, column)
+        .iter()
+        .map(|v| (v != "NULL").then(|| v.parse().expect("a number")))
+        .collect()
+}
+
+#[tokio::test]
+async fn small_groups_are_not_released_at_all_and_every_label_describes_ten_people() {
+    let app = spawn_app_with(3000, |_| {}).await;
+    let token = agency(&app);
+    let truth = Truth::read(&app);
+    let dims = ["region", "age_band", "sex", "admission_method"];
+    let group_by = dims.join(",");
+    let query = [
+        ("group_by", group_by.as_str()),
+        ("measures", "count,sum(length_of_stay),mean(length_of_stay)"),
+    ];
+    let response = aggregate(&app, &token, &query).await;
+    assert!(
+        response.headers()["sluice-disclosure"]
+            .to_str()
+            .unwrap()
+            .contains("min_count=10")
+    );
+    let batches = arrow_batches(response).await;
+    assert_eq!(
+        column_names(&batches),
+        [
+            "region",
+            "age_band",
+            "sex",
+            "admission_method",
+            "count",
+            "sum_length_of_stay",
+            "mean_length_of_stay"
+        ],
+        "no `suppressed` column: withheld groups are simply absent"
+    );
+    // 3,000 rows over 192 possible cells: some are small, some are not.
+    let released_rows = rows(&batches);
+    assert!(released_rows > 0, "some large cells are released");
+    let all_cells: std::collections::HashSet<Vec<&str>> = (0..truth.len)
+        .map(|r| dims.iter().map(|d| truth.value(d, r)).collect())
+        .collect();
+    assert!(
+        released_rows < all_cells.len() / 2,
+        "small cells are withheld"
+    );
+    let labels: Vec<Vec<String>> = dims.iter().map(|d| strings(&batches, d)).collect();
+    let counts = numbers(&batches, "count");
+    let sums = numbers(&batches, "sum_length_of_stay");
+    let means = numbers(&batches, "mean_length_of_stay");
+    for r in 0..released_rows {
+        let people = (0..truth.len)
+            .filter(|&t| {
+                dims.iter()
+                    .zip(&labels)
+                    .all(|(d, l)| truth.value(d, t) == l[r])
+            })
+            .count();
+        assert!(people >= 10, "a released label describes {people} people");
+        let count = counts[r].unwrap();
+        assert_eq!(count % 5.0, 0.0, "counts are rounded to 5");
+        assert!((count - people as f64).abs() <= 2.5);
+        if let (Some(sum), Some(mean)) = (sums[r], means[r]) {
+            assert_eq!(sum % 5.0, 0.0, "sums are rounded to 5");
+            // sum / mean gives back the released count, not the exact one.
+            assert!(
+                ((sum / mean) - count).abs() < 1e-6,
+                "{sum} / {mean} != {count}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn grouping_is_limited_to_what_the_steward_allows() {
+    let app = spawn_app().await;
+    let token = agency(&app);
+    // The linkable pseudonym, an exact value column and a direct
+    // identifier: all the same error as a column that does not exist.
+    for column in [
+        "patient_id",
+        "length_of_stay",
+        "nhs_number",
+        "no_such_column",
+    ] {
+        let body = problem(
+            aggregate(&app, &token, &[("group_by", column)]).await,
+            400,
+            "unknown-column",
+        )
+        .await;
+        assert_eq!(body["column"], column);
+    }
+    // Five dimensions are over the default cap of four.
+    problem(
+        aggregate(
+            &app,
+            &token,
+            &[(
+                "group_by",
+                "region,age_band,sex,icd10_chapter,admission_method",
+            )],
+        )
+        .await,
+        400,
+        "invalid-parameter",
+    )
+    .await;
+    // A quasi-identifier groups only by its mask, even under a grant that
+    // could lift masks: 5-year buckets and months.
+    let ages = released(&app, &token, &[("group_by", "age")]).await;
+    assert!(
+        strings(&ages, "age")
+            .iter()
+            .all(|a| a.parse::<i32>().unwrap() % 5 == 0)
+    );
+    let months = released(&app, &token, &[("group_by", "admission_date")]).await;
+    assert!(!strings(&months, "admission_date").is_empty());
+    assert!(
+        strings(&months, "admission_date")
+            .iter()
+            .all(|d| d.ends_with("-01"))
+    );
+    // Measures on masked or hidden columns are unknown columns.
+    for column in ["age", "nhs_number", "no_such_col"] {
+        let body = problem(
+            aggregate(
+                &app,
+                &token,
+                &[
+                    ("group_by", "region"),
+                    ("measures", &format!("sum({column})")),
+                ],
+            )
+            .await,
+            400,
+            "unknown-column",
+        )
+        .await;
+        assert_eq!(body["column"], column);
+    }
+}
+
+#[tokio::test]
+async fn a_filter_narrowed_to_one_person_releases_nothing_about_her() {
+    let app = spawn_app_with(2000, |_| {}).await;
+    let token = agency(&app);
+    let truth = Truth::read(&app);
+    let quasi = [
+        "region",
+        "age_band",
+        "sex",
+        "icd10_chapter",
+        "admission_method",
+    ];
+    let unique: Vec<usize> = (0..truth.len)
+        .filter(|&r| truth.matching(&quasi, r) == 1)
+        .take(5)
+        .collect();
+    assert!(
+        !unique.is_empty(),
+        "the sample has people unique on five attributes"
+    );
+    for row in unique {
+        let filter = quasi
+            .iter()
+            .map(|c| format!("{c} = '{}'", truth.value(c, row)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        for group_by in ["discharge_destination", ""] {
+            let batches = released(
+                &app,
+                &token,
+                &[
+                    ("filter", filter.as_str()),
+                    ("group_by", group_by),
+                    ("measures", "count,sum(length_of_stay)"),
+                ],
+            )
+            .await;
+            assert_eq!(rows(&batches), 0, "one person's cell is not released");
+        }
+    }
+}
+
+#[tokio::test]
+async fn differencing_two_answers_gives_a_value_only_to_the_rounding_base() {
+    let app = spawn_app_with(2000, |_| {}).await;
+    let token = agency(&app);
+    let truth = Truth::read(&app);
+    let quasi = [
+        "age_band",
+        "sex",
+        "icd10_chapter",
+        "admission_method",
+        "discharge_destination",
+    ];
+    let mut pairs = 0;
+    let mut exact_off_base = 0;
+    for row in (0..truth.len)
+        .filter(|&r| truth.matching(&quasi, r) == 1)
+        .take(40)
+    {
+        let region = format!("region = '{}'", truth.value("region", row));
+        let her = quasi
+            .iter()
+            .map(|c| format!("{c} = '{}'", truth.value(c, row)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let without = format!("{region} AND NOT ({her})");
+        let mut sums = Vec::new();
+        for filter in [region.as_str(), without.as_str()] {
+            let batches = released(
+                &app,
+                &token,
+                &[
+                    ("filter", filter),
+                    ("measures", "count,sum(length_of_stay)"),
+                ],
+            )
+            .await;
+            assert_eq!(rows(&batches), 1, "the region total is released");
+            let sum = numbers(&batches, "sum_length_of_stay")[0].expect("sum released");
+            assert_eq!(sum % 5.0, 0.0);
+            sums.push(sum);
+        }
+        let value: f64 = truth.value("length_of_stay", row).parse().unwrap();
+        let difference = sums[0] - sums[1];
+        assert!((difference - value).abs() <= 5.0);
+        pairs += 1;
+        if value % 5.0 != 0.0 && difference == value {
+            exact_off_base += 1;
+        }
+    }
+    assert!(pairs >= 20, "enough pairs to attack: {pairs}");
+    // Before: 16 of 18 pairs gave the exact length of stay. A difference of
+    // rounded sums is a multiple of 5, so a value that is not cannot come out.
+    assert_eq!(exact_off_base, 0);
+}
+
+#[tokio::test]
+async fn min_and_max_are_off_until_a_steward_enables_them_and_then_release_shared_values() {
+    let app = spawn_app_with(3000, |_| {}).await;
+    let token = agency(&app);
+    let truth = Truth::read(&app);
+    let query = [
+        ("group_by", "region"),
+        ("measures", "min(length_of_stay),max(length_of_stay)"),
+    ];
+    let body = problem(
+        aggregate(&app, &token, &query).await,
+        400,
+        "invalid-parameter",
+    )
+    .await;
+    assert!(body["detail"].as_str().unwrap().contains("min and max"));
+
+    let edit = app
+        .client
+        .patch(app.url(&format!("/v1/datasets/{ID}")))
+        .bearer_auth(app.admin())
+        .json(&json!({"columns": [{"name": "length_of_stay", "order_statistics": true}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(edit.status(), 200, "{}", edit.text().await.unwrap());
+    let batches = released(&app, &token, &query).await;
+    assert!(rows(&batches) > 0);
+    let regions = strings(&batches, "region");
+    for (column, pick_max) in [("min_length_of_stay", false), ("max_length_of_stay", true)] {
+        for (region, value) in regions.iter().zip(strings(&batches, column)) {
+            let mut shared: HashMap<&str, usize> = HashMap::new();
+            for r in (0..truth.len).filter(|&r| truth.value("region", r) == region) {
+                *shared.entry(truth.value("length_of_stay", r)).or_default() += 1;
+            }
+            let eligible = shared
+                .iter()
+                .filter(|(_, n)| **n >= 10)
+                .map(|(v, _)| v.parse::<i64>().unwrap());
+            let expected = if pick_max {
+                eligible.max()
+            } else {
+                eligible.min()
+            };
+            assert_eq!(
+                Some(value.parse::<i64>().unwrap()),
+                expected,
+                "{column} in {region}: the extreme among values ten people share"
+            );
+            assert!(shared[value.as_str()] >= 10);
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_format_carries_the_same_released_table() {
+    let app = spawn_app_with(3000, |_| {}).await;
+    let token = agency(&app);
+    let query = |format: &'static str| {
+        [
+            ("group_by", "region,sex,admission_method"),
+            ("measures", "count,sum(length_of_stay),mean(length_of_stay)"),
+            ("format", format),
+        ]
+    };
+    let arrow = released(&app, &token, &query("arrow")).await;
+    let parquet = aggregate(&app, &token, &query("parquet")).await;
+    assert_eq!(parquet.status(), 200);
+    let parquet = decode_parquet(parquet.bytes().await.unwrap());
+    for column in column_names(&arrow) {
+        assert_eq!(
+            strings(&arrow, &column),
+            strings(&parquet, &column),
+            "{column}"
+        );
+    }
+    let csv = aggregate(&app, &token, &query("csv"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv.lines().count(), rows(&arrow) + 1);
+    assert_eq!(
+        csv.lines().next().unwrap(),
+        "region,sex,admission_method,count,sum_length_of_stay,mean_length_of_stay"
+    );
+    let ndjson = aggregate(&app, &token, &query("ndjson"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(ndjson.lines().count(), rows(&arrow));
+}
+
+#[tokio::test]
+async fn edge_cases_answer_as_a_researcher_expects() {
+    let app = spawn_app().await;
+    let token = agency(&app);
+    // No group_by: one total row.
+    let total = released(&app, &token, &[("measures", "count")]).await;
+    assert_eq!(rows(&total), 1);
+    assert_eq!(strings(&total, "count"), ["600"]);
+    // No matching row: an empty answer that still has its schema.
+    let none = aggregate(
+        &app,
+        &token,
+        &[("group_by", "region"), ("filter", "length_of_stay < 0")],
+    )
+    .await;
+    assert_eq!(none.status(), 200);
+    let bytes = none.bytes().await.unwrap();
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    let fields: Vec<String> = reader
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(fields, ["region", "count"]);
+    assert_eq!(reader.map(|b| b.unwrap().num_rows()).sum::<usize>(), 0);
+
+    // A filter that fails while it runs is a generic 400 that names no cell.
+    let alice = app.alice();
+    let failing = "1 / (length(region) - 4) = 1";
+    let body = problem(
+        aggregate(&app, &token, &[("group_by", "sex"), ("filter", failing)]).await,
+        400,
+        "invalid-filter",
+    )
+    .await;
+    let rows_answer = app.data(ID, &[("filter", failing)], Some(&alice)).await;
+    let rows_body = problem(rows_answer, 400, "invalid-filter").await;
+    for text in [body.to_string(), rows_body.to_string()] {
+        for region in ["north", "south", "east", "west", "midlands", "london"] {
+            assert!(!text.contains(region), "{text}");
+        }
+    }
+    problem(
+        app.data(ID, &[("filter", "TRUE = 7")], Some(&alice)).await,
+        400,
+        "invalid-filter",
+    )
+    .await;
+    problem(
+        aggregate(&app, &token, &[("filter", "TRUE = 7")]).await,
+        400,
+        "invalid-filter",
+    )
+    .await;
+
+    // Offsets past the rows are empty; past what can be counted, a 400.
+    let past = arrow_batches(app.data(ID, &[("offset", "5000")], Some(&alice)).await).await;
+    assert_eq!(rows(&past), 0);
+    problem(
+        app.data(ID, &[("offset", "18446744073709551615")], Some(&alice))
+            .await,
+        400,
+        "invalid-parameter",
+    )
+    .await;
+    problem(
+        app.data(
+            ID,
+            &[
+                ("offset", "9223372036854775807"),
+                ("limit", "9223372036854775807"),
+            ],
+            Some(&alice),
+        )
+        .await,
+        400,
+        "invalid-parameter",
+    )
+    .await;
+    // The server still serves.
+    assert_eq!(rows(&total), 1);
+    assert_eq!(app.get("/healthz", None).await.status(), 200);
+}
