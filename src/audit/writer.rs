@@ -267,7 +267,7 @@ impl Writer {
         self.unsynced = true;
         let someone_waits = jobs.iter().any(|j| j.done.is_some());
         if someone_waits || self.last_sync.elapsed() >= LAZY_SYNC {
-            // A failed fsync is not retried into success (SECURITY.md): the
+            // A failed fsync is not retried into success (docs/security.md): the
             // callers waiting on this group are told, and answer 503.
             self.sync()?;
             self.last_sync = Instant::now();

@@ -1,8 +1,8 @@
 //! Who is calling: Bearer JWTs verified against keys the server loaded,
 //! turned into a [`Principal`].
 //!
-//! The rules follow `SECURITY.md` (JWTs): the algorithm comes from the key,
-//! never from the token header; `exp`, `iss`, `aud` and `sub` are required,
+//! The rules (docs/security.md, "Tokens"): the algorithm comes from the
+//! key, never from the token header; `exp`, `iss`, `aud` and `sub` are required,
 //! `nbf` is checked, leeway is at most 30 s, `iat` in the future is refused,
 //! tokens over 8 KB are refused before decoding, `crit` headers are refused,
 //! and `jku`/`x5u`/embedded `jwk` headers are ignored: keys are looked up only

@@ -1,5 +1,5 @@
 //! Durable writes to a catalogue kept in a local folder: the commit
-//! protocol (SECURITY.md) and the clean-up after a crash.
+//! protocol (docs/security.md, "Durability") and the clean-up after a crash.
 //!
 //! Every change follows the same order: write under a temporary name, fsync
 //! the file, rename it into place, fsync the folder. A version is published

@@ -5,8 +5,8 @@
 //! Every batch passes through [`sanitize`] before an encoder sees it, so
 //! what leaves the server is built from the visible rows only: string views
 //! are compacted, dictionaries re-encoded without unused values, and schema
-//! metadata from the source file dropped (SECURITY.md, "Arrow buffers can
-//! outlive a filter").
+//! metadata from the source file dropped (docs/security.md, "No byte of
+//! hidden data in any response").
 
 mod encode;
 mod negotiate;

@@ -1,7 +1,7 @@
 //! Turning an uploaded file into a version Sluice can serve.
 //!
 //! Uploads are untrusted: the Parquet and Arrow readers have panicked and
-//! aborted on hostile files (SECURITY.md), and an abort kills the process.
+//! aborted on hostile files (docs/security.md, "Untrusted uploads"), and an abort kills the process.
 //! So decoding never happens in the server. The server writes the body to a
 //! staging folder and runs `sluice ingest-worker` ([`sandbox`]) under memory
 //! and CPU limits; the worker ([`run`]) checks the file, reads it in

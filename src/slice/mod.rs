@@ -179,7 +179,7 @@ impl Engine {
             .with_batch_size(batch_rows);
         let parquet = &mut config.options_mut().execution.parquet;
         // Plain Utf8, not views: view buffers carry other rows' strings
-        // (SECURITY.md) and cost 100x the bytes on a point lookup.
+        // (docs/security.md) and cost 100x the bytes on a point lookup.
         parquet.schema_force_view_types = false;
         // Evaluate filters while decoding, so selective slices skip pages.
         parquet.pushdown_filters = true;
