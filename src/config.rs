@@ -101,6 +101,27 @@ pub struct AuditSettings {
     pub dir: Option<PathBuf>,
     /// A file is rotated when it would grow past this size (and every day).
     pub max_file_bytes: u64,
+    /// The Ed25519 key that signs checkpoints of the chain (default
+    /// `<state>/audit-signing-key`, made on first start). Keep it outside
+    /// the audit folder: whoever holds it can sign a rewritten trail.
+    pub signing_key: Option<PathBuf>,
+    /// Seconds between two signed checkpoints while records arrive (also
+    /// one at start and one at shutdown).
+    pub checkpoint_secs: u64,
+}
+
+impl AuditSettings {
+    /// The audit folder for a state folder.
+    pub fn dir_in(&self, state: &std::path::Path) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| state.join("audit"))
+    }
+
+    /// The checkpoint key's file for a state folder.
+    pub fn signing_key_in(&self, state: &std::path::Path) -> PathBuf {
+        self.signing_key
+            .clone()
+            .unwrap_or_else(|| state.join("audit-signing-key"))
+    }
 }
 
 impl Default for AuditSettings {
@@ -109,6 +130,8 @@ impl Default for AuditSettings {
             enabled: true,
             dir: None,
             max_file_bytes: 64 * 1024 * 1024,
+            signing_key: None,
+            checkpoint_secs: 60,
         }
     }
 }

@@ -85,10 +85,19 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check every chain link; report the first broken record by file and line.
+    /// Check every chain link and every signed checkpoint; report the first
+    /// problem by file and line.
     Verify {
         /// Audit folder (default: audit.dir, else <state>/audit).
         dir: Option<PathBuf>,
+        /// The checkpoint key's public half (base64, as in each checkpoint's
+        /// log line), when checking a copy away from the server's key file.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// A head hash from a checkpoint kept elsewhere (an external log):
+        /// the chain must still contain it.
+        #[arg(long)]
+        head: Option<String>,
     },
     /// Print the newest records, one JSON line each.
     Tail {
@@ -184,25 +193,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit { command } => {
             let settings = Settings::load(&cli.config)?;
-            let default_dir = settings
-                .audit
-                .dir
-                .clone()
-                .unwrap_or_else(|| settings.storage.state.join("audit"));
+            let default_dir = settings.audit.dir_in(&settings.storage.state);
             match command {
-                AuditCommand::Verify { dir } => {
+                AuditCommand::Verify {
+                    dir,
+                    public_key,
+                    head,
+                } => {
                     let dir = dir.unwrap_or(default_dir);
-                    let report = sluice::audit::verify(&dir)?;
+                    let public_key = match public_key {
+                        Some(text) => Some(
+                            sluice::audit::checkpoint::public_key_from_base64(&text).ok_or_else(
+                                || anyhow::anyhow!("--public-key: not a base64 Ed25519 public key"),
+                            )?,
+                        ),
+                        None => {
+                            // The server's own key, if this machine has it.
+                            let path = settings.audit.signing_key_in(&settings.storage.state);
+                            path.exists()
+                                .then(|| {
+                                    sluice::audit::checkpoint::SigningKey::load_or_create(&path)
+                                })
+                                .transpose()?
+                                .map(|k| k.public_key().to_vec())
+                        }
+                    };
+                    if public_key.is_none() {
+                        eprintln!(
+                            "warning: no checkpoint key (audit.signing_key or --public-key): checking the chain only, which cannot catch a cut or rewritten tail"
+                        );
+                    }
+                    let anchor = sluice::audit::Anchor { public_key, head };
+                    let report = sluice::audit::verify(&dir, &anchor)?;
                     for torn in &report.torn {
                         eprintln!(
                             "warning: {torn}: torn final record (the server stopped while writing it); not counted"
                         );
                     }
                     println!(
-                        "{}: ok, {} records in {} files, chain intact",
+                        "{}: ok, {} records in {} files, chain intact; {} signed checkpoints, {} records sealed, {} unsealed (after the newest checkpoint)",
                         dir.display(),
                         report.records,
-                        report.files
+                        report.files,
+                        report.checkpoints,
+                        report.sealed,
+                        report.records - report.sealed
                     );
                     Ok(())
                 }

@@ -12,7 +12,8 @@ use actix_web::dev::{Extensions, Server, ServerHandle};
 use actix_web::{App, HttpServer, middleware, web};
 use anyhow::Context;
 
-use crate::audit::{AuditLog, Record};
+use crate::audit::checkpoint::SigningKey;
+use crate::audit::{AuditLog, Checkpoints, Record};
 use crate::auth::Verifier;
 use crate::catalog::{Catalog, LiveCatalog};
 use crate::config::{Settings, TlsMode};
@@ -46,15 +47,17 @@ impl Application {
         )?);
         let metrics = Arc::new(Metrics::new().context("metrics")?);
         let audit = Arc::new(if settings.audit.enabled {
-            let dir = settings
-                .audit
-                .dir
-                .clone()
-                .unwrap_or_else(|| storage.state.join("audit"));
+            let dir = settings.audit.dir_in(&storage.state);
             let write_latency = metrics.audit_write.clone();
+            let key = settings.audit.signing_key_in(&storage.state);
+            let checkpoints = Checkpoints {
+                key: SigningKey::load_or_create(&key)?,
+                every: Duration::from_secs(settings.audit.checkpoint_secs.max(1)),
+            };
             AuditLog::open(
                 &dir,
                 settings.audit.max_file_bytes,
+                Some(checkpoints),
                 Box::new(move |secs| write_latency.observe(secs)),
             )?
         } else {
@@ -181,6 +184,8 @@ impl Application {
                 // completes (dropping it stops the workers at once).
                 let stop = handle.stop(true);
                 let (_, result) = tokio::join!(stop, server);
+                // Every stream has been recorded: seal the trail's tail.
+                state.audit.seal().await;
                 tracing::info!("stopped");
                 result
             }

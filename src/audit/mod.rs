@@ -14,14 +14,18 @@
 //! the first byte of data) wait for that fsync. A crash can at worst leave
 //! the last line of a file torn: the writer starts a fresh file after it on
 //! restart, and `verify` reports it rather than accepting it silently.
+//!
+//! The chain is anchored by signed [`checkpoint`]s, so a cut or re-chained
+//! tail is caught too.
 
+pub mod checkpoint;
 mod verify;
 mod writer;
 
 use serde::{Deserialize, Serialize};
 
-pub use verify::{VerifyError, VerifyReport, audit_files, read_all, verify};
-pub use writer::{AuditError, AuditLog};
+pub use verify::{Anchor, VerifyError, VerifyReport, audit_files, read_all, verify};
+pub use writer::{AuditError, AuditLog, Checkpoints};
 
 /// The hash before the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

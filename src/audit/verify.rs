@@ -1,12 +1,27 @@
 //! Checking the chain: every line parses, carries the hash of its own bytes
-//! and the hash of the record before it, across files in name order. The
-//! first broken record is reported by file and line. A torn line (no newline,
-//! or cut short) is accepted only as the last line of a file, where a crash
-//! leaves it, and is reported as such.
+//! and the hash of the record before it, across files in name order; and
+//! the chain matches every signed checkpoint (its head is the record at the
+//! position the checkpoint signed). The first problem is reported by file
+//! and line. A torn line (one without its newline) is accepted only as the
+//! last line of a file, where a crash leaves it, and is reported as such; a
+//! complete line that does not verify is an error wherever it is.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::checkpoint::{self, Checkpoint};
 use super::{GENESIS, Record, sha256_hex, unseal};
+
+/// What the chain is checked against beyond itself.
+#[derive(Debug, Default, Clone)]
+pub struct Anchor {
+    /// The checkpoint signing key's public half (raw 32 bytes): every
+    /// checkpoint in the folder must verify with it, and there must be one.
+    pub public_key: Option<Vec<u8>>,
+    /// A head hash kept elsewhere (from a checkpoint in an external log):
+    /// the chain must contain it.
+    pub head: Option<String>,
+}
 
 /// The first place the chain does not hold.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -24,6 +39,11 @@ pub struct VerifyReport {
     pub records: usize,
     /// Torn final lines left by crashes, as `file:line`.
     pub torn: Vec<String>,
+    /// Signed checkpoints checked.
+    pub checkpoints: usize,
+    /// Records vouched for by the newest checkpoint; those after it are
+    /// unsealed (a cut of them would not be noticed).
+    pub sealed: usize,
 }
 
 /// The audit files in `dir`, oldest first.
@@ -40,18 +60,39 @@ pub fn audit_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Verifies every record in `dir`.
-pub fn verify(dir: &Path) -> Result<VerifyReport, VerifyError> {
+/// Verifies every record in `dir`, and the chain against the anchor.
+pub fn verify(dir: &Path, anchor: &Anchor) -> Result<VerifyReport, VerifyError> {
     let fail = |file: &Path, line: usize, problem: String| VerifyError {
         file: file.display().to_string(),
         line,
         problem,
     };
     let files = audit_files(dir).map_err(|e| fail(dir, 0, e.to_string()))?;
+    let checkpoints = checkpoint::read(dir)
+        .map_err(|e| fail(&checkpoint::checkpoint_path(dir), 0, e.to_string()))?;
+    let checkpoint_file = checkpoint::checkpoint_path(dir);
+    if let Some(key) = &anchor.public_key {
+        for (i, c) in checkpoints.iter().enumerate() {
+            if !c.verify(key) {
+                return Err(fail(
+                    &checkpoint_file,
+                    i + 1,
+                    "the checkpoint's signature does not verify with the audit key: forged or altered".into(),
+                ));
+            }
+        }
+    }
+    // Position (1-based record count) → the head a checkpoint signed there.
+    let mut expected: HashMap<u64, &Checkpoint> = HashMap::new();
+    for c in &checkpoints {
+        expected.insert(c.records, c);
+    }
     let mut report = VerifyReport {
         files: files.len(),
+        checkpoints: checkpoints.len(),
         ..Default::default()
     };
+    let mut head_found = false;
     let mut prev = GENESIS.to_string();
     for path in &files {
         let bytes = std::fs::read(path).map_err(|e| fail(path, 0, e.to_string()))?;
@@ -59,13 +100,12 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, VerifyError> {
         let lines: Vec<&str> = text.split_inclusive('\n').collect();
         for (i, raw) in lines.iter().enumerate() {
             let number = i + 1;
-            let complete = raw.ends_with('\n');
-            let sealed = unseal(raw.trim_end_matches('\n'));
-            let Some((body, hash)) = sealed.filter(|_| complete) else {
-                if i + 1 == lines.len() {
-                    report.torn.push(format!("{}:{number}", path.display()));
-                    continue;
-                }
+            if !raw.ends_with('\n') && i + 1 == lines.len() {
+                // Only a crash mid-write leaves a line without its newline.
+                report.torn.push(format!("{}:{number}", path.display()));
+                continue;
+            }
+            let Some((body, hash)) = unseal(raw.trim_end_matches('\n')) else {
                 return Err(fail(path, number, "not a complete audit record".into()));
             };
             let record: Record = serde_json::from_str(&body)
@@ -86,7 +126,50 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, VerifyError> {
             }
             prev = hash.to_owned();
             report.records += 1;
+            if let Some(c) = expected.get(&(report.records as u64)) {
+                if c.head != hash {
+                    return Err(fail(
+                        path,
+                        number,
+                        format!(
+                            "this is record {} of the chain, but the checkpoint of {} signed another: records up to here were removed, added or rewritten",
+                            report.records, c.time
+                        ),
+                    ));
+                }
+                report.sealed = report.sealed.max(report.records);
+            }
+            head_found |= anchor.head.as_deref() == Some(hash);
         }
+    }
+    if let Some(c) = checkpoints
+        .iter()
+        .find(|c| c.records as usize > report.records)
+    {
+        return Err(fail(
+            &checkpoint_file,
+            0,
+            format!(
+                "the trail was cut: the checkpoint of {} vouches for {} records, only {} are left",
+                c.time, c.records, report.records
+            ),
+        ));
+    }
+    if let Some(head) = &anchor.head
+        && !head_found
+    {
+        return Err(fail(
+            dir,
+            0,
+            format!("the head {head} is not in the chain: records were cut or rewritten"),
+        ));
+    }
+    if anchor.public_key.is_some() && checkpoints.is_empty() && report.records > 0 {
+        return Err(fail(
+            &checkpoint_file,
+            0,
+            "no signed checkpoint: nothing vouches for the trail's tail (was the checkpoint file removed?)".into(),
+        ));
     }
     Ok(report)
 }
@@ -139,7 +222,7 @@ mod tests {
     fn an_intact_chain_verifies() {
         let dir = tempfile::tempdir().unwrap();
         write_chain(dir.path(), 5);
-        let report = verify(dir.path()).unwrap();
+        let report = verify(dir.path(), &Anchor::default()).unwrap();
         assert_eq!((report.files, report.records), (1, 5));
         assert!(report.torn.is_empty());
     }
@@ -151,7 +234,7 @@ mod tests {
         let edited = lines[2].replace("user2", "user9");
         let text = [&lines[..2], &[edited], &lines[3..]].concat().concat();
         std::fs::write(file(dir.path()), text).unwrap();
-        let err = verify(dir.path()).unwrap_err();
+        let err = verify(dir.path(), &Anchor::default()).unwrap_err();
         assert_eq!(err.line, 3);
         assert!(err.problem.contains("altered"));
     }
@@ -162,7 +245,7 @@ mod tests {
         let lines = write_chain(dir.path(), 5);
         let text = [&lines[..1], &lines[2..]].concat().concat();
         std::fs::write(file(dir.path()), text).unwrap();
-        let err = verify(dir.path()).unwrap_err();
+        let err = verify(dir.path(), &Anchor::default()).unwrap_err();
         assert_eq!(err.line, 2);
         assert!(err.problem.contains("chain is broken"));
     }
@@ -173,7 +256,7 @@ mod tests {
         let mut lines = write_chain(dir.path(), 5);
         lines.swap(1, 3);
         std::fs::write(file(dir.path()), lines.concat()).unwrap();
-        assert_eq!(verify(dir.path()).unwrap_err().line, 2);
+        assert_eq!(verify(dir.path(), &Anchor::default()).unwrap_err().line, 2);
     }
 
     #[test]
@@ -182,7 +265,7 @@ mod tests {
         let lines = write_chain(dir.path(), 3);
         let torn = &lines[2][..lines[2].len() / 2];
         std::fs::write(file(dir.path()), format!("{}{}{torn}", lines[0], lines[1])).unwrap();
-        let report = verify(dir.path()).unwrap();
+        let report = verify(dir.path(), &Anchor::default()).unwrap();
         assert_eq!(report.records, 2);
         assert_eq!(report.torn.len(), 1);
         // The same damage in the middle of a file is an error.
@@ -191,6 +274,113 @@ mod tests {
             format!("{}{torn}\n{}", lines[0], lines[1]),
         )
         .unwrap();
-        assert_eq!(verify(dir.path()).unwrap_err().line, 2);
+        assert_eq!(verify(dir.path(), &Anchor::default()).unwrap_err().line, 2);
+    }
+
+    /// A chain of `n` records with a checkpoint of its head signed by a new
+    /// key, and the anchor that trusts that key.
+    fn sealed_chain(dir: &Path, n: usize) -> (Vec<String>, Anchor) {
+        let lines = write_chain(dir, n);
+        let key = checkpoint::SigningKey::load_or_create(&dir.join("key")).unwrap();
+        let head = unseal(lines[n - 1].trim_end()).unwrap().1.to_owned();
+        checkpoint::append(dir, &key.sign("t", n as u64, &head)).unwrap();
+        let anchor = Anchor {
+            public_key: Some(key.public_key().to_vec()),
+            head: None,
+        };
+        (lines, anchor)
+    }
+
+    #[test]
+    fn an_altered_last_record_is_an_error_not_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = write_chain(dir.path(), 3);
+        let edited = lines[2].replace("user2", "user7");
+        std::fs::write(file(dir.path()), [&lines[..2], &[edited]].concat().concat()).unwrap();
+        assert!(
+            verify(dir.path(), &Anchor::default())
+                .unwrap_err()
+                .problem
+                .contains("altered")
+        );
+        // A last line whose hash member was cut but that kept its newline
+        // is not a crash either.
+        let cut = format!("{}\n", &lines[2][..lines[2].len() - 20]);
+        std::fs::write(file(dir.path()), [&lines[..2], &[cut]].concat().concat()).unwrap();
+        assert_eq!(verify(dir.path(), &Anchor::default()).unwrap_err().line, 3);
+    }
+
+    #[test]
+    fn a_cut_tail_is_caught_by_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lines, anchor) = sealed_chain(dir.path(), 50);
+        assert_eq!(verify(dir.path(), &anchor).unwrap().sealed, 50);
+        std::fs::write(file(dir.path()), lines[..10].concat()).unwrap();
+        let err = verify(dir.path(), &anchor).unwrap_err();
+        assert!(err.problem.contains("cut"), "{err}");
+    }
+
+    #[test]
+    fn a_rechained_trail_without_one_callers_records_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lines, anchor) = sealed_chain(dir.path(), 6);
+        // Drop user3's record and recompute every hash with the public rule.
+        let mut prev = GENESIS.to_string();
+        let mut forged = Vec::new();
+        for line in lines.iter().filter(|l| !l.contains("user3")) {
+            let (body, _) = unseal(line.trim_end()).unwrap();
+            let record: Record = serde_json::from_str(&body).unwrap();
+            let (line, hash) = seal(&record, &prev).unwrap();
+            forged.push(line);
+            prev = hash;
+        }
+        std::fs::write(file(dir.path()), forged.concat()).unwrap();
+        // The chain alone holds together …
+        let checkpoints = checkpoint::checkpoint_path(dir.path());
+        let aside = dir.path().join("aside");
+        std::fs::rename(&checkpoints, &aside).unwrap();
+        assert!(verify(dir.path(), &Anchor::default()).is_ok());
+        // … the signed checkpoint does not.
+        std::fs::rename(&aside, &checkpoints).unwrap();
+        assert!(verify(dir.path(), &anchor).is_err());
+        // A head kept elsewhere catches it without the key.
+        let head = unseal(lines[5].trim_end()).unwrap().1.to_owned();
+        let elsewhere = Anchor {
+            public_key: None,
+            head: Some(head),
+        };
+        std::fs::remove_file(&checkpoints).unwrap();
+        assert!(
+            verify(dir.path(), &elsewhere)
+                .unwrap_err()
+                .problem
+                .contains("not in the chain")
+        );
+    }
+
+    #[test]
+    fn forged_or_removed_checkpoints_are_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lines, anchor) = sealed_chain(dir.path(), 5);
+        // A checkpoint signed by another key over a shortened trail.
+        std::fs::write(file(dir.path()), lines[..2].concat()).unwrap();
+        let other = checkpoint::SigningKey::load_or_create(&dir.path().join("other")).unwrap();
+        let head = unseal(lines[1].trim_end()).unwrap().1.to_owned();
+        std::fs::remove_file(checkpoint::checkpoint_path(dir.path())).unwrap();
+        checkpoint::append(dir.path(), &other.sign("t", 2, &head)).unwrap();
+        assert!(
+            verify(dir.path(), &anchor)
+                .unwrap_err()
+                .problem
+                .contains("signature")
+        );
+        // No checkpoint at all.
+        std::fs::remove_file(checkpoint::checkpoint_path(dir.path())).unwrap();
+        assert!(
+            verify(dir.path(), &anchor)
+                .unwrap_err()
+                .problem
+                .contains("no signed checkpoint")
+        );
     }
 }

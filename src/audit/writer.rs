@@ -1,5 +1,6 @@
-//! The writer: one thread appending sealed records with group commit, and
-//! rotating files by size and by day.
+//! The writer: one thread appending sealed records with group commit,
+//! rotating files by size and by day, and signing checkpoints of the
+//! chain's head (see [`super::checkpoint`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -10,6 +11,7 @@ use std::time::Instant;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
+use super::checkpoint::{self, SigningKey};
 use super::{GENESIS, Record, seal, unseal};
 
 /// Why a record could not be made durable.
@@ -23,9 +25,23 @@ pub enum AuditError {
     Stopped,
 }
 
-struct Job {
-    record: Record,
-    done: Option<oneshot::Sender<Result<(), String>>>,
+enum Job {
+    Record {
+        record: Box<Record>,
+        done: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// Sign a checkpoint of the head now (at shutdown).
+    Seal(oneshot::Sender<()>),
+}
+
+/// A record to write, and who waits for it to be durable.
+type RecordJob = (Record, Option<oneshot::Sender<Result<(), String>>>);
+
+/// How the writer signs checkpoints.
+pub struct Checkpoints {
+    pub key: SigningKey,
+    /// Most time between two checkpoints while records arrive.
+    pub every: std::time::Duration,
 }
 
 /// A handle to the audit trail; cheap to share.
@@ -48,13 +64,14 @@ impl AuditLog {
     pub fn open(
         dir: &Path,
         max_file_bytes: u64,
+        checkpoints: Option<Checkpoints>,
         on_write: Box<dyn Fn(f64) + Send>,
     ) -> Result<Self, AuditError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| AuditError::Io(format!("{}: {e}", dir.display())))?;
         let state = ChainState::recover(dir)?;
         let (tx, rx) = mpsc::channel::<Job>();
-        let writer = Writer {
+        let mut writer = Writer {
             dir: dir.to_owned(),
             max_file_bytes: max_file_bytes.max(1024),
             state,
@@ -62,7 +79,15 @@ impl AuditLog {
             on_write,
             unsynced: false,
             last_sync: Instant::now(),
+            checkpoints,
+            sealed: None,
+            last_checkpoint: Instant::now(),
         };
+        // A restart seals what the previous run left, so a tail cut while
+        // the server was down is caught from here on.
+        writer
+            .checkpoint()
+            .map_err(|e| AuditError::Io(format!("audit checkpoint: {e}")))?;
         std::thread::Builder::new()
             .name("sluice-audit".into())
             .spawn(move || writer.run(rx))
@@ -89,8 +114,8 @@ impl AuditLog {
     pub async fn append_durable(&self, record: Record) -> Result<(), AuditError> {
         let Some(tx) = &self.tx else { return Ok(()) };
         let (done, wait) = oneshot::channel();
-        tx.send(Job {
-            record,
+        tx.send(Job::Record {
+            record: Box::new(record),
             done: Some(done),
         })
         .map_err(|_| AuditError::Stopped)?;
@@ -102,9 +127,24 @@ impl AuditLog {
     /// Appends a record without waiting for it (written in the next group).
     pub fn append(&self, record: Record) {
         if let Some(tx) = &self.tx
-            && tx.send(Job { record, done: None }).is_err()
+            && tx
+                .send(Job::Record {
+                    record: Box::new(record),
+                    done: None,
+                })
+                .is_err()
         {
             tracing::error!("audit log writer stopped; a record was lost");
+        }
+    }
+
+    /// Signs a checkpoint of everything written so far and waits for it
+    /// (at shutdown, after the last stream has been recorded).
+    pub async fn seal(&self) {
+        let Some(tx) = &self.tx else { return };
+        let (done, wait) = oneshot::channel();
+        if tx.send(Job::Seal(done)).is_ok() {
+            let _ = wait.await;
         }
     }
 }
@@ -112,6 +152,8 @@ impl AuditLog {
 /// Where the chain stands: the last hash and the file to continue.
 struct ChainState {
     last_hash: String,
+    /// Complete records in the chain.
+    records: u64,
     /// The newest file, if it may be appended to (not torn).
     current: Option<(PathBuf, u64)>,
     next_seq: u64,
@@ -123,6 +165,7 @@ impl ChainState {
         let Some(newest) = files.last() else {
             return Ok(Self {
                 last_hash: GENESIS.into(),
+                records: 0,
                 current: None,
                 next_seq: 1,
             });
@@ -159,10 +202,26 @@ impl ChainState {
         let size = std::fs::metadata(newest).map(|m| m.len()).unwrap_or(0);
         Ok(Self {
             last_hash,
+            records: count_records(&files)?,
             current: (!torn).then(|| (newest.clone(), size)),
             next_seq,
         })
     }
+}
+
+/// Complete records in `files`: the chain's length, which checkpoints sign.
+fn count_records(files: &[PathBuf]) -> Result<u64, AuditError> {
+    let mut records = 0;
+    for path in files {
+        let file = File::open(path).map_err(|e| AuditError::Io(e.to_string()))?;
+        for line in BufReader::new(file).split(b'\n') {
+            let line = line.map_err(|e| AuditError::Io(e.to_string()))?;
+            if std::str::from_utf8(&line).is_ok_and(|l| unseal(l).is_some()) {
+                records += 1;
+            }
+        }
+    }
+    Ok(records)
 }
 
 /// The hash of the last complete record in `files` (newest last).
@@ -190,6 +249,10 @@ struct Writer {
     /// Records written since the last fsync.
     unsynced: bool,
     last_sync: Instant,
+    checkpoints: Option<Checkpoints>,
+    /// The head the newest checkpoint signed.
+    sealed: Option<String>,
+    last_checkpoint: Instant,
 }
 
 impl Writer {
@@ -205,10 +268,12 @@ impl Writer {
                     {
                         tracing::error!(error = %e, "audit fsync failed");
                     }
+                    self.checkpoint_if_due();
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let _ = self.sync();
+                    self.checkpoint_logged();
                     return;
                 }
             };
@@ -223,18 +288,93 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let started = Instant::now();
-            let result = self.write_group(&mut jobs).map_err(|e| e.to_string());
-            (self.on_write)(started.elapsed().as_secs_f64());
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "audit write failed");
-            }
+            let (mut records, mut seals) = (Vec::new(), Vec::new());
             for job in jobs {
-                if let Some(done) = job.done {
-                    let _ = done.send(result.clone());
+                match job {
+                    Job::Record { record, done } => records.push((*record, done)),
+                    Job::Seal(done) => seals.push(done),
+                }
+            }
+            if !records.is_empty() {
+                let started = Instant::now();
+                let result = self.write_group(&mut records).map_err(|e| e.to_string());
+                (self.on_write)(started.elapsed().as_secs_f64());
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "audit write failed");
+                }
+                for (_, done) in records {
+                    if let Some(done) = done {
+                        let _ = done.send(result.clone());
+                    }
+                }
+            }
+            if seals.is_empty() {
+                self.checkpoint_if_due();
+            } else {
+                let _ = self.sync();
+                self.checkpoint_logged();
+                for done in seals {
+                    let _ = done.send(());
                 }
             }
         }
+    }
+
+    /// Signs a checkpoint when the head moved and the interval has passed,
+    /// or when nothing has been sealed yet (so a trail is never without one
+    /// for long).
+    fn checkpoint_if_due(&mut self) {
+        let due = self
+            .checkpoints
+            .as_ref()
+            .is_some_and(|c| self.sealed.is_none() || self.last_checkpoint.elapsed() >= c.every);
+        if due {
+            self.checkpoint_logged();
+        }
+    }
+
+    fn checkpoint_logged(&mut self) {
+        if let Err(e) = self.checkpoint() {
+            tracing::error!(error = %e, "audit checkpoint failed");
+        }
+    }
+
+    /// Signs the head, appends the checkpoint to the file and logs it; does
+    /// nothing without a key or when the head has not moved since the last.
+    /// Records are fsynced first: a checkpoint never vouches for a record
+    /// that is not on disk.
+    fn checkpoint(&mut self) -> std::io::Result<()> {
+        if self.checkpoints.is_none() {
+            return Ok(());
+        }
+        self.last_checkpoint = Instant::now();
+        if self.state.records == 0 || self.sealed.as_deref() == Some(&self.state.last_hash) {
+            return Ok(());
+        }
+        if self.unsynced {
+            self.sync()?;
+        }
+        let Some(checkpoints) = &self.checkpoints else {
+            return Ok(());
+        };
+        let time = OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let signed = checkpoints
+            .key
+            .sign(&time, self.state.records, &self.state.last_hash);
+        checkpoint::append(&self.dir, &signed)?;
+        tracing::info!(
+            target: "sluice::audit::checkpoint",
+            records = signed.records,
+            head = %signed.head,
+            public_key = %signed.public_key,
+            signature = %signed.signature,
+            time = %signed.time,
+            "audit checkpoint"
+        );
+        self.sealed = Some(signed.head);
+        Ok(())
     }
 
     fn sync(&mut self) -> std::io::Result<()> {
@@ -245,16 +385,16 @@ impl Writer {
         Ok(())
     }
 
-    fn write_group(&mut self, jobs: &mut [Job]) -> std::io::Result<()> {
+    fn write_group(&mut self, jobs: &mut [RecordJob]) -> std::io::Result<()> {
         let now = OffsetDateTime::now_utc();
         let stamp = now
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
         let mut pending = Vec::new();
         let mut last = self.state.last_hash.clone();
-        for job in jobs.iter_mut() {
-            job.record.time = stamp.clone();
-            let (line, hash) = seal(&job.record, &last).map_err(std::io::Error::other)?;
+        for (record, _) in jobs.iter_mut() {
+            record.time = stamp.clone();
+            let (line, hash) = seal(record, &last).map_err(std::io::Error::other)?;
             pending.push(line);
             last = hash;
         }
@@ -264,8 +404,9 @@ impl Writer {
             file.2 += line.len() as u64;
         }
         self.state.last_hash = last;
+        self.state.records += jobs.len() as u64;
         self.unsynced = true;
-        let someone_waits = jobs.iter().any(|j| j.done.is_some());
+        let someone_waits = jobs.iter().any(|(_, done)| done.is_some());
         if someone_waits || self.last_sync.elapsed() >= LAZY_SYNC {
             // A failed fsync is not retried into success (docs/security.md): the
             // callers waiting on this group are told, and answer 503.
@@ -350,7 +491,7 @@ mod tests {
     #[tokio::test]
     async fn files_rotate_by_size_and_the_chain_runs_across_them() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(dir.path(), 2048, Box::new(|_| {})).unwrap();
+        let log = AuditLog::open(dir.path(), 2048, None, Box::new(|_| {})).unwrap();
         for i in 0..40 {
             let record = Record {
                 event: "data".into(),
@@ -360,17 +501,22 @@ mod tests {
             log.append_durable(record).await.unwrap();
         }
         drop(log);
-        let report = super::super::verify(dir.path()).unwrap();
+        let report = super::super::verify(dir.path(), &Default::default()).unwrap();
         assert_eq!(report.records, 40);
         assert!(report.files >= 3, "{} files", report.files);
         // Reopening continues the same chain.
-        let log = AuditLog::open(dir.path(), 2048, Box::new(|_| {})).unwrap();
+        let log = AuditLog::open(dir.path(), 2048, None, Box::new(|_| {})).unwrap();
         log.append_durable(Record {
             event: "data".into(),
             ..Default::default()
         })
         .await
         .unwrap();
-        assert_eq!(super::super::verify(dir.path()).unwrap().records, 41);
+        assert_eq!(
+            super::super::verify(dir.path(), &Default::default())
+                .unwrap()
+                .records,
+            41
+        );
     }
 }

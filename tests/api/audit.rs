@@ -67,7 +67,7 @@ async fn a_data_request_leaves_a_decision_and_an_outcome_record() {
     assert!(outcome.bytes.unwrap() > 0);
     assert!(outcome.duration_ms.is_some());
     assert!(!outcome.time.is_empty());
-    let report = verify(&audit_dir(&app)).unwrap();
+    let report = verify(&audit_dir(&app), &crate::crash::anchor(&app.state_dir())).unwrap();
     assert!(report.records >= 2);
 }
 

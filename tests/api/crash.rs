@@ -44,6 +44,94 @@ pub fn start(config: &std::path::Path) -> Child {
         .expect("the sluice binary starts")
 }
 
+/// What `sluice audit verify` trusts on the server's machine: the
+/// checkpoint key in the state folder.
+pub fn anchor(state: &std::path::Path) -> sluice::audit::Anchor {
+    let key =
+        sluice::audit::checkpoint::SigningKey::load_or_create(&state.join("audit-signing-key"))
+            .expect("the server made its checkpoint key");
+    sluice::audit::Anchor {
+        public_key: Some(key.public_key().to_vec()),
+        head: None,
+    }
+}
+
+fn sigterm(server: &mut Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    server.wait().unwrap();
+}
+
+/// `sluice audit verify` on `dir`: whether it passed, and what it printed.
+fn audit_verify(config: &std::path::Path, extra: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--config")
+        .arg(config)
+        .args(["audit", "verify"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn a_cut_or_rewritten_audit_tail_fails_verification_against_signed_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    sluice::demo_data::write_all(&dir.path().join("datasets"), ROWS, 1, None).unwrap();
+    let (config, base) = binary_config(dir.path(), "policy_poll_ms = 60000");
+    let client = reqwest::Client::new();
+    let mut server = start(&config);
+    wait_up(&client, &base).await;
+    fetch_some(&client, &base, 20).await;
+    // SIGTERM: the server seals its tail before it exits.
+    sigterm(&mut server);
+
+    let (ok, text) = audit_verify(&config, &[]);
+    assert!(ok, "{text}");
+    assert!(text.contains("0 unsealed"), "{text}");
+    let audit = dir.path().join("state").join("audit");
+    let checkpoints = sluice::audit::checkpoint::read(&audit).unwrap();
+    let newest = checkpoints
+        .last()
+        .expect("a checkpoint at shutdown")
+        .clone();
+
+    // Drop the newest ten records, as an intruder covering their tracks.
+    let file = sluice::audit::audit_files(&audit).unwrap().pop().unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    std::fs::write(&file, lines[..lines.len() - 10].concat()).unwrap();
+    let (ok, text) = audit_verify(&config, &[]);
+    assert!(!ok, "a cut tail passed: {text}");
+    assert!(text.contains("cut"), "{text}");
+    // Also when the checkpoint file goes too, if the head was kept elsewhere
+    // (the checkpoint's log line).
+    std::fs::remove_file(sluice::audit::checkpoint::checkpoint_path(&audit)).unwrap();
+    let (ok, text) = audit_verify(&config, &[]);
+    assert!(!ok && text.contains("no signed checkpoint"), "{text}");
+    let key = newest.public_key.clone();
+    let (ok, text) = audit_verify(
+        &config,
+        &[
+            "--public-key",
+            &key,
+            "--head",
+            &newest.head,
+            audit.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && text.contains("not in the chain"), "{text}");
+}
+
 pub async fn wait_up(client: &reqwest::Client, base: &str) {
     for _ in 0..100 {
         if client.get(format!("{base}/healthz")).send().await.is_ok() {
@@ -102,8 +190,13 @@ async fn the_audit_chain_survives_sigkill_and_reports_a_torn_record() {
     server.kill().unwrap();
     server.wait().unwrap();
 
-    let report = sluice::audit::verify(&audit).expect("the chain verifies across the crash");
+    let report = sluice::audit::verify(&audit, &anchor(&dir.path().join("state")))
+        .expect("the chain verifies across the crash");
     assert_eq!(report.torn.len(), 1, "the torn record is reported");
+    assert!(
+        report.checkpoints >= 1,
+        "the restart sealed the first run's records"
+    );
     assert!(report.records >= 16, "{} records", report.records);
     assert!(report.files >= 2, "writing resumed in a fresh file");
 }
