@@ -1,7 +1,7 @@
 //! Who is calling: Bearer JWTs verified against keys the server loaded,
 //! turned into a [`Principal`].
 //!
-//! The rules follow `SECURITY.md` (JWTs): the algorithm comes from the key,
+//! The rules: the algorithm comes from the key,
 //! never from the token header; `exp`, `iss`, `aud` and `sub` are required,
 //! `nbf` is checked, leeway is at most 30 s, `iat` in the future is refused,
 //! tokens over 8 KB are refused before decoding, `crit` headers are refused,
@@ -12,6 +12,7 @@
 
 pub mod dev;
 mod keys;
+mod linked;
 mod passport;
 
 use std::collections::BTreeSet;
@@ -117,7 +118,8 @@ pub struct Principal {
     pub roles: BTreeSet<Role>,
     pub groups: BTreeSet<String>,
     pub organisation: Option<String>,
-    /// Verified GA4GH `ControlledAccessGrants` visas from the token's passport.
+    /// Verified, unconditional GA4GH `ControlledAccessGrants` visas from the
+    /// token's passport that belong to this subject.
     pub visas: Vec<Visa>,
 }
 
@@ -209,7 +211,10 @@ impl Verifier {
             dev_keys,
             jwks: RwLock::new(jwks),
             last_refresh: Mutex::new(Instant::now()),
-            visa_issuers: passport::TrustedIssuers::load(&settings.visa_issuers)?,
+            visa_issuers: passport::TrustedIssuers::load(
+                &settings.visa_issuers,
+                settings.passport_broker_asserts_identity,
+            )?,
         })
     }
 
@@ -243,9 +248,9 @@ impl Verifier {
     }
 
     fn principal_from(&self, claims: Claims) -> Principal {
-        let visas = self
-            .visa_issuers
-            .verify_all(&claims.ga4gh_passport_v1, self.leeway);
+        let visas =
+            self.visa_issuers
+                .verify_all(&claims.ga4gh_passport_v1, self.leeway, &claims.sub);
         Principal {
             sub: claims.sub,
             roles: claims.roles.iter().filter_map(|r| r.parse().ok()).collect(),

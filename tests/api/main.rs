@@ -13,4 +13,6 @@ mod data;
 mod health;
 mod https;
 mod policy;
+mod revocation;
 mod steward;
+mod visas;
