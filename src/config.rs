@@ -210,6 +210,10 @@ pub struct AuthSettings {
     pub leeway_secs: u64,
     /// Issuers whose GA4GH visas are trusted, each with its JWKS file.
     pub visa_issuers: Vec<VisaIssuer>,
+    /// Trust the token's issuer (the passport broker) to put only the
+    /// holder's own visas in a passport, so a visa's `sub` need not match
+    /// the token's `sub` or be linked to it by a `LinkedIdentities` visa.
+    pub passport_broker_asserts_identity: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -229,6 +233,7 @@ impl Default for AuthSettings {
             dev_mode: false,
             leeway_secs: 30,
             visa_issuers: Vec::new(),
+            passport_broker_asserts_identity: false,
         }
     }
 }

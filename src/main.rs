@@ -281,7 +281,10 @@ async fn policy_command(settings: Settings, command: PolicyCommand) -> anyhow::R
             let file = file_of(file);
             let name = file.display().to_string();
             let policy = Policy::load(&file)?;
-            policy.check(&catalog, &name, settings.limits.max_filter_bytes)?;
+            let warnings = policy.check(&catalog, &name, settings.limits.max_filter_bytes)?;
+            for warning in &warnings {
+                eprintln!("warning: {name}: {warning}");
+            }
             let today = time::OffsetDateTime::now_utc().date();
             for grant in policy.expired(today) {
                 eprintln!(
@@ -291,9 +294,10 @@ async fn policy_command(settings: Settings, command: PolicyCommand) -> anyhow::R
                 );
             }
             println!(
-                "{name}: ok ({} grants, {} visa grants, disclosure min_count={} round_to={})",
+                "{name}: ok ({} grants, {} visa grants, {} warnings, disclosure min_count={} round_to={})",
                 policy.grants.len(),
                 policy.visa_grants.len(),
+                warnings.len(),
                 policy.disclosure.min_count,
                 policy.disclosure.round_to
             );
@@ -310,6 +314,7 @@ async fn policy_command(settings: Settings, command: PolicyCommand) -> anyhow::R
         } => {
             let file = file_of(file);
             let policy = Policy::load(&file)?;
+            // Warnings (shown by `policy check`) do not change the decision.
             policy.check(
                 &catalog,
                 &file.display().to_string(),

@@ -238,7 +238,10 @@ fn spawn_policy_watcher(
         audit.append(Record {
             event: "policy-reload".into(),
             reason: Some(match result {
-                Ok(grants) => format!("{why}: {grants} grants in force"),
+                Ok((grants, 0)) => format!("{why}: {grants} grants in force"),
+                Ok((grants, warnings)) => format!(
+                    "{why}: {grants} grants in force, {warnings} warnings (see the log or /readyz)"
+                ),
                 Err(e) => format!("{why}: refused: {e}"),
             }),
             outcome: Some(outcome.into()),

@@ -54,6 +54,9 @@ pub struct Record {
     pub grant: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
+    /// The GA4GH visa a visa grant rested on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visa: Option<VisaEvidence>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,6 +87,20 @@ pub struct Record {
     /// Set by the writer; never serialised into the hashed bytes.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash: String,
+}
+
+/// The visa behind an access: who vouched for what, about whom, and when.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisaEvidence {
+    /// The visa's `iss`.
+    pub issuer: String,
+    /// The visa's `sub`.
+    pub subject: String,
+    /// The visa's `value`, as written in the visa.
+    pub value: String,
+    /// The visa's `asserted` (seconds since the epoch).
+    pub asserted: i64,
 }
 
 /// The hex SHA-256 of `bytes`.

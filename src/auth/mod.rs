@@ -12,6 +12,7 @@
 
 pub mod dev;
 mod keys;
+mod linked;
 mod passport;
 
 use std::collections::BTreeSet;
@@ -117,7 +118,8 @@ pub struct Principal {
     pub roles: BTreeSet<Role>,
     pub groups: BTreeSet<String>,
     pub organisation: Option<String>,
-    /// Verified GA4GH `ControlledAccessGrants` visas from the token's passport.
+    /// Verified, unconditional GA4GH `ControlledAccessGrants` visas from the
+    /// token's passport that belong to this subject.
     pub visas: Vec<Visa>,
 }
 
@@ -209,7 +211,10 @@ impl Verifier {
             dev_keys,
             jwks: RwLock::new(jwks),
             last_refresh: Mutex::new(Instant::now()),
-            visa_issuers: passport::TrustedIssuers::load(&settings.visa_issuers)?,
+            visa_issuers: passport::TrustedIssuers::load(
+                &settings.visa_issuers,
+                settings.passport_broker_asserts_identity,
+            )?,
         })
     }
 
@@ -243,9 +248,9 @@ impl Verifier {
     }
 
     fn principal_from(&self, claims: Claims) -> Principal {
-        let visas = self
-            .visa_issuers
-            .verify_all(&claims.ga4gh_passport_v1, self.leeway);
+        let visas =
+            self.visa_issuers
+                .verify_all(&claims.ga4gh_passport_v1, self.leeway, &claims.sub);
         Principal {
             sub: claims.sub,
             roles: claims.roles.iter().filter_map(|r| r.parse().ok()).collect(),

@@ -1,44 +1,58 @@
-//! GA4GH Passports: a token's `ga4gh_passport_v1` claim carries visa JWTs.
-//! A `ControlledAccessGrants` visa signed by an issuer trusted in config
-//! (`auth.visa_issuers`, each with its own JWKS), unexpired, is kept as a
-//! [`Visa`]; `policy` turns it into a grant. Everything else is ignored: a bad
-//! visa never invalidates the token that carries it, it grants nothing and is
-//! logged.
+//! GA4GH Passports (v1.2): a token's `ga4gh_passport_v1` claim carries visa
+//! JWTs. A visa counts only if all of these hold:
+//!
+//! - it is signed by an issuer trusted in config (`auth.visa_issuers`, each
+//!   with its own JWKS), unexpired, and carries `sub`, `asserted` and a value;
+//! - it has no `conditions`: Sluice does not evaluate visa conditions, and a
+//!   condition nobody checked is a condition that does not hold, so every
+//!   conditional visa is refused;
+//! - it belongs to the token's holder: its `sub` is the token's `sub`, or a
+//!   `LinkedIdentities` visa of the holder links its `sub` and issuer to them
+//!   (see [`super::linked`]), or `auth.passport_broker_asserts_identity`
+//!   says the token's issuer vouches for every visa it packs.
+//!
+//! Only `ControlledAccessGrants` visas that pass are kept, as [`Visa`]s;
+//! `policy` decides what their value opens. Everything else is ignored: a
+//! bad visa never invalidates the token that carries it, it grants nothing
+//! and is logged.
 
 use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::linked;
 use super::{AuthError, KeySet, MAX_TOKEN_BYTES, check_iat, check_raw_header, decode_with};
 use crate::config::VisaIssuer;
 
 /// Most visas read from one passport.
 const MAX_VISAS: usize = 64;
 
-/// A verified `ControlledAccessGrants` visa.
+/// A verified visa of the token's holder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Visa {
+    /// The visa's `iss`: a trusted visa issuer.
     pub issuer: String,
-    /// What the visa grants access to: a dataset id or URL.
+    /// The visa's `sub`, as its issuer knows the holder.
+    pub subject: String,
+    /// What the visa grants access to (for `ControlledAccessGrants`), as
+    /// written in the visa.
     pub value: String,
+    /// When the issuer asserted it (seconds since the epoch), as written.
+    pub asserted: i64,
     pub expires: OffsetDateTime,
 }
 
-impl Visa {
-    /// Whether the visa's value names dataset `id`: the id itself, or a URL
-    /// whose path ends in `/datasets/<id>`.
-    pub fn names_dataset(&self, id: &str) -> bool {
-        let value = self.value.trim_end_matches('/');
-        value == id
-            || value
-                .strip_suffix(id)
-                .is_some_and(|rest| rest.ends_with("/datasets/"))
-    }
+/// The visa types Sluice reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    ControlledAccessGrants,
+    LinkedIdentities,
 }
 
 #[derive(Deserialize)]
 struct VisaClaims {
     iss: String,
+    sub: String,
     exp: i64,
     #[serde(default)]
     iat: Option<i64>,
@@ -50,46 +64,97 @@ struct VisaObject {
     #[serde(rename = "type")]
     kind: String,
     value: String,
+    /// Required by the specification.
+    asserted: i64,
+    /// Any value but absent (or null) makes the visa conditional.
+    #[serde(default)]
+    conditions: Option<serde_json::Value>,
+}
+
+/// Why a visa was not used (for the log only).
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("the visa has conditions, which Sluice does not evaluate")]
+    Conditional,
+    #[error("the visa's subject is not the token's, nor linked to it")]
+    OtherSubject,
+}
+
+impl Refused {
+    fn reason(&self) -> &'static str {
+        match self {
+            Refused::Auth(e) => e.reason(),
+            Refused::Conditional => "conditional",
+            Refused::OtherSubject => "other-subject",
+        }
+    }
 }
 
 /// The visa issuers this server trusts.
 #[derive(Default)]
 pub struct TrustedIssuers {
     issuers: Vec<(String, KeySet)>,
+    broker_asserts_identity: bool,
 }
 
 impl TrustedIssuers {
-    pub fn load(config: &[VisaIssuer]) -> Result<Self, AuthError> {
+    pub fn load(config: &[VisaIssuer], broker_asserts_identity: bool) -> Result<Self, AuthError> {
         let issuers = config
             .iter()
             .map(|c| Ok((c.issuer.clone(), KeySet::from_jwks_file(&c.jwks_file)?)))
             .collect::<Result<_, AuthError>>()?;
-        Ok(Self { issuers })
+        Ok(Self {
+            issuers,
+            broker_asserts_identity,
+        })
     }
 
-    /// The passport's valid `ControlledAccessGrants` visas.
-    pub fn verify_all(&self, visas: &[String], leeway: u64) -> Vec<Visa> {
+    /// The passport's valid, unconditional `ControlledAccessGrants` visas
+    /// that belong to `holder` (the token's `sub`).
+    pub fn verify_all(&self, visas: &[String], leeway: u64, holder: &str) -> Vec<Visa> {
         if self.issuers.is_empty() {
             return Vec::new();
         }
-        visas
+        let verified: Vec<(Kind, Visa)> = visas
             .iter()
             .take(MAX_VISAS)
             .filter_map(|jwt| match self.verify(jwt, leeway) {
-                Ok(Some(visa)) => Some(visa),
-                Ok(None) => None,
+                Ok(found) => found,
                 Err(e) => {
-                    tracing::info!(reason = e.reason(), error = %e, "visa ignored");
+                    log_refused(&e);
                     None
                 }
+            })
+            .collect();
+        let identities = linked::identities(
+            holder,
+            verified
+                .iter()
+                .filter(|(kind, _)| *kind == Kind::LinkedIdentities)
+                .map(|(_, visa)| visa),
+        );
+        verified
+            .into_iter()
+            .filter(|(kind, _)| *kind == Kind::ControlledAccessGrants)
+            .map(|(_, visa)| visa)
+            .filter(|visa| {
+                let belongs = self.broker_asserts_identity
+                    || visa.subject == holder
+                    || identities.contains(&(visa.subject.clone(), visa.issuer.clone()));
+                if !belongs {
+                    log_refused(&Refused::OtherSubject);
+                }
+                belongs
             })
             .collect()
     }
 
-    /// `Ok(None)` for a valid visa of another type.
-    fn verify(&self, jwt: &str, leeway: u64) -> Result<Option<Visa>, AuthError> {
+    /// `Ok(None)` for a valid visa of a type Sluice does not read.
+    fn verify(&self, jwt: &str, leeway: u64) -> Result<Option<(Kind, Visa)>, Refused> {
         if jwt.len() > MAX_TOKEN_BYTES {
-            return Err(AuthError::TooLarge);
+            return Err(AuthError::TooLarge.into());
         }
         check_raw_header(jwt)?;
         let header = jsonwebtoken::decode_header(jwt).map_err(|_| AuthError::Malformed)?;
@@ -99,7 +164,7 @@ impl TrustedIssuers {
             .map_err(|_| AuthError::Malformed)?;
         let iss = unverified.claims["iss"].as_str().unwrap_or_default();
         let Some((issuer, keys)) = self.issuers.iter().find(|(name, _)| name == iss) else {
-            return Err(AuthError::UnknownKey);
+            return Err(AuthError::UnknownKey.into());
         };
         let candidates = keys.matching(header.kid.as_deref(), header.alg);
         let mut validation = Validation::new(header.alg);
@@ -110,46 +175,29 @@ impl TrustedIssuers {
         validation.leeway = leeway;
         let claims: VisaClaims = decode_with(jwt, &candidates, &validation)?;
         check_iat(claims.iat, leeway)?;
-        if claims.ga4gh_visa_v1.kind != "ControlledAccessGrants" {
-            return Ok(None);
+        let kind = match claims.ga4gh_visa_v1.kind.as_str() {
+            "ControlledAccessGrants" => Kind::ControlledAccessGrants,
+            "LinkedIdentities" => Kind::LinkedIdentities,
+            _ => return Ok(None),
+        };
+        if claims.ga4gh_visa_v1.conditions.is_some() {
+            return Err(Refused::Conditional);
         }
         let expires =
             OffsetDateTime::from_unix_timestamp(claims.exp).map_err(|_| AuthError::Malformed)?;
-        Ok(Some(Visa {
-            issuer: claims.iss,
-            value: claims.ga4gh_visa_v1.value,
-            expires,
-        }))
+        Ok(Some((
+            kind,
+            Visa {
+                issuer: claims.iss,
+                subject: claims.sub,
+                value: claims.ga4gh_visa_v1.value,
+                asserted: claims.ga4gh_visa_v1.asserted,
+                expires,
+            },
+        )))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn visa(value: &str) -> Visa {
-        Visa {
-            issuer: "i".into(),
-            value: value.into(),
-            expires: OffsetDateTime::UNIX_EPOCH,
-        }
-    }
-
-    #[test]
-    fn visas_name_datasets_by_id_or_url() {
-        assert!(visa("hospital-admissions").names_dataset("hospital-admissions"));
-        assert!(
-            visa("https://sluice.example/v1/datasets/hospital-admissions")
-                .names_dataset("hospital-admissions")
-        );
-        assert!(
-            visa("https://sluice.example/datasets/hospital-admissions/")
-                .names_dataset("hospital-admissions")
-        );
-        assert!(
-            !visa("https://sluice.example/datasets/xhospital-admissions")
-                .names_dataset("hospital-admissions")
-        );
-        assert!(!visa("hospital-admissions-2").names_dataset("hospital-admissions"));
-    }
+fn log_refused(e: &Refused) {
+    tracing::info!(reason = e.reason(), error = %e, "visa ignored");
 }

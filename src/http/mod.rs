@@ -113,14 +113,29 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+/// Readiness. Policy warnings (grants that load but no longer apply as
+/// written, after catalogue edits) are counted for everyone and spelled out
+/// for admins only: they name grants and columns, which are not every
+/// caller's business.
+async fn readyz(state: web::Data<AppState>, caller: Option<crate::auth::Caller>) -> HttpResponse {
     if state.ready.load(Ordering::Relaxed) {
-        HttpResponse::Ok().json(serde_json::json!({
+        let warnings = state.policy.warnings(&state.catalog.snapshot());
+        let mut body = serde_json::json!({
             "status": "ready",
             "datasets": state.catalog.snapshot().len(),
             "grants": state.policy.current().grants.len(),
+            "policy_warnings": warnings.len(),
             "active_streams": state.engine.active_streams(),
-        }))
+        });
+        let admin = caller
+            .as_ref()
+            .and_then(|c| c.principal())
+            .is_some_and(|p| p.has_role(crate::auth::Role::Admin));
+        if admin {
+            body["policy_warning_details"] =
+                serde_json::json!(warnings.iter().map(ToString::to_string).collect::<Vec<_>>());
+        }
+        HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "not-ready" }))
     }

@@ -109,6 +109,7 @@ impl ApiError {
                 Denial::GrantRequired { .. } => "grant-required",
                 Denial::GrantExpired { .. } => "grant-expired",
                 Denial::GrantAmbiguous { .. } => "grant-ambiguous",
+                Denial::GrantSuspended { .. } => "grant-suspended",
             },
             ApiError::AggregateOnly(_) => "aggregate-only",
             ApiError::DatasetNotFound => "dataset-not-found",
@@ -174,6 +175,9 @@ impl ApiError {
                 Denial::GrantAmbiguous { grants } => format!(
                     "several grants cover this dataset for you ({}); choose one with the 'grant' parameter",
                     grants.join(", ")
+                ),
+                Denial::GrantSuspended { grant } => format!(
+                    "grant '{grant}' cannot be applied as written and serves nothing until a policy admin fixes it"
                 ),
             },
             ApiError::Internal(_) => {

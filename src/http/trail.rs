@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::AppState;
 use super::limits::Slot;
 use super::problem::{ApiError, REQUEST_ID};
-use crate::audit::{AuditLog, Record};
+use crate::audit::{AuditLog, Record, VisaEvidence};
 use crate::auth::Caller;
 use crate::metrics::Metrics;
 use crate::policy::{AccessPlan, Basis};
@@ -38,8 +38,14 @@ pub fn request_record(event: &str, caller: &Caller, dataset: &str) -> Record {
     }
 }
 
-/// Adds the grant and purpose of an allowed plan.
+/// Adds the grant and purpose of an allowed plan, and the visa it rests on.
 pub fn with_plan(mut record: Record, plan: &AccessPlan) -> Record {
+    record.visa = plan.visa.as_ref().map(|v| VisaEvidence {
+        issuer: v.issuer.clone(),
+        subject: v.subject.clone(),
+        value: v.value.clone(),
+        asserted: v.asserted,
+    });
     if let Basis::Grant { id, purpose, .. } = &plan.basis {
         record.grant = Some(id.clone());
         record.purpose = Some(purpose.clone());

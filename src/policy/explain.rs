@@ -32,6 +32,9 @@ pub fn describe(manifest: &Manifest, decision: &Decision) -> String {
                     "several grants match ({}); the caller must choose one with grant=",
                     grants.join(", ")
                 ),
+                Denial::GrantSuspended { grant } => format!(
+                    "grant '{grant}' no longer applies as written (its row filter names a column the dataset lacks); it serves nothing until an admin fixes it"
+                ),
             };
             let _ = writeln!(out, "decision: denied: {why}");
         }

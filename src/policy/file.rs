@@ -1,5 +1,5 @@
 //! The policy file (`config/policy.toml`): grants written by policy admins,
-//! parsed strictly and checked against the catalogue before it is used.
+//! parsed strictly here and checked against the catalogue in `check`.
 //!
 //! ```toml
 //! [[grant]]
@@ -17,6 +17,7 @@
 //!
 //! [[visa_grant]]                      # what a GA4GH ControlledAccessGrants visa opens
 //! dataset = "hospital-admissions"
+//! value = "https://sluice.example/datasets/hospital-admissions"   # the visa's value, exactly
 //! mode = "aggregate"                  # optional, default "rows"
 //! columns = ["age_band", "region"]    # optional
 //!
@@ -25,15 +26,13 @@
 //! round_to = 5
 //! ```
 
-use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Deserializer};
 use time::Date;
 
-use crate::auth::Principal;
-use crate::catalog::Catalog;
-use crate::domain::{Classification, ColumnName, DatasetId, Mode};
+use crate::auth::{Principal, Visa};
+use crate::domain::{ColumnName, DatasetId, Mode};
 
 /// Why a policy file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -74,12 +73,19 @@ pub struct Policy {
 #[serde(deny_unknown_fields)]
 pub struct VisaGrant {
     pub dataset: DatasetId,
+    /// The URL a visa's `value` must be (normalised; see [`super::visa`]).
+    #[serde(deserialize_with = "dataset_url")]
+    pub value: String,
     #[serde(default)]
     pub mode: Mode,
     #[serde(default)]
     pub columns: Option<Vec<ColumnName>>,
     #[serde(default = "visa_purpose")]
     pub purpose: String,
+}
+
+fn dataset_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    super::visa::dataset_url(&String::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
 fn visa_purpose() -> String {
@@ -149,6 +155,9 @@ pub struct Grant {
     /// Last day (UTC) on which the grant is valid.
     #[serde(default, deserialize_with = "date_opt")]
     pub expires: Option<Date>,
+    /// For a grant made from visas: the visa it rests on (never in the file).
+    #[serde(skip)]
+    pub visa: Option<Visa>,
 }
 
 impl Grant {
@@ -205,81 +214,6 @@ impl Policy {
         })
     }
 
-    /// Checks every grant against the catalogue: the dataset exists, named
-    /// columns exist and are not direct identifiers, `unmask` names visible
-    /// quasi-identifiers, the row filter parses against the dataset's
-    /// columns, ids are unique, and someone is named.
-    pub fn check(
-        &self,
-        catalog: &Catalog,
-        file: &str,
-        max_filter_bytes: usize,
-    ) -> Result<(), PolicyError> {
-        let problem = |grant: &str, problem: String| PolicyError::Grant {
-            file: file.to_owned(),
-            grant: grant.to_owned(),
-            problem,
-        };
-        if self.disclosure.min_count == 0 || self.disclosure.round_to == 0 {
-            return Err(problem(
-                "[disclosure]",
-                "min_count and round_to must be at least 1".into(),
-            ));
-        }
-        let mut ids = HashSet::new();
-        for grant in &self.grants {
-            let bad = |p: String| problem(&grant.id, p);
-            if grant.id.trim().is_empty() {
-                return Err(bad("id must not be empty".into()));
-            }
-            if !ids.insert(grant.id.as_str()) {
-                return Err(bad("id is used by another grant".into()));
-            }
-            if grant.subjects.is_empty()
-                && grant.groups.is_empty()
-                && grant.organisations.is_empty()
-            {
-                return Err(bad("names no subjects, groups or organisations".into()));
-            }
-            if grant.purpose.trim().is_empty() {
-                return Err(bad("purpose must not be empty".into()));
-            }
-            let manifest = dataset_manifest(catalog, &grant.dataset).map_err(&bad)?;
-            check_columns(manifest, grant.columns.as_deref()).map_err(&bad)?;
-            for name in &grant.unmask {
-                let quasi = manifest
-                    .column(name.as_str())
-                    .is_some_and(|c| c.classification == Classification::QuasiIdentifier);
-                if !quasi {
-                    return Err(bad(format!(
-                        "unmask: column '{name}' is not a quasi-identifier of '{}'",
-                        manifest.id
-                    )));
-                }
-                if grant.columns.as_ref().is_some_and(|c| !c.contains(name)) {
-                    return Err(bad(format!(
-                        "unmask: column '{name}' is not among the grant's columns"
-                    )));
-                }
-            }
-            if let Some(filter) = &grant.row_filter {
-                let all: BTreeSet<String> = manifest
-                    .columns
-                    .iter()
-                    .map(|c| c.name.to_string())
-                    .collect();
-                crate::filter::parse(filter, max_filter_bytes.max(filter.len()), &all)
-                    .map_err(|e| bad(format!("row_filter: {e}")))?;
-            }
-        }
-        for visa in &self.visa_grants {
-            let bad = |p: String| problem(&format!("visa_grant {}", visa.dataset), p);
-            let manifest = dataset_manifest(catalog, &visa.dataset).map_err(&bad)?;
-            check_columns(manifest, visa.columns.as_deref()).map_err(&bad)?;
-        }
-        Ok(())
-    }
-
     /// Grants whose last valid day is before `today` (still loaded: they
     /// answer `grant-expired`, but an admin may want to prune them).
     pub fn expired(&self, today: Date) -> impl Iterator<Item = &Grant> {
@@ -287,38 +221,4 @@ impl Policy {
             .iter()
             .filter(move |g| g.expires.is_some_and(|e| e < today))
     }
-}
-
-fn dataset_manifest<'a>(
-    catalog: &'a Catalog,
-    id: &DatasetId,
-) -> Result<&'a crate::catalog::Manifest, String> {
-    catalog
-        .get(id)
-        .map(|d| &d.manifest)
-        .ok_or_else(|| format!("dataset '{id}' is not in the catalogue"))
-}
-
-/// Named columns must exist and may never be direct identifiers.
-fn check_columns(
-    manifest: &crate::catalog::Manifest,
-    columns: Option<&[ColumnName]>,
-) -> Result<(), String> {
-    for name in columns.into_iter().flatten() {
-        match manifest.column(name.as_str()) {
-            None => {
-                return Err(format!(
-                    "column '{name}' is not in dataset '{}'",
-                    manifest.id
-                ));
-            }
-            Some(c) if c.classification == Classification::DirectIdentifier => {
-                return Err(format!(
-                    "column '{name}' is a direct identifier and can never be granted"
-                ));
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
 }

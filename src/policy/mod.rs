@@ -15,18 +15,21 @@
 //!    so Sluice never silently unions them.
 //! 5. Quasi-identifiers are served through their manifest mask unless the
 //!    grant in use lifts it.
-//! 6. A verified GA4GH `ControlledAccessGrants` visa naming the dataset
-//!    counts as a grant, shaped by the policy's `visa_grant` entry for that
-//!    dataset; a dataset without one cannot be opened by visas.
+//! 6. A verified GA4GH `ControlledAccessGrants` visa of the caller whose
+//!    value is exactly the URL the policy's `visa_grant` gives the dataset
+//!    counts as a grant shaped by that entry (several such visas make one);
+//!    a dataset without one cannot be opened by visas.
 //! 7. A grant's `mode` says whether rows may be served or only
 //!    disclosure-controlled aggregates.
 //!
 //! Evaluation does no I/O and takes "today" as an argument, so every rule is
 //! unit-tested here. Loading and checking the file is in [`file`].
 
+mod check;
 mod explain;
 pub mod file;
 pub mod live;
+mod visa;
 
 use serde::Serialize;
 use time::Date;
@@ -35,6 +38,7 @@ use crate::auth::{Caller, Role};
 use crate::catalog::Manifest;
 pub use crate::domain::Mode;
 use crate::domain::{Classification, ColumnName, Mask, Tier};
+pub use check::PolicyWarning;
 pub use explain::describe;
 pub use file::{Disclosure, Grant, Policy, PolicyError, VisaGrant};
 pub use live::LivePolicy;
@@ -79,6 +83,10 @@ pub struct AccessPlan {
     /// Scope of `hash` pseudonyms: equal within a project, unlinkable across.
     #[serde(skip)]
     pub project: String,
+    /// The visa a visa grant rests on, for the audit trail (boxed: most
+    /// plans have none).
+    #[serde(skip)]
+    pub visa: Option<Box<crate::auth::Visa>>,
 }
 
 impl AccessPlan {
@@ -104,6 +112,10 @@ pub enum Denial {
     GrantExpired { grant: String, expired: Date },
     /// Several grants match; the caller must choose one with `grant=`.
     GrantAmbiguous { grants: Vec<String> },
+    /// The caller's grant no longer applies as written (its row filter names
+    /// a column the dataset no longer has): it serves nothing until an admin
+    /// fixes it, rather than serving more rows than it was written for.
+    GrantSuspended { grant: String },
 }
 
 /// The outcome of a policy evaluation.
@@ -147,7 +159,7 @@ pub fn evaluate(
             .iter()
             .filter(|g| g.dataset == manifest.id && g.applies_to(p))
             .cloned()
-            .chain(visa_grants(policy, p, manifest))
+            .chain(visa::visa_grant(policy, p, manifest))
             .collect(),
     };
     let grant_denial = || Denial::GrantRequired {
@@ -163,7 +175,7 @@ pub fn evaluate(
                 grant: grant.id.clone(),
                 expired,
             }),
-            None => Decision::Allow(plan_for_grant(manifest, grant)),
+            None => grant_decision(manifest, grant),
         };
     }
 
@@ -192,7 +204,7 @@ pub fn evaluate(
         .iter()
         .partition(|g| g.expires.is_none_or(|e| e >= today));
     match active.as_slice() {
-        [grant] => Decision::Allow(plan_for_grant(manifest, grant)),
+        [grant] => grant_decision(manifest, grant),
         [] => match expired.iter().max_by_key(|g| g.expires) {
             Some(grant) => Decision::Deny(Denial::GrantExpired {
                 grant: grant.id.clone(),
@@ -225,38 +237,28 @@ fn tier_plan(manifest: &Manifest, basis: Basis) -> AccessPlan {
         // Tier access gets what the dataset's manifest allows everyone.
         mode: manifest.mode,
         project: "public".into(),
+        visa: None,
     }
 }
 
-/// Grants made from the caller's verified visas for this dataset.
-fn visa_grants<'a>(
-    policy: &'a Policy,
-    principal: &'a crate::auth::Principal,
-    manifest: &'a Manifest,
-) -> impl Iterator<Item = Grant> + 'a {
-    let shape = policy.visa_grants.iter().find(|v| v.dataset == manifest.id);
-    principal
-        .visas
-        .iter()
-        .filter(move |visa| shape.is_some() && visa.names_dataset(manifest.id.as_str()))
-        .filter_map(move |visa| {
-            let shape = shape?;
-            Some(Grant {
-                id: format!("visa:{}", visa.issuer),
-                subjects: vec![principal.sub.clone()],
-                groups: Vec::new(),
-                organisations: Vec::new(),
-                dataset: manifest.id.clone(),
-                purpose: shape.purpose.clone(),
-                mode: shape.mode,
-                project: Some(format!("visa:{}", visa.issuer)),
-                columns: shape.columns.clone(),
-                unmask: Vec::new(),
-                row_filter: None,
-                max_rows: None,
-                expires: Some(visa.expires.date()),
-            })
-        })
+/// Allows what `grant` opens, unless its row filter no longer resolves
+/// against the dataset (a column it names was removed after the policy was
+/// loaded): then the grant fails closed. The policy check warns about the
+/// same case; this is the guard that holds between reloads.
+fn grant_decision(manifest: &Manifest, grant: &Grant) -> Decision {
+    if let Some(text) = &grant.row_filter
+        && crate::filter::parse(text, usize::MAX, &check::all_columns(manifest)).is_err()
+    {
+        tracing::warn!(
+            grant = %grant.id,
+            dataset = %manifest.id,
+            "a grant's row filter does not resolve against its dataset: the grant serves nothing"
+        );
+        return Decision::Deny(Denial::GrantSuspended {
+            grant: grant.id.clone(),
+        });
+    }
+    Decision::Allow(plan_for_grant(manifest, grant))
 }
 
 fn plan_for_grant(manifest: &Manifest, grant: &Grant) -> AccessPlan {
@@ -290,6 +292,7 @@ fn plan_for_grant(manifest: &Manifest, grant: &Grant) -> AccessPlan {
         max_rows: grant.max_rows,
         mode: grant.mode,
         project: grant.project.clone().unwrap_or_else(|| grant.id.clone()),
+        visa: grant.visa.clone().map(Box::new),
     }
 }
 

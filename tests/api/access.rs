@@ -133,10 +133,10 @@ async fn the_policy_reloads_when_its_file_changes_and_bad_files_are_refused() {
     );
     std::fs::write(&policy_file, &granted).unwrap();
     wait_for(&app, id, &rita, 200).await;
-    // A broken file is refused; the grant stays in force.
+    // A broken file (an unknown key) is refused; the grant stays in force.
     std::fs::write(
         &policy_file,
-        "[[grant]]\nid = \"broken\"\nsubjects = [\"x\"]\ndataset = \"nope\"\npurpose = \"p\"\n",
+        "[[grant]]\nid = \"broken\"\nsubjects = [\"x\"]\ndataset = \"hospital-admissions\"\npurpose = \"p\"\nexpiry = 2030-01-01\n",
     )
     .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -214,7 +214,7 @@ async fn a_trusted_controlled_access_visa_counts_as_a_grant() {
     let good = issuer.visa(
         "https://visas.example",
         "ControlledAccessGrants",
-        &format!("https://sluice.example/v1/datasets/{id}"),
+        &format!("https://sluice.example/datasets/{id}"),
         300,
     );
     let token = passport_token(&app, vec![good]);

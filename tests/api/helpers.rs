@@ -48,6 +48,7 @@ mode = "aggregate"
 
 [[visa_grant]]
 dataset = "hospital-admissions"
+value = "https://sluice.example/datasets/hospital-admissions"
 mode = "aggregate"
 
 [[grant]]

@@ -14,4 +14,6 @@ mod data;
 mod health;
 mod https;
 mod policy;
+mod revocation;
 mod steward;
+mod visas;

@@ -1,8 +1,14 @@
-//! The server refuses to start on a policy or catalogue it cannot apply.
+//! The server refuses to start on a policy an admin wrote wrong, or a
+//! catalogue it cannot read; a grant that drifted from the catalogue loads
+//! with a warning and serves only what is still safe.
 
 use sluice::startup::Application;
 
-use crate::helpers::{ROWS, settings_for};
+use sluice::auth::Role;
+
+use crate::helpers::{
+    ROWS, TestApp, arrow_batches, column_names, problem, settings_for, spawn_app_with,
+};
 
 async fn build_error(policy: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -14,29 +20,62 @@ async fn build_error(policy: &str) -> String {
     }
 }
 
+/// A server started on `policy` (written to its own file), and the
+/// policy warnings its `/readyz` shows an admin.
+async fn started_with(policy: &str) -> (TestApp, tempfile::TempDir, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    std::fs::write(&file, policy).unwrap();
+    let app = spawn_app_with(ROWS, |s| s.storage.policy = file.clone()).await;
+    let admin = app.token("root@example", &[Role::Admin], &[]);
+    let ready: serde_json::Value = app.get("/readyz", Some(&admin)).await.json().await.unwrap();
+    let warnings = ready["policy_warning_details"]
+        .as_array()
+        .expect("details for an admin")
+        .iter()
+        .map(|w| w.as_str().unwrap().to_owned())
+        .collect();
+    (app, dir, warnings)
+}
+
 #[tokio::test]
-async fn a_grant_on_a_direct_identifier_stops_the_server() {
-    let err = build_error(
+async fn a_grant_on_a_direct_identifier_loads_with_a_warning_and_never_serves_it() {
+    let (app, _dir, warnings) = started_with(
         r#"[[grant]]
 id = "g"
 subjects = ["x"]
 dataset = "hospital-admissions"
 purpose = "p"
-columns = ["nhs_number"]
+columns = ["nhs_number", "region"]
 "#,
     )
     .await;
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        err.contains("policy.toml")
-            && err.contains("nhs_number")
-            && err.contains("direct identifier"),
-        "{err}"
+        warnings[0].contains("grant 'g'")
+            && warnings[0].contains("nhs_number")
+            && warnings[0].contains("direct identifier"),
+        "{warnings:?}"
     );
+    let x = app.token("x", &[Role::Researcher], &[]);
+    let batches = arrow_batches(app.data("hospital-admissions", &[], Some(&x)).await).await;
+    assert_eq!(column_names(&batches), ["region"]);
+    problem(
+        app.data(
+            "hospital-admissions",
+            &[("columns", "nhs_number")],
+            Some(&x),
+        )
+        .await,
+        400,
+        "unknown-column",
+    )
+    .await;
 }
 
 #[tokio::test]
-async fn a_row_filter_on_an_unknown_column_stops_the_server() {
-    let err = build_error(
+async fn a_row_filter_on_an_unknown_column_loads_and_fails_closed() {
+    let (app, _dir, warnings) = started_with(
         r#"[[grant]]
 id = "g"
 groups = ["x"]
@@ -46,21 +85,54 @@ row_filter = "county = 'x'"
 "#,
     )
     .await;
-    assert!(err.contains("grant 'g'") && err.contains("county"), "{err}");
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("county"),
+        "{warnings:?}"
+    );
+    let x = app.token("someone", &[Role::Researcher], &["x"]);
+    let body = problem(
+        app.data("hospital-admissions", &[], Some(&x)).await,
+        403,
+        "grant-suspended",
+    )
+    .await;
+    assert_eq!(body["grant"], "g");
 }
 
 #[tokio::test]
-async fn unknown_keys_and_datasets_stop_the_server_with_the_line() {
-    let err = build_error("[[grant]]\nid = \"g\"\nsubjects = [\"x\"]\ndataset = \"hospital-admissions\"\npurpose = \"p\"\nexpiry = 2030-01-01\n").await;
-    assert!(err.contains("expiry") && err.contains("line 6"), "{err}");
-    let err = build_error(
+async fn a_grant_on_an_unknown_dataset_loads_with_a_warning() {
+    let (_app, _dir, warnings) = started_with(
         "[[grant]]\nid = \"g\"\nsubjects = [\"x\"]\ndataset = \"nope\"\npurpose = \"p\"\n",
     )
     .await;
     assert!(
-        err.contains("nope") && err.contains("not in the catalogue"),
+        warnings.len() == 1 && warnings[0].contains("'nope' is not in the catalogue"),
+        "{warnings:?}"
+    );
+}
+
+#[tokio::test]
+async fn mistakes_only_an_admin_can_make_still_stop_the_server() {
+    let err = build_error("[[grant]]\nid = \"g\"\nsubjects = [\"x\"]\ndataset = \"hospital-admissions\"\npurpose = \"p\"\nexpiry = 2030-01-01\n").await;
+    assert!(err.contains("expiry") && err.contains("line 6"), "{err}");
+    let grant = "[[grant]]\nid = \"g\"\ngroups = [\"x\"]\ndataset = \"hospital-admissions\"\npurpose = \"p\"\n";
+    let err = build_error(&format!("{grant}row_filter = \"region IN (SELECT 1)\"\n")).await;
+    assert!(
+        err.contains("grant 'g'") && err.contains("row_filter"),
         "{err}"
     );
+    let err = build_error(&format!(
+        "{grant}columns = [\"region\"]\nunmask = [\"age\"]\n"
+    ))
+    .await;
+    assert!(err.contains("unmask") && err.contains("age"), "{err}");
+    let err = build_error(&format!("{grant}{grant}")).await;
+    assert!(err.contains("used by another grant"), "{err}");
+    let err = build_error(
+        "[[visa_grant]]\ndataset = \"hospital-admissions\"\nvalue = \"hospital-admissions\"\n",
+    )
+    .await;
+    assert!(err.contains("value") && err.contains("line"), "{err}");
 }
 
 #[tokio::test]
@@ -82,4 +154,48 @@ async fn a_damaged_manifest_stops_the_server_naming_the_file() {
         err.contains("school-results/dataset.toml") && err.contains("licence"),
         "{err}"
     );
+}
+
+/// Issue 21, part 5: the poller compares content, not modification time
+/// and length. An edit of the same length with the time put back is a
+/// revocation all the same.
+#[tokio::test]
+async fn a_same_length_edit_with_the_time_put_back_is_picked_up_by_the_poll() {
+    let app = spawn_app_with(ROWS, |s| s.server.policy_poll_ms = 100).await;
+    let file = app.settings.storage.policy.clone();
+    let rita = app.researcher();
+    let grant = "\n[[grant]]\nid = \"rita\"\nsubjects = [\"rita@uni.example\"]\ndataset = \"hospital-admissions\"\npurpose = \"p\"\n";
+    let granted = format!("{}{grant}", crate::helpers::TEST_POLICY);
+    std::fs::write(&file, &granted).unwrap();
+    wait_for_status(&app, &rita, 200).await;
+
+    let before = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let revoked = granted.replace("\"rita@uni.example\"", "\"rxta@uni.example\"");
+    assert_eq!(revoked.len(), granted.len());
+    std::fs::write(&file, &revoked).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(before)
+        .unwrap();
+    let after = std::fs::metadata(&file).unwrap();
+    assert_eq!(
+        (after.modified().unwrap(), after.len()),
+        (before, granted.len() as u64)
+    );
+    wait_for_status(&app, &rita, 403).await;
+}
+
+async fn wait_for_status(app: &TestApp, token: &str, status: u16) {
+    for _ in 0..50 {
+        let r = app
+            .data("hospital-admissions", &[("limit", "1")], Some(token))
+            .await;
+        if r.status() == status {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the policy change was not picked up (wanted {status})");
 }

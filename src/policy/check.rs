@@ -1,0 +1,196 @@
+//! Checks a parsed policy against the catalogue, and sorts what it finds
+//! into two kinds.
+//!
+//! - **Errors** are mistakes only the policy's author can make: an empty or
+//!   duplicate id, a grant naming nobody, an empty purpose, `unmask` outside
+//!   the grant's own column list, a row filter that is not valid SQL or
+//!   leaves the allow-list, disclosure settings of zero. A file with an
+//!   error is refused whole.
+//! - **Warnings** are drift a catalogue change can cause after the grant was
+//!   written: a dataset retired or gone, a column that disappeared or became
+//!   a direct identifier, a masked column reclassified, a row filter naming a
+//!   column that is no longer there. They never refuse the file: if they
+//!   did, one steward edit would block every later policy change,
+//!   revocations included, and stop the server from starting. Each is safe
+//!   by construction at request time (`evaluate` never serves a direct
+//!   identifier or a missing column, and a grant whose row filter does not
+//!   resolve serves nothing), so a warning tells an admin what to clean up,
+//!   not what is leaking.
+
+use std::collections::{BTreeSet, HashSet};
+
+use super::file::{Policy, PolicyError};
+use crate::catalog::{Catalog, Manifest};
+use crate::domain::{Classification, ColumnName, DatasetId};
+use crate::filter::{self, FilterError};
+
+/// A grant that still loads but no longer applies as written.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PolicyWarning {
+    /// The grant's id, or `visa_grant <dataset>`.
+    pub grant: String,
+    pub problem: String,
+}
+
+impl std::fmt::Display for PolicyWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "grant '{}': {}", self.grant, self.problem)
+    }
+}
+
+impl Policy {
+    /// Checks every grant against the catalogue: errors refuse the file,
+    /// warnings are returned (see the module documentation for which is which).
+    pub fn check(
+        &self,
+        catalog: &Catalog,
+        file: &str,
+        max_filter_bytes: usize,
+    ) -> Result<Vec<PolicyWarning>, PolicyError> {
+        let problem = |grant: &str, problem: String| PolicyError::Grant {
+            file: file.to_owned(),
+            grant: grant.to_owned(),
+            problem,
+        };
+        if self.disclosure.min_count == 0 || self.disclosure.round_to == 0 {
+            return Err(problem(
+                "[disclosure]",
+                "min_count and round_to must be at least 1".into(),
+            ));
+        }
+        let mut warnings = Vec::new();
+        let mut ids = HashSet::new();
+        for grant in &self.grants {
+            let bad = |p: String| problem(&grant.id, p);
+            let mut warn = |p: String| {
+                warnings.push(PolicyWarning {
+                    grant: grant.id.clone(),
+                    problem: p,
+                })
+            };
+            if grant.id.trim().is_empty() {
+                return Err(bad("id must not be empty".into()));
+            }
+            if !ids.insert(grant.id.as_str()) {
+                return Err(bad("id is used by another grant".into()));
+            }
+            if grant.subjects.is_empty()
+                && grant.groups.is_empty()
+                && grant.organisations.is_empty()
+            {
+                return Err(bad("names no subjects, groups or organisations".into()));
+            }
+            if grant.purpose.trim().is_empty() {
+                return Err(bad("purpose must not be empty".into()));
+            }
+            for name in &grant.unmask {
+                if grant.columns.as_ref().is_some_and(|c| !c.contains(name)) {
+                    return Err(bad(format!(
+                        "unmask: column '{name}' is not among the grant's columns"
+                    )));
+                }
+            }
+            let Some(manifest) = live_manifest(catalog, &grant.dataset, &mut warn) else {
+                continue;
+            };
+            column_drift(manifest, grant.columns.as_deref(), &mut warn);
+            for name in &grant.unmask {
+                let class = manifest.column(name.as_str()).map(|c| c.classification);
+                if class.is_some_and(|c| c != Classification::QuasiIdentifier) {
+                    warn(format!(
+                        "unmask: column '{name}' is no longer a quasi-identifier of '{}' (unmask has no effect)",
+                        manifest.id
+                    ));
+                }
+            }
+            if let Some(text) = &grant.row_filter {
+                match filter::parse(
+                    text,
+                    max_filter_bytes.max(text.len()),
+                    &all_columns(manifest),
+                ) {
+                    Ok(_) => {}
+                    Err(FilterError::UnknownColumn(column)) => warn(format!(
+                        "row_filter names column '{column}', which is not in dataset '{}': the grant serves nothing until it is fixed",
+                        manifest.id
+                    )),
+                    Err(e) => return Err(bad(format!("row_filter: {e}"))),
+                }
+            }
+        }
+        let mut visa_datasets = HashSet::new();
+        for visa in &self.visa_grants {
+            let name = format!("visa_grant {}", visa.dataset);
+            if !visa_datasets.insert(&visa.dataset) {
+                return Err(problem(
+                    &name,
+                    "another visa_grant names the same dataset".into(),
+                ));
+            }
+            let mut warn = |p: String| {
+                warnings.push(PolicyWarning {
+                    grant: name.clone(),
+                    problem: p,
+                })
+            };
+            if let Some(manifest) = live_manifest(catalog, &visa.dataset, &mut warn) {
+                column_drift(manifest, visa.columns.as_deref(), &mut warn);
+            }
+        }
+        Ok(warnings)
+    }
+}
+
+/// The dataset's manifest, or a warning when it is gone or retired (the
+/// grant then opens nothing: data routes serve live datasets only).
+fn live_manifest<'a>(
+    catalog: &'a Catalog,
+    id: &DatasetId,
+    warn: &mut impl FnMut(String),
+) -> Option<&'a Manifest> {
+    match catalog.get(id).map(|d| &d.manifest) {
+        None => {
+            warn(format!(
+                "dataset '{id}' is not in the catalogue: the grant opens nothing"
+            ));
+            None
+        }
+        Some(m) if m.retired.is_some() => {
+            warn(format!(
+                "dataset '{id}' is retired: the grant opens nothing"
+            ));
+            None
+        }
+        Some(m) => Some(m),
+    }
+}
+
+/// Named columns that are gone or have become direct identifiers are not
+/// served; say so.
+fn column_drift(
+    manifest: &Manifest,
+    columns: Option<&[ColumnName]>,
+    warn: &mut impl FnMut(String),
+) {
+    for name in columns.into_iter().flatten() {
+        match manifest.column(name.as_str()) {
+            None => warn(format!(
+                "column '{name}' is not in dataset '{}': it is not served",
+                manifest.id
+            )),
+            Some(c) if c.classification == Classification::DirectIdentifier => warn(format!(
+                "column '{name}' is a direct identifier: it is never served"
+            )),
+            Some(_) => {}
+        }
+    }
+}
+
+/// Every column of the dataset: a grant's row filter sees raw rows.
+pub(super) fn all_columns(manifest: &Manifest) -> BTreeSet<String> {
+    manifest
+        .columns
+        .iter()
+        .map(|c| c.name.to_string())
+        .collect()
+}
