@@ -74,12 +74,37 @@ pub struct Record {
     pub outcome: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// A catalogue change: each field with its old and new value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<FieldChange>,
+    /// The number of a proposed change (per dataset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<u64>,
+    /// Who proposed a catalogue change (`sub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposed_by: Option<String>,
+    /// Who approved (or rejected) it: an admin's `sub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
     /// Hash of the previous record ([`GENESIS`] for the first).
     #[serde(default)]
     pub prev: String,
     /// Set by the writer; never serialised into the hashed bytes.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash: String,
+}
+
+/// One field of a catalogue change, as the trail records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldChange {
+    pub field: String,
+    /// `null` when the field had no value (no mask, say).
+    pub old: Option<String>,
+    pub new: Option<String>,
+    /// The change widens access (it needed an admin).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub widens: bool,
 }
 
 /// The hex SHA-256 of `bytes`.
