@@ -73,6 +73,9 @@ pub struct IngestSettings {
     /// Most row groups and columns a Parquet upload may declare.
     pub max_row_groups: usize,
     pub max_columns: usize,
+    /// Uploads the server processes at once (receiving and decoding);
+    /// more are answered 429 `too-many-uploads` with `Retry-After`.
+    pub max_concurrent_uploads: usize,
 }
 
 impl Default for IngestSettings {
@@ -88,6 +91,7 @@ impl Default for IngestSettings {
             max_expansion: 200,
             max_row_groups: 100_000,
             max_columns: 2_000,
+            max_concurrent_uploads: 2,
         }
     }
 }
@@ -286,6 +290,9 @@ pub struct Limits {
     pub request_burst: u32,
     /// Data streams one subject (or IP address) may have open at once.
     pub max_streams_per_caller: usize,
+    /// Datasets one publisher may have (drafts and retired ones count);
+    /// registering more is 409 `too-many-datasets`.
+    pub max_datasets_per_publisher: usize,
 }
 
 impl Default for Limits {
@@ -301,6 +308,7 @@ impl Default for Limits {
             requests_per_minute: 1200,
             request_burst: 200,
             max_streams_per_caller: 8,
+            max_datasets_per_publisher: 1000,
         }
     }
 }

@@ -248,7 +248,8 @@ impl FromStr for Mask {
             Some(match inner.trim().parse::<u32>() {
                 Ok(n) if n > 0 => Ok(n),
                 _ => Err(format!(
-                    "{name}(N) needs a positive whole number, got '{inner}'"
+                    "{name}(N) needs a positive whole number, got '{}'",
+                    crate::echo::cut(inner)
                 )),
             })
         };
@@ -265,7 +266,8 @@ impl FromStr for Mask {
                     return n.map(Mask::Prefix);
                 }
                 Err(format!(
-                    "unknown mask '{s}' (expected redact, hash, year, month, bucket(N) or prefix(N))"
+                    "unknown mask '{}' (expected redact, hash, year, month, bucket(N) or prefix(N))",
+                    crate::echo::cut(s)
                 ))
             }
         }

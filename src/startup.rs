@@ -116,6 +116,9 @@ impl Application {
                 settings.limits.request_burst,
             ),
             stream_slots: http::limits::StreamSlots::new(settings.limits.max_streams_per_caller),
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(
+                settings.ingest.max_concurrent_uploads.max(1),
+            )),
             ready: AtomicBool::new(false),
         });
         let listener = TcpListener::bind(settings.server.listen)

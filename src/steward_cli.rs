@@ -67,6 +67,26 @@ pub enum DatasetsCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// List a dataset's proposed changes (pending and recently decided).
+    Changes {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Approve pending change N of a dataset (admins; locally: whoever runs this).
+    Approve {
+        id: String,
+        n: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Reject pending change N of a dataset.
+    Reject {
+        id: String,
+        n: u64,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -131,7 +151,9 @@ pub fn register(settings: Settings, args: RegisterArgs) -> anyhow::Result<()> {
                 (Some(d), _) => d,
                 (None, Some(r)) => {
                     let manifest = r.into_manifest().map_err(anyhow::Error::msg)?;
-                    catalog.register(manifest).await?
+                    catalog
+                        .register(manifest, settings.limits.max_datasets_per_publisher)
+                        .await?
                 }
                 (None, None) => bail!("no dataset '{id}' yet: pass --manifest to register it"),
             };
@@ -257,8 +279,76 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                 eprintln!("retired {id}");
                 Ok(())
             }
+            DatasetsCommand::Changes { id, target } if target.server.is_some() => {
+                let client = Remote::new(&settings, &target)?;
+                let id = DatasetId::parse(&id)?;
+                let (status, body) = client
+                    .send(client.get(&format!("/v1/datasets/{id}/changes")))
+                    .await?;
+                if status != 200 {
+                    return fail(status, &body);
+                }
+                print(&body)
+            }
+            DatasetsCommand::Changes { id, .. } => {
+                let catalog = load_local(&settings).await?;
+                let id = DatasetId::parse(&id)?;
+                let d = catalog
+                    .get(&id)
+                    .with_context(|| format!("no dataset '{id}'"))?;
+                print(&json!({"dataset": id, "changes": d.manifest.changes}))
+            }
+            DatasetsCommand::Approve { id, n, target } => {
+                decide(&settings, &id, n, true, target).await
+            }
+            DatasetsCommand::Reject { id, n, target } => {
+                decide(&settings, &id, n, false, target).await
+            }
         }
     })
+}
+
+/// Approves or rejects a proposed change: through a server (which checks
+/// the token is an admin's and audits it), or on the local folder, where
+/// whoever may write the folder decides (recorded as `local:<user>` in the
+/// manifest).
+async fn decide(
+    settings: &Settings,
+    id: &str,
+    n: u64,
+    approve: bool,
+    target: Target,
+) -> anyhow::Result<()> {
+    let id = DatasetId::parse(id)?;
+    let verb = if approve { "approve" } else { "reject" };
+    if target.server.is_some() {
+        let client = Remote::new(settings, &target)?;
+        let (status, body) = client
+            .send(client.post(&format!("/v1/datasets/{id}/changes/{n}/{verb}")))
+            .await?;
+        if status != 200 {
+            return fail(status, &body);
+        }
+        print(&body["change"])?;
+    } else {
+        let catalog = open_local(settings).await?;
+        let by = format!(
+            "local:{}",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        );
+        let edited = catalog
+            .edit(&id, |m| {
+                m.decide(n, approve, &by, time::OffsetDateTime::now_utc())
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
+        print(&json!(edited.manifest.change(n)))?;
+    }
+    eprintln!(
+        "{} change {n} of {id}",
+        if approve { "approved" } else { "rejected" }
+    );
+    Ok(())
 }
 
 fn local_description(d: &Dataset) -> Value {

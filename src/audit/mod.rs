@@ -81,6 +81,18 @@ pub struct Record {
     pub outcome: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// A catalogue change: each field with its old and new value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<FieldChange>,
+    /// The number of a proposed change (per dataset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<u64>,
+    /// Who proposed a catalogue change (`sub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposed_by: Option<String>,
+    /// Who approved (or rejected) it: an admin's `sub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
     /// Hash of the previous record ([`GENESIS`] for the first).
     #[serde(default)]
     pub prev: String,
@@ -101,6 +113,19 @@ pub struct VisaEvidence {
     pub value: String,
     /// The visa's `asserted` (seconds since the epoch).
     pub asserted: i64,
+}
+
+/// One field of a catalogue change, as the trail records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldChange {
+    pub field: String,
+    /// `null` when the field had no value (no mask, say).
+    pub old: Option<String>,
+    pub new: Option<String>,
+    /// The change widens access (it needed an admin).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub widens: bool,
 }
 
 /// The hex SHA-256 of `bytes`.

@@ -49,9 +49,12 @@ impl Registration {
             access_request: self.access_request,
             sort_by: self.sort_by,
             retired: None,
+            last_change: 0,
             columns: self.columns,
+            changes: Vec::new(),
         };
         manifest.check()?;
+        manifest.check_size()?;
         Ok(manifest)
     }
 }
@@ -161,6 +164,7 @@ impl ManifestPatch {
             }
         }
         m.check()?;
+        m.check_size()?;
         Ok(m)
     }
 }

@@ -25,6 +25,9 @@ pub enum WriteError {
     Retired(String),
     #[error("a dataset with id '{0}' already exists")]
     Exists(String),
+    /// The publisher has as many datasets as it may.
+    #[error("publisher '{publisher}' already has {max} datasets, the most allowed")]
+    TooMany { publisher: String, max: usize },
     /// The change would leave metadata and data disagreeing.
     #[error("{0}")]
     Invalid(String),
@@ -192,13 +195,30 @@ impl LiveCatalog {
         Ok(root.staging()?)
     }
 
-    /// Registers a new dataset (no data yet).
-    pub async fn register(&self, manifest: Manifest) -> Result<Arc<Dataset>, WriteError> {
+    /// Registers a new dataset (no data yet), if its publisher has fewer
+    /// than `max_per_publisher` (drafts and retired ones count: they keep
+    /// their storage and their id).
+    pub async fn register(
+        &self,
+        manifest: Manifest,
+        max_per_publisher: usize,
+    ) -> Result<Arc<Dataset>, WriteError> {
         let writer = self.writer.lock().await;
         let root = writer.as_ref().ok_or(WriteError::ReadOnly)?;
         let id = manifest.id.clone();
         if self.snapshot().get(&id).is_some() || root.exists(&id).await? {
             return Err(WriteError::Exists(id.to_string()));
+        }
+        let published = self
+            .snapshot()
+            .datasets()
+            .filter(|d| d.manifest.publisher == manifest.publisher)
+            .count();
+        if published >= max_per_publisher {
+            return Err(WriteError::TooMany {
+                publisher: crate::echo::cut(&manifest.publisher),
+                max: max_per_publisher,
+            });
         }
         root.write_manifest(&manifest).await?;
         let dataset = Dataset {

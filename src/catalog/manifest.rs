@@ -9,6 +9,7 @@ use arrow::datatypes::{DataType, TimeUnit};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::change::ProposedChange;
 use crate::domain::{Classification, ColumnName, DatasetId, Mask, Mode, Tier};
 
 /// What a steward declares about a dataset.
@@ -48,8 +49,35 @@ pub struct Manifest {
         skip_serializing_if = "Option::is_none"
     )]
     pub retired: Option<OffsetDateTime>,
+    /// The number of the last proposed change (numbers are never reused).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_change: u64,
     #[serde(default)]
     pub columns: Vec<ColumnSpec>,
+    /// Changes a steward proposed that widen access, waiting for an admin,
+    /// and the latest decided ones. Kept in the manifest so a proposal is
+    /// committed exactly like the manifest (both backends, crash-safe).
+    /// Shown to the dataset's stewards and admins only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<ProposedChange>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// How large a manifest a steward may write (registration or edit): a
+/// listing page of 100 summaries, and a dataset's description, stay small.
+/// Manifests already on storage are loaded whatever their size.
+pub mod caps {
+    pub const TITLE_BYTES: usize = 200;
+    pub const DESCRIPTION_BYTES: usize = 4096;
+    /// `sector`, `publisher`, `license`, and each keyword.
+    pub const SHORT_TEXT_BYTES: usize = 128;
+    pub const KEYWORDS: usize = 32;
+    pub const ACCESS_REQUEST_BYTES: usize = 1024;
+    pub const COLUMNS: usize = 2000;
+    pub const COLUMN_DESCRIPTION_BYTES: usize = 1024;
 }
 
 /// A column as the steward describes it.
@@ -168,6 +196,63 @@ impl Manifest {
         for name in &self.sort_by {
             if !self.columns.is_empty() && self.column(name.as_str()).is_none() {
                 return Err(format!("sort_by names '{name}', which is not a column"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the sizes a steward may write ([`caps`]): separate from
+    /// [`Manifest::check`] so a catalogue written before the caps still loads.
+    pub fn check_size(&self) -> Result<(), String> {
+        let too_long = |field: &str, len: usize, max: usize| {
+            Err(format!(
+                "{field} is {len} bytes; at most {max} are accepted"
+            ))
+        };
+        for (field, value, max) in [
+            ("title", &self.title, caps::TITLE_BYTES),
+            ("description", &self.description, caps::DESCRIPTION_BYTES),
+            ("sector", &self.sector, caps::SHORT_TEXT_BYTES),
+            ("publisher", &self.publisher, caps::SHORT_TEXT_BYTES),
+            ("license", &self.license, caps::SHORT_TEXT_BYTES),
+        ] {
+            if value.len() > max {
+                return too_long(field, value.len(), max);
+            }
+        }
+        if let Some(how) = &self.access_request
+            && how.len() > caps::ACCESS_REQUEST_BYTES
+        {
+            return too_long("access_request", how.len(), caps::ACCESS_REQUEST_BYTES);
+        }
+        if self.keywords.len() > caps::KEYWORDS {
+            return Err(format!(
+                "{} keywords; at most {} are accepted",
+                self.keywords.len(),
+                caps::KEYWORDS
+            ));
+        }
+        if let Some(k) = self
+            .keywords
+            .iter()
+            .find(|k| k.len() > caps::SHORT_TEXT_BYTES)
+        {
+            return too_long("a keyword", k.len(), caps::SHORT_TEXT_BYTES);
+        }
+        if self.columns.len() > caps::COLUMNS {
+            return Err(format!(
+                "{} columns; at most {} are accepted",
+                self.columns.len(),
+                caps::COLUMNS
+            ));
+        }
+        for c in &self.columns {
+            if c.description.len() > caps::COLUMN_DESCRIPTION_BYTES {
+                return too_long(
+                    &format!("the description of column '{}'", c.name),
+                    c.description.len(),
+                    caps::COLUMN_DESCRIPTION_BYTES,
+                );
             }
         }
         Ok(())

@@ -13,6 +13,7 @@
 //! A [`Catalog`] is an immutable snapshot; [`LiveCatalog`] swaps in a new
 //! one after each committed change.
 
+pub mod change;
 pub mod edit;
 pub mod live;
 pub mod local;

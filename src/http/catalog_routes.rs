@@ -203,6 +203,15 @@ pub fn describe(
         map.insert("columns".into(), Value::Array(columns));
         map.insert("versions".into(), Value::Array(versions));
         map.insert("access".into(), access);
+        // Proposed changes are the stewards' and admins' business only.
+        if dataset.stewarded_by(&steward_scope(caller)) {
+            let pending: Vec<_> = m
+                .changes
+                .iter()
+                .filter(|c| c.status == crate::catalog::change::ChangeStatus::Pending)
+                .collect();
+            map.insert("pending_changes".into(), json!(pending));
+        }
         map.insert(
             "data_url".into(),
             json!(format!("/v1/datasets/{}/data", m.id)),

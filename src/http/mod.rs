@@ -5,6 +5,7 @@
 mod admin_routes;
 mod caller;
 mod catalog_routes;
+mod change_routes;
 mod data_routes;
 pub mod limits;
 pub mod problem;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub rate_limits: limits::RateLimits,
     pub stream_slots: limits::StreamSlots,
+    /// Uploads in progress on this server (`ingest.max_concurrent_uploads`).
+    pub upload_slots: Arc<tokio::sync::Semaphore>,
     /// False until the server is built and again once shutdown starts.
     pub ready: AtomicBool,
 }
@@ -75,6 +78,15 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
                     .route(
                         "/datasets/{id}/query",
                         web::post().to(data_routes::post_query),
+                    )
+                    .route("/datasets/{id}/changes", web::get().to(change_routes::list))
+                    .route(
+                        "/datasets/{id}/changes/{n}/approve",
+                        web::post().to(change_routes::approve),
+                    )
+                    .route(
+                        "/datasets/{id}/changes/{n}/reject",
+                        web::post().to(change_routes::reject),
                     )
                     .route("/audit", web::get().to(admin_routes::audit))
                     .route(

@@ -24,7 +24,7 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidParameter(String),
     /// A column the caller may not use (or that does not exist).
-    #[error("unknown column '{0}'")]
+    #[error("unknown column '{}'", crate::echo::cut(.0))]
     UnknownColumn(String),
     /// A filter that was refused or could not be applied.
     #[error("{0}")]
@@ -65,6 +65,12 @@ pub enum ApiError {
     /// Catalogue changes need the steward (or admin) role.
     #[error("this needs a token with the steward or admin role")]
     StewardRequired,
+    /// A change that only an admin may make (approving a widening change).
+    #[error("{0}")]
+    AdminRequired(String),
+    /// Too many uploads in progress on this server; retry after the seconds.
+    #[error("the server is processing as many uploads as it takes at once; retry after {0} s")]
+    TooManyUploads(u64),
     /// A steward acting on another organisation's dataset.
     #[error("{0}")]
     NotPublisher(String),
@@ -123,6 +129,8 @@ impl ApiError {
             ApiError::AuditUnavailable => "audit-unavailable",
             ApiError::StewardRequired => "steward-required",
             ApiError::NotPublisher(_) => "not-publisher",
+            ApiError::AdminRequired(_) => "admin-required",
+            ApiError::TooManyUploads(_) => "too-many-uploads",
             ApiError::Conflict { kind, .. } | ApiError::Unprocessable { kind, .. } => kind,
             ApiError::UploadTimeout(_) => "upload-timeout",
             ApiError::UploadIncomplete => "upload-incomplete",
@@ -200,7 +208,7 @@ impl ApiError {
             }
         }
         if let ApiError::UnknownColumn(name) = self {
-            map.insert("column".into(), json!(name));
+            map.insert("column".into(), json!(crate::echo::cut(name)));
         }
         map
     }
@@ -220,6 +228,7 @@ impl ResponseError for ApiError {
             ApiError::Denied(_)
             | ApiError::AggregateOnly(_)
             | ApiError::StewardRequired
+            | ApiError::AdminRequired(_)
             | ApiError::NotPublisher(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -230,7 +239,9 @@ impl ResponseError for ApiError {
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::RateLimited(_) | ApiError::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::TooManyStreams | ApiError::TooManyUploads(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::AuditUnavailable
             | ApiError::StorageUnavailable
             | ApiError::CatalogReadOnly => StatusCode::SERVICE_UNAVAILABLE,
@@ -248,14 +259,22 @@ impl ResponseError for ApiError {
         body.insert("type".into(), json!(self.kind()));
         body.insert("title".into(), json!(self.title()));
         body.insert("status".into(), json!(status.as_u16()));
-        body.insert("detail".into(), json!(self.detail()));
+        // Details name the caller's values, each already cut where it is
+        // formatted; this bounds what several of them add up to.
+        body.insert(
+            "detail".into(),
+            json!(crate::echo::cut_to(
+                &self.detail(),
+                crate::echo::MAX_DETAIL_BYTES
+            )),
+        );
         if let Some(id) = request_id {
             body.insert("request_id".into(), json!(id));
         }
         body.extend(self.extensions());
         let mut response = HttpResponse::build(status);
         response.content_type("application/problem+json");
-        if let ApiError::RateLimited(secs) = self {
+        if let ApiError::RateLimited(secs) | ApiError::TooManyUploads(secs) = self {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         if status == StatusCode::UNAUTHORIZED {
@@ -282,7 +301,9 @@ impl From<SliceError> for ApiError {
             SliceError::Filter(crate::filter::FilterError::UnknownColumn(name)) => {
                 ApiError::UnknownColumn(name)
             }
-            SliceError::Filter(f) => ApiError::InvalidFilter(f.to_string()),
+            SliceError::Filter(f) => {
+                ApiError::InvalidFilter(crate::echo::cut_quoted(&f.to_string()))
+            }
             e @ (SliceError::FilterTypes | SliceError::Evaluation) => {
                 ApiError::InvalidFilter(e.to_string())
             }

@@ -12,6 +12,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
 use serde_json::{Value, json};
+use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt;
 
 use super::AppState;
@@ -20,9 +21,10 @@ use super::problem::ApiError;
 use super::trail;
 use crate::audit::Record;
 use crate::auth::{Caller, Role};
+use crate::catalog::change;
 use crate::catalog::edit::{ManifestPatch, Registration};
 use crate::catalog::local::Staging;
-use crate::catalog::{Dataset, StewardScope, WriteError};
+use crate::catalog::{Dataset, StewardScope, WriteError, check_schema};
 use crate::domain::DatasetId;
 use crate::ingest::{self, Failure, UploadError, UploadFormat};
 
@@ -44,7 +46,7 @@ pub fn steward_scope(caller: &Caller) -> StewardScope {
 }
 
 /// The caller's scope, or why they may not change the catalogue at all.
-fn require_steward(caller: &Caller) -> Result<StewardScope, ApiError> {
+pub(super) fn require_steward(caller: &Caller) -> Result<StewardScope, ApiError> {
     let Some(principal) = caller.principal() else {
         return Err(ApiError::TokenRequired);
     };
@@ -89,7 +91,7 @@ pub fn visible_dataset(
 }
 
 /// The dataset a steward may change: one they can see, of their publisher.
-fn stewarded(
+pub(super) fn stewarded(
     state: &AppState,
     scope: &StewardScope,
     raw_id: &str,
@@ -119,13 +121,18 @@ fn invalid_manifest(detail: impl Into<String>) -> ApiError {
 
 /// A body as JSON: malformed JSON is 400.
 fn json_body(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::InvalidParameter(format!("the body is not valid JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::InvalidParameter(crate::echo::cut_quoted(&format!(
+            "the body is not valid JSON: {e}"
+        )))
+    })
 }
 
 /// JSON that is not a valid `T` (unknown field, missing licence, bad id) is 422.
 fn manifest_from<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
-    serde_json::from_value(value).map_err(|e| invalid_manifest(e.to_string()))
+    // serde quotes the offending field or value; cut it.
+    serde_json::from_value(value)
+        .map_err(|e| invalid_manifest(crate::echo::cut_quoted(&e.to_string())))
 }
 
 /// Largest manifest or patch body (thousands of described columns fit).
@@ -161,7 +168,7 @@ fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-fn write_error(e: WriteError, invalid_kind: &'static str) -> ApiError {
+pub(super) fn write_error(e: WriteError, invalid_kind: &'static str) -> ApiError {
     match e {
         WriteError::NotFound => ApiError::DatasetNotFound,
         WriteError::Retired(id) => ApiError::Conflict {
@@ -171,6 +178,10 @@ fn write_error(e: WriteError, invalid_kind: &'static str) -> ApiError {
         WriteError::Exists(id) => ApiError::Conflict {
             kind: "dataset-exists",
             detail: format!("a dataset with id '{id}' already exists"),
+        },
+        e @ WriteError::TooMany { .. } => ApiError::Conflict {
+            kind: "too-many-datasets",
+            detail: e.to_string(),
         },
         WriteError::Invalid(detail) => ApiError::Unprocessable {
             kind: invalid_kind,
@@ -187,7 +198,11 @@ fn write_error(e: WriteError, invalid_kind: &'static str) -> ApiError {
 
 /// Records a steward's change (or its refusal). Changes are made durable
 /// before the answer goes out; a refusal is recorded in the background.
-async fn record(state: &AppState, mut record: Record, result: &Result<HttpResponse, ApiError>) {
+pub(super) async fn record(
+    state: &AppState,
+    mut record: Record,
+    result: &Result<HttpResponse, ApiError>,
+) {
     record.phase = None;
     match result {
         Ok(_) => {
@@ -239,7 +254,7 @@ pub async fn register(
         let manifest = registration.into_manifest().map_err(invalid_manifest)?;
         let dataset = state
             .catalog
-            .register(manifest)
+            .register(manifest, state.limits.max_datasets_per_publisher)
             .await
             .map_err(|e| write_error(e, "invalid-manifest"))?;
         let url = format!("/v1/datasets/{}", dataset.id());
@@ -253,7 +268,10 @@ pub async fn register(
 }
 
 /// `PATCH /v1/datasets/{id}`: edits metadata. Classification changes apply
-/// to every version (they live in the manifest, not the files).
+/// to every version (they live in the manifest, not the files). A steward's
+/// changes that widen access are not applied: they are stored as a pending
+/// change for an admin (answer 202, `pending_change`); the rest apply at
+/// once. An admin's edit applies whole.
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
 pub async fn edit(
     state: web::Data<AppState>,
@@ -264,16 +282,12 @@ pub async fn edit(
 ) -> Result<HttpResponse, ApiError> {
     let body = json_body(&read_manifest_body(payload).await?);
     let mut audit = trail::request_record("edit", &caller, &path);
-    // Which fields the edit touches (not their values) goes in the trail.
-    if let Ok(Value::Object(fields)) = &body {
-        let mut names: Vec<String> = fields
-            .keys()
-            .take(32)
-            .map(|k| k.chars().take(64).collect())
-            .collect();
-        names.sort();
-        audit.reason = Some(format!("fields: {}", names.join(", ")));
-    }
+    let sub = caller
+        .principal()
+        .map(|p| p.sub.clone())
+        .unwrap_or_default();
+    // What the commit did, for the answer and the trail.
+    let mut outcome: Option<EditOutcome> = None;
     let result = async {
         let scope = require_steward(&caller)?;
         let dataset = stewarded(&state, &scope, &path)?;
@@ -289,16 +303,82 @@ pub async fn edit(
                 "only admins may move a dataset to another publisher".into(),
             ));
         }
+        let admin = scope == StewardScope::All;
         let edited = state
             .catalog
-            .edit(dataset.id(), |m| patch.apply(m))
+            .edit(dataset.id(), |current| {
+                let requested = patch.apply(current)?;
+                // A proposal must be applicable to the data as it is, so
+                // the admin who approves it is not the first to find out.
+                for version in dataset.versions.values() {
+                    check_schema(&requested, version.number, &version.schema)?;
+                }
+                if admin {
+                    outcome = Some(EditOutcome {
+                        applied: change::classify(current, &requested),
+                        proposal: None,
+                    });
+                    return Ok(requested);
+                }
+                let split = change::split(current, &requested);
+                let applied = change::classify(current, &split.applied);
+                let mut next = split.applied;
+                let proposal = if split.pending.is_empty() {
+                    None
+                } else {
+                    let n = next.propose(&sub, OffsetDateTime::now_utc(), split.pending)?;
+                    next.change(n).cloned()
+                };
+                outcome = Some(EditOutcome { applied, proposal });
+                Ok(next)
+            })
             .await
             .map_err(|e| write_error(e, "invalid-manifest"))?;
-        Ok(HttpResponse::Ok().json(describe(&state, &caller, &edited, None)?))
+        let mut body = describe(&state, &caller, &edited, None)?;
+        let (applied, proposal) = outcome
+            .as_ref()
+            .map(|o| (o.applied.clone(), o.proposal.clone()))
+            .unwrap_or_default();
+        if let Value::Object(map) = &mut body {
+            map.insert("applied_changes".into(), json!(applied));
+            map.insert("pending_change".into(), json!(proposal));
+        }
+        Ok(if proposal.is_some() {
+            HttpResponse::Accepted().json(body)
+        } else {
+            HttpResponse::Ok().json(body)
+        })
     }
     .await;
+    if result.is_ok()
+        && let Some(outcome) = outcome
+    {
+        let admin = steward_scope(&caller) == StewardScope::All;
+        audit.changes = trail::field_changes(&outcome.applied);
+        audit.proposed_by = Some(sub.clone());
+        // An admin's own edit needs no one else's approval: they approved it.
+        audit.approved_by = admin.then(|| sub.clone());
+        if let Some(proposal) = &outcome.proposal {
+            let mut proposed = audit.clone();
+            proposed.event = "propose-change".into();
+            proposed.phase = None;
+            proposed.decision = Some("pending".into());
+            proposed.change = Some(proposal.number);
+            proposed.changes = trail::field_changes(&proposal.fields);
+            proposed.approved_by = None;
+            if let Err(e) = state.audit.append_durable(proposed).await {
+                tracing::error!(error = %e, "a proposed catalogue change could not be audited");
+            }
+        }
+    }
     record(&state, audit, &result).await;
     result
+}
+
+/// What an edit committed: the fields applied, and a proposal if some wait.
+struct EditOutcome {
+    applied: Vec<change::FieldChange>,
+    proposal: Option<change::ProposedChange>,
 }
 
 /// `DELETE /v1/datasets/{id}`: retires the dataset. It is no longer listed
@@ -347,6 +427,13 @@ pub async fn upload(
         not_retired(&dataset)?;
         let format = upload_format(&req)?;
         audit.format = Some(format!("{format:?}").to_lowercase());
+        // Held until the answer: receiving and decoding both count. A full
+        // server answers at once rather than queueing bodies it cannot take.
+        let _slot = state
+            .upload_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::TooManyUploads(UPLOAD_RETRY_SECS))?;
         let max = state.ingest.max_upload_bytes;
         if declared_length(&req).is_some_and(|len| len > max) {
             return Err(ApiError::PayloadTooLarge(usize::try_from(max).unwrap_or(usize::MAX)));
@@ -412,6 +499,9 @@ pub async fn upload(
     record(&state, audit, &result).await;
     result
 }
+
+/// What a refused upload is told to wait: roughly a small upload's time.
+const UPLOAD_RETRY_SECS: u64 = 5;
 
 fn upload_format(req: &HttpRequest) -> Result<UploadFormat, ApiError> {
     let content_type = req

@@ -38,6 +38,21 @@ pub fn request_record(event: &str, caller: &Caller, dataset: &str) -> Record {
     }
 }
 
+/// A catalogue change's fields as the trail records them.
+pub fn field_changes(
+    changes: &[crate::catalog::change::FieldChange],
+) -> Vec<crate::audit::FieldChange> {
+    changes
+        .iter()
+        .map(|c| crate::audit::FieldChange {
+            field: c.field.clone(),
+            old: c.old.clone(),
+            new: c.new.clone(),
+            widens: c.widens,
+        })
+        .collect()
+}
+
 /// Adds the grant and purpose of an allowed plan, and the visa it rests on.
 pub fn with_plan(mut record: Record, plan: &AccessPlan) -> Record {
     record.visa = plan.visa.as_ref().map(|v| VisaEvidence {

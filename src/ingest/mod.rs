@@ -23,6 +23,7 @@ use crate::catalog::local::Staging;
 use crate::catalog::{Dataset, DeclaredType, LiveCatalog, WriteError};
 use crate::config::IngestSettings;
 use crate::domain::ColumnName;
+use crate::echo::{cut, cut_to};
 
 /// The formats an upload may come in, named by its `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +135,19 @@ pub enum Failure {
     /// The worker could not run or write (our side, not the file's).
     #[error("{0}")]
     Internal(String),
+}
+
+impl Failure {
+    /// The failure with its message's quoted values cut and the whole
+    /// bounded ([`crate::echo::cut_quoted`]): decoder messages quote
+    /// values from the file, which may be of any size.
+    pub fn bounded(self) -> Self {
+        match self {
+            Failure::Invalid(m) => Failure::Invalid(crate::echo::cut_quoted(&m)),
+            Failure::SchemaMismatch(m) => Failure::SchemaMismatch(crate::echo::cut_quoted(&m)),
+            Failure::Internal(m) => Failure::Internal(crate::echo::cut_quoted(&m)),
+        }
+    }
 }
 
 /// The worker's answer on its stdout.
@@ -261,7 +275,9 @@ pub fn storage_type(name: &str, data_type: &DataType) -> Result<DataType, Failur
         | T::FixedSizeBinary(_) => data_type.clone(),
         other => {
             return Err(Failure::SchemaMismatch(format!(
-                "column '{name}' has type {other}, which Sluice does not store; flatten it into plain columns"
+                "column '{}' has type {}, which Sluice does not store; flatten it into plain columns",
+                cut(name),
+                cut(&other.to_string())
             )));
         }
     })
@@ -275,13 +291,16 @@ fn target_schema(job: &Job, input: &Schema) -> Result<SchemaRef, Failure> {
     let mut found = Vec::with_capacity(input.fields().len());
     for field in input.fields() {
         ColumnName::parse(field.name()).map_err(|e| {
-            Failure::SchemaMismatch(format!("column name '{}' is not valid: {e}", field.name()))
+            Failure::SchemaMismatch(format!(
+                "column name '{}' is not valid: {e}",
+                cut(field.name())
+            ))
         })?;
         if found
             .iter()
             .any(|(name, _): &(String, DataType)| name == field.name())
         {
-            return mismatch(format!("column '{}' appears twice", field.name()));
+            return mismatch(format!("column '{}' appears twice", cut(field.name())));
         }
         found.push((
             field.name().clone(),
@@ -314,12 +333,16 @@ fn target_schema(job: &Job, input: &Schema) -> Result<SchemaRef, Failure> {
     for (name, _) in &found {
         if !expected.iter().any(|(n, _)| n == name) {
             return mismatch(format!(
-                "column '{name}' is not in {whose} (expected columns: {})",
-                expected
-                    .iter()
-                    .map(|(n, _)| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "column '{}' is not in {whose} (expected columns: {})",
+                cut(name),
+                cut_to(
+                    &expected
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    512
+                )
             ));
         }
     }

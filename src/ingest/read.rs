@@ -178,21 +178,40 @@ fn open_arrow(file: File) -> Result<Input, Failure> {
     }
 }
 
+/// Longest CSV header row: `ingest.max_columns` names of up to 128 bytes
+/// fit many times over.
+const MAX_HEADER_BYTES: u64 = 1024 * 1024;
+
 /// CSV with a header row. Types come from the current version, else from
 /// the manifest's declared types, else from a bounded sample of rows.
 fn open_csv(mut file: File, job: &Job) -> Result<Input, Failure> {
     use arrow::csv::reader::Format;
 
     let header = {
+        // Read at most MAX_HEADER_BYTES (and one more, to tell): a header
+        // is names, and a file whose first "row" is hundreds of megabytes
+        // is refused before anything holds it.
+        let limited = (&file).take(MAX_HEADER_BYTES + 1);
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
-            .from_reader(BufReader::new(&file));
-        reader
+            .from_reader(BufReader::new(limited));
+        let header = reader
             .headers()
-            .map_err(|e| Failure::Invalid(format!("the CSV header cannot be read: {e}")))?
+            .map_err(|e| {
+                Failure::Invalid(format!(
+                    "the CSV header cannot be read: {}",
+                    crate::echo::cut_quoted(&e.to_string())
+                ))
+            })?
             .iter()
             .map(str::to_owned)
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        if reader.position().byte() > MAX_HEADER_BYTES {
+            return Err(Failure::Invalid(format!(
+                "the CSV header row is longer than {MAX_HEADER_BYTES} bytes; it should name the columns"
+            )));
+        }
+        header
     };
     if header.is_empty() || header.iter().all(String::is_empty) {
         return Err(Failure::Invalid(

@@ -17,6 +17,45 @@ use crate::config::IngestSettings;
 /// The subcommand the worker runs as.
 pub const WORKER_COMMAND: &str = "ingest-worker";
 
+/// Largest answer read from a worker. Its messages are cut to
+/// [`crate::echo::MAX_DETAIL_BYTES`] and a summary names at most
+/// `ingest.max_columns` columns, so an honest answer is far smaller.
+const MAX_REPLY_BYTES: usize = 1024 * 1024;
+/// How much of the worker's stderr is kept for the log.
+const STDERR_TAIL_BYTES: usize = 4096;
+
+/// Reads up to `max + 1` bytes: more than `max` means "too long" and the
+/// rest is left unread (the worker is then killed).
+async fn read_bounded(
+    pipe: &mut (impl tokio::io::AsyncRead + Unpin),
+    max: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    AsyncReadExt::take(pipe, max as u64 + 1)
+        .read_to_end(&mut out)
+        .await?;
+    Ok(out)
+}
+
+/// Reads a pipe to its end, keeping only the last `keep` bytes.
+async fn read_tail(
+    pipe: &mut (impl tokio::io::AsyncRead + Unpin),
+    keep: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut tail = Vec::with_capacity(keep * 2);
+    let mut buffer = vec![0u8; 8192];
+    loop {
+        let n = pipe.read(&mut buffer).await?;
+        if n == 0 {
+            return Ok(tail);
+        }
+        tail.extend_from_slice(&buffer[..n]);
+        if tail.len() > keep {
+            tail.drain(..tail.len() - keep);
+        }
+    }
+}
+
 /// Runs `job` in a worker process and returns its answer.
 pub async fn run(job: &Job, settings: &IngestSettings) -> Result<Summary, Failure> {
     let program = match &settings.worker {
@@ -54,26 +93,29 @@ pub async fn run(job: &Job, settings: &IngestSettings) -> Result<Summary, Failur
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let work = async {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
         // Both pipes at once: a worker blocked on a full stderr never
-        // closes its stdout.
+        // closes its stdout. Each is read with a bound: the worker's
+        // answer is small, and what it logs is kept only as a tail.
         let read_out = async {
-            match stdout.as_mut() {
-                Some(s) => s.read_to_end(&mut out).await.map(drop),
-                None => Ok(()),
+            let out = match stdout.as_mut() {
+                Some(s) => read_bounded(s, MAX_REPLY_BYTES).await?,
+                None => Vec::new(),
+            };
+            if out.len() > MAX_REPLY_BYTES {
+                // Not an answer this program gives. Stop the worker now: it
+                // may be blocked writing the rest, holding stderr open.
+                let _ = child.start_kill();
             }
+            Ok::<_, std::io::Error>(out)
         };
         let read_err = async {
             match stderr.as_mut() {
-                Some(s) => s.read_to_end(&mut err).await.map(drop),
-                None => Ok(()),
+                Some(s) => read_tail(s, STDERR_TAIL_BYTES).await,
+                None => Ok(Vec::new()),
             }
         };
-        let (read_out, read_err) = tokio::join!(read_out, read_err);
-        read_out?;
-        read_err?;
-        err.drain(..err.len().saturating_sub(4096));
+        let (out, err) = tokio::join!(read_out, read_err);
+        let (out, err) = (out?, err?);
         let status = child.wait().await?;
         Ok::<_, std::io::Error>((status, out, err))
     };
@@ -90,7 +132,8 @@ pub async fn run(job: &Job, settings: &IngestSettings) -> Result<Summary, Failur
     };
     match serde_json::from_slice::<Reply>(&out) {
         Ok(Reply::Done(summary)) if status.success() => Ok(summary),
-        Ok(Reply::Refused(failure)) => Err(failure),
+        // Bounded again here: the worker is a separate program.
+        Ok(Reply::Refused(failure)) => Err(failure.bounded()),
         _ => {
             // Killed by a limit, aborted, or panicked: the file made the
             // decoder fail. Say so without guessing further.
@@ -115,7 +158,7 @@ pub fn serve_one() -> std::io::Result<()> {
     let reply = match serde_json::from_slice::<Job>(&request) {
         Ok(job) => match std::panic::catch_unwind(|| super::run(&job)) {
             Ok(Ok(summary)) => Reply::Done(summary),
-            Ok(Err(failure)) => Reply::Refused(failure),
+            Ok(Err(failure)) => Reply::Refused(failure.bounded()),
             Err(_) => Reply::Refused(Failure::Invalid(
                 "the file could not be decoded: the decoder failed on it".into(),
             )),

@@ -91,7 +91,7 @@ impl Measure {
         let bad = || {
             SliceError::BadColumns(format!(
                 "measure '{}' is not one of count, sum(column), mean(column), min(column), max(column)",
-                super::shorten(text)
+                crate::echo::cut(text)
             ))
         };
         let (name, rest) = text.split_once('(').ok_or_else(bad)?;

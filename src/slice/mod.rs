@@ -485,17 +485,3 @@ fn error_kind(e: &DataFusionError) -> &'static str {
         _ => "other",
     }
 }
-
-/// Cuts text a caller sent to at most 64 bytes (on a character boundary)
-/// before an error message repeats it.
-pub fn shorten(text: &str) -> String {
-    const MAX: usize = 64;
-    if text.len() <= MAX {
-        return text.to_owned();
-    }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use crate::crash::{binary_config, start, steward_token, wait_up};
 
 fn sluice(config: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
+    Command::new(crate::helpers::sluice_bin())
         .arg("--config")
         .arg(config)
         .args(args)

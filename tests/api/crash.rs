@@ -34,7 +34,7 @@ pub fn binary_config(dir: &std::path::Path, server_extra: &str) -> (std::path::P
 }
 
 pub fn start(config: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
+    Command::new(crate::helpers::sluice_bin())
         .arg("--config")
         .arg(config)
         .arg("serve")

@@ -68,6 +68,15 @@ pub struct TestApp {
     dev_key: DevKey,
 }
 
+/// The `sluice` binary under test: Cargo's, unless `SLUICE_TEST_BIN` names
+/// another (a copy, when several checkouts share one target folder and may
+/// rebuild Cargo's under a running test).
+pub fn sluice_bin() -> PathBuf {
+    std::env::var_os("SLUICE_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_sluice").into())
+}
+
 pub fn settings_for(dir: &Path) -> Settings {
     let mut settings = Settings::from_toml_str("[auth]\ndev_mode = true\n").expect("test settings");
     settings.server.listen = "127.0.0.1:0".parse().expect("address");
@@ -78,7 +87,7 @@ pub fn settings_for(dir: &Path) -> Settings {
     settings.storage.state = dir.join("state");
     settings.storage.policy = dir.join("policy.toml");
     // In-process servers run uploads in the real binary, as `serve` does.
-    settings.ingest.worker = Some(env!("CARGO_BIN_EXE_sluice").into());
+    settings.ingest.worker = Some(sluice_bin());
     settings
 }
 

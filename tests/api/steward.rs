@@ -627,7 +627,7 @@ async fn edits_apply_to_every_version_and_retired_datasets_are_not_served() {
         "dataset-retired",
     )
     .await;
-    // The trail names who changed what (fields, not values) and the retirement.
+    // The trail names who changed what (each field, old and new) and the retirement.
     let admin = app.token("root", &[Role::Admin], &[]);
     let audit: Value = app
         .get("/v1/audit?dataset=edited", Some(&admin))
@@ -641,7 +641,14 @@ async fn edits_apply_to_every_version_and_retired_datasets_are_not_served() {
         .find(|r| r["event"] == "edit" && r["decision"] == "allow")
         .expect("an edit record");
     assert_eq!(edit["subject"], "sam@observatory.example");
-    assert_eq!(edit["reason"], "fields: columns, description");
+    assert_eq!(edit["proposed_by"], "sam@observatory.example");
+    assert_eq!(
+        edit["changes"],
+        json!([
+            {"field": "description", "old": "Visits per clinic and month", "new": "Renamed"},
+            {"field": "columns.clinic.classification", "old": "none", "new": "direct-identifier"},
+        ])
+    );
     assert!(
         records
             .iter()

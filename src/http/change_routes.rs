@@ -1,0 +1,126 @@
+//! Changes that widen access and wait for an admin: `GET
+//! /v1/datasets/{id}/changes` (the dataset's stewards and admins), `POST
+//! …/changes/{n}/approve` and `POST …/changes/{n}/reject` (admins only).
+//! Approving re-checks the change against the manifest as it is now and
+//! applies it in one commit; every decision, and every refusal, is audited
+//! with the fields, their old and new values, the proposer and the admin.
+
+use actix_web::{HttpResponse, web};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::AppState;
+use super::catalog_routes::describe;
+use super::problem::ApiError;
+use super::steward_routes::{record, require_steward, stewarded, write_error};
+use super::trail;
+use crate::auth::Caller;
+use crate::catalog::change::{DecideError, ProposedChange};
+use crate::catalog::{StewardScope, WriteError};
+
+/// `GET /v1/datasets/{id}/changes`: pending and recently decided changes.
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let scope = require_steward(&caller)?;
+    let dataset = stewarded(&state, &scope, &path)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "dataset": dataset.id(),
+        "changes": dataset.manifest.changes,
+    })))
+}
+
+/// `POST /v1/datasets/{id}/changes/{n}/approve`.
+pub async fn approve(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    decide(state, caller, path.into_inner(), true).await
+}
+
+/// `POST /v1/datasets/{id}/changes/{n}/reject`.
+pub async fn reject(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    decide(state, caller, path.into_inner(), false).await
+}
+
+async fn decide(
+    state: web::Data<AppState>,
+    caller: Caller,
+    (id, number): (String, String),
+    approve: bool,
+) -> Result<HttpResponse, ApiError> {
+    let event = if approve {
+        "approve-change"
+    } else {
+        "reject-change"
+    };
+    let mut audit = trail::request_record(event, &caller, &id);
+    let admin = caller
+        .principal()
+        .map(|p| p.sub.clone())
+        .unwrap_or_default();
+    let mut decided: Option<ProposedChange> = None;
+    let result = async {
+        let scope = require_steward(&caller)?;
+        let dataset = stewarded(&state, &scope, &id)?;
+        let number: u64 = number.parse().map_err(|_| ApiError::RouteNotFound)?;
+        audit.change = Some(number);
+        if scope != StewardScope::All {
+            return Err(ApiError::AdminRequired(
+                "changes that widen access are approved or rejected by an admin".into(),
+            ));
+        }
+        let mut refusal: Option<DecideError> = None;
+        let edited = state
+            .catalog
+            .edit(dataset.id(), |current| {
+                let next = current
+                    .decide(number, approve, &admin, OffsetDateTime::now_utc())
+                    .map_err(|e| {
+                        let message = e.to_string();
+                        refusal = Some(e);
+                        message
+                    })?;
+                decided = next.change(number).cloned();
+                Ok(next)
+            })
+            .await
+            .map_err(|e| match (refusal.take(), e) {
+                (Some(DecideError::NotFound(_)), _) => ApiError::RouteNotFound,
+                (Some(e @ DecideError::Decided(..)), _) => ApiError::Conflict {
+                    kind: "change-decided",
+                    detail: e.to_string(),
+                },
+                (Some(e @ DecideError::Stale { .. }), _) => ApiError::Conflict {
+                    kind: "change-stale",
+                    detail: e.to_string(),
+                },
+                // Decided, but the result does not fit the data's columns.
+                (None, WriteError::Invalid(detail)) => ApiError::Conflict {
+                    kind: "change-stale",
+                    detail: format!("change {number} no longer applies: {detail}"),
+                },
+                (None, e) => write_error(e, "invalid-manifest"),
+            })?;
+        let mut body = describe(&state, &caller, &edited, None)?;
+        if let Value::Object(map) = &mut body {
+            map.insert("change".into(), json!(decided));
+        }
+        Ok(HttpResponse::Ok().json(body))
+    }
+    .await;
+    if let Some(change) = &decided {
+        audit.changes = trail::field_changes(&change.fields);
+        audit.proposed_by = Some(change.proposed_by.clone());
+        audit.approved_by = Some(admin.clone());
+    }
+    record(&state, audit, &result).await;
+    result
+}
