@@ -1,3 +1,6 @@
+//! Admins' endpoints. `GET /metrics` is here too: its per-dataset series
+//! say who reads what and how much, which is not every caller's business.
+//!
 //! `GET /v1/audit`: admins read the audit trail, filtered by dataset,
 //! subject and time, oldest first, in pages.
 
@@ -23,18 +26,23 @@ pub struct AuditParams {
     page_token: Option<String>,
 }
 
+/// Admins only: 401 without a token, 403 `role-required` with another one.
+pub fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+    match caller.principal() {
+        None => Err(ApiError::TokenRequired),
+        Some(p) if !p.has_role(Role::Admin) => {
+            Err(ApiError::Denied(Denial::RoleRequired { role: Role::Admin }))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
 pub async fn audit(
     state: web::Data<AppState>,
     caller: Caller,
     params: web::Query<AuditParams>,
 ) -> Result<HttpResponse, ApiError> {
-    match caller.principal() {
-        None => return Err(ApiError::TokenRequired),
-        Some(p) if !p.has_role(Role::Admin) => {
-            return Err(ApiError::Denied(Denial::RoleRequired { role: Role::Admin }));
-        }
-        Some(_) => {}
-    }
+    require_admin(&caller)?;
     let p = params.into_inner();
     let instant = |name: &str, value: &Option<String>| {
         value
@@ -76,4 +84,17 @@ pub async fn audit(
     let page: Vec<_> = matching.by_ref().skip(skip).take(page_size).collect();
     let next = matching.next().map(|_| (skip + page.len()).to_string());
     Ok(HttpResponse::Ok().json(json!({ "records": page, "next_page_token": next })))
+}
+
+/// `GET /metrics`: Prometheus text, for admin tokens only (a scraper is
+/// given one with `bearer_token_file`).
+pub async fn metrics(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    state
+        .metrics
+        .active_streams
+        .set(state.engine.active_streams() as i64);
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render()))
 }

@@ -164,6 +164,8 @@ pub fn describe(
                 "classification": c.classification,
                 "mask": c.default_mask(),
                 "key": c.key,
+                "groupable": c.groupable,
+                "order_statistics": c.order_statistics,
             })
         })
         .collect();

@@ -65,7 +65,7 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
             )
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
-            .route("/metrics", web::get().to(metrics))
+            .route("/metrics", web::get().to(admin_routes::metrics))
             .service(
                 web::scope("/v1")
                     .route("/datasets", web::get().to(catalog_routes::list))
@@ -115,16 +115,6 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    state
-        .metrics
-        .active_streams
-        .set(state.engine.active_streams() as i64);
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
-}
-
 /// Readiness. Policy warnings (grants that load but no longer apply as
 /// written, after catalogue edits) are counted for everyone and spelled out
 /// for admins only: they name grants and columns, which are not every
@@ -134,7 +124,9 @@ async fn readyz(state: web::Data<AppState>, caller: Option<crate::auth::Caller>)
         let warnings = state.policy.warnings(&state.catalog.snapshot());
         let mut body = serde_json::json!({
             "status": "ready",
-            "datasets": state.catalog.snapshot().len(),
+            // Published datasets only: drafts and retired ones are their
+            // stewards' business.
+            "datasets": state.catalog.snapshot().datasets().filter(|d| d.manifest.is_live()).count(),
             "grants": state.policy.current().grants.len(),
             "policy_warnings": warnings.len(),
             "active_streams": state.engine.active_streams(),

@@ -495,3 +495,63 @@ async fn edge_cases_answer_as_a_researcher_expects() {
     assert_eq!(rows(&total), 1);
     assert_eq!(app.get("/healthz", None).await.status(), 200);
 }
+
+#[tokio::test]
+async fn column_names_never_collide_with_what_the_aggregate_adds() {
+    let app = spawn_app().await;
+    let admin = app.admin();
+    let register = app
+        .client
+        .post(app.url("/v1/datasets"))
+        .bearer_auth(&admin)
+        .json(
+            &json!({"id": "clash", "title": "Clash", "description": "d", "sector": "health",
+            "publisher": "P", "license": "CC-BY-4.0", "tier": "open",
+            "columns": [
+                {"name": "region", "description": "r", "groupable": true},
+                {"name": "suppressed", "description": "s", "groupable": true},
+                {"name": "count", "description": "c", "type": "int64"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(register.status(), 201, "{}", register.text().await.unwrap());
+    let mut csv = String::from("region,suppressed,count\n");
+    for i in 0..40 {
+        csv.push_str(&format!(
+            "{},{},{i}\n",
+            ["north", "south"][i % 2],
+            i % 2 == 0
+        ));
+    }
+    let upload = app
+        .client
+        .put(app.url("/v1/datasets/clash/data"))
+        .bearer_auth(&admin)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 201, "{}", upload.text().await.unwrap());
+    let app = &app;
+    let get = |query: &'static str| {
+        let path = format!("/v1/datasets/clash/aggregate?{query}");
+        async move { app.get(&path, None).await }
+    };
+    let batches =
+        arrow_batches(get("group_by=region,suppressed&measures=count,sum(count)").await).await;
+    assert_eq!(
+        column_names(&batches),
+        ["region", "suppressed", "count", "sum_count"]
+    );
+    assert_eq!(strings(&batches, "count"), ["20", "20"]);
+    // A measure named like a grouping column is a clear 400, not a 500.
+    let body = problem(
+        get("group_by=count&measures=count").await,
+        400,
+        "invalid-parameter",
+    )
+    .await;
+    assert!(body["detail"].as_str().unwrap().contains("grouping column"));
+}

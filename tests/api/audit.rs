@@ -152,9 +152,23 @@ async fn admins_read_the_trail_and_nobody_else_does() {
 }
 
 #[tokio::test]
-async fn metrics_are_exposed_and_move_with_traffic() {
+async fn metrics_are_exposed_to_admins_and_move_with_traffic() {
     let app = spawn_app().await;
-    let scrape = || async { app.get("/metrics", None).await.text().await.unwrap() };
+    // Per-dataset series say who reads what: not for anonymous scrapers or
+    // researchers.
+    problem(app.get("/metrics", None).await, 401, "token-required").await;
+    problem(
+        app.get("/metrics", Some(&app.researcher())).await,
+        403,
+        "role-required",
+    )
+    .await;
+    let admin = app.admin();
+    let scrape = || async {
+        let response = app.get("/metrics", Some(&admin)).await;
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    };
     let rows_served = |text: &str| -> u64 {
         text.lines()
             .filter(|l| {

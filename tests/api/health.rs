@@ -10,6 +10,22 @@ async fn health_and_readiness_answer_ok() {
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "ready");
     assert_eq!(body["datasets"], 4);
+    // A draft is its stewards' business: readiness counts published
+    // datasets only.
+    let draft = app
+        .client
+        .post(app.url("/v1/datasets"))
+        .bearer_auth(app.admin())
+        .json(
+            &serde_json::json!({"id": "secret-draft", "title": "T", "description": "d",
+            "sector": "health", "publisher": "P", "license": "CC-BY-4.0", "tier": "controlled"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(draft.status(), 201);
+    let body: serde_json::Value = app.get("/readyz", None).await.json().await.unwrap();
+    assert_eq!(body["datasets"], 4);
 }
 
 #[tokio::test]
