@@ -284,6 +284,9 @@ pub struct Limits {
     pub max_page_size: usize,
     /// Longest time to wait for a request head, in seconds.
     pub request_head_timeout_secs: u64,
+    /// Longest time a JSON body (manifest, patch, query) may take to
+    /// arrive whole, in seconds; 408 `body-timeout` after it.
+    pub body_timeout_secs: u64,
     /// Requests per minute per subject (per IP address when anonymous).
     pub requests_per_minute: u32,
     /// Requests a caller may make at once above the steady rate.
@@ -305,6 +308,7 @@ impl Default for Limits {
             default_page_size: 20,
             max_page_size: 100,
             request_head_timeout_secs: 10,
+            body_timeout_secs: 10,
             requests_per_minute: 1200,
             request_burst: 200,
             max_streams_per_caller: 8,

@@ -144,10 +144,23 @@ pub async fn post_query(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<QueryBody>,
+    payload: web::Payload,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let b = body.into_inner();
+    let deadline = std::time::Duration::from_secs(state.limits.body_timeout_secs.max(1));
+    let bytes = super::body::read_json(
+        &req,
+        payload,
+        state.limits.max_body_bytes,
+        deadline,
+        "query",
+    )
+    .await?;
+    let b: QueryBody = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::InvalidParameter(crate::echo::cut_quoted(&format!(
+            "the JSON body is not valid: {e}"
+        )))
+    })?;
     let wanted = Wanted {
         planner: Planner::Slice(SliceRequest {
             columns: b.columns.map(|c| match c {

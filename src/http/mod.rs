@@ -3,6 +3,7 @@
 //! are thin and call into `catalog`, `policy`, `slice` and `formats`.
 
 mod admin_routes;
+mod body;
 mod caller;
 mod catalog_routes;
 mod change_routes;
@@ -48,14 +49,7 @@ pub struct AppState {
 /// Registers every route.
 pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
-        let body_limit = state.limits.max_body_bytes;
         cfg.app_data(state)
-            .app_data(
-                web::JsonConfig::default()
-                    .limit(body_limit)
-                    .content_type_required(true)
-                    .error_handler(move |err, _req| json_error(err, body_limit).into()),
-            )
             .app_data(
                 web::QueryConfig::default()
                     .error_handler(|err, _req| ApiError::InvalidParameter(err.to_string()).into()),
@@ -97,17 +91,6 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::RouteNotFound)
             }));
-    }
-}
-
-fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> ApiError {
-    use actix_web::error::JsonPayloadError as J;
-    match err {
-        J::OverflowKnownLength { .. } | J::Overflow { .. } => ApiError::PayloadTooLarge(limit),
-        J::ContentType => {
-            ApiError::UnsupportedMediaType("send the query as application/json".into())
-        }
-        other => ApiError::InvalidParameter(format!("the JSON body is not valid: {other}")),
     }
 }
 

@@ -86,6 +86,9 @@ pub enum ApiError {
     /// An upload body stalled.
     #[error("the upload stalled for {0} s and was abandoned; nothing was changed")]
     UploadTimeout(u64),
+    /// A JSON body that did not arrive whole in time.
+    #[error("the request body did not arrive within {0} s; nothing was changed")]
+    BodyTimeout(u64),
     /// This server cannot change the catalogue (read-only folder, or
     /// another process holds its writer lock).
     #[error(
@@ -133,6 +136,7 @@ impl ApiError {
             ApiError::TooManyUploads(_) => "too-many-uploads",
             ApiError::Conflict { kind, .. } | ApiError::Unprocessable { kind, .. } => kind,
             ApiError::UploadTimeout(_) => "upload-timeout",
+            ApiError::BodyTimeout(_) => "body-timeout",
             ApiError::UploadIncomplete => "upload-incomplete",
             ApiError::StorageUnavailable => "storage-unavailable",
             ApiError::CatalogReadOnly => "catalog-read-only",
@@ -232,7 +236,7 @@ impl ResponseError for ApiError {
             | ApiError::NotPublisher(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::UploadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::UploadTimeout(_) | ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::DatasetNotFound | ApiError::VersionNotFound(_) | ApiError::RouteNotFound => {
                 StatusCode::NOT_FOUND
             }

@@ -138,34 +138,14 @@ fn manifest_from<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiE
 /// Largest manifest or patch body (thousands of described columns fit).
 const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
 
-/// Reads a small JSON body, counting bytes (the extractor does not).
-async fn read_manifest_body(mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|e| ApiError::InvalidParameter(format!("the body could not be read: {e}")))?;
-        if body.len() + chunk.len() > MAX_MANIFEST_BYTES {
-            return Err(ApiError::PayloadTooLarge(MAX_MANIFEST_BYTES));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
-
-fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
-    let json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<mime::Mime>().ok())
-        .is_some_and(|m| m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON));
-    if json {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType(
-            "send the manifest as application/json".into(),
-        ))
-    }
+/// Reads a manifest or patch body (after the caller was authorised).
+async fn read_manifest_body(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<web::Bytes, ApiError> {
+    let deadline = Duration::from_secs(state.limits.body_timeout_secs.max(1));
+    super::body::read_json(req, payload, MAX_MANIFEST_BYTES, deadline, "manifest").await
 }
 
 pub(super) fn write_error(e: WriteError, invalid_kind: &'static str) -> ApiError {
@@ -243,13 +223,15 @@ pub async fn register(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = json_body(&read_manifest_body(payload).await?);
-    let peek = body.as_ref().ok().and_then(|v| v.get("id")?.as_str());
-    let audit = trail::request_record("register", &caller, peek.unwrap_or(""));
+    let mut audit = trail::request_record("register", &caller, "");
     let result = async {
+        // Authorised from the head before a byte of the body is read.
         let scope = require_steward(&caller)?;
-        require_json(&req)?;
-        let registration: Registration = manifest_from(body?)?;
+        let body = json_body(&read_manifest_body(&state, &req, payload).await?)?;
+        if let Some(id) = body.get("id").and_then(Value::as_str) {
+            audit.dataset = Some(id.chars().take(128).collect());
+        }
+        let registration: Registration = manifest_from(body)?;
         require_publisher(&scope, &registration.publisher)?;
         let manifest = registration.into_manifest().map_err(invalid_manifest)?;
         let dataset = state
@@ -280,7 +262,6 @@ pub async fn edit(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = json_body(&read_manifest_body(payload).await?);
     let mut audit = trail::request_record("edit", &caller, &path);
     let sub = caller
         .principal()
@@ -289,10 +270,11 @@ pub async fn edit(
     // What the commit did, for the answer and the trail.
     let mut outcome: Option<EditOutcome> = None;
     let result = async {
+        // Authorised from the head before a byte of the body is read.
         let scope = require_steward(&caller)?;
         let dataset = stewarded(&state, &scope, &path)?;
-        require_json(&req)?;
-        let patch: ManifestPatch = manifest_from(body?)?;
+        let body = json_body(&read_manifest_body(&state, &req, payload).await?)?;
+        let patch: ManifestPatch = manifest_from(body)?;
         if patch
             .publisher
             .as_ref()

@@ -7,6 +7,7 @@ mod access;
 mod aggregates;
 mod audit;
 mod auth;
+mod bodies;
 mod bounds;
 mod catalog;
 mod cli;
