@@ -1,13 +1,11 @@
-//! Issue 5: pseudonyms, organisations, aggregate-only access, GA4GH visas,
-//! and live policy reload (what aggregates release is in `aggregates.rs`).
+//! Issue 5: pseudonyms, organisations, aggregate-only access and live policy
+//! reload (what aggregates release is in `aggregates.rs`, visas in
+//! `visas.rs`).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sluice::auth::Role;
 
 use crate::helpers::{
@@ -156,116 +154,4 @@ async fn wait_for(app: &TestApp, id: &str, token: &str, status: u16) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the policy change was not picked up (wanted {status})");
-}
-
-/// A visa issuer with its own ES256 key and JWKS file.
-struct VisaIssuer {
-    key: EncodingKey,
-    dir: tempfile::TempDir,
-}
-
-impl VisaIssuer {
-    fn new() -> Self {
-        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let raw = pair.public_key_raw();
-        let jwks = json!({ "keys": [{ "kty": "EC", "crv": "P-256", "kid": "visa-1",
-            "x": B64.encode(&raw[1..33]), "y": B64.encode(&raw[33..65]) }] });
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
-        Self {
-            key: EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(),
-            dir,
-        }
-    }
-
-    fn visa(&self, iss: &str, kind: &str, value: &str, exp: i64) -> String {
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some("visa-1".into());
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let claims = json!({ "iss": iss, "sub": "rita@uni.example", "iat": now, "exp": now + exp,
-            "ga4gh_visa_v1": { "type": kind, "value": value, "source": "https://dac.example", "by": "dac", "asserted": now } });
-        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
-    }
-}
-
-fn passport_token(app: &TestApp, visas: Vec<String>) -> String {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let claims = json!({ "sub": "rita@uni.example", "iss": app.settings.auth.issuer, "aud": app.settings.auth.audience,
-        "iat": now, "exp": now + 300, "roles": ["researcher"], "ga4gh_passport_v1": visas });
-    let pem = std::fs::read(app.state_dir().join("dev-signing-key.pem")).unwrap();
-    let mut header = Header::new(Algorithm::EdDSA);
-    header.kid = Some("sluice-dev".into());
-    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_pem(&pem).unwrap()).unwrap()
-}
-
-#[tokio::test]
-async fn a_trusted_controlled_access_visa_counts_as_a_grant() {
-    let issuer = VisaIssuer::new();
-    let jwks = issuer.dir.path().join("jwks.json");
-    let app = spawn_app_with(crate::helpers::ROWS, |s| {
-        s.auth.visa_issuers = vec![sluice::config::VisaIssuer {
-            issuer: "https://visas.example".into(),
-            jwks_file: jwks.clone(),
-        }];
-    })
-    .await;
-    let id = "hospital-admissions";
-    let aggregate = format!("/v1/datasets/{id}/aggregate?group_by=region");
-    let good = issuer.visa(
-        "https://visas.example",
-        "ControlledAccessGrants",
-        &format!("https://sluice.example/datasets/{id}"),
-        300,
-    );
-    let token = passport_token(&app, vec![good]);
-    assert_eq!(app.get(&aggregate, Some(&token)).await.status(), 200);
-    // The visa_grant is aggregate-only.
-    problem(app.data(id, &[], Some(&token)).await, 403, "aggregate-only").await;
-
-    let cases = [
-        (
-            "expired",
-            issuer.visa("https://visas.example", "ControlledAccessGrants", id, -120),
-        ),
-        (
-            "untrusted issuer",
-            issuer.visa("https://other.example", "ControlledAccessGrants", id, 300),
-        ),
-        (
-            "other type",
-            issuer.visa("https://visas.example", "AffiliationAndRole", id, 300),
-        ),
-        (
-            "other dataset",
-            issuer.visa(
-                "https://visas.example",
-                "ControlledAccessGrants",
-                "school-results",
-                300,
-            ),
-        ),
-        ("garbage", "not-a-jwt".to_string()),
-    ];
-    for (why, visa) in cases {
-        let token = passport_token(&app, vec![visa]);
-        // The token itself stays valid; the visa grants nothing.
-        assert_eq!(
-            app.get("/v1/datasets/school-results/data?limit=1", Some(&token))
-                .await
-                .status(),
-            200,
-            "{why}"
-        );
-        let r = app.get(&aggregate, Some(&token)).await;
-        assert_eq!(r.status(), 403, "{why}");
-    }
-    // A visa signed by another key under the trusted issuer's name.
-    let impostor = VisaIssuer::new();
-    let forged = impostor.visa("https://visas.example", "ControlledAccessGrants", id, 300);
-    assert_eq!(
-        app.get(&aggregate, Some(&passport_token(&app, vec![forged])))
-            .await
-            .status(),
-        403
-    );
 }

@@ -10,45 +10,18 @@ use serde_json::{Value, json};
 use sluice::auth::Role;
 
 use crate::crash::{binary_config, start, steward_token, wait_up};
-use crate::helpers::{TestApp, problem, spawn_app, spawn_app_with};
+use crate::helpers::{
+    OBSERVATORY, observatory_steward as steward, problem, register, spawn_app, spawn_app_with,
+    upload,
+};
 
-const ORG: &str = "Public Health Observatory";
-
-fn steward(app: &TestApp) -> String {
-    app.token_in("sam@observatory.example", &[Role::Steward], ORG)
-}
+const ORG: &str = OBSERVATORY;
 
 fn manifest(id: &str) -> Value {
     json!({
         "id": id, "title": "Counts", "description": "Counts", "sector": "health",
         "publisher": ORG, "license": "CC-BY-4.0", "tier": "open",
     })
-}
-
-async fn register(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
-    app.client
-        .post(app.url("/v1/datasets"))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn upload(
-    app: &TestApp,
-    token: &str,
-    id: &str,
-    body: impl Into<reqwest::Body>,
-) -> reqwest::Response {
-    app.client
-        .put(app.url(&format!("/v1/datasets/{id}/data")))
-        .bearer_auth(token)
-        .header("content-type", "text/csv")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
 }
 
 /// The peak resident memory of a process so far, in bytes.
@@ -227,7 +200,7 @@ async fn uploads_beyond_the_server_wide_cap_get_429_with_retry_after() {
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let r = upload(&app, &token, "slow", "n,label\n3,three\n").await;
+    let r = upload(&app, &token, "slow", "text/csv", "n,label\n3,three\n").await;
     assert_eq!(r.headers()["retry-after"], "5");
     problem(r, 429, "too-many-uploads").await;
     // Reading is not affected.
@@ -240,7 +213,7 @@ async fn uploads_beyond_the_server_wide_cap_get_429_with_retry_after() {
     release.send(()).unwrap();
     assert_eq!(first.await.unwrap().status(), 201);
     // The slot is free again.
-    let r = upload(&app, &token, "slow", "n,label\n3,three\n").await;
+    let r = upload(&app, &token, "slow", "text/csv", "n,label\n3,three\n").await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
 }
 

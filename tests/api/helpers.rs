@@ -363,3 +363,40 @@ pub fn agency(app: &TestApp) -> String {
         "Example Public Health Agency",
     )
 }
+
+/// The organisation of the stewards in the steward tests.
+pub const OBSERVATORY: &str = "Public Health Observatory";
+
+/// A steward of [`OBSERVATORY`].
+pub fn observatory_steward(app: &TestApp) -> String {
+    app.token_in("sam@observatory.example", &[Role::Steward], OBSERVATORY)
+}
+
+/// `POST /v1/datasets` with a JSON manifest.
+pub async fn register(app: &TestApp, token: &str, body: &serde_json::Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/datasets"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("request sent")
+}
+
+/// `PUT /v1/datasets/{id}/data` with a body of `content_type`.
+pub async fn upload(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    app.client
+        .put(app.url(&format!("/v1/datasets/{id}/data")))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("request sent")
+}

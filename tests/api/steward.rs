@@ -10,10 +10,11 @@ use serde_json::{Value, json};
 use sluice::auth::Role;
 
 use crate::helpers::{
-    TestApp, arrow_batches, column_names, problem, rows, spawn_app, spawn_app_with, strings,
+    OBSERVATORY, TestApp, arrow_batches, column_names, observatory_steward as steward, problem,
+    register, rows, spawn_app, spawn_app_with, strings, upload,
 };
 
-const ORG: &str = "Public Health Observatory";
+const ORG: &str = OBSERVATORY;
 
 fn manifest(id: &str, columns: Value) -> Value {
     json!({
@@ -39,37 +40,6 @@ fn visit_columns() -> Value {
 
 const VISITS_V1: &str = "clinic,month,visits\nA1,2024-01-01,10\nB2,2024-01-01,7\nC3,2024-02-01,3\n";
 const VISITS_V2: &str = "clinic,month,visits\nA1,2024-03-01,12\nB2,2024-03-01,9\n";
-
-fn steward(app: &TestApp) -> String {
-    app.token_in("sam@observatory.example", &[Role::Steward], ORG)
-}
-
-async fn register(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
-    app.client
-        .post(app.url("/v1/datasets"))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn upload(
-    app: &TestApp,
-    token: &str,
-    id: &str,
-    content_type: &str,
-    body: impl Into<reqwest::Body>,
-) -> reqwest::Response {
-    app.client
-        .put(app.url(&format!("/v1/datasets/{id}/data")))
-        .bearer_auth(token)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-}
 
 /// Registers `id` with the visit columns and uploads version 1.
 async fn published(app: &TestApp, id: &str) -> String {

@@ -261,3 +261,58 @@ async fn two_visas_make_one_grant_and_the_audit_names_the_visa() {
     )
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_trusted_controlled_access_visa_counts_as_a_grant_and_bad_ones_open_nothing() {
+    let issuer = Issuer::new();
+    let trusted = issuer.trusted();
+    let app = spawn_app_with(ROWS, |s| s.auth.visa_issuers = vec![trusted]).await;
+    let sub = "rita@uni.example";
+    let token = passport(&app, sub, &[issuer.grant(sub, URL)]);
+    assert_eq!(app.get(AGGREGATE, Some(&token)).await.status(), 200);
+    // The visa_grant is aggregate-only.
+    problem(
+        app.data("hospital-admissions", &[], Some(&token)).await,
+        403,
+        "aggregate-only",
+    )
+    .await;
+
+    let expired = issuer.visa(sub, "ControlledAccessGrants", URL, |c| {
+        c["exp"] = json!(now() - 120)
+    });
+    let untrusted = issuer.visa(sub, "ControlledAccessGrants", URL, |c| {
+        c["iss"] = json!("https://other.example")
+    });
+    let cases = [
+        ("expired", expired),
+        ("untrusted issuer", untrusted),
+        (
+            "other type",
+            issuer.visa(sub, "AffiliationAndRole", URL, |_| {}),
+        ),
+        (
+            "other dataset",
+            issuer.grant(sub, "https://sluice.example/datasets/school-results"),
+        ),
+        ("garbage", "not-a-jwt".to_string()),
+        // Signed by another key under the trusted issuer's name.
+        ("forged", Issuer::new().grant(sub, URL)),
+    ];
+    for (why, visa) in cases {
+        let token = passport(&app, sub, &[visa]);
+        // The token itself stays valid; the visa grants nothing.
+        assert_eq!(
+            app.get("/v1/datasets/school-results/data?limit=1", Some(&token))
+                .await
+                .status(),
+            200,
+            "{why}"
+        );
+        assert_eq!(
+            app.get(AGGREGATE, Some(&token)).await.status(),
+            403,
+            "{why}"
+        );
+    }
+}
