@@ -104,7 +104,19 @@ impl Translator<'_> {
             E::Value(v) => literal(&v.value)?,
             E::TypedString(typed) => typed_literal(&typed.data_type, &typed.value.value)?,
             E::Nested(inner) => sub(inner)?,
-            E::BinaryOp { left, op, right } => binary_expr(sub(left)?, operator(op)?, sub(right)?),
+            E::BinaryOp { left, op, right } => {
+                let op = operator(op)?;
+                let right = sub(right)?;
+                // Division by zero is NULL, never an error: an error raised
+                // only when some row reaches this part of the filter would
+                // tell an aggregate-only caller that such a row exists.
+                let right = if matches!(op, Operator::Divide | Operator::Modulo) {
+                    datafusion::functions::core::expr_fn::nullif(right, lit(0))
+                } else {
+                    right
+                };
+                binary_expr(sub(left)?, op, right)
+            }
             E::UnaryOp { op, expr } => match op {
                 UnaryOperator::Not => Expr::Not(Box::new(sub(expr)?)),
                 UnaryOperator::Minus => match &**expr {

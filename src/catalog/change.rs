@@ -375,12 +375,15 @@ fn class_rank(c: Classification) -> u8 {
 }
 
 /// Whether serving through `new` instead of `old` can reveal more. Only
-/// orders we can prove count as narrowing; anything else widens.
+/// orders we can prove count as narrowing; anything else widens. A new mask
+/// narrows only if it is a function of the old one (each new bucket a union
+/// of old ones): callers keep what they read before, so two masks that do
+/// not nest (bucket(7) then bucket(36)) together tell more than either.
 fn mask_widens(old: Mask, new: Mask) -> bool {
     match (old, new) {
         _ if old == new => false,
         (_, Mask::Redact) => false,
-        (Mask::Bucket(n), Mask::Bucket(m)) => m < n,
+        (Mask::Bucket(n), Mask::Bucket(m)) => !(m > n && m % n == 0),
         (Mask::Prefix(n), Mask::Prefix(m)) => m > n,
         (Mask::Month, Mask::Year) => false,
         _ => true,
@@ -588,6 +591,20 @@ description = "days"
         ] {
             assert_eq!(narrowing(patch).len(), 1, "{patch}");
         }
+    }
+
+    #[test]
+    fn buckets_that_do_not_nest_widen() {
+        // age is bucket(5): bucket(7) or bucket(36) cut old buckets in two,
+        // and together with what callers already read they tell more.
+        for m in [7, 6, 36, 4] {
+            let patch = format!(r#"{{"columns":[{{"name":"age","mask":"bucket({m})"}}]}}"#);
+            assert_eq!(widening(&patch), ["columns.age.mask"], "bucket({m})");
+        }
+        assert_eq!(
+            narrowing(r#"{"columns":[{"name":"age","mask":"bucket(15)"}]}"#).len(),
+            1
+        );
     }
 
     #[test]

@@ -40,7 +40,7 @@ use tracing::Instrument;
 use crate::catalog::{Catalog, Version};
 use crate::filter::{self, FilterError};
 use crate::formats::{Encoder, Format, sanitize, sanitized_schema};
-use crate::policy::AccessPlan;
+use crate::policy::{AccessPlan, Mode};
 
 /// The URL under which the catalogue's object store is registered with the engine.
 const STORE_URL: &str = "sluice-catalog://store";
@@ -321,7 +321,7 @@ impl Engine {
 
         // 3. The caller's filter, resolved against visible columns only.
         if let Some(text) = caller_filter.filter(|t| !t.trim().is_empty()) {
-            let expr = filter::parse(text, max_filter_bytes, &visible_names(plan))?;
+            let expr = filter::parse(text, max_filter_bytes, &filterable_names(plan))?;
             df = df.filter(expr).map_err(|_| SliceError::FilterTypes)?;
         }
 
@@ -358,6 +358,18 @@ fn internal(e: DataFusionError) -> SliceError {
 
 fn visible_names(plan: &AccessPlan) -> BTreeSet<String> {
     plan.columns.iter().map(|c| c.name.to_string()).collect()
+}
+
+/// What a caller's filter may name: the visible columns, except `hash`
+/// pseudonyms under aggregate-only access. A pseudonym picks out one person
+/// (and orders people finely), which is exactly what aggregate-only access
+/// must not allow; linking rows is for callers who may read them.
+fn filterable_names(plan: &AccessPlan) -> BTreeSet<String> {
+    plan.columns
+        .iter()
+        .filter(|c| plan.mode == Mode::Rows || c.mask != Some(crate::domain::Mask::Hash))
+        .map(|c| c.name.to_string())
+        .collect()
 }
 
 fn url_of(text: &str) -> Result<url::Url, SliceError> {
