@@ -9,6 +9,8 @@
 //!   (quasi-identifiers are seen through their mask, pseudonyms never),
 //!   at most `max_group_by` of them. Anything else is the same error as an
 //!   unknown column.
+//! - **Filters**, for aggregate-only callers, only on what they may group
+//!   by (see [`filterable`]).
 //! - **Measures** only on visible, unmasked columns; `min`/`max` for
 //!   aggregate-only callers only where the steward enabled
 //!   `order_statistics`.
@@ -128,6 +130,28 @@ fn sum_names(column: &str) -> [String; 3] {
     ]
 }
 
+/// Whether `name` may be grouped on under `plan`: visible, never a `hash`
+/// pseudonym, and for aggregate-only access marked `groupable` by the
+/// steward.
+fn groupable(plan: &AccessPlan, manifest: &Manifest, name: &str) -> bool {
+    plan.column(name)
+        .is_some_and(|c| c.mask != Some(Mask::Hash))
+        && (plan.mode == Mode::Rows || manifest.column(name).is_some_and(|c| c.groupable))
+}
+
+/// What a caller's filter may name. Under aggregate-only access, only what
+/// may be grouped on: a filter `x = v` with a total is the cell `v` of
+/// `group_by=x`, so filtering on a column nobody may group by would open
+/// the same door (exact values, pseudonyms that pick out one person, fine
+/// thresholds that walk a count up one row at a time).
+fn filterable(plan: &AccessPlan, manifest: &Manifest) -> BTreeSet<String> {
+    plan.columns
+        .iter()
+        .map(|c| c.name.to_string())
+        .filter(|name| plan.mode == Mode::Rows || groupable(plan, manifest, name))
+        .collect()
+}
+
 /// A checked aggregate: what to group by and measure.
 struct Checked {
     group_by: Vec<String>,
@@ -161,10 +185,7 @@ fn check(
         resolve_columns(&request.group_by, &visible)?
     };
     for name in &group_by {
-        let visible = plan.column(name);
-        let groupable = visible.is_some_and(|c| c.mask != Some(Mask::Hash))
-            && (!aggregate_only || manifest.column(name).is_some_and(|c| c.groupable));
-        if !groupable {
+        if !groupable(plan, manifest, name) {
             // Indistinguishable from a column that does not exist: which
             // columns are groupable is the steward's business.
             return Err(SliceError::UnknownColumn(name.clone()));
@@ -249,8 +270,13 @@ impl Engine {
         rules: &Disclosure,
     ) -> Result<DataFrame, SliceError> {
         let checked = check(plan, manifest, &version.schema, request, rules)?;
-        let visible =
-            self.visible_frame(version, plan, request.filter.as_deref(), max_filter_bytes)?;
+        let visible = self.visible_frame(
+            version,
+            plan,
+            request.filter.as_deref(),
+            &filterable(plan, manifest),
+            max_filter_bytes,
+        )?;
         let groups: Vec<Expr> = checked.group_by.iter().map(|g| col(g)).collect();
 
         // The group size always comes first, whether asked for or not.

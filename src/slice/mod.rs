@@ -40,7 +40,7 @@ use tracing::Instrument;
 use crate::catalog::{Catalog, Version};
 use crate::filter::{self, FilterError};
 use crate::formats::{Encoder, Format, sanitize, sanitized_schema};
-use crate::policy::{AccessPlan, Mode};
+use crate::policy::AccessPlan;
 
 /// The URL under which the catalogue's object store is registered with the engine.
 const STORE_URL: &str = "sluice-catalog://store";
@@ -210,9 +210,14 @@ impl Engine {
         request: &SliceRequest,
         max_filter_bytes: usize,
     ) -> Result<DataFrame, SliceError> {
-        let mut df =
-            self.visible_frame(version, plan, request.filter.as_deref(), max_filter_bytes)?;
         let visible = visible_names(plan);
+        let mut df = self.visible_frame(
+            version,
+            plan,
+            request.filter.as_deref(),
+            &visible,
+            max_filter_bytes,
+        )?;
 
         // 4. The caller's columns.
         if let Some(columns) = &request.columns {
@@ -273,12 +278,14 @@ impl Engine {
     }
 
     /// Steps 1-3 of every plan: the policy's row filter on raw rows, masks
-    /// and the visible projection, then the caller's filter.
+    /// and the visible projection, then the caller's filter, which may name
+    /// only `filterable` columns (visible ones, or fewer).
     fn visible_frame(
         &self,
         version: &Version,
         plan: &AccessPlan,
         caller_filter: Option<&str>,
+        filterable: &BTreeSet<String>,
         max_filter_bytes: usize,
     ) -> Result<DataFrame, SliceError> {
         let table = self.table(version)?;
@@ -321,7 +328,7 @@ impl Engine {
 
         // 3. The caller's filter, resolved against visible columns only.
         if let Some(text) = caller_filter.filter(|t| !t.trim().is_empty()) {
-            let expr = filter::parse(text, max_filter_bytes, &filterable_names(plan))?;
+            let expr = filter::parse(text, max_filter_bytes, filterable)?;
             df = df.filter(expr).map_err(|_| SliceError::FilterTypes)?;
         }
 
@@ -358,18 +365,6 @@ fn internal(e: DataFusionError) -> SliceError {
 
 fn visible_names(plan: &AccessPlan) -> BTreeSet<String> {
     plan.columns.iter().map(|c| c.name.to_string()).collect()
-}
-
-/// What a caller's filter may name: the visible columns, except `hash`
-/// pseudonyms under aggregate-only access. A pseudonym picks out one person
-/// (and orders people finely), which is exactly what aggregate-only access
-/// must not allow; linking rows is for callers who may read them.
-fn filterable_names(plan: &AccessPlan) -> BTreeSet<String> {
-    plan.columns
-        .iter()
-        .filter(|c| plan.mode == Mode::Rows || c.mask != Some(crate::domain::Mask::Hash))
-        .map(|c| c.name.to_string())
-        .collect()
 }
 
 fn url_of(text: &str) -> Result<url::Url, SliceError> {
