@@ -66,9 +66,10 @@ class PeakSampler(threading.Thread):
         return self.peak
 
 
-def start_server(work, datasets, policy_text):
-    """Starts `sluice serve` over HTTPS on a free port; returns (process,
-    base URL, CA path, config path) once it answers /healthz."""
+def start_server(work, datasets, policy_text, extra=""):
+    """Starts `sluice serve` over HTTPS on a free port, with `extra` TOML
+    appended to its config; returns (process, base URL, CA path, config
+    path) once it answers /healthz."""
     work = Path(work)
     (work / "policy.toml").write_text(policy_text)
     port = free_port()
@@ -84,7 +85,7 @@ dev_mode = true
 datasets = "{datasets}"
 state = "{work / 'state'}"
 policy = "{work / 'policy.toml'}"
-""")
+{extra}""")
     log = open(work / "server.log", "w")
     server = subprocess.Popen([BIN, "--config", config, "serve"], stdout=log, stderr=subprocess.STDOUT,
                               env={**os.environ, "RUST_LOG": "warn"})
