@@ -24,7 +24,14 @@ pub struct LivePolicy {
     max_filter_bytes: usize,
     current: RwLock<Arc<Policy>>,
     seen: Mutex<Fingerprint>,
+    /// The last [`LivePolicy::warnings`] answer and what it was computed
+    /// from: `/readyz` is anonymous, and re-checking every grant's row
+    /// filter on each call would let anyone make the server parse them all
+    /// at will.
+    warned: Mutex<Option<Warned>>,
 }
+
+type Warned = (Arc<Policy>, Arc<Catalog>, Vec<PolicyWarning>);
 
 /// The file's text and the fingerprint of exactly those bytes.
 fn read(path: &Path) -> Result<(String, [u8; 32]), PolicyError> {
@@ -64,6 +71,7 @@ impl LivePolicy {
             max_filter_bytes,
             current: RwLock::new(Arc::new(policy)),
             seen: Mutex::new(Some(digest)),
+            warned: Mutex::new(None),
         })
     }
 
@@ -80,19 +88,29 @@ impl LivePolicy {
     /// What in the policy in force no longer applies as written, against
     /// the catalogue as it is now (a steward edit since the last reload
     /// shows up here at once).
-    pub fn warnings(&self, catalog: &Catalog) -> Vec<PolicyWarning> {
+    pub fn warnings(&self, catalog: &Arc<Catalog>) -> Vec<PolicyWarning> {
+        let policy = self.current();
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((p, c, warnings)) = warned.as_ref()
+            && Arc::ptr_eq(p, &policy)
+            && Arc::ptr_eq(c, catalog)
+        {
+            return warnings.clone();
+        }
         let file = self.path.display().to_string();
         // The policy in force passed every catalogue-independent check when
         // it was loaded, so only warnings can come back; an error would mean
         // that split is broken, and is shown rather than hidden.
-        self.current()
+        let warnings = policy
             .check(catalog, &file, self.max_filter_bytes)
             .unwrap_or_else(|e| {
                 vec![PolicyWarning {
                     grant: "-".into(),
                     problem: e.to_string(),
                 }]
-            })
+            });
+        *warned = Some((policy, catalog.clone(), warnings.clone()));
+        warnings
     }
 
     /// Whether the file's content changed since it was last read.
