@@ -15,7 +15,8 @@
 
 use std::collections::BTreeSet;
 
-use datafusion::common::{Column, ScalarValue};
+use datafusion::arrow::datatypes::DataType as ArrowType;
+use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::logical_expr::{Expr, Operator, binary_expr, expr::InList, lit};
 use sqlparser::ast::{
     self, BinaryOperator, DataType, Expr as SqlExpr, FunctionArg, FunctionArgExpr,
@@ -48,6 +49,11 @@ pub enum FilterError {
     /// Nested too deeply.
     #[error("filter nests deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    /// Text meets a number, date or boolean (other than a text literal).
+    #[error(
+        "the filter compares or computes text with another type: compare text columns with quoted text ('north'), numbers with numbers, dates with DATE 'YYYY-MM-DD'"
+    )]
+    Types,
 }
 
 /// Parses `text` and translates it against the usable column names.
@@ -105,17 +111,12 @@ impl Translator<'_> {
             E::TypedString(typed) => typed_literal(&typed.data_type, &typed.value.value)?,
             E::Nested(inner) => sub(inner)?,
             E::BinaryOp { left, op, right } => {
-                let op = operator(op)?;
-                let right = sub(right)?;
-                // Division by zero is NULL, never an error: an error raised
-                // only when some row reaches this part of the filter would
-                // tell an aggregate-only caller that such a row exists.
-                let right = if matches!(op, Operator::Divide | Operator::Modulo) {
-                    datafusion::functions::core::expr_fn::nullif(right, lit(0))
+                let (left, op, right) = (sub(left)?, operator(op)?, sub(right)?);
+                if matches!(op, Operator::Divide | Operator::Modulo) {
+                    safe_division(left, op, right)?
                 } else {
-                    right
-                };
-                binary_expr(sub(left)?, op, right)
+                    binary_expr(left, op, right)
+                }
             }
             E::UnaryOp { op, expr } => match op {
                 UnaryOperator::Not => Expr::Not(Box::new(sub(expr)?)),
@@ -268,6 +269,85 @@ fn operator(op: &BinaryOperator) -> Result<Operator, FilterError> {
         B::Modulo => Operator::Modulo,
         other => return Err(FilterError::NotAllowed(format!("the operator {other}"))),
     })
+}
+
+/// `left / right` (or `%`) that never raises an error, whatever the rows:
+/// by zero is NULL, and `/ -1` is a (wrapping) negation, so the one
+/// overflow, the smallest integer divided by -1, cannot happen. An error
+/// raised only when some row reaches this part of a filter would tell a
+/// caller that such a row exists.
+fn safe_division(left: Expr, op: Operator, right: Expr) -> Result<Expr, FilterError> {
+    let divisor = datafusion::functions::core::expr_fn::nullif(right.clone(), lit(0));
+    let quotient = binary_expr(left.clone(), op, divisor);
+    if op == Operator::Modulo {
+        return Ok(quotient);
+    }
+    datafusion::logical_expr::when(right.eq(lit(-1)), Expr::Negative(Box::new(left)))
+        .otherwise(quotient)
+        .map_err(|e| FilterError::Syntax(e.to_string()))
+}
+
+/// Refuses a filter whose evaluation could fail on some rows only: text
+/// compared with (or computed as) a number, date or boolean makes the
+/// engine convert each row's text, which fails on the first row that is not
+/// one. Such a failure would be an oracle for which rows exist, so it is
+/// refused before any row is read. A text *literal* may still meet another
+/// type (`admission_date = '2020-01-01'`): it is converted once, while
+/// planning, whatever the data.
+pub fn check_types(expr: &Expr, schema: &DFSchema) -> Result<(), FilterError> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Between, BinaryExpr, ExprSchemable};
+    let is_text = |e: &Expr| {
+        e.get_type(schema).is_ok_and(|t| {
+            matches!(
+                t,
+                ArrowType::Utf8 | ArrowType::LargeUtf8 | ArrowType::Utf8View
+            )
+        })
+    };
+    let is_null = |e: &Expr| {
+        matches!(e, Expr::Literal(v, _) if v.is_null())
+            || e.get_type(schema).is_ok_and(|t| t == ArrowType::Null)
+    };
+    let is_literal = |e: &Expr| matches!(e, Expr::Literal(..));
+    // Two operands that meet: fine when both are text, neither is, one is
+    // NULL, or the text side is a literal.
+    let compatible = |a: &Expr, b: &Expr| {
+        is_text(a) == is_text(b)
+            || is_null(a)
+            || is_null(b)
+            || (is_text(a) && is_literal(a))
+            || (is_text(b) && is_literal(b))
+    };
+    let mut bad = false;
+    expr.apply(|e| {
+        let ok = match e {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                use Operator as O;
+                match op {
+                    O::Plus | O::Minus | O::Multiply | O::Divide | O::Modulo => {
+                        !is_text(left) && !is_text(right)
+                    }
+                    O::Eq | O::NotEq | O::Lt | O::LtEq | O::Gt | O::GtEq => compatible(left, right),
+                    _ => true,
+                }
+            }
+            Expr::InList(list) => list.list.iter().all(|item| compatible(&list.expr, item)),
+            Expr::Between(Between {
+                expr, low, high, ..
+            }) => compatible(expr, low) && compatible(expr, high),
+            Expr::Negative(inner) => !is_text(inner),
+            _ => true,
+        };
+        if ok {
+            Ok(TreeNodeRecursion::Continue)
+        } else {
+            bad = true;
+            Ok(TreeNodeRecursion::Stop)
+        }
+    })
+    .map_err(|e| FilterError::Syntax(e.to_string()))?;
+    if bad { Err(FilterError::Types) } else { Ok(()) }
 }
 
 fn literal(value: &Value) -> Result<Expr, FilterError> {

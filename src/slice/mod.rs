@@ -329,6 +329,7 @@ impl Engine {
         // 3. The caller's filter, resolved against visible columns only.
         if let Some(text) = caller_filter.filter(|t| !t.trim().is_empty()) {
             let expr = filter::parse(text, max_filter_bytes, filterable)?;
+            filter::check_types(&expr, df.schema())?;
             df = df.filter(expr).map_err(|_| SliceError::FilterTypes)?;
         }
 

@@ -599,10 +599,19 @@ async fn a_filter_that_could_fail_on_some_rows_is_no_oracle() {
         .join(" AND ");
     let value = truth.value("discharge_destination", row).len() as i64;
     // Guessing one of her values with a division that would fail only on
-    // her row: every guess answers the same.
+    // her row (by zero, or the smallest integer by -1): every guess answers
+    // the same.
     let mut answers = Vec::new();
+    let mut filters = Vec::new();
     for guess in [value - 1, value, value + 1] {
-        let filter = format!("{her} AND 1 / (length(discharge_destination) - {guess}) = 1");
+        filters.push(format!(
+            "{her} AND 1 / (length(discharge_destination) - {guess}) = 1"
+        ));
+        filters.push(format!(
+            "{her} AND (length(discharge_destination) - {guess} - 9223372036854775807 - 1) / -1 > 0"
+        ));
+    }
+    for filter in filters {
         for group_by in ["", "region"] {
             let response = aggregate(
                 &app,
@@ -619,4 +628,38 @@ async fn a_filter_that_could_fail_on_some_rows_is_no_oracle() {
         assert_eq!(*status, 200);
         assert_eq!(body, &first.2, "a guess changed the answer");
     }
+}
+
+#[tokio::test]
+async fn text_meeting_a_number_is_refused_before_any_row_is_read() {
+    let app = spawn_app().await;
+    let token = agency(&app);
+    // Converting each row's text to a number would fail on the first row
+    // that reaches it: refused whatever the rows, with the same answer.
+    let mut bodies = Vec::new();
+    for filter in [
+        "region = 'north' AND postcode_district = 12",
+        "region = 'nowhere' AND postcode_district = 12",
+        "region = 'north' AND region > 5",
+        "region = 'nowhere' AND region + 1 > 5",
+        "sex IN ('F', 3)",
+    ] {
+        let body = problem(
+            aggregate(&app, &token, &[("filter", filter)]).await,
+            400,
+            "invalid-filter",
+        )
+        .await;
+        assert!(body["detail"].as_str().unwrap().contains("quoted text"));
+        bodies.push(body["detail"].clone());
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    // A text literal meeting a date is converted once, while planning.
+    let dated = aggregate(
+        &app,
+        &token,
+        &[("filter", "admission_date >= '2020-01-01'")],
+    )
+    .await;
+    assert_eq!(dated.status(), 200);
 }
