@@ -244,6 +244,10 @@ impl Verifier {
         validation.leeway = self.leeway;
         let claims: Claims = decode_with(token, &candidates, &validation)?;
         check_iat(claims.iat, self.leeway)?;
+        // Every rule keys on the subject: a token about nobody is malformed.
+        if claims.sub.trim().is_empty() {
+            return Err(AuthError::Malformed);
+        }
         Ok(self.principal_from(claims))
     }
 

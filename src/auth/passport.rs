@@ -183,6 +183,13 @@ impl TrustedIssuers {
         if claims.ga4gh_visa_v1.conditions.is_some() {
             return Err(Refused::Conditional);
         }
+        // A visa about nobody, or asserted before the epoch or after now,
+        // is not a statement anyone should act on.
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let asserted = claims.ga4gh_visa_v1.asserted;
+        if claims.sub.trim().is_empty() || asserted <= 0 || asserted > now + leeway as i64 {
+            return Err(AuthError::Malformed.into());
+        }
         let expires =
             OffsetDateTime::from_unix_timestamp(claims.exp).map_err(|_| AuthError::Malformed)?;
         Ok(Some((

@@ -36,11 +36,22 @@ pub fn dataset_url(text: &str) -> Result<String, String> {
     Ok(url.into())
 }
 
-/// Whether a visa's value is exactly the configured dataset URL.
+/// Whether a visa's value is exactly the configured dataset URL: equal
+/// after normalising only the scheme's and host's case and a default port.
+/// Forms a lenient URL parser would quietly repair (backslashes, white
+/// space, missing slashes, encoded dots, zero-padded ports) are refused.
 fn names(visa_value: &str, configured: &str) -> bool {
-    Url::parse(visa_value).is_ok_and(|url| {
-        url.query().is_none() && url.fragment().is_none() && url.as_str() == configured
-    })
+    let lower = visa_value.to_ascii_lowercase();
+    let plain = (lower.starts_with("https://") || lower.starts_with("http://"))
+        && !visa_value
+            .chars()
+            .any(|c| c == '\\' || c.is_whitespace() || c.is_control())
+        && !lower.contains("%2e")
+        && !lower.contains(":0");
+    plain
+        && Url::parse(visa_value).is_ok_and(|url| {
+            url.query().is_none() && url.fragment().is_none() && url.as_str() == configured
+        })
 }
 
 /// The grant the caller's visas make for this dataset, if any.

@@ -118,6 +118,13 @@ async fn a_visa_value_must_be_the_configured_url_exactly() {
         "urn:x:/datasets/hospital-admissions",
         "https://sluice.example/v1/datasets/hospital-admissions",
         "https://sluice.example/datasets/hospital-admissions/",
+        // Forms a lenient URL parser would repair into the right one.
+        "https://sluice.example:0443/datasets/hospital-admissions",
+        "https://sluice.example\\datasets\\hospital-admissions",
+        "https:/sluice.example/datasets/hospital-admissions",
+        " https://sluice.example/datasets/hospital-admissions",
+        "https://sluice.example/datasets/hospital-admissions\t",
+        "https://sluice.example/datasets/%2e%2e/datasets/hospital-admissions",
     ] {
         assert!(
             !opens(&app, "carol", &[issuer.grant("carol", refused)]).await,
@@ -315,4 +322,26 @@ async fn a_trusted_controlled_access_visa_counts_as_a_grant_and_bad_ones_open_no
             "{why}"
         );
     }
+}
+
+#[tokio::test]
+async fn visas_about_nobody_or_asserted_in_the_future_open_nothing() {
+    let issuer = Issuer::new();
+    let app = app_trusting(&issuer, false).await;
+    let future = issuer.visa("carol", "ControlledAccessGrants", URL, |c| {
+        c["ga4gh_visa_v1"]["asserted"] = json!(now() + 365 * 86400)
+    });
+    let negative = issuer.visa("carol", "ControlledAccessGrants", URL, |c| {
+        c["ga4gh_visa_v1"]["asserted"] = json!(-5)
+    });
+    assert!(!opens(&app, "carol", &[future]).await);
+    assert!(!opens(&app, "carol", &[negative]).await);
+    // A token whose subject is empty is no token at all.
+    let nobody = passport(&app, "", &[issuer.grant("", URL)]);
+    problem(
+        app.get(AGGREGATE, Some(&nobody)).await,
+        401,
+        "invalid-token",
+    )
+    .await;
 }
