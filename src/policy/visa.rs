@@ -39,7 +39,7 @@ pub fn dataset_url(text: &str) -> Result<String, String> {
 /// Whether a visa's value is exactly the configured dataset URL: equal
 /// after normalising only the scheme's and host's case and a default port.
 /// Forms a lenient URL parser would quietly repair (backslashes, white
-/// space, missing slashes, encoded dots, zero-padded ports) are refused.
+/// space, missing slashes, dot segments, zero-padded ports) are refused.
 fn names(visa_value: &str, configured: &str) -> bool {
     let lower = visa_value.to_ascii_lowercase();
     let plain = (lower.starts_with("https://") || lower.starts_with("http://"))
@@ -47,6 +47,7 @@ fn names(visa_value: &str, configured: &str) -> bool {
             .chars()
             .any(|c| c == '\\' || c.is_whitespace() || c.is_control())
         && !lower.contains("%2e")
+        && !lower.contains("/.")
         && !lower.contains(":0");
     plain
         && Url::parse(visa_value).is_ok_and(|url| {

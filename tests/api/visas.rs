@@ -125,6 +125,7 @@ async fn a_visa_value_must_be_the_configured_url_exactly() {
         " https://sluice.example/datasets/hospital-admissions",
         "https://sluice.example/datasets/hospital-admissions\t",
         "https://sluice.example/datasets/%2e%2e/datasets/hospital-admissions",
+        "https://sluice.example/datasets/../datasets/hospital-admissions",
     ] {
         assert!(
             !opens(&app, "carol", &[issuer.grant("carol", refused)]).await,
