@@ -292,8 +292,8 @@ fn safe_division(left: Expr, op: Operator, right: Expr) -> Result<Expr, FilterEr
 /// engine convert each row's text, which fails on the first row that is not
 /// one. Such a failure would be an oracle for which rows exist, so it is
 /// refused before any row is read. A text *literal* may still meet another
-/// type (`admission_date = '2020-01-01'`): it is converted once, while
-/// planning, whatever the data.
+/// type if it is a value of that type (`admission_date = '2020-01-01'`):
+/// it converts the same way whatever the data.
 pub fn check_types(expr: &Expr, schema: &DFSchema) -> Result<(), FilterError> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::{Between, BinaryExpr, ExprSchemable};
@@ -309,15 +309,20 @@ pub fn check_types(expr: &Expr, schema: &DFSchema) -> Result<(), FilterError> {
         matches!(e, Expr::Literal(v, _) if v.is_null())
             || e.get_type(schema).is_ok_and(|t| t == ArrowType::Null)
     };
-    let is_literal = |e: &Expr| matches!(e, Expr::Literal(..));
+    // A text literal that converts to the other side's type: the
+    // conversion happens once and cannot fail later on some rows.
+    let converts = |text: &Expr, other: &Expr| match (text, other.get_type(schema)) {
+        (Expr::Literal(value, _), Ok(to)) => value.cast_to(&to).is_ok(),
+        _ => false,
+    };
     // Two operands that meet: fine when both are text, neither is, one is
-    // NULL, or the text side is a literal.
+    // NULL, or the text side is a literal of the other side's type.
     let compatible = |a: &Expr, b: &Expr| {
         is_text(a) == is_text(b)
             || is_null(a)
             || is_null(b)
-            || (is_text(a) && is_literal(a))
-            || (is_text(b) && is_literal(b))
+            || (is_text(a) && converts(a, b))
+            || (is_text(b) && converts(b, a))
     };
     let mut bad = false;
     expr.apply(|e| {

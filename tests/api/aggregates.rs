@@ -643,6 +643,8 @@ async fn text_meeting_a_number_is_refused_before_any_row_is_read() {
         "region = 'north' AND region > 5",
         "region = 'nowhere' AND region + 1 > 5",
         "sex IN ('F', 3)",
+        "region = 'north' AND admission_date = 'garbage'",
+        "region = 'nowhere' AND admission_date = 'garbage'",
     ] {
         let body = problem(
             aggregate(&app, &token, &[("filter", filter)]).await,
@@ -654,7 +656,19 @@ async fn text_meeting_a_number_is_refused_before_any_row_is_read() {
         bodies.push(body["detail"].clone());
     }
     assert!(bodies.windows(2).all(|w| w[0] == w[1]));
-    // A text literal meeting a date is converted once, while planning.
+    // A text literal that is a date may meet a date; a number column and a
+    // literal that is no number are refused for rows callers too.
+    problem(
+        app.data(
+            ID,
+            &[("filter", "length_of_stay = 'seven'")],
+            Some(&app.alice()),
+        )
+        .await,
+        400,
+        "invalid-filter",
+    )
+    .await;
     let dated = aggregate(
         &app,
         &token,
