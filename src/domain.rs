@@ -142,13 +142,24 @@ impl FromStr for Tier {
     }
 }
 
-/// Whether rows may be served, or only disclosure-controlled aggregates.
+/// Whether rows may be served, only disclosure-controlled aggregates, or
+/// only differentially private statistics spent from a budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
     Rows,
     Aggregate,
+    /// Differential privacy: noisy aggregates, each answer paid for from
+    /// the grant's privacy budget. Grants only (a budget needs an owner).
+    Dp,
+}
+
+impl Mode {
+    /// Whether rows may be served at all.
+    pub fn serves_rows(self) -> bool {
+        self == Mode::Rows
+    }
 }
 
 /// How sensitive a column is, as classified by the dataset's steward.

@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod config;
 pub mod demo_data;
 pub mod domain;
+pub mod dp;
 pub mod echo;
 pub mod filter;
 pub mod formats;

@@ -30,8 +30,18 @@ pub use writer::{AuditError, AuditLog, Checkpoints};
 /// The hash before the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// What a differentially private answer spent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySpend {
+    /// The budget's account: grant and project.
+    pub account: String,
+    pub epsilon: f64,
+    pub remaining: f64,
+}
+
 /// One audit event. Members that do not apply to an event are omitted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
     /// RFC 3339, UTC, set when the record is written.
@@ -57,6 +67,9 @@ pub struct Record {
     /// The GA4GH visa a visa grant rested on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visa: Option<VisaEvidence>,
+    /// A differentially private answer: what it spent and what was left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacySpend>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -312,6 +312,16 @@ fn fields(m: &Manifest) -> Vec<(String, Option<String>)> {
             path("order_statistics"),
             Some(c.order_statistics.to_string()),
         ));
+        // Differential privacy holds whatever these are (they shape the
+        // noise, not what is revealed): they describe, and apply at once.
+        out.push((
+            path("bounds"),
+            c.bounds.map(|[low, high]| format!("[{low}, {high}]")),
+        ));
+        out.push((
+            path("categories"),
+            Some(c.categories.join(", ")).filter(|s| !s.is_empty()),
+        ));
     }
     out
 }

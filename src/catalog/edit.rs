@@ -92,6 +92,10 @@ pub struct ColumnPatch {
     pub declared_type: Option<DeclaredType>,
     pub groupable: Option<bool>,
     pub order_statistics: Option<bool>,
+    /// `null` removes them.
+    #[serde(default, deserialize_with = "present")]
+    pub bounds: Option<Option<[f64; 2]>>,
+    pub categories: Option<Vec<String>>,
 }
 
 /// Tells "absent" (outer `None`) from an explicit `null` (`Some(None)`).
@@ -161,6 +165,12 @@ impl ManifestPatch {
             }
             if let Some(o) = edit.order_statistics {
                 column.order_statistics = o;
+            }
+            if let Some(bounds) = edit.bounds {
+                column.bounds = bounds;
+            }
+            if let Some(categories) = &edit.categories {
+                column.categories = categories.clone();
             }
         }
         m.check()?;

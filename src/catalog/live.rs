@@ -261,6 +261,8 @@ impl LiveCatalog {
                     declared_type: None,
                     groupable: false,
                     order_statistics: false,
+                    bounds: None,
+                    categories: Vec::new(),
                 });
                 added_columns.push(name.clone());
             }

@@ -110,6 +110,67 @@ pub struct ColumnSpec {
     /// Plain columns only.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub order_statistics: bool,
+    /// For differentially private sums and means: `[low, high]`. Values are
+    /// clamped into it, which bounds how much one row can move a sum; a
+    /// column without bounds cannot be summed under differential privacy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounds: Option<[f64; 2]>,
+    /// The public set of values a groupable column takes (in its masked
+    /// form). Under differential privacy the groups are exactly these, in
+    /// this order, whether or not any row has the value, so which groups
+    /// appear says nothing about the data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+}
+
+/// Most declared categories of one column, and bytes in each.
+const MAX_CATEGORIES: usize = 1000;
+
+/// `bounds` and `categories` as differential privacy needs them.
+fn column_domain_errors(column: &ColumnSpec) -> Result<(), String> {
+    if let Some([low, high]) = column.bounds
+        && !(low.is_finite() && high.is_finite() && low <= high)
+    {
+        return Err(format!(
+            "column '{}': bounds must be two finite numbers, low first",
+            column.name
+        ));
+    }
+    if column.categories.is_empty() {
+        return Ok(());
+    }
+    if !column.groupable {
+        return Err(format!(
+            "column '{}' has categories but is not groupable",
+            column.name
+        ));
+    }
+    if column.categories.len() > MAX_CATEGORIES {
+        return Err(format!(
+            "column '{}' has {} categories; at most {MAX_CATEGORIES} are accepted",
+            column.name,
+            column.categories.len()
+        ));
+    }
+    let mut seen = HashSet::new();
+    for category in &column.categories {
+        if category.len() > caps::SHORT_TEXT_BYTES {
+            return Err(format!(
+                "column '{}': a category is {} bytes; at most {} are accepted",
+                column.name,
+                category.len(),
+                caps::SHORT_TEXT_BYTES
+            ));
+        }
+        if !seen.insert(category.as_str()) {
+            return Err(format!(
+                "column '{}': category '{}' is listed twice",
+                column.name,
+                crate::echo::cut(category)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Column types a steward can declare.
@@ -166,6 +227,11 @@ impl Manifest {
                 return Err(format!("{field} must not be empty"));
             }
         }
+        if self.mode == Mode::Dp {
+            return Err(
+                "mode = \"dp\" needs a privacy budget, which only a grant in the policy file carries; use \"aggregate\" here".into(),
+            );
+        }
         let mut seen = HashSet::new();
         for column in &self.columns {
             if !seen.insert(column.name.as_str()) {
@@ -186,6 +252,7 @@ impl Manifest {
                     column.name
                 ));
             }
+            column_domain_errors(column)?;
             if column.order_statistics && column.classification != Classification::None {
                 return Err(format!(
                     "column '{}' cannot have order_statistics: min and max of an identifier are single people's values",

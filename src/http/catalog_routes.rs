@@ -166,6 +166,8 @@ pub fn describe(
                 "key": c.key,
                 "groupable": c.groupable,
                 "order_statistics": c.order_statistics,
+                "bounds": c.bounds,
+                "categories": c.categories,
             })
         })
         .collect();
@@ -183,13 +185,17 @@ pub fn describe(
         })
         .collect();
     let today = time::OffsetDateTime::now_utc().date();
-    let access = policy::decision_json(&policy::evaluate(
-        &state.policy.current(),
-        caller,
-        m,
-        grant,
-        today,
-    ));
+    let decision = policy::evaluate(&state.policy.current(), caller, m, grant, today);
+    let mut access = policy::decision_json(&decision);
+    // A DP grant's budget, with what its project has spent so far.
+    if let (policy::Decision::Allow(plan), Value::Object(map)) = (&decision, &mut access)
+        && let Some(budget) = &plan.budget
+    {
+        map.insert(
+            "privacy_budget".into(),
+            super::privacy::budget_json(state, budget),
+        );
+    }
     let mut body =
         serde_json::to_value(summary(dataset)).map_err(|e| ApiError::Internal(e.to_string()))?;
     if let Value::Object(map) = &mut body {

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use super::caller::rate_key;
 use super::problem::ApiError;
-use super::{AppState, trail};
+use super::{AppState, privacy, trail};
 use crate::auth::Caller;
 use crate::catalog::{Dataset, Version};
 use crate::domain::DatasetId;
@@ -188,6 +188,8 @@ pub struct AggregateParams {
     version: Option<String>,
     format: Option<String>,
     grant: Option<String>,
+    /// Differential privacy only: how much of the budget to spend.
+    epsilon: Option<String>,
 }
 
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
@@ -199,17 +201,27 @@ pub async fn get_aggregate(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let p = params.into_inner();
+    let epsilon = p
+        .epsilon
+        .as_deref()
+        .map(|e| {
+            e.trim().parse::<f64>().map_err(|_| {
+                ApiError::InvalidParameter("epsilon must be a number above 0".into())
+            })
+        })
+        .transpose();
     let wanted = Wanted {
         planner: Planner::Aggregate(AggregateRequest {
             group_by: p.group_by.as_deref().map(split_columns).unwrap_or_default(),
             measures: p.measures.as_deref().map(split_columns).unwrap_or_default(),
             filter: p.filter,
+            epsilon: epsilon.as_ref().ok().copied().flatten(),
         }),
         version: None,
         format: p.format,
         grant: p.grant,
     };
-    let version = number("version", p.version.as_deref());
+    let version = epsilon.and_then(|_| number("version", p.version.as_deref()));
     serve(&state, &caller, &path, wanted, version, &req).await
 }
 
@@ -302,33 +314,67 @@ async fn serve(
         )?;
         let format = negotiate(wanted.format.as_deref(), accept(req))?;
         let max_filter_bytes = state.limits.max_filter_bytes;
+        let mut paid = None;
         let df = match &wanted.planner {
             Planner::Slice(slice) => {
-                if access.plan.mode == Mode::Aggregate {
+                if !access.plan.mode.serves_rows() {
                     return Err(ApiError::AggregateOnly(access.dataset.id().to_string()));
                 }
                 state
                     .engine
                     .plan(&access.version, &access.plan, slice, max_filter_bytes)?
             }
-            Planner::Aggregate(aggregate) => {
-                state
-                    .engine
-                    .aggregate(
-                        &access.version,
+            Planner::Aggregate(aggregate) => match &access.plan.budget {
+                Some(budget) if access.plan.mode == Mode::Dp => {
+                    let epsilon = privacy::epsilon_for(aggregate.epsilon, budget)?;
+                    let table = state
+                        .engine
+                        .private_aggregate(
+                            &access.version,
+                            &access.plan,
+                            &access.dataset.manifest,
+                            aggregate,
+                            max_filter_bytes,
+                            &policy.disclosure,
+                        )
+                        .await?;
+                    let request_id = record.request_id.clone().unwrap_or_default();
+                    let (df, receipt) = privacy::pay_and_release(
+                        state,
                         &access.plan,
-                        &access.dataset.manifest,
-                        aggregate,
-                        max_filter_bytes,
-                        &policy.disclosure,
+                        budget,
+                        table,
+                        epsilon,
+                        &request_id,
                     )
-                    .await?
-            }
+                    .await?;
+                    paid = Some(receipt);
+                    df
+                }
+                _ => {
+                    if aggregate.epsilon.is_some() {
+                        return Err(ApiError::InvalidParameter(
+                            "epsilon applies only to differentially private access (a grant with mode = \"dp\")".into(),
+                        ));
+                    }
+                    state
+                        .engine
+                        .aggregate(
+                            &access.version,
+                            &access.plan,
+                            &access.dataset.manifest,
+                            aggregate,
+                            max_filter_bytes,
+                            &policy.disclosure,
+                        )
+                        .await?
+                }
+            },
         };
-        Ok::<_, ApiError>((access, format, df, slot))
+        Ok::<_, ApiError>((access, format, df, slot, paid))
     }
     .await;
-    let (access, format, df, slot) = match prepared {
+    let (access, format, df, slot, paid) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
             trail::refused(state, record, &e);
@@ -336,6 +382,7 @@ async fn serve(
         }
     };
     record = trail::with_plan(record, &access.plan);
+    record.privacy = paid.as_ref().map(|p| p.spend.clone());
     record.version = Some(access.version.number);
     record.format = Some(format.name().into());
     let on_finish = trail::on_finish(state, record.clone(), started, event, slot);
@@ -348,8 +395,8 @@ async fn serve(
         .observe(started.elapsed().as_secs_f64());
     let mut response = streaming_response(&access, format, stream);
     let headers = response.headers_mut();
-    match &wanted.planner {
-        Planner::Slice(_) => {
+    match (&wanted.planner, &paid) {
+        (Planner::Slice(_), _) => {
             if let Some(cap) = access.plan.max_rows {
                 headers.insert(
                     header::HeaderName::from_static("sluice-row-cap"),
@@ -357,7 +404,8 @@ async fn serve(
                 );
             }
         }
-        Planner::Aggregate(_) => {
+        (Planner::Aggregate(_), Some(paid)) => privacy::insert_headers(headers, paid)?,
+        (Planner::Aggregate(_), None) => {
             let rules = &policy.disclosure;
             let value = format!(
                 "min_count={}; round_to={}; dominance_pct={}",

@@ -9,6 +9,7 @@ mod catalog_routes;
 mod change_routes;
 mod data_routes;
 pub mod limits;
+mod privacy;
 pub mod problem;
 pub mod request_id;
 mod steward_routes;
@@ -22,6 +23,7 @@ use actix_web::{HttpResponse, web};
 use crate::audit::AuditLog;
 use crate::auth::Verifier;
 use crate::catalog::LiveCatalog;
+use crate::dp::Ledger;
 use crate::config::{IngestSettings, Limits};
 use crate::metrics::Metrics;
 use crate::policy::LivePolicy;
@@ -37,6 +39,8 @@ pub struct AppState {
     pub limits: Limits,
     pub ingest: IngestSettings,
     pub audit: Arc<AuditLog>,
+    /// What each DP grant's project has spent of its privacy budget.
+    pub ledger: Arc<Ledger>,
     pub metrics: Arc<Metrics>,
     pub rate_limits: limits::RateLimits,
     pub stream_slots: limits::StreamSlots,

@@ -98,6 +98,15 @@ pub enum ApiError {
     /// Storage failed to make a change durable; the previous state stands.
     #[error("storage could not record the change; nothing was changed, try again later")]
     StorageUnavailable,
+    /// A differentially private answer the grant's budget cannot pay for.
+    #[error(
+        "this answer would spend epsilon {cost:.4}, and the privacy budget of grant '{grant}' has {remaining:.4} left: ask for less with epsilon= (at most what is left), or ask the policy's admins to raise the grant's epsilon"
+    )]
+    PrivacyBudgetExhausted {
+        grant: String,
+        remaining: f64,
+        cost: f64,
+    },
     /// A fault on our side; the string goes to the log only.
     #[error("internal error")]
     Internal(String),
@@ -140,6 +149,7 @@ impl ApiError {
             ApiError::UploadIncomplete => "upload-incomplete",
             ApiError::StorageUnavailable => "storage-unavailable",
             ApiError::CatalogReadOnly => "catalog-read-only",
+            ApiError::PrivacyBudgetExhausted { .. } => "privacy-budget-exhausted",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -214,6 +224,16 @@ impl ApiError {
         if let ApiError::UnknownColumn(name) = self {
             map.insert("column".into(), json!(crate::echo::cut(name)));
         }
+        if let ApiError::PrivacyBudgetExhausted {
+            grant,
+            remaining,
+            cost,
+        } = self
+        {
+            map.insert("grant".into(), json!(grant));
+            map.insert("epsilon_remaining".into(), json!(remaining));
+            map.insert("epsilon_cost".into(), json!(cost));
+        }
         map
     }
 }
@@ -231,6 +251,7 @@ impl ResponseError for ApiError {
             | ApiError::Denied(Denial::TokenRequired { .. }) => StatusCode::UNAUTHORIZED,
             ApiError::Denied(_)
             | ApiError::AggregateOnly(_)
+            | ApiError::PrivacyBudgetExhausted { .. }
             | ApiError::StewardRequired
             | ApiError::AdminRequired(_)
             | ApiError::NotPublisher(_) => StatusCode::FORBIDDEN,

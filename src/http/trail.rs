@@ -76,7 +76,9 @@ pub fn with_plan(mut record: Record, plan: &AccessPlan) -> Record {
 /// Records a refused request (denied by policy, or invalid).
 pub fn refused(state: &AppState, mut record: Record, error: &ApiError) {
     record.decision = Some(match error {
-        ApiError::Denied(_) | ApiError::AggregateOnly(_) => "deny".into(),
+        ApiError::Denied(_)
+        | ApiError::AggregateOnly(_)
+        | ApiError::PrivacyBudgetExhausted { .. } => "deny".into(),
         _ => "refused".into(),
     });
     record.reason = Some(error.kind().into());

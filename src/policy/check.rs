@@ -19,9 +19,9 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use super::file::{Policy, PolicyError};
+use super::file::{Grant, Policy, PolicyError};
 use crate::catalog::{Catalog, Manifest};
-use crate::domain::{Classification, ColumnName, DatasetId};
+use crate::domain::{Classification, ColumnName, DatasetId, Mode};
 use crate::filter::{self, FilterError};
 
 /// A grant that still loads but no longer applies as written.
@@ -83,6 +83,7 @@ impl Policy {
             if grant.purpose.trim().is_empty() {
                 return Err(bad("purpose must not be empty".into()));
             }
+            budget_errors(grant).map_err(&bad)?;
             for name in &grant.unmask {
                 if grant.columns.as_ref().is_some_and(|c| !c.contains(name)) {
                     return Err(bad(format!(
@@ -121,6 +122,12 @@ impl Policy {
         let mut visa_datasets = HashSet::new();
         for visa in &self.visa_grants {
             let name = format!("visa_grant {}", visa.dataset);
+            if visa.mode == Mode::Dp {
+                return Err(problem(
+                    &name,
+                    "mode = \"dp\" needs a privacy budget, which only a [[grant]] carries".into(),
+                ));
+            }
             if !visa_datasets.insert(&visa.dataset) {
                 return Err(problem(
                     &name,
@@ -138,6 +145,28 @@ impl Policy {
             }
         }
         Ok(warnings)
+    }
+}
+
+/// A DP grant carries a budget and a per-query maximum; no other grant
+/// carries either.
+fn budget_errors(grant: &Grant) -> Result<(), String> {
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    match (grant.mode, grant.epsilon, grant.epsilon_per_query) {
+        (Mode::Dp, Some(total), Some(per_query)) => {
+            if !positive(total) || !positive(per_query) {
+                Err("epsilon and epsilon_per_query must be positive numbers".into())
+            } else if per_query > total {
+                Err("epsilon_per_query cannot exceed epsilon".into())
+            } else {
+                Ok(())
+            }
+        }
+        (Mode::Dp, _, _) => Err(
+            "mode = \"dp\" needs epsilon (the project's budget) and epsilon_per_query".into(),
+        ),
+        (_, None, None) => Ok(()),
+        (_, _, _) => Err("epsilon and epsilon_per_query apply to mode = \"dp\" only".into()),
     }
 }
 

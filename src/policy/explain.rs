@@ -56,9 +56,14 @@ fn describe_plan(out: &mut String, plan: &AccessPlan) {
         }
     };
     let _ = writeln!(out, "decision: allowed, by {basis}");
-    let mode = match plan.mode {
-        Mode::Rows => "rows",
-        Mode::Aggregate => "aggregate only (disclosure-controlled)",
+    let mode = match (plan.mode, &plan.budget) {
+        (Mode::Rows, _) => "rows".to_owned(),
+        (Mode::Aggregate, _) => "aggregate only (disclosure-controlled)".to_owned(),
+        (Mode::Dp, Some(b)) => format!(
+            "differentially private statistics only: budget epsilon {} for project '{}', at most {} per answer",
+            b.epsilon, plan.project, b.epsilon_per_query
+        ),
+        (Mode::Dp, None) => "differentially private statistics only (no budget: nothing)".to_owned(),
     };
     let _ = writeln!(out, "mode: {mode}");
     let columns: Vec<String> = plan

@@ -12,8 +12,10 @@
 //! row_filter = "region = 'north'"                       # optional
 //! max_rows = 100000                                     # optional
 //! expires = 2027-06-30                                  # optional, inclusive
-//! mode = "rows"                                         # or "aggregate"
+//! mode = "rows"                                  # or "aggregate", or "dp"
 //! project = "los-2026"                # optional: scope of `hash` pseudonyms
+//! epsilon = 3.0                       # mode = "dp" only: the project's budget
+//! epsilon_per_query = 0.5             # mode = "dp" only: most one answer spends
 //!
 //! [[visa_grant]]                      # what a GA4GH ControlledAccessGrants visa opens
 //! dataset = "hospital-admissions"
@@ -155,6 +157,14 @@ pub struct Grant {
     /// Last day (UTC) on which the grant is valid.
     #[serde(default, deserialize_with = "date_opt")]
     pub expires: Option<Date>,
+    /// `mode = "dp"`: the privacy budget of the grant's project for the
+    /// grant's lifetime (the sum of every answer's epsilon).
+    #[serde(default)]
+    pub epsilon: Option<f64>,
+    /// `mode = "dp"`: the most one answer may spend (and what it spends
+    /// when the caller does not ask for less).
+    #[serde(default)]
+    pub epsilon_per_query: Option<f64>,
     /// For a grant made from visas: the visa it rests on (never in the file).
     #[serde(skip)]
     pub visa: Option<Visa>,

@@ -19,8 +19,9 @@
 //!    value is exactly the URL the policy's `visa_grant` gives the dataset
 //!    counts as a grant shaped by that entry (several such visas make one);
 //!    a dataset without one cannot be opened by visas.
-//! 7. A grant's `mode` says whether rows may be served or only
-//!    disclosure-controlled aggregates.
+//! 7. A grant's `mode` says whether rows may be served, only
+//!    disclosure-controlled aggregates, or only differentially private
+//!    statistics paid from the grant's budget (`mode = "dp"`).
 //!
 //! Evaluation does no I/O and takes "today" as an argument, so every rule is
 //! unit-tested here. Loading and checking the file is in [`file`].
@@ -69,7 +70,7 @@ pub enum Basis {
 }
 
 /// Exactly what one caller may read of one dataset.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AccessPlan {
     pub basis: Basis,
     /// In the dataset's column order.
@@ -87,6 +88,21 @@ pub struct AccessPlan {
     /// plans have none).
     #[serde(skip)]
     pub visa: Option<Box<crate::auth::Visa>>,
+    /// `mode = "dp"`: the budget answers are paid from.
+    #[serde(rename = "privacy_budget", skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+}
+
+/// A DP grant's privacy budget, as the policy sets it. What has been spent
+/// is in the ledger, not here.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Budget {
+    /// Whose budget: one per grant and project, whoever of the grant's
+    /// callers asks.
+    #[serde(skip)]
+    pub account: String,
+    pub epsilon: f64,
+    pub epsilon_per_query: f64,
 }
 
 impl AccessPlan {
@@ -119,7 +135,7 @@ pub enum Denial {
 }
 
 /// The outcome of a policy evaluation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Allow(AccessPlan),
     Deny(Denial),
@@ -238,6 +254,7 @@ fn tier_plan(manifest: &Manifest, basis: Basis) -> AccessPlan {
         mode: manifest.mode,
         project: "public".into(),
         visa: None,
+        budget: None,
     }
 }
 
@@ -278,9 +295,10 @@ fn plan_for_grant(manifest: &Manifest, grant: &Grant) -> AccessPlan {
             // grouping on one would label cells with single people's values.
             mask: c
                 .default_mask()
-                .filter(|_| grant.mode == Mode::Aggregate || !grant.unmask.contains(&c.name)),
+                .filter(|_| !grant.mode.serves_rows() || !grant.unmask.contains(&c.name)),
         })
         .collect();
+    let project = grant.project.clone().unwrap_or_else(|| grant.id.clone());
     AccessPlan {
         basis: Basis::Grant {
             id: grant.id.clone(),
@@ -291,8 +309,16 @@ fn plan_for_grant(manifest: &Manifest, grant: &Grant) -> AccessPlan {
         row_filter: grant.row_filter.clone(),
         max_rows: grant.max_rows,
         mode: grant.mode,
-        project: grant.project.clone().unwrap_or_else(|| grant.id.clone()),
+        project: project.clone(),
         visa: grant.visa.clone().map(Box::new),
+        budget: match (grant.mode, grant.epsilon, grant.epsilon_per_query) {
+            (Mode::Dp, Some(epsilon), Some(epsilon_per_query)) => Some(Budget {
+                account: format!("{}/{project}", grant.id),
+                epsilon,
+                epsilon_per_query,
+            }),
+            _ => None,
+        },
     }
 }
 

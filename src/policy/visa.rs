@@ -95,6 +95,8 @@ pub(super) fn visa_grant(
         max_rows: None,
         expires: Some(evidence.expires.date()),
         visa: Some(evidence.clone()),
+        epsilon: None,
+        epsilon_per_query: None,
     })
 }
 

@@ -39,12 +39,12 @@ use crate::domain::{Mask, Mode};
 use crate::policy::{AccessPlan, Disclosure};
 
 /// Most measures in one aggregate.
-const MAX_MEASURES: usize = 16;
+pub(super) const MAX_MEASURES: usize = 16;
 
 /// Names the engine's helper columns carry. Column names are plain
 /// identifiers (letters, digits, `_`), so a `:` keeps them apart from any
 /// column a dataset can have.
-const ROWS: &str = "sluice:rows";
+pub(super) const ROWS: &str = "sluice:rows";
 
 /// An aggregate request, as received.
 #[derive(Debug, Clone, Default)]
@@ -52,10 +52,13 @@ pub struct AggregateRequest {
     pub group_by: Vec<String>,
     pub measures: Vec<String>,
     pub filter: Option<String>,
+    /// Under differential privacy: spend this much (at most the grant's
+    /// per-answer maximum) rather than the maximum.
+    pub epsilon: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Sum,
     Mean,
     Min,
@@ -63,7 +66,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Kind::Sum => "sum",
             Kind::Mean => "mean",
@@ -79,13 +82,13 @@ impl Kind {
 
 /// A parsed measure: `count` or `kind(column)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Measure {
+pub(super) enum Measure {
     Count,
     Of(Kind, String),
 }
 
 impl Measure {
-    fn parse(text: &str) -> Result<Self, SliceError> {
+    pub(super) fn parse(text: &str) -> Result<Self, SliceError> {
         let text = text.trim();
         if text.eq_ignore_ascii_case("count") || text.eq_ignore_ascii_case("count(*)") {
             return Ok(Measure::Count);
@@ -108,7 +111,7 @@ impl Measure {
         Ok(Measure::Of(kind, column.to_owned()))
     }
 
-    fn output_name(&self) -> String {
+    pub(super) fn output_name(&self) -> String {
         match self {
             Measure::Count => "count".into(),
             Measure::Of(kind, column) => format!("{}_{column}", kind.name()),
@@ -116,7 +119,7 @@ impl Measure {
     }
 }
 
-fn col(name: &str) -> Expr {
+pub(super) fn col(name: &str) -> Expr {
     Expr::Column(Column::new_unqualified(name))
 }
 
@@ -133,7 +136,7 @@ fn sum_names(column: &str) -> [String; 3] {
 /// Whether `name` may be grouped on under `plan`: visible, never a `hash`
 /// pseudonym, and for aggregate-only access marked `groupable` by the
 /// steward.
-fn groupable(plan: &AccessPlan, manifest: &Manifest, name: &str) -> bool {
+pub(super) fn groupable(plan: &AccessPlan, manifest: &Manifest, name: &str) -> bool {
     plan.column(name)
         .is_some_and(|c| c.mask != Some(Mask::Hash))
         && (plan.mode == Mode::Rows || manifest.column(name).is_some_and(|c| c.groupable))
@@ -340,7 +343,7 @@ impl Engine {
     }
 
     /// Runs a small plan to completion on the query runtime, as one batch.
-    async fn collect_one(
+    pub(super) async fn collect_one(
         &self,
         df: DataFrame,
         schema: SchemaRef,
@@ -357,19 +360,19 @@ impl Engine {
     }
 }
 
-fn column<'a>(table: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, SliceError> {
+pub(super) fn column<'a>(table: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, SliceError> {
     table
         .column_by_name(name)
         .ok_or_else(|| SliceError::Internal(format!("aggregate lost column {name}")))
 }
 
-fn cast(array: &ArrayRef, to: &DataType) -> Result<ArrayRef, SliceError> {
+pub(super) fn cast(array: &ArrayRef, to: &DataType) -> Result<ArrayRef, SliceError> {
     arrow::compute::cast(array, to).map_err(|e| SliceError::Internal(e.to_string()))
 }
 
 /// Each row's group values as text, the key the disclosure rules and the
 /// min/max tables share.
-fn group_keys(table: &RecordBatch, group_by: &[String]) -> Result<Vec<Vec<String>>, SliceError> {
+pub(super) fn group_keys(table: &RecordBatch, group_by: &[String]) -> Result<Vec<Vec<String>>, SliceError> {
     let columns = group_by
         .iter()
         .map(|g| {

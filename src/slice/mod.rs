@@ -18,6 +18,8 @@
 
 mod aggregate;
 pub use aggregate::AggregateRequest;
+mod private;
+pub use private::{PlannedRelease, PrivateTable};
 pub mod disclosure;
 mod mask;
 mod pseudonym;
@@ -198,6 +200,12 @@ impl Engine {
     }
 
     /// Slices whose engine work is still running.
+    /// A frame over an answer built outside the engine (released
+    /// aggregates), ready to stream in any format.
+    pub fn frame_of(&self, batch: arrow::array::RecordBatch) -> Result<DataFrame, SliceError> {
+        self.ctx.read_batch(batch).map_err(internal)
+    }
+
     pub fn active_streams(&self) -> usize {
         self.active.load(Ordering::Relaxed)
     }

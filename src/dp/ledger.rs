@@ -1,0 +1,217 @@
+//! The privacy-budget ledger: what each DP grant's project has spent.
+//!
+//! One append-only file, `<state>/privacy-ledger.jsonl`, one JSON line per
+//! answer (`at`, `account`, `epsilon`, `request`). A spend is checked and
+//! written under one lock, and fsynced before [`Ledger::spend`] returns, so
+//! the answer it pays for leaves only once the spend would survive a
+//! crash, and concurrent answers cannot together overspend. On start the
+//! file is summed per account; a last line without its newline is a write
+//! that never returned (its answer never left) and is cut off. Any other
+//! line that does not parse stops the server: an unknown spend cannot be
+//! assumed to be zero.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Budgets are sums of floats: a spend that lands within this of the total
+/// is allowed, so a budget of 1.0 holds ten answers of 0.1.
+const SLACK: f64 = 1e-9;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+    account: String,
+    epsilon: f64,
+    request: String,
+}
+
+/// What one spend left behind.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spend {
+    pub epsilon: f64,
+    pub remaining: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The answer would cost more than what is left.
+    #[error("the privacy budget has {remaining} left; the answer costs {cost}")]
+    Exhausted { remaining: f64, cost: f64 },
+    #[error("privacy ledger {path}: {message}")]
+    Io { path: String, message: String },
+}
+
+struct Inner {
+    file: File,
+    spent: HashMap<String, f64>,
+}
+
+pub struct Ledger {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+impl Ledger {
+    /// The ledger in `state`: created empty, or read back.
+    pub fn open_in(state: &Path) -> Result<Self, LedgerError> {
+        Self::open(&state.join("privacy-ledger.jsonl"))
+    }
+
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        let io = |e: std::io::Error| LedgerError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io)?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(io)?;
+        let complete = text.rfind('\n').map_or(0, |i| i + 1);
+        if complete < text.len() {
+            tracing::warn!(
+                path = %path.display(),
+                bytes = text.len() - complete,
+                "privacy ledger: cutting off a last line that was never completed"
+            );
+            file.set_len(complete as u64).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        file.seek(SeekFrom::End(0)).map_err(io)?;
+        let mut spent: HashMap<String, f64> = HashMap::new();
+        for (n, line) in text[..complete].lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let entry: Entry = serde_json::from_str(line).map_err(|e| LedgerError::Io {
+                path: path.display().to_string(),
+                message: format!("line {} is not a ledger entry ({e}); fix or restore the file: an unknown spend cannot be taken as zero", n + 1),
+            })?;
+            *spent.entry(entry.account).or_default() += entry.epsilon;
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            inner: Mutex::new(Inner { file, spent }),
+        })
+    }
+
+    /// What `account` has spent so far.
+    pub fn spent(&self, account: &str) -> f64 {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.spent.get(account).copied().unwrap_or(0.0)
+    }
+
+    /// Spends `cost` from `account`, whose budget is `total`, durably; or
+    /// refuses when less is left. Blocks on an fsync: call it off the
+    /// async workers.
+    pub fn spend(
+        &self,
+        account: &str,
+        total: f64,
+        cost: f64,
+        request: &str,
+    ) -> Result<Spend, LedgerError> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let spent = inner.spent.get(account).copied().unwrap_or(0.0);
+        let remaining = (total - spent).max(0.0);
+        if cost > remaining + SLACK {
+            return Err(LedgerError::Exhausted { remaining, cost });
+        }
+        let entry = Entry {
+            at: OffsetDateTime::now_utc(),
+            account: account.to_owned(),
+            epsilon: cost,
+            request: request.to_owned(),
+        };
+        let mut line = serde_json::to_vec(&entry).map_err(|e| self.io(e.to_string()))?;
+        line.push(b'\n');
+        inner
+            .file
+            .write_all(&line)
+            .and_then(|_| inner.file.sync_data())
+            .map_err(|e| self.io(e.to_string()))?;
+        inner.spent.insert(account.to_owned(), spent + cost);
+        Ok(Spend {
+            epsilon: cost,
+            remaining: (remaining - cost).max(0.0),
+        })
+    }
+
+    fn io(&self, message: String) -> LedgerError {
+        LedgerError::Io {
+            path: self.path.display().to_string(),
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spends_add_up_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open_in(dir.path()).unwrap();
+        for _ in 0..10 {
+            ledger.spend("g/p", 1.0, 0.1, "r").unwrap();
+        }
+        assert!(matches!(
+            ledger.spend("g/p", 1.0, 0.1, "r"),
+            Err(LedgerError::Exhausted { remaining, .. }) if remaining < 1e-9
+        ));
+        // Another account has its own budget.
+        assert_eq!(ledger.spend("g/q", 1.0, 0.5, "r").unwrap().remaining, 0.5);
+        drop(ledger);
+        let again = Ledger::open_in(dir.path()).unwrap();
+        assert!((again.spent("g/p") - 1.0).abs() < 1e-9);
+        assert_eq!(again.spent("g/q"), 0.5);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_and_a_corrupt_one_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("privacy-ledger.jsonl");
+        Ledger::open(&path).unwrap().spend("a", 2.0, 0.5, "r").unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"at":"2026-11-28T00:00:00Z","acc"#).unwrap();
+        drop(f);
+        let ledger = Ledger::open(&path).unwrap();
+        assert_eq!(ledger.spent("a"), 0.5);
+        ledger.spend("a", 2.0, 0.5, "r").unwrap();
+        assert_eq!(Ledger::open(&path).unwrap().spent("a"), 1.0);
+
+        std::fs::write(&path, "not json\n").unwrap();
+        assert!(matches!(Ledger::open(&path), Err(LedgerError::Io { .. })));
+    }
+
+    #[test]
+    fn concurrent_spends_never_overspend() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = std::sync::Arc::new(Ledger::open_in(dir.path()).unwrap());
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let ledger = ledger.clone();
+                std::thread::spawn(move || ledger.spend("a", 1.0, 0.25, "r").is_ok())
+            })
+            .collect();
+        let granted = threads
+            .into_iter()
+            .filter(|_| true)
+            .map(|t| t.join().unwrap())
+            .filter(|&ok| ok)
+            .count();
+        assert_eq!(granted, 4);
+        assert_eq!(ledger.spent("a"), 1.0);
+    }
+}

@@ -1,0 +1,136 @@
+//! Differentially private answers on the HTTP side: choose the epsilon,
+//! price the release, pay for it in the ledger (durably, before any byte
+//! of the answer exists outside the engine), then draw the noise; and tell
+//! the caller what was spent and what is left.
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use datafusion::prelude::DataFrame;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::problem::ApiError;
+use crate::audit::PrivacySpend;
+use crate::dp::LedgerError;
+use crate::policy::{AccessPlan, Basis, Budget};
+use crate::slice::PrivateTable;
+
+/// What a DP answer spent, for its headers and its audit record.
+pub struct Paid {
+    pub spend: PrivacySpend,
+    /// Each released statistic's Laplace noise scale.
+    pub scales: Vec<(String, f64)>,
+}
+
+/// The epsilon this answer spends: what the caller asked for, or the
+/// grant's per-answer maximum.
+pub fn epsilon_for(asked: Option<f64>, budget: &Budget) -> Result<f64, ApiError> {
+    let Some(asked) = asked else {
+        return Ok(budget.epsilon_per_query);
+    };
+    if !(asked.is_finite() && asked > 0.0) {
+        return Err(ApiError::InvalidParameter(
+            "epsilon must be a number above 0".into(),
+        ));
+    }
+    if asked > budget.epsilon_per_query {
+        return Err(ApiError::InvalidParameter(format!(
+            "epsilon {asked} is more than one answer may spend under this grant ({})",
+            budget.epsilon_per_query
+        )));
+    }
+    Ok(asked)
+}
+
+fn grant_id(plan: &AccessPlan) -> String {
+    match &plan.basis {
+        Basis::Grant { id, .. } => id.clone(),
+        _ => String::new(),
+    }
+}
+
+/// Prices `table`, pays from the plan's budget and releases the noisy
+/// answer as a frame.
+pub async fn pay_and_release(
+    state: &AppState,
+    plan: &AccessPlan,
+    budget: &Budget,
+    table: PrivateTable,
+    epsilon: f64,
+    request_id: &str,
+) -> Result<(DataFrame, Paid), ApiError> {
+    let planned = table.plan(epsilon)?;
+    let scales = planned.noise_scales();
+    let (ledger, account, total, cost, request) = (
+        state.ledger.clone(),
+        budget.account.clone(),
+        budget.epsilon,
+        planned.epsilon,
+        request_id.to_owned(),
+    );
+    let spent = tokio::task::spawn_blocking(move || ledger.spend(&account, total, cost, &request))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let spend = match spent {
+        Ok(spend) => spend,
+        Err(LedgerError::Exhausted { remaining, cost }) => {
+            return Err(ApiError::PrivacyBudgetExhausted {
+                grant: grant_id(plan),
+                remaining,
+                cost,
+            });
+        }
+        Err(e @ LedgerError::Io { .. }) => {
+            tracing::error!(error = %e, "privacy ledger write failed: no answer is released");
+            return Err(ApiError::StorageUnavailable);
+        }
+    };
+    let frame = state.engine.frame_of(planned.release()?)?;
+    Ok((
+        frame,
+        Paid {
+            spend: PrivacySpend {
+                account: budget.account.clone(),
+                epsilon: spend.epsilon,
+                remaining: spend.remaining,
+            },
+            scales,
+        },
+    ))
+}
+
+/// `Sluice-Privacy-Epsilon` (spent by this answer),
+/// `Sluice-Privacy-Budget-Remaining` and `Sluice-Privacy-Noise` (each
+/// statistic's Laplace scale).
+pub fn insert_headers(headers: &mut HeaderMap, paid: &Paid) -> Result<(), ApiError> {
+    let noise = paid
+        .scales
+        .iter()
+        .map(|(name, scale)| format!("{name}={scale}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    for (name, value) in [
+        ("sluice-privacy-epsilon", format!("{}", paid.spend.epsilon)),
+        (
+            "sluice-privacy-budget-remaining",
+            format!("{}", paid.spend.remaining),
+        ),
+        ("sluice-privacy-noise", noise),
+    ] {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_str(&value).map_err(|e| ApiError::Internal(e.to_string()))?,
+        );
+    }
+    Ok(())
+}
+
+/// The budget as `GET /v1/datasets/{id}` shows it in `access`.
+pub fn budget_json(state: &AppState, budget: &Budget) -> Value {
+    let spent = state.ledger.spent(&budget.account);
+    json!({
+        "epsilon": budget.epsilon,
+        "epsilon_per_query": budget.epsilon_per_query,
+        "spent": spent,
+        "remaining": (budget.epsilon - spent).max(0.0),
+    })
+}

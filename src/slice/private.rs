@@ -1,0 +1,550 @@
+//! Differentially private aggregates, for `mode = "dp"` grants: exact
+//! statistics over a *public* group domain, computed by the engine, then
+//! noised by [`crate::dp`] once the caller's budget has paid for them.
+//!
+//! What makes the release differentially private (unit: one row):
+//! - **Groups come from the steward's declared `categories`**, the cross
+//!   product in declared order, never from the values found in the data: a
+//!   category no row has gets a noisy row like any other, so which rows
+//!   exist is not told by which groups appear. Rows whose value is not a
+//!   declared category are in no group.
+//! - **Every statistic is a vector over all groups with a known
+//!   sensitivity**: one row moves the count vector by 1 (in L1) and a sum
+//!   vector by at most `max(|low|, |high|)`, the steward's `bounds`, to
+//!   which each value is clamped first.
+//! - **The epsilon of the answer is split evenly** over the statistics it
+//!   needs: the count always (means divide by it), and one sum per column
+//!   summed or averaged. Means, and every confidence interval, are computed
+//!   from the noisy figures only (post-processing costs nothing).
+//! - min and max are not offered: they are single rows' values.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, Float64Array, Float64Builder, Int64Array, Int64Builder, RecordBatch,
+    StringBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::logical_expr::{Expr, cast, lit, when};
+
+use super::aggregate::{
+    self, AggregateRequest, Kind, MAX_MEASURES, Measure, ROWS, col, groupable,
+};
+use super::{Engine, SliceError, internal, resolve_columns, visible_names};
+use crate::catalog::{Manifest, Version};
+use crate::dp::noise::{Exact, Noised, Statistic};
+use crate::policy::{AccessPlan, Disclosure};
+
+/// A column summed (for `sum` or `mean`), with the bounds its values are
+/// clamped to.
+#[derive(Debug, Clone)]
+struct Summed {
+    column: String,
+    bounds: [f64; 2],
+    integer: bool,
+}
+
+impl Summed {
+    /// How far one row can move this column's sum vector.
+    fn sensitivity(&self) -> f64 {
+        let [low, high] = self.bounds;
+        low.abs().max(high.abs())
+    }
+
+    /// The column's values clamped to its bounds, in the type they are
+    /// summed as. NaN compares above every number in Arrow, so it is
+    /// clamped to `high` like any large value.
+    fn clamped(&self) -> Result<Expr, SliceError> {
+        let [low, high] = self.bounds;
+        let (x, low, high) = if self.integer {
+            (
+                cast(col(&self.column), DataType::Int64),
+                lit(low as i64),
+                lit(high as i64),
+            )
+        } else {
+            (
+                cast(col(&self.column), DataType::Float64),
+                lit(low),
+                lit(high),
+            )
+        };
+        when(x.clone().lt(low.clone()), low)
+            .when(x.clone().gt(high.clone()), high)
+            .otherwise(x)
+            .map_err(internal)
+    }
+
+    fn helper_name(&self) -> String {
+        format!("sluice:sum:{}", self.column)
+    }
+}
+
+/// A request checked against the plan and the steward's declarations.
+struct Checked {
+    group_by: Vec<String>,
+    /// Per grouping column, its declared categories.
+    categories: Vec<Vec<String>>,
+    measures: Vec<Measure>,
+    summed: Vec<Summed>,
+}
+
+fn check(
+    plan: &AccessPlan,
+    manifest: &Manifest,
+    version: &Version,
+    request: &AggregateRequest,
+    rules: &Disclosure,
+) -> Result<Checked, SliceError> {
+    if request.group_by.len() > rules.max_group_by {
+        return Err(SliceError::BadColumns(format!(
+            "group_by takes at most {} columns",
+            rules.max_group_by
+        )));
+    }
+    let group_by = if request.group_by.is_empty() {
+        Vec::new()
+    } else {
+        resolve_columns(&request.group_by, &visible_names(plan))?
+    };
+    let mut categories = Vec::new();
+    let mut cells: usize = 1;
+    for name in &group_by {
+        if !groupable(plan, manifest, name) {
+            return Err(SliceError::UnknownColumn(name.clone()));
+        }
+        let declared = manifest
+            .column(name)
+            .map(|c| c.categories.clone())
+            .unwrap_or_default();
+        if declared.is_empty() {
+            return Err(SliceError::BadColumns(format!(
+                "column '{name}' has no declared categories: under differential privacy, groups come only from a public list of values, which the data's steward has not written for this column"
+            )));
+        }
+        cells = cells.saturating_mul(declared.len());
+        categories.push(declared);
+    }
+    if cells > rules.max_groups {
+        return Err(SliceError::BadColumns(format!(
+            "the aggregate has {cells} groups (every combination of the declared categories); at most {} are released",
+            rules.max_groups
+        )));
+    }
+
+    let mut measures: Vec<Measure> = request
+        .measures
+        .iter()
+        .filter(|m| !m.trim().is_empty())
+        .map(|m| Measure::parse(m))
+        .collect::<Result<_, _>>()?;
+    if measures.is_empty() {
+        measures.push(Measure::Count);
+    }
+    if measures.len() > MAX_MEASURES {
+        return Err(SliceError::BadColumns(format!(
+            "at most {MAX_MEASURES} measures"
+        )));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    let mut summed: Vec<Summed> = Vec::new();
+    for m in &measures {
+        let name = m.output_name();
+        if group_by.contains(&name) || !names.insert(name.clone()) {
+            return Err(SliceError::BadColumns(format!(
+                "measure '{name}' is listed twice or has a grouping column's name"
+            )));
+        }
+        let Measure::Of(kind, column) = m else {
+            continue;
+        };
+        if matches!(kind, Kind::Min | Kind::Max) {
+            return Err(SliceError::BadColumns(format!(
+                "{}({column}) is not released under differential privacy: it is one row's value",
+                kind.name()
+            )));
+        }
+        // Visible, unmasked, numeric and bounded by the steward: anything
+        // else is the same answer as a column that does not exist.
+        let bounds = plan
+            .column(column)
+            .filter(|c| c.mask.is_none())
+            .and_then(|_| manifest.column(column))
+            .and_then(|c| c.bounds);
+        let data_type = version
+            .schema
+            .field_with_name(column)
+            .ok()
+            .map(|f| f.data_type().clone());
+        let (Some(bounds), Some(data_type)) = (bounds, data_type) else {
+            return Err(SliceError::UnknownColumn(column.clone()));
+        };
+        if !data_type.is_numeric() {
+            return Err(SliceError::UnknownColumn(column.clone()));
+        }
+        if summed.iter().all(|s| &s.column != column) {
+            let integer = data_type.is_integer();
+            let bounds = if integer {
+                // Whole-number bounds that hold the declared ones.
+                [bounds[0].floor(), bounds[1].ceil()]
+            } else {
+                bounds
+            };
+            summed.push(Summed {
+                column: column.clone(),
+                bounds,
+                integer,
+            });
+        }
+    }
+    Ok(Checked {
+        group_by,
+        categories,
+        measures,
+        summed,
+    })
+}
+
+/// Every combination of the declared categories, first column slowest.
+fn domain(categories: &[Vec<String>]) -> Vec<Vec<String>> {
+    categories.iter().fold(vec![Vec::new()], |cells, values| {
+        cells
+            .iter()
+            .flat_map(|prefix| {
+                values.iter().map(move |v| {
+                    let mut cell = prefix.clone();
+                    cell.push(v.clone());
+                    cell
+                })
+            })
+            .collect()
+    })
+}
+
+/// Exact statistics over the public domain: nothing here may leave the
+/// server. [`PrivateTable::plan`] turns them into a priced release.
+pub struct PrivateTable {
+    group_by: Vec<String>,
+    cells: Vec<Vec<String>>,
+    measures: Vec<Measure>,
+    counts: Vec<i64>,
+    sums: Vec<(Summed, Exact)>,
+}
+
+impl Engine {
+    /// Runs a DP aggregate's exact part: the count and clamped sums of
+    /// every cell of the public domain.
+    pub async fn private_aggregate(
+        &self,
+        version: &Version,
+        plan: &AccessPlan,
+        manifest: &Manifest,
+        request: &AggregateRequest,
+        max_filter_bytes: usize,
+        rules: &Disclosure,
+    ) -> Result<PrivateTable, SliceError> {
+        let checked = check(plan, manifest, version, request, rules)?;
+        // Noise covers any filter on any visible column: no filter limits.
+        let mut df = self.visible_frame(
+            version,
+            plan,
+            request.filter.as_deref(),
+            &visible_names(plan),
+            max_filter_bytes,
+        )?;
+        let text = |g: &str| cast(col(g), DataType::Utf8);
+        for (g, values) in checked.group_by.iter().zip(&checked.categories) {
+            let list = values.iter().map(|v| lit(v.clone())).collect();
+            df = df
+                .filter(text(g).in_list(list, false))
+                .map_err(|_| SliceError::FilterTypes)?;
+        }
+        let groups: Vec<Expr> = checked.group_by.iter().map(|g| text(g).alias(g)).collect();
+        let mut aggregates = vec![count(lit(1)).alias(ROWS)];
+        for s in &checked.summed {
+            aggregates.push(sum(s.clamped()?).alias(s.helper_name()));
+        }
+        let df = df
+            .aggregate(groups, aggregates)
+            .map_err(|_| SliceError::FilterTypes)?;
+        let schema = df.schema().inner().clone();
+        let table = self.collect_one(df, schema).await?;
+
+        let cells = domain(&checked.categories);
+        let index: HashMap<&[String], usize> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.as_slice(), i))
+            .collect();
+        let keys = aggregate::group_keys(&table, &checked.group_by)?;
+        let slots: Vec<Option<usize>> = keys.iter().map(|k| index.get(k.as_slice()).copied()).collect();
+
+        let mut counts = vec![0i64; cells.len()];
+        let found = int64(aggregate::column(&table, ROWS)?)?;
+        for (r, slot) in slots.iter().enumerate() {
+            if let Some(i) = *slot {
+                counts[i] = found.value(r);
+            }
+        }
+        let mut sums = Vec::new();
+        for s in checked.summed {
+            let array = aggregate::column(&table, &s.helper_name())?;
+            let exact = if s.integer {
+                let values = int64(array)?;
+                let mut out = vec![0i64; cells.len()];
+                for (r, slot) in slots.iter().enumerate() {
+                    if let Some(i) = *slot
+                        && !values.is_null(r)
+                    {
+                        out[i] = values.value(r);
+                    }
+                }
+                Exact::Integers(out)
+            } else {
+                let values = float64(array)?;
+                let mut out = vec![0f64; cells.len()];
+                for (r, slot) in slots.iter().enumerate() {
+                    if let Some(i) = *slot
+                        && !values.is_null(r)
+                    {
+                        out[i] = values.value(r);
+                    }
+                }
+                Exact::Decimals(out)
+            };
+            sums.push((s, exact));
+        }
+        Ok(PrivateTable {
+            group_by: checked.group_by,
+            cells,
+            measures: checked.measures,
+            counts,
+            sums,
+        })
+    }
+}
+
+fn int64(array: &ArrayRef) -> Result<Int64Array, SliceError> {
+    aggregate::cast(array, &DataType::Int64)?
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .ok_or_else(|| SliceError::Internal("cast to Int64".into()))
+}
+
+fn float64(array: &ArrayRef) -> Result<Float64Array, SliceError> {
+    aggregate::cast(array, &DataType::Float64)?
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .cloned()
+        .ok_or_else(|| SliceError::Internal("cast to Float64".into()))
+}
+
+/// A release whose noise is fixed and priced but not yet drawn: pay
+/// [`PlannedRelease::epsilon`] first, then call [`PlannedRelease::release`].
+pub struct PlannedRelease {
+    group_by: Vec<String>,
+    cells: Vec<Vec<String>>,
+    measures: Vec<Measure>,
+    count: Statistic,
+    sums: Vec<(Summed, Statistic)>,
+    /// What the answer costs: the sum of OpenDP's privacy maps.
+    pub epsilon: f64,
+}
+
+impl PrivateTable {
+    /// Fixes the noise for spending `epsilon` on this answer.
+    pub fn plan(self, epsilon: f64) -> Result<PlannedRelease, SliceError> {
+        let share = epsilon / (1 + self.sums.len()) as f64;
+        let fault = |e: String| SliceError::Internal(e);
+        let count = Statistic::plan(Exact::Integers(self.counts), 1.0, share).map_err(fault)?;
+        let mut total = count.epsilon;
+        let mut sums = Vec::new();
+        for (s, exact) in self.sums {
+            let statistic = Statistic::plan(exact, s.sensitivity(), share).map_err(fault)?;
+            total += statistic.epsilon;
+            sums.push((s, statistic));
+        }
+        Ok(PlannedRelease {
+            group_by: self.group_by,
+            cells: self.cells,
+            measures: self.measures,
+            count,
+            sums,
+            epsilon: total,
+        })
+    }
+}
+
+/// A released statistic's values, with its interval, as floats for means.
+struct Released {
+    noised: Noised,
+}
+
+impl Released {
+    fn at(&self, i: usize) -> f64 {
+        match &self.noised.values {
+            Exact::Integers(v) => v[i] as f64,
+            Exact::Decimals(v) => v[i],
+        }
+    }
+
+    /// Value, low and high columns.
+    fn arrays(&self) -> [ArrayRef; 3] {
+        let h = self.noised.half_width;
+        match &self.noised.values {
+            Exact::Integers(v) => {
+                let h = h as i64;
+                let column = |f: &dyn Fn(i64) -> i64| -> ArrayRef {
+                    let mut b = Int64Builder::with_capacity(v.len());
+                    for &x in v {
+                        b.append_value(f(x));
+                    }
+                    Arc::new(b.finish())
+                };
+                [
+                    column(&|x| x),
+                    column(&|x| x.saturating_sub(h)),
+                    column(&|x| x.saturating_add(h)),
+                ]
+            }
+            Exact::Decimals(v) => {
+                let column = |f: &dyn Fn(f64) -> f64| -> ArrayRef {
+                    Arc::new(Float64Array::from(v.iter().map(|&x| f(x)).collect::<Vec<_>>()))
+                };
+                [column(&|x| x), column(&|x| x - h), column(&|x| x + h)]
+            }
+        }
+    }
+}
+
+impl PlannedRelease {
+    /// Each released statistic's Laplace noise scale, by name.
+    pub fn noise_scales(&self) -> Vec<(String, f64)> {
+        std::iter::once(("count".to_owned(), self.count.scale))
+            .chain(
+                self.sums
+                    .iter()
+                    .map(|(s, st)| (format!("sum_{}", s.column), st.scale)),
+            )
+            .collect()
+    }
+
+    /// Draws the noise and builds the answer: the group columns, then per
+    /// measure its value and its 95 % interval (`<measure>_ci_low`,
+    /// `<measure>_ci_high`). Call only once the budget is paid.
+    pub fn release(self) -> Result<RecordBatch, SliceError> {
+        let fault = |e: String| SliceError::Internal(e);
+        let count = Released {
+            noised: self.count.release().map_err(fault)?,
+        };
+        let mut sums: HashMap<String, (Summed, Released)> = HashMap::new();
+        for (s, statistic) in self.sums {
+            let noised = statistic.release().map_err(fault)?;
+            sums.insert(s.column.clone(), (s, Released { noised }));
+        }
+
+        let mut fields = Vec::new();
+        let mut arrays: Vec<ArrayRef> = Vec::new();
+        for (d, g) in self.group_by.iter().enumerate() {
+            let mut b = StringBuilder::new();
+            for cell in &self.cells {
+                b.append_value(&cell[d]);
+            }
+            fields.push(Field::new(g, DataType::Utf8, false));
+            arrays.push(Arc::new(b.finish()));
+        }
+        let mut push = |name: String, [value, low, high]: [ArrayRef; 3]| {
+            for (suffix, array) in [("", value), ("_ci_low", low), ("_ci_high", high)] {
+                fields.push(Field::new(
+                    format!("{name}{suffix}"),
+                    array.data_type().clone(),
+                    true,
+                ));
+                arrays.push(array);
+            }
+        };
+        for m in &self.measures {
+            let name = m.output_name();
+            match m {
+                Measure::Count => push(name, count.arrays()),
+                Measure::Of(Kind::Sum, c) => push(name, sums[c].1.arrays()),
+                Measure::Of(_, c) => {
+                    let (summed, total) = &sums[c];
+                    push(name, mean_arrays(summed.bounds, total, &count, self.cells.len()));
+                }
+            }
+        }
+        let schema = Arc::new(Schema::new(fields));
+        RecordBatch::try_new(schema, arrays).map_err(|e| SliceError::Internal(e.to_string()))
+    }
+}
+
+/// Means from the noisy sum and count, clamped to the bounds (a mean of
+/// clamped values lies in them); null where the noisy count is below 1.
+/// The interval divides the sum's interval by the count's, so it holds
+/// with at least 90 % (both 95 % intervals at once), more in practice.
+fn mean_arrays(bounds: [f64; 2], sum: &Released, count: &Released, n: usize) -> [ArrayRef; 3] {
+    let [low, high] = bounds;
+    let (mut value, mut lo, mut hi) = (
+        Float64Builder::with_capacity(n),
+        Float64Builder::with_capacity(n),
+        Float64Builder::with_capacity(n),
+    );
+    let (hs, hc) = (sum.noised.half_width, count.noised.half_width);
+    for i in 0..n {
+        let (s, c) = (sum.at(i), count.at(i));
+        value.append_option((c >= 1.0).then(|| (s / c).clamp(low, high)));
+        let c_low = c - hc;
+        if c_low >= 1.0 {
+            let ratios = [
+                (s - hs) / c_low,
+                (s - hs) / (c + hc),
+                (s + hs) / c_low,
+                (s + hs) / (c + hc),
+            ];
+            let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            lo.append_value(min.clamp(low, high));
+            hi.append_value(max.clamp(low, high));
+        } else {
+            lo.append_null();
+            hi.append_null();
+        }
+    }
+    [
+        Arc::new(value.finish()),
+        Arc::new(lo.finish()),
+        Arc::new(hi.finish()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_domain_is_every_combination_in_declared_order() {
+        let cats = vec![
+            vec!["F".to_string(), "M".to_string()],
+            vec!["north".to_string(), "south".to_string(), "east".to_string()],
+        ];
+        let cells = domain(&cats);
+        assert_eq!(cells.len(), 6);
+        assert_eq!(cells[0], ["F", "north"]);
+        assert_eq!(cells[5], ["M", "east"]);
+        assert_eq!(domain(&[]), vec![Vec::<String>::new()]);
+    }
+
+    #[test]
+    fn a_sum_is_moved_by_one_row_at_most_its_largest_bound() {
+        let s = Summed {
+            column: "x".into(),
+            bounds: [-20.0, 5.0],
+            integer: true,
+        };
+        assert_eq!(s.sensitivity(), 20.0);
+    }
+}
