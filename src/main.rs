@@ -338,6 +338,18 @@ async fn policy_command(settings: Settings, command: PolicyCommand) -> anyhow::R
             let decision =
                 policy::evaluate(&policy, &caller, &dataset.manifest, grant.as_deref(), today);
             print!("{}", policy::describe(&dataset.manifest, &decision));
+            if let policy::Decision::Allow(plan) = &decision
+                && let Some(budget) = &plan.budget
+            {
+                let totals = sluice::dp::Ledger::read_totals(&settings.storage.state)?;
+                let spent = totals.get(&budget.account).copied().unwrap_or(0.0);
+                println!(
+                    "privacy budget: spent {spent} of {}, {} left (ledger in {})",
+                    budget.epsilon,
+                    (budget.epsilon - spent).max(0.0),
+                    settings.storage.state.display()
+                );
+            }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&policy::decision_json(&decision))?

@@ -110,7 +110,9 @@ impl Application {
             limits: settings.limits.clone(),
             ingest: settings.ingest.clone(),
             audit,
-            ledger: Arc::new(crate::dp::Ledger::open_in(&storage.state).context("privacy budget ledger")?),
+            ledger: Arc::new(
+                crate::dp::Ledger::open_in(&storage.state).context("privacy budget ledger")?,
+            ),
             metrics,
             rate_limits: http::limits::RateLimits::new(
                 settings.limits.requests_per_minute,

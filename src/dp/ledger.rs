@@ -88,21 +88,30 @@ impl Ledger {
             file.sync_all().map_err(io)?;
         }
         file.seek(SeekFrom::End(0)).map_err(io)?;
-        let mut spent: HashMap<String, f64> = HashMap::new();
-        for (n, line) in text[..complete].lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let entry: Entry = serde_json::from_str(line).map_err(|e| LedgerError::Io {
-                path: path.display().to_string(),
-                message: format!("line {} is not a ledger entry ({e}); fix or restore the file: an unknown spend cannot be taken as zero", n + 1),
-            })?;
-            *spent.entry(entry.account).or_default() += entry.epsilon;
-        }
+        let spent = totals(&text[..complete], path)?;
         Ok(Self {
             path: path.to_owned(),
             inner: Mutex::new(Inner { file, spent }),
         })
+    }
+
+    /// What each account in `state`'s ledger has spent, read without
+    /// changing the file (for `sluice policy explain`, beside a running
+    /// server; a line being written is not counted yet).
+    pub fn read_totals(state: &Path) -> Result<HashMap<String, f64>, LedgerError> {
+        let path = state.join("privacy-ledger.jsonl");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                return Err(LedgerError::Io {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        let complete = text.rfind('\n').map_or(0, |i| i + 1);
+        totals(&text[..complete], &path)
     }
 
     /// What `account` has spent so far.
@@ -155,6 +164,25 @@ impl Ledger {
     }
 }
 
+/// Spends per account in complete ledger lines.
+fn totals(text: &str, path: &Path) -> Result<HashMap<String, f64>, LedgerError> {
+    let mut spent: HashMap<String, f64> = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry: Entry = serde_json::from_str(line).map_err(|e| LedgerError::Io {
+            path: path.display().to_string(),
+            message: format!(
+                "line {} is not a ledger entry ({e}); fix or restore the file: an unknown spend cannot be taken as zero",
+                n + 1
+            ),
+        })?;
+        *spent.entry(entry.account).or_default() += entry.epsilon;
+    }
+    Ok(spent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,10 +210,18 @@ mod tests {
     fn a_torn_last_line_is_cut_and_a_corrupt_one_stops_the_start() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("privacy-ledger.jsonl");
-        Ledger::open(&path).unwrap().spend("a", 2.0, 0.5, "r").unwrap();
+        Ledger::open(&path)
+            .unwrap()
+            .spend("a", 2.0, 0.5, "r")
+            .unwrap();
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(br#"{"at":"2026-11-28T00:00:00Z","acc"#).unwrap();
+        f.write_all(br#"{"at":"2026-11-28T00:00:00Z","acc"#)
+            .unwrap();
         drop(f);
+        // Read beside a writer: the torn line is not counted, nor cut.
+        let read = Ledger::read_totals(dir.path()).unwrap();
+        assert_eq!(read["a"], 0.5);
+        assert!(std::fs::read_to_string(&path).unwrap().ends_with("acc"));
         let ledger = Ledger::open(&path).unwrap();
         assert_eq!(ledger.spent("a"), 0.5);
         ledger.spend("a", 2.0, 0.5, "r").unwrap();

@@ -15,5 +15,9 @@
 pub mod ledger;
 pub mod noise;
 
+/// The least epsilon one answer may spend: below it the noise is so wide
+/// that the answer says nothing, and its scale would leave the floats.
+pub const MIN_EPSILON: f64 = 1e-6;
+
 pub use ledger::{Ledger, LedgerError, Spend};
 pub use noise::{Noised, Statistic};

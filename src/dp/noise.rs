@@ -168,7 +168,10 @@ mod tests {
             let q = (-1.0 / b).exp();
             let expected = 2.0 * q / (1.0 - q).powi(2);
             // Standard error of the mean is √(var/n): well under 0.1·b.
-            assert!((mean - 100.0).abs() < 0.05 * b + 0.05, "ε={epsilon}: mean {mean}");
+            assert!(
+                (mean - 100.0).abs() < 0.05 * b + 0.05,
+                "ε={epsilon}: mean {mean}"
+            );
             assert!(
                 (var / expected - 1.0).abs() < 0.06,
                 "ε={epsilon}: variance {var}, expected {expected}"

@@ -205,9 +205,9 @@ pub async fn get_aggregate(
         .epsilon
         .as_deref()
         .map(|e| {
-            e.trim().parse::<f64>().map_err(|_| {
-                ApiError::InvalidParameter("epsilon must be a number above 0".into())
-            })
+            e.trim()
+                .parse::<f64>()
+                .map_err(|_| ApiError::InvalidParameter("epsilon must be a number above 0".into()))
         })
         .transpose();
     let wanted = Wanted {

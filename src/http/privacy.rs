@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::problem::ApiError;
 use crate::audit::PrivacySpend;
-use crate::dp::LedgerError;
+use crate::dp::{LedgerError, MIN_EPSILON};
 use crate::policy::{AccessPlan, Basis, Budget};
 use crate::slice::PrivateTable;
 
@@ -27,10 +27,10 @@ pub fn epsilon_for(asked: Option<f64>, budget: &Budget) -> Result<f64, ApiError>
     let Some(asked) = asked else {
         return Ok(budget.epsilon_per_query);
     };
-    if !(asked.is_finite() && asked > 0.0) {
-        return Err(ApiError::InvalidParameter(
-            "epsilon must be a number above 0".into(),
-        ));
+    if !(asked.is_finite() && asked >= MIN_EPSILON) {
+        return Err(ApiError::InvalidParameter(format!(
+            "epsilon must be a number of at least {MIN_EPSILON}"
+        )));
     }
     if asked > budget.epsilon_per_query {
         return Err(ApiError::InvalidParameter(format!(

@@ -156,15 +156,20 @@ fn budget_errors(grant: &Grant) -> Result<(), String> {
         (Mode::Dp, Some(total), Some(per_query)) => {
             if !positive(total) || !positive(per_query) {
                 Err("epsilon and epsilon_per_query must be positive numbers".into())
+            } else if per_query < crate::dp::MIN_EPSILON {
+                Err(format!(
+                    "epsilon_per_query must be at least {}",
+                    crate::dp::MIN_EPSILON
+                ))
             } else if per_query > total {
                 Err("epsilon_per_query cannot exceed epsilon".into())
             } else {
                 Ok(())
             }
         }
-        (Mode::Dp, _, _) => Err(
-            "mode = \"dp\" needs epsilon (the project's budget) and epsilon_per_query".into(),
-        ),
+        (Mode::Dp, _, _) => {
+            Err("mode = \"dp\" needs epsilon (the project's budget) and epsilon_per_query".into())
+        }
         (_, None, None) => Ok(()),
         (_, _, _) => Err("epsilon and epsilon_per_query apply to mode = \"dp\" only".into()),
     }
@@ -222,4 +227,43 @@ pub(super) fn all_columns(manifest: &Manifest) -> BTreeSet<String> {
         .iter()
         .map(|c| c.name.to_string())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(extra: &str) -> Grant {
+        let text = format!(
+            "[[grant]]\nid = \"g\"\nsubjects = [\"a\"]\ndataset = \"d\"\npurpose = \"p\"\n{extra}"
+        );
+        Policy::parse(&text, "p.toml").unwrap().grants.remove(0)
+    }
+
+    #[test]
+    fn a_dp_grant_needs_a_budget_and_only_a_dp_grant_has_one() {
+        let ok = "mode = \"dp\"\nepsilon = 3.0\nepsilon_per_query = 0.5";
+        assert_eq!(budget_errors(&grant(ok)), Ok(()));
+        for (extra, says) in [
+            ("mode = \"dp\"", "needs epsilon"),
+            ("mode = \"dp\"\nepsilon = 3.0", "needs epsilon"),
+            (
+                "mode = \"dp\"\nepsilon = 1.0\nepsilon_per_query = 2.0",
+                "cannot exceed",
+            ),
+            (
+                "mode = \"dp\"\nepsilon = -1.0\nepsilon_per_query = 0.5",
+                "positive",
+            ),
+            (
+                "mode = \"dp\"\nepsilon = 1.0\nepsilon_per_query = 1e-300",
+                "at least",
+            ),
+            ("mode = \"aggregate\"\nepsilon = 1.0", "dp\" only"),
+            ("epsilon_per_query = 1.0", "dp\" only"),
+        ] {
+            let error = budget_errors(&grant(extra)).unwrap_err();
+            assert!(error.contains(says), "{extra}: {error}");
+        }
+    }
 }

@@ -63,7 +63,9 @@ fn describe_plan(out: &mut String, plan: &AccessPlan) {
             "differentially private statistics only: budget epsilon {} for project '{}', at most {} per answer",
             b.epsilon, plan.project, b.epsilon_per_query
         ),
-        (Mode::Dp, None) => "differentially private statistics only (no budget: nothing)".to_owned(),
+        (Mode::Dp, None) => {
+            "differentially private statistics only (no budget: nothing)".to_owned()
+        }
     };
     let _ = writeln!(out, "mode: {mode}");
     let columns: Vec<String> = plan

@@ -372,7 +372,10 @@ pub(super) fn cast(array: &ArrayRef, to: &DataType) -> Result<ArrayRef, SliceErr
 
 /// Each row's group values as text, the key the disclosure rules and the
 /// min/max tables share.
-pub(super) fn group_keys(table: &RecordBatch, group_by: &[String]) -> Result<Vec<Vec<String>>, SliceError> {
+pub(super) fn group_keys(
+    table: &RecordBatch,
+    group_by: &[String],
+) -> Result<Vec<Vec<String>>, SliceError> {
     let columns = group_by
         .iter()
         .map(|g| {

@@ -29,9 +29,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{Expr, cast, lit, when};
 
-use super::aggregate::{
-    self, AggregateRequest, Kind, MAX_MEASURES, Measure, ROWS, col, groupable,
-};
+use super::aggregate::{self, AggregateRequest, Kind, MAX_MEASURES, Measure, ROWS, col, groupable};
 use super::{Engine, SliceError, internal, resolve_columns, visible_names};
 use crate::catalog::{Manifest, Version};
 use crate::dp::noise::{Exact, Noised, Statistic};
@@ -279,7 +277,10 @@ impl Engine {
             .map(|(i, c)| (c.as_slice(), i))
             .collect();
         let keys = aggregate::group_keys(&table, &checked.group_by)?;
-        let slots: Vec<Option<usize>> = keys.iter().map(|k| index.get(k.as_slice()).copied()).collect();
+        let slots: Vec<Option<usize>> = keys
+            .iter()
+            .map(|k| index.get(k.as_slice()).copied())
+            .collect();
 
         let mut counts = vec![0i64; cells.len()];
         let found = int64(aggregate::column(&table, ROWS)?)?;
@@ -412,7 +413,9 @@ impl Released {
             }
             Exact::Decimals(v) => {
                 let column = |f: &dyn Fn(f64) -> f64| -> ArrayRef {
-                    Arc::new(Float64Array::from(v.iter().map(|&x| f(x)).collect::<Vec<_>>()))
+                    Arc::new(Float64Array::from(
+                        v.iter().map(|&x| f(x)).collect::<Vec<_>>(),
+                    ))
                 };
                 [column(&|x| x), column(&|x| x - h), column(&|x| x + h)]
             }
@@ -473,7 +476,10 @@ impl PlannedRelease {
                 Measure::Of(Kind::Sum, c) => push(name, sums[c].1.arrays()),
                 Measure::Of(_, c) => {
                     let (summed, total) = &sums[c];
-                    push(name, mean_arrays(summed.bounds, total, &count, self.cells.len()));
+                    push(
+                        name,
+                        mean_arrays(summed.bounds, total, &count, self.cells.len()),
+                    );
                 }
             }
         }

@@ -57,6 +57,25 @@ subjects = ["bob@college.example"]
 dataset = "hospital-admissions"
 purpose = "Closed pilot"
 expires = 2020-01-01
+
+[[grant]]
+id = "dp-network"
+organisations = ["DP Research Network"]
+dataset = "hospital-admissions"
+purpose = "Differentially private statistics for member projects"
+mode = "dp"
+epsilon = 2.0
+epsilon_per_query = 0.5
+project = "network-2026"
+
+[[grant]]
+id = "dp-calibration"
+subjects = ["calibration@dp.example"]
+dataset = "hospital-admissions"
+purpose = "Checking the release against the truth"
+mode = "dp"
+epsilon = 1000000.0
+epsilon_per_query = 10000.0
 "#;
 
 pub struct TestApp {

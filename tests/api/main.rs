@@ -17,6 +17,7 @@ mod governance;
 mod health;
 mod https;
 mod policy;
+mod privacy;
 mod revocation;
 mod steward;
 mod visas;
