@@ -75,8 +75,8 @@ pub async fn pay_and_release(
         Err(LedgerError::Exhausted { remaining, cost }) => {
             return Err(ApiError::PrivacyBudgetExhausted {
                 grant: grant_id(plan),
-                remaining,
-                cost,
+                remaining: tidy(remaining),
+                cost: tidy(cost),
             });
         }
         Err(e @ LedgerError::Io { .. }) => {
@@ -98,6 +98,12 @@ pub async fn pay_and_release(
     ))
 }
 
+/// A budget figure as shown: sums of floats carry noise in the last
+/// digits (0.1 + 0.2), which says nothing to a reader.
+fn tidy(x: f64) -> f64 {
+    (x * 1e9).round() / 1e9
+}
+
 /// `Sluice-Privacy-Epsilon` (spent by this answer),
 /// `Sluice-Privacy-Budget-Remaining` and `Sluice-Privacy-Noise` (each
 /// statistic's Laplace scale).
@@ -109,10 +115,13 @@ pub fn insert_headers(headers: &mut HeaderMap, paid: &Paid) -> Result<(), ApiErr
         .collect::<Vec<_>>()
         .join("; ");
     for (name, value) in [
-        ("sluice-privacy-epsilon", format!("{}", paid.spend.epsilon)),
+        (
+            "sluice-privacy-epsilon",
+            format!("{}", tidy(paid.spend.epsilon)),
+        ),
         (
             "sluice-privacy-budget-remaining",
-            format!("{}", paid.spend.remaining),
+            format!("{}", tidy(paid.spend.remaining)),
         ),
         ("sluice-privacy-noise", noise),
     ] {
@@ -130,7 +139,7 @@ pub fn budget_json(state: &AppState, budget: &Budget) -> Value {
     json!({
         "epsilon": budget.epsilon,
         "epsilon_per_query": budget.epsilon_per_query,
-        "spent": spent,
-        "remaining": (budget.epsilon - spent).max(0.0),
+        "spent": tidy(spent),
+        "remaining": tidy((budget.epsilon - spent).max(0.0)),
     })
 }
