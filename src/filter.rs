@@ -287,7 +287,10 @@ fn safe_division(left: Expr, op: Operator, right: Expr) -> Result<Expr, FilterEr
         .map_err(|e| FilterError::Syntax(e.to_string()))
 }
 
-/// Refuses a filter whose evaluation could fail on some rows only: text
+/// Refuses a filter whose evaluation could fail on some rows only:
+/// arithmetic on anything but plain integers and floats (`admission_date +
+/// length_of_stay * 1000` overflows on the rows with long stays), a LIKE
+/// pattern that is not a literal, and text
 /// compared with (or computed as) a number, date or boolean makes the
 /// engine convert each row's text, which fails on the first row that is not
 /// one. Such a failure would be an oracle for which rows exist, so it is
@@ -324,6 +327,20 @@ pub fn check_types(expr: &Expr, schema: &DFSchema) -> Result<(), FilterError> {
             || (is_text(a) && converts(a, b))
             || (is_text(b) && converts(b, a))
     };
+    // Arithmetic only on plain integers and floats, which wrap or give
+    // inf/NaN but never fail: dates plus numbers become intervals that
+    // overflow on large values, decimals overflow their precision, so
+    // either would fail on some rows only.
+    let is_plain_number = |e: &Expr| {
+        is_null(e)
+            || e.get_type(schema).is_ok_and(|t| {
+                t.is_integer()
+                    || matches!(
+                        t,
+                        ArrowType::Float16 | ArrowType::Float32 | ArrowType::Float64
+                    )
+            })
+    };
     let mut bad = false;
     expr.apply(|e| {
         let ok = match e {
@@ -331,7 +348,7 @@ pub fn check_types(expr: &Expr, schema: &DFSchema) -> Result<(), FilterError> {
                 use Operator as O;
                 match op {
                     O::Plus | O::Minus | O::Multiply | O::Divide | O::Modulo => {
-                        !is_text(left) && !is_text(right)
+                        is_plain_number(left) && is_plain_number(right)
                     }
                     O::Eq | O::NotEq | O::Lt | O::LtEq | O::Gt | O::GtEq => compatible(left, right),
                     _ => true,
@@ -341,7 +358,9 @@ pub fn check_types(expr: &Expr, schema: &DFSchema) -> Result<(), FilterError> {
             Expr::Between(Between {
                 expr, low, high, ..
             }) => compatible(expr, low) && compatible(expr, high),
-            Expr::Negative(inner) => !is_text(inner),
+            Expr::Negative(inner) => is_plain_number(inner),
+            // A pattern taken from the data could be malformed on some rows.
+            Expr::Like(like) => matches!(*like.pattern, Expr::Literal(..)),
             _ => true,
         };
         if ok {

@@ -64,9 +64,7 @@ impl Statistic {
         if !(sensitivity.is_finite() && sensitivity >= 0.0) {
             return Err("sensitivity must be a finite number ≥ 0".into());
         }
-        // A statistic no row can move (a sum of a column bounded to [0, 0])
-        // still gets noise of scale 1/epsilon's order: never a scale of 0.
-        let scale = sensitivity.max(1.0) / epsilon;
+        let scale = Self::scale_for(sensitivity, epsilon);
         match exact {
             Exact::Integers(values) => {
                 let d_in = sensitivity.ceil() as i64;
@@ -106,6 +104,13 @@ impl Statistic {
                 })
             }
         }
+    }
+
+    /// The Laplace scale for `sensitivity` at `epsilon`. A statistic no row
+    /// can move (a sum of a column bounded to [0, 0]) still gets noise of
+    /// scale 1/epsilon's order: never a scale of 0.
+    pub fn scale_for(sensitivity: f64, epsilon: f64) -> f64 {
+        sensitivity.max(1.0) / epsilon
     }
 
     /// Draws the noise. Call only once the cost is paid.

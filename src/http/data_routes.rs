@@ -327,23 +327,20 @@ async fn serve(
             Planner::Aggregate(aggregate) => match &access.plan.budget {
                 Some(budget) if access.plan.mode == Mode::Dp => {
                     let epsilon = privacy::epsilon_for(aggregate.epsilon, budget)?;
-                    let table = state
-                        .engine
-                        .private_aggregate(
-                            &access.version,
-                            &access.plan,
-                            &access.dataset.manifest,
-                            aggregate,
-                            max_filter_bytes,
-                            &policy.disclosure,
-                        )
-                        .await?;
+                    let query = state.engine.private_query(
+                        &access.version,
+                        &access.plan,
+                        &access.dataset.manifest,
+                        aggregate,
+                        max_filter_bytes,
+                        &policy.disclosure,
+                    )?;
                     let request_id = record.request_id.clone().unwrap_or_default();
                     let (df, receipt) = privacy::pay_and_release(
                         state,
                         &access.plan,
                         budget,
-                        table,
+                        query,
                         epsilon,
                         &request_id,
                     )

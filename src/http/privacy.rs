@@ -1,7 +1,7 @@
 //! Differentially private answers on the HTTP side: choose the epsilon,
-//! price the release, pay for it in the ledger (durably, before any byte
-//! of the answer exists outside the engine), then draw the noise; and tell
-//! the caller what was spent and what is left.
+//! price the release, pay for it in the ledger (durably, before a single
+//! row is read), then run it and draw the noise; and tell the caller what
+//! was spent and what is left.
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use datafusion::prelude::DataFrame;
@@ -12,7 +12,7 @@ use super::problem::ApiError;
 use crate::audit::PrivacySpend;
 use crate::dp::{LedgerError, MIN_EPSILON};
 use crate::policy::{AccessPlan, Basis, Budget};
-use crate::slice::PrivateTable;
+use crate::slice::PrivateQuery;
 
 /// What a DP answer spent, for its headers and its audit record.
 pub struct Paid {
@@ -48,23 +48,22 @@ fn grant_id(plan: &AccessPlan) -> String {
     }
 }
 
-/// Prices `table`, pays from the plan's budget and releases the noisy
-/// answer as a frame.
+/// Prices `query` at `epsilon`, pays from the plan's budget (durably),
+/// and only then reads the rows and releases the noisy answer as a frame.
 pub async fn pay_and_release(
     state: &AppState,
     plan: &AccessPlan,
     budget: &Budget,
-    table: PrivateTable,
+    query: PrivateQuery,
     epsilon: f64,
     request_id: &str,
 ) -> Result<(DataFrame, Paid), ApiError> {
-    let planned = table.plan(epsilon)?;
-    let scales = planned.noise_scales();
-    let (ledger, account, total, cost, request) = (
+    let cost = query.cost(epsilon)?;
+    let scales = query.noise_scales(epsilon);
+    let (ledger, account, total, request) = (
         state.ledger.clone(),
         budget.account.clone(),
         budget.epsilon,
-        planned.epsilon,
         request_id.to_owned(),
     );
     let spent = tokio::task::spawn_blocking(move || ledger.spend(&account, total, cost, &request))
@@ -84,6 +83,7 @@ pub async fn pay_and_release(
             return Err(ApiError::StorageUnavailable);
         }
     };
+    let planned = state.engine.run_private(query, epsilon).await?;
     let frame = state.engine.frame_of(planned.release()?)?;
     Ok((
         frame,

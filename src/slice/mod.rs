@@ -19,7 +19,7 @@
 mod aggregate;
 pub use aggregate::AggregateRequest;
 mod private;
-pub use private::{PlannedRelease, PrivateTable};
+pub use private::{PlannedRelease, PrivateQuery};
 pub mod disclosure;
 mod mask;
 mod pseudonym;

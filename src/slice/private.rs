@@ -13,8 +13,11 @@
 //!   vector by at most `max(|low|, |high|)`, the steward's `bounds`, to
 //!   which each value is clamped first.
 //! - **The epsilon of the answer is split evenly** over the statistics it
-//!   needs: the count always (means divide by it), and one sum per column
-//!   summed or averaged. Means, and every confidence interval, are computed
+//!   needs: the count (when asked for, or dividing a mean), and one sum per
+//!   column summed or averaged.
+//! - **Paid before any row is read**: [`Engine::private_query`] checks and
+//!   plans without touching data, the caller pays [`PrivateQuery::cost`],
+//!   and only then does [`Engine::run_private`] read rows. Means, and every confidence interval, are computed
 //!   from the noisy figures only (post-processing costs nothing).
 //! - min and max are not offered: they are single rows' values.
 
@@ -28,6 +31,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{Expr, cast, lit, when};
+use datafusion::prelude::DataFrame;
 
 use super::aggregate::{self, AggregateRequest, Kind, MAX_MEASURES, Measure, ROWS, col, groupable};
 use super::{Engine, SliceError, internal, resolve_columns, visible_names};
@@ -221,20 +225,21 @@ fn domain(categories: &[Vec<String>]) -> Vec<Vec<String>> {
     })
 }
 
-/// Exact statistics over the public domain: nothing here may leave the
-/// server. [`PrivateTable::plan`] turns them into a priced release.
-pub struct PrivateTable {
-    group_by: Vec<String>,
-    cells: Vec<Vec<String>>,
-    measures: Vec<Measure>,
-    counts: Vec<i64>,
-    sums: Vec<(Summed, Exact)>,
+/// A DP aggregate checked and planned, with no row read yet: everything
+/// that can be refused has been, so it can be paid for before the data is
+/// touched (and a failure while reading rows, should one ever happen, is
+/// then paid for too, never a free look).
+pub struct PrivateQuery {
+    checked: Checked,
+    frame: DataFrame,
+    /// Whether the answer needs the count (asked, or dividing a mean).
+    counted: bool,
 }
 
 impl Engine {
-    /// Runs a DP aggregate's exact part: the count and clamped sums of
-    /// every cell of the public domain.
-    pub async fn private_aggregate(
+    /// Checks a DP aggregate and builds its plan (the count and clamped
+    /// sums of every cell of the public domain) without running it.
+    pub fn private_query(
         &self,
         version: &Version,
         plan: &AccessPlan,
@@ -242,7 +247,7 @@ impl Engine {
         request: &AggregateRequest,
         max_filter_bytes: usize,
         rules: &Disclosure,
-    ) -> Result<PrivateTable, SliceError> {
+    ) -> Result<PrivateQuery, SliceError> {
         let checked = check(plan, manifest, version, request, rules)?;
         // Noise covers any filter on any visible column: no filter limits.
         let mut df = self.visible_frame(
@@ -264,11 +269,34 @@ impl Engine {
         for s in &checked.summed {
             aggregates.push(sum(s.clamped()?).alias(s.helper_name()));
         }
-        let df = df
+        let frame = df
             .aggregate(groups, aggregates)
             .map_err(|_| SliceError::FilterTypes)?;
-        let schema = df.schema().inner().clone();
-        let table = self.collect_one(df, schema).await?;
+        let counted = checked
+            .measures
+            .iter()
+            .any(|m| matches!(m, Measure::Count | Measure::Of(Kind::Mean, _)));
+        Ok(PrivateQuery {
+            checked,
+            frame,
+            counted,
+        })
+    }
+
+    /// Runs a paid-for query: its exact statistics, priced at `epsilon` as
+    /// [`PrivateQuery::cost`] said, ready to be noised.
+    pub async fn run_private(
+        &self,
+        query: PrivateQuery,
+        epsilon: f64,
+    ) -> Result<PlannedRelease, SliceError> {
+        let PrivateQuery {
+            checked,
+            frame,
+            counted,
+        } = query;
+        let schema = frame.schema().inner().clone();
+        let table = self.collect_one(frame, schema).await?;
 
         let cells = domain(&checked.categories);
         let index: HashMap<&[String], usize> = cells
@@ -317,13 +345,76 @@ impl Engine {
             };
             sums.push((s, exact));
         }
-        Ok(PrivateTable {
+        let share = epsilon / statistics(counted, sums.len());
+        let fault = |e: String| SliceError::Internal(e);
+        let count = if counted {
+            Some(Statistic::plan(Exact::Integers(counts), 1.0, share).map_err(fault)?)
+        } else {
+            None
+        };
+        let sums = sums
+            .into_iter()
+            .map(|(s, exact)| {
+                let statistic = Statistic::plan(exact, s.sensitivity(), share).map_err(fault)?;
+                Ok((s, statistic))
+            })
+            .collect::<Result<Vec<_>, SliceError>>()?;
+        Ok(PlannedRelease {
             group_by: checked.group_by,
             cells,
             measures: checked.measures,
-            counts,
+            count,
             sums,
         })
+    }
+}
+
+/// How many statistics an answer's epsilon is split over.
+fn statistics(counted: bool, sums: usize) -> f64 {
+    (usize::from(counted) + sums) as f64
+}
+
+impl PrivateQuery {
+    /// What answering at `epsilon` costs, by OpenDP's privacy maps of the
+    /// very measurements the answer will use (they depend on the scales
+    /// and sensitivities, not on the data).
+    pub fn cost(&self, epsilon: f64) -> Result<f64, SliceError> {
+        let share = epsilon / statistics(self.counted, self.checked.summed.len());
+        let fault = |e: String| SliceError::Internal(e);
+        let mut total = 0.0;
+        if self.counted {
+            total += Statistic::plan(Exact::Integers(Vec::new()), 1.0, share)
+                .map_err(fault)?
+                .epsilon;
+        }
+        for s in &self.checked.summed {
+            let exact = if s.integer {
+                Exact::Integers(Vec::new())
+            } else {
+                Exact::Decimals(Vec::new())
+            };
+            total += Statistic::plan(exact, s.sensitivity(), share)
+                .map_err(fault)?
+                .epsilon;
+        }
+        Ok(total)
+    }
+
+    /// Each released statistic's Laplace noise scale, by name, at `epsilon`.
+    pub fn noise_scales(&self, epsilon: f64) -> Vec<(String, f64)> {
+        let share = epsilon / statistics(self.counted, self.checked.summed.len());
+        let count = self
+            .counted
+            .then(|| ("count".to_owned(), Statistic::scale_for(1.0, share)));
+        count
+            .into_iter()
+            .chain(self.checked.summed.iter().map(|s| {
+                (
+                    format!("sum_{}", s.column),
+                    Statistic::scale_for(s.sensitivity(), share),
+                )
+            }))
+            .collect()
     }
 }
 
@@ -343,40 +434,13 @@ fn float64(array: &ArrayRef) -> Result<Float64Array, SliceError> {
         .ok_or_else(|| SliceError::Internal("cast to Float64".into()))
 }
 
-/// A release whose noise is fixed and priced but not yet drawn: pay
-/// [`PlannedRelease::epsilon`] first, then call [`PlannedRelease::release`].
+/// A paid-for release whose noise is fixed but not yet drawn.
 pub struct PlannedRelease {
     group_by: Vec<String>,
     cells: Vec<Vec<String>>,
     measures: Vec<Measure>,
-    count: Statistic,
+    count: Option<Statistic>,
     sums: Vec<(Summed, Statistic)>,
-    /// What the answer costs: the sum of OpenDP's privacy maps.
-    pub epsilon: f64,
-}
-
-impl PrivateTable {
-    /// Fixes the noise for spending `epsilon` on this answer.
-    pub fn plan(self, epsilon: f64) -> Result<PlannedRelease, SliceError> {
-        let share = epsilon / (1 + self.sums.len()) as f64;
-        let fault = |e: String| SliceError::Internal(e);
-        let count = Statistic::plan(Exact::Integers(self.counts), 1.0, share).map_err(fault)?;
-        let mut total = count.epsilon;
-        let mut sums = Vec::new();
-        for (s, exact) in self.sums {
-            let statistic = Statistic::plan(exact, s.sensitivity(), share).map_err(fault)?;
-            total += statistic.epsilon;
-            sums.push((s, statistic));
-        }
-        Ok(PlannedRelease {
-            group_by: self.group_by,
-            cells: self.cells,
-            measures: self.measures,
-            count,
-            sums,
-            epsilon: total,
-        })
-    }
 }
 
 /// A released statistic's values, with its interval, as floats for means.
@@ -424,25 +488,16 @@ impl Released {
 }
 
 impl PlannedRelease {
-    /// Each released statistic's Laplace noise scale, by name.
-    pub fn noise_scales(&self) -> Vec<(String, f64)> {
-        std::iter::once(("count".to_owned(), self.count.scale))
-            .chain(
-                self.sums
-                    .iter()
-                    .map(|(s, st)| (format!("sum_{}", s.column), st.scale)),
-            )
-            .collect()
-    }
-
     /// Draws the noise and builds the answer: the group columns, then per
     /// measure its value and its 95 % interval (`<measure>_ci_low`,
     /// `<measure>_ci_high`). Call only once the budget is paid.
     pub fn release(self) -> Result<RecordBatch, SliceError> {
         let fault = |e: String| SliceError::Internal(e);
-        let count = Released {
-            noised: self.count.release().map_err(fault)?,
-        };
+        let count = self
+            .count
+            .map(|c| c.release().map(|noised| Released { noised }))
+            .transpose()
+            .map_err(fault)?;
         let mut sums: HashMap<String, (Summed, Released)> = HashMap::new();
         for (s, statistic) in self.sums {
             let noised = statistic.release().map_err(fault)?;
@@ -469,16 +524,18 @@ impl PlannedRelease {
                 arrays.push(array);
             }
         };
+        let unplanned = || SliceError::Internal("a count was not planned".into());
         for m in &self.measures {
             let name = m.output_name();
             match m {
-                Measure::Count => push(name, count.arrays()),
+                Measure::Count => push(name, count.as_ref().ok_or_else(unplanned)?.arrays()),
                 Measure::Of(Kind::Sum, c) => push(name, sums[c].1.arrays()),
                 Measure::Of(_, c) => {
                     let (summed, total) = &sums[c];
+                    let count = count.as_ref().ok_or_else(unplanned)?;
                     push(
                         name,
-                        mean_arrays(summed.bounds, total, &count, self.cells.len()),
+                        mean_arrays(summed.bounds, total, count, self.cells.len()),
                     );
                 }
             }

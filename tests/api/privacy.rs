@@ -461,3 +461,49 @@ epsilon_per_query = 0.5
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// Red-team finding: `admission_date + (length_of_stay - length_of_stay +
+/// 106752)` overflows only on rows that reach it, so whether an answer was
+/// an error told, for free, whether any row matched the rest of the filter.
+/// Such filters are refused before anything is read or spent, whatever the
+/// rows; and a refusal is the same whether rows match or not.
+#[tokio::test]
+async fn a_filter_that_could_fail_on_some_rows_is_refused_whatever_the_rows() {
+    let app = spawn_app().await;
+    let token = network(&app);
+    let matches_some = "region = 'north'";
+    let matches_none = "region = 'atlantis'";
+    for risky in [
+        "admission_date + (length_of_stay - length_of_stay + 106752) > '2000-01-01'",
+        "admission_date - length_of_stay < '2000-01-01'",
+        "region LIKE discharge_destination",
+        "-admission_date IS NULL",
+    ] {
+        let mut answers = Vec::new();
+        for p in [matches_some, matches_none] {
+            let filter = format!("({p}) AND {risky}");
+            let response = aggregate(&app, &token, &[("filter", filter.as_str())]).await;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            answers.push((status, body["type"].clone(), body["detail"].clone()));
+        }
+        assert_eq!(
+            answers[0], answers[1],
+            "{risky}: the same refusal either way"
+        );
+        assert_eq!(answers[0].0, 400, "{risky}: {:?}", answers[0]);
+    }
+    // Refused before the ledger: nothing was spent.
+    assert_eq!(budget(&app, &token).await["remaining"], 2.0);
+    // Arithmetic on numbers, and comparisons of dates, still work.
+    let ok = aggregate(
+        &app,
+        &token,
+        &[(
+            "filter",
+            "length_of_stay * 2 + 1 > 5 AND admission_date >= '2019-01-01'",
+        )],
+    )
+    .await;
+    assert_eq!(ok.status(), 200);
+}
