@@ -44,8 +44,14 @@ pub enum FilterError {
     )]
     NotAllowed(String),
     /// A name that is not a column the caller may use.
-    #[error("unknown column '{0}'")]
-    UnknownColumn(String),
+    #[error("{0}")]
+    UnknownColumn(crate::suggest::UnknownColumn),
+    /// A double-quoted name that is no column: meant as text, most likely.
+    #[error(
+        "\"{}\" in double quotes names a column, and no column has that name here; text takes single quotes: '{}'",
+        crate::echo::cut(.0), crate::echo::cut(.0)
+    )]
+    DoubleQuoted(String),
     /// Nested too deeply.
     #[error("filter nests deeper than {MAX_DEPTH} levels")]
     TooDeep,
@@ -102,10 +108,15 @@ impl Translator<'_> {
         let sub = |e: &SqlExpr| self.expr(e, depth + 1);
         use SqlExpr as E;
         Ok(match sql {
-            E::Identifier(ident) => self.column(&ident.value)?,
+            E::Identifier(ident) => {
+                if ident.quote_style == Some('"') && !self.columns.contains(&ident.value) {
+                    return Err(FilterError::DoubleQuoted(ident.value.clone()));
+                }
+                self.column(&ident.value)?
+            }
             E::CompoundIdentifier(parts) => {
                 let name: Vec<&str> = parts.iter().map(|p| p.value.as_str()).collect();
-                return Err(FilterError::UnknownColumn(name.join(".")));
+                return Err(self.unknown(&name.join(".")));
             }
             E::Value(v) => literal(&v.value)?,
             E::TypedString(typed) => typed_literal(&typed.data_type, &typed.value.value)?,
@@ -123,7 +134,7 @@ impl Translator<'_> {
                 UnaryOperator::Minus => match &**expr {
                     // Fold `-5` into a literal so `x > -5` compares with a number.
                     E::Value(v) => negate(literal(&v.value)?)?,
-                    other => Expr::Negative(Box::new(sub(other)?)),
+                    other => negative(sub(other)?),
                 },
                 UnaryOperator::Plus => sub(expr)?,
                 other => return Err(FilterError::NotAllowed(format!("the operator {other}"))),
@@ -205,8 +216,12 @@ impl Translator<'_> {
         if self.columns.contains(name) {
             Ok(Expr::Column(Column::new_unqualified(name)))
         } else {
-            Err(FilterError::UnknownColumn(name.to_owned()))
+            Err(self.unknown(name))
         }
+    }
+
+    fn unknown(&self, name: &str) -> FilterError {
+        FilterError::UnknownColumn(crate::suggest::UnknownColumn::new(name, self.columns))
     }
 
     fn function(&self, f: &ast::Function, depth: usize) -> Result<Expr, FilterError> {
@@ -282,9 +297,37 @@ fn safe_division(left: Expr, op: Operator, right: Expr) -> Result<Expr, FilterEr
     if op == Operator::Modulo {
         return Ok(quotient);
     }
-    datafusion::logical_expr::when(right.eq(lit(-1)), Expr::Negative(Box::new(left)))
+    datafusion::logical_expr::when(right.eq(lit(-1)), negative(left))
         .otherwise(quotient)
         .map_err(|e| FilterError::Syntax(e.to_string()))
+}
+
+/// Families of types whose values meet without a conversion that can fail.
+#[derive(PartialEq, Eq)]
+enum Family {
+    Text,
+    /// Integers and floats: mixed, integers become floats.
+    Number,
+    Boolean,
+    /// Dates, timestamps, decimals and the rest: only the very same type.
+    Exact,
+}
+
+fn family(t: &ArrowType) -> Family {
+    match t {
+        ArrowType::Utf8 | ArrowType::LargeUtf8 | ArrowType::Utf8View => Family::Text,
+        t if t.is_integer() => Family::Number,
+        ArrowType::Float16 | ArrowType::Float32 | ArrowType::Float64 => Family::Number,
+        ArrowType::Boolean => Family::Boolean,
+        _ => Family::Exact,
+    }
+}
+
+/// `-x` as `0 - x`: integer subtraction wraps, while the engine's negation
+/// of a constant is checked (`-(-9223372036854775807 - 1)` failed at run
+/// time, on the rows that reached it).
+fn negative(x: Expr) -> Expr {
+    binary_expr(lit(0i64), Operator::Minus, x)
 }
 
 /// Refuses a filter whose evaluation could fail on some rows only:
@@ -300,32 +343,49 @@ fn safe_division(left: Expr, op: Operator, right: Expr) -> Result<Expr, FilterEr
 pub fn check_types(expr: &Expr, schema: &DFSchema) -> Result<(), FilterError> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::{Between, BinaryExpr, ExprSchemable};
-    let is_text = |e: &Expr| {
-        e.get_type(schema).is_ok_and(|t| {
-            matches!(
-                t,
-                ArrowType::Utf8 | ArrowType::LargeUtf8 | ArrowType::Utf8View
-            )
-        })
-    };
     let is_null = |e: &Expr| {
         matches!(e, Expr::Literal(v, _) if v.is_null())
             || e.get_type(schema).is_ok_and(|t| t == ArrowType::Null)
     };
-    // A text literal that converts to the other side's type: the
-    // conversion happens once and cannot fail later on some rows.
-    let converts = |text: &Expr, other: &Expr| match (text, other.get_type(schema)) {
-        (Expr::Literal(value, _), Ok(to)) => value.cast_to(&to).is_ok(),
+    // A literal that converts to the other side's type, where the engine
+    // converts the literal (once, while planning) and not the column: text
+    // meeting a date, number or boolean becomes that type; a number meeting
+    // a decimal becomes a decimal. (A number literal meeting a text column
+    // would convert every row's text instead.)
+    let converts = |literal: &Expr, to: &ArrowType| match literal {
+        Expr::Literal(value, _) => {
+            let text = matches!(family(&value.data_type()), Family::Text);
+            let decimal = matches!(
+                to,
+                ArrowType::Decimal32(..)
+                    | ArrowType::Decimal64(..)
+                    | ArrowType::Decimal128(..)
+                    | ArrowType::Decimal256(..)
+            );
+            (text || decimal) && value.cast_to(to).is_ok()
+        }
         _ => false,
     };
-    // Two operands that meet: fine when both are text, neither is, one is
-    // NULL, or the text side is a literal of the other side's type.
+    let has_column = |e: &Expr| !e.column_refs().is_empty();
+    // Two operands that meet without a conversion that could fail per row:
+    // the same family (text, numbers, booleans), the same type otherwise
+    // (a date meets a date, not a number: Int64 → Date32 overflows on
+    // large values), one side NULL, or a literal of the other side's type.
+    // Two constants must be of one family: a failed conversion of a
+    // constant is left by the engine to run time, where it fails only if
+    // some row reaches it.
     let compatible = |a: &Expr, b: &Expr| {
-        is_text(a) == is_text(b)
-            || is_null(a)
-            || is_null(b)
-            || (is_text(a) && converts(a, b))
-            || (is_text(b) && converts(b, a))
+        if is_null(a) || is_null(b) {
+            return true;
+        }
+        let (Ok(ta), Ok(tb)) = (a.get_type(schema), b.get_type(schema)) else {
+            return false;
+        };
+        let same = match (family(&ta), family(&tb)) {
+            (Family::Exact, Family::Exact) => ta == tb,
+            (fa, fb) => fa == fb,
+        };
+        same || ((has_column(a) || has_column(b)) && (converts(a, &tb) || converts(b, &ta)))
     };
     // Arithmetic only on plain integers and floats, which wrap or give
     // inf/NaN but never fail: dates plus numbers become intervals that
@@ -478,11 +538,17 @@ mod tests {
     fn hidden_and_absent_columns_give_the_same_error() {
         assert_eq!(
             err("patient_id = 1"),
-            FilterError::UnknownColumn("patient_id".into())
+            FilterError::UnknownColumn(crate::suggest::UnknownColumn::new(
+                "patient_id",
+                ["a", "b", "region", "admission_date"]
+            ))
         );
         assert_eq!(
             err("nosuch = 1"),
-            FilterError::UnknownColumn("nosuch".into())
+            FilterError::UnknownColumn(crate::suggest::UnknownColumn::new(
+                "nosuch",
+                ["a", "b", "region", "admission_date"]
+            ))
         );
         assert!(matches!(err("t.a = 1"), FilterError::UnknownColumn(_)));
     }

@@ -29,5 +29,6 @@ pub mod metrics;
 pub mod policy;
 pub mod slice;
 pub mod startup;
+pub mod suggest;
 pub mod telemetry;
 pub mod tls;

@@ -24,8 +24,8 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidParameter(String),
     /// A column the caller may not use (or that does not exist).
-    #[error("unknown column '{}'", crate::echo::cut(.0))]
-    UnknownColumn(String),
+    #[error("{0}")]
+    UnknownColumn(crate::suggest::UnknownColumn),
     /// A filter that was refused or could not be applied.
     #[error("{0}")]
     InvalidFilter(String),
@@ -205,6 +205,7 @@ impl ApiError {
             ApiError::Internal(_) => {
                 "the server failed to answer; quote the request id when reporting it".into()
             }
+            ApiError::UnknownColumn(unknown) => format!("{unknown}: {}", unknown.hint()),
             other => other.to_string(),
         }
     }
@@ -221,8 +222,12 @@ impl ApiError {
                 }
             }
         }
-        if let ApiError::UnknownColumn(name) = self {
-            map.insert("column".into(), json!(crate::echo::cut(name)));
+        if let ApiError::UnknownColumn(unknown) = self {
+            map.insert("column".into(), json!(crate::echo::cut(&unknown.name)));
+            map.insert("usable_columns".into(), json!(unknown.usable));
+            if let Some(near) = unknown.nearest() {
+                map.insert("did_you_mean".into(), json!(near));
+            }
         }
         if let ApiError::PrivacyBudgetExhausted {
             grant,
@@ -321,10 +326,10 @@ impl ResponseError for ApiError {
 impl From<SliceError> for ApiError {
     fn from(e: SliceError) -> Self {
         match e {
-            SliceError::UnknownColumn(name) => ApiError::UnknownColumn(name),
+            SliceError::UnknownColumn(unknown) => ApiError::UnknownColumn(unknown),
             SliceError::BadColumns(m) => ApiError::InvalidParameter(m),
-            SliceError::Filter(crate::filter::FilterError::UnknownColumn(name)) => {
-                ApiError::UnknownColumn(name)
+            SliceError::Filter(crate::filter::FilterError::UnknownColumn(unknown)) => {
+                ApiError::UnknownColumn(unknown)
             }
             SliceError::Filter(f) => {
                 ApiError::InvalidFilter(crate::echo::cut_quoted(&f.to_string()))

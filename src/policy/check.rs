@@ -111,9 +111,9 @@ impl Policy {
                     &all_columns(manifest),
                 ) {
                     Ok(_) => {}
-                    Err(FilterError::UnknownColumn(column)) => warn(format!(
-                        "row_filter names column '{column}', which is not in dataset '{}': the grant serves nothing until it is fixed",
-                        manifest.id
+                    Err(FilterError::UnknownColumn(unknown)) => warn(format!(
+                        "row_filter names column '{}', which is not in dataset '{}': the grant serves nothing until it is fixed",
+                        unknown.name, manifest.id
                     )),
                     Err(e) => return Err(bad(format!("row_filter: {e}"))),
                 }

@@ -37,6 +37,7 @@ use super::{Engine, SliceError, internal, resolve_columns};
 use crate::catalog::{Manifest, Version};
 use crate::domain::{Mask, Mode};
 use crate::policy::{AccessPlan, Disclosure};
+use crate::suggest::UnknownColumn;
 
 /// Most measures in one aggregate.
 pub(super) const MAX_MEASURES: usize = 16;
@@ -189,9 +190,12 @@ fn check(
     };
     for name in &group_by {
         if !groupable(plan, manifest, name) {
-            // Indistinguishable from a column that does not exist: which
-            // columns are groupable is the steward's business.
-            return Err(SliceError::UnknownColumn(name.clone()));
+            // The same error as a column that does not exist; the hint lists
+            // what may be grouped on (public in the dataset's description).
+            return Err(SliceError::UnknownColumn(UnknownColumn::new(
+                name,
+                visible.iter().filter(|v| groupable(plan, manifest, v)),
+            )));
         }
     }
 
@@ -228,7 +232,13 @@ fn check(
         };
         // Only visible, unmasked columns can be measured.
         if plan.column(column).is_none_or(|c| c.mask.is_some()) {
-            return Err(SliceError::UnknownColumn(column.clone()));
+            return Err(SliceError::UnknownColumn(UnknownColumn::new(
+                column,
+                plan.columns
+                    .iter()
+                    .filter(|c| c.mask.is_none())
+                    .map(|c| c.name.as_str()),
+            )));
         }
         let data_type = schema
             .field_with_name(column)

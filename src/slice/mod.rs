@@ -65,8 +65,8 @@ pub struct SliceRequest {
 pub enum SliceError {
     /// A column name that is not visible to the caller (or does not exist;
     /// the two are deliberately the same).
-    #[error("unknown column '{0}'")]
-    UnknownColumn(String),
+    #[error("{0}")]
+    UnknownColumn(crate::suggest::UnknownColumn),
     /// The column list is malformed.
     #[error("{0}")]
     BadColumns(String),
@@ -393,7 +393,9 @@ fn resolve_columns(
     let mut seen = BTreeSet::new();
     for name in requested {
         if !visible.contains(name) {
-            return Err(SliceError::UnknownColumn(name.clone()));
+            return Err(SliceError::UnknownColumn(
+                crate::suggest::UnknownColumn::new(name, visible),
+            ));
         }
         if !seen.insert(name) {
             return Err(SliceError::BadColumns(format!(

@@ -38,6 +38,7 @@ use super::{Engine, SliceError, internal, resolve_columns, visible_names};
 use crate::catalog::{Manifest, Version};
 use crate::dp::noise::{Exact, Noised, Statistic};
 use crate::policy::{AccessPlan, Disclosure};
+use crate::suggest::UnknownColumn;
 
 /// A column summed (for `sum` or `mean`), with the bounds its values are
 /// clamped to.
@@ -113,9 +114,13 @@ fn check(
     };
     let mut categories = Vec::new();
     let mut cells: usize = 1;
+    let visible = visible_names(plan);
     for name in &group_by {
         if !groupable(plan, manifest, name) {
-            return Err(SliceError::UnknownColumn(name.clone()));
+            return Err(SliceError::UnknownColumn(UnknownColumn::new(
+                name,
+                visible.iter().filter(|v| groupable(plan, manifest, v)),
+            )));
         }
         let declared = manifest
             .column(name)
@@ -180,11 +185,25 @@ fn check(
             .field_with_name(column)
             .ok()
             .map(|f| f.data_type().clone());
+        let summable = || {
+            SliceError::UnknownColumn(UnknownColumn::new(
+                column,
+                plan.columns
+                    .iter()
+                    .filter(|c| c.mask.is_none())
+                    .filter(|c| {
+                        manifest
+                            .column(c.name.as_str())
+                            .is_some_and(|m| m.bounds.is_some())
+                    })
+                    .map(|c| c.name.as_str()),
+            ))
+        };
         let (Some(bounds), Some(data_type)) = (bounds, data_type) else {
-            return Err(SliceError::UnknownColumn(column.clone()));
+            return Err(summable());
         };
         if !data_type.is_numeric() {
-            return Err(SliceError::UnknownColumn(column.clone()));
+            return Err(summable());
         }
         if summed.iter().all(|s| &s.column != column) {
             let integer = data_type.is_integer();

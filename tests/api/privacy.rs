@@ -507,3 +507,63 @@ async fn a_filter_that_could_fail_on_some_rows_is_refused_whatever_the_rows() {
     .await;
     assert_eq!(ok.status(), 200);
 }
+
+/// Second red-team pass: whatever a filter computes, its answer is the same
+/// kind of answer whether the rest of the filter matches rows or not, for
+/// DP and aggregate-only callers alike. Each expression here once failed
+/// only on the rows that reached it.
+#[tokio::test]
+async fn no_filter_fails_only_when_some_row_reaches_it() {
+    let app = spawn_app().await;
+    // The DP caller spends the least an answer may; the aggregate-only
+    // caller has no epsilon to give.
+    let callers = [
+        (network(&app), Some("0.000001")),
+        (crate::helpers::agency(&app), None),
+    ];
+    let risky = [
+        // A number converted to a date per row overflows.
+        "admission_date > age + 3000000000",
+        "age + 3000000000 < admission_date",
+        "admission_date IN (age + 3000000000)",
+        "admission_date BETWEEN age + 3000000000 AND age",
+        // Negating the smallest integer, as a constant.
+        "-(-9223372036854775807 - 1) > 0",
+        "(-9223372036854775807 - 1) / -1 > 0",
+        "(-9223372036854775807 - 1) / (age - age - 1) > 0",
+        // Constants of two types: converted per row.
+        "'x' = 5",
+        "age IN ('x', 1)",
+        // Arithmetic that is not plain numbers.
+        "admission_date + (age - age + 106752) > '2000-01-01'",
+        "region LIKE discharge_destination",
+        // And what has always been safe, for contrast.
+        "age / (age - age) IS NULL",
+        "length_of_stay % 0 IS NULL",
+    ];
+    for (token, epsilon) in &callers {
+        for r in risky {
+            let mut answers = Vec::new();
+            for p in ["region = 'north'", "region = 'atlantis'"] {
+                let filter = format!("({p}) AND {r}");
+                let mut query = vec![("filter", filter.as_str())];
+                if let Some(e) = epsilon {
+                    query.push(("epsilon", e));
+                }
+                let response = aggregate(&app, token, &query).await;
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                // The kind of answer: refusals in full, answers by status.
+                answers.push(if status == 200 {
+                    (status, Value::Null, Value::Null)
+                } else {
+                    (status, body["type"].clone(), body["detail"].clone())
+                });
+            }
+            assert_eq!(
+                answers[0], answers[1],
+                "{r}: the answer depends on the rows"
+            );
+        }
+    }
+}
