@@ -414,13 +414,28 @@ pub fn check_types(expr: &Expr, schema: &DFSchema) -> Result<(), FilterError> {
                     _ => true,
                 }
             }
-            Expr::InList(list) => list.list.iter().all(|item| compatible(&list.expr, item)),
+            // Every member meets every other: the engine gives them all one
+            // type, so two items of other types would convert the probe.
+            Expr::InList(list) => std::iter::once(&*list.expr).chain(&list.list).all(|a| {
+                std::iter::once(&*list.expr)
+                    .chain(&list.list)
+                    .all(|b| compatible(a, b))
+            }),
             Expr::Between(Between {
                 expr, low, high, ..
-            }) => compatible(expr, low) && compatible(expr, high),
+            }) => compatible(expr, low) && compatible(expr, high) && compatible(low, high),
             Expr::Negative(inner) => is_plain_number(inner),
-            // A pattern taken from the data could be malformed on some rows.
-            Expr::Like(like) => matches!(*like.pattern, Expr::Literal(..)),
+            // A pattern taken from the data could be malformed on some rows;
+            // a long one with many wildcards takes time only when rows reach
+            // it (a timing oracle), so patterns stay short.
+            Expr::Like(like) => match &*like.pattern {
+                Expr::Literal(ScalarValue::Utf8(Some(p)), _) => {
+                    p.len() <= MAX_PATTERN_BYTES
+                        && p.chars().filter(|c| matches!(c, '%' | '_')).count()
+                            <= MAX_PATTERN_WILDCARDS
+                }
+                _ => false,
+            },
             _ => true,
         };
         if ok {
@@ -431,7 +446,100 @@ pub fn check_types(expr: &Expr, schema: &DFSchema) -> Result<(), FilterError> {
         }
     })
     .map_err(|e| FilterError::Syntax(e.to_string()))?;
+    if bad {
+        return Err(FilterError::Types);
+    }
+    check_coerced(expr, schema)
+}
+
+/// Longest LIKE pattern, and most wildcards in one.
+const MAX_PATTERN_BYTES: usize = 64;
+const MAX_PATTERN_WILDCARDS: usize = 8;
+
+/// The last word, after predicting the engine's conversions above: lets
+/// the engine's own type coercion rewrite the filter, and refuses any
+/// conversion it inserted on a value computed from a column that could
+/// fail on some rows (text to a number, a number to a date, a narrowing).
+/// Conversions of constants happen once, while planning.
+fn check_coerced(expr: &Expr, schema: &DFSchema) -> Result<(), FilterError> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::ExprSchemable;
+    use datafusion::logical_expr::expr::{Cast, TryCast};
+    use datafusion::optimizer::analyzer::type_coercion::TypeCoercionRewriter;
+    let coerced = match expr.clone().rewrite(&mut TypeCoercionRewriter::new(schema)) {
+        Ok(rewritten) => rewritten.data,
+        // Types the engine cannot reconcile: refused before any row is read.
+        Err(_) => return Err(FilterError::Types),
+    };
+    let mut bad = false;
+    coerced
+        .apply(|e| {
+            let conversion = match e {
+                Expr::Cast(Cast { expr, field }) => Some((expr, field.data_type())),
+                Expr::TryCast(TryCast { expr, field }) => Some((expr, field.data_type())),
+                _ => None,
+            };
+            if let Some((inner, to)) = conversion
+                && !inner.column_refs().is_empty()
+                && !inner
+                    .get_type(schema)
+                    .is_ok_and(|from| never_fails(&from, to))
+            {
+                bad = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .map_err(|e| FilterError::Syntax(e.to_string()))?;
     if bad { Err(FilterError::Types) } else { Ok(()) }
+}
+
+/// Whether converting any value of type `from` to `to` succeeds: to text
+/// (from anything but bytes), integers to floats, to a wider integer or
+/// decimal, floats to wider floats, dates to wider dates.
+fn never_fails(from: &ArrowType, to: &ArrowType) -> bool {
+    use ArrowType as T;
+    let int_digits = |t: &T| -> Option<u8> {
+        Some(match t {
+            T::Int8 | T::UInt8 => 3,
+            T::Int16 | T::UInt16 => 5,
+            T::Int32 | T::UInt32 => 10,
+            T::Int64 => 19,
+            T::UInt64 => 20,
+            _ => return None,
+        })
+    };
+    if from == to || *from == T::Null {
+        return true;
+    }
+    match to {
+        T::Utf8 | T::LargeUtf8 | T::Utf8View => !matches!(
+            from,
+            T::Binary | T::LargeBinary | T::BinaryView | T::FixedSizeBinary(_)
+        ),
+        T::Float16 => false,
+        T::Float32 | T::Float64 => from.is_integer() || matches!(from, T::Float16 | T::Float32),
+        T::Int16 => matches!(from, T::Int8 | T::UInt8),
+        T::Int32 => matches!(from, T::Int8 | T::Int16 | T::UInt8 | T::UInt16),
+        T::Int64 => matches!(
+            from,
+            T::Int8 | T::Int16 | T::Int32 | T::UInt8 | T::UInt16 | T::UInt32
+        ),
+        T::UInt16 => matches!(from, T::UInt8),
+        T::UInt32 => matches!(from, T::UInt8 | T::UInt16),
+        T::UInt64 => matches!(from, T::UInt8 | T::UInt16 | T::UInt32),
+        T::Date64 => matches!(from, T::Date32),
+        T::Decimal128(p, s) | T::Decimal256(p, s) => {
+            let whole = (*p as i16) - (*s as i16);
+            match from {
+                T::Decimal128(p0, s0) | T::Decimal256(p0, s0) => {
+                    *s as i16 >= *s0 as i16 && whole >= (*p0 as i16) - (*s0 as i16)
+                }
+                other => int_digits(other).is_some_and(|d| whole >= d as i16),
+            }
+        }
+        _ => false,
+    }
 }
 
 fn literal(value: &Value) -> Result<Expr, FilterError> {

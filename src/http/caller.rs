@@ -67,7 +67,7 @@ fn verified_caller(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiErr
                 .auth_failures
                 .with_label_values(&["not-bearer"])
                 .inc();
-            ApiError::InvalidToken
+            ApiError::InvalidToken("not-bearer")
         })?;
     match state.verifier.verify(token) {
         Ok(principal) => {
@@ -81,7 +81,7 @@ fn verified_caller(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiErr
                 .auth_failures
                 .with_label_values(&[e.reason()])
                 .inc();
-            Err(ApiError::InvalidToken)
+            Err(ApiError::InvalidToken(e.reason()))
         }
     }
 }

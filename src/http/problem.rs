@@ -33,8 +33,8 @@ pub enum ApiError {
     #[error("this resource needs a bearer token")]
     TokenRequired,
     /// A token that failed verification, for whatever reason.
-    #[error("the bearer token is not valid")]
-    InvalidToken,
+    #[error("{}", token_problem(.0))]
+    InvalidToken(&'static str),
     /// A policy denial.
     #[error("access denied")]
     Denied(Denial),
@@ -112,6 +112,26 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// What a token's problem means for its holder, by the verifier's reason.
+/// Forgery details (which key, which signature check) stay generic: they
+/// help an attacker more than a user.
+fn token_problem(reason: &str) -> &'static str {
+    match reason {
+        "expired" => "the token has expired: get a new one",
+        "not-yet-valid" => {
+            "the token is not valid yet (its nbf is in the future): check the clocks"
+        }
+        "issued-in-future" => "the token was issued in the future (its iat): check the clocks",
+        "wrong-issuer" => "the token's issuer (iss) is not one this server trusts",
+        "wrong-audience" => "the token is for another audience (aud), not this server",
+        "missing-claim" => "the token lacks a required claim (sub, exp, iss or aud)",
+        "too-large" => "the token is larger than this server accepts",
+        "not-bearer" => "send the token as 'Authorization: Bearer <token>'",
+        "malformed" => "the token is not a JWT (three base64url parts)",
+        _ => "the bearer token is not valid",
+    }
+}
+
 impl ApiError {
     /// The stable `type` of this error.
     pub fn kind(&self) -> &'static str {
@@ -120,7 +140,7 @@ impl ApiError {
             ApiError::UnknownColumn(_) => "unknown-column",
             ApiError::InvalidFilter(_) => "invalid-filter",
             ApiError::TokenRequired => "token-required",
-            ApiError::InvalidToken => "invalid-token",
+            ApiError::InvalidToken(_) => "invalid-token",
             ApiError::Denied(d) => match d {
                 Denial::TokenRequired { .. } => "token-required",
                 Denial::RoleRequired { .. } => "role-required",
@@ -222,6 +242,9 @@ impl ApiError {
                 }
             }
         }
+        if let ApiError::InvalidToken(reason) = self {
+            map.insert("token_problem".into(), json!(reason));
+        }
         if let ApiError::UnknownColumn(unknown) = self {
             map.insert("column".into(), json!(crate::echo::cut(&unknown.name)));
             map.insert("usable_columns".into(), json!(unknown.usable));
@@ -251,7 +274,7 @@ impl ResponseError for ApiError {
             | ApiError::UnknownColumn(_)
             | ApiError::InvalidFilter(_)
             | ApiError::Denied(Denial::GrantAmbiguous { .. }) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidToken
+            ApiError::InvalidToken(_)
             | ApiError::TokenRequired
             | ApiError::Denied(Denial::TokenRequired { .. }) => StatusCode::UNAUTHORIZED,
             ApiError::Denied(_)
@@ -309,15 +332,16 @@ impl ResponseError for ApiError {
         }
         if status == StatusCode::UNAUTHORIZED {
             let challenge = match self {
-                ApiError::InvalidToken => {
-                    r#"Bearer realm="sluice", error="invalid_token", error_description="the token is not valid""#
-                }
-                _ => r#"Bearer realm="sluice""#,
+                // RFC 6750: the description says what to do about it.
+                ApiError::InvalidToken(reason) => format!(
+                    r#"Bearer realm="sluice", error="invalid_token", error_description="{}""#,
+                    token_problem(reason)
+                ),
+                _ => r#"Bearer realm="sluice""#.to_owned(),
             };
-            response.insert_header((
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            ));
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response.insert_header((header::WWW_AUTHENTICATE, value));
+            }
         }
         response.body(Value::Object(body).to_string())
     }

@@ -54,7 +54,17 @@ fn forged(header: Value, claims: &Value, signature: &str) -> String {
     )
 }
 
+/// What a forged or otherwise unusable token is told: nothing that helps
+/// a forger.
+const GENERIC: &str = "the bearer token is not valid";
+
 async fn refused(app: &TestApp, authorization: &str, why: &str) {
+    refused_saying(app, authorization, why, GENERIC).await
+}
+
+/// A 401 whose body and `WWW-Authenticate` say `detail` (RFC 6750's
+/// `error_description`): what the token's holder can act on.
+async fn refused_saying(app: &TestApp, authorization: &str, why: &str, detail: &str) {
     let response = app
         .client
         .get(app.url("/v1/datasets/school-results/data?limit=1"))
@@ -72,8 +82,14 @@ async fn refused(app: &TestApp, authorization: &str, why: &str) {
             .is_some_and(|c| c.starts_with("Bearer") && c.contains("error=\"invalid_token\"")),
         "{why}: challenge {challenge:?}"
     );
+    assert!(
+        challenge
+            .as_deref()
+            .is_some_and(|c| c.contains(&format!("error_description=\"{detail}\""))),
+        "{why}: {challenge:?}"
+    );
     let body = problem(response, 401, "invalid-token").await;
-    assert_eq!(body["detail"], "the bearer token is not valid", "{why}");
+    assert_eq!(body["detail"], detail, "{why}");
 }
 
 #[tokio::test]
@@ -87,18 +103,22 @@ async fn a_valid_token_is_accepted() {
 }
 
 #[tokio::test]
-async fn every_kind_of_bad_token_gets_the_same_401() {
+async fn every_kind_of_bad_token_gets_a_401_that_says_what_its_holder_can_fix() {
+    const MISSING: &str = "the token lacks a required claim (sub, exp, iss or aud)";
+    const MALFORMED: &str = "the token is not a JWT (three base64url parts)";
     let app = spawn_app().await;
     let c = claims(&app);
     let bearer = |t: String| format!("Bearer {t}");
-    let cases: Vec<(String, &str)> = vec![
+    let cases: Vec<(String, &str, &str)> = vec![
         (
             bearer(forged(json!({"alg": "none", "typ": "JWT"}), &c, "")),
             "alg none",
+            MALFORMED,
         ),
         (
             bearer(forged(json!({"alg": "none", "kid": "sluice-dev"}), &c, "")),
             "alg none with kid",
+            MALFORMED,
         ),
         (
             bearer(forged(
@@ -107,39 +127,61 @@ async fn every_kind_of_bad_token_gets_the_same_401() {
                 "AAAA",
             )),
             "bad signature",
+            GENERIC,
         ),
-        (bearer(with(&app, "exp", json!(now() - 120))), "expired"),
+        (
+            bearer(with(&app, "exp", json!(now() - 120))),
+            "expired",
+            "the token has expired: get a new one",
+        ),
         (
             bearer(with(&app, "exp", json!(format!("{}", now() + 300)))),
             "exp as a string",
+            MISSING,
         ),
         (
             bearer(with(&app, "nbf", json!(now() + 300))),
             "not yet valid",
+            "the token is not valid yet (its nbf is in the future): check the clocks",
         ),
         (
             bearer(with(&app, "iat", json!(now() + 3600))),
             "issued in the future",
+            "the token was issued in the future (its iat): check the clocks",
         ),
         (
             bearer(with(&app, "iss", json!("https://evil.example"))),
             "wrong issuer",
+            "the token's issuer (iss) is not one this server trusts",
         ),
         (
             bearer(with(&app, "aud", json!("another-service"))),
             "wrong audience",
+            "the token is for another audience (aud), not this server",
         ),
-        (bearer(without(&app, "sub")), "no subject"),
-        (bearer(without(&app, "exp")), "no expiry"),
-        (bearer(without(&app, "iss")), "no issuer"),
-        (bearer(without(&app, "aud")), "no audience"),
-        (bearer("not.a.token".into()), "garbage"),
-        (bearer("x".repeat(9000)), "oversized"),
-        ("Basic YWxpY2U6c2VjcmV0".into(), "basic auth"),
-        ("Bearer".into(), "empty bearer"),
+        (bearer(without(&app, "sub")), "no subject", GENERIC),
+        (bearer(without(&app, "exp")), "no expiry", MISSING),
+        (bearer(without(&app, "iss")), "no issuer", MISSING),
+        (bearer(without(&app, "aud")), "no audience", MISSING),
+        (bearer("not.a.token".into()), "garbage", MALFORMED),
+        (
+            bearer("x".repeat(9000)),
+            "oversized",
+            "the token is larger than this server accepts",
+        ),
+        (
+            "Basic YWxpY2U6c2VjcmV0".into(),
+            "basic auth",
+            "send the token as 'Authorization: Bearer <token>'",
+        ),
+        (
+            "Bearer".into(),
+            "empty bearer",
+            "send the token as 'Authorization: Bearer <token>'",
+        ),
     ];
-    for (authorization, why) in cases {
-        refused(&app, &authorization, why).await;
+    for (authorization, why, detail) in cases {
+        refused_saying(&app, &authorization, why, detail).await;
     }
 }
 
