@@ -55,12 +55,28 @@ pub enum FilterError {
     /// Nested too deeply.
     #[error("filter nests deeper than {MAX_DEPTH} levels")]
     TooDeep,
-    /// Text meets a number, date or boolean (other than a text literal).
+    /// Operands of types that do not meet safely; names the part.
     #[error(
-        "the filter compares or computes text with another type: compare text columns with quoted text ('north'), numbers with numbers, dates with DATE 'YYYY-MM-DD'"
+        "{0}: these types cannot meet in a filter; compare text with quoted text ('north'), numbers with numbers (arithmetic too), dates with 'YYYY-MM-DD'"
     )]
-    Types,
+    Types(String),
+    /// More work per row than a filter may ask for.
+    #[error(
+        "the filter is too complex: at most {MAX_NODES} parts (values in an IN list are free) and at most {MAX_WILDCARD_LIKES} LIKE patterns with a wildcard inside"
+    )]
+    TooComplex,
 }
+
+/// Most parts (columns, operators, functions, literals outside IN lists)
+/// of a translated filter. The work a filter does per row is paid only on
+/// the rows that reach it, so an expensive filter behind a narrow one is a
+/// stopwatch for whether any row passed; and division, guarded against
+/// failing, repeats its operands, so nesting grows the plan fast.
+const MAX_NODES: usize = 128;
+
+/// Most LIKE patterns with a wildcard inside (each runs as a regular
+/// expression, compiled per batch that reaches it: the costliest part).
+const MAX_WILDCARD_LIKES: usize = 4;
 
 /// Parses `text` and translates it against the usable column names.
 pub fn parse(text: &str, max_len: usize, columns: &BTreeSet<String>) -> Result<Expr, FilterError> {
@@ -68,7 +84,49 @@ pub fn parse(text: &str, max_len: usize, columns: &BTreeSet<String>) -> Result<E
         return Err(FilterError::TooLong(max_len));
     }
     let sql = parse_sql(text)?;
-    Translator { columns }.expr(&sql, 0)
+    let expr = Translator { columns }.expr(&sql, 0)?;
+    check_cost(&expr)?;
+    Ok(expr)
+}
+
+/// Refuses filters over [`MAX_NODES`] parts or [`MAX_WILDCARD_LIKES`]
+/// regular-expression LIKEs.
+fn check_cost(expr: &Expr) -> Result<(), FilterError> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let (mut nodes, mut likes) = (0usize, 0usize);
+    expr.apply(|e| {
+        match e {
+            Expr::InList(list) => {
+                // The probe and any non-literal members count.
+                nodes += 1 + list
+                    .list
+                    .iter()
+                    .filter(|i| !matches!(i, Expr::Literal(..)))
+                    .count();
+                let _ = list.expr.apply(|_| {
+                    nodes += 1;
+                    Ok(TreeNodeRecursion::Continue)
+                });
+                return Ok(TreeNodeRecursion::Jump);
+            }
+            Expr::Like(like) => {
+                if let Expr::Literal(ScalarValue::Utf8(Some(p)), _) = &*like.pattern {
+                    let inner = p.trim_start_matches('%').trim_end_matches('%');
+                    if inner.contains(['%', '_']) {
+                        likes += 1;
+                    }
+                }
+                nodes += 1;
+            }
+            _ => nodes += 1,
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(|e| FilterError::Syntax(e.to_string()))?;
+    if nodes > MAX_NODES || likes > MAX_WILDCARD_LIKES {
+        return Err(FilterError::TooComplex);
+    }
+    Ok(())
 }
 
 fn parse_sql(text: &str) -> Result<SqlExpr, FilterError> {
@@ -401,7 +459,7 @@ pub fn check_types(expr: &Expr, schema: &DFSchema) -> Result<(), FilterError> {
                     )
             })
     };
-    let mut bad = false;
+    let mut culprit = None;
     expr.apply(|e| {
         let ok = match e {
             Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
@@ -441,15 +499,67 @@ pub fn check_types(expr: &Expr, schema: &DFSchema) -> Result<(), FilterError> {
         if ok {
             Ok(TreeNodeRecursion::Continue)
         } else {
-            bad = true;
+            culprit = Some(describe(e, schema));
             Ok(TreeNodeRecursion::Stop)
         }
     })
     .map_err(|e| FilterError::Syntax(e.to_string()))?;
-    if bad {
-        return Err(FilterError::Types);
+    if let Some(part) = culprit {
+        return Err(FilterError::Types(part));
     }
     check_coerced(expr, schema)
+}
+
+/// A part of a filter in the caller's terms: columns with their types,
+/// their own literals. Only what the caller wrote and may see.
+fn describe(e: &Expr, schema: &DFSchema) -> String {
+    use datafusion::logical_expr::{Between, BinaryExpr, ExprSchemable};
+    let kind = |e: &Expr| match e.get_type(schema) {
+        Ok(t) => match family(&t) {
+            Family::Text => "text".to_owned(),
+            Family::Number if t.is_integer() => "whole number".to_owned(),
+            Family::Number => "number".to_owned(),
+            Family::Boolean => "true/false".to_owned(),
+            Family::Exact if matches!(t, ArrowType::Date32 | ArrowType::Date64) => {
+                "date".to_owned()
+            }
+            Family::Exact if matches!(t, ArrowType::Timestamp(..)) => "timestamp".to_owned(),
+            Family::Exact => t.to_string(),
+        },
+        Err(_) => "unknown type".to_owned(),
+    };
+    let operand = |e: &Expr| match e {
+        Expr::Column(c) => format!("{} ({})", c.name, kind(e)),
+        Expr::Literal(ScalarValue::Utf8(Some(text)), _) => {
+            format!("'{}' ({})", crate::echo::cut(text), kind(e))
+        }
+        Expr::Literal(value, _) => {
+            format!("{} ({})", crate::echo::cut(&value.to_string()), kind(e))
+        }
+        other => format!("an expression of type {}", kind(other)),
+    };
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            format!("{} {op} {}", operand(left), operand(right))
+        }
+        Expr::InList(list) => format!(
+            "{} IN ({})",
+            operand(&list.expr),
+            list.list.iter().map(operand).collect::<Vec<_>>().join(", ")
+        ),
+        Expr::Between(Between {
+            expr, low, high, ..
+        }) => format!(
+            "{} BETWEEN {} AND {}",
+            operand(expr),
+            operand(low),
+            operand(high)
+        ),
+        Expr::Like(_) => format!(
+            "LIKE takes a quoted pattern of at most {MAX_PATTERN_BYTES} bytes with at most {MAX_PATTERN_WILDCARDS} wildcards"
+        ),
+        other => operand(other),
+    }
 }
 
 /// Longest LIKE pattern, and most wildcards in one.
@@ -469,9 +579,9 @@ fn check_coerced(expr: &Expr, schema: &DFSchema) -> Result<(), FilterError> {
     let coerced = match expr.clone().rewrite(&mut TypeCoercionRewriter::new(schema)) {
         Ok(rewritten) => rewritten.data,
         // Types the engine cannot reconcile: refused before any row is read.
-        Err(_) => return Err(FilterError::Types),
+        Err(_) => return Err(FilterError::Types("the filter".into())),
     };
-    let mut bad = false;
+    let mut culprit = None;
     coerced
         .apply(|e| {
             let conversion = match e {
@@ -485,13 +595,19 @@ fn check_coerced(expr: &Expr, schema: &DFSchema) -> Result<(), FilterError> {
                     .get_type(schema)
                     .is_ok_and(|from| never_fails(&from, to))
             {
-                bad = true;
+                culprit = Some(format!(
+                    "{} would be converted to {to} row by row",
+                    describe(inner, schema)
+                ));
                 return Ok(TreeNodeRecursion::Stop);
             }
             Ok(TreeNodeRecursion::Continue)
         })
         .map_err(|e| FilterError::Syntax(e.to_string()))?;
-    if bad { Err(FilterError::Types) } else { Ok(()) }
+    match culprit {
+        Some(part) => Err(FilterError::Types(part)),
+        None => Ok(()),
+    }
 }
 
 /// Whether converting any value of type `from` to `to` succeeds: to text
@@ -640,6 +756,27 @@ mod tests {
         ] {
             ok(text);
         }
+    }
+
+    #[test]
+    fn filters_that_would_cost_much_per_row_are_refused() {
+        // Guarded division repeats its operands: nesting grew the plan
+        // exponentially (depth 10 took 50 s to plan).
+        let nested = (0..8).fold("a".to_string(), |inner, _| format!("a / ({inner})"));
+        assert_eq!(err(&format!("{nested} > 1")), FilterError::TooComplex);
+        // Regular-expression LIKEs: a handful at most.
+        let likes = (0..5)
+            .map(|i| format!("region LIKE '%x{i}_y%z%'"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        assert_eq!(err(&likes), FilterError::TooComplex);
+        // Prefix and substring patterns are cheap; long IN lists of values too.
+        ok("region LIKE 'no%' AND region LIKE '%rth%' AND region NOT LIKE '%s'");
+        let codes = (0..600)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        ok(&format!("a IN ({codes})"));
     }
 
     #[test]

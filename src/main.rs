@@ -332,6 +332,7 @@ async fn policy_command(settings: Settings, command: PolicyCommand) -> anyhow::R
                     groups: groups.into_iter().collect(),
                     organisation: org,
                     visas: Vec::new(),
+                    expires: None,
                 }),
             };
             let today = time::OffsetDateTime::now_utc().date();

@@ -121,6 +121,8 @@ pub struct Principal {
     /// Verified, unconditional GA4GH `ControlledAccessGrants` visas from the
     /// token's passport that belong to this subject.
     pub visas: Vec<Visa>,
+    /// The token's `exp` (seconds since the epoch), for `GET /v1/me`.
+    pub expires: Option<i64>,
 }
 
 impl Principal {
@@ -157,6 +159,8 @@ struct Claims {
     sub: String,
     #[serde(default)]
     iat: Option<i64>,
+    #[serde(default)]
+    exp: Option<i64>,
     #[serde(default)]
     roles: Vec<String>,
     #[serde(default)]
@@ -261,6 +265,7 @@ impl Verifier {
             groups: claims.groups.into_iter().collect(),
             organisation: claims.organisation,
             visas,
+            expires: claims.exp,
         }
     }
 

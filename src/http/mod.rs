@@ -9,6 +9,7 @@ mod catalog_routes;
 mod change_routes;
 mod data_routes;
 pub mod limits;
+mod me_route;
 mod privacy;
 pub mod problem;
 pub mod request_id;
@@ -66,6 +67,7 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
             .route("/metrics", web::get().to(admin_routes::metrics))
             .service(
                 web::scope("/v1")
+                    .route("/me", web::get().to(me_route::me))
                     .route("/datasets", web::get().to(catalog_routes::list))
                     .route("/datasets", web::post().to(steward_routes::register))
                     .route("/datasets/{id}", web::get().to(catalog_routes::show))

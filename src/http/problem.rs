@@ -198,14 +198,31 @@ impl ApiError {
                 Denial::TokenRequired { tier } => {
                     format!("this dataset is {}: send a bearer token", tier.as_str())
                 }
-                Denial::RoleRequired { role } => format!(
-                    "this dataset is for registered researchers: your token needs the '{}' role",
-                    serde_json::to_value(role)
+                Denial::RoleRequired { role } => {
+                    let role = serde_json::to_value(role)
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default()
-                ),
-                Denial::GrantRequired { how_to_request } => match how_to_request {
+                        .unwrap_or_default();
+                    if role == "researcher" {
+                        format!(
+                            "this dataset is for registered researchers: your token needs the '{role}' role"
+                        )
+                    } else {
+                        format!("this needs a token with the '{role}' role")
+                    }
+                }
+                Denial::GrantRequired {
+                    your_grants: Some(yours),
+                    ..
+                } => {
+                    let yours = if yours.is_empty() {
+                        "you hold none for it".to_owned()
+                    } else {
+                        format!("yours for it: {} (choose with grant=)", yours.join(", "))
+                    };
+                    format!("you hold no grant of that name for this dataset; {yours}")
+                }
+                Denial::GrantRequired { how_to_request, .. } => match how_to_request {
                     Some(how) => format!("this dataset needs a grant; to request access: {how}"),
                     None => {
                         "this dataset needs a grant; ask the data steward named as publisher".into()

@@ -21,7 +21,7 @@ pub fn describe(manifest: &Manifest, decision: &Decision) -> String {
             let why = match denial {
                 Denial::TokenRequired { .. } => "a token is needed".to_string(),
                 Denial::RoleRequired { role } => format!("the token lacks the {role:?} role"),
-                Denial::GrantRequired { how_to_request } => match how_to_request {
+                Denial::GrantRequired { how_to_request, .. } => match how_to_request {
                     Some(how) => format!("no grant covers this caller; to ask: {how}"),
                     None => "no grant covers this caller".into(),
                 },

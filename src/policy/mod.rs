@@ -123,6 +123,11 @@ pub enum Denial {
     GrantRequired {
         #[serde(skip_serializing_if = "Option::is_none")]
         how_to_request: Option<String>,
+        /// When the caller named a grant (`grant=`) they do not hold for
+        /// this dataset: the ones they do hold for it (never whether the
+        /// named one exists).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        your_grants: Option<Vec<String>>,
     },
     /// The caller's grant has expired.
     GrantExpired { grant: String, expired: Date },
@@ -180,11 +185,15 @@ pub fn evaluate(
     };
     let grant_denial = || Denial::GrantRequired {
         how_to_request: manifest.access_request.clone(),
+        your_grants: None,
     };
 
     if let Some(id) = chosen {
         let Some(grant) = matching.iter().find(|g| g.id == id) else {
-            return Decision::Deny(grant_denial());
+            return Decision::Deny(Denial::GrantRequired {
+                how_to_request: manifest.access_request.clone(),
+                your_grants: Some(matching.iter().map(|g| g.id.clone()).collect()),
+            });
         };
         return match grant.expires.filter(|e| *e < today) {
             Some(expired) => Decision::Deny(Denial::GrantExpired {

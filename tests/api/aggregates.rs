@@ -636,26 +636,33 @@ async fn text_meeting_a_number_is_refused_before_any_row_is_read() {
     let token = agency(&app);
     // Converting each row's text to a number would fail on the first row
     // that reaches it: refused whatever the rows, with the same answer.
-    let mut bodies = Vec::new();
-    for filter in [
-        "region = 'north' AND postcode_district = 12",
-        "region = 'nowhere' AND postcode_district = 12",
-        "region = 'north' AND region > 5",
-        "region = 'nowhere' AND region + 1 > 5",
+    for risky in [
+        "postcode_district = 12",
+        "region > 5",
+        "region + 1 > 5",
         "sex IN ('F', 3)",
-        "region = 'north' AND admission_date = 'garbage'",
-        "region = 'nowhere' AND admission_date = 'garbage'",
+        "admission_date = 'garbage'",
     ] {
-        let body = problem(
-            aggregate(&app, &token, &[("filter", filter)]).await,
-            400,
-            "invalid-filter",
-        )
-        .await;
-        assert!(body["detail"].as_str().unwrap().contains("quoted text"));
-        bodies.push(body["detail"].clone());
+        let mut details = Vec::new();
+        for p in ["region = 'north'", "region = 'nowhere'"] {
+            let filter = format!("{p} AND {risky}");
+            let body = problem(
+                aggregate(&app, &token, &[("filter", filter.as_str())]).await,
+                400,
+                "invalid-filter",
+            )
+            .await;
+            let detail = body["detail"].as_str().unwrap().to_owned();
+            // The refusal names the part and teaches the fix.
+            assert!(detail.contains("cannot meet"), "{detail}");
+            assert!(detail.contains("quoted text"), "{detail}");
+            details.push(detail);
+        }
+        assert_eq!(
+            details[0], details[1],
+            "{risky}: same refusal whatever the rows"
+        );
     }
-    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
     // A text literal that is a date may meet a date; a number column and a
     // literal that is no number are refused for rows callers too.
     problem(

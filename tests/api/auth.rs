@@ -137,7 +137,7 @@ async fn every_kind_of_bad_token_gets_a_401_that_says_what_its_holder_can_fix() 
         (
             bearer(with(&app, "exp", json!(format!("{}", now() + 300)))),
             "exp as a string",
-            MISSING,
+            GENERIC,
         ),
         (
             bearer(with(&app, "nbf", json!(now() + 300))),

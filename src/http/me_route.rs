@@ -1,0 +1,80 @@
+//! `GET /v1/me`: who the token says the caller is, the grants that name
+//! them, and every dataset they can read and how, decided by the same
+//! policy evaluation the data routes use. Nothing about anyone else.
+
+use actix_web::{HttpResponse, web};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::problem::ApiError;
+use crate::auth::Caller;
+use crate::policy::{self, Decision, Denial};
+
+#[tracing::instrument(skip_all)]
+pub async fn me(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let Caller::Principal(principal) = &caller else {
+        return Err(ApiError::TokenRequired);
+    };
+    let policy = state.policy.current();
+    let catalog = state.catalog.snapshot();
+    let today = time::OffsetDateTime::now_utc().date();
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+
+    let grants: Vec<Value> = policy
+        .grants
+        .iter()
+        .filter(|g| g.applies_to(principal))
+        .map(|g| {
+            let mut grant = json!({
+                "id": g.id,
+                "dataset": g.dataset,
+                "purpose": g.purpose,
+                "mode": g.mode,
+                "expires": g.expires.map(|d| d.to_string()),
+                "expired": g.expires.is_some_and(|e| e < today),
+            });
+            // What the grant opens today, through the same evaluation.
+            let budget = catalog
+                .get(&g.dataset)
+                .map(|d| policy::evaluate(&policy, &caller, &d.manifest, Some(&g.id), today));
+            if let Some(Decision::Allow(plan)) = budget
+                && let Some(b) = &plan.budget
+            {
+                grant["privacy_budget"] = super::privacy::budget_json(&state, b);
+            }
+            grant
+        })
+        .collect();
+
+    let mut datasets = Vec::new();
+    for dataset in catalog.datasets().filter(|d| d.manifest.is_live()) {
+        let m = &dataset.manifest;
+        let entry = json!({ "id": m.id, "title": m.title, "tier": m.tier });
+        match policy::evaluate(&policy, &caller, m, None, today) {
+            Decision::Allow(plan) => {
+                let mut entry = entry;
+                entry["mode"] = json!(plan.mode);
+                entry["basis"] = json!(plan.basis);
+                datasets.push(entry);
+            }
+            Decision::Deny(Denial::GrantAmbiguous { grants }) => {
+                let mut entry = entry;
+                entry["choose_grant"] = json!(grants);
+                datasets.push(entry);
+            }
+            Decision::Deny(_) => {}
+        }
+    }
+
+    Ok(HttpResponse::Ok().json(json!({
+        "subject": principal.sub,
+        "roles": principal.roles,
+        "groups": principal.groups,
+        "organisation": principal.organisation,
+        "token_expires": principal.expires
+            .and_then(|e| time::OffsetDateTime::from_unix_timestamp(e).ok())
+            .and_then(|t| t.format(rfc3339).ok()),
+        "grants": grants,
+        "datasets": datasets,
+    })))
+}
