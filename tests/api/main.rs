@@ -13,6 +13,7 @@ mod catalog;
 mod cli;
 mod crash;
 mod data;
+mod first_hour;
 mod governance;
 mod health;
 mod https;
