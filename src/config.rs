@@ -19,7 +19,7 @@ pub enum ConfigError {
     /// The file or an environment variable has a syntax error, an unknown
     /// key or a value of the wrong type. Figment's message names the key and
     /// the source (file or variable).
-    #[error("{0}")]
+    #[error(transparent)]
     Invalid(#[from] Box<figment::Error>),
     /// The values parse but do not make sense together.
     #[error("{file}: {key}: {problem}")]
@@ -326,6 +326,13 @@ impl Settings {
         let settings: Settings = figment.extract().map_err(Box::new)?;
         settings.check(&file.display().to_string())?;
         Ok(settings)
+    }
+
+    /// The defaults, not checked as a server's would be: for client
+    /// commands given --server and no settings file (they read no more
+    /// than where a local CA might be).
+    pub fn client_defaults() -> Result<Self, ConfigError> {
+        Ok(Figment::new().extract().map_err(Box::new)?)
     }
 
     /// Loads only from a TOML string (no environment), for tests and tools.

@@ -14,14 +14,11 @@ use sluice::startup::Application;
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "Open-dataset access gateway")]
 struct Cli {
-    /// Settings file; SLUICE_* environment variables override it.
-    #[arg(
-        long,
-        global = true,
-        default_value = "config/sluice.toml",
-        env = "SLUICE_CONFIG"
-    )]
-    config: PathBuf,
+    /// Settings file (default: config/sluice.toml in the current folder);
+    /// SLUICE_* environment variables override it. Commands given --server
+    /// need none.
+    #[arg(long, global = true, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
     /// Log as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
@@ -35,17 +32,20 @@ enum Command {
     Serve,
     /// Mint a development token (needs auth.dev_mode; signs with the key in the state folder).
     Token {
+        /// The subject (who the token is for), e.g. alice@uni.example.
         #[arg(long)]
         sub: String,
         /// researcher, steward or admin; repeat for several.
         #[arg(long = "role")]
         roles: Vec<Role>,
+        /// A group the subject belongs to (grants may name groups); repeat for several.
         #[arg(long = "group")]
         groups: Vec<String>,
+        /// The subject's organisation (grants may name organisations; stewards publish as it).
         #[arg(long)]
         org: Option<String>,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
+        /// Lifetime in seconds (at least 60).
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(60..))]
         ttl: i64,
     },
     /// Check or explain the policy file.
@@ -71,10 +71,13 @@ enum Command {
     IngestWorker,
     /// Write the synthetic sample datasets (deterministic for a seed).
     DemoData {
+        /// Rows of the hospital admissions table (the others scale with it).
         #[arg(long, default_value_t = 2000)]
         rows: u64,
+        /// Catalogue folder to write into.
         #[arg(long, default_value = "datasets")]
         out: PathBuf,
+        /// Seed of the generator: the same seed writes the same files.
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Only this dataset (default: all).
@@ -101,27 +104,36 @@ enum AuditCommand {
     },
     /// Print the newest records, one JSON line each.
     Tail {
+        /// How many of the newest records.
         #[arg(short = 'n', long, default_value_t = 20)]
         lines: usize,
+        /// Audit folder (default: audit.dir, else <state>/audit).
         dir: Option<PathBuf>,
     },
 }
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Validate a policy file against the catalogue (default: storage.policy).
-    Check { file: Option<PathBuf> },
+    /// Validate a policy file against the catalogue.
+    Check {
+        /// Policy file (default: storage.policy).
+        file: Option<PathBuf>,
+    },
     /// What a caller would get of a dataset, in words and as JSON.
     Explain {
         /// The caller's subject (omit for an anonymous caller).
         #[arg(long)]
         sub: Option<String>,
+        /// The caller's roles: researcher, steward or admin; repeat for several.
         #[arg(long = "role")]
         roles: Vec<Role>,
+        /// The caller's groups; repeat for several.
         #[arg(long = "group")]
         groups: Vec<String>,
+        /// The caller's organisation.
         #[arg(long)]
         org: Option<String>,
+        /// The dataset's id.
         #[arg(long)]
         dataset: String,
         /// The grant the caller would choose, if several match.
@@ -145,10 +157,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// The settings file named by --config or SLUICE_CONFIG, else the default.
+fn config_path(config: &Option<PathBuf>) -> PathBuf {
+    config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("config/sluice.toml"))
+}
+
+/// Settings for a command that works on this machine's folders: the file
+/// must exist, and when it does not, say once where it was looked for.
+fn local_settings(config: &Option<PathBuf>) -> anyhow::Result<Settings> {
+    let path = config_path(config);
+    if !path.exists() {
+        anyhow::bail!(
+            "no settings file at {}: run sluice from the folder that holds config/ (the repository), or pass --config FILE (or set SLUICE_CONFIG)",
+            path.display()
+        );
+    }
+    Ok(Settings::load(&path)?)
+}
+
+/// Settings for a command that may talk to a server: with --server and no
+/// settings file named or present, the defaults serve (only the default CA
+/// path is read from them).
+fn client_settings(config: &Option<PathBuf>, server: bool) -> anyhow::Result<Settings> {
+    if server && config.is_none() && !config_path(config).exists() {
+        return Ok(Settings::client_defaults()?);
+    }
+    local_settings(config)
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
-            let settings = Settings::load(&cli.config)?;
+            let settings = local_settings(&cli.config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -165,11 +207,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             org,
             ttl,
         } => {
-            let settings = Settings::load(&cli.config)?;
+            let settings = local_settings(&cli.config)?;
             anyhow::ensure!(
                 settings.auth.dev_mode,
                 "auth.dev_mode is off in {}: tokens come from your identity provider",
-                cli.config.display()
+                config_path(&cli.config).display()
             );
             let key = DevKey::load_or_create(&settings.storage.state)?;
             let token = key.mint(&TokenRequest {
@@ -185,14 +227,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Policy { command } => {
-            let settings = Settings::load(&cli.config)?;
+            let settings = local_settings(&cli.config)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             runtime.block_on(policy_command(settings, command))
         }
         Command::Audit { command } => {
-            let settings = Settings::load(&cli.config)?;
+            let settings = local_settings(&cli.config)?;
             let default_dir = settings.audit.dir_in(&settings.storage.state);
             match command {
                 AuditCommand::Verify {
@@ -250,9 +292,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Register(args) => steward_cli::register(Settings::load(&cli.config)?, args),
+        Command::Register(args) => {
+            let settings = client_settings(&cli.config, args.has_server())?;
+            steward_cli::register(settings, args)
+        }
         Command::Datasets { command } => {
-            steward_cli::datasets(Settings::load(&cli.config)?, command)
+            let settings = client_settings(&cli.config, command.has_server())?;
+            steward_cli::datasets(settings, command)
         }
         Command::IngestWorker => Ok(sluice::ingest::sandbox::serve_one()?),
         Command::DemoData {

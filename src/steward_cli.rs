@@ -57,36 +57,65 @@ pub enum DatasetsCommand {
     },
     /// Show one dataset's metadata, columns and versions.
     Show {
+        /// The dataset's id.
         id: String,
         #[command(flatten)]
         target: Target,
     },
     /// Retire a dataset: no longer listed or served; kept on disk and in audit.
     Retire {
+        /// The dataset's id.
         id: String,
         #[command(flatten)]
         target: Target,
     },
     /// List a dataset's proposed changes (pending and recently decided).
     Changes {
+        /// The dataset's id.
         id: String,
         #[command(flatten)]
         target: Target,
     },
     /// Approve pending change N of a dataset (admins; locally: whoever runs this).
     Approve {
+        /// The dataset's id.
         id: String,
+        /// The change's number (from `sluice datasets changes ID`).
         n: u64,
         #[command(flatten)]
         target: Target,
     },
     /// Reject pending change N of a dataset.
     Reject {
+        /// The dataset's id.
         id: String,
+        /// The change's number (from `sluice datasets changes ID`).
         n: u64,
         #[command(flatten)]
         target: Target,
     },
+}
+
+impl RegisterArgs {
+    /// Whether the command talks to a server (then it needs no settings file).
+    pub fn has_server(&self) -> bool {
+        self.target.server.is_some()
+    }
+}
+
+impl DatasetsCommand {
+    /// Whether the command talks to a server (then it needs no settings file).
+    pub fn has_server(&self) -> bool {
+        let target = match self {
+            DatasetsCommand::List { target }
+            | DatasetsCommand::Show { target, .. }
+            | DatasetsCommand::Retire { target, .. }
+            | DatasetsCommand::Changes { target, .. }
+            | DatasetsCommand::Approve { target, .. }
+            | DatasetsCommand::Reject { target, .. } => target,
+        };
+        target.server.is_some()
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

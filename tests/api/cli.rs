@@ -100,3 +100,44 @@ async fn stewards_register_and_retire_from_the_command_line() {
     assert!(dir.path().join("datasets/wells/versions/1").exists());
     assert!(dir.path().join("datasets/wells/versions/2").exists());
 }
+
+/// Issue 19: client commands work from any folder, with no settings file,
+/// when given a server; local ones say once where they looked. (The CLI
+/// runs as a blocking child process, so the server needs threads of its
+/// own.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_commands_work_from_a_folder_outside_the_repository() {
+    let app = crate::helpers::spawn_app().await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(crate::helpers::sluice_bin())
+            .current_dir(elsewhere.path())
+            .env_remove("SLUICE_CONFIG")
+            .args(args)
+            .output()
+            .expect("the sluice binary runs")
+    };
+    let token = app.admin();
+    let listed = ok(&run(&["datasets", "list", "--server", &app.base, "--token", &token]));
+    assert!(listed.contains("hospital-admissions"), "{listed}");
+    let shown = ok(&run(&[
+        "datasets",
+        "show",
+        "vaccination-coverage",
+        "--server",
+        &app.base,
+    ]));
+    assert!(shown.contains("\"vaccination-coverage\""), "{shown}");
+
+    // A local command without a settings file: one clear line.
+    let token = run(&["token", "--sub", "someone@example.org"]);
+    assert!(!token.status.success());
+    let stderr = String::from_utf8_lossy(&token.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no settings file at config/sluice.toml"), "{stderr}");
+    assert!(stderr.contains("--config"), "{stderr}");
+    // Tokens that are born expired are refused at the command line.
+    let short = run(&["token", "--sub", "x", "--ttl", "0"]);
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("60"));
+}
