@@ -118,7 +118,9 @@ async fn client_commands_work_from_a_folder_outside_the_repository() {
             .expect("the sluice binary runs")
     };
     let token = app.admin();
-    let listed = ok(&run(&["datasets", "list", "--server", &app.base, "--token", &token]));
+    let listed = ok(&run(&[
+        "datasets", "list", "--server", &app.base, "--token", &token,
+    ]));
     assert!(listed.contains("hospital-admissions"), "{listed}");
     let shown = ok(&run(&[
         "datasets",
@@ -134,7 +136,10 @@ async fn client_commands_work_from_a_folder_outside_the_repository() {
     assert!(!token.status.success());
     let stderr = String::from_utf8_lossy(&token.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("no settings file at config/sluice.toml"), "{stderr}");
+    assert!(
+        stderr.contains("no settings file at config/sluice.toml"),
+        "{stderr}"
+    );
     assert!(stderr.contains("--config"), "{stderr}");
     // Tokens that are born expired are refused at the command line.
     let short = run(&["token", "--sub", "x", "--ttl", "0"]);

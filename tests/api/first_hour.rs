@@ -40,7 +40,11 @@ async fn me_says_who_i_am_what_grants_name_me_and_what_i_can_read() {
     );
 
     // A member of the DP network sees the budget of the grant naming them.
-    let dana = app.token_in("dana@network.example", &[Role::Researcher], "DP Research Network");
+    let dana = app.token_in(
+        "dana@network.example",
+        &[Role::Researcher],
+        "DP Research Network",
+    );
     let me: Value = app.get("/v1/me", Some(&dana)).await.json().await.unwrap();
     let grant = &me["grants"].as_array().unwrap()[0];
     assert_eq!(grant["id"], "dp-network");
@@ -81,8 +85,16 @@ async fn an_unknown_column_names_the_usable_ones_and_the_nearest_and_nothing_hid
     );
     let detail = body["detail"].as_str().unwrap();
     assert!(detail.contains("did you mean 'age_band'?"), "{detail}");
-    for hidden in ["nhs_number", "patient_id", "postcode_district", "discharge_destination"] {
-        assert!(!body.to_string().contains(hidden), "{hidden} leaked: {body}");
+    for hidden in [
+        "nhs_number",
+        "patient_id",
+        "postcode_district",
+        "discharge_destination",
+    ] {
+        assert!(
+            !body.to_string().contains(hidden),
+            "{hidden} leaked: {body}"
+        );
     }
     // A hidden column asked for by name gets the same kind of answer.
     let hidden = problem(
@@ -108,7 +120,10 @@ async fn filters_written_wrong_say_how_to_write_them() {
     )
     .await;
     let detail = body["detail"].as_str().unwrap();
-    assert!(detail.contains("text takes single quotes: 'north'"), "{detail}");
+    assert!(
+        detail.contains("text takes single quotes: 'north'"),
+        "{detail}"
+    );
 
     let body = problem(
         app.data(ID, &[("filter", "length_of_stay = 'seven'")], Some(&alice))
