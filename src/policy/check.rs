@@ -47,21 +47,18 @@ impl Policy {
         file: &str,
         max_filter_bytes: usize,
     ) -> Result<Vec<PolicyWarning>, PolicyError> {
-        let problem = |grant: &str, problem: String| PolicyError::Grant {
-            file: file.to_owned(),
-            grant: grant.to_owned(),
-            problem,
-        };
+        // Every error is collected, so one run shows them all.
+        let mut errors: Vec<(String, String)> = Vec::new();
         if self.disclosure.min_count == 0 || self.disclosure.round_to == 0 {
-            return Err(problem(
-                "[disclosure]",
+            errors.push((
+                "[disclosure]".into(),
                 "min_count and round_to must be at least 1".into(),
             ));
         }
         let mut warnings = Vec::new();
         let mut ids = HashSet::new();
         for grant in &self.grants {
-            let bad = |p: String| problem(&grant.id, p);
+            let mut bad = |p: String| errors.push((grant.id.clone(), p));
             let mut warn = |p: String| {
                 warnings.push(PolicyWarning {
                     grant: grant.id.clone(),
@@ -69,26 +66,28 @@ impl Policy {
                 })
             };
             if grant.id.trim().is_empty() {
-                return Err(bad("id must not be empty".into()));
+                bad("id must not be empty: write id = \"a-short-name\"".into());
             }
             if !ids.insert(grant.id.as_str()) {
-                return Err(bad("id is used by another grant".into()));
+                bad("id is used by another grant: give each grant its own id".into());
             }
             if grant.subjects.is_empty()
                 && grant.groups.is_empty()
                 && grant.organisations.is_empty()
             {
-                return Err(bad("names no subjects, groups or organisations".into()));
+                bad("names no subjects, groups or organisations: add subjects = [\"someone@example.org\"] (or groups, organisations)".into());
             }
             if grant.purpose.trim().is_empty() {
-                return Err(bad("purpose must not be empty".into()));
+                bad("purpose must not be empty: say what the access is for".into());
             }
-            budget_errors(grant).map_err(&bad)?;
+            if let Err(e) = budget_errors(grant) {
+                bad(e);
+            }
             for name in &grant.unmask {
                 if grant.columns.as_ref().is_some_and(|c| !c.contains(name)) {
-                    return Err(bad(format!(
-                        "unmask: column '{name}' is not among the grant's columns"
-                    )));
+                    bad(format!(
+                        "unmask: column '{name}' is not among the grant's columns: add it to columns or remove it from unmask"
+                    ));
                 }
             }
             let Some(manifest) = live_manifest(catalog, &grant.dataset, &mut warn) else {
@@ -115,7 +114,7 @@ impl Policy {
                         "row_filter names column '{}', which is not in dataset '{}': the grant serves nothing until it is fixed",
                         unknown.name, manifest.id
                     )),
-                    Err(e) => return Err(bad(format!("row_filter: {e}"))),
+                    Err(e) => bad(format!("row_filter: {e}")),
                 }
             }
         }
@@ -123,15 +122,15 @@ impl Policy {
         for visa in &self.visa_grants {
             let name = format!("visa_grant {}", visa.dataset);
             if visa.mode == Mode::Dp {
-                return Err(problem(
-                    &name,
-                    "mode = \"dp\" needs a privacy budget, which only a [[grant]] carries".into(),
+                errors.push((
+                    name.clone(),
+                    "mode = \"dp\" needs a privacy budget, which only a [[grant]] carries: use \"aggregate\" or \"rows\"".into(),
                 ));
             }
             if !visa_datasets.insert(&visa.dataset) {
-                return Err(problem(
-                    &name,
-                    "another visa_grant names the same dataset".into(),
+                errors.push((
+                    name.clone(),
+                    "another visa_grant names the same dataset: keep one".into(),
                 ));
             }
             let mut warn = |p: String| {
@@ -143,6 +142,12 @@ impl Policy {
             if let Some(manifest) = live_manifest(catalog, &visa.dataset, &mut warn) {
                 column_drift(manifest, visa.columns.as_deref(), &mut warn);
             }
+        }
+        if !errors.is_empty() {
+            return Err(PolicyError::Grants {
+                file: file.to_owned(),
+                problems: errors,
+            });
         }
         Ok(warnings)
     }

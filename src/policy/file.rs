@@ -48,13 +48,27 @@ pub enum PolicyError {
     /// Syntax, unknown keys or wrong types (the message carries the line).
     #[error("{file}: {message}")]
     Syntax { file: String, message: String },
-    /// A grant that cannot be applied as written.
-    #[error("{file}: grant '{grant}': {problem}")]
-    Grant {
+    /// Grants that cannot be applied as written: every one found, so one
+    /// run of `sluice policy check` shows them all.
+    #[error("{}", grant_problems(file, problems))]
+    Grants {
         file: String,
-        grant: String,
-        problem: String,
+        /// (grant, what is wrong and what to write instead)
+        problems: Vec<(String, String)>,
     },
+}
+
+fn grant_problems(file: &str, problems: &[(String, String)]) -> String {
+    match problems {
+        [(grant, problem)] => format!("{file}: grant '{grant}': {problem}"),
+        _ => {
+            let mut out = format!("{file}: {} problems", problems.len());
+            for (grant, problem) in problems {
+                out.push_str(&format!("\n  grant '{grant}': {problem}"));
+            }
+            out
+        }
+    }
 }
 
 /// All grants.

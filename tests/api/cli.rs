@@ -146,3 +146,60 @@ async fn client_commands_work_from_a_folder_outside_the_repository() {
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("60"));
 }
+
+/// Issue 19: `sluice policy check` reports every error in one run, each
+/// with its grant and what to write instead.
+#[test]
+fn policy_check_reports_every_error_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    sluice::demo_data::write_all(&dir.path().join("datasets"), 50, 1, None).unwrap();
+    let (config, _) = binary_config(dir.path(), "");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        r#"
+[[grant]]
+id = "nobody"
+dataset = "hospital-admissions"
+purpose = "study"
+
+[[grant]]
+id = "no-purpose"
+subjects = ["a@example.org"]
+dataset = "hospital-admissions"
+purpose = ""
+
+[[grant]]
+id = "dp-without-budget"
+subjects = ["a@example.org"]
+dataset = "hospital-admissions"
+purpose = "statistics"
+mode = "dp"
+
+[[grant]]
+id = "bad-filter"
+subjects = ["a@example.org"]
+dataset = "hospital-admissions"
+purpose = "study"
+row_filter = "region = "
+"#,
+    )
+    .unwrap();
+    let out = sluice(&config, &["policy", "check", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("4 problems"), "{stderr}");
+    for (grant, says) in [
+        ("nobody", "add subjects ="),
+        ("no-purpose", "say what the access is for"),
+        ("dp-without-budget", "needs epsilon"),
+        ("bad-filter", "row_filter"),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&format!("grant '{grant}'")) && l.contains(says)),
+            "{grant}: {stderr}"
+        );
+    }
+}
