@@ -69,8 +69,18 @@ pub enum Encoder {
     Ndjson(arrow::json::LineDelimitedWriter<Vec<u8>>),
 }
 
+/// Where a file came from, as key-value pairs written into the formats that
+/// keep them (Parquet's footer): a researcher's saved file says which
+/// dataset, version, licence and access it is. Only facts about the
+/// dataset and the caller's own access, never a grant's filter values.
+pub type Provenance = Vec<(String, String)>;
+
 impl Encoder {
-    pub fn new(format: Format, schema: &SchemaRef) -> Result<Self, ArrowError> {
+    pub fn new(
+        format: Format,
+        schema: &SchemaRef,
+        provenance: &Provenance,
+    ) -> Result<Self, ArrowError> {
         Ok(match format {
             Format::Arrow => Encoder::Arrow(arrow::ipc::writer::StreamWriter::try_new(
                 Vec::new(),
@@ -82,6 +92,14 @@ impl Encoder {
                         ZstdLevel::try_new(3).map_err(parquet_err)?,
                     ))
                     .set_statistics_enabled(EnabledStatistics::Page)
+                    .set_key_value_metadata(Some(
+                        provenance
+                            .iter()
+                            .map(|(k, v)| {
+                                parquet::file::metadata::KeyValue::new(k.clone(), v.clone())
+                            })
+                            .collect(),
+                    ))
                     .build();
                 Encoder::Parquet(Box::new(
                     ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))
@@ -200,7 +218,7 @@ mod tests {
         .unwrap();
         let served = sanitized_schema(&schema);
         let clean = sanitize(&one_row, &served).unwrap();
-        let mut encoder = Encoder::new(Format::Arrow, &served).unwrap();
+        let mut encoder = Encoder::new(Format::Arrow, &served, &Vec::new()).unwrap();
         let mut bytes = encoder.write(&clean).unwrap().to_vec();
         bytes.extend_from_slice(&encoder.finish().unwrap());
         let text = String::from_utf8_lossy(&bytes);
@@ -218,7 +236,7 @@ mod tests {
             DataType::Utf8,
             true,
         )]));
-        let mut encoder = Encoder::new(Format::Csv, &schema).unwrap();
+        let mut encoder = Encoder::new(Format::Csv, &schema, &Vec::new()).unwrap();
         assert_eq!(encoder.finish().unwrap(), Bytes::from_static(b"region\n"));
     }
 }

@@ -11,7 +11,7 @@
 mod encode;
 mod negotiate;
 
-pub use encode::{Encoder, sanitize, sanitized_schema};
+pub use encode::{Encoder, Provenance, sanitize, sanitized_schema};
 pub use negotiate::{NegotiationError, negotiate};
 
 /// A format Sluice can stream.

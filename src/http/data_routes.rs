@@ -383,8 +383,13 @@ async fn serve(
     record.version = Some(access.version.number);
     record.format = Some(format.name().into());
     let on_finish = trail::on_finish(state, record.clone(), started, event, slot);
-    let stream =
-        trail::durable_then(state, &record, state.engine.stream(df, format, on_finish)).await?;
+    let provenance = provenance(&access);
+    let stream = trail::durable_then(
+        state,
+        &record,
+        state.engine.stream(df, format, provenance, on_finish),
+    )
+    .await?;
     state
         .metrics
         .first_byte
@@ -416,6 +421,49 @@ async fn serve(
         }
     }
     Ok(response)
+}
+
+/// What a saved file should say about where it came from (Parquet footer
+/// key-value metadata): the dataset, version, licence, publisher, a
+/// citation, and the caller's own basis of access. Never a grant's row
+/// filter or anything about other callers.
+fn provenance(access: &Access) -> crate::formats::Provenance {
+    let m = &access.dataset.manifest;
+    let v = &access.version;
+    let published = v.published.date().to_string();
+    let retrieved = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let basis = match &access.plan.basis {
+        policy::Basis::Open => "open data".to_owned(),
+        policy::Basis::Registered => "registered researcher".to_owned(),
+        policy::Basis::Grant { id, purpose, .. } => format!("grant {id}: {purpose}"),
+    };
+    let mode = serde_json::to_value(access.plan.mode)
+        .ok()
+        .and_then(|m| m.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    [
+        ("sluice.dataset", m.id.to_string()),
+        ("sluice.title", m.title.clone()),
+        ("sluice.version", v.number.to_string()),
+        ("sluice.published", published.clone()),
+        ("sluice.publisher", m.publisher.clone()),
+        ("sluice.license", m.license.clone()),
+        (
+            "sluice.citation",
+            format!(
+                "{}. {} (version {}, published {published}). Dataset '{}', retrieved {retrieved} through Sluice.",
+                m.publisher, m.title, v.number, m.id
+            ),
+        ),
+        ("sluice.access", basis),
+        ("sluice.mode", mode),
+        ("sluice.retrieved", retrieved),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 
 /// A 200 whose body is the slice's chunks as they come.

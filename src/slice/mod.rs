@@ -41,7 +41,7 @@ use tracing::Instrument;
 
 use crate::catalog::{Catalog, Version};
 use crate::filter::{self, FilterError};
-use crate::formats::{Encoder, Format, sanitize, sanitized_schema};
+use crate::formats::{Encoder, Format, Provenance, sanitize, sanitized_schema};
 use crate::policy::AccessPlan;
 
 /// The URL under which the catalogue's object store is registered with the engine.
@@ -350,13 +350,14 @@ impl Engine {
         &self,
         df: DataFrame,
         format: Format,
+        provenance: Provenance,
         on_finish: OnFinish,
     ) -> Result<SliceStream, SliceError> {
         let (tx, mut rx) = mpsc::channel(self.buffer_chunks);
         let guard = ActiveGuard::new(&self.active);
         let producer = async move {
             let _guard = guard;
-            produce(df, format, tx, on_finish).await
+            produce(df, format, provenance, tx, on_finish).await
         };
         self.runtime.handle().spawn(producer.in_current_span());
         let first = match rx.recv().await {
@@ -412,6 +413,7 @@ fn resolve_columns(
 async fn produce(
     df: DataFrame,
     format: Format,
+    provenance: Provenance,
     tx: mpsc::Sender<Result<bytes::Bytes, SliceError>>,
     on_finish: OnFinish,
 ) {
@@ -419,8 +421,8 @@ async fn produce(
     let outcome = async {
         let mut batches = df.execute_stream().await.map_err(engine_error)?;
         let schema = sanitized_schema(&batches.schema());
-        let mut encoder =
-            Encoder::new(format, &schema).map_err(|e| SliceError::Internal(e.to_string()))?;
+        let mut encoder = Encoder::new(format, &schema, &provenance)
+            .map_err(|e| SliceError::Internal(e.to_string()))?;
         loop {
             let next = tokio::select! {
                 _ = tx.closed() => return Ok(false),

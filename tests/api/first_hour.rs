@@ -172,3 +172,38 @@ async fn a_route_for_admins_says_it_needs_the_admin_role() {
     .await;
     assert_eq!(body["detail"], "this needs a token with the 'admin' role");
 }
+
+#[tokio::test]
+async fn a_saved_parquet_file_says_where_it_came_from_and_nothing_of_the_grants_filter() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let app = spawn_app().await;
+    // The north-planning grant has a row filter; its values stay out.
+    let token = app.token("nora@nhs.example", &[Role::Researcher], &["nhs-north"]);
+    let response = app
+        .data(ID, &[("format", "parquet"), ("limit", "5")], Some(&token))
+        .await;
+    assert_eq!(response.status(), 200);
+    let bytes = response.bytes().await.unwrap();
+    let reader = SerializedFileReader::new(bytes).expect("a Parquet file");
+    let pairs: std::collections::HashMap<String, String> = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .expect("key-value metadata")
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(pairs["sluice.dataset"], ID);
+    assert_eq!(pairs["sluice.version"], "1");
+    assert_eq!(pairs["sluice.mode"], "rows");
+    assert!(pairs["sluice.access"].starts_with("grant north-planning: "));
+    assert!(!pairs["sluice.license"].is_empty());
+    let citation = &pairs["sluice.citation"];
+    assert!(citation.contains("(version 1, published 20"), "{citation}");
+    for (key, value) in &pairs {
+        assert!(
+            !value.contains("north'"),
+            "{key} carries the row filter: {value}"
+        );
+    }
+}
