@@ -2,17 +2,19 @@
 //! schema, versions and the caller's own access). The catalogue is public so
 //! researchers can find what to ask for; only data is gated.
 
+use std::sync::Arc;
+
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::problem::ApiError;
-use super::steward_routes::{steward_scope, visible_dataset};
 use crate::auth::Caller;
-use crate::catalog::{Dataset, SearchQuery};
+use crate::catalog::{Dataset, SearchQuery, StewardScope};
 use crate::domain::{DatasetId, Tier};
 use crate::policy;
+use crate::policy::steward::steward_scope;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,4 +228,24 @@ pub fn describe(
         );
     }
     Ok(body)
+}
+
+/// A dataset as a caller in `scope` may see it: live ones, and drafts and
+/// retired ones only within their steward scope (404 otherwise).
+pub fn visible_dataset(
+    state: &AppState,
+    scope: &StewardScope,
+    raw_id: &str,
+) -> Result<Arc<Dataset>, ApiError> {
+    let id = DatasetId::parse(raw_id).map_err(|_| ApiError::DatasetNotFound)?;
+    let dataset = state
+        .catalog
+        .snapshot()
+        .get(&id)
+        .cloned()
+        .ok_or(ApiError::DatasetNotFound)?;
+    if !dataset.manifest.is_live() && !dataset.stewarded_by(scope) {
+        return Err(ApiError::DatasetNotFound);
+    }
+    Ok(dataset)
 }

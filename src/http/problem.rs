@@ -383,6 +383,22 @@ impl From<SliceError> for ApiError {
     }
 }
 
+impl From<crate::policy::steward::StewardRefusal> for ApiError {
+    fn from(refusal: crate::policy::steward::StewardRefusal) -> Self {
+        use crate::policy::steward::StewardRefusal as R;
+        match refusal {
+            R::TokenRequired => ApiError::TokenRequired,
+            R::StewardRequired => ApiError::StewardRequired,
+            R::NoOrganisation => ApiError::NotPublisher(
+                "your token names no organisation, so you steward no datasets".into(),
+            ),
+            R::NotPublisher { publisher, org } => ApiError::NotPublisher(format!(
+                "this dataset is published by '{publisher}'; your organisation is '{org}'"
+            )),
+        }
+    }
+}
+
 impl From<NegotiationError> for ApiError {
     fn from(e: NegotiationError) -> Self {
         match e {

@@ -16,78 +16,25 @@ use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt;
 
 use super::AppState;
-use super::catalog_routes::describe;
+use super::catalog_routes::{describe, visible_dataset};
 use super::problem::ApiError;
 use super::trail;
 use crate::audit::Record;
-use crate::auth::{Caller, Role};
+use crate::auth::Caller;
 use crate::catalog::change;
 use crate::catalog::edit::{ManifestPatch, Registration};
 use crate::catalog::local::Staging;
 use crate::catalog::{Dataset, StewardScope, WriteError, check_schema};
-use crate::domain::DatasetId;
 use crate::ingest::{self, Failure, UploadError, UploadFormat};
-
-/// Whose datasets the caller may change (and see as drafts or retired).
-pub fn steward_scope(caller: &Caller) -> StewardScope {
-    let Some(principal) = caller.principal() else {
-        return StewardScope::None;
-    };
-    if principal.has_role(Role::Admin) {
-        StewardScope::All
-    } else if principal.has_role(Role::Steward) {
-        match &principal.organisation {
-            Some(org) => StewardScope::Publisher(org.clone()),
-            None => StewardScope::None,
-        }
-    } else {
-        StewardScope::None
-    }
-}
+use crate::policy::steward::{self, steward_scope};
 
 /// The caller's scope, or why they may not change the catalogue at all.
 pub(super) fn require_steward(caller: &Caller) -> Result<StewardScope, ApiError> {
-    let Some(principal) = caller.principal() else {
-        return Err(ApiError::TokenRequired);
-    };
-    match steward_scope(caller) {
-        StewardScope::None if principal.has_role(Role::Steward) => Err(ApiError::NotPublisher(
-            "your token names no organisation, so you steward no datasets".into(),
-        )),
-        StewardScope::None => Err(ApiError::StewardRequired),
-        scope => Ok(scope),
-    }
+    Ok(steward::require_steward(caller)?)
 }
 
 fn require_publisher(scope: &StewardScope, publisher: &str) -> Result<(), ApiError> {
-    match scope {
-        StewardScope::All => Ok(()),
-        StewardScope::Publisher(org) if org == publisher => Ok(()),
-        StewardScope::Publisher(org) => Err(ApiError::NotPublisher(format!(
-            "this dataset is published by '{publisher}'; your organisation is '{org}'"
-        ))),
-        StewardScope::None => Err(ApiError::StewardRequired),
-    }
-}
-
-/// A dataset as a caller in `scope` may see it: live ones, and drafts and
-/// retired ones only within their steward scope (404 otherwise).
-pub fn visible_dataset(
-    state: &AppState,
-    scope: &StewardScope,
-    raw_id: &str,
-) -> Result<Arc<Dataset>, ApiError> {
-    let id = DatasetId::parse(raw_id).map_err(|_| ApiError::DatasetNotFound)?;
-    let dataset = state
-        .catalog
-        .snapshot()
-        .get(&id)
-        .cloned()
-        .ok_or(ApiError::DatasetNotFound)?;
-    if !dataset.manifest.is_live() && !dataset.stewarded_by(scope) {
-        return Err(ApiError::DatasetNotFound);
-    }
-    Ok(dataset)
+    Ok(steward::require_publisher(scope, publisher)?)
 }
 
 /// The dataset a steward may change: one they can see, of their publisher.

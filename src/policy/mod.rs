@@ -30,6 +30,7 @@ mod check;
 mod explain;
 pub mod file;
 pub mod live;
+pub mod steward;
 mod visa;
 
 use serde::Serialize;
