@@ -96,7 +96,7 @@ pub async fn list(
         .page_token
         .as_deref()
         .map(|t| {
-            DatasetId::parse(t).map_err(|_| {
+            page_token_id(t).ok_or_else(|| {
                 ApiError::InvalidParameter("page_token is not one this server issued".into())
             })
         })
@@ -120,8 +120,29 @@ pub async fn list(
     let datasets: Vec<Summary> = page.datasets.iter().map(|d| summary(d)).collect();
     Ok(HttpResponse::Ok().json(json!({
         "datasets": datasets,
-        "next_page_token": page.next,
+        "next_page_token": page.next.map(page_token),
     })))
+}
+
+/// Page tokens are opaque (the last id of the page, marked and encoded), so
+/// a token this server did not issue is refused rather than read as an id.
+const PAGE_TOKEN_MARK: &str = "p1.";
+
+fn page_token(after: &DatasetId) -> String {
+    use base64::Engine;
+    format!(
+        "{PAGE_TOKEN_MARK}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(after.as_str())
+    )
+}
+
+fn page_token_id(token: &str) -> Option<DatasetId> {
+    use base64::Engine;
+    let encoded = token.strip_prefix(PAGE_TOKEN_MARK)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .ok()?;
+    DatasetId::parse(std::str::from_utf8(&bytes).ok()?).ok()
 }
 
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]

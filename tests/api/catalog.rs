@@ -97,6 +97,17 @@ async fn bad_search_parameters_are_explained() {
         "invalid-parameter",
     )
     .await;
+    // A page token this server did not issue (a plain id included).
+    for token in ["garbage", "hospital-admissions", "p1.%%%", "p1.Li4v"] {
+        let body = problem(
+            app.get(&format!("/v1/datasets?page_token={token}"), None)
+                .await,
+            400,
+            "invalid-parameter",
+        )
+        .await;
+        assert!(body["detail"].as_str().unwrap().contains("page_token"));
+    }
 }
 
 #[tokio::test]
