@@ -321,13 +321,14 @@ impl Writer {
     }
 
     /// Signs a checkpoint when the head moved and the interval has passed,
-    /// or when nothing has been sealed yet (so a trail is never without one
-    /// for long).
+    /// or when no record has been sealed yet (so a trail's first records are
+    /// vouched for at once).
     fn checkpoint_if_due(&mut self) {
+        let nothing_sealed = self.sealed.as_deref().is_none_or(|head| head == GENESIS);
         let due = self
             .checkpoints
             .as_ref()
-            .is_some_and(|c| self.sealed.is_none() || self.last_checkpoint.elapsed() >= c.every);
+            .is_some_and(|c| nothing_sealed || self.last_checkpoint.elapsed() >= c.every);
         if due {
             self.checkpoint_logged();
         }
@@ -348,7 +349,11 @@ impl Writer {
             return Ok(());
         }
         self.last_checkpoint = Instant::now();
-        if self.state.records == 0 || self.sealed.as_deref() == Some(&self.state.last_hash) {
+        // A new trail gets a checkpoint of its empty chain at once: a
+        // checkpoint file exists from the start, so a trail read while the
+        // first records are being sealed verifies (those records count as
+        // unsealed), and a removed checkpoint file is still caught.
+        if self.sealed.as_deref() == Some(&self.state.last_hash) {
             return Ok(());
         }
         if self.unsynced {
