@@ -156,6 +156,58 @@ fn filterable(plan: &AccessPlan, manifest: &Manifest) -> BTreeSet<String> {
         .collect()
 }
 
+/// The request's grouping columns: at most `max_group_by`, each visible and
+/// groupable under `plan`. A column that may not be grouped on is the same
+/// error as one that does not exist; the hint lists what may be grouped on
+/// (public in the dataset's description).
+pub(super) fn checked_group_by(
+    plan: &AccessPlan,
+    manifest: &Manifest,
+    request: &AggregateRequest,
+    rules: &Disclosure,
+) -> Result<Vec<String>, SliceError> {
+    if request.group_by.len() > rules.max_group_by {
+        return Err(SliceError::BadColumns(format!(
+            "group_by takes at most {} columns",
+            rules.max_group_by
+        )));
+    }
+    if request.group_by.is_empty() {
+        return Ok(Vec::new());
+    }
+    let visible = super::visible_names(plan);
+    let group_by = resolve_columns(&request.group_by, &visible)?;
+    for name in &group_by {
+        if !groupable(plan, manifest, name) {
+            return Err(SliceError::UnknownColumn(UnknownColumn::new(
+                name,
+                visible.iter().filter(|v| groupable(plan, manifest, v)),
+            )));
+        }
+    }
+    Ok(group_by)
+}
+
+/// The request's measures, parsed: `count` when none is asked for, at
+/// most [`MAX_MEASURES`].
+pub(super) fn parsed_measures(request: &AggregateRequest) -> Result<Vec<Measure>, SliceError> {
+    let mut measures: Vec<Measure> = request
+        .measures
+        .iter()
+        .filter(|m| !m.trim().is_empty())
+        .map(|m| Measure::parse(m))
+        .collect::<Result<_, _>>()?;
+    if measures.is_empty() {
+        measures.push(Measure::Count);
+    }
+    if measures.len() > MAX_MEASURES {
+        return Err(SliceError::BadColumns(format!(
+            "at most {MAX_MEASURES} measures"
+        )));
+    }
+    Ok(measures)
+}
+
 /// A checked aggregate: what to group by and measure.
 struct Checked {
     group_by: Vec<String>,
@@ -175,44 +227,9 @@ fn check(
     request: &AggregateRequest,
     rules: &Disclosure,
 ) -> Result<Checked, SliceError> {
-    let visible: BTreeSet<String> = plan.columns.iter().map(|c| c.name.to_string()).collect();
     let aggregate_only = plan.mode == Mode::Aggregate;
-    if request.group_by.len() > rules.max_group_by {
-        return Err(SliceError::BadColumns(format!(
-            "group_by takes at most {} columns",
-            rules.max_group_by
-        )));
-    }
-    let group_by = if request.group_by.is_empty() {
-        Vec::new()
-    } else {
-        resolve_columns(&request.group_by, &visible)?
-    };
-    for name in &group_by {
-        if !groupable(plan, manifest, name) {
-            // The same error as a column that does not exist; the hint lists
-            // what may be grouped on (public in the dataset's description).
-            return Err(SliceError::UnknownColumn(UnknownColumn::new(
-                name,
-                visible.iter().filter(|v| groupable(plan, manifest, v)),
-            )));
-        }
-    }
-
-    let mut measures: Vec<Measure> = request
-        .measures
-        .iter()
-        .filter(|m| !m.trim().is_empty())
-        .map(|m| Measure::parse(m))
-        .collect::<Result<_, _>>()?;
-    if measures.is_empty() {
-        measures.push(Measure::Count);
-    }
-    if measures.len() > MAX_MEASURES {
-        return Err(SliceError::BadColumns(format!(
-            "at most {MAX_MEASURES} measures"
-        )));
-    }
+    let group_by = checked_group_by(plan, manifest, request, rules)?;
+    let measures = parsed_measures(request)?;
     let mut names = BTreeSet::new();
     let (mut summed, mut ordered) = (BTreeSet::new(), BTreeSet::new());
     for m in &measures {

@@ -25,16 +25,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float64Array, Float64Builder, Int64Array, Int64Builder, RecordBatch,
-    StringBuilder,
+    Array, ArrayRef, ArrowPrimitiveType, Float64Array, Float64Builder, Int64Array, Int64Builder,
+    PrimitiveArray, RecordBatch, StringBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{Expr, cast, lit, when};
 use datafusion::prelude::DataFrame;
 
-use super::aggregate::{self, AggregateRequest, Kind, MAX_MEASURES, Measure, ROWS, col, groupable};
-use super::{Engine, SliceError, internal, resolve_columns, visible_names};
+use super::aggregate::{self, AggregateRequest, Kind, Measure, ROWS, col};
+use super::{Engine, SliceError, internal, visible_names};
 use crate::catalog::{Manifest, Version};
 use crate::dp::noise::{Exact, Noised, Statistic};
 use crate::policy::{AccessPlan, Disclosure};
@@ -101,27 +101,10 @@ fn check(
     request: &AggregateRequest,
     rules: &Disclosure,
 ) -> Result<Checked, SliceError> {
-    if request.group_by.len() > rules.max_group_by {
-        return Err(SliceError::BadColumns(format!(
-            "group_by takes at most {} columns",
-            rules.max_group_by
-        )));
-    }
-    let group_by = if request.group_by.is_empty() {
-        Vec::new()
-    } else {
-        resolve_columns(&request.group_by, &visible_names(plan))?
-    };
+    let group_by = aggregate::checked_group_by(plan, manifest, request, rules)?;
     let mut categories = Vec::new();
     let mut cells: usize = 1;
-    let visible = visible_names(plan);
     for name in &group_by {
-        if !groupable(plan, manifest, name) {
-            return Err(SliceError::UnknownColumn(UnknownColumn::new(
-                name,
-                visible.iter().filter(|v| groupable(plan, manifest, v)),
-            )));
-        }
         let declared = manifest
             .column(name)
             .map(|c| c.categories.clone())
@@ -141,20 +124,7 @@ fn check(
         )));
     }
 
-    let mut measures: Vec<Measure> = request
-        .measures
-        .iter()
-        .filter(|m| !m.trim().is_empty())
-        .map(|m| Measure::parse(m))
-        .collect::<Result<_, _>>()?;
-    if measures.is_empty() {
-        measures.push(Measure::Count);
-    }
-    if measures.len() > MAX_MEASURES {
-        return Err(SliceError::BadColumns(format!(
-            "at most {MAX_MEASURES} measures"
-        )));
-    }
+    let measures = aggregate::parsed_measures(request)?;
     let mut names = std::collections::BTreeSet::new();
     let mut summed: Vec<Summed> = Vec::new();
     for m in &measures {
@@ -329,38 +299,18 @@ impl Engine {
             .map(|k| index.get(k.as_slice()).copied())
             .collect();
 
-        let mut counts = vec![0i64; cells.len()];
-        let found = int64(aggregate::column(&table, ROWS)?)?;
-        for (r, slot) in slots.iter().enumerate() {
-            if let Some(i) = *slot {
-                counts[i] = found.value(r);
-            }
-        }
+        let counts = per_cell(
+            &int64(aggregate::column(&table, ROWS)?)?,
+            &slots,
+            cells.len(),
+        );
         let mut sums = Vec::new();
         for s in checked.summed {
             let array = aggregate::column(&table, &s.helper_name())?;
             let exact = if s.integer {
-                let values = int64(array)?;
-                let mut out = vec![0i64; cells.len()];
-                for (r, slot) in slots.iter().enumerate() {
-                    if let Some(i) = *slot
-                        && !values.is_null(r)
-                    {
-                        out[i] = values.value(r);
-                    }
-                }
-                Exact::Integers(out)
+                Exact::Integers(per_cell(&int64(array)?, &slots, cells.len()))
             } else {
-                let values = float64(array)?;
-                let mut out = vec![0f64; cells.len()];
-                for (r, slot) in slots.iter().enumerate() {
-                    if let Some(i) = *slot
-                        && !values.is_null(r)
-                    {
-                        out[i] = values.value(r);
-                    }
-                }
-                Exact::Decimals(out)
+                Exact::Decimals(per_cell(&float64(array)?, &slots, cells.len()))
             };
             sums.push((s, exact));
         }
@@ -435,6 +385,25 @@ impl PrivateQuery {
             }))
             .collect()
     }
+}
+
+/// The engine's per-group values placed in the public domain's cells
+/// (`slots[row]` is the row's cell): cells no row reached, and null sums
+/// (a group whose values are all null), stay zero.
+fn per_cell<T: ArrowPrimitiveType>(
+    values: &PrimitiveArray<T>,
+    slots: &[Option<usize>],
+    cells: usize,
+) -> Vec<T::Native> {
+    let mut out = vec![T::Native::default(); cells];
+    for (row, slot) in slots.iter().enumerate() {
+        if let Some(cell) = *slot
+            && !values.is_null(row)
+        {
+            out[cell] = values.value(row);
+        }
+    }
+    out
 }
 
 fn int64(array: &ArrayRef) -> Result<Int64Array, SliceError> {

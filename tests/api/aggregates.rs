@@ -11,8 +11,8 @@ use arrow::array::RecordBatch;
 use serde_json::json;
 
 use crate::helpers::{
-    TestApp, agency, arrow_batches, column_names, decode_parquet, problem, rows, spawn_app,
-    spawn_app_with, strings,
+    TestApp, agency, aggregate, arrow_batches, column_names, decode_parquet, problem, rows,
+    spawn_app, spawn_app_with, strings,
 };
 
 const ID: &str = "hospital-admissions";
@@ -57,16 +57,6 @@ impl Truth {
             })
             .count()
     }
-}
-
-async fn aggregate(app: &TestApp, token: &str, query: &[(&str, &str)]) -> reqwest::Response {
-    app.client
-        .get(app.url(&format!("/v1/datasets/{ID}/aggregate")))
-        .query(query)
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request sent")
 }
 
 async fn released(app: &TestApp, token: &str, query: &[(&str, &str)]) -> Vec<RecordBatch> {

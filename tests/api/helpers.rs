@@ -419,3 +419,14 @@ pub async fn upload(
         .await
         .expect("request sent")
 }
+
+/// `GET /v1/datasets/hospital-admissions/aggregate` with `query`.
+pub async fn aggregate(app: &TestApp, token: &str, query: &[(&str, &str)]) -> reqwest::Response {
+    app.client
+        .get(app.url("/v1/datasets/hospital-admissions/aggregate"))
+        .query(query)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request sent")
+}

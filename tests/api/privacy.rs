@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use arrow::array::RecordBatch;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, arrow_batches, column_names, problem, rows, spawn_app, strings};
+use crate::helpers::{
+    TestApp, aggregate, arrow_batches, column_names, problem, rows, spawn_app, strings,
+};
 use sluice::auth::Role;
 
 const ID: &str = "hospital-admissions";
@@ -28,16 +30,6 @@ fn network(app: &TestApp) -> String {
 /// unless the request asks for a small epsilon.
 fn calibration(app: &TestApp) -> String {
     app.token("calibration@dp.example", &[Role::Researcher], &[])
-}
-
-async fn aggregate(app: &TestApp, token: &str, query: &[(&str, &str)]) -> reqwest::Response {
-    app.client
-        .get(app.url(&format!("/v1/datasets/{ID}/aggregate")))
-        .query(query)
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request sent")
 }
 
 fn numbers(batches: &[RecordBatch], column: &str) -> Vec<f64> {
