@@ -287,6 +287,11 @@ pub struct Limits {
     /// Longest time a JSON body (manifest, patch, query) may take to
     /// arrive whole, in seconds; 408 `body-timeout` after it.
     pub body_timeout_secs: u64,
+    /// Bytes of JSON bodies the server holds while receiving them, all
+    /// requests together; a body that would go past it is answered 503
+    /// `server-busy` with `Retry-After` (uploads go to disk and are bounded
+    /// by `ingest.max_concurrent_uploads` instead).
+    pub max_body_bytes_in_flight: usize,
     /// Requests per minute per subject (per IP address when anonymous).
     pub requests_per_minute: u32,
     /// Requests a caller may make at once above the steady rate.
@@ -309,6 +314,7 @@ impl Default for Limits {
             max_page_size: 100,
             request_head_timeout_secs: 10,
             body_timeout_secs: 10,
+            max_body_bytes_in_flight: 32 * 1024 * 1024,
             requests_per_minute: 1200,
             request_burst: 200,
             max_streams_per_caller: 8,

@@ -13,7 +13,7 @@ use actix_web::{App, HttpServer, middleware, web};
 use anyhow::Context;
 
 use crate::audit::checkpoint::SigningKey;
-use crate::audit::{AuditLog, Checkpoints, Record};
+use crate::audit::{AuditLog, Checkpoints, Event, Outcome, Record};
 use crate::auth::Verifier;
 use crate::catalog::{Catalog, LiveCatalog};
 use crate::config::{Settings, TlsMode};
@@ -121,6 +121,12 @@ impl Application {
             stream_slots: http::limits::StreamSlots::new(settings.limits.max_streams_per_caller),
             upload_slots: Arc::new(tokio::sync::Semaphore::new(
                 settings.ingest.max_concurrent_uploads.max(1),
+            )),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(
+                settings
+                    .limits
+                    .max_body_bytes_in_flight
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
             ready: AtomicBool::new(false),
         });
@@ -239,10 +245,16 @@ fn spawn_policy_watcher(
     };
     let reload = move |why: &str| {
         let result = policy.reload_logged(&catalog.snapshot(), why);
-        let outcome = if result.is_ok() { "ok" } else { "refused" };
-        metrics.policy_reloads.with_label_values(&[outcome]).inc();
+        let outcome = if result.is_ok() {
+            Outcome::Ok
+        } else {
+            Outcome::Refused
+        };
+        metrics
+            .policy_reloads
+            .with_label_values(&[outcome.as_str()])
+            .inc();
         audit.append(Record {
-            event: "policy-reload".into(),
             reason: Some(match result {
                 Ok((grants, 0)) => format!("{why}: {grants} grants in force"),
                 Ok((grants, warnings)) => format!(
@@ -250,8 +262,8 @@ fn spawn_policy_watcher(
                 ),
                 Err(e) => format!("{why}: refused: {e}"),
             }),
-            outcome: Some(outcome.into()),
-            ..Default::default()
+            outcome: Some(outcome),
+            ..Record::new(Event::PolicyReload)
         });
     };
     tokio::spawn(async move {

@@ -63,8 +63,19 @@ impl Checkpoint {
 pub enum CheckpointError {
     #[error("{path}: {problem}")]
     Key { path: String, problem: String },
-    #[error("{0}")]
-    Io(String),
+    #[error("{path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: not a checkpoint")]
+    NotACheckpoint {
+        path: String,
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// The Ed25519 key that signs checkpoints.
@@ -144,18 +155,21 @@ pub fn read(dir: &Path) -> Result<Vec<Checkpoint>, CheckpointError> {
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(CheckpointError::Io(format!("{}: {e}", path.display()))),
+        Err(source) => {
+            return Err(CheckpointError::Io {
+                path: path.display().to_string(),
+                source,
+            });
+        }
     };
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| {
-                CheckpointError::Io(format!(
-                    "{}:{}: not a checkpoint: {e}",
-                    path.display(),
-                    i + 1
-                ))
+            serde_json::from_str(l).map_err(|source| CheckpointError::NotACheckpoint {
+                path: path.display().to_string(),
+                line: i + 1,
+                source,
             })
         })
         .collect()

@@ -40,18 +40,102 @@ pub struct PrivacySpend {
     pub remaining: f64,
 }
 
+/// Declares a fixed set of values written as words: each variant's word
+/// is given once and serves both serde and `as_str` (metrics labels, logs).
+macro_rules! words {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $($(#[$vdoc])* #[serde(rename = $word)] $variant),+ }
+
+        impl $name {
+            pub const ALL: &[$name] = &[$($name::$variant),+];
+
+            /// The word written to the trail.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+words! {
+    /// What happened.
+    Event {
+        /// A request for rows.
+        Data = "data",
+        /// A request for a disclosure-controlled or private aggregate.
+        Aggregate = "aggregate",
+        Register = "register",
+        Upload = "upload",
+        Edit = "edit",
+        Retire = "retire",
+        /// An edit that waits for a second steward's approval.
+        ProposeChange = "propose-change",
+        ApproveChange = "approve-change",
+        RejectChange = "reject-change",
+        PolicyReload = "policy-reload",
+    }
+}
+
+words! {
+    /// Which record of a data request: the decision is durable before any
+    /// byte leaves; the outcome is written when the stream stops.
+    Phase {
+        Decision = "decision",
+        Outcome = "outcome",
+    }
+}
+
+words! {
+    /// What was decided.
+    Decision {
+        Allow = "allow",
+        /// Refused by the policy.
+        Deny = "deny",
+        /// Refused as invalid (or by a steward rule) before the policy decided.
+        Refused = "refused",
+        /// A change proposed, waiting for its second steward.
+        Pending = "pending",
+    }
+}
+
+words! {
+    /// How it ended.
+    Outcome {
+        /// A stream sent its last byte.
+        Complete = "complete",
+        /// The caller hung up before the end.
+        ClientAborted = "client-aborted",
+        /// A fault stopped the stream.
+        Error = "error",
+        /// A change or reload took effect.
+        Ok = "ok",
+        /// A change did not take effect.
+        Aborted = "aborted",
+        /// A policy reload was refused (the previous policy stays).
+        Refused = "refused",
+    }
+}
+
 /// One audit event. Members that do not apply to an event are omitted.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
     /// RFC 3339, UTC, set when the record is written.
     #[serde(default)]
     pub time: String,
-    /// `data`, `aggregate`, `policy-reload`, …
-    pub event: String,
-    /// `decision` (before data flows) or `outcome` (when it stopped).
+    pub event: Event,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<Phase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,18 +164,16 @@ pub struct Record {
     pub filter: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
-    /// `allow`, `deny` or `refused` (an invalid request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision: Option<String>,
+    pub decision: Option<Decision>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
-    /// `complete`, `client-aborted` or `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
+    pub outcome: Option<Outcome>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
     /// A catalogue change: each field with its old and new value.
@@ -112,6 +194,42 @@ pub struct Record {
     /// Set by the writer; never serialised into the hashed bytes.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash: String,
+}
+
+impl Record {
+    /// A record of `event` with every other member empty.
+    pub fn new(event: Event) -> Self {
+        Self {
+            time: Default::default(),
+            event,
+            phase: Default::default(),
+            request_id: Default::default(),
+            subject: Default::default(),
+            roles: Default::default(),
+            organisation: Default::default(),
+            grant: Default::default(),
+            purpose: Default::default(),
+            visa: Default::default(),
+            privacy: Default::default(),
+            dataset: Default::default(),
+            version: Default::default(),
+            columns: Default::default(),
+            filter: Default::default(),
+            format: Default::default(),
+            decision: Default::default(),
+            reason: Default::default(),
+            rows: Default::default(),
+            bytes: Default::default(),
+            outcome: Default::default(),
+            duration_ms: Default::default(),
+            changes: Default::default(),
+            change: Default::default(),
+            proposed_by: Default::default(),
+            approved_by: Default::default(),
+            prev: Default::default(),
+            hash: Default::default(),
+        }
+    }
 }
 
 /// The visa behind an access: who vouched for what, about whom, and when.
@@ -182,9 +300,8 @@ mod tests {
     #[test]
     fn a_sealed_line_unseals_to_its_hashed_body() {
         let record = Record {
-            event: "data".into(),
             subject: Some("alice".into()),
-            ..Default::default()
+            ..Record::new(Event::Data)
         };
         let (line, hash) = seal(&record, GENESIS).unwrap();
         let (body, stated) = unseal(line.trim_end()).unwrap();

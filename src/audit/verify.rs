@@ -193,7 +193,7 @@ pub fn read_all(dir: &Path) -> std::io::Result<Vec<Record>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::seal;
+    use super::super::{Event, seal};
     use super::*;
 
     fn write_chain(dir: &Path, n: usize) -> Vec<String> {
@@ -201,10 +201,9 @@ mod tests {
         let mut lines = Vec::new();
         for i in 0..n {
             let record = Record {
-                event: "data".into(),
                 subject: Some(format!("user{i}")),
                 rows: Some(i as u64),
-                ..Default::default()
+                ..Record::new(Event::Data)
             };
             let (line, hash) = seal(&record, &prev).unwrap();
             lines.push(line);

@@ -13,16 +13,24 @@ use tokio::sync::oneshot;
 
 use super::checkpoint::{self, SigningKey};
 use super::{GENESIS, Record, seal, unseal};
+use crate::internal::Internal;
 
 /// Why a record could not be made durable.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     /// Writing or fsyncing failed; the record may not be on disk.
     #[error("audit log: {0}")]
-    Io(String),
+    Io(#[source] Internal),
     /// The writer thread is gone.
     #[error("audit log writer stopped")]
     Stopped,
+}
+
+fn io_error(
+    doing: impl Into<std::borrow::Cow<'static, str>>,
+    cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> AuditError {
+    AuditError::Io(Internal::caused(doing, cause))
 }
 
 enum Job {
@@ -68,7 +76,7 @@ impl AuditLog {
         on_write: Box<dyn Fn(f64) + Send>,
     ) -> Result<Self, AuditError> {
         std::fs::create_dir_all(dir)
-            .map_err(|e| AuditError::Io(format!("{}: {e}", dir.display())))?;
+            .map_err(|e| io_error(format!("creating {}", dir.display()), e))?;
         let state = ChainState::recover(dir)?;
         let (tx, rx) = mpsc::channel::<Job>();
         let mut writer = Writer {
@@ -87,11 +95,11 @@ impl AuditLog {
         // the server was down is caught from here on.
         writer
             .checkpoint()
-            .map_err(|e| AuditError::Io(format!("audit checkpoint: {e}")))?;
+            .map_err(|e| io_error("writing the start checkpoint", e))?;
         std::thread::Builder::new()
             .name("sluice-audit".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| AuditError::Io(e.to_string()))?;
+            .map_err(|e| io_error("starting the audit writer", e))?;
         Ok(Self {
             tx: Some(tx),
             dir: dir.to_owned(),
@@ -121,7 +129,7 @@ impl AuditLog {
         .map_err(|_| AuditError::Stopped)?;
         wait.await
             .map_err(|_| AuditError::Stopped)?
-            .map_err(AuditError::Io)
+            .map_err(|e| io_error("writing the record", e))
     }
 
     /// Appends a record without waiting for it (written in the next group).
@@ -161,7 +169,8 @@ struct ChainState {
 
 impl ChainState {
     fn recover(dir: &Path) -> Result<Self, AuditError> {
-        let files = super::verify::audit_files(dir).map_err(|e| AuditError::Io(e.to_string()))?;
+        let files =
+            super::verify::audit_files(dir).map_err(|e| io_error("listing the audit files", e))?;
         let Some(newest) = files.last() else {
             return Ok(Self {
                 last_hash: GENESIS.into(),
@@ -172,7 +181,7 @@ impl ChainState {
         };
         let next_seq = files.iter().filter_map(|f| file_seq(f)).max().unwrap_or(0) + 1;
         let file =
-            File::open(newest).map_err(|e| AuditError::Io(format!("{}: {e}", newest.display())))?;
+            File::open(newest).map_err(|e| io_error(format!("opening {}", newest.display()), e))?;
         let mut last_hash = None;
         let mut torn = false;
         let mut text = String::new();
@@ -181,7 +190,7 @@ impl ChainState {
             text.clear();
             let n = reader
                 .read_line(&mut text)
-                .map_err(|e| AuditError::Io(e.to_string()))?;
+                .map_err(|e| io_error(format!("reading {}", newest.display()), e))?;
             if n == 0 {
                 break;
             }
@@ -213,9 +222,10 @@ impl ChainState {
 fn count_records(files: &[PathBuf]) -> Result<u64, AuditError> {
     let mut records = 0;
     for path in files {
-        let file = File::open(path).map_err(|e| AuditError::Io(e.to_string()))?;
+        let reading = || format!("reading {}", path.display());
+        let file = File::open(path).map_err(|e| io_error(reading(), e))?;
         for line in BufReader::new(file).split(b'\n') {
-            let line = line.map_err(|e| AuditError::Io(e.to_string()))?;
+            let line = line.map_err(|e| io_error(reading(), e))?;
             if std::str::from_utf8(&line).is_ok_and(|l| unseal(l).is_some()) {
                 records += 1;
             }
@@ -227,7 +237,8 @@ fn count_records(files: &[PathBuf]) -> Result<u64, AuditError> {
 /// The hash of the last complete record in `files` (newest last).
 fn previous_hash(files: &[PathBuf]) -> Result<String, AuditError> {
     for path in files.iter().rev() {
-        let text = std::fs::read_to_string(path).map_err(|e| AuditError::Io(e.to_string()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| io_error(format!("reading {}", path.display()), e))?;
         if let Some(hash) = text
             .split_inclusive('\n')
             .filter(|l| l.ends_with('\n'))
@@ -492,6 +503,7 @@ fn file_day(path: &Path) -> Option<time::Date> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::Event;
 
     #[tokio::test]
     async fn files_rotate_by_size_and_the_chain_runs_across_them() {
@@ -499,9 +511,8 @@ mod tests {
         let log = AuditLog::open(dir.path(), 2048, None, Box::new(|_| {})).unwrap();
         for i in 0..40 {
             let record = Record {
-                event: "data".into(),
                 subject: Some(format!("user{i}")),
-                ..Default::default()
+                ..Record::new(Event::Data)
             };
             log.append_durable(record).await.unwrap();
         }
@@ -512,8 +523,7 @@ mod tests {
         // Reopening continues the same chain.
         let log = AuditLog::open(dir.path(), 2048, None, Box::new(|_| {})).unwrap();
         log.append_durable(Record {
-            event: "data".into(),
-            ..Default::default()
+            ..Record::new(Event::Data)
         })
         .await
         .unwrap();

@@ -13,6 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use super::AppState;
 use super::problem::ApiError;
 use crate::auth::{Caller, Role};
+use crate::internal::OrInternal;
 use crate::policy::Denial;
 
 #[derive(Debug, Deserialize)]
@@ -70,8 +71,8 @@ pub async fn audit(
     };
     let records = web::block(move || crate::audit::read_all(&dir))
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .or_internal("reading the audit trail")?
+        .or_internal("reading the audit trail")?;
     let mut matching = records.into_iter().filter(|r| {
         let time = OffsetDateTime::parse(&r.time, &Rfc3339).ok();
         p.dataset

@@ -4,8 +4,17 @@
 //! make the change is answered at once, and actix closes the connection
 //! instead of reading what is left, so nobody holds memory and a connection
 //! by trickling a body they were never allowed to send.
+//!
+//! What authorised callers may hold is bounded too: each body takes its
+//! bytes from one server-wide budget as they arrive (a stalled body holds
+//! only what it sent) and gives them back when reading ends; a body that
+//! would go past the budget is refused at once with 503 `server-busy`, so
+//! many slow bodies cost the server a bounded amount of memory, not one
+//! limit per connection.
 
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, web};
@@ -13,12 +22,17 @@ use futures::StreamExt;
 
 use super::problem::ApiError;
 
+/// A refused body may be sent again after this long: bodies in flight
+/// finish or time out within seconds.
+const BUSY_RETRY_SECS: u64 = 2;
+
 /// Reads the whole body within `deadline`, refusing it past `limit` bytes
 /// (counted as it arrives, not trusted from `Content-Length`) and unless
 /// it is declared `application/json` (or `…+json`).
 pub async fn read_json(
     req: &HttpRequest,
     mut payload: web::Payload,
+    budget: &Semaphore,
     limit: usize,
     deadline: Duration,
     what: &str,
@@ -44,6 +58,10 @@ pub async fn read_json(
     }
     let read = async {
         let mut body = web::BytesMut::new();
+        // Released when reading ends, however it ends.
+        let mut held = budget
+            .try_acquire_many(0)
+            .map_err(|_| ApiError::ServerBusy(BUSY_RETRY_SECS))?;
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|e| {
                 ApiError::InvalidParameter(format!("the body could not be read: {e}"))
@@ -51,6 +69,11 @@ pub async fn read_json(
             if body.len() + chunk.len() > limit {
                 return Err(ApiError::PayloadTooLarge(limit));
             }
+            let more = u32::try_from(chunk.len())
+                .ok()
+                .and_then(|n| budget.try_acquire_many(n).ok())
+                .ok_or(ApiError::ServerBusy(BUSY_RETRY_SECS))?;
+            held.merge(more);
             body.extend_from_slice(&chunk);
         }
         Ok(body.freeze())

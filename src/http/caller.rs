@@ -11,6 +11,7 @@ use actix_web::{FromRequest, HttpRequest, web};
 use super::AppState;
 use super::problem::ApiError;
 use crate::auth::Caller;
+use crate::internal::Internal;
 
 impl FromRequest for Caller {
     type Error = ApiError;
@@ -24,7 +25,7 @@ impl FromRequest for Caller {
 fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+        .ok_or_else(|| Internal::new("the application state is missing"))?;
     let verified = verified_caller(req, state);
     // A failed token counts against the peer address, so guessing costs too.
     let key = rate_key(req, verified.as_ref().unwrap_or(&Caller::Anonymous));

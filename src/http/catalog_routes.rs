@@ -13,6 +13,7 @@ use super::problem::ApiError;
 use crate::auth::Caller;
 use crate::catalog::{Dataset, SearchQuery, StewardScope};
 use crate::domain::{DatasetId, Tier};
+use crate::internal::OrInternal;
 use crate::policy;
 use crate::policy::steward::steward_scope;
 
@@ -219,8 +220,7 @@ pub fn describe(
             super::privacy::budget_json(state, budget),
         );
     }
-    let mut body =
-        serde_json::to_value(summary(dataset)).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut body = serde_json::to_value(summary(dataset)).or_internal("describing the dataset")?;
     if let Value::Object(map) = &mut body {
         map.insert("rows".into(), json!(current.map_or(0, |v| v.rows)));
         map.insert("bytes".into(), json!(current.map_or(0, |v| v.bytes)));

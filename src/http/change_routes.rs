@@ -14,6 +14,7 @@ use super::catalog_routes::describe;
 use super::problem::ApiError;
 use super::steward_routes::{record, require_steward, stewarded, write_error};
 use super::trail;
+use crate::audit::Event;
 use crate::auth::Caller;
 use crate::catalog::change::{DecideError, ProposedChange};
 use crate::catalog::{StewardScope, WriteError};
@@ -57,9 +58,9 @@ async fn decide(
     approve: bool,
 ) -> Result<HttpResponse, ApiError> {
     let event = if approve {
-        "approve-change"
+        Event::ApproveChange
     } else {
-        "reject-change"
+        Event::RejectChange
     };
     let mut audit = trail::request_record(event, &caller, &id);
     let admin = caller

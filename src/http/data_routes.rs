@@ -16,10 +16,12 @@ use std::time::Instant;
 use super::caller::rate_key;
 use super::problem::ApiError;
 use super::{AppState, privacy, trail};
+use crate::audit::Event;
 use crate::auth::Caller;
 use crate::catalog::{Dataset, Version};
 use crate::domain::DatasetId;
 use crate::formats::{Format, negotiate};
+use crate::internal::OrInternal;
 use crate::policy::{self, AccessPlan, Decision, Mode, Policy};
 use crate::slice::{AggregateRequest, SliceRequest, SliceStream};
 
@@ -67,10 +69,10 @@ enum Planner {
 }
 
 impl Planner {
-    fn event(&self) -> &'static str {
+    fn event(&self) -> Event {
         match self {
-            Planner::Slice(_) => "data",
-            Planner::Aggregate(_) => "aggregate",
+            Planner::Slice(_) => Event::Data,
+            Planner::Aggregate(_) => Event::Aggregate,
         }
     }
 
@@ -151,6 +153,7 @@ pub async fn post_query(
     let bytes = super::body::read_json(
         &req,
         payload,
+        &state.body_budget,
         state.limits.max_body_bytes,
         deadline,
         "query",
@@ -393,7 +396,7 @@ async fn serve(
     state
         .metrics
         .first_byte
-        .with_label_values(&[event])
+        .with_label_values(&[event.as_str()])
         .observe(started.elapsed().as_secs_f64());
     let mut response = streaming_response(&access, format, stream);
     let headers = response.headers_mut();
@@ -416,7 +419,7 @@ async fn serve(
             headers.insert(
                 header::HeaderName::from_static("sluice-disclosure"),
                 header::HeaderValue::from_str(&value)
-                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+                    .or_internal("writing the disclosure header")?,
             );
         }
     }

@@ -47,6 +47,9 @@ pub struct AppState {
     pub stream_slots: limits::StreamSlots,
     /// Uploads in progress on this server (`ingest.max_concurrent_uploads`).
     pub upload_slots: Arc<tokio::sync::Semaphore>,
+    /// Bytes of JSON bodies being received, server-wide
+    /// (`limits.max_body_bytes_in_flight`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
     /// False until the server is built and again once shutdown starts.
     pub ready: AtomicBool,
 }

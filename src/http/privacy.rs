@@ -11,6 +11,7 @@ use super::AppState;
 use super::problem::ApiError;
 use crate::audit::PrivacySpend;
 use crate::dp::{LedgerError, MIN_EPSILON};
+use crate::internal::OrInternal;
 use crate::policy::{AccessPlan, Basis, Budget};
 use crate::slice::PrivateQuery;
 
@@ -68,7 +69,7 @@ pub async fn pay_and_release(
     );
     let spent = tokio::task::spawn_blocking(move || ledger.spend(&account, total, cost, &request))
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .or_internal("recording the privacy spend")?;
     let spend = match spent {
         Ok(spend) => spend,
         Err(LedgerError::Exhausted { remaining, cost }) => {
@@ -127,7 +128,7 @@ pub fn insert_headers(headers: &mut HeaderMap, paid: &Paid) -> Result<(), ApiErr
     ] {
         headers.insert(
             HeaderName::from_static(name),
-            HeaderValue::from_str(&value).map_err(|e| ApiError::Internal(e.to_string()))?,
+            HeaderValue::from_str(&value).or_internal("writing the privacy headers")?,
         );
     }
     Ok(())

@@ -9,6 +9,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Map, Value, json};
 
 use crate::formats::NegotiationError;
+use crate::internal::Internal;
 use crate::policy::Denial;
 use crate::slice::SliceError;
 
@@ -68,6 +69,12 @@ pub enum ApiError {
     /// A change that only an admin may make (approving a widening change).
     #[error("{0}")]
     AdminRequired(String),
+    /// The server holds as many request bodies as it takes at once; retry
+    /// after the seconds.
+    #[error(
+        "the server is receiving as many request bodies as it holds at once; retry after {0} s"
+    )]
+    ServerBusy(u64),
     /// Too many uploads in progress on this server; retry after the seconds.
     #[error("the server is processing as many uploads as it takes at once; retry after {0} s")]
     TooManyUploads(u64),
@@ -107,9 +114,9 @@ pub enum ApiError {
         remaining: f64,
         cost: f64,
     },
-    /// A fault on our side; the string goes to the log only.
+    /// A fault on our side; its chain of causes goes to the log only.
     #[error("internal error")]
-    Internal(String),
+    Internal(#[from] Internal),
 }
 
 /// What a token's problem means for its holder, by the verifier's reason.
@@ -163,6 +170,7 @@ impl ApiError {
             ApiError::NotPublisher(_) => "not-publisher",
             ApiError::AdminRequired(_) => "admin-required",
             ApiError::TooManyUploads(_) => "too-many-uploads",
+            ApiError::ServerBusy(_) => "server-busy",
             ApiError::Conflict { kind, .. } | ApiError::Unprocessable { kind, .. } => kind,
             ApiError::UploadTimeout(_) => "upload-timeout",
             ApiError::BodyTimeout(_) => "body-timeout",
@@ -313,6 +321,7 @@ impl ResponseError for ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ApiError::AuditUnavailable
+            | ApiError::ServerBusy(_)
             | ApiError::StorageUnavailable
             | ApiError::CatalogReadOnly => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -323,7 +332,7 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         let request_id = REQUEST_ID.try_with(Clone::clone).ok();
         if let ApiError::Internal(cause) = self {
-            tracing::error!(cause = %cause, "internal error");
+            tracing::error!(cause = %cause.chain(), "internal error");
         }
         let mut body = Map::new();
         body.insert("type".into(), json!(self.kind()));
@@ -344,7 +353,10 @@ impl ResponseError for ApiError {
         body.extend(self.extensions());
         let mut response = HttpResponse::build(status);
         response.content_type("application/problem+json");
-        if let ApiError::RateLimited(secs) | ApiError::TooManyUploads(secs) = self {
+        if let ApiError::RateLimited(secs)
+        | ApiError::TooManyUploads(secs)
+        | ApiError::ServerBusy(secs) = self
+        {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         if status == StatusCode::UNAUTHORIZED {

@@ -20,12 +20,14 @@ use super::catalog_routes::{describe, visible_dataset};
 use super::problem::ApiError;
 use super::trail;
 use crate::audit::Record;
+use crate::audit::{Decision, Event, Outcome};
 use crate::auth::Caller;
 use crate::catalog::change;
 use crate::catalog::edit::{ManifestPatch, Registration};
 use crate::catalog::local::Staging;
 use crate::catalog::{Dataset, StewardScope, WriteError, check_schema};
 use crate::ingest::{self, Failure, UploadError, UploadFormat};
+use crate::internal::Internal;
 use crate::policy::steward::{self, steward_scope};
 
 /// The caller's scope, or why they may not change the catalogue at all.
@@ -92,7 +94,15 @@ async fn read_manifest_body(
     payload: web::Payload,
 ) -> Result<web::Bytes, ApiError> {
     let deadline = Duration::from_secs(state.limits.body_timeout_secs.max(1));
-    super::body::read_json(req, payload, MAX_MANIFEST_BYTES, deadline, "manifest").await
+    super::body::read_json(
+        req,
+        payload,
+        &state.body_budget,
+        MAX_MANIFEST_BYTES,
+        deadline,
+        "manifest",
+    )
+    .await
 }
 
 pub(super) fn write_error(e: WriteError, invalid_kind: &'static str) -> ApiError {
@@ -119,7 +129,7 @@ pub(super) fn write_error(e: WriteError, invalid_kind: &'static str) -> ApiError
             tracing::error!(error = %e, "storage failed during a catalogue change");
             ApiError::StorageUnavailable
         }
-        WriteError::Catalog(e) => ApiError::Internal(e.to_string()),
+        WriteError::Catalog(e) => Internal::caused("changing the catalogue", e).into(),
     }
 }
 
@@ -133,8 +143,8 @@ pub(super) async fn record(
     record.phase = None;
     match result {
         Ok(_) => {
-            record.decision = Some("allow".into());
-            record.outcome = Some("ok".into());
+            record.decision = Some(Decision::Allow);
+            record.outcome = Some(Outcome::Ok);
             if let Err(e) = state.audit.append_durable(record).await {
                 tracing::error!(error = %e, "a committed catalogue change could not be audited");
             }
@@ -154,9 +164,9 @@ impl Drop for AbandonedUpload<'_> {
     fn drop(&mut self) {
         if let Some(mut record) = self.record.take() {
             record.phase = None;
-            record.decision = Some("refused".into());
+            record.decision = Some(Decision::Refused);
             record.reason = Some("client-disconnected".into());
-            record.outcome = Some("aborted".into());
+            record.outcome = Some(Outcome::Aborted);
             self.state.audit.append(record);
         }
     }
@@ -170,7 +180,7 @@ pub async fn register(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let mut audit = trail::request_record("register", &caller, "");
+    let mut audit = trail::request_record(Event::Register, &caller, "");
     let result = async {
         // Authorised from the head before a byte of the body is read.
         let scope = require_steward(&caller)?;
@@ -209,7 +219,7 @@ pub async fn edit(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let mut audit = trail::request_record("edit", &caller, &path);
+    let mut audit = trail::request_record(Event::Edit, &caller, &path);
     let sub = caller
         .principal()
         .map(|p| p.sub.clone())
@@ -289,9 +299,9 @@ pub async fn edit(
         audit.approved_by = admin.then(|| sub.clone());
         if let Some(proposal) = &outcome.proposal {
             let mut proposed = audit.clone();
-            proposed.event = "propose-change".into();
+            proposed.event = Event::ProposeChange;
             proposed.phase = None;
-            proposed.decision = Some("pending".into());
+            proposed.decision = Some(Decision::Pending);
             proposed.change = Some(proposal.number);
             proposed.changes = trail::field_changes(&proposal.fields);
             proposed.approved_by = None;
@@ -318,7 +328,7 @@ pub async fn retire(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let audit = trail::request_record("retire", &caller, &path);
+    let audit = trail::request_record(Event::Retire, &caller, &path);
     let result = async {
         let scope = require_steward(&caller)?;
         let dataset = stewarded(&state, &scope, &path)?;
@@ -345,7 +355,7 @@ pub async fn upload(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let mut audit = trail::request_record("upload", &caller, &path);
+    let mut audit = trail::request_record(Event::Upload, &caller, &path);
     let mut abandoned = AbandonedUpload {
         state: &state,
         record: Some(audit.clone()),
@@ -391,7 +401,7 @@ pub async fn upload(
         let version = published
             .dataset
             .version(Some(published.version))
-            .ok_or_else(|| ApiError::Internal("the published version vanished".into()))?;
+            .ok_or_else(|| Internal::new("the published version vanished"))?;
         audit.version = Some(published.version);
         audit.rows = Some(version.rows);
         audit.bytes = Some(received);
@@ -520,6 +530,7 @@ fn ingest_error(failure: Failure) -> ApiError {
             kind: "schema-mismatch",
             detail,
         },
-        Failure::Internal(cause) => ApiError::Internal(cause),
+        // The worker's cause crossed a process boundary as text.
+        Failure::Internal(cause) => Internal::caused("running the ingest worker", cause).into(),
     }
 }

@@ -8,18 +8,17 @@ use std::time::Instant;
 use super::AppState;
 use super::limits::Slot;
 use super::problem::{ApiError, REQUEST_ID};
-use crate::audit::{AuditLog, Record, VisaEvidence};
+use crate::audit::{AuditLog, Decision, Event, Phase, Record, VisaEvidence};
 use crate::auth::Caller;
 use crate::metrics::Metrics;
 use crate::policy::{AccessPlan, Basis};
 use crate::slice::{Finished, OnFinish};
 
 /// The start of a record for a request by `caller` about `dataset`.
-pub fn request_record(event: &str, caller: &Caller, dataset: &str) -> Record {
+pub fn request_record(event: Event, caller: &Caller, dataset: &str) -> Record {
     let principal = caller.principal();
     Record {
-        event: event.into(),
-        phase: Some("decision".into()),
+        phase: Some(Phase::Decision),
         request_id: REQUEST_ID.try_with(Clone::clone).ok(),
         subject: principal.map(|p| p.sub.clone()),
         roles: principal
@@ -34,7 +33,7 @@ pub fn request_record(event: &str, caller: &Caller, dataset: &str) -> Record {
         organisation: principal.and_then(|p| p.organisation.clone()),
         // Dataset ids are slugs; anything else is recorded truncated.
         dataset: Some(dataset.chars().take(128).collect()),
-        ..Default::default()
+        ..Record::new(event)
     }
 }
 
@@ -78,8 +77,8 @@ pub fn refused(state: &AppState, mut record: Record, error: &ApiError) {
     record.decision = Some(match error {
         ApiError::Denied(_)
         | ApiError::AggregateOnly(_)
-        | ApiError::PrivacyBudgetExhausted { .. } => "deny".into(),
-        _ => "refused".into(),
+        | ApiError::PrivacyBudgetExhausted { .. } => Decision::Deny,
+        _ => Decision::Refused,
     });
     record.reason = Some(error.kind().into());
     state.audit.append(record);
@@ -89,7 +88,7 @@ pub fn refused(state: &AppState, mut record: Record, error: &ApiError) {
 /// data leaves before its decision is durable.
 pub async fn allowed(state: &AppState, record: &Record) -> Result<(), ApiError> {
     let mut record = record.clone();
-    record.decision = Some("allow".into());
+    record.decision = Some(Decision::Allow);
     state.audit.append_durable(record).await.map_err(|e| {
         tracing::error!(error = %e, "audit unavailable: refusing to serve data");
         ApiError::AuditUnavailable
@@ -116,7 +115,7 @@ pub fn on_finish(
     state: &AppState,
     mut record: Record,
     started: Instant,
-    endpoint: &'static str,
+    endpoint: Event,
     slot: Slot,
 ) -> OnFinish {
     let audit: Arc<AuditLog> = state.audit.clone();
@@ -136,13 +135,13 @@ pub fn on_finish(
             .inc_by(finished.bytes);
         metrics
             .duration
-            .with_label_values(&[endpoint, finished.outcome])
+            .with_label_values(&[endpoint.as_str(), finished.outcome.as_str()])
             .observe(started.elapsed().as_secs_f64());
-        record.phase = Some("outcome".into());
-        record.decision = Some("allow".into());
+        record.phase = Some(Phase::Outcome);
+        record.decision = Some(Decision::Allow);
         record.rows = Some(finished.rows);
         record.bytes = Some(finished.bytes);
-        record.outcome = Some(finished.outcome.into());
+        record.outcome = Some(finished.outcome);
         record.duration_ms = Some(started.elapsed().as_millis() as u64);
         audit.append(record);
     })

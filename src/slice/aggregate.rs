@@ -36,6 +36,7 @@ use super::disclosure::{self, Cell};
 use super::{Engine, SliceError, internal, resolve_columns};
 use crate::catalog::{Manifest, Version};
 use crate::domain::{Mask, Mode};
+use crate::internal::{Internal, OrInternal};
 use crate::policy::{AccessPlan, Disclosure};
 use crate::suggest::UnknownColumn;
 
@@ -259,7 +260,7 @@ fn check(
         }
         let data_type = schema
             .field_with_name(column)
-            .map_err(|e| SliceError::Internal(e.to_string()))?
+            .or_internal("finding a checked column in the schema")?
             .data_type();
         if kind.is_order_statistic() {
             if aggregate_only && !manifest.column(column).is_some_and(|c| c.order_statistics) {
@@ -380,21 +381,21 @@ impl Engine {
             .handle()
             .spawn(async move { df.collect().await })
             .await
-            .map_err(|e| SliceError::Internal(e.to_string()))?
+            .or_internal("running the aggregate")?
             .map_err(super::engine_error)?;
-        arrow::compute::concat_batches(&schema, &batches)
-            .map_err(|e| SliceError::Internal(e.to_string()))
+        Ok(arrow::compute::concat_batches(&schema, &batches)
+            .or_internal("joining the aggregate's batches")?)
     }
 }
 
 pub(super) fn column<'a>(table: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, SliceError> {
     table
         .column_by_name(name)
-        .ok_or_else(|| SliceError::Internal(format!("aggregate lost column {name}")))
+        .ok_or_else(|| Internal::new(format!("the aggregate lost its column {name}")).into())
 }
 
 pub(super) fn cast(array: &ArrayRef, to: &DataType) -> Result<ArrayRef, SliceError> {
-    arrow::compute::cast(array, to).map_err(|e| SliceError::Internal(e.to_string()))
+    Ok(arrow::compute::cast(array, to).or_internal("converting an aggregate's values")?)
 }
 
 /// Each row's group values as text, the key the disclosure rules and the
@@ -411,7 +412,7 @@ pub(super) fn group_keys(
                 .as_any()
                 .downcast_ref::<arrow::array::StringArray>()
                 .cloned()
-                .ok_or_else(|| SliceError::Internal("cast to text".into()))?;
+                .ok_or_else(|| Internal::new("a conversion to text gave another type"))?;
             Ok((0..text.len())
                 .map(|i| {
                     if text.is_null(i) {
@@ -440,7 +441,7 @@ fn gather(array: &ArrayRef, slots: &[Option<usize>]) -> Result<ArrayRef, SliceEr
             Some(i) => out.try_extend(0, *i, i + 1),
             None => out.try_extend_nulls(1),
         }
-        .map_err(|e| SliceError::Internal(e.to_string()))?;
+        .or_internal("placing values in their cells")?;
     }
     Ok(make_array(out.freeze()))
 }
@@ -460,7 +461,7 @@ fn release(
     let counts = counts
         .as_any()
         .downcast_ref::<Int64Array>()
-        .ok_or_else(|| SliceError::Internal("row count is not Int64".into()))?;
+        .ok_or_else(|| Internal::new("the row count is not Int64"))?;
     let cells: Vec<Cell> = keys
         .iter()
         .enumerate()
@@ -482,7 +483,7 @@ fn release(
             a.as_any()
                 .downcast_ref::<Float64Array>()
                 .cloned()
-                .ok_or_else(|| SliceError::Internal("cast to float".into()))
+                .ok_or_else(|| Internal::new("a conversion to float gave another type").into())
         };
         let (total, largest, magnitude) = (as_f64(&total)?, as_f64(&largest)?, as_f64(&magnitude)?);
         let released = kept
@@ -584,7 +585,7 @@ fn release(
     if arrays.is_empty() {
         return Ok(RecordBatch::new_empty(schema));
     }
-    RecordBatch::try_new(schema, arrays).map_err(|e| SliceError::Internal(e.to_string()))
+    Ok(RecordBatch::try_new(schema, arrays).or_internal("assembling the aggregate's answer")?)
 }
 
 #[cfg(test)]

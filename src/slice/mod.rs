@@ -39,9 +39,11 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::audit::Outcome;
 use crate::catalog::{Catalog, Version};
 use crate::filter::{self, FilterError};
 use crate::formats::{Encoder, Format, Provenance, sanitize, sanitized_schema};
+use crate::internal::{Internal, OrInternal};
 use crate::policy::AccessPlan;
 
 /// The URL under which the catalogue's object store is registered with the engine.
@@ -84,14 +86,14 @@ pub enum SliceError {
     Evaluation,
     /// Anything else in the engine: a server fault.
     #[error("engine: {0}")]
-    Internal(String),
+    Internal(#[from] Internal),
 }
 
 /// How a stream ended, for the audit trail and metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct Finished {
-    /// `complete`, `client-aborted` or `error`.
-    pub outcome: &'static str,
+    /// `Complete`, `ClientAborted` or `Error`.
+    pub outcome: Outcome,
     pub rows: u64,
     pub bytes: u64,
 }
@@ -175,7 +177,7 @@ impl Engine {
             .thread_name("sluice-query")
             .enable_all()
             .build()
-            .map_err(|e| SliceError::Internal(e.to_string()))?;
+            .or_internal("starting the query threads")?;
         let mut config = SessionConfig::new()
             .with_target_partitions(threads)
             .with_batch_size(batch_rows);
@@ -309,7 +311,7 @@ impl Engine {
                 .map(|f| f.name().clone())
                 .collect();
             let expr = filter::parse(row_filter, usize::MAX, &all)
-                .map_err(|e| SliceError::Internal(format!("policy row filter: {e}")))?;
+                .or_internal("parsing the grant's row filter")?;
             df = df.filter(expr).map_err(internal)?;
         }
 
@@ -321,7 +323,7 @@ impl Engine {
                 let field = version
                     .schema
                     .field_with_name(c.name.as_str())
-                    .map_err(|e| SliceError::Internal(e.to_string()))?;
+                    .or_internal("finding a planned column in the version's schema")?;
                 mask::masked_column(
                     c.name.as_str(),
                     field.data_type(),
@@ -370,7 +372,7 @@ impl Engine {
 }
 
 fn internal(e: DataFusionError) -> SliceError {
-    SliceError::Internal(e.to_string())
+    Internal::caused("planning the slice", e).into()
 }
 
 fn visible_names(plan: &AccessPlan) -> BTreeSet<String> {
@@ -378,7 +380,7 @@ fn visible_names(plan: &AccessPlan) -> BTreeSet<String> {
 }
 
 fn url_of(text: &str) -> Result<url::Url, SliceError> {
-    url::Url::parse(text).map_err(|e| SliceError::Internal(e.to_string()))
+    Ok(url::Url::parse(text).or_internal("reading the catalogue's storage URL")?)
 }
 
 /// Resolves a `columns` list against the visible names, keeping its order.
@@ -421,8 +423,8 @@ async fn produce(
     let outcome = async {
         let mut batches = df.execute_stream().await.map_err(engine_error)?;
         let schema = sanitized_schema(&batches.schema());
-        let mut encoder = Encoder::new(format, &schema, &provenance)
-            .map_err(|e| SliceError::Internal(e.to_string()))?;
+        let mut encoder =
+            Encoder::new(format, &schema, &provenance).or_internal("starting the encoder")?;
         loop {
             let next = tokio::select! {
                 _ = tx.closed() => return Ok(false),
@@ -430,31 +432,27 @@ async fn produce(
             };
             let Some(batch) = next else { break };
             let batch = sanitize(&batch.map_err(engine_error)?, &schema)
-                .map_err(|e| SliceError::Internal(e.to_string()))?;
+                .or_internal("preparing a batch for encoding")?;
             rows += batch.num_rows() as u64;
-            let chunk = encoder
-                .write(&batch)
-                .map_err(|e| SliceError::Internal(e.to_string()))?;
+            let chunk = encoder.write(&batch).or_internal("encoding a batch")?;
             if !send(&tx, &mut bytes, chunk).await {
                 return Ok(false);
             }
         }
-        let tail = encoder
-            .finish()
-            .map_err(|e| SliceError::Internal(e.to_string()))?;
+        let tail = encoder.finish().or_internal("finishing the encoding")?;
         Ok(send(&tx, &mut bytes, tail).await)
     }
     .await;
     let outcome = match outcome {
-        Ok(true) => "complete",
-        Ok(false) => "client-aborted",
+        Ok(true) => Outcome::Complete,
+        Ok(false) => Outcome::ClientAborted,
         Err(e) => {
-            tracing::warn!(rows, bytes, error = %e, "slice failed");
+            tracing::warn!(rows, bytes, error = %crate::internal::chain(&e), "slice failed");
             let _ = tx.send(Err(e)).await;
-            "error"
+            Outcome::Error
         }
     };
-    tracing::info!(rows, bytes, outcome, "slice ended");
+    tracing::info!(rows, bytes, outcome = outcome.as_str(), "slice ended");
     on_finish(Finished {
         outcome,
         rows,
@@ -482,7 +480,9 @@ fn engine_error(e: DataFusionError) -> SliceError {
     match e.find_root() {
         DataFusionError::ObjectStore(..)
         | DataFusionError::IoError(..)
-        | DataFusionError::ResourcesExhausted(..) => SliceError::Internal(e.to_string()),
+        | DataFusionError::ResourcesExhausted(..) => {
+            Internal::caused("reading the dataset's files", e).into()
+        }
         root => {
             tracing::debug!(kind = error_kind(root), "slice evaluation failed");
             SliceError::Evaluation

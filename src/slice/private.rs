@@ -37,6 +37,7 @@ use super::aggregate::{self, AggregateRequest, Kind, Measure, ROWS, col};
 use super::{Engine, SliceError, internal, visible_names};
 use crate::catalog::{Manifest, Version};
 use crate::dp::noise::{Exact, Noised, Statistic};
+use crate::internal::{Internal, OrInternal};
 use crate::policy::{AccessPlan, Disclosure};
 use crate::suggest::UnknownColumn;
 
@@ -315,7 +316,7 @@ impl Engine {
             sums.push((s, exact));
         }
         let share = epsilon / statistics(counted, sums.len());
-        let fault = |e: String| SliceError::Internal(e);
+        let fault = |e: String| SliceError::from(Internal::caused("planning the noise", e));
         let count = if counted {
             Some(Statistic::plan(Exact::Integers(counts), 1.0, share).map_err(fault)?)
         } else {
@@ -349,7 +350,7 @@ impl PrivateQuery {
     /// and sensitivities, not on the data).
     pub fn cost(&self, epsilon: f64) -> Result<f64, SliceError> {
         let share = epsilon / statistics(self.counted, self.checked.summed.len());
-        let fault = |e: String| SliceError::Internal(e);
+        let fault = |e: String| SliceError::from(Internal::caused("costing the noise", e));
         let mut total = 0.0;
         if self.counted {
             total += Statistic::plan(Exact::Integers(Vec::new()), 1.0, share)
@@ -411,7 +412,7 @@ fn int64(array: &ArrayRef) -> Result<Int64Array, SliceError> {
         .as_any()
         .downcast_ref::<Int64Array>()
         .cloned()
-        .ok_or_else(|| SliceError::Internal("cast to Int64".into()))
+        .ok_or_else(|| Internal::new("a conversion to Int64 gave another type").into())
 }
 
 fn float64(array: &ArrayRef) -> Result<Float64Array, SliceError> {
@@ -419,7 +420,7 @@ fn float64(array: &ArrayRef) -> Result<Float64Array, SliceError> {
         .as_any()
         .downcast_ref::<Float64Array>()
         .cloned()
-        .ok_or_else(|| SliceError::Internal("cast to Float64".into()))
+        .ok_or_else(|| Internal::new("a conversion to Float64 gave another type").into())
 }
 
 /// A paid-for release whose noise is fixed but not yet drawn.
@@ -480,7 +481,7 @@ impl PlannedRelease {
     /// measure its value and its 95 % interval (`<measure>_ci_low`,
     /// `<measure>_ci_high`). Call only once the budget is paid.
     pub fn release(self) -> Result<RecordBatch, SliceError> {
-        let fault = |e: String| SliceError::Internal(e);
+        let fault = |e: String| SliceError::from(Internal::caused("drawing the noise", e));
         let count = self
             .count
             .map(|c| c.release().map(|noised| Released { noised }))
@@ -512,7 +513,7 @@ impl PlannedRelease {
                 arrays.push(array);
             }
         };
-        let unplanned = || SliceError::Internal("a count was not planned".into());
+        let unplanned = || Internal::new("a count was not planned");
         for m in &self.measures {
             let name = m.output_name();
             match m {
@@ -529,7 +530,7 @@ impl PlannedRelease {
             }
         }
         let schema = Arc::new(Schema::new(fields));
-        RecordBatch::try_new(schema, arrays).map_err(|e| SliceError::Internal(e.to_string()))
+        Ok(RecordBatch::try_new(schema, arrays).or_internal("assembling the released answer")?)
     }
 }
 

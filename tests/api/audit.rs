@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sluice::audit::{Record, read_all, verify};
+use sluice::audit::{Decision, Event, Outcome, Phase, Record, read_all, verify};
 use sluice::auth::Role;
 
 use crate::helpers::{TestApp, arrow_batches, problem, rows, spawn_app};
@@ -46,8 +46,8 @@ async fn a_data_request_leaves_a_decision_and_an_outcome_record() {
         .to_owned();
     let served = rows(&arrow_batches(response).await) as u64;
     let same = |r: &Record| r.request_id.as_deref() == Some(request_id.as_str());
-    let decision = wait_record(&app, |r| same(r) && r.phase.as_deref() == Some("decision")).await;
-    assert_eq!(decision.event, "data");
+    let decision = wait_record(&app, |r| same(r) && r.phase == Some(Phase::Decision)).await;
+    assert_eq!(decision.event, Event::Data);
     assert_eq!(decision.subject.as_deref(), Some("alice@uni.example"));
     assert_eq!(decision.roles, ["researcher"]);
     assert_eq!(decision.grant.as_deref(), Some("los-study"));
@@ -60,9 +60,9 @@ async fn a_data_request_leaves_a_decision_and_an_outcome_record() {
     );
     assert_eq!(decision.filter.as_deref(), Some("length_of_stay > 3"));
     assert_eq!(decision.format.as_deref(), Some("arrow"));
-    assert_eq!(decision.decision.as_deref(), Some("allow"));
-    let outcome = wait_record(&app, |r| same(r) && r.phase.as_deref() == Some("outcome")).await;
-    assert_eq!(outcome.outcome.as_deref(), Some("complete"));
+    assert_eq!(decision.decision, Some(Decision::Allow));
+    let outcome = wait_record(&app, |r| same(r) && r.phase == Some(Phase::Outcome)).await;
+    assert_eq!(outcome.outcome, Some(Outcome::Complete));
     assert_eq!(outcome.rows, Some(served));
     assert!(outcome.bytes.unwrap() > 0);
     assert!(outcome.duration_ms.is_some());
@@ -82,7 +82,7 @@ async fn denials_and_invalid_requests_are_recorded_too() {
     )
     .await;
     let denied = wait_record(&app, |r| {
-        r.subject.as_deref() == Some("rita@uni.example") && r.decision.as_deref() == Some("deny")
+        r.subject.as_deref() == Some("rita@uni.example") && r.decision == Some(Decision::Deny)
     })
     .await;
     assert_eq!(denied.reason.as_deref(), Some("grant-required"));
@@ -93,7 +93,7 @@ async fn denials_and_invalid_requests_are_recorded_too() {
         "unknown-column",
     )
     .await;
-    let refused = wait_record(&app, |r| r.decision.as_deref() == Some("refused")).await;
+    let refused = wait_record(&app, |r| r.decision == Some(Decision::Refused)).await;
     assert_eq!(refused.reason.as_deref(), Some("unknown-column"));
     assert_eq!(refused.subject, None);
 }
@@ -114,8 +114,7 @@ async fn admins_read_the_trail_and_nobody_else_does() {
         200
     );
     wait_record(&app, |r| {
-        r.dataset.as_deref() == Some("vaccination-coverage")
-            && r.phase.as_deref() == Some("outcome")
+        r.dataset.as_deref() == Some("vaccination-coverage") && r.phase == Some(Phase::Outcome)
     })
     .await;
     problem(app.get("/v1/audit", None).await, 401, "token-required").await;

@@ -120,3 +120,73 @@ async fn a_body_that_trickles_or_stalls_is_cut_at_the_deadline() {
     }
     assert_eq!(app.get("/healthz", None).await.status(), 200);
 }
+
+#[tokio::test]
+async fn bodies_in_flight_share_one_server_wide_budget() {
+    // Eleven query bodies stalled after 50 KB hold 550 KB of a 600 KB budget.
+    let app = spawn_app_with(50, |s| {
+        s.limits.body_timeout_secs = 8;
+        s.limits.max_body_bytes_in_flight = 600_000;
+    })
+    .await;
+    let query = "POST /v1/datasets/vaccination-coverage/query";
+    let started = Instant::now();
+    let mut stalled = Vec::new();
+    for _ in 0..11 {
+        let (status, socket) = partial_request(
+            &app,
+            query,
+            None,
+            60_000,
+            &[b' '; 50_000],
+            Duration::from_millis(100),
+        )
+        .await;
+        assert_eq!(status, None, "a body within the budget waits for the rest");
+        stalled.push(socket);
+    }
+    // The twelfth would go past it: refused at once, with a time to retry.
+    let address = app.base.trim_start_matches("http://");
+    let mut socket = TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "{query} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&[b' '; 60_000]).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 2"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"server-busy\""), "{answer}");
+    // Everyone else is served meanwhile.
+    let data = app
+        .data("vaccination-coverage", &[("limit", "3")], None)
+        .await;
+    assert_eq!(data.status(), 200);
+    // Once the stalled bodies time out, the budget is whole again.
+    for mut socket in stalled {
+        let mut answer = vec![0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut answer))
+            .await
+            .expect("an answer at the deadline")
+            .unwrap();
+        assert_eq!(&answer[9..12.min(n)], b"408");
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let body = serde_json::json!({ "columns": ["region"], "limit": 2 });
+    let response = app
+        .client
+        .post(format!(
+            "{}/v1/datasets/vaccination-coverage/query",
+            app.base
+        ))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
