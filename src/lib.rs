@@ -12,6 +12,16 @@
 //! Only `http` knows actix-web; the core modules take and return plain types
 //! and their own error enums. `startup` builds the whole server for `main`
 //! and for the tests alike.
+//!
+//! Lints: a server answers every request, so the code outside tests may
+//! not unwrap, expect or panic (each exception says why it cannot fail),
+//! and `pub` means reachable from outside the crate.
+
+#![warn(unreachable_pub)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod audit;
 pub mod auth;
@@ -34,3 +44,4 @@ pub mod startup;
 pub mod suggest;
 pub mod telemetry;
 pub mod tls;
+pub mod words;

@@ -32,38 +32,19 @@ pub struct Application {
 }
 
 impl Application {
+    /// Builds the server in the order each part needs the one before.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let storage = &settings.storage;
         std::fs::create_dir_all(&storage.state)
             .with_context(|| format!("creating state folder {}", storage.state.display()))?;
-        let catalog = Arc::new(match &storage.datasets_url {
-            Some(url) => LiveCatalog::open_url(url, &storage.state.join("staging")).await?,
-            None => open_catalog(&storage.datasets).await?,
-        });
+        let catalog = Arc::new(open_catalogue(&settings).await?);
         let policy = Arc::new(LivePolicy::load(
             &storage.policy,
             &catalog.snapshot(),
             settings.limits.max_filter_bytes,
         )?);
         let metrics = Arc::new(Metrics::new().context("metrics")?);
-        let audit = Arc::new(if settings.audit.enabled {
-            let dir = settings.audit.dir_in(&storage.state);
-            let write_latency = metrics.audit_write.clone();
-            let key = settings.audit.signing_key_in(&storage.state);
-            let checkpoints = Checkpoints {
-                key: SigningKey::load_or_create(&key)?,
-                every: Duration::from_secs(settings.audit.checkpoint_secs.max(1)),
-            };
-            AuditLog::open(
-                &dir,
-                settings.audit.max_file_bytes,
-                Some(checkpoints),
-                Box::new(move |secs| write_latency.observe(secs)),
-            )?
-        } else {
-            tracing::warn!("audit is off: accesses are not recorded");
-            AuditLog::disabled()
-        });
+        let audit = Arc::new(open_audit(&settings, &metrics)?);
         spawn_policy_watcher(
             policy.clone(),
             catalog.clone(),
@@ -71,37 +52,9 @@ impl Application {
             metrics.clone(),
             Duration::from_millis(settings.server.policy_poll_ms),
         );
-        let verifier = Verifier::new(&settings.auth, &storage.state).context("loading keys")?;
-        if settings.auth.dev_mode {
-            tracing::warn!(
-                "auth.dev_mode is on: tokens minted by `sluice token` are accepted; never use this in production"
-            );
-        }
-        let secret = Secret::load_or_create(&storage.state).context("pseudonymisation secret")?;
-        let engine = Engine::new(
-            &catalog.snapshot(),
-            secret,
-            settings.server.query_threads,
-            settings.limits.batch_rows,
-            settings.limits.stream_buffer_chunks,
-        )?;
-
-        let tls_config = match settings.tls.mode {
-            TlsMode::Off => None,
-            TlsMode::SelfSigned => {
-                let dev = DevCertificate::in_state(&storage.state);
-                dev.ensure()?;
-                Some(tls::server_config(&dev.cert, &dev.key)?)
-            }
-            TlsMode::Files => {
-                // `Settings::load` checked both are set.
-                let (Some(cert), Some(key)) = (&settings.tls.cert, &settings.tls.key) else {
-                    anyhow::bail!("tls.mode = \"files\" needs tls.cert and tls.key");
-                };
-                Some(tls::server_config(cert, key)?)
-            }
-        };
-
+        let verifier = load_verifier(&settings)?;
+        let engine = start_engine(&settings, &catalog)?;
+        let tls_config = tls_config(&settings)?;
         let state = web::Data::new(AppState {
             catalog: catalog.clone(),
             policy,
@@ -130,29 +83,7 @@ impl Application {
             )),
             ready: AtomicBool::new(false),
         });
-        let listener = TcpListener::bind(settings.server.listen)
-            .with_context(|| format!("binding {}", settings.server.listen))?;
-        let port = listener.local_addr()?.port();
-        let app_state = state.clone();
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .wrap(middleware::from_fn(http::request_id::middleware))
-                .configure(http::routes(app_state.clone()))
-        })
-        .on_connect(set_nodelay)
-        .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_grace_secs)
-        .client_request_timeout(Duration::from_secs(
-            settings.limits.request_head_timeout_secs,
-        ));
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
-        let server = match &tls_config {
-            Some(config) => server.listen_rustls_0_23(listener, (**config).clone())?,
-            None => server.listen(listener)?,
-        }
-        .run();
+        let (server, port) = bind(&settings, state.clone(), tls_config.clone())?;
         state.ready.store(true, Ordering::Relaxed);
         tracing::info!(
             port,
@@ -205,10 +136,117 @@ impl Application {
     }
 }
 
+/// The catalogue: in an object store when `storage.datasets_url` is set,
+/// else the local folder.
+async fn open_catalogue(settings: &Settings) -> anyhow::Result<LiveCatalog> {
+    let storage = &settings.storage;
+    match &storage.datasets_url {
+        Some(url) => LiveCatalog::open_url(url, &storage.state.join("staging")).await,
+        None => open_folder_catalogue(&storage.datasets).await,
+    }
+}
+
+/// The audit trail with its checkpoint signing key, or a log that records
+/// nothing when audit is switched off.
+fn open_audit(settings: &Settings, metrics: &Metrics) -> anyhow::Result<AuditLog> {
+    if !settings.audit.enabled {
+        tracing::warn!("audit is off: accesses are not recorded");
+        return Ok(AuditLog::disabled());
+    }
+    let state = &settings.storage.state;
+    let write_latency = metrics.audit_write.clone();
+    let checkpoints = Checkpoints {
+        key: SigningKey::load_or_create(&settings.audit.signing_key_in(state))?,
+        every: Duration::from_secs(settings.audit.checkpoint_secs.max(1)),
+    };
+    Ok(AuditLog::open(
+        &settings.audit.dir_in(state),
+        settings.audit.max_file_bytes,
+        Some(checkpoints),
+        Box::new(move |secs| write_latency.observe(secs)),
+    )?)
+}
+
+/// The token verifier with its keys (the development key in dev mode).
+fn load_verifier(settings: &Settings) -> anyhow::Result<Verifier> {
+    let verifier =
+        Verifier::new(&settings.auth, &settings.storage.state).context("loading keys")?;
+    if settings.auth.dev_mode {
+        tracing::warn!(
+            "auth.dev_mode is on: tokens minted by `sluice token` are accepted; never use this in production"
+        );
+    }
+    Ok(verifier)
+}
+
+/// The query engine, with the pseudonymisation secret its masks use.
+fn start_engine(settings: &Settings, catalog: &LiveCatalog) -> anyhow::Result<Engine> {
+    let secret =
+        Secret::load_or_create(&settings.storage.state).context("pseudonymisation secret")?;
+    Ok(Engine::new(
+        &catalog.snapshot(),
+        secret,
+        settings.server.query_threads,
+        settings.limits.batch_rows,
+        settings.limits.stream_buffer_chunks,
+    )?)
+}
+
+/// The TLS configuration, or `None` for plain HTTP (`tls.mode = "off"`).
+fn tls_config(settings: &Settings) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    Ok(match settings.tls.mode {
+        TlsMode::Off => None,
+        TlsMode::SelfSigned => {
+            let dev = DevCertificate::in_state(&settings.storage.state);
+            dev.ensure()?;
+            Some(tls::server_config(&dev.cert, &dev.key)?)
+        }
+        TlsMode::Files => {
+            // `Settings::load` checked both are set.
+            let (Some(cert), Some(key)) = (&settings.tls.cert, &settings.tls.key) else {
+                anyhow::bail!("tls.mode = \"files\" needs tls.cert and tls.key");
+            };
+            Some(tls::server_config(cert, key)?)
+        }
+    })
+}
+
+/// Binds the listener and starts the HTTP server on it (port 0 picks a
+/// free port, returned with the server).
+fn bind(
+    settings: &Settings,
+    state: web::Data<AppState>,
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<(Server, u16)> {
+    let listener = TcpListener::bind(settings.server.listen)
+        .with_context(|| format!("binding {}", settings.server.listen))?;
+    let port = listener.local_addr()?.port();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(middleware::from_fn(http::request_id::middleware))
+            .configure(http::routes(state.clone()))
+    })
+    .on_connect(set_nodelay)
+    .disable_signals()
+    .shutdown_timeout(settings.server.shutdown_grace_secs)
+    .client_request_timeout(Duration::from_secs(
+        settings.limits.request_head_timeout_secs,
+    ));
+    if settings.server.workers > 0 {
+        server = server.workers(settings.server.workers);
+    }
+    let server = match &tls_config {
+        Some(config) => server.listen_rustls_0_23(listener, (**config).clone())?,
+        None => server.listen(listener)?,
+    }
+    .run();
+    Ok((server, port))
+}
+
 /// Opens the catalogue for serving: writable when this process can take
 /// the folder's writer lock, else read-only (a read-only mount, or another
 /// process writing it): data is still served, steward changes answer 503.
-async fn open_catalog(folder: &std::path::Path) -> anyhow::Result<LiveCatalog> {
+async fn open_folder_catalogue(folder: &std::path::Path) -> anyhow::Result<LiveCatalog> {
     match LiveCatalog::open_local(folder).await {
         Ok(catalog) => Ok(catalog),
         Err(e)

@@ -24,6 +24,8 @@ mod writer;
 
 use serde::{Deserialize, Serialize};
 
+use crate::words::words;
+
 pub use verify::{Anchor, VerifyError, VerifyReport, audit_files, read_all, verify};
 pub use writer::{AuditError, AuditLog, Checkpoints};
 
@@ -38,33 +40,6 @@ pub struct PrivacySpend {
     pub account: String,
     pub epsilon: f64,
     pub remaining: f64,
-}
-
-/// Declares a fixed set of values written as words: each variant's word
-/// is given once and serves both serde and `as_str` (metrics labels, logs).
-macro_rules! words {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub enum $name { $($(#[$vdoc])* #[serde(rename = $word)] $variant),+ }
-
-        impl $name {
-            pub const ALL: &[$name] = &[$($name::$variant),+];
-
-            /// The word written to the trail.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $word),+
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
 }
 
 words! {

@@ -14,11 +14,14 @@ use std::collections::HashSet;
 use super::passport::Visa;
 
 /// An identity as a visa issuer knows it: (`sub`, `iss`).
-pub type Identity = (String, String);
+pub(super) type Identity = (String, String);
 
 /// The identities the holder's own `LinkedIdentities` visas tie to `holder`.
 /// A visa whose value does not parse links nothing.
-pub fn identities<'a>(holder: &str, visas: impl Iterator<Item = &'a Visa>) -> HashSet<Identity> {
+pub(super) fn identities<'a>(
+    holder: &str,
+    visas: impl Iterator<Item = &'a Visa>,
+) -> HashSet<Identity> {
     visas
         .filter(|visa| visa.subject == holder)
         .filter_map(|visa| {
@@ -34,7 +37,7 @@ pub fn identities<'a>(holder: &str, visas: impl Iterator<Item = &'a Visa>) -> Ha
 
 /// `sub,iss;sub2,iss2` with URL-encoded parts; `None` if any pair is
 /// malformed (the whole visa is then ignored rather than half-read).
-pub fn parse(value: &str) -> Option<Vec<Identity>> {
+pub(super) fn parse(value: &str) -> Option<Vec<Identity>> {
     value
         .split(';')
         .map(|pair| {

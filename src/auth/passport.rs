@@ -94,13 +94,16 @@ impl Refused {
 
 /// The visa issuers this server trusts.
 #[derive(Default)]
-pub struct TrustedIssuers {
+pub(super) struct TrustedIssuers {
     issuers: Vec<(String, KeySet)>,
     broker_asserts_identity: bool,
 }
 
 impl TrustedIssuers {
-    pub fn load(config: &[VisaIssuer], broker_asserts_identity: bool) -> Result<Self, AuthError> {
+    pub(super) fn load(
+        config: &[VisaIssuer],
+        broker_asserts_identity: bool,
+    ) -> Result<Self, AuthError> {
         let issuers = config
             .iter()
             .map(|c| Ok((c.issuer.clone(), KeySet::from_jwks_file(&c.jwks_file)?)))
@@ -113,7 +116,7 @@ impl TrustedIssuers {
 
     /// The passport's valid, unconditional `ControlledAccessGrants` visas
     /// that belong to `holder` (the token's `sub`).
-    pub fn verify_all(&self, visas: &[String], leeway: u64, holder: &str) -> Vec<Visa> {
+    pub(super) fn verify_all(&self, visas: &[String], leeway: u64, holder: &str) -> Vec<Visa> {
         if self.issuers.is_empty() {
             return Vec::new();
         }

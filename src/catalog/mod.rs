@@ -68,6 +68,17 @@ pub struct Version {
     pub schema: SchemaRef,
 }
 
+crate::words::words! {
+    /// Where a dataset is in its life.
+    Status {
+        /// Registered, no data yet: visible to its stewards only.
+        Draft = "draft",
+        Published = "published",
+        /// Retired: its id stays taken; visible to its stewards only.
+        Retired = "retired",
+    }
+}
+
 /// A dataset: its manifest and every version on storage.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -93,12 +104,11 @@ impl Dataset {
         }
     }
 
-    /// `draft` (registered, no data yet), `published` or `retired`.
-    pub fn status(&self) -> &'static str {
+    pub fn status(&self) -> Status {
         match (&self.manifest.retired, self.manifest.version) {
-            (Some(_), _) => "retired",
-            (None, 0) => "draft",
-            (None, _) => "published",
+            (Some(_), _) => Status::Retired,
+            (None, 0) => Status::Draft,
+            (None, _) => Status::Published,
         }
     }
 

@@ -18,7 +18,7 @@ use crate::policy::Denial;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AuditParams {
+pub(super) struct AuditParams {
     dataset: Option<String>,
     sub: Option<String>,
     since: Option<String>,
@@ -28,7 +28,7 @@ pub struct AuditParams {
 }
 
 /// Admins only: 401 without a token, 403 `role-required` with another one.
-pub fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+pub(super) fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     match caller.principal() {
         None => Err(ApiError::TokenRequired),
         Some(p) if !p.has_role(Role::Admin) => {
@@ -38,7 +38,7 @@ pub fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-pub async fn audit(
+pub(super) async fn audit(
     state: web::Data<AppState>,
     caller: Caller,
     params: web::Query<AuditParams>,
@@ -89,7 +89,10 @@ pub async fn audit(
 
 /// `GET /metrics`: Prometheus text, for admin tokens only (a scraper is
 /// given one with `bearer_token_file`).
-pub async fn metrics(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+pub(super) async fn metrics(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
     state
         .metrics

@@ -29,7 +29,7 @@ const BUSY_RETRY_SECS: u64 = 2;
 /// Reads the whole body within `deadline`, refusing it past `limit` bytes
 /// (counted as it arrives, not trusted from `Content-Length`) and unless
 /// it is declared `application/json` (or `…+json`).
-pub async fn read_json(
+pub(super) async fn read_json(
     req: &HttpRequest,
     mut payload: web::Payload,
     budget: &Semaphore,

@@ -38,7 +38,7 @@ fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
 
 /// Whom limits count against: the subject, or the peer address of
 /// anonymous callers (and of callers whose token failed).
-pub fn rate_key(req: &HttpRequest, caller: &Caller) -> String {
+pub(super) fn rate_key(req: &HttpRequest, caller: &Caller) -> String {
     match caller.principal() {
         Some(p) => format!("sub:{}", p.sub),
         None => format!(

@@ -19,7 +19,7 @@ use crate::policy::steward::steward_scope;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListParams {
+pub(super) struct ListParams {
     q: Option<String>,
     sector: Option<String>,
     tier: Option<String>,
@@ -29,7 +29,7 @@ pub struct ListParams {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ShowParams {
+pub(super) struct ShowParams {
     grant: Option<String>,
 }
 
@@ -47,7 +47,7 @@ struct Summary<'a> {
     version: u64,
     /// `draft` (no data yet), `published` or `retired`: only stewards and
     /// admins see the first and last.
-    status: &'static str,
+    status: crate::catalog::Status,
     url: String,
 }
 
@@ -69,7 +69,7 @@ fn summary(d: &Dataset) -> Summary<'_> {
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn list(
+pub(super) async fn list(
     state: web::Data<AppState>,
     caller: Caller,
     params: web::Query<ListParams>,
@@ -147,7 +147,7 @@ fn page_token_id(token: &str) -> Option<DatasetId> {
 }
 
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
-pub async fn show(
+pub(super) async fn show(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -164,7 +164,7 @@ pub async fn show(
 
 /// A dataset's full description: metadata, typed columns, versions and the
 /// caller's own access.
-pub fn describe(
+pub(super) fn describe(
     state: &AppState,
     caller: &Caller,
     dataset: &Dataset,
@@ -253,7 +253,7 @@ pub fn describe(
 
 /// A dataset as a caller in `scope` may see it: live ones, and drafts and
 /// retired ones only within their steward scope (404 otherwise).
-pub fn visible_dataset(
+pub(super) fn visible_dataset(
     state: &AppState,
     scope: &StewardScope,
     raw_id: &str,

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::AppState;
 use super::catalog_routes::describe;
-use super::problem::ApiError;
+use super::problem::{ApiError, ConflictKind, UnprocessableKind};
 use super::steward_routes::{record, require_steward, stewarded, write_error};
 use super::trail;
 use crate::audit::Event;
@@ -20,7 +20,7 @@ use crate::catalog::change::{DecideError, ProposedChange};
 use crate::catalog::{StewardScope, WriteError};
 
 /// `GET /v1/datasets/{id}/changes`: pending and recently decided changes.
-pub async fn list(
+pub(super) async fn list(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -34,7 +34,7 @@ pub async fn list(
 }
 
 /// `POST /v1/datasets/{id}/changes/{n}/approve`.
-pub async fn approve(
+pub(super) async fn approve(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<(String, String)>,
@@ -43,7 +43,7 @@ pub async fn approve(
 }
 
 /// `POST /v1/datasets/{id}/changes/{n}/reject`.
-pub async fn reject(
+pub(super) async fn reject(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<(String, String)>,
@@ -96,19 +96,19 @@ async fn decide(
             .map_err(|e| match (refusal.take(), e) {
                 (Some(DecideError::NotFound(_)), _) => ApiError::RouteNotFound,
                 (Some(e @ DecideError::Decided(..)), _) => ApiError::Conflict {
-                    kind: "change-decided",
+                    kind: ConflictKind::ChangeDecided,
                     detail: e.to_string(),
                 },
                 (Some(e @ DecideError::Stale { .. }), _) => ApiError::Conflict {
-                    kind: "change-stale",
+                    kind: ConflictKind::ChangeStale,
                     detail: e.to_string(),
                 },
                 // Decided, but the result does not fit the data's columns.
                 (None, WriteError::Invalid(detail)) => ApiError::Conflict {
-                    kind: "change-stale",
+                    kind: ConflictKind::ChangeStale,
                     detail: format!("change {number} no longer applies: {detail}"),
                 },
-                (None, e) => write_error(e, "invalid-manifest"),
+                (None, e) => write_error(e, UnprocessableKind::InvalidManifest),
             })?;
         let mut body = describe(&state, &caller, &edited, None)?;
         if let Value::Object(map) = &mut body {

@@ -29,7 +29,7 @@ use crate::slice::{AggregateRequest, SliceRequest, SliceStream};
 /// name the parameter.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DataParams {
+pub(super) struct DataParams {
     columns: Option<String>,
     filter: Option<String>,
     limit: Option<String>,
@@ -42,7 +42,7 @@ pub struct DataParams {
 /// The JSON body of `POST …/query`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct QueryBody {
+pub(super) struct QueryBody {
     #[serde(default)]
     columns: Option<Columns>,
     filter: Option<String>,
@@ -56,7 +56,7 @@ pub struct QueryBody {
 /// Columns as a JSON list or a comma-separated string.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum Columns {
+pub(super) enum Columns {
     List(Vec<String>),
     Text(String),
 }
@@ -114,7 +114,7 @@ fn number(name: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
 }
 
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
-pub async fn get_data(
+pub(super) async fn get_data(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -142,7 +142,7 @@ pub async fn get_data(
 }
 
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
-pub async fn post_query(
+pub(super) async fn post_query(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -184,7 +184,7 @@ pub async fn post_query(
 /// Query parameters of `GET …/aggregate`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AggregateParams {
+pub(super) struct AggregateParams {
     group_by: Option<String>,
     measures: Option<String>,
     filter: Option<String>,
@@ -196,7 +196,7 @@ pub struct AggregateParams {
 }
 
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
-pub async fn get_aggregate(
+pub(super) async fn get_aggregate(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,

@@ -11,7 +11,10 @@ use crate::auth::Caller;
 use crate::policy::{self, Decision, Denial};
 
 #[tracing::instrument(skip_all)]
-pub async fn me(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+pub(super) async fn me(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
     let Caller::Principal(principal) = &caller else {
         return Err(ApiError::TokenRequired);
     };

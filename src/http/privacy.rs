@@ -16,7 +16,7 @@ use crate::policy::{AccessPlan, Basis, Budget};
 use crate::slice::PrivateQuery;
 
 /// What a DP answer spent, for its headers and its audit record.
-pub struct Paid {
+pub(super) struct Paid {
     pub spend: PrivacySpend,
     /// Each released statistic's Laplace noise scale.
     pub scales: Vec<(String, f64)>,
@@ -24,7 +24,7 @@ pub struct Paid {
 
 /// The epsilon this answer spends: what the caller asked for, or the
 /// grant's per-answer maximum.
-pub fn epsilon_for(asked: Option<f64>, budget: &Budget) -> Result<f64, ApiError> {
+pub(super) fn epsilon_for(asked: Option<f64>, budget: &Budget) -> Result<f64, ApiError> {
     let Some(asked) = asked else {
         return Ok(budget.epsilon_per_query);
     };
@@ -51,7 +51,7 @@ fn grant_id(plan: &AccessPlan) -> String {
 
 /// Prices `query` at `epsilon`, pays from the plan's budget (durably),
 /// and only then reads the rows and releases the noisy answer as a frame.
-pub async fn pay_and_release(
+pub(super) async fn pay_and_release(
     state: &AppState,
     plan: &AccessPlan,
     budget: &Budget,
@@ -108,7 +108,7 @@ fn tidy(x: f64) -> f64 {
 /// `Sluice-Privacy-Epsilon` (spent by this answer),
 /// `Sluice-Privacy-Budget-Remaining` and `Sluice-Privacy-Noise` (each
 /// statistic's Laplace scale).
-pub fn insert_headers(headers: &mut HeaderMap, paid: &Paid) -> Result<(), ApiError> {
+pub(super) fn insert_headers(headers: &mut HeaderMap, paid: &Paid) -> Result<(), ApiError> {
     let noise = paid
         .scales
         .iter()
@@ -135,7 +135,7 @@ pub fn insert_headers(headers: &mut HeaderMap, paid: &Paid) -> Result<(), ApiErr
 }
 
 /// The budget as `GET /v1/datasets/{id}` shows it in `access`.
-pub fn budget_json(state: &AppState, budget: &Budget) -> Value {
+pub(super) fn budget_json(state: &AppState, budget: &Budget) -> Value {
     let spent = state.ledger.spent(&budget.account);
     json!({
         "epsilon": budget.epsilon,

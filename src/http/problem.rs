@@ -18,6 +18,27 @@ tokio::task_local! {
     pub static REQUEST_ID: String;
 }
 
+crate::words::words! {
+    /// The problem types of 409 answers: the request conflicts with the
+    /// catalogue's state.
+    ConflictKind {
+        DatasetExists = "dataset-exists",
+        DatasetRetired = "dataset-retired",
+        TooManyDatasets = "too-many-datasets",
+        ChangeDecided = "change-decided",
+        ChangeStale = "change-stale",
+    }
+}
+
+crate::words::words! {
+    /// The problem types of 422 answers: well-formed but unacceptable content.
+    UnprocessableKind {
+        InvalidManifest = "invalid-manifest",
+        UploadInvalid = "upload-invalid",
+        SchemaMismatch = "schema-mismatch",
+    }
+}
+
 /// An error answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -83,10 +104,13 @@ pub enum ApiError {
     NotPublisher(String),
     /// The change conflicts with the catalogue's state (`kind` is the type).
     #[error("{detail}")]
-    Conflict { kind: &'static str, detail: String },
+    Conflict { kind: ConflictKind, detail: String },
     /// Well-formed but unacceptable content: a manifest or an upload.
     #[error("{detail}")]
-    Unprocessable { kind: &'static str, detail: String },
+    Unprocessable {
+        kind: UnprocessableKind,
+        detail: String,
+    },
     /// An upload body that ended early (the connection broke).
     #[error("the upload body ended before it was complete; nothing was changed")]
     UploadIncomplete,
@@ -171,7 +195,8 @@ impl ApiError {
             ApiError::AdminRequired(_) => "admin-required",
             ApiError::TooManyUploads(_) => "too-many-uploads",
             ApiError::ServerBusy(_) => "server-busy",
-            ApiError::Conflict { kind, .. } | ApiError::Unprocessable { kind, .. } => kind,
+            ApiError::Conflict { kind, .. } => kind.as_str(),
+            ApiError::Unprocessable { kind, .. } => kind.as_str(),
             ApiError::UploadTimeout(_) => "upload-timeout",
             ApiError::BodyTimeout(_) => "body-timeout",
             ApiError::UploadIncomplete => "upload-incomplete",

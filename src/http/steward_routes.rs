@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::AppState;
 use super::catalog_routes::{describe, visible_dataset};
-use super::problem::ApiError;
+use super::problem::{ApiError, ConflictKind, UnprocessableKind};
 use super::trail;
 use crate::audit::Record;
 use crate::audit::{Decision, Event, Outcome};
@@ -54,7 +54,7 @@ pub(super) fn stewarded(
 fn not_retired(dataset: &Dataset) -> Result<(), ApiError> {
     match dataset.manifest.retired {
         Some(_) => Err(ApiError::Conflict {
-            kind: "dataset-retired",
+            kind: ConflictKind::DatasetRetired,
             detail: format!("dataset '{}' is retired", dataset.id()),
         }),
         None => Ok(()),
@@ -63,7 +63,7 @@ fn not_retired(dataset: &Dataset) -> Result<(), ApiError> {
 
 fn invalid_manifest(detail: impl Into<String>) -> ApiError {
     ApiError::Unprocessable {
-        kind: "invalid-manifest",
+        kind: UnprocessableKind::InvalidManifest,
         detail: detail.into(),
     }
 }
@@ -105,19 +105,19 @@ async fn read_manifest_body(
     .await
 }
 
-pub(super) fn write_error(e: WriteError, invalid_kind: &'static str) -> ApiError {
+pub(super) fn write_error(e: WriteError, invalid_kind: UnprocessableKind) -> ApiError {
     match e {
         WriteError::NotFound => ApiError::DatasetNotFound,
         WriteError::Retired(id) => ApiError::Conflict {
-            kind: "dataset-retired",
+            kind: ConflictKind::DatasetRetired,
             detail: format!("dataset '{id}' is retired"),
         },
         WriteError::Exists(id) => ApiError::Conflict {
-            kind: "dataset-exists",
+            kind: ConflictKind::DatasetExists,
             detail: format!("a dataset with id '{id}' already exists"),
         },
         e @ WriteError::TooMany { .. } => ApiError::Conflict {
-            kind: "too-many-datasets",
+            kind: ConflictKind::TooManyDatasets,
             detail: e.to_string(),
         },
         WriteError::Invalid(detail) => ApiError::Unprocessable {
@@ -174,7 +174,7 @@ impl Drop for AbandonedUpload<'_> {
 
 /// `POST /v1/datasets`: registers a dataset's metadata (no data yet).
 #[tracing::instrument(skip_all)]
-pub async fn register(
+pub(super) async fn register(
     state: web::Data<AppState>,
     caller: Caller,
     req: HttpRequest,
@@ -195,7 +195,7 @@ pub async fn register(
             .catalog
             .register(manifest, state.limits.max_datasets_per_publisher)
             .await
-            .map_err(|e| write_error(e, "invalid-manifest"))?;
+            .map_err(|e| write_error(e, UnprocessableKind::InvalidManifest))?;
         let url = format!("/v1/datasets/{}", dataset.id());
         Ok(HttpResponse::Created()
             .insert_header((header::LOCATION, url))
@@ -212,7 +212,7 @@ pub async fn register(
 /// change for an admin (answer 202, `pending_change`); the rest apply at
 /// once. An admin's edit applies whole.
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
-pub async fn edit(
+pub(super) async fn edit(
     state: web::Data<AppState>,
     caller: Caller,
     req: HttpRequest,
@@ -272,7 +272,7 @@ pub async fn edit(
                 Ok(next)
             })
             .await
-            .map_err(|e| write_error(e, "invalid-manifest"))?;
+            .map_err(|e| write_error(e, UnprocessableKind::InvalidManifest))?;
         let mut body = describe(&state, &caller, &edited, None)?;
         let (applied, proposal) = outcome
             .as_ref()
@@ -323,7 +323,7 @@ struct EditOutcome {
 /// `DELETE /v1/datasets/{id}`: retires the dataset. It is no longer listed
 /// or served; its files and audit records stay.
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
-pub async fn retire(
+pub(super) async fn retire(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -337,7 +337,7 @@ pub async fn retire(
             .catalog
             .retire(dataset.id())
             .await
-            .map_err(|e| write_error(e, "invalid-manifest"))?;
+            .map_err(|e| write_error(e, UnprocessableKind::InvalidManifest))?;
         Ok(HttpResponse::Ok().json(describe(&state, &caller, &retired, None)?))
     }
     .await;
@@ -347,7 +347,7 @@ pub async fn retire(
 
 /// `PUT /v1/datasets/{id}/data`: uploads the dataset's next version.
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
-pub async fn upload(
+pub(super) async fn upload(
     state: web::Data<AppState>,
     caller: Caller,
     req: HttpRequest,
@@ -381,7 +381,7 @@ pub async fn upload(
             .catalog
             .staging()
             .await
-            .map_err(|e| write_error(e, "upload-invalid"))?;
+            .map_err(|e| write_error(e, UnprocessableKind::UploadInvalid))?;
         let received = receive(&state, payload, &staging).await?;
         let input = staging.body();
         let (published, summary) = ingest::upload(
@@ -396,7 +396,7 @@ pub async fn upload(
         .await
         .map_err(|e| match e {
             UploadError::Ingest(failure) => ingest_error(failure),
-            UploadError::Write(e) => write_error(e, "schema-mismatch"),
+            UploadError::Write(e) => write_error(e, UnprocessableKind::SchemaMismatch),
         })?;
         let version = published
             .dataset
@@ -513,7 +513,7 @@ async fn receive(
     file.flush().await.map_err(staging_failed)?;
     if received == 0 {
         return Err(ApiError::Unprocessable {
-            kind: "upload-invalid",
+            kind: UnprocessableKind::UploadInvalid,
             detail: "the upload body is empty".into(),
         });
     }
@@ -523,11 +523,11 @@ async fn receive(
 fn ingest_error(failure: Failure) -> ApiError {
     match failure {
         Failure::Invalid(detail) => ApiError::Unprocessable {
-            kind: "upload-invalid",
+            kind: UnprocessableKind::UploadInvalid,
             detail,
         },
         Failure::SchemaMismatch(detail) => ApiError::Unprocessable {
-            kind: "schema-mismatch",
+            kind: UnprocessableKind::SchemaMismatch,
             detail,
         },
         // The worker's cause crossed a process boundary as text.

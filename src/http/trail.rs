@@ -15,7 +15,7 @@ use crate::policy::{AccessPlan, Basis};
 use crate::slice::{Finished, OnFinish};
 
 /// The start of a record for a request by `caller` about `dataset`.
-pub fn request_record(event: Event, caller: &Caller, dataset: &str) -> Record {
+pub(super) fn request_record(event: Event, caller: &Caller, dataset: &str) -> Record {
     let principal = caller.principal();
     Record {
         phase: Some(Phase::Decision),
@@ -38,7 +38,7 @@ pub fn request_record(event: Event, caller: &Caller, dataset: &str) -> Record {
 }
 
 /// A catalogue change's fields as the trail records them.
-pub fn field_changes(
+pub(super) fn field_changes(
     changes: &[crate::catalog::change::FieldChange],
 ) -> Vec<crate::audit::FieldChange> {
     changes
@@ -53,7 +53,7 @@ pub fn field_changes(
 }
 
 /// Adds the grant and purpose of an allowed plan, and the visa it rests on.
-pub fn with_plan(mut record: Record, plan: &AccessPlan) -> Record {
+pub(super) fn with_plan(mut record: Record, plan: &AccessPlan) -> Record {
     record.visa = plan.visa.as_ref().map(|v| VisaEvidence {
         issuer: v.issuer.clone(),
         subject: v.subject.clone(),
@@ -73,7 +73,7 @@ pub fn with_plan(mut record: Record, plan: &AccessPlan) -> Record {
 }
 
 /// Records a refused request (denied by policy, or invalid).
-pub fn refused(state: &AppState, mut record: Record, error: &ApiError) {
+pub(super) fn refused(state: &AppState, mut record: Record, error: &ApiError) {
     record.decision = Some(match error {
         ApiError::Denied(_)
         | ApiError::AggregateOnly(_)
@@ -86,7 +86,7 @@ pub fn refused(state: &AppState, mut record: Record, error: &ApiError) {
 
 /// Records the decision to serve and waits until it is on disk: no byte of
 /// data leaves before its decision is durable.
-pub async fn allowed(state: &AppState, record: &Record) -> Result<(), ApiError> {
+pub(super) async fn allowed(state: &AppState, record: &Record) -> Result<(), ApiError> {
     let mut record = record.clone();
     record.decision = Some(Decision::Allow);
     state.audit.append_durable(record).await.map_err(|e| {
@@ -100,7 +100,7 @@ pub async fn allowed(state: &AppState, record: &Record) -> Result<(), ApiError> 
 /// behind the engine's first batch, and still no byte of data leaves before
 /// the record is on disk. If the record cannot be written, the stream is
 /// dropped (which stops its work) and the caller gets 503.
-pub async fn durable_then<T>(
+pub(super) async fn durable_then<T>(
     state: &AppState,
     record: &Record,
     start: impl std::future::Future<Output = Result<T, crate::slice::SliceError>>,
@@ -111,7 +111,7 @@ pub async fn durable_then<T>(
 }
 
 /// The callback that records how the stream ended.
-pub fn on_finish(
+pub(super) fn on_finish(
     state: &AppState,
     mut record: Record,
     started: Instant,

@@ -20,7 +20,7 @@ use crate::catalog::Manifest;
 
 /// A `visa_grant` value as stored: an absolute `http(s)` URL with a host,
 /// no user info, query or fragment, in its normal form.
-pub fn dataset_url(text: &str) -> Result<String, String> {
+pub(super) fn dataset_url(text: &str) -> Result<String, String> {
     let url = Url::parse(text).map_err(|e| format!("value '{text}' is not a URL: {e}"))?;
     if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
         return Err(format!(

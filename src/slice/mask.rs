@@ -13,7 +13,7 @@ use super::pseudonym::Secret;
 use crate::domain::Mask;
 
 /// The expression serving column `name` of `data_type` through `mask`.
-pub fn masked_column(
+pub(super) fn masked_column(
     name: &str,
     data_type: &DataType,
     mask: Option<Mask>,

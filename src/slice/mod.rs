@@ -150,8 +150,8 @@ impl Drop for QueryRuntime {
 }
 
 impl QueryRuntime {
+    #[allow(clippy::expect_used, reason = "only `drop` takes the runtime out")]
     fn handle(&self) -> &tokio::runtime::Handle {
-        // Only `drop` takes the runtime out.
         self.0
             .as_ref()
             .map(|rt| rt.handle())

@@ -68,6 +68,7 @@ impl Secret {
 
     /// The key of one project.
     fn project_key(&self, project: &str) -> [u8; 32] {
+        #[allow(clippy::expect_used, reason = "HMAC takes keys of any length")]
         let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes keys of any length");
         mac.update(b"sluice-pseudonym-v1:");
         mac.update(project.as_bytes());
@@ -92,6 +93,7 @@ struct Pseudonym {
 
 /// Hex of the first 16 bytes (128 bits) of HMAC-SHA-256(key, text).
 fn pseudonym_of(key: &[u8; 32], text: &str) -> String {
+    #[allow(clippy::expect_used, reason = "HMAC takes keys of any length")]
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(text.as_bytes());
     let digest = mac.finalize().into_bytes();
