@@ -14,6 +14,7 @@
 //! one after each committed change.
 
 pub mod change;
+pub mod citation;
 pub mod edit;
 pub mod live;
 pub mod local;

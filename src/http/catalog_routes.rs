@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::problem::ApiError;
 use crate::auth::Caller;
+use crate::catalog::citation::Cited;
 use crate::catalog::{Dataset, SearchQuery, StewardScope};
 use crate::domain::{DatasetId, Tier};
 use crate::internal::OrInternal;
@@ -269,4 +270,66 @@ pub(super) fn visible_dataset(
         return Err(ApiError::DatasetNotFound);
     }
     Ok(dataset)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CitationParams {
+    format: Option<String>,
+    version: Option<String>,
+}
+
+/// `GET /v1/datasets/{id}/citation`: how to cite a version (the current one
+/// unless `version=` pins another), as CFF (`format=cff`, the default) or
+/// BibTeX (`format=bibtex`). Public metadata, like the dataset's page.
+pub(super) async fn citation(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    params: web::Query<CitationParams>,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let dataset = visible_dataset(&state, &steward_scope(&caller), &path)?;
+    let number = match params.version.as_deref() {
+        None => None,
+        Some(text) => Some(text.parse::<u64>().map_err(|_| {
+            ApiError::InvalidParameter("version must be a version number".into())
+        })?),
+    };
+    let version = dataset
+        .version(number)
+        .ok_or_else(|| ApiError::VersionNotFound(number.unwrap_or(0)))?;
+    let connection = req.connection_info();
+    let url = format!(
+        "{}://{}/v1/datasets/{}",
+        connection.scheme(),
+        connection.host(),
+        dataset.id()
+    );
+    let cited = Cited {
+        manifest: &dataset.manifest,
+        version,
+        url: &url,
+    };
+    let (body, content_type, extension) = match params.format.as_deref().unwrap_or("cff") {
+        "cff" => (cited.cff(), "application/x-yaml; charset=utf-8", "cff"),
+        "bibtex" => (cited.bibtex(), "application/x-bibtex; charset=utf-8", "bib"),
+        other => {
+            return Err(ApiError::InvalidParameter(format!(
+                "format '{}' is not a citation format: use cff or bibtex",
+                crate::echo::cut(other)
+            )));
+        }
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            format!(
+                "inline; filename=\"{}-v{}.{extension}\"",
+                dataset.id(),
+                version.number
+            ),
+        ))
+        .body(body))
 }

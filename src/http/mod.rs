@@ -82,6 +82,10 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
                         "/datasets/{id}/query",
                         web::post().to(data_routes::post_query),
                     )
+                    .route(
+                        "/datasets/{id}/citation",
+                        web::get().to(catalog_routes::citation),
+                    )
                     .route("/datasets/{id}/changes", web::get().to(change_routes::list))
                     .route(
                         "/datasets/{id}/changes/{n}/approve",

@@ -10,6 +10,7 @@ mod auth;
 mod bodies;
 mod bounds;
 mod catalog;
+mod citation;
 mod cli;
 mod crash;
 mod data;
