@@ -19,6 +19,7 @@ pub mod edit;
 pub mod live;
 pub mod local;
 pub mod manifest;
+pub mod search;
 pub mod store_root;
 
 use std::collections::BTreeMap;
@@ -139,29 +140,45 @@ pub enum StewardScope {
 /// A catalogue search: words, sector, tier and a page.
 #[derive(Debug, Clone, Default)]
 pub struct SearchQuery {
-    /// Words that must all appear in the title, description or keywords.
+    /// Words that must all match (see [`search`]); results are ranked.
     pub words: Vec<String>,
     pub sector: Option<String>,
     pub tier: Option<Tier>,
-    /// Return datasets whose id sorts after this one (keyset paging).
-    pub after: Option<DatasetId>,
+    /// Return the results ranked after this one (keyset paging).
+    pub after: Option<Cursor>,
     pub page_size: usize,
     /// Whose drafts and retired datasets to include.
     pub steward: StewardScope,
+}
+
+/// A place in a ranking: results come by score (highest first), then id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    pub score: f64,
+    pub id: DatasetId,
+}
+
+impl Cursor {
+    /// Whether `(score, id)` ranks after this place.
+    fn precedes(&self, score: f64, id: &DatasetId) -> bool {
+        score < self.score || (score == self.score && id > &self.id)
+    }
 }
 
 /// One page of search results.
 #[derive(Debug)]
 pub struct SearchPage<'a> {
     pub datasets: Vec<&'a Dataset>,
-    /// The id to pass as `page_token` for the next page, if there is one.
-    pub next: Option<&'a DatasetId>,
+    /// Where the next page starts, if there is one.
+    pub next: Option<Cursor>,
 }
 
 /// All datasets, loaded from storage.
 pub struct Catalog {
     store: Arc<dyn ObjectStore>,
     datasets: BTreeMap<DatasetId, Arc<Dataset>>,
+    /// Built on the first search of this snapshot.
+    index: std::sync::OnceLock<search::SearchIndex>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -190,7 +207,11 @@ impl Catalog {
                 datasets.insert(id, Arc::new(dataset));
             }
         }
-        Ok(Self { store, datasets })
+        Ok(Self {
+            store,
+            datasets,
+            index: Default::default(),
+        })
     }
 
     /// This catalogue with one dataset added or replaced.
@@ -200,6 +221,7 @@ impl Catalog {
         Self {
             store: self.store.clone(),
             datasets,
+            index: Default::default(),
         }
     }
 
@@ -224,11 +246,13 @@ impl Catalog {
     }
 
     pub fn search(&self, query: &SearchQuery) -> SearchPage<'_> {
-        let words: Vec<String> = query.words.iter().map(|w| w.to_lowercase()).collect();
-        let mut hits = self
+        let index = self
+            .index
+            .get_or_init(|| search::SearchIndex::build(self.datasets.values().map(|d| &**d)));
+        let stems = search::SearchIndex::query_stems(&query.words.join(" "));
+        let mut hits: Vec<(f64, &Dataset)> = self
             .datasets
             .values()
-            .filter(|d| query.after.as_ref().is_none_or(|after| d.id() > after))
             .filter(|d| d.manifest.is_live() || d.stewarded_by(&query.steward))
             .filter(|d| query.tier.is_none_or(|t| d.manifest.tier == t))
             .filter(|d| {
@@ -237,29 +261,28 @@ impl Catalog {
                     .as_ref()
                     .is_none_or(|s| d.manifest.sector.eq_ignore_ascii_case(s))
             })
-            .filter(|d| matches_words(&d.manifest, &words));
-        let datasets: Vec<&Dataset> = hits.by_ref().take(query.page_size).map(|d| &**d).collect();
-        let next = if hits.next().is_some() {
-            datasets.last().map(|d| d.id())
-        } else {
-            None
-        };
-        SearchPage { datasets, next }
+            .filter_map(|d| Some((index.score(d.id(), &stems)?, &**d)))
+            .filter(|(score, d)| {
+                query
+                    .after
+                    .as_ref()
+                    .is_none_or(|after| after.precedes(*score, d.id()))
+            })
+            .collect();
+        hits.sort_by(|(a, x), (b, y)| b.total_cmp(a).then_with(|| x.id().cmp(y.id())));
+        let more = hits.len() > query.page_size;
+        hits.truncate(query.page_size);
+        let next = more.then(|| {
+            hits.last().map(|(score, d)| Cursor {
+                score: *score,
+                id: d.id().clone(),
+            })
+        });
+        SearchPage {
+            datasets: hits.into_iter().map(|(_, d)| d).collect(),
+            next: next.flatten(),
+        }
     }
-}
-
-fn matches_words(manifest: &Manifest, words: &[String]) -> bool {
-    if words.is_empty() {
-        return true;
-    }
-    let text = format!(
-        "{} {} {}",
-        manifest.title,
-        manifest.description,
-        manifest.keywords.join(" ")
-    )
-    .to_lowercase();
-    words.iter().all(|w| text.contains(w.as_str()))
 }
 
 /// Reads one dataset's manifest and committed versions; `None` when its

@@ -12,7 +12,7 @@ use super::AppState;
 use super::problem::ApiError;
 use crate::auth::Caller;
 use crate::catalog::citation::Cited;
-use crate::catalog::{Dataset, SearchQuery, StewardScope};
+use crate::catalog::{Cursor, Dataset, SearchQuery, StewardScope};
 use crate::domain::{DatasetId, Tier};
 use crate::internal::OrInternal;
 use crate::policy;
@@ -49,6 +49,11 @@ struct Summary<'a> {
     /// `draft` (no data yet), `published` or `retired`: only stewards and
     /// admins see the first and last.
     status: crate::catalog::Status,
+    /// Rows and publication time of the current version (0 and none for a draft).
+    rows: u64,
+    updated: Option<String>,
+    /// The columns' names (their types and classes are on the dataset's page).
+    columns: Vec<&'a str>,
     url: String,
 }
 
@@ -65,6 +70,13 @@ fn summary(d: &Dataset) -> Summary<'_> {
         keywords: &m.keywords,
         version: m.version,
         status: d.status(),
+        rows: d.current().map_or(0, |v| v.rows),
+        updated: d.current().and_then(|v| {
+            v.published
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        }),
+        columns: m.columns.iter().map(|c| c.name.as_str()).collect(),
         url: format!("/v1/datasets/{}", m.id),
     }
 }
@@ -98,7 +110,7 @@ pub(super) async fn list(
         .page_token
         .as_deref()
         .map(|t| {
-            page_token_id(t).ok_or_else(|| {
+            page_cursor(t).ok_or_else(|| {
                 ApiError::InvalidParameter("page_token is not one this server issued".into())
             })
         })
@@ -122,29 +134,35 @@ pub(super) async fn list(
     let datasets: Vec<Summary> = page.datasets.iter().map(|d| summary(d)).collect();
     Ok(HttpResponse::Ok().json(json!({
         "datasets": datasets,
-        "next_page_token": page.next.map(page_token),
+        "next_page_token": page.next.as_ref().map(page_token),
     })))
 }
 
-/// Page tokens are opaque (the last id of the page, marked and encoded), so
-/// a token this server did not issue is refused rather than read as an id.
-const PAGE_TOKEN_MARK: &str = "p1.";
+/// Page tokens are opaque (where the page ended in the ranking, marked and
+/// encoded), so a token this server did not issue is refused rather than
+/// read as an id.
+const PAGE_TOKEN_MARK: &str = "p2.";
 
-fn page_token(after: &DatasetId) -> String {
+fn page_token(after: &Cursor) -> String {
     use base64::Engine;
+    let place = format!("{:016x}.{}", after.score.to_bits(), after.id);
     format!(
         "{PAGE_TOKEN_MARK}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(after.as_str())
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(place)
     )
 }
 
-fn page_token_id(token: &str) -> Option<DatasetId> {
+fn page_cursor(token: &str) -> Option<Cursor> {
     use base64::Engine;
     let encoded = token.strip_prefix(PAGE_TOKEN_MARK)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(encoded)
         .ok()?;
-    DatasetId::parse(std::str::from_utf8(&bytes).ok()?).ok()
+    let (bits, id) = std::str::from_utf8(&bytes).ok()?.split_once('.')?;
+    Some(Cursor {
+        score: f64::from_bits(u64::from_str_radix(bits, 16).ok()?),
+        id: DatasetId::parse(id).ok()?,
+    })
 }
 
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
@@ -290,12 +308,13 @@ pub(super) async fn citation(
     req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let dataset = visible_dataset(&state, &steward_scope(&caller), &path)?;
-    let number = match params.version.as_deref() {
-        None => None,
-        Some(text) => Some(text.parse::<u64>().map_err(|_| {
-            ApiError::InvalidParameter("version must be a version number".into())
-        })?),
-    };
+    let number =
+        match params.version.as_deref() {
+            None => None,
+            Some(text) => Some(text.parse::<u64>().map_err(|_| {
+                ApiError::InvalidParameter("version must be a version number".into())
+            })?),
+        };
     let version = dataset
         .version(number)
         .ok_or_else(|| ApiError::VersionNotFound(number.unwrap_or(0)))?;

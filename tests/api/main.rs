@@ -21,5 +21,6 @@ mod https;
 mod policy;
 mod privacy;
 mod revocation;
+mod search;
 mod steward;
 mod visas;
