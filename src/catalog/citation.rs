@@ -121,6 +121,9 @@ mod tests {
             .filter(|c| matches!(c, '{' | '}'))
             .count();
         assert_eq!(depth, 0);
-        assert_eq!(bib("50% & $5 #1 a_b ~^\\"), "50\\% \\& \\$5 \\#1 a\\_b \\textasciitilde{}\\textasciicircum{}\\textbackslash{}");
+        assert_eq!(
+            bib("50% & $5 #1 a_b ~^\\"),
+            "50\\% \\& \\$5 \\#1 a\\_b \\textasciitilde{}\\textasciicircum{}\\textbackslash{}"
+        );
     }
 }

@@ -68,7 +68,6 @@ async fn a_version_is_cited_as_cff_and_bibtex() {
         "version-not-found",
     )
     .await;
-
 }
 
 #[tokio::test]
