@@ -195,7 +195,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(async {
+                let banner = first_start_banner(&settings);
                 let app = Application::build(settings).await?;
+                eprintln!("{}", banner(app.port(), app.is_https()));
                 app.run_until_stopped().await?;
                 anyhow::Ok(())
             })
@@ -403,5 +405,45 @@ async fn policy_command(settings: Settings, command: PolicyCommand) -> anyhow::R
             );
             Ok(())
         }
+    }
+}
+
+/// What a new user needs once the server is up: its URL, the CA to trust,
+/// a request that works as pasted, and how to get a token. Printed to
+/// stderr (the log goes there too), after the listener is bound.
+fn first_start_banner(settings: &Settings) -> impl FnOnce(u16, bool) -> String + use<> {
+    let listen = settings.server.listen;
+    let self_signed = settings.tls.mode == sluice::config::TlsMode::SelfSigned;
+    let ca = sluice::tls::DevCertificate::in_state(&settings.storage.state).ca;
+    let dev_mode = settings.auth.dev_mode;
+    move |port, https| {
+        // Absolute, so the lines work from any folder.
+        let ca = std::fs::canonicalize(&ca).unwrap_or(ca);
+        let host = if listen.ip().is_loopback() || listen.ip().is_unspecified() {
+            "localhost".to_owned()
+        } else {
+            listen.ip().to_string()
+        };
+        let url = format!("{}://{host}:{port}", if https { "https" } else { "http" });
+        let trust = if self_signed {
+            format!(" --cacert {}", ca.display())
+        } else {
+            String::new()
+        };
+        let mut text = format!(
+            "\nSluice is serving {url}\n  try:  curl{trust} {url}/v1/datasets\n"
+        );
+        if self_signed {
+            text.push_str(&format!(
+                "  the development CA (trust it in clients): {}\n",
+                ca.display()
+            ));
+        }
+        if dev_mode {
+            text.push_str(
+                "  a development token:  sluice token --sub you@example.org --role researcher\n",
+            );
+        }
+        text
     }
 }
