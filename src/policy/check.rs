@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use super::file::{Grant, Policy, PolicyError};
+use super::file::{Grant, Policy, PolicyError, Problem};
 use crate::catalog::{Catalog, Manifest};
 use crate::domain::{Classification, ColumnName, DatasetId, Mode};
 use crate::filter::{self, FilterError};
@@ -48,17 +48,24 @@ impl Policy {
         max_filter_bytes: usize,
     ) -> Result<Vec<PolicyWarning>, PolicyError> {
         // Every error is collected, so one run shows them all.
-        let mut errors: Vec<(String, String)> = Vec::new();
+        let mut errors: Vec<Problem> = Vec::new();
         if self.disclosure.min_count == 0 || self.disclosure.round_to == 0 {
-            errors.push((
-                "[disclosure]".into(),
-                "min_count and round_to must be at least 1".into(),
-            ));
+            errors.push(Problem {
+                line: self.lines.disclosure,
+                place: "[disclosure]".into(),
+                problem: "min_count and round_to must be at least 1: write min_count = 10 and round_to = 5 (or your own values)".into(),
+            });
         }
         let mut warnings = Vec::new();
         let mut ids = HashSet::new();
-        for grant in &self.grants {
-            let mut bad = |p: String| errors.push((grant.id.clone(), p));
+        for (i, grant) in self.grants.iter().enumerate() {
+            let mut bad = |problem: String| {
+                errors.push(Problem {
+                    line: self.lines.grants.get(i).copied(),
+                    place: format!("grant '{}'", grant.id),
+                    problem,
+                })
+            };
             let mut warn = |p: String| {
                 warnings.push(PolicyWarning {
                     grant: grant.id.clone(),
@@ -119,19 +126,22 @@ impl Policy {
             }
         }
         let mut visa_datasets = HashSet::new();
-        for visa in &self.visa_grants {
+        for (i, visa) in self.visa_grants.iter().enumerate() {
             let name = format!("visa_grant {}", visa.dataset);
+            let mut bad = |problem: &str| {
+                errors.push(Problem {
+                    line: self.lines.visa_grants.get(i).copied(),
+                    place: name.clone(),
+                    problem: problem.to_owned(),
+                })
+            };
             if visa.mode == Mode::Dp {
-                errors.push((
-                    name.clone(),
-                    "mode = \"dp\" needs a privacy budget, which only a [[grant]] carries: use \"aggregate\" or \"rows\"".into(),
-                ));
+                bad(
+                    "mode = \"dp\" needs a privacy budget, which only a [[grant]] carries: use \"aggregate\" or \"rows\"",
+                );
             }
             if !visa_datasets.insert(&visa.dataset) {
-                errors.push((
-                    name.clone(),
-                    "another visa_grant names the same dataset: keep one".into(),
-                ));
+                bad("another visa_grant names the same dataset: keep one");
             }
             let mut warn = |p: String| {
                 warnings.push(PolicyWarning {

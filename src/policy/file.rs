@@ -53,21 +53,70 @@ pub enum PolicyError {
     #[error("{}", grant_problems(file, problems))]
     Grants {
         file: String,
-        /// (grant, what is wrong and what to write instead)
-        problems: Vec<(String, String)>,
+        problems: Vec<Problem>,
     },
 }
 
-fn grant_problems(file: &str, problems: &[(String, String)]) -> String {
+/// One thing wrong in a policy file: where, and what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The line of the table it is in (`[[grant]]`, `[disclosure]`), when known.
+    pub line: Option<usize>,
+    /// `grant 'id'`, `visa_grant dataset` or `[disclosure]`.
+    pub place: String,
+    pub problem: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        write!(f, "{}: {}", self.place, self.problem)
+    }
+}
+
+fn grant_problems(file: &str, problems: &[Problem]) -> String {
     match problems {
-        [(grant, problem)] => format!("{file}: grant '{grant}': {problem}"),
+        [problem] => format!("{file}: {problem}"),
         _ => {
             let mut out = format!("{file}: {} problems", problems.len());
-            for (grant, problem) in problems {
-                out.push_str(&format!("\n  grant '{grant}': {problem}"));
+            for problem in problems {
+                out.push_str(&format!("\n  {problem}"));
             }
             out
         }
+    }
+}
+
+/// Where each table of a policy file starts (1-based lines), found by its
+/// header, so a problem can name the line to fix. Tables written inline
+/// (`grant = [{ … }]`) have no header and get no line.
+#[derive(Debug, Clone, Default)]
+pub struct SourceLines {
+    pub grants: Vec<usize>,
+    pub visa_grants: Vec<usize>,
+    pub disclosure: Option<usize>,
+}
+
+impl SourceLines {
+    fn of(text: &str) -> Self {
+        let mut lines = Self::default();
+        for (i, line) in text.lines().enumerate() {
+            let header: String = line
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            match header.as_str() {
+                "[[grant]]" => lines.grants.push(i + 1),
+                "[[visa_grant]]" => lines.visa_grants.push(i + 1),
+                "[disclosure]" => lines.disclosure = Some(i + 1),
+                _ => {}
+            }
+        }
+        lines
     }
 }
 
@@ -82,6 +131,9 @@ pub struct Policy {
     pub visa_grants: Vec<VisaGrant>,
     #[serde(default)]
     pub disclosure: Disclosure,
+    /// Where each table is in the file, for error messages.
+    #[serde(skip)]
+    pub lines: SourceLines,
 }
 
 /// What a verified visa for `dataset` grants.
@@ -232,10 +284,12 @@ impl Policy {
     }
 
     pub fn parse(text: &str, file: &str) -> Result<Self, PolicyError> {
-        toml::from_str(text).map_err(|e| PolicyError::Syntax {
+        let mut policy: Self = toml::from_str(text).map_err(|e| PolicyError::Syntax {
             file: file.to_owned(),
             message: e.to_string(),
-        })
+        })?;
+        policy.lines = SourceLines::of(text);
+        Ok(policy)
     }
 
     /// Grants whose last valid day is before `today` (still loaded: they
