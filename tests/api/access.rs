@@ -96,20 +96,14 @@ async fn pseudonyms_link_within_a_project_and_not_across() {
 async fn an_organisation_grant_applies_to_its_members_only() {
     let app = spawn_app().await;
     let metadata: Value = app
-        .get("/v1/datasets/hospital-admissions", Some(&agency(&app)))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/v1/datasets/hospital-admissions", Some(&agency(&app)))
+        .await;
     assert_eq!(metadata["access"]["basis"]["id"], "agency-statistics");
     assert_eq!(metadata["access"]["mode"], "aggregate");
     let outsider = app.researcher();
     let metadata: Value = app
-        .get("/v1/datasets/hospital-admissions", Some(&outsider))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/v1/datasets/hospital-admissions", Some(&outsider))
+        .await;
     assert_eq!(metadata["access"]["reason"], "grant-required");
 }
 

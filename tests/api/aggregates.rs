@@ -17,6 +17,15 @@ use crate::helpers::{
 
 const ID: &str = "hospital-admissions";
 
+/// Five quasi-identifiers on which some people in the sample are unique.
+const QUASI: [&str; 5] = [
+    "region",
+    "age_band",
+    "sex",
+    "icd10_chapter",
+    "admission_method",
+];
+
 /// The raw rows of the sample, read from the file: the truth an attacker
 /// tries to recover.
 struct Truth {
@@ -45,6 +54,20 @@ impl Truth {
 
     fn value(&self, column: &str, row: usize) -> &str {
         &self.columns[column][row]
+    }
+
+    /// Rows no other row equals in `columns`.
+    fn unique_on<'a>(&'a self, columns: &'a [&str]) -> impl Iterator<Item = usize> + 'a {
+        (0..self.len).filter(move |&r| self.matching(columns, r) == 1)
+    }
+
+    /// A filter for row `row`'s values in `columns`.
+    fn equal_to(&self, columns: &[&str], row: usize) -> String {
+        columns
+            .iter()
+            .map(|c| format!("{c} = '{}'", self.value(c, row)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
     }
 
     /// Rows whose values in `columns` equal row `row`'s.
@@ -237,27 +260,13 @@ async fn a_filter_narrowed_to_one_person_releases_nothing_about_her() {
     let app = spawn_app_with(2000, |_| {}).await;
     let token = agency(&app);
     let truth = Truth::read(&app);
-    let quasi = [
-        "region",
-        "age_band",
-        "sex",
-        "icd10_chapter",
-        "admission_method",
-    ];
-    let unique: Vec<usize> = (0..truth.len)
-        .filter(|&r| truth.matching(&quasi, r) == 1)
-        .take(5)
-        .collect();
+    let unique: Vec<usize> = truth.unique_on(&QUASI).take(5).collect();
     assert!(
         !unique.is_empty(),
         "the sample has people unique on five attributes"
     );
     for row in unique {
-        let filter = quasi
-            .iter()
-            .map(|c| format!("{c} = '{}'", truth.value(c, row)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let filter = truth.equal_to(&QUASI, row);
         for group_by in ["discharge_destination", ""] {
             let batches = released(
                 &app,
@@ -288,16 +297,9 @@ async fn differencing_two_answers_gives_a_value_only_to_the_rounding_base() {
     ];
     let mut pairs = 0;
     let mut exact_off_base = 0;
-    for row in (0..truth.len)
-        .filter(|&r| truth.matching(&quasi, r) == 1)
-        .take(40)
-    {
-        let region = format!("region = '{}'", truth.value("region", row));
-        let her = quasi
-            .iter()
-            .map(|c| format!("{c} = '{}'", truth.value(c, row)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+    for row in truth.unique_on(&quasi).take(40) {
+        let region = truth.equal_to(&["region"], row);
+        let her = truth.equal_to(&quasi, row);
         let without = format!("{region} AND NOT ({her})");
         let mut sums = Vec::new();
         for filter in [region.as_str(), without.as_str()] {
@@ -572,21 +574,8 @@ async fn a_filter_that_could_fail_on_some_rows_is_no_oracle() {
     let app = spawn_app_with(2000, |_| {}).await;
     let token = agency(&app);
     let truth = Truth::read(&app);
-    let quasi = [
-        "region",
-        "age_band",
-        "sex",
-        "icd10_chapter",
-        "admission_method",
-    ];
-    let row = (0..truth.len)
-        .find(|&r| truth.matching(&quasi, r) == 1)
-        .expect("someone unique");
-    let her = quasi
-        .iter()
-        .map(|c| format!("{c} = '{}'", truth.value(c, row)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let row = truth.unique_on(&QUASI).next().expect("someone unique");
+    let her = truth.equal_to(&QUASI, row);
     let value = truth.value("discharge_destination", row).len() as i64;
     // Guessing one of her values with a division that would fail only on
     // her row (by zero, or the smallest integer by -1): every guess answers

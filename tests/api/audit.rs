@@ -126,20 +126,12 @@ async fn admins_read_the_trail_and_nobody_else_does() {
     .await;
     let admin = app.token("ada@sluice.example", &[Role::Admin], &[]);
     let body: serde_json::Value = app
-        .get("/v1/audit?dataset=school-enrolment", Some(&admin))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/v1/audit?dataset=school-enrolment", Some(&admin))
+        .await;
     let records = body["records"].as_array().unwrap();
     assert!(!records.is_empty());
     assert!(records.iter().all(|r| r["dataset"] == "school-enrolment"));
-    let page: serde_json::Value = app
-        .get("/v1/audit?page_size=1", Some(&admin))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: serde_json::Value = app.get_json("/v1/audit?page_size=1", Some(&admin)).await;
     assert_eq!(page["records"].as_array().unwrap().len(), 1);
     assert!(page["next_page_token"].is_string());
     problem(

@@ -9,10 +9,9 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use sluice::auth::Role;
 
-use crate::crash::{binary_config, start, steward_token, wait_up};
 use crate::helpers::{
-    OBSERVATORY, observatory_steward as steward, problem, register, spawn_app, spawn_app_with,
-    upload,
+    BinaryServer, OBSERVATORY, arrow_stream, edit, observatory_steward as steward, problem,
+    register, spawn_app, spawn_app_with, upload,
 };
 
 const ORG: &str = OBSERVATORY;
@@ -39,22 +38,19 @@ const HEADER_BYTES: usize = 250 * 1024 * 1024;
 
 #[tokio::test]
 async fn a_250_mb_csv_header_gets_a_short_error_and_the_server_does_not_hold_it() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("datasets")).unwrap();
-    let (config, base) = binary_config(dir.path(), "policy_poll_ms = 60000");
-    let client = reqwest::Client::new();
-    let mut server = start(&config);
-    wait_up(&client, &base).await;
-    let token = steward_token(dir.path(), ORG);
+    let mut server = BinaryServer::empty("policy_poll_ms = 60000");
+    server.start().await;
+    let token = server.steward(ORG);
+    let client = &server.client;
     let r = client
-        .post(format!("{base}/v1/datasets"))
+        .post(server.url("/v1/datasets"))
         .bearer_auth(&token)
         .json(&manifest("wide"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let before = peak_rss(server.id());
+    let before = peak_rss(server.pid());
 
     // One header field of 250 MB, streamed from one shared 1 MiB chunk.
     let chunk = Bytes::from(vec![b'a'; 1024 * 1024]);
@@ -63,7 +59,7 @@ async fn a_250_mb_csv_header_gets_a_short_error_and_the_server_does_not_hold_it(
     );
     let started = Instant::now();
     let r = client
-        .put(format!("{base}/v1/datasets/wide/data"))
+        .put(server.url("/v1/datasets/wide/data"))
         .bearer_auth(&token)
         .header("content-type", "text/csv")
         .body(reqwest::Body::wrap_stream(body))
@@ -79,7 +75,7 @@ async fn a_250_mb_csv_header_gets_a_short_error_and_the_server_does_not_hold_it(
         problem["detail"].as_str().unwrap().contains("header"),
         "{problem}"
     );
-    let after = peak_rss(server.id());
+    let after = peak_rss(server.pid());
     eprintln!(
         "peak RSS {} MB before, {} MB after, {:?}",
         before >> 20,
@@ -91,10 +87,9 @@ async fn a_250_mb_csv_header_gets_a_short_error_and_the_server_does_not_hold_it(
         after - before < 64 * 1024 * 1024,
         "peak RSS grew from {before} to {after}"
     );
-    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    let health = client.get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
 }
 
 /// An Arrow IPC stream with one column of this name.
@@ -104,16 +99,11 @@ fn arrow_with_column(name: &str) -> Vec<u8> {
     use std::sync::Arc;
     let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Int64, true)]));
     let batch = RecordBatch::try_new(
-        schema.clone(),
+        schema,
         vec![Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef],
     )
     .unwrap();
-    let mut out = Vec::new();
-    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, &schema).unwrap();
-    writer.write(&batch).unwrap();
-    writer.finish().unwrap();
-    drop(writer);
-    out
+    arrow_stream(&batch)
 }
 
 #[tokio::test]
@@ -260,14 +250,13 @@ async fn manifests_are_capped_in_count_per_publisher_and_in_size() {
     );
     problem(register(&app, &other, &m).await, 422, "invalid-manifest").await;
     // An edit is held to the same caps.
-    let r = app
-        .client
-        .patch(app.url("/v1/datasets/elsewhere"))
-        .bearer_auth(&other)
-        .json(&json!({"description": "d".repeat(5000)}))
-        .send()
-        .await
-        .unwrap();
+    let r = edit(
+        &app,
+        &other,
+        "elsewhere",
+        json!({"description": "d".repeat(5000)}),
+    )
+    .await;
     problem(r, 422, "invalid-manifest").await;
 
     // So a full listing page stays small.

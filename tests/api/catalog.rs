@@ -133,11 +133,8 @@ async fn dataset_metadata_shows_schema_versions_and_the_callers_access() {
 
     let alice = app.alice();
     let mine: Value = app
-        .get("/v1/datasets/hospital-admissions", Some(&alice))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/v1/datasets/hospital-admissions", Some(&alice))
+        .await;
     assert_eq!(mine["access"]["allowed"], true);
     assert_eq!(mine["access"]["basis"]["id"], "los-study");
     assert_eq!(mine["access"]["max_rows"], 250);
@@ -152,11 +149,8 @@ async fn dataset_metadata_shows_schema_versions_and_the_callers_access() {
 
     let rita = app.researcher();
     let theirs: Value = app
-        .get("/v1/datasets/hospital-admissions", Some(&rita))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/v1/datasets/hospital-admissions", Some(&rita))
+        .await;
     assert_eq!(theirs["access"]["reason"], "grant-required");
     assert!(
         theirs["access"]["how_to_request"]

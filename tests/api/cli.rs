@@ -1,104 +1,71 @@
 //! The steward CLI: `sluice register` and `sluice datasets list|show|retire`,
 //! directly on the catalogue folder and against a running server.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-use crate::crash::{binary_config, start, steward_token, wait_up};
-
-fn sluice(config: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(crate::helpers::sluice_bin())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("the sluice binary runs")
-}
-
-fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use crate::helpers::{BinaryServer, succeeded as ok};
 
 #[tokio::test]
 async fn stewards_register_and_retire_from_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("datasets")).unwrap();
-    let (config, base) = binary_config(dir.path(), "policy_poll_ms = 60000");
-    let manifest = dir.path().join("manifest.toml");
+    let mut server = BinaryServer::empty("policy_poll_ms = 60000");
+    let dir = server.path().to_owned();
+    let manifest = dir.join("manifest.toml");
     std::fs::write(
         &manifest,
         "id = \"wells\"\ntitle = \"Wells\"\ndescription = \"Water wells\"\nsector = \"water\"\npublisher = \"Water Board\"\nlicense = \"CC-BY-4.0\"\ntier = \"open\"\n\n[[columns]]\nname = \"well\"\ndescription = \"Well id\"\nkey = true\n\n[[columns]]\nname = \"depth\"\ndescription = \"Depth in metres\"\n",
     )
     .unwrap();
-    let v1 = dir.path().join("wells.csv");
+    let v1 = dir.join("wells.csv");
     std::fs::write(&v1, "well,depth\nW1,12.5\nW2,30\n").unwrap();
     let manifest_arg = manifest.to_str().unwrap();
 
     // Directly on the folder (no server running).
-    let out = ok(&sluice(
-        &config,
-        &["register", v1.to_str().unwrap(), "--manifest", manifest_arg],
-    ));
+    let out = ok(&server.run(&["register", v1.to_str().unwrap(), "--manifest", manifest_arg]));
     let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(answer["version"], 1);
     assert_eq!(answer["rows"], 2);
-    let list = ok(&sluice(&config, &["datasets", "list"]));
+    let list = ok(&server.run(&["datasets", "list"]));
     assert!(list.contains("wells\tpublished\tv1"), "{list}");
     let show: serde_json::Value =
-        serde_json::from_str(&ok(&sluice(&config, &["datasets", "show", "wells"]))).unwrap();
+        serde_json::from_str(&ok(&server.run(&["datasets", "show", "wells"]))).unwrap();
     assert_eq!(show["versions"][0]["rows"], 2);
 
     // While a server has the folder, local writes are refused...
-    let client = reqwest::Client::new();
-    let mut server = start(&config);
-    wait_up(&client, &base).await;
-    let refused = sluice(
-        &config,
-        &["register", v1.to_str().unwrap(), "--id", "wells"],
-    );
+    server.start().await;
+    let base = server.base.clone();
+    let refused = server.run(&["register", v1.to_str().unwrap(), "--id", "wells"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--server"));
 
     // ...and go through the server instead.
-    let token = steward_token(dir.path(), "Water Board");
-    let v2 = dir.path().join("wells-2.csv");
+    let token = server.steward("Water Board");
+    let v2 = dir.join("wells-2.csv");
     std::fs::write(&v2, "well,depth\nW1,13\nW2,31\nW3,8\n").unwrap();
     let remote = ["--server", base.as_str(), "--token", token.as_str()];
     let mut args = vec!["register", v2.to_str().unwrap(), "--id", "wells"];
     args.extend(remote);
-    let answer: serde_json::Value = serde_json::from_str(&ok(&sluice(&config, &args))).unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&ok(&server.run(&args))).unwrap();
     assert_eq!(answer["version"], 2);
     assert_eq!(answer["rows"], 3);
-    let csv = client
-        .get(format!("{base}/v1/datasets/wells/data?format=csv"))
-        .send()
+    let csv = server
+        .get("/v1/datasets/wells/data?format=csv", None)
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
     assert_eq!(csv.lines().count(), 4, "{csv}");
     let mut args = vec!["datasets", "retire", "wells"];
     args.extend(remote);
-    ok(&sluice(&config, &args));
-    let gone = client
-        .get(format!("{base}/v1/datasets/wells/data"))
-        .send()
-        .await
-        .unwrap();
+    ok(&server.run(&args));
+    let gone = server.get("/v1/datasets/wells/data", None).await;
     assert_eq!(gone.status(), 404);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
 
-    let list = ok(&sluice(&config, &["datasets", "list"]));
+    let list = ok(&server.run(&["datasets", "list"]));
     assert!(list.contains("wells\tretired\tv2"), "{list}");
     // Retired, not deleted: both versions are still on disk.
-    assert!(dir.path().join("datasets/wells/versions/1").exists());
-    assert!(dir.path().join("datasets/wells/versions/2").exists());
+    assert!(dir.join("datasets/wells/versions/1").exists());
+    assert!(dir.join("datasets/wells/versions/2").exists());
 }
 
 /// Issue 19: client commands work from any folder, with no settings file,
@@ -151,10 +118,8 @@ async fn client_commands_work_from_a_folder_outside_the_repository() {
 /// with its grant and what to write instead.
 #[test]
 fn policy_check_reports_every_error_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    sluice::demo_data::write_all(&dir.path().join("datasets"), 50, 1, None).unwrap();
-    let (config, _) = binary_config(dir.path(), "");
-    let bad = dir.path().join("bad.toml");
+    let server = BinaryServer::with_samples("", 50, None);
+    let bad = server.path().join("bad.toml");
     std::fs::write(
         &bad,
         r#"
@@ -185,7 +150,7 @@ row_filter = "region = "
 "#,
     )
     .unwrap();
-    let out = sluice(&config, &["policy", "check", bad.to_str().unwrap()]);
+    let out = server.run(&["policy", "check", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("4 problems"), "{stderr}");

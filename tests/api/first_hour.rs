@@ -14,12 +14,7 @@ async fn me_says_who_i_am_what_grants_name_me_and_what_i_can_read() {
     let app = spawn_app().await;
     problem(app.get("/v1/me", None).await, 401, "token-required").await;
 
-    let me: Value = app
-        .get("/v1/me", Some(&app.alice()))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me: Value = app.get_json("/v1/me", Some(&app.alice())).await;
     assert_eq!(me["subject"], "alice@uni.example");
     assert_eq!(me["roles"], serde_json::json!(["researcher"]));
     assert!(me["token_expires"].as_str().unwrap().starts_with("20"));

@@ -6,9 +6,9 @@
 use serde_json::{Value, json};
 use sluice::auth::Role;
 
-use crate::crash::{binary_config, start, wait_up};
 use crate::helpers::{
-    TestApp, arrow_batches, column_names, problem, spawn_app, spawn_app_with, strings,
+    BinaryServer, TestApp, arrow_batches, column_names, edit as patch, in_object_store, problem,
+    register, spawn_app, spawn_app_with, strings, succeeded, upload,
 };
 
 const PUBLISHER: &str = "Example Health Data Service";
@@ -30,16 +30,6 @@ fn north_analyst(app: &TestApp) -> String {
         &[Role::Researcher],
         &["nhs-north"],
     )
-}
-
-async fn patch(app: &TestApp, token: &str, id: &str, body: Value) -> reqwest::Response {
-    app.client
-        .patch(app.url(&format!("/v1/datasets/{id}")))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
 }
 
 async fn post(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
@@ -428,38 +418,27 @@ async fn narrowing_applies_at_once_and_a_mixed_edit_is_split() {
 
 #[tokio::test]
 async fn proposals_work_the_same_in_an_object_store_catalogue() {
-    let app = spawn_app_with(crate::helpers::ROWS, |s| {
-        s.storage.datasets_url = Some("memory:///".into());
-        let policy = s.storage.state.with_file_name("empty-policy.toml");
-        std::fs::write(&policy, "").unwrap();
-        s.storage.policy = policy;
-    })
-    .await;
+    let app = spawn_app_with(crate::helpers::ROWS, in_object_store).await;
     let steward = app.token_in(STEWARD, &[Role::Steward], PUBLISHER);
-    let r = app
-        .client
-        .post(app.url("/v1/datasets"))
-        .bearer_auth(&steward)
-        .json(
-            &json!({"id": "wards", "title": "Wards", "description": "", "sector": "health",
-            "publisher": PUBLISHER, "license": "OGL", "tier": "open",
-            "columns": [{"name": "ward", "description": "Ward"},
-                        {"name": "postcode", "description": "Postcode",
-                         "classification": "quasi-identifier", "mask": "prefix(2)"}]}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = register(
+        &app,
+        &steward,
+        &json!({"id": "wards", "title": "Wards", "description": "", "sector": "health",
+        "publisher": PUBLISHER, "license": "OGL", "tier": "open",
+        "columns": [{"name": "ward", "description": "Ward"},
+                    {"name": "postcode", "description": "Postcode",
+                     "classification": "quasi-identifier", "mask": "prefix(2)"}]}),
+    )
+    .await;
     assert_eq!(r.status(), 201);
-    let r = app
-        .client
-        .put(app.url("/v1/datasets/wards/data"))
-        .bearer_auth(&steward)
-        .header("content-type", "text/csv")
-        .body("ward,postcode\nA,LS1 4AB\nB,M1 2CD\n")
-        .send()
-        .await
-        .unwrap();
+    let r = upload(
+        &app,
+        &steward,
+        "wards",
+        "text/csv",
+        "ward,postcode\nA,LS1 4AB\nB,M1 2CD\n",
+    )
+    .await;
     assert_eq!(r.status(), 201);
     json_ok(
         patch(
@@ -483,54 +462,19 @@ async fn proposals_work_the_same_in_an_object_store_catalogue() {
     assert_eq!(strings(&served, "postcode"), ["LS1 ", "M1 2"]);
 }
 
-/// A token signed with the binary's development key.
-fn binary_token(dir: &std::path::Path, sub: &str, role: Role, org: Option<&str>) -> String {
-    use sluice::auth::dev::{DevKey, TokenRequest};
-    DevKey::load_or_create(&dir.join("state"))
-        .unwrap()
-        .mint(&TokenRequest {
-            sub: sub.into(),
-            roles: vec![role],
-            groups: Vec::new(),
-            organisation: org.map(str::to_owned),
-            ttl_secs: 3600,
-            issuer: "sluice-dev".into(),
-            audience: "sluice".into(),
-        })
-        .unwrap()
-}
-
-fn cli(config: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(crate::helpers::sluice_bin())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("the sluice binary runs");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// `sluice --config … <args>`, which must succeed: what it printed.
+fn cli(server: &BinaryServer, args: &[&str]) -> String {
+    succeeded(&server.run(args))
 }
 
 #[tokio::test]
 async fn pending_changes_survive_a_kill_and_are_decided_from_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
-    sluice::demo_data::write_all(
-        &dir.path().join("datasets"),
-        200,
-        1,
-        Some("hospital-admissions"),
-    )
-    .unwrap();
-    let (config, base) = binary_config(dir.path(), "policy_poll_ms = 60000");
-    let client = reqwest::Client::new();
-    let mut server = start(&config);
-    wait_up(&client, &base).await;
-    let steward = binary_token(dir.path(), STEWARD, Role::Steward, Some(PUBLISHER));
-    let admin = binary_token(dir.path(), ADMIN, Role::Admin, None);
+    let mut server =
+        BinaryServer::with_samples("policy_poll_ms = 60000", 200, Some("hospital-admissions"));
+    server.start().await;
+    let (client, base) = (server.client.clone(), server.base.clone());
+    let steward = server.token(STEWARD, &[Role::Steward], &[], Some(PUBLISHER));
+    let admin = server.token(ADMIN, &[Role::Admin], &[], None);
     for body in [
         json!({"tier": "open"}),
         json!({"columns": [{"name": "age", "mask": "bucket(1)"}]}),
@@ -544,15 +488,13 @@ async fn pending_changes_survive_a_kill_and_are_decided_from_the_command_line() 
             .unwrap();
         assert_eq!(r.status(), 202);
     }
-    server.kill().unwrap(); // SIGKILL: the answers came after the commit
-    server.wait().unwrap();
+    server.kill(); // SIGKILL: the answers came after the commit
 
-    let mut server = start(&config);
-    wait_up(&client, &base).await;
+    server.start().await;
     let remote = ["--server", base.as_str(), "--token", admin.as_str()];
     let mut args = vec!["datasets", "changes", "hospital-admissions"];
     args.extend(remote);
-    let changes: Value = serde_json::from_str(&cli(&config, &args)).unwrap();
+    let changes: Value = serde_json::from_str(&cli(&server, &args)).unwrap();
     let pending: Vec<_> = changes["changes"]
         .as_array()
         .unwrap()
@@ -565,17 +507,16 @@ async fn pending_changes_survive_a_kill_and_are_decided_from_the_command_line() 
     assert_eq!(client.get(&data).send().await.unwrap().status(), 401);
     let mut args = vec!["datasets", "approve", "hospital-admissions", "1"];
     args.extend(remote);
-    let approved: Value = serde_json::from_str(&cli(&config, &args)).unwrap();
+    let approved: Value = serde_json::from_str(&cli(&server, &args)).unwrap();
     assert_eq!(approved["status"], "approved");
     assert_eq!(approved["decided_by"], ADMIN);
     assert_eq!(client.get(&data).send().await.unwrap().status(), 200);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
 
     // On the folder, with no server: whoever may write it decides.
-    cli(&config, &["datasets", "reject", "hospital-admissions", "2"]);
+    cli(&server, &["datasets", "reject", "hospital-admissions", "2"]);
     let changes: Value = serde_json::from_str(&cli(
-        &config,
+        &server,
         &["datasets", "changes", "hospital-admissions"],
     ))
     .unwrap();
@@ -587,7 +528,7 @@ async fn pending_changes_survive_a_kill_and_are_decided_from_the_command_line() 
             .starts_with("local:")
     );
     let manifest =
-        std::fs::read_to_string(dir.path().join("datasets/hospital-admissions/dataset.toml"))
+        std::fs::read_to_string(server.datasets().join("hospital-admissions/dataset.toml"))
             .unwrap();
     assert!(
         manifest.contains("bucket(5)"),

@@ -1,6 +1,9 @@
-//! `spawn_app()` and what tests need to talk to it.
+//! `spawn_app()` and what tests need to talk to it; `BinaryServer`, the
+//! real binary as a child process.
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::Duration;
 
 use arrow::array::{Array, RecordBatch};
 use sluice::auth::Role;
@@ -138,6 +141,15 @@ pub async fn spawn_app_with(rows: u64, customize: impl FnOnce(&mut Settings)) ->
     }
 }
 
+/// Settings for a catalogue in an in-memory object store, with an empty
+/// policy (the sample grants name datasets the empty store does not have).
+pub fn in_object_store(s: &mut Settings) {
+    s.storage.datasets_url = Some("memory:///".into());
+    let policy = s.storage.state.with_file_name("empty-policy.toml");
+    std::fs::write(&policy, "").unwrap();
+    s.storage.policy = policy;
+}
+
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
@@ -171,13 +183,9 @@ impl TestApp {
     fn mint(&self, sub: &str, roles: &[Role], groups: &[&str], org: Option<&str>) -> String {
         self.dev_key
             .mint(&TokenRequest {
-                sub: sub.into(),
-                roles: roles.to_vec(),
-                groups: groups.iter().map(|g| g.to_string()).collect(),
-                organisation: org.map(str::to_owned),
-                ttl_secs: 600,
                 issuer: self.settings.auth.issuer.clone(),
                 audience: self.settings.auth.audience.clone(),
+                ..token_request(sub, roles, groups, org)
             })
             .expect("mint")
     }
@@ -195,11 +203,12 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
-        let mut request = self.client.get(self.url(path));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        request.send().await.expect("request sent")
+        get(&self.client, self.url(path), token).await
+    }
+
+    /// The JSON body of a GET.
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> serde_json::Value {
+        json_body(self.get(path, token).await).await
     }
 
     /// GET …/data with a raw query string (already encoded where needed).
@@ -220,6 +229,40 @@ impl TestApp {
     }
 }
 
+/// GET `url`, with `token` as the bearer if there is one.
+pub async fn get(client: &reqwest::Client, url: String, token: Option<&str>) -> reqwest::Response {
+    let mut request = client.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("request sent")
+}
+
+/// A response's JSON body.
+pub async fn json_body(response: reqwest::Response) -> serde_json::Value {
+    response.json().await.expect("json body")
+}
+
+/// A development token's claims: `sub` with roles, groups and an
+/// organisation, for ten minutes, from the default issuer to the default
+/// audience.
+pub fn token_request(
+    sub: &str,
+    roles: &[Role],
+    groups: &[&str],
+    org: Option<&str>,
+) -> TokenRequest {
+    TokenRequest {
+        sub: sub.into(),
+        roles: roles.to_vec(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        organisation: org.map(str::to_owned),
+        ttl_secs: 600,
+        issuer: "sluice-dev".into(),
+        audience: "sluice".into(),
+    }
+}
+
 /// Asserts a problem+json answer and returns its body.
 pub async fn problem(response: reqwest::Response, status: u16, kind: &str) -> serde_json::Value {
     assert_eq!(response.status().as_u16(), status, "status");
@@ -233,6 +276,19 @@ pub async fn problem(response: reqwest::Response, status: u16, kind: &str) -> se
     assert_eq!(body["status"], status);
     assert!(body["request_id"].is_string());
     body
+}
+
+/// Asserts a problem+json answer whose detail contains `needle`, and
+/// returns its body.
+pub async fn problem_saying(
+    response: reqwest::Response,
+    status: u16,
+    kind: &str,
+    needle: &str,
+) -> serde_json::Value {
+    let p = problem(response, status, kind).await;
+    assert!(p["detail"].as_str().unwrap().contains(needle), "{p}");
+    p
 }
 
 pub async fn arrow_batches(response: reqwest::Response) -> Vec<RecordBatch> {
@@ -429,4 +485,250 @@ pub async fn aggregate(app: &TestApp, token: &str, query: &[(&str, &str)]) -> re
         .send()
         .await
         .expect("request sent")
+}
+
+/// `PATCH /v1/datasets/{id}` with a JSON edit.
+pub async fn edit(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    app.client
+        .patch(app.url(&format!("/v1/datasets/{id}")))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("request sent")
+}
+
+/// `DELETE /v1/datasets/{id}`: retires the dataset.
+pub async fn retire(app: &TestApp, token: &str, id: &str) -> reqwest::Response {
+    app.client
+        .delete(app.url(&format!("/v1/datasets/{id}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request sent")
+}
+
+/// The audit records about `dataset`, read with an admin's token.
+pub async fn audit_records(app: &TestApp, dataset: &str) -> Vec<serde_json::Value> {
+    let admin = app.token("root", &[Role::Admin], &[]);
+    let audit: serde_json::Value = app
+        .get_json(&format!("/v1/audit?dataset={dataset}"), Some(&admin))
+        .await;
+    audit["records"].as_array().unwrap().clone()
+}
+
+/// A record batch as an Arrow IPC stream.
+pub fn arrow_stream(batch: &RecordBatch) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, &batch.schema()).unwrap();
+    writer.write(batch).unwrap();
+    writer.finish().unwrap();
+    drop(writer);
+    out
+}
+
+/// A record batch as a Parquet file, written with `props` if given.
+pub fn parquet_file(
+    batch: &RecordBatch,
+    props: Option<parquet::file::properties::WriterProperties>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), props).unwrap();
+    writer.write(batch).unwrap();
+    writer.close().unwrap();
+    out
+}
+
+/// A free loopback port (free when asked; the binary binds it later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real `sluice` binary (`sluice serve`) as a child process, serving a
+/// temporary folder over plain HTTP on a free loopback port: an empty
+/// policy, dev-mode tokens, and the `[server]` lines a test adds. Made
+/// stopped; [`BinaryServer::start`] starts it and waits until it answers.
+/// A server still running when this is dropped is killed (SIGKILL).
+pub struct BinaryServer {
+    /// Kept so the folder lives as long as the server (dropped after it).
+    dir: TempDir,
+    /// The settings file the binary reads (`--config`).
+    pub config: PathBuf,
+    /// `http://127.0.0.1:{port}`.
+    pub base: String,
+    pub client: reqwest::Client,
+    child: Option<Child>,
+}
+
+impl BinaryServer {
+    /// A server with an empty catalogue.
+    pub fn empty(server_extra: &str) -> Self {
+        let server = Self::new(server_extra);
+        std::fs::create_dir_all(server.datasets()).unwrap();
+        server
+    }
+
+    /// A server with the sample datasets (seed 1), `rows` rows each; only
+    /// the one named, if `only` names one.
+    pub fn with_samples(server_extra: &str, rows: u64, only: Option<&str>) -> Self {
+        let server = Self::new(server_extra);
+        sluice::demo_data::write_all(&server.datasets(), rows, 1, only).unwrap();
+        server
+    }
+
+    /// Writes an empty policy and a plain-HTTP config on a free port.
+    fn new(server_extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+        let port = free_port();
+        let config = dir.path().join("sluice.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n{server_extra}\n[tls]\nmode = \"off\"\n[auth]\ndev_mode = true\n[storage]\ndatasets = \"{0}/datasets\"\nstate = \"{0}/state\"\npolicy = \"{0}/policy.toml\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        Self {
+            dir,
+            config,
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+            child: None,
+        }
+    }
+
+    /// The server's folder (settings, catalogue, state and policy).
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn datasets(&self) -> PathBuf {
+        self.path().join("datasets")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    pub fn policy(&self) -> PathBuf {
+        self.path().join("policy.toml")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        get(&self.client, self.url(path), token).await
+    }
+
+    /// The JSON body of a GET.
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> serde_json::Value {
+        json_body(self.get(path, token).await).await
+    }
+
+    /// Starts `sluice serve` and waits until `/healthz` answers.
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "the server is already running");
+        let child = Command::new(sluice_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the sluice binary starts");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if self.client.get(self.url("/healthz")).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("server did not start");
+    }
+
+    /// The running server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
+    /// Sends `signal` ("TERM", "HUP", …) to the running server.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the server to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("the server is running");
+        child.wait().unwrap()
+    }
+
+    /// SIGKILL, and waits for the process to go.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("the server is running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// A token signed with the binary's development key, for an hour.
+    pub fn token(&self, sub: &str, roles: &[Role], groups: &[&str], org: Option<&str>) -> String {
+        DevKey::load_or_create(&self.state())
+            .unwrap()
+            .mint(&TokenRequest {
+                ttl_secs: 3600,
+                ..token_request(sub, roles, groups, org)
+            })
+            .unwrap()
+    }
+
+    /// A steward of `org`.
+    pub fn steward(&self, org: &str) -> String {
+        self.token("sam@observatory.example", &[Role::Steward], &[], Some(org))
+    }
+
+    /// `sluice --config <config> <args>`, run to its end.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(sluice_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("the sluice binary runs")
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What a command that must succeed printed; its stderr if it failed.
+pub fn succeeded(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }

@@ -2,6 +2,7 @@
 //! port, spoken to over HTTP(S) by a real client, bodies decoded.
 
 mod helpers;
+mod steward_helpers;
 
 mod access;
 mod aggregates;
@@ -22,5 +23,13 @@ mod policy;
 mod privacy;
 mod revocation;
 mod search;
-mod steward;
+mod steward_bad_uploads;
+mod steward_edit;
+mod steward_permissions;
+mod steward_register;
+mod steward_retire;
+mod steward_schema;
+mod steward_storage;
+mod steward_upload;
+mod steward_upload_failures;
 mod visas;

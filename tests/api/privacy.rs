@@ -10,7 +10,8 @@ use arrow::array::RecordBatch;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, aggregate, arrow_batches, column_names, problem, rows, spawn_app, strings,
+    BinaryServer, TestApp, aggregate, arrow_batches, column_names, problem, rows, spawn_app,
+    strings,
 };
 use sluice::auth::Role;
 
@@ -56,11 +57,8 @@ fn true_counts(app: &TestApp, columns: &[&str]) -> HashMap<Vec<String>, i64> {
 
 async fn budget(app: &TestApp, token: &str) -> Value {
     let body: Value = app
-        .get(&format!("/v1/datasets/{ID}"), Some(token))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/v1/datasets/{ID}"), Some(token))
+        .await;
     body["access"]["privacy_budget"].clone()
 }
 
@@ -308,11 +306,8 @@ async fn every_answer_is_paid_from_the_projects_budget_until_it_is_spent() {
 
     // The audit trail has each spend.
     let audit: Value = app
-        .get(&format!("/v1/audit?dataset={ID}"), Some(&app.admin()))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/v1/audit?dataset={ID}"), Some(&app.admin()))
+        .await;
     let spends: Vec<f64> = audit["records"]
         .as_array()
         .unwrap()
@@ -391,12 +386,9 @@ async fn what_dp_access_cannot_ask_for_is_refused_before_anything_is_spent() {
 
 #[tokio::test]
 async fn spent_budget_survives_sigkill() {
-    use crate::crash::{binary_config, start, wait_up};
-    let dir = tempfile::tempdir().unwrap();
-    sluice::demo_data::write_all(&dir.path().join("datasets"), 300, 1, None).unwrap();
-    let (config, base) = binary_config(dir.path(), "policy_poll_ms = 60000");
+    let mut server = BinaryServer::with_samples("policy_poll_ms = 60000", 300, None);
     std::fs::write(
-        dir.path().join("policy.toml"),
+        server.policy(),
         r#"
 [[grant]]
 id = "dp-network"
@@ -409,21 +401,14 @@ epsilon_per_query = 0.5
 "#,
     )
     .unwrap();
-    let client = reqwest::Client::new();
-    let mut server = start(&config);
-    wait_up(&client, &base).await;
-    let token = sluice::auth::dev::DevKey::load_or_create(&dir.path().join("state"))
-        .unwrap()
-        .mint(&sluice::auth::dev::TokenRequest {
-            sub: "dana@network.example".into(),
-            roles: vec![Role::Researcher],
-            groups: Vec::new(),
-            organisation: Some("DP Research Network".into()),
-            ttl_secs: 3600,
-            issuer: "sluice-dev".into(),
-            audience: "sluice".into(),
-        })
-        .unwrap();
+    server.start().await;
+    let (client, base) = (server.client.clone(), server.base.clone());
+    let token = server.token(
+        "dana@network.example",
+        &[Role::Researcher],
+        &[],
+        Some("DP Research Network"),
+    );
     let ask = || {
         client
             .get(format!("{base}/v1/datasets/{ID}/aggregate?group_by=sex"))
@@ -433,25 +418,16 @@ epsilon_per_query = 0.5
     for _ in 0..3 {
         assert_eq!(ask().await.unwrap().status(), 200);
     }
-    server.kill().unwrap(); // SIGKILL, no chance to flush anything
-    server.wait().unwrap();
+    server.kill(); // SIGKILL, no chance to flush anything
 
-    let mut server = start(&config);
-    wait_up(&client, &base).await;
-    let meta: Value = client
-        .get(format!("{base}/v1/datasets/{ID}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    server.start().await;
+    let meta = server
+        .get_json(&format!("/v1/datasets/{ID}"), Some(&token))
+        .await;
     assert_eq!(meta["access"]["privacy_budget"]["remaining"], 0.5);
     assert_eq!(ask().await.unwrap().status(), 200);
     assert_eq!(ask().await.unwrap().status(), 403);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
 }
 
 /// Red-team finding: `admission_date + (length_of_stay - length_of_stay +

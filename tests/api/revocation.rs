@@ -5,15 +5,16 @@
 //! SIGHUP and across a restart of the real binary; the server starts;
 //! `/readyz` reports the stale column; alice keeps reading, without it.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice::auth::Role;
-use sluice::auth::dev::{DevKey, TokenRequest};
+use sluice::auth::dev::DevKey;
 
-use crate::crash::{binary_config, start, wait_up};
-use crate::helpers::{ROWS, arrow_batches, column_names, problem, rows, spawn_app_with, strings};
+use crate::helpers::{
+    BinaryServer, ROWS, arrow_batches, column_names, problem, rows, spawn_app_with, strings,
+    token_request,
+};
 
 const ID: &str = "hospital-admissions";
 const PUBLISHER: &str = "Example Health Data Service";
@@ -44,15 +45,7 @@ struct Tokens(DevKey);
 impl Tokens {
     fn mint(&self, sub: &str, roles: &[Role], groups: &[&str], org: Option<&str>) -> String {
         self.0
-            .mint(&TokenRequest {
-                sub: sub.into(),
-                roles: roles.to_vec(),
-                groups: groups.iter().map(|g| g.to_string()).collect(),
-                organisation: org.map(str::to_owned),
-                ttl_secs: 600,
-                issuer: "sluice-dev".into(),
-                audience: "sluice".into(),
-            })
+            .mint(&token_request(sub, roles, groups, org))
             .unwrap()
     }
     fn analyst(&self) -> String {
@@ -193,46 +186,30 @@ async fn a_steward_edit_does_not_block_a_revocation_by_poll() {
 
 #[tokio::test]
 async fn a_steward_edit_does_not_block_a_revocation_by_sighup_or_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    sluice::demo_data::write_all(&dir.path().join("datasets"), ROWS, 1, None).unwrap();
     // Polling is slow here: only SIGHUP reloads within the test.
-    let (config, base) = binary_config(dir.path(), "policy_poll_ms = 600000");
-    let policy = dir.path().join("policy.toml");
+    let mut server = BinaryServer::with_samples("policy_poll_ms = 600000", ROWS, None);
+    let policy = server.policy();
     std::fs::write(&policy, format!("{LOS}{NORTH}")).unwrap();
-    let client = reqwest::Client::new();
-    let tokens = Tokens(DevKey::load_or_create(&dir.path().join("state")).unwrap());
+    let (client, base) = (server.client.clone(), server.base.clone());
+    let tokens = Tokens(DevKey::load_or_create(&server.state()).unwrap());
 
-    let mut server = start(&config);
-    wait_up(&client, &base).await;
+    server.start().await;
     analyst_gets(&client, &base, &tokens, 200).await;
     steward_hides_patient_id(&client, &base, &tokens).await;
     std::fs::write(&policy, LOS).unwrap();
-    let hup = Command::new("kill")
-        .arg("-HUP")
-        .arg(server.id().to_string())
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    server.signal("HUP");
     analyst_gets(&client, &base, &tokens, 403).await;
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
 
     // The restart starts (the edit is on disk), and the revocation holds.
-    let mut server = start(&config);
-    wait_up(&client, &base).await;
+    server.start().await;
     analyst_gets(&client, &base, &tokens, 403).await;
     alice_reads_without_patient_id(&client, &base, &tokens).await;
     readyz_warns(&client, &base, &tokens).await;
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
 
     // `sluice policy check` warns and succeeds.
-    let check = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("--config")
-        .arg(&config)
-        .args(["policy", "check"])
-        .output()
-        .unwrap();
+    let check = server.run(&["policy", "check"]);
     let stderr = String::from_utf8_lossy(&check.stderr);
     assert!(check.status.success(), "{stderr}");
     assert!(

@@ -223,11 +223,8 @@ async fn two_visas_make_one_grant_and_the_audit_names_the_visa() {
     });
     let token = passport(&app, "carol", &[early, later]);
     let meta: Value = app
-        .get("/v1/datasets/hospital-admissions", Some(&token))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/v1/datasets/hospital-admissions", Some(&token))
+        .await;
     assert_eq!(meta["access"]["allowed"], true, "{meta}");
     assert_eq!(meta["access"]["basis"]["id"], "visa:hospital-admissions");
     let response = app.get(AGGREGATE, Some(&token)).await;
@@ -238,14 +235,11 @@ async fn two_visas_make_one_grant_and_the_audit_names_the_visa() {
     let mut visa = Value::Null;
     for _ in 0..50 {
         let page: Value = app
-            .get(
+            .get_json(
                 "/v1/audit?sub=carol&dataset=hospital-admissions",
                 Some(&admin),
             )
-            .await
-            .json()
-            .await
-            .unwrap();
+            .await;
         if let Some(record) = page["records"]
             .as_array()
             .unwrap()
