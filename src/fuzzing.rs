@@ -341,6 +341,7 @@ pub fn upload(data: &[u8]) {
             max_row_groups: 1000,
             max_columns: 200,
         },
+        csv: Default::default(),
     };
     if let Err(Failure::Internal(message)) = ingest::run(&job) {
         panic!("a {format:?} upload was taken for the server's fault: {message}");

@@ -430,9 +430,8 @@ fn first_start_banner(settings: &Settings) -> impl FnOnce(u16, bool) -> String +
         } else {
             String::new()
         };
-        let mut text = format!(
-            "\nSluice is serving {url}\n  try:  curl{trust} {url}/v1/datasets\n"
-        );
+        let mut text =
+            format!("\nSluice is serving {url}\n  try:  curl{trust} {url}/v1/datasets\n");
         if self_signed {
             text.push_str(&format!(
                 "  the development CA (trust it in clients): {}\n",

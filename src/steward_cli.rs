@@ -45,7 +45,70 @@ pub struct RegisterArgs {
     #[arg(long, value_parser = ["parquet", "csv", "arrow"])]
     format: Option<String>,
     #[command(flatten)]
+    csv: CsvArgs,
+    #[command(flatten)]
     target: Target,
+}
+
+/// How a CSV file is written (CSV uploads only).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CsvArgs {
+    /// CSV field separator: one character, or `tab` (default `,`).
+    #[arg(long)]
+    delimiter: Option<String>,
+    /// CSV quote character (default `"`).
+    #[arg(long)]
+    quote: Option<String>,
+    /// The CSV has no header row: columns are named column_1, column_2, ….
+    #[arg(long)]
+    no_header: bool,
+    /// Texts that mean a missing value, comma-separated (e.g. `NA,n/a`);
+    /// empty cells always do.
+    #[arg(long)]
+    null: Option<String>,
+}
+
+impl CsvArgs {
+    /// The options as the upload's query string (empty when none are set).
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        if let Some(d) = &self.delimiter {
+            query.push(("delimiter", d.clone()));
+        }
+        if let Some(q) = &self.quote {
+            query.push(("quote", q.clone()));
+        }
+        if self.no_header {
+            query.push(("header", "absent".to_owned()));
+        }
+        if let Some(n) = &self.null {
+            query.push(("null", n.clone()));
+        }
+        query
+    }
+
+    /// The options for a local upload.
+    fn options(&self) -> anyhow::Result<ingest::CsvOptions> {
+        let one = |name: &str, text: &Option<String>, default: u8| -> anyhow::Result<u8> {
+            match text.as_deref() {
+                None => Ok(default),
+                Some("tab") | Some("\\t") => Ok(b'\t'),
+                Some(t) if t.len() == 1 && t.is_ascii() => Ok(t.as_bytes()[0]),
+                Some(t) => bail!("--{name} must be one ASCII character (or tab), not '{t}'"),
+            }
+        };
+        let defaults = ingest::CsvOptions::default();
+        Ok(ingest::CsvOptions {
+            delimiter: one("delimiter", &self.delimiter, defaults.delimiter)?,
+            quote: one("quote", &self.quote, defaults.quote)?,
+            header: !self.no_header,
+            nulls: self
+                .null
+                .as_deref()
+                .map(|n| n.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -170,7 +233,9 @@ pub fn register(settings: Settings, args: RegisterArgs) -> anyhow::Result<()> {
                     return fail(status, &answer);
                 }
             }
-            let answer = client.upload(&id, &args.file, format).await?;
+            let answer = client
+                .upload(&id, &args.file, format, &args.csv.query())
+                .await?;
             print(&answer)
         }),
         None => runtime.block_on(async {
@@ -196,12 +261,16 @@ pub fn register(settings: Settings, args: RegisterArgs) -> anyhow::Result<()> {
             if ingest_settings.worker.is_none() {
                 ingest_settings.worker = Some(std::env::current_exe()?);
             }
+            let body = ingest::Body {
+                path: input,
+                format,
+                csv: args.csv.options()?,
+            };
             let result = ingest::upload(
                 &catalog,
                 &dataset,
                 staging,
-                input,
-                format,
+                body,
                 &ingest_settings,
                 settings.limits.batch_rows,
             )
@@ -543,6 +612,7 @@ impl Remote {
         id: &DatasetId,
         file: &Path,
         format: UploadFormat,
+        query: &[(&str, String)],
     ) -> anyhow::Result<Value> {
         use futures::StreamExt;
         let handle = tokio::fs::File::open(file)
@@ -559,6 +629,7 @@ impl Remote {
             });
         let request = self
             .request(reqwest::Method::PUT, &format!("/v1/datasets/{id}/data"))
+            .query(query)
             .header(reqwest::header::CONTENT_TYPE, format.media_type())
             .header(reqwest::header::CONTENT_LENGTH, size)
             .body(reqwest::Body::wrap_stream(body));

@@ -26,7 +26,7 @@ use crate::catalog::change;
 use crate::catalog::edit::{ManifestPatch, Registration};
 use crate::catalog::local::Staging;
 use crate::catalog::{Dataset, StewardScope, WriteError, check_schema};
-use crate::ingest::{self, Failure, UploadError, UploadFormat};
+use crate::ingest::{self, CsvOptions, Failure, UploadError, UploadFormat};
 use crate::internal::Internal;
 use crate::policy::steward::{self, steward_scope};
 
@@ -365,6 +365,7 @@ pub(super) async fn upload(
         let dataset = stewarded(&state, &scope, &path)?;
         not_retired(&dataset)?;
         let format = upload_format(&req)?;
+        let csv = csv_options(&req, format)?;
         audit.format = Some(format!("{format:?}").to_lowercase());
         // Held until the answer: receiving and decoding both count. A full
         // server answers at once rather than queueing bodies it cannot take.
@@ -383,13 +384,16 @@ pub(super) async fn upload(
             .await
             .map_err(|e| write_error(e, UnprocessableKind::UploadInvalid))?;
         let received = receive(&state, payload, &staging).await?;
-        let input = staging.body();
+        let body = ingest::Body {
+            path: staging.body(),
+            format,
+            csv,
+        };
         let (published, summary) = ingest::upload(
             &state.catalog,
             &dataset,
             staging,
-            input,
-            format,
+            body,
             &state.ingest,
             state.limits.batch_rows,
         )
@@ -430,6 +434,11 @@ pub(super) async fn upload(
                 "schema": summary.columns,
                 "url": format!("/v1/datasets/{id}"),
                 "data_url": format!("/v1/datasets/{id}/data?version={}", published.version),
+                "renamed_columns": summary
+                    .renamed
+                    .iter()
+                    .map(|(from, to)| (from.clone(), Value::from(to.as_str())))
+                    .collect::<serde_json::Map<_, _>>(),
                 "warnings": warnings,
             })))
     }
@@ -437,6 +446,73 @@ pub(super) async fn upload(
     abandoned.record = None;
     record(&state, audit, &result).await;
     result
+}
+
+/// How a CSV upload is written, from the query string: `delimiter` and
+/// `quote` (one character; `tab` for a tab), `header` (`present`, the
+/// default, or `absent`) and `null` (comma-separated texts that mean a
+/// missing value). Refused for other formats, where they would mean nothing.
+fn csv_options(req: &HttpRequest, format: UploadFormat) -> Result<CsvOptions, ApiError> {
+    let query = web::Query::<CsvParams>::from_query(req.query_string())
+        .map_err(|e| ApiError::InvalidParameter(e.to_string()))?
+        .into_inner();
+    let given = query.delimiter.is_some()
+        || query.quote.is_some()
+        || query.header.is_some()
+        || query.null.is_some();
+    if given && format != UploadFormat::Csv {
+        return Err(ApiError::InvalidParameter(
+            "delimiter, quote, header and null apply to CSV uploads only".into(),
+        ));
+    }
+    let one_char = |name: &str, text: Option<&str>, default: u8| -> Result<u8, ApiError> {
+        match text {
+            None => Ok(default),
+            Some("tab") | Some("\t") => Ok(b'\t'),
+            Some(t) if t.len() == 1 && t.is_ascii() && t != "\n" && t != "\r" => {
+                Ok(t.as_bytes()[0])
+            }
+            Some(t) => Err(ApiError::InvalidParameter(format!(
+                "{name} must be one ASCII character (or tab), not '{}'",
+                crate::echo::cut(t)
+            ))),
+        }
+    };
+    let defaults = CsvOptions::default();
+    let options = CsvOptions {
+        delimiter: one_char("delimiter", query.delimiter.as_deref(), defaults.delimiter)?,
+        quote: one_char("quote", query.quote.as_deref(), defaults.quote)?,
+        header: match query.header.as_deref() {
+            None | Some("present") => true,
+            Some("absent") => false,
+            Some(other) => {
+                return Err(ApiError::InvalidParameter(format!(
+                    "header must be 'present' or 'absent', not '{}'",
+                    crate::echo::cut(other)
+                )));
+            }
+        },
+        nulls: query
+            .null
+            .as_deref()
+            .map(|list| list.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
+    };
+    if options.delimiter == options.quote {
+        return Err(ApiError::InvalidParameter(
+            "delimiter and quote must differ".into(),
+        ));
+    }
+    Ok(options)
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CsvParams {
+    delimiter: Option<String>,
+    quote: Option<String>,
+    header: Option<String>,
+    null: Option<String>,
 }
 
 /// What a refused upload is told to wait: roughly a small upload's time.

@@ -95,6 +95,41 @@ pub struct Job {
     /// Columns the data is sorted by, in order.
     pub sort_by: Vec<String>,
     pub limits: JobLimits,
+    /// How a CSV upload is written (ignored for other formats).
+    #[serde(default)]
+    pub csv: CsvOptions,
+}
+
+/// How a CSV file is written: its separator and quote, whether its first
+/// row names the columns, and which texts stand for a missing value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CsvOptions {
+    pub delimiter: u8,
+    pub quote: u8,
+    /// Without a header row, columns are named `column_1`, `column_2`, ….
+    pub header: bool,
+    /// Cells holding exactly one of these are null (empty cells always are).
+    pub nulls: Vec<String>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        Self {
+            delimiter: b',',
+            quote: b'"',
+            header: true,
+            nulls: Vec::new(),
+        }
+    }
+}
+
+/// A staged upload body and how to read it.
+#[derive(Debug, Clone)]
+pub struct Body {
+    pub path: PathBuf,
+    pub format: UploadFormat,
+    pub csv: CsvOptions,
 }
 
 /// Bounds on what a file may make the worker do.
@@ -113,6 +148,10 @@ pub struct JobLimits {
 pub struct Summary {
     pub rows: u64,
     pub columns: Vec<ColumnSummary>,
+    /// CSV header names that were not column names, and the names they
+    /// became (`Trust Name` → `trust_name`).
+    #[serde(default)]
+    pub renamed: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,11 +211,15 @@ pub async fn upload(
     catalog: &LiveCatalog,
     dataset: &Dataset,
     staging: Staging,
-    input: PathBuf,
-    format: UploadFormat,
+    body: Body,
     settings: &IngestSettings,
     batch_rows: usize,
 ) -> Result<(Published, Summary), UploadError> {
+    let Body {
+        path: input,
+        format,
+        csv,
+    } = body;
     let manifest = &dataset.manifest;
     // The current version's schema, handed to the worker as an empty
     // Parquet file: the same for a local folder and an object store.
@@ -219,6 +262,7 @@ pub async fn upload(
             max_row_groups: settings.max_row_groups,
             max_columns: settings.max_columns,
         },
+        csv,
     };
     let summary = sandbox::run(&job, settings)
         .await
@@ -239,7 +283,10 @@ pub async fn upload(
 pub fn run(job: &Job) -> Result<Summary, Failure> {
     let input = read::open(job)?;
     let target = target_schema(job, input.schema())?;
-    write::normalise(job, input, target)
+    let renamed = input.renamed().to_vec();
+    let mut summary = write::normalise(job, input, target)?;
+    summary.renamed = renamed;
+    Ok(summary)
 }
 
 /// The types Sluice stores: the plain form of dictionary, view and large

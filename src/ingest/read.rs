@@ -16,15 +16,21 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 
-use super::{Failure, Job, JobLimits, UploadFormat};
+use super::{CsvOptions, Failure, Job, JobLimits, UploadFormat};
 
 /// An opened upload.
 pub struct Input {
     schema: SchemaRef,
     batches: Box<dyn Iterator<Item = Result<RecordBatch, Failure>>>,
+    /// CSV header names that became other column names.
+    renamed: Vec<(String, String)>,
 }
 
 impl Input {
+    pub fn renamed(&self) -> &[(String, String)] {
+        &self.renamed
+    }
+
     pub fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -148,6 +154,7 @@ fn open_parquet(mut file: File, limits: &JobLimits) -> Result<Input, Failure> {
     Ok(Input {
         schema,
         batches: Box::new(batches),
+        renamed: Vec::new(),
     })
 }
 
@@ -165,6 +172,7 @@ fn open_arrow(file: File) -> Result<Input, Failure> {
         Ok(Input {
             schema,
             batches: Box::new(batches),
+            renamed: Vec::new(),
         })
     } else {
         let reader = arrow::ipc::reader::StreamReader::try_new(reader, None)
@@ -174,6 +182,7 @@ fn open_arrow(file: File) -> Result<Input, Failure> {
         Ok(Input {
             schema,
             batches: Box::new(batches),
+            renamed: Vec::new(),
         })
     }
 }
@@ -185,8 +194,7 @@ const MAX_HEADER_BYTES: u64 = 1024 * 1024;
 /// CSV with a header row. Types come from the current version, else from
 /// the manifest's declared types, else from a bounded sample of rows.
 fn open_csv(mut file: File, job: &Job) -> Result<Input, Failure> {
-    use arrow::csv::reader::Format;
-
+    let options = &job.csv;
     let header = {
         // Read at most MAX_HEADER_BYTES (and one more, to tell): a header
         // is names, and a file whose first "row" is hundreds of megabytes
@@ -194,6 +202,8 @@ fn open_csv(mut file: File, job: &Job) -> Result<Input, Failure> {
         let limited = (&file).take(MAX_HEADER_BYTES + 1);
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
+            .delimiter(options.delimiter)
+            .quote(options.quote)
             .from_reader(BufReader::new(limited));
         let header = reader
             .headers()
@@ -213,11 +223,29 @@ fn open_csv(mut file: File, job: &Job) -> Result<Input, Failure> {
         }
         header
     };
-    if header.is_empty() || header.iter().all(String::is_empty) {
+    if options.header && (header.is_empty() || header.iter().all(String::is_empty)) {
         return Err(Failure::Invalid(
-            "the CSV upload has no header row naming its columns".into(),
+            "the CSV upload has no header row naming its columns (send header=absent if it has none)".into(),
         ));
     }
+    // The first row's cells name the columns, made column names where
+    // they are not (`Trust Name` → `trust_name`); without a header, its
+    // width gives `column_1`, `column_2`, ….
+    let mut renamed = Vec::new();
+    let header: Vec<String> = if options.header {
+        header
+            .into_iter()
+            .map(|name| {
+                let column = column_name_for(&name);
+                if column != name {
+                    renamed.push((name, column.clone()));
+                }
+                column
+            })
+            .collect()
+    } else {
+        (1..=header.len()).map(|i| format!("column_{i}")).collect()
+    };
     let known: Vec<(String, DataType)> = match &job.reference {
         Some(path) => parquet_schema(path)?
             .fields()
@@ -234,8 +262,7 @@ fn open_csv(mut file: File, job: &Job) -> Result<Input, Failure> {
         None
     } else {
         file.seek(SeekFrom::Start(0)).map_err(io_failure)?;
-        let (schema, _) = Format::default()
-            .with_header(true)
+        let (schema, _) = csv_format(options)?
             .infer_schema(BufReader::new(&file), Some(job.limits.csv_sample_rows))
             .map_err(invalid("the CSV sample cannot be read"))?;
         Some(schema)
@@ -266,7 +293,7 @@ fn open_csv(mut file: File, job: &Job) -> Result<Input, Failure> {
     let schema = Arc::new(Schema::new(fields));
     file.seek(SeekFrom::Start(0)).map_err(io_failure)?;
     let reader = arrow::csv::ReaderBuilder::new(schema.clone())
-        .with_header(true)
+        .with_format(csv_format(options)?)
         .with_batch_size(job.limits.batch_rows)
         .build(BufReader::with_capacity(1 << 20, file))
         .map_err(invalid("the CSV cannot be read"))?;
@@ -282,7 +309,51 @@ fn open_csv(mut file: File, job: &Job) -> Result<Input, Failure> {
     Ok(Input {
         schema,
         batches: Box::new(batches),
+        renamed,
     })
+}
+
+/// Arrow's reading of a CSV written as `options` says.
+fn csv_format(options: &CsvOptions) -> Result<arrow::csv::reader::Format, Failure> {
+    let mut format = arrow::csv::reader::Format::default()
+        .with_header(options.header)
+        .with_delimiter(options.delimiter)
+        .with_quote(options.quote);
+    if !options.nulls.is_empty() {
+        // Empty cells stay null too, as without markers.
+        let alternatives: Vec<String> = std::iter::once(String::new())
+            .chain(options.nulls.iter().map(|n| regex::escape(n)))
+            .collect();
+        let pattern = format!("^(?:{})$", alternatives.join("|"));
+        let regex = regex::Regex::new(&pattern)
+            .map_err(|e| Failure::Invalid(format!("the null markers cannot be used: {e}")))?;
+        format = format.with_null_regex(regex);
+    }
+    Ok(format)
+}
+
+/// A header cell as a column name: kept when it is one, else lower-cased
+/// with every run of other characters made one `_` (`Trust Name`,
+/// `Trust-name ` and `trust.name` all become `trust_name`), and `c_` put
+/// before a leading digit. An empty cell becomes `column`.
+fn column_name_for(cell: &str) -> String {
+    if crate::domain::ColumnName::parse(cell).is_ok() {
+        return cell.to_owned();
+    }
+    let mut name = String::with_capacity(cell.len());
+    for c in cell.trim().chars() {
+        if c.is_ascii_alphanumeric() {
+            name.push(c.to_ascii_lowercase());
+        } else if !name.ends_with('_') {
+            name.push('_');
+        }
+    }
+    let name = name.trim_matches('_');
+    match name.chars().next() {
+        None => "column".to_owned(),
+        Some(c) if c.is_ascii_digit() => format!("c_{name}"),
+        Some(_) => name.to_owned(),
+    }
 }
 
 /// Arrow reports a bad CSV value by column index, counts lines from the

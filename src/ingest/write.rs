@@ -83,6 +83,7 @@ pub fn normalise(job: &Job, input: Input, target: SchemaRef) -> Result<Summary, 
                 data_type: f.data_type().to_string(),
             })
             .collect(),
+        renamed: Vec::new(),
     })
 }
 
