@@ -125,6 +125,14 @@ pub enum DatasetsCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Publish the version held for review (a first upload whose columns
+    /// the file defined), once its columns are classified.
+    Publish {
+        /// The dataset's id.
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Retire a dataset: no longer listed or served; kept on disk and in audit.
     Retire {
         /// The dataset's id.
@@ -173,6 +181,7 @@ impl DatasetsCommand {
             DatasetsCommand::List { target }
             | DatasetsCommand::Show { target, .. }
             | DatasetsCommand::Retire { target, .. }
+            | DatasetsCommand::Publish { target, .. }
             | DatasetsCommand::Changes { target, .. }
             | DatasetsCommand::Approve { target, .. }
             | DatasetsCommand::Reject { target, .. } => target,
@@ -279,14 +288,23 @@ pub fn register(settings: Settings, args: RegisterArgs) -> anyhow::Result<()> {
             let (published, summary) = result?;
             let version = published
                 .dataset
-                .version(Some(published.version))
-                .context("published version missing")?;
+                .versions
+                .get(&published.version)
+                .context("the uploaded version is missing")?;
+            if published.held {
+                eprintln!(
+                    "version {} of {id} is held for review: its columns came from the file and are classified 'none'. Classify the sensitive ones in {id}/dataset.toml (or PATCH through a server), then run `sluice datasets publish {id}`",
+                    published.version
+                );
+            }
             print(&json!({
                 "id": id,
                 "version": published.version,
+                "in_review": published.held,
                 "rows": version.rows,
                 "bytes": version.bytes,
                 "schema": summary.columns,
+                "renamed_columns": summary.renamed,
                 "added_columns": published.added_columns,
             }))
         }),
@@ -357,6 +375,25 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                     .get(&id)
                     .with_context(|| format!("no dataset '{id}'"))?;
                 print(&local_description(d))
+            }
+            DatasetsCommand::Publish { id, target } if target.server.is_some() => {
+                let client = Remote::new(&settings, &target)?;
+                let id = DatasetId::parse(&id)?;
+                let (status, body) = client
+                    .send(client.post(&format!("/v1/datasets/{id}/publish")))
+                    .await?;
+                if status != 200 {
+                    return fail(status, &body);
+                }
+                eprintln!("published {id} version {}", body["version"]);
+                Ok(())
+            }
+            DatasetsCommand::Publish { id, .. } => {
+                let catalog = open_local(&settings).await?;
+                let id = DatasetId::parse(&id)?;
+                let published = catalog.publish_reviewed(&id).await?;
+                eprintln!("published {id} version {}", published.manifest.version);
+                Ok(())
             }
             DatasetsCommand::Retire { id, target } if target.server.is_some() => {
                 let client = Remote::new(&settings, &target)?;

@@ -46,6 +46,7 @@ impl Registration {
             tier: self.tier,
             mode: self.mode,
             version: 0,
+            in_review: 0,
             access_request: self.access_request,
             sort_by: self.sort_by,
             retired: None,

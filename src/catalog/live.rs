@@ -121,6 +121,9 @@ pub struct Published {
     pub version: u64,
     /// Columns the upload added to a manifest that declared none.
     pub added_columns: Vec<ColumnName>,
+    /// The version is held for review, not published: its columns were
+    /// defined by the file and nobody has classified them yet.
+    pub held: bool,
 }
 
 impl LiveCatalog {
@@ -302,12 +305,26 @@ impl LiveCatalog {
                 return Err(e);
             }
         };
-        manifest.version = number;
+        // A first upload that defined its own columns waits for a steward
+        // to classify them and publish; so does one replacing it in review.
+        let held = manifest.version == 0 && (!added_columns.is_empty() || manifest.in_review > 0);
+        let replaced = std::mem::take(&mut manifest.in_review);
+        if held {
+            manifest.in_review = number;
+        } else {
+            manifest.version = number;
+        }
         // If this fails the files stay: whether the new manifest reached the
         // disk or not, a restart shows the old version or the whole new one.
         root.write_manifest(&manifest).await?;
         let mut versions = dataset.versions.clone();
         versions.insert(number, version);
+        if replaced > 0 {
+            versions.remove(&replaced);
+            if let Err(e) = root.remove_unpublished(id, replaced).await {
+                tracing::warn!(error = %e, "could not remove a replaced version in review");
+            }
+        }
         let dataset = Dataset { manifest, versions };
         self.swap(catalog.with_dataset(dataset));
         drop(staging);
@@ -319,6 +336,7 @@ impl LiveCatalog {
                 .ok_or(WriteError::NotFound)?,
             version: number,
             added_columns,
+            held,
         })
     }
 
@@ -348,6 +366,19 @@ impl LiveCatalog {
         };
         self.swap(catalog.with_dataset(dataset));
         self.snapshot().get(id).cloned().ok_or(WriteError::NotFound)
+    }
+
+    /// Publishes the version held for review: from now on it is served.
+    pub async fn publish_reviewed(&self, id: &DatasetId) -> Result<Arc<Dataset>, WriteError> {
+        self.edit(id, |m| {
+            if m.in_review == 0 {
+                return Err(format!("dataset '{}' has no version in review", m.id));
+            }
+            let mut m = m.clone();
+            m.version = std::mem::take(&mut m.in_review);
+            Ok(m)
+        })
+        .await
     }
 
     /// Retires a dataset: no longer listed or served; its files stay.

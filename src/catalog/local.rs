@@ -167,7 +167,7 @@ impl LocalRoot {
                     .file_name()
                     .to_str()
                     .and_then(|n| n.parse::<u64>().ok());
-                if number.is_some_and(|n| n > manifest.version) {
+                if number.is_some_and(|n| manifest.is_stale_version(n)) {
                     fs::remove_dir_all(version.path())?;
                     done.uncommitted_versions += 1;
                 }

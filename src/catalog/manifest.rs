@@ -34,6 +34,12 @@ pub struct Manifest {
     /// number are uploads that never committed and are not read.
     #[serde(default)]
     pub version: u64,
+    /// A first upload held for its steward's review: its columns were
+    /// defined by the file, not classified by anyone, so it is not served
+    /// until a steward publishes it (`POST /v1/datasets/{id}/publish`).
+    /// Zero: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub in_review: u64,
     /// How to ask for access, shown to callers who are denied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_request: Option<String>,
@@ -333,6 +339,19 @@ impl Manifest {
     }
 
     /// Whether the dataset is live: published and not retired.
+    /// The highest version folder that holds committed data: the
+    /// published version, or the one in review above it.
+    pub fn committed_up_to(&self) -> u64 {
+        self.version.max(self.in_review)
+    }
+
+    /// Whether version folder `n` holds nothing anyone will read: an upload
+    /// that never committed (above the committed ones), or an upload in
+    /// review that a later one replaced (a crash may leave it behind).
+    pub fn is_stale_version(&self, n: u64) -> bool {
+        n > self.committed_up_to() || (self.version == 0 && n < self.in_review)
+    }
+
     pub fn is_live(&self) -> bool {
         self.version > 0 && self.retired.is_none()
     }

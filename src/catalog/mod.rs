@@ -99,10 +99,28 @@ impl Dataset {
         self.versions.get(&self.manifest.version)
     }
 
+    /// A published version: the current one, or the one pinned (never
+    /// the one in review).
     pub fn version(&self, number: Option<u64>) -> Option<&Version> {
         match number {
             None => self.current(),
-            Some(n) => self.versions.get(&n),
+            Some(n) if n <= self.manifest.version => self.versions.get(&n),
+            Some(_) => None,
+        }
+    }
+
+    /// Published versions, oldest first.
+    pub fn published_versions(&self) -> impl Iterator<Item = &Version> {
+        self.versions
+            .range(..=self.manifest.version)
+            .map(|(_, v)| v)
+    }
+
+    /// The version held for review, if any.
+    pub fn in_review(&self) -> Option<&Version> {
+        match self.manifest.in_review {
+            0 => None,
+            n => self.versions.get(&n),
         }
     }
 
@@ -314,23 +332,29 @@ pub async fn load_dataset(
     let listing = store
         .list_with_delimiter(Some(&prefix.clone().join("versions")))
         .await?;
-    // Folders above the published version are uploads that never committed.
+    // Folders above the published version (or the one in review) are
+    // uploads that never committed.
     let committed = listing
         .common_prefixes
         .iter()
         .filter_map(|dir| dir.filename().and_then(|name| name.parse::<u64>().ok()))
-        .filter(|n| (1..=manifest.version).contains(n));
+        .filter(|n| *n > 0 && !manifest.is_stale_version(*n));
     let mut versions = BTreeMap::new();
     for number in committed {
         if let Some(version) = read_version(store, &manifest, number).await? {
             versions.insert(number, version);
         }
     }
-    if manifest.version > 0 && !versions.contains_key(&manifest.version) {
-        return Err(CatalogError::Inconsistent {
-            id: id.to_string(),
-            problem: format!("published version {} has no data files", manifest.version),
-        });
+    for (number, what) in [
+        (manifest.version, "published"),
+        (manifest.in_review, "in review"),
+    ] {
+        if number > 0 && !versions.contains_key(&number) {
+            return Err(CatalogError::Inconsistent {
+                id: id.to_string(),
+                problem: format!("version {number} ({what}) has no data files"),
+            });
+        }
     }
     Ok(Some(Dataset { manifest, versions }))
 }

@@ -158,7 +158,7 @@ impl StoreRoot {
                 continue;
             };
             for number in self.version_numbers(&id).await? {
-                if number > manifest.version {
+                if manifest.is_stale_version(number) {
                     self.remove_unpublished(&id, number).await?;
                     done.uncommitted_versions += 1;
                 }

@@ -216,8 +216,7 @@ pub(super) fn describe(
         .collect();
     let rfc3339 = &time::format_description::well_known::Rfc3339;
     let versions: Vec<Value> = dataset
-        .versions
-        .values()
+        .published_versions()
         .map(|v| {
             json!({
                 "version": v.number,
@@ -261,6 +260,19 @@ pub(super) fn describe(
                 .filter(|c| c.status == crate::catalog::change::ChangeStatus::Pending)
                 .collect();
             map.insert("pending_changes".into(), json!(pending));
+            // What a review-before-publish is waiting on.
+            if let Some(review) = dataset.in_review() {
+                map.insert(
+                    "in_review".into(),
+                    json!({
+                        "version": review.number,
+                        "rows": review.rows,
+                        "bytes": review.bytes,
+                        "uploaded": review.published.format(rfc3339).ok(),
+                        "publish_url": format!("/v1/datasets/{}/publish", m.id),
+                    }),
+                );
+            }
         }
         map.insert(
             "data_url".into(),

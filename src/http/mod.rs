@@ -79,6 +79,10 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
                     .route("/datasets/{id}/data", web::get().to(data_routes::get_data))
                     .route("/datasets/{id}/data", web::put().to(steward_routes::upload))
                     .route(
+                        "/datasets/{id}/publish",
+                        web::post().to(steward_routes::publish),
+                    )
+                    .route(
                         "/datasets/{id}/query",
                         web::post().to(data_routes::post_query),
                     )

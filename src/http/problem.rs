@@ -27,6 +27,8 @@ crate::words::words! {
         TooManyDatasets = "too-many-datasets",
         ChangeDecided = "change-decided",
         ChangeStale = "change-stale",
+        /// Publishing a dataset with no version in review.
+        NothingToPublish = "nothing-to-publish",
     }
 }
 

@@ -320,6 +320,42 @@ struct EditOutcome {
     proposal: Option<change::ProposedChange>,
 }
 
+/// `POST /v1/datasets/{id}/publish`: publishes the version held for
+/// review (a first upload whose columns the file defined), once its steward
+/// has classified them.
+#[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+pub(super) async fn publish(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let mut audit = trail::request_record(Event::Publish, &caller, &path);
+    let result = async {
+        let scope = require_steward(&caller)?;
+        let dataset = stewarded(&state, &scope, &path)?;
+        not_retired(&dataset)?;
+        if dataset.manifest.in_review == 0 {
+            return Err(ApiError::Conflict {
+                kind: ConflictKind::NothingToPublish,
+                detail: format!(
+                    "dataset '{}' has no version in review: uploads to a published dataset are published at once",
+                    dataset.id()
+                ),
+            });
+        }
+        let published = state
+            .catalog
+            .publish_reviewed(dataset.id())
+            .await
+            .map_err(|e| write_error(e, UnprocessableKind::InvalidManifest))?;
+        audit.version = Some(published.manifest.version);
+        Ok(HttpResponse::Ok().json(describe(&state, &caller, &published, None)?))
+    }
+    .await;
+    record(&state, audit, &result).await;
+    result
+}
+
 /// `DELETE /v1/datasets/{id}`: retires the dataset. It is no longer listed
 /// or served; its files and audit records stay.
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
@@ -404,22 +440,38 @@ pub(super) async fn upload(
         })?;
         let version = published
             .dataset
-            .version(Some(published.version))
-            .ok_or_else(|| Internal::new("the published version vanished"))?;
+            .versions
+            .get(&published.version)
+            .ok_or_else(|| Internal::new("the uploaded version vanished"))?;
         audit.version = Some(published.version);
         audit.rows = Some(version.rows);
         audit.bytes = Some(received);
         audit.duration_ms = Some(started.elapsed().as_millis() as u64);
         let id = published.dataset.id();
-        let warnings: Vec<String> = published
-            .added_columns
-            .iter()
-            .map(|c| {
-                format!(
-                    "column '{c}' was added with classification 'none' (served as is): classify it with PATCH /v1/datasets/{id} if it is sensitive"
-                )
-            })
-            .collect();
+        let warnings: Vec<String> = if published.held {
+            vec![format!(
+                "version {} is held for review, not published: its columns ({}) came from the file and are classified 'none'; classify the sensitive ones with PATCH /v1/datasets/{id}, then publish with POST /v1/datasets/{id}/publish",
+                published.version,
+                published
+                    .dataset
+                    .manifest
+                    .columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )]
+        } else {
+            published
+                .added_columns
+                .iter()
+                .map(|c| {
+                    format!(
+                        "column '{c}' was added with classification 'none' (served as is): classify it with PATCH /v1/datasets/{id} if it is sensitive"
+                    )
+                })
+                .collect()
+        };
         Ok(HttpResponse::Created()
             .insert_header((
                 header::LOCATION,
@@ -428,6 +480,8 @@ pub(super) async fn upload(
             .json(json!({
                 "id": id,
                 "version": published.version,
+                "status": published.dataset.status(),
+                "in_review": published.held,
                 "rows": version.rows,
                 "bytes": version.bytes,
                 "uploaded_bytes": received,

@@ -189,6 +189,10 @@ async fn sigkill_at_any_moment_of_an_upload_leaves_the_old_or_the_whole_new_vers
         "id": "crash-test", "title": "Crash test", "description": "", "sector": "test",
         "publisher": "Observatory", "license": "CC0-1.0", "tier": "open",
         "sort_by": ["n"],
+        "columns": [
+            {"name": "n", "description": "a number"},
+            {"name": "label", "description": "its name"},
+        ],
     });
     let r = client
         .post(format!("{base}/v1/datasets"))

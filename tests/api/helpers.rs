@@ -476,6 +476,16 @@ pub async fn upload(
         .expect("request sent")
 }
 
+/// `POST /v1/datasets/{id}/publish`: publishes the version in review.
+pub async fn publish(app: &TestApp, token: &str, id: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/v1/datasets/{id}/publish")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request sent")
+}
+
 /// `GET /v1/datasets/hospital-admissions/aggregate` with `query`.
 pub async fn aggregate(app: &TestApp, token: &str, query: &[(&str, &str)]) -> reqwest::Response {
     app.client

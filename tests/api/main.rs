@@ -21,6 +21,7 @@ mod health;
 mod https;
 mod policy;
 mod privacy;
+mod review;
 mod revocation;
 mod search;
 mod steward_bad_uploads;

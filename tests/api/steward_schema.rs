@@ -12,12 +12,12 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     TestApp, arrow_batches, arrow_stream, edit, observatory_steward as steward, parquet_file,
-    problem_saying, register, spawn_app, strings, upload,
+    problem_saying, publish, register, spawn_app, strings, upload,
 };
 use crate::steward_helpers::{assert_nothing_left, manifest};
 
-/// Registers `survey` with no columns and uploads its first CSV: returns
-/// the steward's token and the upload's answer.
+/// Registers `survey` with no columns, uploads its first CSV and publishes
+/// it after review: returns the steward's token and the upload's answer.
 async fn survey(app: &TestApp) -> (String, Value) {
     let token = steward(app);
     assert_eq!(
@@ -29,7 +29,9 @@ async fn survey(app: &TestApp) -> (String, Value) {
     let csv = "school,score,visited,pupils\nA,1.5,2024-05-01,10\nB,,2024-05-02,\nC,2.25,,30\n";
     let r = upload(app, &token, "survey", "text/csv; charset=utf-8", csv).await;
     assert_eq!(r.status(), 201);
-    (token, r.json().await.unwrap())
+    let answer = r.json().await.unwrap();
+    assert_eq!(publish(app, &token, "survey").await.status(), 200);
+    (token, answer)
 }
 
 /// A CSV upload to `survey` is refused as `kind`, its detail naming
@@ -56,7 +58,13 @@ async fn the_first_upload_defines_the_columns_and_their_types() {
         .map(|c| c["type"].as_str().unwrap())
         .collect();
     assert_eq!(types, ["Utf8", "Float64", "Date32", "Int64"]);
-    assert_eq!(body["warnings"].as_array().unwrap().len(), 4);
+    // The file defined the columns: held for review until published.
+    assert_eq!(body["in_review"], true);
+    let warning = body["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.contains("school, score, visited, pupils"),
+        "{warning}"
+    );
     let meta: Value = app.get_json("/v1/datasets/survey", None).await;
     assert_eq!(meta["columns"].as_array().unwrap().len(), 4);
 }
@@ -156,6 +164,7 @@ async fn sorted(app: &TestApp) -> String {
     )
     .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(publish(app, &token, "sorted").await.status(), 200);
     token
 }
 
