@@ -705,15 +705,22 @@ fn typed_literal(data_type: &DataType, value: &Value) -> Result<Expr, FilterErro
             ScalarValue::Date32(Some(days as i32))
         }
         DataType::Timestamp(..) => {
-            // Parsed by the engine's own cast at plan time; keep it a string
-            // cast explicitly so the comparison is with a timestamp.
-            return Ok(Expr::Cast(datafusion::logical_expr::Cast::new(
-                Box::new(lit(text.clone())),
-                arrow::datatypes::DataType::Timestamp(
-                    arrow::datatypes::TimeUnit::Microsecond,
-                    None,
-                ),
-            )));
+            // Parsed here, with the engine's own text-to-timestamp rules:
+            // left as a cast, a malformed one failed only when the query
+            // ran (found by the filter fuzzer), as a confusing error.
+            let target = arrow::datatypes::DataType::Timestamp(
+                arrow::datatypes::TimeUnit::Microsecond,
+                None,
+            );
+            match ScalarValue::try_from_string(text.clone(), &target) {
+                Ok(value) if !value.is_null() => value,
+                _ => {
+                    return Err(FilterError::Syntax(format!(
+                        "'{}' is not a timestamp (YYYY-MM-DD HH:MM:SS)",
+                        crate::echo::cut(text)
+                    )));
+                }
+            }
         }
         other => return Err(FilterError::NotAllowed(format!("literals of type {other}"))),
     };
