@@ -154,16 +154,18 @@ row_filter = "region = "
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("4 problems"), "{stderr}");
-    for (grant, says) in [
-        ("nobody", "add subjects ="),
-        ("no-purpose", "say what the access is for"),
-        ("dp-without-budget", "needs epsilon"),
-        ("bad-filter", "row_filter"),
+    // Each names the line of its [[grant]] header (the text starts with a
+    // newline, so the first header is line 2).
+    for (grant, line, says) in [
+        ("nobody", 2, "add subjects ="),
+        ("no-purpose", 7, "say what the access is for"),
+        ("dp-without-budget", 13, "needs epsilon"),
+        ("bad-filter", 20, "row_filter"),
     ] {
         assert!(
             stderr
                 .lines()
-                .any(|l| l.contains(&format!("grant '{grant}'")) && l.contains(says)),
+                .any(|l| l.contains(&format!("line {line}: grant '{grant}'")) && l.contains(says)),
             "{grant}: {stderr}"
         );
     }
