@@ -40,8 +40,9 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, base: str, context: ssl.SSLContext, token: str, steward: str):
+    def __init__(self, base: str, context: ssl.SSLContext, token: str, steward: str, ca: Path):
         self.base = base
+        self.ca = ca
         self.context = context
         self.token = token
         self.steward = steward
@@ -126,7 +127,7 @@ policy = "{work / 'policy.toml'}"
 
         token = mint("--sub", "alice@uni.example", "--role", "researcher")
         steward = mint("--sub", "sam@interop.example", "--role", "steward", "--org", "Interop Org")
-        yield Server(f"https://localhost:{port}", context, token, steward)
+        yield Server(f"https://localhost:{port}", context, token, steward, ca)
     finally:
         process.terminate()
         process.wait(timeout=30)
