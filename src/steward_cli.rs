@@ -11,6 +11,8 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+use sluice::audit::checkpoint::SigningKey;
+use sluice::audit::{AuditLog, Checkpoints, Decision, Event, Outcome, Record};
 use sluice::catalog::edit::Registration;
 use sluice::catalog::{Dataset, LiveCatalog};
 use sluice::config::Settings;
@@ -125,6 +127,39 @@ pub enum DatasetsCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Edit a dataset's metadata and columns through a server (a change
+    /// that widens access waits there for an admin's approval).
+    Edit {
+        /// The dataset's id.
+        id: String,
+        /// New title.
+        #[arg(long)]
+        title: Option<String>,
+        /// New description.
+        #[arg(long)]
+        description: Option<String>,
+        /// New keywords, comma-separated (replace the old ones).
+        #[arg(long)]
+        keywords: Option<String>,
+        /// Classify a column: `COLUMN=none|quasi-identifier|direct-identifier` (repeatable).
+        #[arg(long, value_name = "COLUMN=LEVEL")]
+        classify: Vec<String>,
+        /// Mask a quasi-identifier: `COLUMN=RULE`, e.g. `age=bucket(10)`, `postcode=prefix(3)` (repeatable).
+        #[arg(long, value_name = "COLUMN=RULE")]
+        mask: Vec<String>,
+        /// Let aggregate-only callers group by this column (repeatable).
+        #[arg(long, value_name = "COLUMN")]
+        groupable: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Serve a retired dataset again (admins).
+    Restore {
+        /// The dataset's id.
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Publish the version held for review (a first upload whose columns
     /// the file defined), once its columns are classified.
     Publish {
@@ -182,6 +217,8 @@ impl DatasetsCommand {
             | DatasetsCommand::Show { target, .. }
             | DatasetsCommand::Retire { target, .. }
             | DatasetsCommand::Publish { target, .. }
+            | DatasetsCommand::Edit { target, .. }
+            | DatasetsCommand::Restore { target, .. }
             | DatasetsCommand::Changes { target, .. }
             | DatasetsCommand::Approve { target, .. }
             | DatasetsCommand::Reject { target, .. } => target,
@@ -249,14 +286,17 @@ pub fn register(settings: Settings, args: RegisterArgs) -> anyhow::Result<()> {
         }),
         None => runtime.block_on(async {
             let catalog = open_local(&settings).await?;
+            let audit = LocalAudit::open(&settings)?;
             let existing = catalog.snapshot().get(&id).cloned();
             let dataset = match (existing, registration) {
                 (Some(d), _) => d,
                 (None, Some(r)) => {
                     let manifest = r.into_manifest().map_err(anyhow::Error::msg)?;
-                    catalog
+                    let registered = catalog
                         .register(manifest, settings.limits.max_datasets_per_publisher)
-                        .await?
+                        .await?;
+                    audit.record(Event::Register, &id, None).await?;
+                    registered
                 }
                 (None, None) => bail!("no dataset '{id}' yet: pass --manifest to register it"),
             };
@@ -286,6 +326,9 @@ pub fn register(settings: Settings, args: RegisterArgs) -> anyhow::Result<()> {
             .await;
             spinner.finish_and_clear();
             let (published, summary) = result?;
+            audit
+                .record(Event::Upload, &id, Some(published.version))
+                .await?;
             let version = published
                 .dataset
                 .versions
@@ -376,6 +419,62 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                     .with_context(|| format!("no dataset '{id}'"))?;
                 print(&local_description(d))
             }
+            DatasetsCommand::Edit {
+                id,
+                title,
+                description,
+                keywords,
+                classify,
+                mask,
+                groupable,
+                target,
+            } => {
+                anyhow::ensure!(
+                    target.server.is_some(),
+                    "edits go through a server (--server URL --token T), where a change that widens access waits for an admin; on this machine, edit {id}/dataset.toml"
+                );
+                let patch = edit_patch(title, description, keywords, &classify, &mask, &groupable)?;
+                let client = Remote::new(&settings, &target)?;
+                let id = DatasetId::parse(&id)?;
+                let (status, body) = client
+                    .send(
+                        client
+                            .request(reqwest::Method::PATCH, &format!("/v1/datasets/{id}"))
+                            .json(&patch),
+                    )
+                    .await?;
+                if !(200..300).contains(&status) {
+                    return fail(status, &body);
+                }
+                if let Some(pending) = body.get("pending_change").filter(|p| !p.is_null()) {
+                    eprintln!(
+                        "change {} widens access: it waits for an admin's approval",
+                        pending["number"]
+                    );
+                }
+                print(&body)
+            }
+            DatasetsCommand::Restore { id, target } if target.server.is_some() => {
+                let client = Remote::new(&settings, &target)?;
+                let id = DatasetId::parse(&id)?;
+                let (status, body) = client
+                    .send(client.post(&format!("/v1/datasets/{id}/restore")))
+                    .await?;
+                if status != 200 {
+                    return fail(status, &body);
+                }
+                eprintln!("restored {id}");
+                Ok(())
+            }
+            DatasetsCommand::Restore { id, .. } => {
+                let catalog = open_local(&settings).await?;
+                let audit = LocalAudit::open(&settings)?;
+                let id = DatasetId::parse(&id)?;
+                catalog.restore(&id).await?;
+                audit.record(Event::Restore, &id, None).await?;
+                eprintln!("restored {id}");
+                Ok(())
+            }
             DatasetsCommand::Publish { id, target } if target.server.is_some() => {
                 let client = Remote::new(&settings, &target)?;
                 let id = DatasetId::parse(&id)?;
@@ -390,8 +489,12 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
             }
             DatasetsCommand::Publish { id, .. } => {
                 let catalog = open_local(&settings).await?;
+                let audit = LocalAudit::open(&settings)?;
                 let id = DatasetId::parse(&id)?;
                 let published = catalog.publish_reviewed(&id).await?;
+                audit
+                    .record(Event::Publish, &id, Some(published.manifest.version))
+                    .await?;
                 eprintln!("published {id} version {}", published.manifest.version);
                 Ok(())
             }
@@ -409,8 +512,10 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
             }
             DatasetsCommand::Retire { id, .. } => {
                 let catalog = open_local(&settings).await?;
+                let audit = LocalAudit::open(&settings)?;
                 let id = DatasetId::parse(&id)?;
                 catalog.retire(&id).await?;
+                audit.record(Event::Retire, &id, None).await?;
                 eprintln!("retired {id}");
                 Ok(())
             }
@@ -447,6 +552,124 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
 /// the token is an admin's and audits it), or on the local folder, where
 /// whoever may write the folder decides (recorded as `local:<user>` in the
 /// manifest).
+/// The audit trail, for changes made directly on this machine's folders:
+/// they land in the same trail as the server's, as subject `local:<user>`.
+/// Opened before the change, so a trail another process writes (a server
+/// on the same state folder) refuses the change rather than leaving it
+/// unaudited.
+struct LocalAudit(Option<AuditLog>);
+
+impl LocalAudit {
+    fn open(settings: &Settings) -> anyhow::Result<Self> {
+        if !settings.audit.enabled {
+            return Ok(Self(None));
+        }
+        let state = &settings.storage.state;
+        let key = SigningKey::load_or_create(&settings.audit.signing_key_in(state))?;
+        let log = AuditLog::open(
+            &settings.audit.dir_in(state),
+            settings.audit.max_file_bytes,
+            Some(Checkpoints {
+                key,
+                every: Duration::from_secs(settings.audit.checkpoint_secs.max(1)),
+            }),
+            Box::new(|_| {}),
+        )
+        .context("recording this change in the audit trail")?;
+        Ok(Self(Some(log)))
+    }
+
+    /// Records a committed change and seals the trail with a checkpoint.
+    async fn record(
+        &self,
+        event: Event,
+        id: &DatasetId,
+        version: Option<u64>,
+    ) -> anyhow::Result<()> {
+        let Some(log) = &self.0 else { return Ok(()) };
+        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+        log.append_durable(Record {
+            subject: Some(format!("local:{user}")),
+            dataset: Some(id.to_string()),
+            version,
+            decision: Some(Decision::Allow),
+            outcome: Some(Outcome::Ok),
+            ..Record::new(event)
+        })
+        .await?;
+        log.seal().await;
+        Ok(())
+    }
+}
+
+/// The `PATCH` body of `sluice datasets edit`: only what was given.
+fn edit_patch(
+    title: Option<String>,
+    description: Option<String>,
+    keywords: Option<String>,
+    classify: &[String],
+    mask: &[String],
+    groupable: &[String],
+) -> anyhow::Result<Value> {
+    let mut patch = serde_json::Map::new();
+    if let Some(t) = title {
+        patch.insert("title".into(), json!(t));
+    }
+    if let Some(d) = description {
+        patch.insert("description".into(), json!(d));
+    }
+    if let Some(k) = keywords {
+        let list: Vec<&str> = k
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .collect();
+        patch.insert("keywords".into(), json!(list));
+    }
+    // One entry per column, merging what several flags say about it.
+    let mut columns: Vec<serde_json::Map<String, Value>> = Vec::new();
+    fn column<'a>(
+        columns: &'a mut Vec<serde_json::Map<String, Value>>,
+        name: &str,
+    ) -> &'a mut serde_json::Map<String, Value> {
+        let at = match columns.iter().position(|c| c["name"] == name) {
+            Some(at) => at,
+            None => {
+                let mut entry = serde_json::Map::new();
+                entry.insert("name".into(), json!(name));
+                columns.push(entry);
+                columns.len() - 1
+            }
+        };
+        &mut columns[at]
+    }
+    let pair = |flag: &str, text: &str| -> anyhow::Result<(String, String)> {
+        let (name, value) = text
+            .split_once('=')
+            .with_context(|| format!("--{flag} takes COLUMN=VALUE, not '{text}'"))?;
+        Ok((name.trim().to_owned(), value.trim().to_owned()))
+    };
+    for c in classify {
+        let (name, level) = pair("classify", c)?;
+        column(&mut columns, &name).insert("classification".into(), json!(level));
+    }
+    for m in mask {
+        let (name, rule) = pair("mask", m)?;
+        column(&mut columns, &name).insert("mask".into(), json!(rule));
+    }
+    for g in groupable {
+        column(&mut columns, g.trim()).insert("groupable".into(), json!(true));
+    }
+    if !columns.is_empty() {
+        patch.insert("columns".into(), json!(columns));
+    }
+    anyhow::ensure!(
+        !patch.is_empty(),
+        "nothing to change: give --title, --description, --keywords, --classify, --mask or --groupable"
+    );
+    Ok(Value::Object(patch))
+}
+
 async fn decide(
     settings: &Settings,
     id: &str,

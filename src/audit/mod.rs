@@ -53,6 +53,8 @@ words! {
         Upload = "upload",
         Edit = "edit",
         Retire = "retire",
+        /// A retired dataset served again (admins only).
+        Restore = "restore",
         /// A version held for review published by its steward.
         Publish = "publish",
         /// An edit that waits for a second steward's approval.

@@ -24,6 +24,10 @@ pub enum AuditError {
     /// The writer thread is gone.
     #[error("audit log writer stopped")]
     Stopped,
+    /// Another process writes this trail (a server on the same state
+    /// folder): two writers would fork the chain.
+    #[error("another process writes the audit trail in {0} (a running server?)")]
+    Busy(String),
 }
 
 fn io_error(
@@ -56,10 +60,26 @@ pub struct Checkpoints {
 pub struct AuditLog {
     tx: Option<mpsc::Sender<Job>>,
     dir: PathBuf,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for AuditLog {
+    /// Closes the queue and waits for the writer to finish what it holds,
+    /// so the trail's lock is free once this returns (a reopen in the same
+    /// process finds it free).
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 /// Most records written between two fsyncs.
 const MAX_GROUP: usize = 4096;
+
+/// The file whose lock makes one process the trail's writer.
+const WRITER_LOCK: &str = ".writer.lock";
 
 /// How long the writer gathers records before one write and fsync.
 const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
@@ -77,6 +97,23 @@ impl AuditLog {
     ) -> Result<Self, AuditError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| io_error(format!("creating {}", dir.display()), e))?;
+        // One writer per trail, for as long as this log is open (the lock
+        // goes with the writer thread).
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(WRITER_LOCK))
+            .map_err(|e| io_error(format!("opening {}", dir.display()), e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(AuditError::Busy(dir.display().to_string()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(io_error(format!("locking {}", dir.display()), e));
+            }
+        }
         let state = ChainState::recover(dir)?;
         let (tx, rx) = mpsc::channel::<Job>();
         let mut writer = Writer {
@@ -90,19 +127,21 @@ impl AuditLog {
             checkpoints,
             sealed: None,
             last_checkpoint: Instant::now(),
+            _lock: lock,
         };
         // A restart seals what the previous run left, so a tail cut while
         // the server was down is caught from here on.
         writer
             .checkpoint()
             .map_err(|e| io_error("writing the start checkpoint", e))?;
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("sluice-audit".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| io_error("starting the audit writer", e))?;
         Ok(Self {
             tx: Some(tx),
             dir: dir.to_owned(),
+            writer: Some(writer),
         })
     }
 
@@ -111,6 +150,7 @@ impl AuditLog {
         Self {
             tx: None,
             dir: PathBuf::new(),
+            writer: None,
         }
     }
 
@@ -264,6 +304,8 @@ struct Writer {
     /// The head the newest checkpoint signed.
     sealed: Option<String>,
     last_checkpoint: Instant,
+    /// The trail's writer lock, held while the writer runs.
+    _lock: File,
 }
 
 impl Writer {

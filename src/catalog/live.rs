@@ -381,6 +381,19 @@ impl LiveCatalog {
         .await
     }
 
+    /// Restores a retired dataset: listed and served again, as it was.
+    pub async fn restore(&self, id: &DatasetId) -> Result<Arc<Dataset>, WriteError> {
+        self.edit(id, |m| {
+            if m.retired.is_none() {
+                return Err(format!("dataset '{}' is not retired", m.id));
+            }
+            let mut m = m.clone();
+            m.retired = None;
+            Ok(m)
+        })
+        .await
+    }
+
     /// Retires a dataset: no longer listed or served; its files stay.
     pub async fn retire(&self, id: &DatasetId) -> Result<Arc<Dataset>, WriteError> {
         self.edit(id, |m| {

@@ -83,6 +83,10 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
                         web::post().to(steward_routes::publish),
                     )
                     .route(
+                        "/datasets/{id}/restore",
+                        web::post().to(steward_routes::restore),
+                    )
+                    .route(
                         "/datasets/{id}/query",
                         web::post().to(data_routes::post_query),
                     )

@@ -27,6 +27,8 @@ crate::words::words! {
         TooManyDatasets = "too-many-datasets",
         ChangeDecided = "change-decided",
         ChangeStale = "change-stale",
+        /// Restoring a dataset that is not retired.
+        NotRetired = "not-retired",
         /// Publishing a dataset with no version in review.
         NothingToPublish = "nothing-to-publish",
     }

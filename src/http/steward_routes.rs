@@ -356,6 +356,41 @@ pub(super) async fn publish(
     result
 }
 
+/// `POST /v1/datasets/{id}/restore`: serves a retired dataset again.
+/// Admins only: it reopens access that a steward closed.
+#[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+pub(super) async fn restore(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let audit = trail::request_record(Event::Restore, &caller, &path);
+    let result = async {
+        let scope = require_steward(&caller)?;
+        let dataset = stewarded(&state, &scope, &path)?;
+        if scope != StewardScope::All {
+            return Err(ApiError::AdminRequired(
+                "restoring a retired dataset reopens access: an admin does it".into(),
+            ));
+        }
+        if dataset.manifest.retired.is_none() {
+            return Err(ApiError::Conflict {
+                kind: ConflictKind::NotRetired,
+                detail: format!("dataset '{}' is not retired", dataset.id()),
+            });
+        }
+        let restored = state
+            .catalog
+            .restore(dataset.id())
+            .await
+            .map_err(|e| write_error(e, UnprocessableKind::InvalidManifest))?;
+        Ok(HttpResponse::Ok().json(describe(&state, &caller, &restored, None)?))
+    }
+    .await;
+    record(&state, audit, &result).await;
+    result
+}
+
 /// `DELETE /v1/datasets/{id}`: retires the dataset. It is no longer listed
 /// or served; its files and audit records stay.
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]

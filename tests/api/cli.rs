@@ -3,6 +3,9 @@
 
 use std::process::Command;
 
+use sluice::audit::Event;
+use sluice::auth::Role;
+
 use crate::helpers::{BinaryServer, succeeded as ok};
 
 #[tokio::test]
@@ -66,6 +69,22 @@ async fn stewards_register_and_retire_from_the_command_line() {
     // Retired, not deleted: both versions are still on disk.
     assert!(dir.join("datasets/wells/versions/1").exists());
     assert!(dir.join("datasets/wells/versions/2").exists());
+
+    // The local changes are in the same trail as the server's, which
+    // still verifies as one chain.
+    let records = sluice::audit::read_all(&server.state().join("audit")).unwrap();
+    let local: Vec<Event> = records
+        .iter()
+        .filter(|r| {
+            r.subject
+                .as_deref()
+                .is_some_and(|s| s.starts_with("local:"))
+        })
+        .map(|r| r.event)
+        .collect();
+    assert_eq!(local, [Event::Register, Event::Upload]);
+    assert!(records.iter().any(|r| r.event == Event::Retire));
+    ok(&server.run(&["audit", "verify"]));
 }
 
 /// Issue 19: client commands work from any folder, with no settings file,
@@ -169,4 +188,96 @@ row_filter = "region = "
             "{grant}: {stderr}"
         );
     }
+}
+
+/// Issue 19: the review life cycle and edits from the command line: a
+/// first upload with columns from the file is held; `datasets edit`
+/// classifies, `datasets publish` publishes; an admin restores a retired
+/// dataset.
+#[tokio::test]
+async fn a_steward_reviews_edits_publishes_and_an_admin_restores_from_the_command_line() {
+    let mut server = BinaryServer::empty("policy_poll_ms = 60000");
+    let dir = server.path().to_owned();
+    let manifest = dir.join("trusts.toml");
+    std::fs::write(
+        &manifest,
+        "id = \"trusts\"\ntitle = \"Trusts\"\ndescription = \"Hospital trusts\"\nsector = \"health\"\npublisher = \"Water Board\"\nlicense = \"CC-BY-4.0\"\ntier = \"open\"\n",
+    )
+    .unwrap();
+    let csv = dir.join("trusts.csv");
+    std::fs::write(
+        &csv,
+        "Trust Name;Chief Executive;Beds\nKings;A. Person;NA\nGuys;B. Person;450\n",
+    )
+    .unwrap();
+    server.start().await;
+    let base = server.base.clone();
+    let steward = server.steward("Water Board");
+    let remote = ["--server", base.as_str(), "--token", steward.as_str()];
+    let with = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .chain(remote.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        server.run(&args)
+    };
+
+    let answer: serde_json::Value = serde_json::from_str(&ok(&run(with(&[
+        "register",
+        csv.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--delimiter",
+        ";",
+        "--null",
+        "NA",
+    ]))))
+    .unwrap();
+    assert_eq!(answer["in_review"], true);
+    assert_eq!(answer["renamed_columns"]["Trust Name"], "trust_name");
+    assert_eq!(
+        server.get("/v1/datasets/trusts", None).await.status(),
+        404,
+        "held for review"
+    );
+
+    let edited = ok(&run(with(&[
+        "datasets",
+        "edit",
+        "trusts",
+        "--classify",
+        "chief_executive=direct-identifier",
+        "--keywords",
+        "trusts, beds",
+    ])));
+    assert!(edited.contains("\"direct-identifier\""), "{edited}");
+    let published = run(with(&["datasets", "publish", "trusts"]));
+    assert!(published.status.success());
+    assert!(String::from_utf8_lossy(&published.stderr).contains("published trusts version 1"));
+    let csv_out = server
+        .get("/v1/datasets/trusts/data?format=csv", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    // `Beds` is a column name already; the identifier is not served.
+    assert_eq!(csv_out, "trust_name,Beds\nKings,\nGuys,450\n");
+
+    // Retired by its steward; only an admin brings it back.
+    ok(&run(with(&["datasets", "retire", "trusts"])));
+    let refused = run(with(&["datasets", "restore", "trusts"]));
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("admin-required"));
+    let admin = server.token("root@example.org", &[Role::Admin], &[], None);
+    let restored = server.run(&[
+        "datasets", "restore", "trusts", "--server", &base, "--token", &admin,
+    ]);
+    assert!(restored.status.success(), "{restored:?}");
+    assert_eq!(
+        server.get("/v1/datasets/trusts/data", None).await.status(),
+        200
+    );
 }
