@@ -2,13 +2,15 @@ use serde_json::Value;
 
 use crate::helpers::{problem, spawn_app};
 
-async fn list(app: &crate::helpers::TestApp, query: &str) -> Value {
+/// `GET /v1/datasets<query>`, asserted 200.
+pub async fn list(app: &crate::helpers::TestApp, query: &str) -> Value {
     let response = app.get(&format!("/v1/datasets{query}"), None).await;
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }
 
-fn ids(body: &Value) -> Vec<String> {
+/// The ids of a listing, in order.
+pub fn ids(body: &Value) -> Vec<String> {
     body["datasets"]
         .as_array()
         .unwrap()

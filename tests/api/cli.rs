@@ -281,3 +281,39 @@ async fn a_steward_reviews_edits_publishes_and_an_admin_restores_from_the_comman
         200
     );
 }
+
+/// The README's steward commands work on the example files it names.
+#[tokio::test]
+async fn the_readme_example_files_register_and_upload() {
+    let server = BinaryServer::empty("policy_poll_ms = 60000");
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let path = |name: &str| examples.join(name).to_str().unwrap().to_owned();
+    let first: serde_json::Value = serde_json::from_str(&ok(&server.run(&[
+        "register",
+        &path("visits.csv"),
+        "--manifest",
+        &path("clinic-visits.toml"),
+    ])))
+    .unwrap();
+    assert_eq!(
+        (first["version"].as_u64(), first["rows"].as_u64()),
+        (Some(1), Some(3))
+    );
+    assert_eq!(
+        first["in_review"], false,
+        "declared columns publish at once"
+    );
+    let second: serde_json::Value = serde_json::from_str(&ok(&server.run(&[
+        "register",
+        &path("visits-2025.csv"),
+        "--id",
+        "clinic-visits",
+    ])))
+    .unwrap();
+    assert_eq!(second["version"], 2);
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(examples.join("clinic-visits.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["id"], "clinic-visits");
+}

@@ -4,21 +4,11 @@
 
 use serde_json::Value;
 
+use crate::catalog::{ids as listed_ids, list};
 use crate::helpers::{TestApp, spawn_app};
 
 async fn ids(app: &TestApp, query: &str) -> Vec<String> {
-    let body: Value = app
-        .get(&format!("/v1/datasets?{query}"), None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    body["datasets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["id"].as_str().unwrap().to_owned())
-        .collect()
+    listed_ids(&list(app, &format!("?{query}")).await)
 }
 
 #[tokio::test]
@@ -62,13 +52,7 @@ async fn ranked_results_page_without_repeats_and_listings_show_size_and_freshnes
             None => "/v1/datasets?q=synthetic&page_size=1".to_owned(),
         };
         let body: Value = app.get(&query, None).await.json().await.unwrap();
-        walked.extend(
-            body["datasets"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d["id"].as_str().unwrap().to_owned()),
-        );
+        walked.extend(listed_ids(&body));
         match body["next_page_token"].as_str() {
             Some(next) => token = Some(next.to_owned()),
             None => break,
