@@ -268,7 +268,7 @@ impl Catalog {
             .index
             .get_or_init(|| search::SearchIndex::build(self.datasets.values().map(|d| &**d)));
         let stems = search::SearchIndex::query_stems(&query.words.join(" "));
-        let mut hits: Vec<(f64, &Dataset)> = self
+        let visible: Vec<&DatasetId> = self
             .datasets
             .values()
             .filter(|d| d.manifest.is_live() || d.stewarded_by(&query.steward))
@@ -279,7 +279,12 @@ impl Catalog {
                     .as_ref()
                     .is_none_or(|s| d.manifest.sector.eq_ignore_ascii_case(s))
             })
-            .filter_map(|d| Some((index.score(d.id(), &stems)?, &**d)))
+            .map(|d| d.id())
+            .collect();
+        let mut hits: Vec<(f64, &Dataset)> = index
+            .matches(&visible, &stems)
+            .into_iter()
+            .filter_map(|(id, score)| Some((score, &**self.datasets.get(id)?)))
             .filter(|(score, d)| {
                 query
                     .after

@@ -112,23 +112,38 @@ impl SearchIndex {
         out
     }
 
-    /// The score of `id` for `query` (stems), or `None` unless every stem
-    /// matches. An empty query scores every dataset 0.
-    pub fn score(&self, id: &DatasetId, query: &[String]) -> Option<f64> {
-        let doc = self.documents.get(id)?;
-        let total = self.documents.len() as f64;
-        let mut score = 0.0;
+    /// The datasets among `visible` that match every stem of `query`, with
+    /// their scores (an empty query matches all, at 0).
+    ///
+    /// A word's rarity is counted among `visible` only: counted over the
+    /// whole catalogue, a score (which page tokens carry) would tell how
+    /// many drafts or retired datasets the caller cannot see hold a word.
+    pub fn matches<'a>(
+        &self,
+        visible: &[&'a DatasetId],
+        query: &[String],
+    ) -> Vec<(&'a DatasetId, f64)> {
+        let docs: Vec<(&'a DatasetId, &Document)> = visible
+            .iter()
+            .filter_map(|id| Some((*id, self.documents.get(*id)?)))
+            .collect();
+        let total = docs.len() as f64;
+        let mut scores: Vec<Option<f64>> = vec![Some(0.0); docs.len()];
         for word in query {
-            let weight = |doc: &Document| word_weight(doc, word);
-            let here = weight(doc);
-            if here == 0.0 {
-                return None;
-            }
-            let containing = self.documents.values().filter(|d| weight(d) > 0.0).count() as f64;
+            let weights: Vec<f64> = docs.iter().map(|(_, d)| word_weight(d, word)).collect();
+            let containing = weights.iter().filter(|w| **w > 0.0).count() as f64;
             let rarity = (1.0 + (total - containing + 0.5) / (containing + 0.5)).ln();
-            score += rarity * here;
+            for (score, weight) in scores.iter_mut().zip(&weights) {
+                *score = match (*score, *weight > 0.0) {
+                    (Some(s), true) => Some(s + rarity * weight),
+                    _ => None,
+                };
+            }
         }
-        Some(score)
+        docs.iter()
+            .zip(scores)
+            .filter_map(|((id, _), score)| Some((*id, score?)))
+            .collect()
     }
 }
 

@@ -77,3 +77,23 @@ async fn ranked_results_page_without_repeats_and_listings_show_size_and_freshnes
             .any(|c| c == "vaccine")
     );
 }
+
+#[tokio::test]
+async fn what_others_cannot_see_does_not_move_their_scores() {
+    let app = spawn_app().await;
+    async fn token(app: &TestApp) -> String {
+        let body = list(app, "?q=synthetic&page_size=1").await;
+        body["next_page_token"].as_str().unwrap().to_owned()
+    }
+    let before = token(&app).await;
+    // A steward's draft full of the word, and one without it: page tokens
+    // carry scores, and a score counted over hidden datasets would tell.
+    let steward = crate::helpers::observatory_steward(&app);
+    for (id, title) in [("hidden-a", "Synthetic synthetic"), ("hidden-b", "Other")] {
+        let mut manifest = crate::steward_helpers::manifest(id, serde_json::json!([]));
+        manifest["title"] = Value::from(title);
+        let r = crate::helpers::register(&app, &steward, &manifest).await;
+        assert_eq!(r.status(), 201);
+    }
+    assert_eq!(token(&app).await, before);
+}
