@@ -204,6 +204,44 @@ async fn a_garbage_arrow_stream_is_refused() {
     all_refused(&app, &token, vec![case]).await;
 }
 
+/// Found by the upload fuzzer: an Arrow stream whose buffer offsets point
+/// past its body panics arrow-ipc's reader (a bug upstream). The worker
+/// process turns the panic into a refusal; the server never sees it. (A
+/// dataset with no columns yet, so the stream's schema is accepted and its
+/// batches are decoded.)
+#[tokio::test]
+async fn an_arrow_stream_that_panics_the_decoder_is_refused() {
+    let (app, token) = target().await;
+    let fresh = crate::steward_helpers::manifest("fresh", serde_json::json!([]));
+    assert_eq!(
+        crate::helpers::register(&app, &token, &fresh)
+            .await
+            .status(),
+        201
+    );
+    let body = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/api/fixtures/arrow-stream-bad-buffer-offset.arrows"),
+    )
+    .unwrap();
+    let r = upload(
+        &app,
+        &token,
+        "fresh",
+        "application/vnd.apache.arrow.stream",
+        body,
+    )
+    .await;
+    let p = problem(r, 422, "upload-invalid").await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("decoder failed"),
+        "{p}"
+    );
+    assert_nothing_left(&app, "fresh", &[]);
+    still_serving(&app).await;
+    assert_target_untouched(&app).await;
+}
+
 #[tokio::test]
 async fn a_body_over_the_size_limit_is_refused() {
     let (app, token) = target().await;
