@@ -91,25 +91,13 @@ impl CsvArgs {
 
     /// The options for a local upload.
     fn options(&self) -> anyhow::Result<ingest::CsvOptions> {
-        let one = |name: &str, text: &Option<String>, default: u8| -> anyhow::Result<u8> {
-            match text.as_deref() {
-                None => Ok(default),
-                Some("tab") | Some("\\t") => Ok(b'\t'),
-                Some(t) if t.len() == 1 && t.is_ascii() => Ok(t.as_bytes()[0]),
-                Some(t) => bail!("--{name} must be one ASCII character (or tab), not '{t}'"),
-            }
-        };
-        let defaults = ingest::CsvOptions::default();
-        Ok(ingest::CsvOptions {
-            delimiter: one("delimiter", &self.delimiter, defaults.delimiter)?,
-            quote: one("quote", &self.quote, defaults.quote)?,
-            header: !self.no_header,
-            nulls: self
-                .null
-                .as_deref()
-                .map(|n| n.split(',').map(str::to_owned).collect())
-                .unwrap_or_default(),
-        })
+        ingest::CsvOptions::from_text(
+            self.delimiter.as_deref(),
+            self.quote.as_deref(),
+            !self.no_header,
+            self.null.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)
     }
 }
 

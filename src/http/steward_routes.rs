@@ -554,45 +554,23 @@ fn csv_options(req: &HttpRequest, format: UploadFormat) -> Result<CsvOptions, Ap
             "delimiter, quote, header and null apply to CSV uploads only".into(),
         ));
     }
-    let one_char = |name: &str, text: Option<&str>, default: u8| -> Result<u8, ApiError> {
-        match text {
-            None => Ok(default),
-            Some("tab") | Some("\t") => Ok(b'\t'),
-            Some(t) if t.len() == 1 && t.is_ascii() && t != "\n" && t != "\r" => {
-                Ok(t.as_bytes()[0])
-            }
-            Some(t) => Err(ApiError::InvalidParameter(format!(
-                "{name} must be one ASCII character (or tab), not '{}'",
-                crate::echo::cut(t)
-            ))),
+    let header = match query.header.as_deref() {
+        None | Some("present") => true,
+        Some("absent") => false,
+        Some(other) => {
+            return Err(ApiError::InvalidParameter(format!(
+                "header must be 'present' or 'absent', not '{}'",
+                crate::echo::cut(other)
+            )));
         }
     };
-    let defaults = CsvOptions::default();
-    let options = CsvOptions {
-        delimiter: one_char("delimiter", query.delimiter.as_deref(), defaults.delimiter)?,
-        quote: one_char("quote", query.quote.as_deref(), defaults.quote)?,
-        header: match query.header.as_deref() {
-            None | Some("present") => true,
-            Some("absent") => false,
-            Some(other) => {
-                return Err(ApiError::InvalidParameter(format!(
-                    "header must be 'present' or 'absent', not '{}'",
-                    crate::echo::cut(other)
-                )));
-            }
-        },
-        nulls: query
-            .null
-            .as_deref()
-            .map(|list| list.split(',').map(str::to_owned).collect())
-            .unwrap_or_default(),
-    };
-    if options.delimiter == options.quote {
-        return Err(ApiError::InvalidParameter(
-            "delimiter and quote must differ".into(),
-        ));
-    }
-    Ok(options)
+    CsvOptions::from_text(
+        query.delimiter.as_deref(),
+        query.quote.as_deref(),
+        header,
+        query.null.as_deref(),
+    )
+    .map_err(ApiError::InvalidParameter)
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -113,6 +113,43 @@ pub struct CsvOptions {
     pub nulls: Vec<String>,
 }
 
+impl CsvOptions {
+    /// The options as a steward writes them, in a request or on the command
+    /// line: `delimiter` and `quote` one ASCII character (or `tab`), `null`
+    /// a comma-separated list. The error says what is wrong.
+    pub fn from_text(
+        delimiter: Option<&str>,
+        quote: Option<&str>,
+        header: bool,
+        null: Option<&str>,
+    ) -> Result<Self, String> {
+        let one_char = |name: &str, text: Option<&str>, default: u8| match text {
+            None => Ok(default),
+            Some("tab") | Some("\t") => Ok(b'\t'),
+            Some(t) if t.len() == 1 && t.is_ascii() && t != "\n" && t != "\r" => {
+                Ok(t.as_bytes()[0])
+            }
+            Some(t) => Err(format!(
+                "{name} must be one ASCII character (or tab), not '{}'",
+                crate::echo::cut(t)
+            )),
+        };
+        let defaults = Self::default();
+        let options = Self {
+            delimiter: one_char("delimiter", delimiter, defaults.delimiter)?,
+            quote: one_char("quote", quote, defaults.quote)?,
+            header,
+            nulls: null
+                .map(|list| list.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+        };
+        if options.delimiter == options.quote {
+            return Err("delimiter and quote must differ".into());
+        }
+        Ok(options)
+    }
+}
+
 impl Default for CsvOptions {
     fn default() -> Self {
         Self {
