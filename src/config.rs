@@ -47,6 +47,34 @@ pub struct Settings {
     pub audit: AuditSettings,
     #[serde(default)]
     pub ingest: IngestSettings,
+    #[serde(default)]
+    pub snapshots: SnapshotSettings,
+}
+
+/// Policy-applied snapshot files (signed links, ranged reads, Delta
+/// Sharing).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotSettings {
+    /// Most bytes of snapshot files kept under `<state>/snapshots`; the
+    /// least recently used go first. A slice larger than this is refused
+    /// as a snapshot (it can still be streamed).
+    pub max_bytes: u64,
+    /// How long a signed link lives, in seconds (never past the expiry of
+    /// the token that asked for it).
+    pub link_ttl_secs: u64,
+    /// Most unexpired links at once (503 beyond).
+    pub max_links: usize,
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> Self {
+        Self {
+            max_bytes: 4 * 1024 * 1024 * 1024,
+            link_ttl_secs: 900,
+            max_links: 100_000,
+        }
+    }
 }
 
 /// Uploads: how big they may be and what the decoding process may use.

@@ -67,6 +67,8 @@ impl Application {
                 crate::dp::Ledger::open_in(&storage.state).context("privacy budget ledger")?,
             ),
             metrics,
+            snapshots: crate::snapshot::Snapshots::open(&storage.state, &settings.snapshots)
+                .context("snapshot cache")?,
             rate_limits: http::limits::RateLimits::new(
                 settings.limits.requests_per_minute,
                 settings.limits.request_burst,

@@ -62,6 +62,11 @@ words! {
         ApproveChange = "approve-change",
         RejectChange = "reject-change",
         PolicyReload = "policy-reload",
+        /// A signed link to a snapshot of a slice handed out.
+        Snapshot = "snapshot",
+        /// A snapshot file read through a signed link (each request,
+        /// ranged or not), recorded for the caller the link was issued to.
+        SnapshotRead = "snapshot-read",
     }
 }
 

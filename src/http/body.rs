@@ -82,3 +82,28 @@ pub(super) async fn read_json(
         .await
         .map_err(|_| ApiError::BodyTimeout(deadline.as_secs()))?
 }
+
+/// Reads a JSON body under the server's limits ([`read_json`]) and parses
+/// it; a body that does not parse is 400 `invalid-parameter`.
+pub(super) async fn parse_json<T: serde::de::DeserializeOwned>(
+    state: &super::AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    what: &str,
+) -> Result<T, ApiError> {
+    let deadline = Duration::from_secs(state.limits.body_timeout_secs.max(1));
+    let bytes = read_json(
+        req,
+        payload,
+        &state.body_budget,
+        state.limits.max_body_bytes,
+        deadline,
+        what,
+    )
+    .await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::InvalidParameter(crate::echo::cut_quoted(&format!(
+            "the JSON body is not valid: {e}"
+        )))
+    })
+}

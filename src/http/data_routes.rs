@@ -44,13 +44,29 @@ pub(super) struct DataParams {
 #[serde(deny_unknown_fields)]
 pub(super) struct QueryBody {
     #[serde(default)]
-    columns: Option<Columns>,
-    filter: Option<String>,
-    limit: Option<u64>,
-    offset: Option<u64>,
-    version: Option<u64>,
-    format: Option<String>,
-    grant: Option<String>,
+    pub(super) columns: Option<Columns>,
+    pub(super) filter: Option<String>,
+    pub(super) limit: Option<u64>,
+    pub(super) offset: Option<u64>,
+    pub(super) version: Option<u64>,
+    pub(super) format: Option<String>,
+    pub(super) grant: Option<String>,
+}
+
+impl QueryBody {
+    /// The slice asked for, the format and the grant.
+    pub(super) fn into_parts(self) -> (SliceRequest, Option<String>, Option<String>) {
+        let slice = SliceRequest {
+            columns: self.columns.map(|c| match c {
+                Columns::List(list) => list,
+                Columns::Text(text) => split_columns(&text),
+            }),
+            filter: self.filter,
+            limit: self.limit,
+            offset: self.offset,
+        };
+        (slice, self.format, self.grant)
+    }
 }
 
 /// Columns as a JSON list or a comma-separated string.
@@ -96,14 +112,14 @@ struct Wanted {
     grant: Option<String>,
 }
 
-fn split_columns(text: &str) -> Vec<String> {
+pub(super) fn split_columns(text: &str) -> Vec<String> {
     text.split(',')
         .map(|c| c.trim().to_owned())
         .filter(|c| !c.is_empty())
         .collect()
 }
 
-fn number(name: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
+pub(super) fn number(name: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
     value
         .map(|v| {
             v.trim().parse::<u64>().map_err(|_| {
@@ -149,36 +165,17 @@ pub(super) async fn post_query(
     payload: web::Payload,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let deadline = std::time::Duration::from_secs(state.limits.body_timeout_secs.max(1));
-    let bytes = super::body::read_json(
-        &req,
-        payload,
-        &state.body_budget,
-        state.limits.max_body_bytes,
-        deadline,
-        "query",
-    )
-    .await?;
-    let b: QueryBody = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::InvalidParameter(crate::echo::cut_quoted(&format!(
-            "the JSON body is not valid: {e}"
-        )))
-    })?;
+    let b: QueryBody = super::body::parse_json(&state, &req, payload, "query").await?;
+
+    let version = b.version;
+    let (slice, format, grant) = b.into_parts();
     let wanted = Wanted {
-        planner: Planner::Slice(SliceRequest {
-            columns: b.columns.map(|c| match c {
-                Columns::List(list) => list,
-                Columns::Text(text) => split_columns(&text),
-            }),
-            filter: b.filter,
-            limit: b.limit,
-            offset: b.offset,
-        }),
+        planner: Planner::Slice(slice),
         version: None,
-        format: b.format,
-        grant: b.grant,
+        format,
+        grant,
     };
-    serve(&state, &caller, &path, wanted, Ok(b.version), &req).await
+    serve(&state, &caller, &path, wanted, Ok(version), &req).await
 }
 
 /// Query parameters of `GET …/aggregate`.
@@ -235,14 +232,14 @@ fn accept(req: &HttpRequest) -> Option<&str> {
 }
 
 /// What a caller may read of one version of one dataset.
-struct Access {
-    dataset: Arc<Dataset>,
-    version: Version,
-    plan: AccessPlan,
+pub(super) struct Access {
+    pub(super) dataset: Arc<Dataset>,
+    pub(super) version: Version,
+    pub(super) plan: AccessPlan,
 }
 
 /// Resolves the dataset and version and asks the policy.
-fn authorize(
+pub(super) fn authorize(
     state: &AppState,
     policy: &Policy,
     caller: &Caller,
@@ -430,7 +427,7 @@ async fn serve(
 /// key-value metadata): the dataset, version, licence, publisher, a
 /// citation, and the caller's own basis of access. Never a grant's row
 /// filter or anything about other callers.
-fn provenance(access: &Access) -> crate::formats::Provenance {
+pub(super) fn provenance(access: &Access) -> crate::formats::Provenance {
     let m = &access.dataset.manifest;
     let v = &access.version;
     let published = v.published.date().to_string();

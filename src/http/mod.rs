@@ -13,6 +13,7 @@ mod me_route;
 mod privacy;
 pub mod problem;
 pub mod request_id;
+mod snapshot_routes;
 mod steward_routes;
 mod trail;
 
@@ -50,6 +51,9 @@ pub struct AppState {
     /// Bytes of JSON bodies being received, server-wide
     /// (`limits.max_body_bytes_in_flight`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// Snapshot files, the key that signs links to them, and the links'
+    /// tickets.
+    pub snapshots: crate::snapshot::Snapshots,
     /// False until the server is built and again once shutdown starts.
     pub ready: AtomicBool,
 }
@@ -102,6 +106,19 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
                     .route(
                         "/datasets/{id}/changes/{n}/reject",
                         web::post().to(change_routes::reject),
+                    )
+                    .route(
+                        "/datasets/{id}/snapshot",
+                        web::post().to(snapshot_routes::create),
+                    )
+                    .route(
+                        "/snapshots/{name}",
+                        web::route()
+                            .guard(
+                                actix_web::guard::Any(actix_web::guard::Get())
+                                    .or(actix_web::guard::Head()),
+                            )
+                            .to(snapshot_routes::serve_file),
                     )
                     .route("/audit", web::get().to(admin_routes::audit))
                     .route(

@@ -142,6 +142,16 @@ pub enum ApiError {
         remaining: f64,
         cost: f64,
     },
+    /// A signed link whose signature does not hold.
+    #[error("this link is not valid: ask for a new one")]
+    LinkInvalid,
+    /// A signed link past its expiry, whose ticket is gone (a restart), or
+    /// whose caller's access has changed since it was issued.
+    #[error("{0}: ask for a new link")]
+    LinkExpired(&'static str),
+    /// A slice too large to keep as a snapshot file.
+    #[error("{0}")]
+    SnapshotTooLarge(String),
     /// A fault on our side; its chain of causes goes to the log only.
     #[error("internal error")]
     Internal(#[from] Internal),
@@ -207,6 +217,9 @@ impl ApiError {
             ApiError::StorageUnavailable => "storage-unavailable",
             ApiError::CatalogReadOnly => "catalog-read-only",
             ApiError::PrivacyBudgetExhausted { .. } => "privacy-budget-exhausted",
+            ApiError::LinkInvalid => "link-invalid",
+            ApiError::LinkExpired(_) => "link-expired",
+            ApiError::SnapshotTooLarge(_) => "snapshot-too-large",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -336,9 +349,13 @@ impl ResponseError for ApiError {
             | ApiError::PrivacyBudgetExhausted { .. }
             | ApiError::StewardRequired
             | ApiError::AdminRequired(_)
+            | ApiError::LinkInvalid
+            | ApiError::LinkExpired(_)
             | ApiError::NotPublisher(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unprocessable { .. } | ApiError::SnapshotTooLarge(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::UploadTimeout(_) | ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::DatasetNotFound | ApiError::VersionNotFound(_) | ApiError::RouteNotFound => {
                 StatusCode::NOT_FOUND
@@ -420,6 +437,17 @@ impl From<SliceError> for ApiError {
                 ApiError::InvalidFilter(e.to_string())
             }
             SliceError::Internal(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
+impl From<crate::snapshot::SnapshotError> for ApiError {
+    fn from(e: crate::snapshot::SnapshotError) -> Self {
+        use crate::snapshot::SnapshotError as E;
+        match e {
+            E::TooLarge { .. } => ApiError::SnapshotTooLarge(e.to_string()),
+            E::Slice(slice) => slice.into(),
+            E::Internal(cause) => ApiError::Internal(cause),
         }
     }
 }

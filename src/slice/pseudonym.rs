@@ -36,34 +36,7 @@ impl Secret {
 
     /// Reads `<state>/pseudonym-secret`, creating it (mode 0600) on first use.
     pub fn load_or_create(state_dir: &Path) -> std::io::Result<Self> {
-        let path = state_dir.join("pseudonym-secret");
-        match std::fs::read(&path) {
-            Ok(bytes) if bytes.len() == 32 => {
-                let mut key = [0; 32];
-                key.copy_from_slice(&bytes);
-                Ok(Self(key))
-            }
-            Ok(_) => Err(std::io::Error::other(format!(
-                "{} must hold exactly 32 bytes",
-                path.display()
-            ))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key: [u8; 32] = rand::random();
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    options.mode(0o600);
-                }
-                use std::io::Write;
-                let mut file = options.open(&path)?;
-                file.write_all(&key)?;
-                file.sync_all()?;
-                Ok(Self(key))
-            }
-            Err(e) => Err(e),
-        }
+        crate::key_file::load_or_create(&state_dir.join("pseudonym-secret")).map(Self)
     }
 
     /// The key of one project.

@@ -1,0 +1,365 @@
+//! Snapshots over HTTP. `POST /v1/datasets/{id}/snapshot` cuts (or finds)
+//! the caller's slice as a Parquet file and answers a short-lived signed
+//! link to it; `GET`/`HEAD /v1/snapshots/{key}.parquet` serves the file
+//! with `Content-Length`, `ETag` and byte ranges, which is what Parquet
+//! readers over HTTP and resumed downloads need.
+//!
+//! [`issue`] is shared with the Delta Sharing routes, whose file URLs are
+//! these links. Every use of a link asks the current policy again with the
+//! claims of the caller it was issued to, and recomputes the snapshot's key:
+//! a revoked grant, a retired dataset or a new mask closes the link at once.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::AppState;
+use super::caller::rate_key;
+use super::data_routes::{Access, QueryBody, authorize, provenance};
+use super::problem::ApiError;
+use super::trail;
+use crate::audit::{Event, Outcome, Phase, Record};
+use crate::auth::Caller;
+use crate::formats::Format;
+use crate::slice::SliceRequest;
+use crate::snapshot::{Link, Snapshot, SnapshotKey, Ticket};
+
+/// Where snapshot files are served.
+const FILES_PATH: &str = "/v1/snapshots";
+
+/// A link handed out: the file it names and until when it works.
+pub(super) struct Issued {
+    pub(super) url: String,
+    pub(super) expires: OffsetDateTime,
+    pub(super) snapshot: Arc<Snapshot>,
+    pub(super) access: Access,
+}
+
+/// `POST /v1/datasets/{id}/snapshot`: the body of `POST …/query` (without
+/// `format`: a snapshot is Parquet).
+#[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+pub(super) async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    payload: web::Payload,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let body: QueryBody =
+        super::body::parse_json(&state, &req, payload, "snapshot request").await?;
+    let version = body.version;
+    let (slice, format, grant) = body.into_parts();
+    if format.is_some_and(|f| !f.eq_ignore_ascii_case("parquet")) {
+        return Err(ApiError::InvalidParameter(
+            "a snapshot is a Parquet file: leave out format, or set it to \"parquet\"".into(),
+        ));
+    }
+    let issued = issue(&state, &caller, &path, slice, version, grant, &req).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({
+            "dataset": issued.access.dataset.id(),
+            "version": issued.access.version.number,
+            "url": issued.url,
+            "expires": rfc3339(issued.expires),
+            "media_type": Format::Parquet.media_type(),
+            "size": issued.snapshot.size,
+            "rows": issued.snapshot.rows,
+            "etag": issued.snapshot.etag,
+        })))
+}
+
+/// Authorises `caller` for the slice, makes sure its snapshot exists and
+/// signs a link to it. The decision is on disk before the link is handed
+/// out; the snapshot's rows and size are recorded as the outcome.
+pub(super) async fn issue(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+    request: SliceRequest,
+    version: Option<u64>,
+    grant: Option<String>,
+    req: &HttpRequest,
+) -> Result<Issued, ApiError> {
+    let started = Instant::now();
+    let mut record = trail::request_record(Event::Snapshot, caller, raw_id);
+    (record.columns, record.filter) = (request.columns.clone(), request.filter.clone());
+    record.format = Some(Format::Parquet.name().into());
+    let made = async {
+        let _slot = state
+            .stream_slots
+            .acquire(&rate_key(req, caller))
+            .ok_or(ApiError::TooManyStreams)?;
+        let policy = state.policy.current();
+        let access = authorize(state, &policy, caller, raw_id, version, grant.as_deref())?;
+        if !access.plan.mode.serves_rows() {
+            return Err(ApiError::AggregateOnly(access.dataset.id().to_string()));
+        }
+        let key = key_of(&access, &request);
+        let decided = trail::with_plan(record.clone(), &access.plan);
+        let (durable, snapshot) = tokio::join!(
+            trail::allowed(state, &decided),
+            cut(state, &access, &request, &key)
+        );
+        durable?;
+        Ok((access, key, snapshot?, decided))
+    }
+    .await;
+    let (access, key, snapshot, decided) = match made {
+        Ok(made) => made,
+        Err(e) => {
+            trail::refused(state, record, &e);
+            return Err(e);
+        }
+    };
+    let now = OffsetDateTime::now_utc();
+    let ttl = i64::try_from(state.snapshots.link_ttl_secs).unwrap_or(i64::MAX);
+    let mut expires = now.unix_timestamp().saturating_add(ttl);
+    if let Some(token_expires) = caller.principal().and_then(|p| p.expires) {
+        // A link never outlives the token that asked for it.
+        expires = expires.min(token_expires);
+    }
+    let ticket = Ticket {
+        caller: caller.clone(),
+        dataset: access.dataset.id().to_string(),
+        version: access.version.number,
+        grant,
+        request,
+        key: key.clone(),
+    };
+    let ticket = state
+        .snapshots
+        .tickets
+        .issue(ticket, expires, now.unix_timestamp())
+        .ok_or(ApiError::ServerBusy(30))?;
+    let path = file_path(&key);
+    let signature = state.snapshots.signer.sign(&Link {
+        path: &path,
+        ticket: &ticket,
+        subject: caller.subject(),
+        expires,
+    });
+    let info = req.connection_info();
+    let url = format!(
+        "{}://{}{path}?ticket={ticket}&expires={expires}&signature={signature}",
+        info.scheme(),
+        info.host()
+    );
+    let mut outcome = decided;
+    outcome.version = Some(access.version.number);
+    outcome.phase = Some(Phase::Outcome);
+    outcome.decision = Some(crate::audit::Decision::Allow);
+    outcome.rows = Some(snapshot.rows);
+    outcome.bytes = Some(snapshot.size);
+    outcome.outcome = Some(Outcome::Complete);
+    outcome.duration_ms = Some(started.elapsed().as_millis() as u64);
+    state.audit.append(outcome);
+    Ok(Issued {
+        url,
+        expires: OffsetDateTime::from_unix_timestamp(expires).unwrap_or(now),
+        snapshot,
+        access,
+    })
+}
+
+/// The snapshot of `request` under `access`, written now if it is not on
+/// disk.
+async fn cut(
+    state: &AppState,
+    access: &Access,
+    request: &SliceRequest,
+    key: &SnapshotKey,
+) -> Result<Arc<Snapshot>, ApiError> {
+    let start = || async {
+        let df = state.engine.plan(
+            &access.version,
+            &access.plan,
+            request,
+            state.limits.max_filter_bytes,
+        )?;
+        Ok(state
+            .engine
+            .stream(df, Format::Parquet, provenance(access), Box::new(|_| ()))
+            .await?)
+    };
+    let (snapshot, written) = state.snapshots.cache.get_or_write(key, start).await?;
+    if written {
+        tracing::info!(
+            key = key.as_str(),
+            rows = snapshot.rows,
+            bytes = snapshot.size,
+            "snapshot written"
+        );
+    }
+    Ok(snapshot)
+}
+
+/// What decides a snapshot's bytes: the version's files, the access plan
+/// (with the pseudonym project, which the plan does not serialise), the
+/// slice asked for and the provenance written into the footer (without
+/// the retrieval time).
+fn key_of(access: &Access, request: &SliceRequest) -> SnapshotKey {
+    let files: Vec<_> = access
+        .version
+        .files
+        .iter()
+        .map(|f| json!([f.location.as_ref(), f.size, f.e_tag]))
+        .collect();
+    let provenance: Vec<_> = provenance(access)
+        .into_iter()
+        .filter(|(k, _)| k != "sluice.retrieved" && k != "sluice.citation")
+        .collect();
+    SnapshotKey::of(&json!({
+        "dataset": access.dataset.id(),
+        "version": access.version.number,
+        "files": files,
+        "plan": access.plan,
+        "project": access.plan.project,
+        "request": {
+            "columns": request.columns,
+            "filter": request.filter,
+            "limit": request.limit,
+            "offset": request.offset,
+        },
+        "provenance": provenance,
+    }))
+}
+
+fn file_path(key: &SnapshotKey) -> String {
+    format!("{FILES_PATH}/{}.parquet", key.as_str())
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The query string of a signed link. Other parameters are ignored: some
+/// clients add their own.
+#[derive(Debug, Deserialize)]
+pub(super) struct LinkParams {
+    ticket: Option<String>,
+    expires: Option<i64>,
+    signature: Option<String>,
+}
+
+/// `GET`/`HEAD /v1/snapshots/{key}.parquet?ticket=…&expires=…&signature=…`.
+#[tracing::instrument(skip_all)]
+pub(super) async fn serve_file(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    params: web::Query<LinkParams>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let key = name
+        .strip_suffix(".parquet")
+        .and_then(SnapshotKey::parse)
+        .ok_or(ApiError::RouteNotFound)?;
+    let (Some(ticket_id), Some(expires), Some(signature)) =
+        (&params.ticket, params.expires, &params.signature)
+    else {
+        return Err(ApiError::LinkInvalid);
+    };
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    if expires <= now {
+        return Err(ApiError::LinkExpired("this link has expired"));
+    }
+    let ticket = state
+        .snapshots
+        .tickets
+        .get(ticket_id, now)
+        .ok_or(ApiError::LinkExpired(
+            "this link is no longer known to the server",
+        ))?;
+    let link = Link {
+        path: &file_path(&key),
+        ticket: ticket_id,
+        subject: ticket.caller.subject(),
+        expires,
+    };
+    if ticket.key != key || !state.snapshots.signer.verify(&link, signature) {
+        return Err(ApiError::LinkInvalid);
+    }
+
+    // The caller's access now, as their token described them.
+    let mut record = trail::request_record(Event::SnapshotRead, &ticket.caller, &ticket.dataset);
+    (record.columns, record.filter) = (
+        ticket.request.columns.clone(),
+        ticket.request.filter.clone(),
+    );
+    record.format = Some(Format::Parquet.name().into());
+    record.version = Some(ticket.version);
+    let policy = state.policy.current();
+    let access = authorize(
+        &state,
+        &policy,
+        &ticket.caller,
+        &ticket.dataset,
+        Some(ticket.version),
+        ticket.grant.as_deref(),
+    )
+    .ok()
+    .filter(|a| a.plan.mode.serves_rows() && key_of(a, &ticket.request) == key);
+    let Some(access) = access else {
+        let error = ApiError::LinkExpired("the access this link was issued under has changed");
+        trail::refused(&state, record, &error);
+        return Err(error);
+    };
+    record = trail::with_plan(record, &access.plan);
+    trail::allowed(&state, &record).await?;
+
+    // An evicted snapshot is cut again (its ETag may then differ).
+    let snapshot = cut(&state, &access, &ticket.request, &key).await?;
+    let file = std::fs::File::open(&snapshot.path)
+        .map_err(|e| crate::internal::Internal::caused("opening a snapshot file", e))?;
+    let named = actix_files::NamedFile::from_file(file, &snapshot.path)
+        .map_err(|e| crate::internal::Internal::caused("opening a snapshot file", e))?
+        .set_content_type(
+            Format::Parquet
+                .media_type()
+                .parse()
+                .unwrap_or(mime::APPLICATION_OCTET_STREAM),
+        )
+        .set_content_disposition(header::ContentDisposition {
+            disposition: header::DispositionType::Attachment,
+            parameters: vec![header::DispositionParam::Filename(format!(
+                "{}-v{}.parquet",
+                access.dataset.id(),
+                access.version.number
+            ))],
+        })
+        .use_last_modified(false);
+    let mut response = named.into_response(&req);
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("private, no-store"),
+    );
+    let mut outcome: Record = record;
+    outcome.phase = Some(Phase::Outcome);
+    outcome.decision = Some(crate::audit::Decision::Allow);
+    outcome.bytes = Some(served_bytes(&response, snapshot.size, &req));
+    outcome.outcome = Some(Outcome::Complete);
+    state.audit.append(outcome);
+    Ok(response)
+}
+
+/// How many bytes of the file a response carries.
+fn served_bytes(response: &HttpResponse, size: u64, req: &HttpRequest) -> u64 {
+    if req.method() == actix_web::http::Method::HEAD || !response.status().is_success() {
+        return 0;
+    }
+    response
+        .headers()
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes "))
+        .and_then(|v| v.split_once('/'))
+        .and_then(|(range, _)| range.split_once('-'))
+        .and_then(|(a, b)| Some(b.parse::<u64>().ok()? + 1 - a.parse::<u64>().ok()?))
+        .unwrap_or(size)
+}

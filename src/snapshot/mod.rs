@@ -1,0 +1,426 @@
+//! Policy-applied snapshots: one caller-visible slice written once as a
+//! Parquet file, so tools that read files rather than streams (Parquet
+//! readers over HTTP with ranges, the Delta Sharing connectors, a resumed
+//! download) can be handed a file that holds only what the caller may see.
+//!
+//! A snapshot is addressed by the hash of everything that decides its
+//! content ([`SnapshotKey::of`]): the dataset version's files, the caller's
+//! access plan (columns, masks, row filter, row cap, pseudonym project) and
+//! the slice asked for. Two callers with the same plan share a file; a
+//! change of policy or of the manifest's masks makes a new key, so a file
+//! never outlives the plan it was cut for.
+//!
+//! Files live in `<state>/snapshots` as `<key>.<etag>.<rows>.parquet`, so
+//! one rename publishes a file with everything the cache needs to know
+//! about it, and a crash leaves at worst a `.tmp-` file that the next start
+//! removes. The cache keeps at most `max_bytes` and evicts the least
+//! recently used file first; a reader that opened a file before it was
+//! evicted keeps reading it (Unix keeps unlinked open files). One writer
+//! per key: concurrent requests for a snapshot being written wait for it.
+
+pub mod signed_url;
+
+pub use signed_url::{Link, Tickets, UrlSigner};
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::auth::Caller;
+use crate::config::SnapshotSettings;
+use crate::internal::{Internal, OrInternal};
+use crate::slice::{SliceError, SliceRequest, SliceStream};
+
+/// Everything the server keeps for snapshots: the files, the key that signs
+/// links to them and the tickets those links name.
+pub struct Snapshots {
+    pub cache: SnapshotCache,
+    pub signer: UrlSigner,
+    pub tickets: Tickets<Ticket>,
+    pub link_ttl_secs: u64,
+}
+
+impl Snapshots {
+    /// Opens `<state>/snapshots` and the link key in `<state>`.
+    pub fn open(state_dir: &Path, settings: &SnapshotSettings) -> Result<Self, Internal> {
+        Ok(Self {
+            cache: SnapshotCache::open(&state_dir.join("snapshots"), settings.max_bytes)?,
+            signer: UrlSigner::load_or_create(state_dir)
+                .or_internal("reading the snapshot link key")?,
+            tickets: Tickets::new(settings.max_links),
+            link_ttl_secs: settings.link_ttl_secs,
+        })
+    }
+}
+
+/// What a signed link was issued for: by whom (with the claims their token
+/// carried), which slice of which version, under which grant, and the key
+/// the snapshot had then. Each use asks the policy again with these.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    pub caller: Caller,
+    pub dataset: String,
+    pub version: u64,
+    pub grant: Option<String>,
+    pub request: SliceRequest,
+    pub key: SnapshotKey,
+}
+
+/// The hash of a snapshot's inputs (64 hex digits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SnapshotKey(String);
+
+impl SnapshotKey {
+    /// The key of a snapshot made from `inputs`: any serialisable value
+    /// that holds everything deciding the file's bytes.
+    pub fn of(inputs: &serde_json::Value) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(b"sluice-snapshot-v1\n");
+        hash.update(inputs.to_string().as_bytes());
+        Self(hex(&hash.finalize()))
+    }
+
+    /// A key from its text, if it is one (64 lowercase hex digits).
+    pub fn parse(text: &str) -> Option<Self> {
+        (text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A snapshot on disk.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub key: SnapshotKey,
+    pub path: PathBuf,
+    pub size: u64,
+    pub rows: u64,
+    /// The first 32 hex digits of the file's SHA-256.
+    pub etag: String,
+}
+
+/// Why a snapshot could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The slice is larger than the whole cache may hold.
+    #[error(
+        "the slice is larger than the snapshot cache holds ({limit} bytes); ask for fewer columns or rows, or stream it from /data"
+    )]
+    TooLarge { limit: u64 },
+    /// The slice could not be planned or read.
+    #[error(transparent)]
+    Slice(#[from] SliceError),
+    /// Writing the file failed.
+    #[error("snapshot: {0}")]
+    Internal(#[from] Internal),
+}
+
+struct Entry {
+    snapshot: Arc<Snapshot>,
+    last_used: u64,
+}
+
+#[derive(Default)]
+struct Index {
+    entries: HashMap<SnapshotKey, Entry>,
+    bytes: u64,
+    clock: u64,
+}
+
+/// The bounded cache of snapshot files.
+pub struct SnapshotCache {
+    dir: PathBuf,
+    max_bytes: u64,
+    index: Mutex<Index>,
+    /// One lock per key being written.
+    writers: Mutex<HashMap<SnapshotKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl SnapshotCache {
+    /// Opens `dir` (creating it), removes half-written files and indexes the
+    /// rest, oldest first.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, Internal> {
+        std::fs::create_dir_all(dir).or_internal("creating the snapshot folder")?;
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).or_internal("listing the snapshot folder")? {
+            let entry = entry.or_internal("listing the snapshot folder")?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let meta = entry.metadata().or_internal("reading a snapshot's size")?;
+            match parse_file_name(&name) {
+                Some((key, etag, rows)) if meta.is_file() => {
+                    let used = meta.modified().ok();
+                    found.push((
+                        used,
+                        Snapshot {
+                            key,
+                            path,
+                            size: meta.len(),
+                            rows,
+                            etag,
+                        },
+                    ));
+                }
+                _ => {
+                    // A `.tmp-` file a crash left, or something foreign.
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        found.sort_by_key(|(used, _)| *used);
+        let cache = Self {
+            dir: dir.to_owned(),
+            max_bytes,
+            index: Mutex::new(Index::default()),
+            writers: Mutex::new(HashMap::new()),
+        };
+        for (_, snapshot) in found {
+            cache.insert(snapshot);
+        }
+        Ok(cache)
+    }
+
+    /// The snapshot for `key` if it is on disk (and marks it used).
+    pub fn get(&self, key: &SnapshotKey) -> Option<Arc<Snapshot>> {
+        let mut index = self.lock();
+        index.clock += 1;
+        let clock = index.clock;
+        let entry = index.entries.get_mut(key)?;
+        entry.last_used = clock;
+        Some(entry.snapshot.clone())
+    }
+
+    /// Total bytes of the files held.
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+
+    /// The snapshot for `key`, written from the slice `start` produces if
+    /// it is not on disk. Only one caller writes a key; others wait for it
+    /// and then find the file. Returns whether this call wrote it.
+    pub async fn get_or_write<F, Fut>(
+        &self,
+        key: &SnapshotKey,
+        start: F,
+    ) -> Result<(Arc<Snapshot>, bool), SnapshotError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<SliceStream, SnapshotError>>,
+    {
+        if let Some(found) = self.get(key) {
+            return Ok((found, false));
+        }
+        let lock = {
+            let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+            writers.entry(key.clone()).or_default().clone()
+        };
+        let _writing = lock.lock().await;
+        let result = async {
+            if let Some(found) = self.get(key) {
+                return Ok((found, false));
+            }
+            let stream = start().await?;
+            let snapshot = self.write(key, stream).await?;
+            Ok((self.insert(snapshot), true))
+        }
+        .await;
+        self.writers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        result
+    }
+
+    /// Writes a slice's chunks to a temporary file, then renames it into
+    /// place under its final name.
+    async fn write(
+        &self,
+        key: &SnapshotKey,
+        stream: SliceStream,
+    ) -> Result<Snapshot, SnapshotError> {
+        let temp = TempFile(
+            self.dir
+                .join(format!(".tmp-{}-{}", key.0, uuid::Uuid::new_v4())),
+        );
+        let mut file = tokio::fs::File::create(&temp.0)
+            .await
+            .or_internal("creating a snapshot file")?;
+        let (mut hash, mut size) = (Sha256::new(), 0u64);
+        let SliceStream { first, mut rest } = stream;
+        let mut next = first.map(Ok);
+        while let Some(chunk) = match next.take() {
+            Some(chunk) => Some(chunk),
+            None => rest.recv().await,
+        } {
+            let chunk = chunk?;
+            size += chunk.len() as u64;
+            if size > self.max_bytes {
+                return Err(SnapshotError::TooLarge {
+                    limit: self.max_bytes,
+                });
+            }
+            hash.update(&chunk);
+            file.write_all(&chunk)
+                .await
+                .or_internal("writing a snapshot file")?;
+        }
+        file.sync_all()
+            .await
+            .or_internal("flushing a snapshot file")?;
+        drop(file);
+        let etag = hex(&hash.finalize())[..32].to_owned();
+        let path = temp.0.clone();
+        let rows = tokio::task::spawn_blocking(move || count_rows(&path))
+            .await
+            .or_internal("reading a snapshot's footer")??;
+        let path = self.dir.join(file_name(key, &etag, rows));
+        std::fs::rename(&temp.0, &path).or_internal("publishing a snapshot file")?;
+        std::mem::forget(temp);
+        Ok(Snapshot {
+            key: key.clone(),
+            path,
+            size,
+            rows,
+            etag,
+        })
+    }
+
+    /// Adds a file to the index and evicts the least recently used others
+    /// while the cache holds more than its limit.
+    fn insert(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+        let snapshot = Arc::new(snapshot);
+        let mut index = self.lock();
+        index.clock += 1;
+        let clock = index.clock;
+        index.bytes += snapshot.size;
+        if let Some(old) = index.entries.insert(
+            snapshot.key.clone(),
+            Entry {
+                snapshot: snapshot.clone(),
+                last_used: clock,
+            },
+        ) {
+            index.bytes -= old.snapshot.size;
+        }
+        while index.bytes > self.max_bytes {
+            let Some(victim) = index
+                .entries
+                .iter()
+                .filter(|(key, _)| **key != snapshot.key)
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(key, _)| key.clone())
+            else {
+                break;
+            };
+            if let Some(gone) = index.entries.remove(&victim) {
+                index.bytes -= gone.snapshot.size;
+                let _ = std::fs::remove_file(&gone.snapshot.path);
+                tracing::debug!(key = victim.as_str(), "snapshot evicted");
+            }
+        }
+        snapshot
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Removes a half-written file unless it was published.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn file_name(key: &SnapshotKey, etag: &str, rows: u64) -> String {
+    format!("{}.{etag}.{rows}.parquet", key.0)
+}
+
+fn parse_file_name(name: &str) -> Option<(SnapshotKey, String, u64)> {
+    let rest = name.strip_suffix(".parquet")?;
+    let mut parts = rest.split('.');
+    let key = SnapshotKey::parse(parts.next()?)?;
+    let etag = parts.next()?;
+    let rows = parts.next()?.parse().ok()?;
+    let etag_ok = etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit());
+    (etag_ok && parts.next().is_none()).then(|| (key, etag.to_owned(), rows))
+}
+
+/// The row count in a Parquet file's footer (which also checks the file
+/// is whole).
+fn count_rows(path: &Path) -> Result<u64, Internal> {
+    use parquet::file::reader::FileReader;
+    let file = std::fs::File::open(path).or_internal("opening a snapshot file")?;
+    let reader = parquet::file::reader::SerializedFileReader::new(file)
+        .or_internal("reading a snapshot's footer")?;
+    Ok(u64::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or_default())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(dir: &Path, n: u8, size: usize) -> Snapshot {
+        let key = SnapshotKey::of(&serde_json::json!(n));
+        let etag = format!("{n:032x}");
+        let path = dir.join(file_name(&key, &etag, 1));
+        std::fs::write(&path, vec![0u8; size]).unwrap();
+        Snapshot {
+            key,
+            path,
+            size: size as u64,
+            rows: 1,
+            etag,
+        }
+    }
+
+    #[test]
+    fn evicts_least_recently_used_beyond_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = SnapshotCache::open(dir.path(), 250).unwrap();
+        let a = cache.insert(fake(dir.path(), 1, 100));
+        let b = cache.insert(fake(dir.path(), 2, 100));
+        // Using `a` makes `b` the oldest.
+        assert!(cache.get(&a.key).is_some());
+        let c = cache.insert(fake(dir.path(), 3, 100));
+        assert!(cache.get(&b.key).is_none());
+        assert!(!b.path.exists());
+        assert!(cache.get(&a.key).is_some() && cache.get(&c.key).is_some());
+        assert_eq!(cache.bytes(), 200);
+    }
+
+    #[test]
+    fn reopening_indexes_published_files_and_removes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = fake(dir.path(), 1, 10);
+        std::fs::write(dir.path().join(".tmp-half-written"), b"x").unwrap();
+        let cache = SnapshotCache::open(dir.path(), 1000).unwrap();
+        let found = cache.get(&kept.key).unwrap();
+        assert_eq!(
+            (found.size, found.rows, found.etag.as_str()),
+            (10, 1, kept.etag.as_str())
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn keys_parse_only_as_written() {
+        let key = SnapshotKey::of(&serde_json::json!({"a": 1}));
+        assert_eq!(SnapshotKey::parse(key.as_str()), Some(key.clone()));
+        assert_eq!(SnapshotKey::parse("../etc/passwd"), None);
+        assert_eq!(SnapshotKey::parse(&key.as_str().to_uppercase()), None);
+    }
+}

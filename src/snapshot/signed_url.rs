@@ -1,0 +1,170 @@
+//! Short-lived signed links to snapshot files. Many file readers (fsspec,
+//! the Delta Sharing connectors, `curl -C -`) send no `Authorization`
+//! header to a file URL and may re-normalise its path, so the proof of
+//! access travels in the query string: an HMAC-SHA256, under a key kept in
+//! `<state>/snapshot-url-key`, over the snapshot's path, the ticket that
+//! records whom the link was issued to, that caller's subject and the
+//! expiry.
+//!
+//! A valid signature is necessary, not sufficient: each use also finds the
+//! ticket and asks the current policy again (see `http::snapshot_routes`),
+//! so a revoked grant or a retired dataset closes every link already handed
+//! out.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// What a link's signature covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Link<'a> {
+    /// The path of the file, e.g. `/v1/snapshots/<key>.parquet`.
+    pub path: &'a str,
+    pub ticket: &'a str,
+    pub subject: &'a str,
+    /// Seconds since the epoch.
+    pub expires: i64,
+}
+
+/// Signs and checks links.
+pub struct UrlSigner {
+    key: [u8; 32],
+}
+
+impl UrlSigner {
+    /// The signer whose key is in `<state>/snapshot-url-key`.
+    pub fn load_or_create(state_dir: &Path) -> std::io::Result<Self> {
+        crate::key_file::load_or_create(&state_dir.join("snapshot-url-key")).map(|key| Self { key })
+    }
+
+    pub fn from_key(key: [u8; 32]) -> Self {
+        Self { key }
+    }
+
+    fn mac(&self, link: &Link<'_>) -> HmacSha256 {
+        #[allow(clippy::expect_used, reason = "HMAC takes keys of any length")]
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        for part in [
+            "sluice-link-v1",
+            link.path,
+            link.ticket,
+            link.subject,
+            &link.expires.to_string(),
+        ] {
+            mac.update(part.as_bytes());
+            mac.update(b"\n");
+        }
+        mac
+    }
+
+    /// The signature, base64url without padding.
+    pub fn sign(&self, link: &Link<'_>) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac(link).finalize().into_bytes())
+    }
+
+    /// Whether `signature` is the link's (compared in constant time).
+    pub fn verify(&self, link: &Link<'_>, signature: &str) -> bool {
+        URL_SAFE_NO_PAD
+            .decode(signature)
+            .is_ok_and(|bytes| self.mac(link).verify_slice(&bytes).is_ok())
+    }
+}
+
+/// Tickets: what a link was issued for (the caller and the request), kept
+/// in memory until they expire. A link whose ticket is gone (expired, or
+/// the server restarted) is refused; the caller asks for a new one.
+pub struct Tickets<T> {
+    max: usize,
+    map: Mutex<HashMap<String, (i64, T)>>,
+}
+
+impl<T: Clone> Tickets<T> {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Stores `value` until `expires` and returns its id (128 random
+    /// bits), or `None` when the store is full of unexpired tickets.
+    pub fn issue(&self, value: T, expires: i64, now: i64) -> Option<String> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= self.max {
+            map.retain(|_, (until, _)| *until > now);
+            if map.len() >= self.max {
+                return None;
+            }
+        }
+        let id = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>());
+        map.insert(id.clone(), (expires, value));
+        Some(id)
+    }
+
+    /// The ticket `id`, unless it is unknown or expired.
+    pub fn get(&self, id: &str, now: i64) -> Option<T> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(id)
+            .filter(|(until, _)| *until > now)
+            .map(|(_, value)| value.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_holds_only_for_what_it_signed() {
+        let signer = UrlSigner::from_key([9; 32]);
+        let link = Link {
+            path: "/v1/snapshots/a.parquet",
+            ticket: "t",
+            subject: "alice",
+            expires: 100,
+        };
+        let signature = signer.sign(&link);
+        assert!(signer.verify(&link, &signature));
+        for other in [
+            Link {
+                path: "/v1/snapshots/b.parquet",
+                ..link
+            },
+            Link {
+                ticket: "u",
+                ..link
+            },
+            Link {
+                subject: "bob",
+                ..link
+            },
+            Link {
+                expires: 101,
+                ..link
+            },
+        ] {
+            assert!(!signer.verify(&other, &signature), "{other:?}");
+        }
+        assert!(!UrlSigner::from_key([8; 32]).verify(&link, &signature));
+        assert!(!signer.verify(&link, "not base64!"));
+    }
+
+    #[test]
+    fn tickets_expire_and_the_store_is_bounded() {
+        let tickets = Tickets::new(2);
+        let a = tickets.issue("a", 10, 0).unwrap();
+        assert_eq!(tickets.get(&a, 5), Some("a"));
+        assert_eq!(tickets.get(&a, 10), None);
+        tickets.issue("b", 20, 0).unwrap();
+        assert!(tickets.issue("c", 20, 5).is_none(), "full of live tickets");
+        // Once `a` has expired its place is taken back.
+        assert!(tickets.issue("c", 20, 11).is_some());
+    }
+}
