@@ -40,6 +40,7 @@ pub mod internal;
 pub mod key_file;
 pub mod metrics;
 pub mod policy;
+pub mod sharing;
 pub mod slice;
 pub mod snapshot;
 pub mod startup;

@@ -81,3 +81,48 @@ pub(super) async fn me(
         "datasets": datasets,
     })))
 }
+
+/// `GET /v1/me/delta-sharing-profile`: a Delta Sharing profile file
+/// (version 1) for the caller's own token, to open Sluice with the
+/// unmodified connectors: `delta_sharing.load_as_pandas("sluice.share#health.default.<dataset>")`.
+/// The token is the caller's own, sent back to them; it expires when the
+/// token does.
+#[tracing::instrument(skip_all)]
+pub(super) async fn sharing_profile(
+    caller: Caller,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let Caller::Principal(principal) = &caller else {
+        return Err(ApiError::TokenRequired);
+    };
+    let token = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .map(|(_, token)| token.trim())
+        .ok_or(ApiError::TokenRequired)?;
+    let info = req.connection_info();
+    let mut profile = json!({
+        "shareCredentialsVersion": 1,
+        "endpoint": format!("{}://{}/delta-sharing", info.scheme(), info.host()),
+        "bearerToken": token,
+    });
+    if let Some(expires) = principal
+        .expires
+        .and_then(|e| time::OffsetDateTime::from_unix_timestamp(e).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+    {
+        profile["expirationTime"] = json!(expires);
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            "attachment; filename=\"sluice.share\"",
+        ))
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(profile))
+}

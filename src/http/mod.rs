@@ -13,6 +13,7 @@ mod me_route;
 mod privacy;
 pub mod problem;
 pub mod request_id;
+mod sharing_routes;
 mod snapshot_routes;
 mod steward_routes;
 mod trail;
@@ -72,9 +73,14 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(admin_routes::metrics))
+            .configure(sharing_routes::routes)
             .service(
                 web::scope("/v1")
                     .route("/me", web::get().to(me_route::me))
+                    .route(
+                        "/me/delta-sharing-profile",
+                        web::get().to(me_route::sharing_profile),
+                    )
                     .route("/datasets", web::get().to(catalog_routes::list))
                     .route("/datasets", web::post().to(steward_routes::register))
                     .route("/datasets/{id}", web::get().to(catalog_routes::show))

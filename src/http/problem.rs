@@ -242,7 +242,7 @@ impl ApiError {
         }
     }
 
-    fn detail(&self) -> String {
+    pub(super) fn detail(&self) -> String {
         match self {
             ApiError::Denied(d) => match d {
                 Denial::TokenRequired { tier } => {

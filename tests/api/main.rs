@@ -24,6 +24,7 @@ mod privacy;
 mod review;
 mod revocation;
 mod search;
+mod sharing;
 mod snapshots;
 mod steward_bad_uploads;
 mod steward_edit;
