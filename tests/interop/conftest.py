@@ -23,7 +23,18 @@ subjects = ["alice@uni.example"]
 dataset = "hospital-admissions"
 purpose = "interop tests"
 expires = 2099-12-31
+
+[[grant]]
+id = "north-interop"
+subjects = ["nora@nhs.example"]
+dataset = "hospital-admissions"
+purpose = "interop tests with a row filter"
+row_filter = "region = 'north'"
+expires = 2099-12-31
 """
+
+#: The raw identifiers of the controlled dataset: no response may carry one.
+RAW_IDENTIFIERS = ("nhs_number", "patient_id")
 
 
 def binary() -> Path:
@@ -40,20 +51,57 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, base: str, context: ssl.SSLContext, token: str, steward: str, ca: Path):
+    def __init__(self, base: str, context: ssl.SSLContext, token: str, steward: str, ca: Path, work: Path):
         self.base = base
         self.ca = ca
         self.context = context
         self.token = token
         self.steward = steward
+        self.work = work
+        #: A researcher whose grant has a row filter (north only), masks on.
+        self.north = ""
+
+    def raw(self, dataset: str, column: str) -> list:
+        """Every raw value of a column, read from the dataset's own file."""
+        import pyarrow.parquet as pq
+
+        path = self.work / "datasets" / dataset / "versions" / "1" / "part-0.parquet"
+        return pq.read_table(path, columns=[column]).column(column).to_pylist()
+
+    def client_env(self) -> dict:
+        """The environment a separate client process needs to trust the
+        server: a bundle of the system's CAs and the server's own, for the
+        HTTP stacks that read SSL_CERT_FILE (OpenSSL, aiohttp) and those
+        that read REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE."""
+        bundle = self.work / "bundle.pem"
+        if not bundle.exists():
+            paths = ssl.get_default_verify_paths()
+            found = [Path(p) for p in (paths.cafile, paths.openssl_cafile) if p and Path(p).exists()]
+            system = found[0].read_text() if found else ""
+            bundle.write_text(system + "\n" + self.ca.read_text())
+        env = dict(os.environ)
+        env.pop("SSL_CERT_DIR", None)
+        for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            env[name] = str(bundle)
+        return env
+
+    def post_json(self, path: str, body: dict, token: str) -> dict:
+        request = urllib.request.Request(self.url(path), data=json.dumps(body).encode(), method="POST")
+        request.add_header("Authorization", f"Bearer {token}")
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, context=self.context, timeout=60) as response:
+            return json.loads(response.read())
 
     def url(self, path: str) -> str:
         return self.base + path
 
-    def get(self, path: str, token: bool = True, headers=None) -> bytes:
+    def get(self, path: str, token=True, headers=None) -> bytes:
+        """GET as alice (`token=True`), anonymously (`False`) or with the
+        token given."""
         request = urllib.request.Request(self.url(path), headers=headers or {})
         if token:
-            request.add_header("Authorization", f"Bearer {self.token}")
+            bearer = self.token if token is True else token
+            request.add_header("Authorization", f"Bearer {bearer}")
         with urllib.request.urlopen(request, context=self.context, timeout=60) as response:
             return response.read()
 
@@ -127,7 +175,9 @@ policy = "{work / 'policy.toml'}"
 
         token = mint("--sub", "alice@uni.example", "--role", "researcher")
         steward = mint("--sub", "sam@interop.example", "--role", "steward", "--org", "Interop Org")
-        yield Server(f"https://localhost:{port}", context, token, steward, ca)
+        server = Server(f"https://localhost:{port}", context, token, steward, ca, work)
+        server.north = mint("--sub", "nora@nhs.example", "--role", "researcher")
+        yield server
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -136,3 +186,25 @@ policy = "{work / 'policy.toml'}"
 
 def metadata(server, dataset: str) -> dict:
     return json.loads(server.get(f"/v1/datasets/{dataset}"))
+
+
+def canonical_rows(frame) -> list:
+    """A pandas frame's rows as sorted tuples of text, so slices read by
+    different clients compare row for row whatever types they chose for
+    dates, integers with nulls, and nulls themselves."""
+    import math
+
+    def text(value) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        if str(value) in ("NaT", "<NA>", "nan"):
+            return ""
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        if hasattr(value, "isoformat"):
+            iso = value.isoformat()
+            return iso[:10] if iso.endswith("T00:00:00") or len(iso) == 10 else iso
+        return str(value)
+
+    columns = list(frame.columns)
+    return sorted(tuple(text(v) for v in row) for row in frame[columns].itertuples(index=False))
