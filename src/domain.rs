@@ -28,7 +28,7 @@ pub enum IdError {
 }
 
 /// A dataset identifier: a lowercase slug such as `hospital-admissions`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct DatasetId(String);
 
@@ -72,7 +72,7 @@ impl<'de> Deserialize<'de> for DatasetId {
 }
 
 /// A column name as it appears in a dataset's schema.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct ColumnName(String);
 
@@ -107,7 +107,7 @@ impl<'de> Deserialize<'de> for ColumnName {
 }
 
 /// Who may read a dataset's rows, before any grant is considered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// Anyone, without a token.
@@ -144,7 +144,9 @@ impl FromStr for Tier {
 
 /// Whether rows may be served, only disclosure-controlled aggregates, or
 /// only differentially private statistics spent from a budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
@@ -163,7 +165,9 @@ impl Mode {
 }
 
 /// How sensitive a column is, as classified by the dataset's steward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Classification {
     /// Identifies a person on its own (a patient id, a name): never served.

@@ -9,7 +9,7 @@ use super::manifest::{ColumnSpec, DeclaredType, Manifest};
 use crate::domain::{Classification, ColumnName, DatasetId, Mask, Mode, Tier};
 
 /// A new dataset's metadata.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Registration {
     pub id: DatasetId,
@@ -61,7 +61,7 @@ impl Registration {
 }
 
 /// A metadata edit: every field is optional; absent fields keep their value.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestPatch {
     pub title: Option<String>,
@@ -79,7 +79,7 @@ pub struct ManifestPatch {
 }
 
 /// An edit of one existing column.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnPatch {
     pub name: ColumnName,
@@ -87,6 +87,7 @@ pub struct ColumnPatch {
     pub classification: Option<Classification>,
     /// `null` removes the mask (quasi-identifiers are then redacted).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, example = "month")]
     pub mask: Option<Option<Mask>>,
     pub key: Option<bool>,
     #[serde(rename = "type")]
@@ -95,6 +96,7 @@ pub struct ColumnPatch {
     pub order_statistics: Option<bool>,
     /// `null` removes them.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<f64>>)]
     pub bounds: Option<Option<[f64; 2]>>,
     pub categories: Option<Vec<String>>,
 }

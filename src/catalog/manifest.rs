@@ -87,7 +87,7 @@ pub mod caps {
 }
 
 /// A column as the steward describes it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnSpec {
     pub name: ColumnName,
@@ -97,6 +97,7 @@ pub struct ColumnSpec {
     /// How the column is served when no grant lifts the mask
     /// (quasi-identifiers only; those without one are redacted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "bucket(5)")]
     pub mask: Option<Mask>,
     /// A lookup key: uploads get a bloom filter on it, so point lookups
     /// skip row groups that cannot hold the value.
@@ -120,6 +121,7 @@ pub struct ColumnSpec {
     /// clamped into it, which bounds how much one row can move a sum; a
     /// column without bounds cannot be summed under differential privacy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<f64>>)]
     pub bounds: Option<[f64; 2]>,
     /// The public set of values a groupable column takes (in its masked
     /// form). Under differential privacy the groups are exactly these, in
@@ -180,7 +182,7 @@ fn column_domain_errors(column: &ColumnSpec) -> Result<(), String> {
 }
 
 /// Column types a steward can declare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeclaredType {
     String,

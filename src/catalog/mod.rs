@@ -16,6 +16,7 @@
 pub mod change;
 pub mod citation;
 pub mod edit;
+pub mod linked_data;
 pub mod live;
 pub mod local;
 pub mod manifest;

@@ -16,7 +16,8 @@ use crate::auth::{Caller, Role};
 use crate::internal::OrInternal;
 use crate::policy::Denial;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AuditParams {
     dataset: Option<String>,
@@ -38,6 +39,7 @@ pub(super) fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(get, path = "/v1/audit", tag = "admin", params(AuditParams), security(("bearer" = [])), responses((status = 200, description = "Audit records, newest last (admins only)", body = Object)))]
 pub(super) async fn audit(
     state: web::Data<AppState>,
     caller: Caller,
@@ -89,6 +91,7 @@ pub(super) async fn audit(
 
 /// `GET /metrics`: Prometheus text, for admin tokens only (a scraper is
 /// given one with `bearer_token_file`).
+#[utoipa::path(get, path = "/metrics", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "Prometheus text exposition (admin tokens only)", content_type = "text/plain; version=0.0.4")))]
 pub(super) async fn metrics(
     state: web::Data<AppState>,
     caller: Caller,

@@ -18,7 +18,8 @@ use crate::internal::OrInternal;
 use crate::policy;
 use crate::policy::steward::steward_scope;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListParams {
     q: Option<String>,
@@ -28,7 +29,8 @@ pub(super) struct ListParams {
     page_token: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ShowParams {
     grant: Option<String>,
@@ -82,6 +84,7 @@ fn summary(d: &Dataset) -> Summary<'_> {
 }
 
 #[tracing::instrument(skip_all)]
+#[utoipa::path(get, path = "/v1/datasets", tag = "catalogue", params(ListParams), responses((status = 200, description = "Datasets matching the search, ranked, one page", body = Object)))]
 pub(super) async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -166,13 +169,21 @@ fn page_cursor(token: &str) -> Option<Cursor> {
 }
 
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+#[utoipa::path(get, path = "/v1/datasets/{id}", tag = "catalogue", params(("id" = String, Path, description = "The dataset's id", example = "hospital-admissions"), ShowParams), responses((status = 200, description = "The dataset's metadata and what you may read of it (`access`); with `Accept: application/ld+json`, a schema.org Dataset", content((Object = "application/json"), (Object = "application/ld+json")))))]
 pub(super) async fn show(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
     params: web::Query<ShowParams>,
+    req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let dataset = visible_dataset(&state, &steward_scope(&caller), &path)?;
+    if wants_linked_data(&req) && dataset.manifest.is_live() {
+        let base = base_url(&req);
+        return Ok(linked_data(
+            crate::catalog::linked_data::schema_org_dataset(&dataset, &base),
+        ));
+    }
     Ok(HttpResponse::Ok().json(describe(
         &state,
         &caller,
@@ -302,7 +313,8 @@ pub(super) fn visible_dataset(
     Ok(dataset)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CitationParams {
     format: Option<String>,
@@ -312,6 +324,7 @@ pub(super) struct CitationParams {
 /// `GET /v1/datasets/{id}/citation`: how to cite a version (the current one
 /// unless `version=` pins another), as CFF (`format=cff`, the default) or
 /// BibTeX (`format=bibtex`). Public metadata, like the dataset's page.
+#[utoipa::path(get, path = "/v1/datasets/{id}/citation", tag = "catalogue", params(("id" = String, Path, description = "The dataset's id", example = "hospital-admissions"), CitationParams), responses((status = 200, description = "How to cite a version: Citation File Format 1.2.0 (YAML) or BibTeX", content((Object = "application/x-yaml"), (String = "application/x-bibtex")))))]
 pub(super) async fn citation(
     state: web::Data<AppState>,
     caller: Caller,
@@ -363,4 +376,39 @@ pub(super) async fn citation(
             ),
         ))
         .body(body))
+}
+
+/// Whether the caller asked for JSON-LD (`Accept: application/ld+json`).
+fn wants_linked_data(req: &actix_web::HttpRequest) -> bool {
+    req.headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/ld+json"))
+}
+
+/// `scheme://host` as the caller reached this server.
+pub(super) fn base_url(req: &actix_web::HttpRequest) -> String {
+    let info = req.connection_info();
+    format!("{}://{}", info.scheme(), info.host())
+}
+
+fn linked_data(body: Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/ld+json")
+        .body(body.to_string())
+}
+
+/// `GET /v1/catalog.jsonld`: the catalogue as DCAT-AP 3, for portals that
+/// harvest it. Public metadata of published datasets only.
+#[utoipa::path(get, path = "/v1/catalog.jsonld", tag = "catalogue", responses((status = 200, description = "The catalogue as a DCAT-AP 3 dcat:Catalog", content_type = "application/ld+json", body = Object)))]
+pub(super) async fn catalog_jsonld(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+) -> HttpResponse {
+    let catalog = state.catalog.snapshot();
+    let datasets = catalog.datasets().map(|d| d.as_ref());
+    linked_data(crate::catalog::linked_data::dcat_catalog(
+        datasets,
+        &base_url(&req),
+    ))
 }

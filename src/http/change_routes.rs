@@ -20,6 +20,7 @@ use crate::catalog::change::{DecideError, ProposedChange};
 use crate::catalog::{StewardScope, WriteError};
 
 /// `GET /v1/datasets/{id}/changes`: pending and recently decided changes.
+#[utoipa::path(get, path = "/v1/datasets/{id}/changes", tag = "stewards", params(("id" = String, Path, description = "The dataset's id", example = "hospital-admissions")), security(("bearer" = [])), responses((status = 200, description = "Pending and recently decided changes", body = Object)))]
 pub(super) async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -34,6 +35,7 @@ pub(super) async fn list(
 }
 
 /// `POST /v1/datasets/{id}/changes/{n}/approve`.
+#[utoipa::path(post, path = "/v1/datasets/{id}/changes/{n}/approve", tag = "stewards", params(("id" = String, Path, description = "The dataset's id", example = "hospital-admissions"), ("n" = u64, Path, description = "The change's number")), security(("bearer" = [])), responses((status = 200, description = "Approved and applied", body = Object)))]
 pub(super) async fn approve(
     state: web::Data<AppState>,
     caller: Caller,
@@ -43,6 +45,7 @@ pub(super) async fn approve(
 }
 
 /// `POST /v1/datasets/{id}/changes/{n}/reject`.
+#[utoipa::path(post, path = "/v1/datasets/{id}/changes/{n}/reject", tag = "stewards", params(("id" = String, Path, description = "The dataset's id", example = "hospital-admissions"), ("n" = u64, Path, description = "The change's number")), security(("bearer" = [])), responses((status = 200, description = "Rejected", body = Object)))]
 pub(super) async fn reject(
     state: web::Data<AppState>,
     caller: Caller,

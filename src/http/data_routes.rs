@@ -27,7 +27,8 @@ use crate::slice::{AggregateRequest, SliceRequest, SliceStream};
 
 /// Query parameters of `GET …/data`. Numbers arrive as text so errors can
 /// name the parameter.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DataParams {
     columns: Option<String>,
@@ -40,7 +41,8 @@ pub(super) struct DataParams {
 }
 
 /// The JSON body of `POST …/query`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = SliceQuery)]
 #[serde(deny_unknown_fields)]
 pub(super) struct QueryBody {
     #[serde(default)]
@@ -70,7 +72,7 @@ impl QueryBody {
 }
 
 /// Columns as a JSON list or a comma-separated string.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub(super) enum Columns {
     List(Vec<String>),
@@ -130,6 +132,7 @@ pub(super) fn number(name: &str, value: Option<&str>) -> Result<Option<u64>, Api
 }
 
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+#[utoipa::path(get, path = "/v1/datasets/{id}/data", tag = "data", params(("id" = String, Path, description = "The dataset's id", example = "hospital-admissions"), DataParams), responses((status = 200, description = "Your slice, streamed", content((Vec<u8> = "application/vnd.apache.arrow.stream"), (Vec<u8> = "application/vnd.apache.parquet"), (String = "text/csv; charset=utf-8"), (String = "application/x-ndjson")))))]
 pub(super) async fn get_data(
     state: web::Data<AppState>,
     caller: Caller,
@@ -158,6 +161,7 @@ pub(super) async fn get_data(
 }
 
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+#[utoipa::path(post, path = "/v1/datasets/{id}/query", tag = "data", params(("id" = String, Path, description = "The dataset's id", example = "hospital-admissions")), request_body = QueryBody, responses((status = 200, description = "Your slice, streamed", content((Vec<u8> = "application/vnd.apache.arrow.stream"), (Vec<u8> = "application/vnd.apache.parquet"), (String = "text/csv; charset=utf-8"), (String = "application/x-ndjson")))))]
 pub(super) async fn post_query(
     state: web::Data<AppState>,
     caller: Caller,
@@ -179,7 +183,8 @@ pub(super) async fn post_query(
 }
 
 /// Query parameters of `GET …/aggregate`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AggregateParams {
     group_by: Option<String>,
@@ -193,6 +198,7 @@ pub(super) struct AggregateParams {
 }
 
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+#[utoipa::path(get, path = "/v1/datasets/{id}/aggregate", tag = "data", params(("id" = String, Path, description = "The dataset's id", example = "hospital-admissions"), AggregateParams), responses((status = 200, description = "A disclosure-controlled or differentially private aggregate", content((Vec<u8> = "application/vnd.apache.arrow.stream"), (Vec<u8> = "application/vnd.apache.parquet"), (String = "text/csv; charset=utf-8"), (String = "application/x-ndjson")))))]
 pub(super) async fn get_aggregate(
     state: web::Data<AppState>,
     caller: Caller,

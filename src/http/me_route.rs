@@ -11,6 +11,7 @@ use crate::auth::Caller;
 use crate::policy::{self, Decision, Denial};
 
 #[tracing::instrument(skip_all)]
+#[utoipa::path(get, path = "/v1/me", tag = "researchers", security(("bearer" = [])), responses((status = 200, description = "Who the token says you are, your grants and the datasets you can read", body = Object)))]
 pub(super) async fn me(
     state: web::Data<AppState>,
     caller: Caller,
@@ -88,6 +89,7 @@ pub(super) async fn me(
 /// The token is the caller's own, sent back to them; it expires when the
 /// token does.
 #[tracing::instrument(skip_all)]
+#[utoipa::path(get, path = "/v1/me/delta-sharing-profile", tag = "delta-sharing", security(("bearer" = [])), responses((status = 200, description = "A Delta Sharing profile file (version 1) for your own token", body = Object)))]
 pub(super) async fn sharing_profile(
     caller: Caller,
     req: actix_web::HttpRequest,

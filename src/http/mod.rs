@@ -8,8 +8,10 @@ mod caller;
 mod catalog_routes;
 mod change_routes;
 mod data_routes;
+mod docs_page;
 pub mod limits;
 mod me_route;
+mod openapi;
 mod privacy;
 pub mod problem;
 pub mod request_id;
@@ -71,6 +73,8 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
                 web::PathConfig::default().error_handler(|_, _| ApiError::RouteNotFound.into()),
             )
             .route("/healthz", web::get().to(healthz))
+            .route("/openapi.json", web::get().to(openapi::openapi_json))
+            .route("/docs", web::get().to(openapi::docs))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(admin_routes::metrics))
             .configure(sharing_routes::routes)
@@ -82,6 +86,10 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
                         web::get().to(me_route::sharing_profile),
                     )
                     .route("/datasets", web::get().to(catalog_routes::list))
+                    .route(
+                        "/catalog.jsonld",
+                        web::get().to(catalog_routes::catalog_jsonld),
+                    )
                     .route("/datasets", web::post().to(steward_routes::register))
                     .route("/datasets/{id}", web::get().to(catalog_routes::show))
                     .route("/datasets/{id}", web::patch().to(steward_routes::edit))
@@ -138,6 +146,7 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
     }
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is up", body = Object)))]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
@@ -146,6 +155,7 @@ async fn healthz() -> HttpResponse {
 /// written, after catalogue edits) are counted for everyone and spelled out
 /// for admins only: they name grants and columns, which are not every
 /// caller's business.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "Ready to serve: datasets published, policy loaded (admins also see warnings)", body = Object), (status = 503, description = "Starting or shutting down", body = Object)))]
 async fn readyz(state: web::Data<AppState>, caller: Option<crate::auth::Caller>) -> HttpResponse {
     if state.ready.load(Ordering::Relaxed) {
         let warnings = state.policy.warnings(&state.catalog.snapshot());

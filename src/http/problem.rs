@@ -224,6 +224,124 @@ impl ApiError {
         }
     }
 
+    /// Every `type` an answer can carry, for the OpenAPI document. One
+    /// example of each variant; the exhaustive `match` below stops the
+    /// build when a variant is added without one.
+    pub(super) fn all_kinds() -> Vec<&'static str> {
+        let denials = [
+            Denial::TokenRequired {
+                tier: crate::domain::Tier::Controlled,
+            },
+            Denial::RoleRequired {
+                role: crate::auth::Role::Researcher,
+            },
+            Denial::GrantRequired {
+                how_to_request: None,
+                your_grants: None,
+            },
+            Denial::GrantExpired {
+                grant: String::new(),
+                expired: time::Date::MIN,
+            },
+            Denial::GrantAmbiguous { grants: vec![] },
+            Denial::GrantSuspended {
+                grant: String::new(),
+            },
+        ];
+        let mut examples: Vec<ApiError> = denials.into_iter().map(ApiError::Denied).collect();
+        examples.extend(ConflictKind::ALL.iter().map(|&kind| ApiError::Conflict {
+            kind,
+            detail: String::new(),
+        }));
+        examples.extend(
+            UnprocessableKind::ALL
+                .iter()
+                .map(|&kind| ApiError::Unprocessable {
+                    kind,
+                    detail: String::new(),
+                }),
+        );
+        let text = String::new;
+        examples.extend([
+            ApiError::InvalidParameter(text()),
+            ApiError::UnknownColumn(crate::suggest::UnknownColumn::new("", Vec::<String>::new())),
+            ApiError::InvalidFilter(text()),
+            ApiError::TokenRequired,
+            ApiError::InvalidToken(""),
+            ApiError::AggregateOnly(text()),
+            ApiError::DatasetNotFound,
+            ApiError::VersionNotFound(0),
+            ApiError::RouteNotFound,
+            ApiError::NotAcceptable(text()),
+            ApiError::PayloadTooLarge(0),
+            ApiError::UnsupportedMediaType(text()),
+            ApiError::RateLimited(0),
+            ApiError::TooManyStreams,
+            ApiError::AuditUnavailable,
+            ApiError::StewardRequired,
+            ApiError::AdminRequired(text()),
+            ApiError::ServerBusy(0),
+            ApiError::TooManyUploads(0),
+            ApiError::NotPublisher(text()),
+            ApiError::UploadIncomplete,
+            ApiError::UploadTimeout(0),
+            ApiError::BodyTimeout(0),
+            ApiError::CatalogReadOnly,
+            ApiError::StorageUnavailable,
+            ApiError::PrivacyBudgetExhausted {
+                grant: text(),
+                remaining: 0.0,
+                cost: 0.0,
+            },
+            ApiError::LinkInvalid,
+            ApiError::LinkExpired(""),
+            ApiError::SnapshotTooLarge(text()),
+            ApiError::Internal(Internal::new("")),
+        ]);
+        for example in &examples {
+            // Add an example above for any variant this match gains.
+            match example {
+                ApiError::InvalidParameter(_)
+                | ApiError::UnknownColumn(_)
+                | ApiError::InvalidFilter(_)
+                | ApiError::TokenRequired
+                | ApiError::InvalidToken(_)
+                | ApiError::Denied(_)
+                | ApiError::AggregateOnly(_)
+                | ApiError::DatasetNotFound
+                | ApiError::VersionNotFound(_)
+                | ApiError::RouteNotFound
+                | ApiError::NotAcceptable(_)
+                | ApiError::PayloadTooLarge(_)
+                | ApiError::UnsupportedMediaType(_)
+                | ApiError::RateLimited(_)
+                | ApiError::TooManyStreams
+                | ApiError::AuditUnavailable
+                | ApiError::StewardRequired
+                | ApiError::AdminRequired(_)
+                | ApiError::ServerBusy(_)
+                | ApiError::TooManyUploads(_)
+                | ApiError::NotPublisher(_)
+                | ApiError::Conflict { .. }
+                | ApiError::Unprocessable { .. }
+                | ApiError::UploadIncomplete
+                | ApiError::UploadTimeout(_)
+                | ApiError::BodyTimeout(_)
+                | ApiError::CatalogReadOnly
+                | ApiError::StorageUnavailable
+                | ApiError::PrivacyBudgetExhausted { .. }
+                | ApiError::LinkInvalid
+                | ApiError::LinkExpired(_)
+                | ApiError::SnapshotTooLarge(_)
+                | ApiError::Internal(_) => {}
+            }
+        }
+        let mut kinds: Vec<&'static str> = examples.iter().map(ApiError::kind).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        kinds
+    }
+
     fn title(&self) -> &'static str {
         match self.status_code() {
             StatusCode::BAD_REQUEST => "Bad request",

@@ -111,7 +111,8 @@ impl ResponseError for SharingError {
 type Answer = Result<HttpResponse, SharingError>;
 
 /// `maxResults` and `pageToken` of the list routes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct PageParams {
     #[serde(rename = "maxResults")]
     max_results: Option<String>,
@@ -211,6 +212,7 @@ fn table_json(t: &Table) -> Value {
     json!({ "name": t.name, "schema": SCHEMA, "share": t.share })
 }
 
+#[utoipa::path(get, path = "/delta-sharing/shares", tag = "delta-sharing", params(PageParams), responses((status = 200, description = "Shares (sectors) with a table you may read", body = Object)))]
 pub(super) async fn list_shares(
     state: web::Data<AppState>,
     caller: Result<Caller, ApiError>,
@@ -223,6 +225,7 @@ pub(super) async fn list_shares(
     })
 }
 
+#[utoipa::path(get, path = "/delta-sharing/shares/{share}", tag = "delta-sharing", params(("share" = String, Path, description = "A sector", example = "health")), responses((status = 200, description = "The share", body = Object)))]
 pub(super) async fn get_share(
     state: web::Data<AppState>,
     caller: Result<Caller, ApiError>,
@@ -232,6 +235,7 @@ pub(super) async fn get_share(
     Ok(json_answer(&json!({ "share": { "name": path.as_str() } })))
 }
 
+#[utoipa::path(get, path = "/delta-sharing/shares/{share}/schemas", tag = "delta-sharing", params(("share" = String, Path, description = "A sector", example = "health"), PageParams), responses((status = 200, description = "The share's one schema", body = Object)))]
 pub(super) async fn list_schemas(
     state: web::Data<AppState>,
     caller: Result<Caller, ApiError>,
@@ -245,6 +249,7 @@ pub(super) async fn list_schemas(
     })
 }
 
+#[utoipa::path(get, path = "/delta-sharing/shares/{share}/schemas/{schema}/tables", tag = "delta-sharing", params(("share" = String, Path, description = "A sector", example = "health"), ("schema" = String, Path, description = "Always `default`", example = "default"), PageParams), responses((status = 200, description = "Tables you may read", body = Object)))]
 pub(super) async fn list_tables(
     state: web::Data<AppState>,
     caller: Result<Caller, ApiError>,
@@ -262,6 +267,7 @@ pub(super) async fn list_tables(
     })
 }
 
+#[utoipa::path(get, path = "/delta-sharing/shares/{share}/all-tables", tag = "delta-sharing", params(("share" = String, Path, description = "A sector", example = "health"), PageParams), responses((status = 200, description = "Tables you may read", body = Object)))]
 pub(super) async fn list_all_tables(
     state: web::Data<AppState>,
     caller: Result<Caller, ApiError>,
@@ -346,6 +352,7 @@ fn table_head(
     ])
 }
 
+#[utoipa::path(get, path = "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/version", tag = "delta-sharing", params(("share" = String, Path, description = "A sector", example = "health"), ("schema" = String, Path, description = "Always `default`", example = "default"), ("table" = String, Path, description = "A dataset id, or `<dataset>__<grant>`", example = "vaccination-coverage")), responses((status = 200, description = "The version, in the header", headers(("Delta-Table-Version" = u64, description = "The table's version")))))]
 pub(super) async fn table_version(
     state: web::Data<AppState>,
     caller: Result<Caller, ApiError>,
@@ -367,6 +374,7 @@ pub(super) async fn table_version(
         .finish())
 }
 
+#[utoipa::path(get, path = "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/metadata", tag = "delta-sharing", params(("share" = String, Path, description = "A sector", example = "health"), ("schema" = String, Path, description = "Always `default`", example = "default"), ("table" = String, Path, description = "A dataset id, or `<dataset>__<grant>`", example = "vaccination-coverage")), responses((status = 200, description = "Protocol and metadata lines", content_type = "application/x-ndjson; charset=utf-8", headers(("Delta-Table-Version" = u64, description = "The table's version")), body = String)))]
 pub(super) async fn table_metadata(
     state: web::Data<AppState>,
     caller: Result<Caller, ApiError>,
@@ -387,7 +395,8 @@ pub(super) async fn table_metadata(
 }
 
 /// The body of `POST …/query`. Fields Sluice does not know are ignored.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = SharingQuery)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct QueryBody {
     limit_hint: Option<u64>,
@@ -398,6 +407,7 @@ pub(super) struct QueryBody {
     ending_version: Option<Value>,
 }
 
+#[utoipa::path(post, path = "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/query", tag = "delta-sharing", params(("share" = String, Path, description = "A sector", example = "health"), ("schema" = String, Path, description = "Always `default`", example = "default"), ("table" = String, Path, description = "A dataset id, or `<dataset>__<grant>`", example = "vaccination-coverage")), request_body = QueryBody, responses((status = 200, description = "Protocol, metadata and file lines; each file a policy-applied snapshot behind a signed link", content_type = "application/x-ndjson; charset=utf-8", headers(("Delta-Table-Version" = u64, description = "The table's version")), body = String)))]
 pub(super) async fn query_table(
     state: web::Data<AppState>,
     caller: Result<Caller, ApiError>,

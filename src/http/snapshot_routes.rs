@@ -43,6 +43,7 @@ pub(super) struct Issued {
 /// `POST /v1/datasets/{id}/snapshot`: the body of `POST …/query` (without
 /// `format`: a snapshot is Parquet).
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+#[utoipa::path(post, path = "/v1/datasets/{id}/snapshot", tag = "data", params(("id" = String, Path, description = "The dataset's id", example = "hospital-admissions")), request_body = QueryBody, responses((status = 200, description = "A signed link to your slice as a Parquet file", body = Object)))]
 pub(super) async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -241,7 +242,8 @@ fn rfc3339(t: OffsetDateTime) -> String {
 
 /// The query string of a signed link. Other parameters are ignored: some
 /// clients add their own.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct LinkParams {
     ticket: Option<String>,
     expires: Option<i64>,
@@ -250,6 +252,7 @@ pub(super) struct LinkParams {
 
 /// `GET`/`HEAD /v1/snapshots/{key}.parquet?ticket=…&expires=…&signature=…`.
 #[tracing::instrument(skip_all)]
+#[utoipa::path(get, path = "/v1/snapshots/{name}", tag = "data", params(("name" = String, Path, description = "`<key>.parquet`, as the link gives it"), LinkParams), responses((status = 200, description = "The snapshot file (also `HEAD`; `Range: bytes=…` answers 206)", content_type = "application/vnd.apache.parquet", body = Vec<u8>), (status = 206, description = "The range asked for", content_type = "application/vnd.apache.parquet", body = Vec<u8>), (status = 416, description = "The range is outside the file")))]
 pub(super) async fn serve_file(
     state: web::Data<AppState>,
     name: web::Path<String>,

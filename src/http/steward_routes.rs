@@ -174,6 +174,7 @@ impl Drop for AbandonedUpload<'_> {
 
 /// `POST /v1/datasets`: registers a dataset's metadata (no data yet).
 #[tracing::instrument(skip_all)]
+#[utoipa::path(post, path = "/v1/datasets", tag = "stewards", request_body = crate::catalog::edit::Registration, security(("bearer" = [])), responses((status = 201, description = "Registered (a draft until its first upload)", body = Object)))]
 pub(super) async fn register(
     state: web::Data<AppState>,
     caller: Caller,
@@ -212,6 +213,7 @@ pub(super) async fn register(
 /// change for an admin (answer 202, `pending_change`); the rest apply at
 /// once. An admin's edit applies whole.
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+#[utoipa::path(patch, path = "/v1/datasets/{id}", tag = "stewards", params(("id" = String, Path, description = "The dataset's id", example = "hospital-admissions")), request_body = crate::catalog::edit::ManifestPatch, security(("bearer" = [])), responses((status = 200, description = "Applied", body = Object), (status = 202, description = "Widening parts wait for an admin (`pending_change`)", body = Object)))]
 pub(super) async fn edit(
     state: web::Data<AppState>,
     caller: Caller,
@@ -324,6 +326,7 @@ struct EditOutcome {
 /// review (a first upload whose columns the file defined), once its steward
 /// has classified them.
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+#[utoipa::path(post, path = "/v1/datasets/{id}/publish", tag = "stewards", params(("id" = String, Path, description = "The dataset's id", example = "hospital-admissions")), security(("bearer" = [])), responses((status = 200, description = "The version in review is published", body = Object)))]
 pub(super) async fn publish(
     state: web::Data<AppState>,
     caller: Caller,
@@ -359,6 +362,7 @@ pub(super) async fn publish(
 /// `POST /v1/datasets/{id}/restore`: serves a retired dataset again.
 /// Admins only: it reopens access that a steward closed.
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+#[utoipa::path(post, path = "/v1/datasets/{id}/restore", tag = "stewards", params(("id" = String, Path, description = "The dataset's id", example = "hospital-admissions")), security(("bearer" = [])), responses((status = 200, description = "Served again (admins only)", body = Object)))]
 pub(super) async fn restore(
     state: web::Data<AppState>,
     caller: Caller,
@@ -394,6 +398,7 @@ pub(super) async fn restore(
 /// `DELETE /v1/datasets/{id}`: retires the dataset. It is no longer listed
 /// or served; its files and audit records stay.
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+#[utoipa::path(delete, path = "/v1/datasets/{id}", tag = "stewards", params(("id" = String, Path, description = "The dataset's id", example = "hospital-admissions")), security(("bearer" = [])), responses((status = 200, description = "Retired: no longer served; its id stays taken", body = Object)))]
 pub(super) async fn retire(
     state: web::Data<AppState>,
     caller: Caller,
@@ -418,6 +423,7 @@ pub(super) async fn retire(
 
 /// `PUT /v1/datasets/{id}/data`: uploads the dataset's next version.
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+#[utoipa::path(put, path = "/v1/datasets/{id}/data", tag = "stewards", params(("id" = String, Path, description = "The dataset's id", example = "hospital-admissions"), CsvParams), request_body(description = "The new version's rows", content(("text/csv"), ("application/vnd.apache.parquet"), ("application/vnd.apache.arrow.stream"))), security(("bearer" = [])), responses((status = 201, description = "A new version, committed", body = Object)))]
 pub(super) async fn upload(
     state: web::Data<AppState>,
     caller: Caller,
@@ -573,9 +579,10 @@ fn csv_options(req: &HttpRequest, format: UploadFormat) -> Result<CsvOptions, Ap
     .map_err(ApiError::InvalidParameter)
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct CsvParams {
+pub(super) struct CsvParams {
     delimiter: Option<String>,
     quote: Option<String>,
     header: Option<String>,

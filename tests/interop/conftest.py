@@ -1,6 +1,7 @@
 """Starts the real `sluice` binary over HTTPS on a free loopback port, with
 freshly generated sample data, for the interop tests."""
 
+import contextlib
 import json
 import os
 import socket
@@ -122,9 +123,11 @@ class Server:
         return urllib.request.urlopen(request, context=self.context, timeout=60)
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    work = tmp_path_factory.mktemp("sluice")
+@contextlib.contextmanager
+def running_server(work: Path, limits: str = ""):
+    """The real binary serving fresh sample data from `work`, over HTTPS on
+    a free loopback port, until the block ends; `limits` adds lines to the
+    `[limits]` section."""
     exe = binary()
     subprocess.run(
         [exe, "demo-data", "--rows", str(ROWS), "--out", work / "datasets"], check=True
@@ -144,6 +147,8 @@ dev_mode = true
 datasets = "{work / 'datasets'}"
 state = "{work / 'state'}"
 policy = "{work / 'policy.toml'}"
+[limits]
+{limits}
 """
     )
     log = open(work / "server.log", "w")
@@ -177,11 +182,19 @@ policy = "{work / 'policy.toml'}"
         steward = mint("--sub", "sam@interop.example", "--role", "steward", "--org", "Interop Org")
         server = Server(f"https://localhost:{port}", context, token, steward, ca, work)
         server.north = mint("--sub", "nora@nhs.example", "--role", "researcher")
+        server.admin = mint("--sub", "ada@sluice.example", "--role", "admin", "--role", "steward", "--org", "Example Health Data Service")
+        server.process = process
         yield server
     finally:
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("sluice")) as server:
+        yield server
 
 
 def metadata(server, dataset: str) -> dict:
