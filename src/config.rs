@@ -65,6 +65,8 @@ pub struct SnapshotSettings {
     pub link_ttl_secs: u64,
     /// Most unexpired links at once (503 beyond).
     pub max_links: usize,
+    /// Most unexpired links one caller holds (429 `too-many-links` beyond).
+    pub max_links_per_caller: usize,
 }
 
 impl Default for SnapshotSettings {
@@ -73,6 +75,7 @@ impl Default for SnapshotSettings {
             max_bytes: 4 * 1024 * 1024 * 1024,
             link_ttl_secs: 900,
             max_links: 100_000,
+            max_links_per_caller: 1000,
         }
     }
 }
@@ -182,6 +185,12 @@ pub struct ServerSettings {
     pub query_threads: usize,
     /// How often the policy file is checked for changes, in milliseconds.
     pub policy_poll_ms: u64,
+    /// The URL callers reach this server at (`https://data.example.org`),
+    /// for the links Sluice writes into answers: snapshot links, Delta
+    /// Sharing profiles, JSON-LD ids. Unset: taken from each request's
+    /// `Host` (fine on its own; behind a proxy, set it, so links never
+    /// depend on headers a client chose).
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -192,6 +201,7 @@ impl Default for ServerSettings {
             shutdown_grace_secs: 30,
             query_threads: 0,
             policy_poll_ms: 2000,
+            public_url: None,
         }
     }
 }

@@ -67,6 +67,11 @@ impl Application {
                 crate::dp::Ledger::open_in(&storage.state).context("privacy budget ledger")?,
             ),
             metrics,
+            public_url: settings
+                .server
+                .public_url
+                .as_ref()
+                .map(|u| u.trim_end_matches('/').to_owned()),
             snapshots: crate::snapshot::Snapshots::open(&storage.state, &settings.snapshots)
                 .context("snapshot cache")?,
             rate_limits: http::limits::RateLimits::new(

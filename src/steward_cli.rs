@@ -156,6 +156,15 @@ pub enum DatasetsCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Write the current version's rows again with today's Parquet writer,
+    /// published as the next version (admins; for versions written before
+    /// the writer last changed). The old version stays readable by number.
+    Rewrite {
+        /// The dataset's id.
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Retire a dataset: no longer listed or served; kept on disk and in audit.
     Retire {
         /// The dataset's id.
@@ -205,6 +214,7 @@ impl DatasetsCommand {
             | DatasetsCommand::Show { target, .. }
             | DatasetsCommand::Retire { target, .. }
             | DatasetsCommand::Publish { target, .. }
+            | DatasetsCommand::Rewrite { target, .. }
             | DatasetsCommand::Edit { target, .. }
             | DatasetsCommand::Restore { target, .. }
             | DatasetsCommand::Changes { target, .. }
@@ -484,6 +494,44 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                     .record(Event::Publish, &id, Some(published.manifest.version))
                     .await?;
                 eprintln!("published {id} version {}", published.manifest.version);
+                Ok(())
+            }
+            DatasetsCommand::Rewrite { id, target } if target.server.is_some() => {
+                let client = Remote::new(&settings, &target)?;
+                let id = DatasetId::parse(&id)?;
+                let (status, body) = client
+                    .send(client.post(&format!("/v1/datasets/{id}/rewrite")))
+                    .await?;
+                if status != 201 {
+                    return fail(status, &body);
+                }
+                eprintln!("rewrote {id} as version {}", body["version"]);
+                print(&body)
+            }
+            DatasetsCommand::Rewrite { id, .. } => {
+                let catalog = open_local(&settings).await?;
+                let audit = LocalAudit::open(&settings)?;
+                let id = DatasetId::parse(&id)?;
+                let dataset = catalog
+                    .snapshot()
+                    .get(&id)
+                    .cloned()
+                    .with_context(|| format!("no dataset '{id}'"))?;
+                let mut ingest_settings = settings.ingest.clone();
+                if ingest_settings.worker.is_none() {
+                    ingest_settings.worker = Some(std::env::current_exe()?);
+                }
+                let (published, _) = ingest::rewrite(
+                    &catalog,
+                    &dataset,
+                    &ingest_settings,
+                    settings.limits.batch_rows,
+                )
+                .await?;
+                audit
+                    .record(Event::Rewrite, &id, Some(published.version))
+                    .await?;
+                eprintln!("rewrote {id} as version {}", published.version);
                 Ok(())
             }
             DatasetsCommand::Retire { id, target } if target.server.is_some() => {

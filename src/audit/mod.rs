@@ -57,6 +57,8 @@ words! {
         Restore = "restore",
         /// A version held for review published by its steward.
         Publish = "publish",
+        /// The current version written again as the next (admins).
+        Rewrite = "rewrite",
         /// An edit that waits for a second steward's approval.
         ProposeChange = "propose-change",
         ApproveChange = "approve-change",

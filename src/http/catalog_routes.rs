@@ -179,7 +179,7 @@ pub(super) async fn show(
 ) -> Result<HttpResponse, ApiError> {
     let dataset = visible_dataset(&state, &steward_scope(&caller), &path)?;
     if wants_linked_data(&req) && dataset.manifest.is_live() {
-        let base = base_url(&req);
+        let base = super::public_base(&state, &req);
         return Ok(linked_data(
             crate::catalog::linked_data::schema_org_dataset(&dataset, &base),
         ));
@@ -386,12 +386,6 @@ fn wants_linked_data(req: &actix_web::HttpRequest) -> bool {
         .is_some_and(|v| v.contains("application/ld+json"))
 }
 
-/// `scheme://host` as the caller reached this server.
-pub(super) fn base_url(req: &actix_web::HttpRequest) -> String {
-    let info = req.connection_info();
-    format!("{}://{}", info.scheme(), info.host())
-}
-
 fn linked_data(body: Value) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/ld+json")
@@ -409,6 +403,6 @@ pub(super) async fn catalog_jsonld(
     let datasets = catalog.datasets().map(|d| d.as_ref());
     linked_data(crate::catalog::linked_data::dcat_catalog(
         datasets,
-        &base_url(&req),
+        &super::public_base(&state, &req),
     ))
 }

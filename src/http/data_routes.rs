@@ -389,7 +389,7 @@ async fn serve(
     record.version = Some(access.version.number);
     record.format = Some(format.name().into());
     let on_finish = trail::on_finish(state, record.clone(), started, event, slot);
-    let provenance = provenance(&access);
+    let provenance = provenance(&access, Some(time::OffsetDateTime::now_utc()));
     let stream = trail::durable_then(
         state,
         &record,
@@ -432,14 +432,20 @@ async fn serve(
 /// What a saved file should say about where it came from (Parquet footer
 /// key-value metadata): the dataset, version, licence, publisher, a
 /// citation, and the caller's own basis of access. Never a grant's row
-/// filter or anything about other callers.
-pub(super) fn provenance(access: &Access) -> crate::formats::Provenance {
+/// filter or anything about other callers. `retrieved` is when the
+/// caller got it; a snapshot, which callers with the same access share,
+/// says nothing about when anyone read it.
+pub(super) fn provenance(
+    access: &Access,
+    retrieved: Option<time::OffsetDateTime>,
+) -> crate::formats::Provenance {
     let m = &access.dataset.manifest;
     let v = &access.version;
     let published = v.published.date().to_string();
-    let retrieved = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let retrieved = retrieved.map(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    });
     let basis = match &access.plan.basis {
         policy::Basis::Open => "open data".to_owned(),
         policy::Basis::Registered => "registered researcher".to_owned(),
@@ -449,7 +455,11 @@ pub(super) fn provenance(access: &Access) -> crate::formats::Provenance {
         .ok()
         .and_then(|m| m.as_str().map(str::to_owned))
         .unwrap_or_default();
-    [
+    let when = retrieved
+        .as_ref()
+        .map(|t| format!(", retrieved {t}"))
+        .unwrap_or_default();
+    let mut pairs: Vec<(String, String)> = [
         ("sluice.dataset", m.id.to_string()),
         ("sluice.title", m.title.clone()),
         ("sluice.version", v.number.to_string()),
@@ -459,17 +469,20 @@ pub(super) fn provenance(access: &Access) -> crate::formats::Provenance {
         (
             "sluice.citation",
             format!(
-                "{}. {} (version {}, published {published}). Dataset '{}', retrieved {retrieved} through Sluice.",
+                "{}. {} (version {}, published {published}). Dataset '{}'{when} through Sluice.",
                 m.publisher, m.title, v.number, m.id
             ),
         ),
         ("sluice.access", basis),
         ("sluice.mode", mode),
-        ("sluice.retrieved", retrieved),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    .collect();
+    if let Some(t) = retrieved {
+        pairs.push(("sluice.retrieved".into(), t));
+    }
+    pairs
 }
 
 /// A 200 whose body is the slice's chunks as they come.

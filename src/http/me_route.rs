@@ -91,6 +91,7 @@ pub(super) async fn me(
 #[tracing::instrument(skip_all)]
 #[utoipa::path(get, path = "/v1/me/delta-sharing-profile", tag = "delta-sharing", security(("bearer" = [])), responses((status = 200, description = "A Delta Sharing profile file (version 1) for your own token", body = Object)))]
 pub(super) async fn sharing_profile(
+    state: web::Data<AppState>,
     caller: Caller,
     req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -104,10 +105,9 @@ pub(super) async fn sharing_profile(
         .and_then(|v| v.split_once(' '))
         .map(|(_, token)| token.trim())
         .ok_or(ApiError::TokenRequired)?;
-    let info = req.connection_info();
     let mut profile = json!({
         "shareCredentialsVersion": 1,
-        "endpoint": format!("{}://{}/delta-sharing", info.scheme(), info.host()),
+        "endpoint": format!("{}/delta-sharing", super::public_base(&state, &req)),
         "bearerToken": token,
     });
     if let Some(expires) = principal

@@ -57,6 +57,8 @@ pub struct AppState {
     /// Snapshot files, the key that signs links to them, and the links'
     /// tickets.
     pub snapshots: crate::snapshot::Snapshots,
+    /// `server.public_url`, without a trailing slash.
+    pub public_url: Option<String>,
     /// False until the server is built and again once shutdown starts.
     pub ready: AtomicBool,
 }
@@ -101,6 +103,10 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
                         web::post().to(steward_routes::publish),
                     )
                     .route(
+                        "/datasets/{id}/rewrite",
+                        web::post().to(steward_routes::rewrite),
+                    )
+                    .route(
                         "/datasets/{id}/restore",
                         web::post().to(steward_routes::restore),
                     )
@@ -143,6 +149,18 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::RouteNotFound)
             }));
+    }
+}
+
+/// `scheme://host` for links written into answers: `server.public_url`,
+/// or else how the caller reached this server.
+pub(super) fn public_base(state: &AppState, req: &actix_web::HttpRequest) -> String {
+    match &state.public_url {
+        Some(url) => url.clone(),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}", info.scheme(), info.host())
+        }
     }
 }
 

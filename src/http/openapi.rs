@@ -51,6 +51,7 @@ use super::{
         steward_routes::retire,
         steward_routes::publish,
         steward_routes::restore,
+        steward_routes::rewrite,
         steward_routes::upload,
         change_routes::list,
         change_routes::approve,

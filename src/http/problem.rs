@@ -31,6 +31,8 @@ crate::words::words! {
         NotRetired = "not-retired",
         /// Publishing a dataset with no version in review.
         NothingToPublish = "nothing-to-publish",
+        /// Rewriting a dataset with no single-file published version.
+        NothingToRewrite = "nothing-to-rewrite",
     }
 }
 
@@ -149,6 +151,11 @@ pub enum ApiError {
     /// whose caller's access has changed since it was issued.
     #[error("{0}: ask for a new link")]
     LinkExpired(&'static str),
+    /// The caller holds as many unexpired snapshot links as one may.
+    #[error(
+        "you hold {0} unexpired snapshot links, the most one caller may; reuse them or wait for some to expire"
+    )]
+    TooManyLinks(usize),
     /// A slice too large to keep as a snapshot file.
     #[error("{0}")]
     SnapshotTooLarge(String),
@@ -219,6 +226,7 @@ impl ApiError {
             ApiError::PrivacyBudgetExhausted { .. } => "privacy-budget-exhausted",
             ApiError::LinkInvalid => "link-invalid",
             ApiError::LinkExpired(_) => "link-expired",
+            ApiError::TooManyLinks(_) => "too-many-links",
             ApiError::SnapshotTooLarge(_) => "snapshot-too-large",
             ApiError::Internal(_) => "internal",
         }
@@ -295,6 +303,7 @@ impl ApiError {
             },
             ApiError::LinkInvalid,
             ApiError::LinkExpired(""),
+            ApiError::TooManyLinks(0),
             ApiError::SnapshotTooLarge(text()),
             ApiError::Internal(Internal::new("")),
         ]);
@@ -332,6 +341,7 @@ impl ApiError {
                 | ApiError::PrivacyBudgetExhausted { .. }
                 | ApiError::LinkInvalid
                 | ApiError::LinkExpired(_)
+                | ApiError::TooManyLinks(_)
                 | ApiError::SnapshotTooLarge(_)
                 | ApiError::Internal(_) => {}
             }
@@ -481,9 +491,10 @@ impl ResponseError for ApiError {
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::RateLimited(_) | ApiError::TooManyStreams | ApiError::TooManyUploads(_) => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ApiError::RateLimited(_)
+            | ApiError::TooManyStreams
+            | ApiError::TooManyUploads(_)
+            | ApiError::TooManyLinks(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::AuditUnavailable
             | ApiError::ServerBusy(_)
             | ApiError::StorageUnavailable

@@ -27,7 +27,7 @@ use crate::audit::{Event, Outcome, Phase, Record};
 use crate::auth::Caller;
 use crate::formats::Format;
 use crate::slice::SliceRequest;
-use crate::snapshot::{Link, Snapshot, SnapshotKey, Ticket};
+use crate::snapshot::{Link, Opened, Snapshot, SnapshotKey, Ticket, TicketsFull};
 
 /// Where snapshot files are served.
 const FILES_PATH: &str = "/v1/snapshots";
@@ -108,7 +108,7 @@ pub(super) async fn issue(
             cut(state, &access, &request, &key)
         );
         durable?;
-        Ok((access, key, snapshot?, decided))
+        Ok((access, key, snapshot?.snapshot, decided))
     }
     .await;
     let (access, key, snapshot, decided) = match made {
@@ -136,8 +136,16 @@ pub(super) async fn issue(
     let ticket = state
         .snapshots
         .tickets
-        .issue(ticket, expires, now.unix_timestamp())
-        .ok_or(ApiError::ServerBusy(30))?;
+        .issue(
+            &rate_key(req, caller),
+            ticket,
+            expires,
+            now.unix_timestamp(),
+        )
+        .map_err(|full| match full {
+            TicketsFull::Caller(n) => ApiError::TooManyLinks(n),
+            TicketsFull::Server => ApiError::ServerBusy(30),
+        })?;
     let path = file_path(&key);
     let signature = state.snapshots.signer.sign(&Link {
         path: &path,
@@ -145,11 +153,9 @@ pub(super) async fn issue(
         subject: caller.subject(),
         expires,
     });
-    let info = req.connection_info();
     let url = format!(
-        "{}://{}{path}?ticket={ticket}&expires={expires}&signature={signature}",
-        info.scheme(),
-        info.host()
+        "{}{path}?ticket={ticket}&expires={expires}&signature={signature}",
+        super::public_base(state, req)
     );
     let mut outcome = decided;
     outcome.version = Some(access.version.number);
@@ -168,16 +174,17 @@ pub(super) async fn issue(
     })
 }
 
-/// The snapshot of `request` under `access`, written now if it is not on
-/// disk.
+/// The snapshot of `request` under `access`, opened, written now if it is
+/// not on disk. Written in file order and without a retrieval time, so a
+/// snapshot cut again after eviction has the same bytes and ETag.
 async fn cut(
     state: &AppState,
     access: &Access,
     request: &SliceRequest,
     key: &SnapshotKey,
-) -> Result<Arc<Snapshot>, ApiError> {
+) -> Result<Opened, ApiError> {
     let start = || async {
-        let df = state.engine.plan(
+        let df = state.engine.plan_in_file_order(
             &access.version,
             &access.plan,
             request,
@@ -185,19 +192,24 @@ async fn cut(
         )?;
         Ok(state
             .engine
-            .stream(df, Format::Parquet, provenance(access), Box::new(|_| ()))
+            .stream(
+                df,
+                Format::Parquet,
+                provenance(access, None),
+                Box::new(|_| ()),
+            )
             .await?)
     };
-    let (snapshot, written) = state.snapshots.cache.get_or_write(key, start).await?;
+    let (opened, written) = state.snapshots.cache.get_or_write(key, start).await?;
     if written {
         tracing::info!(
             key = key.as_str(),
-            rows = snapshot.rows,
-            bytes = snapshot.size,
+            rows = opened.snapshot.rows,
+            bytes = opened.snapshot.size,
             "snapshot written"
         );
     }
-    Ok(snapshot)
+    Ok(opened)
 }
 
 /// What decides a snapshot's bytes: the version's files, the access plan
@@ -211,10 +223,7 @@ fn key_of(access: &Access, request: &SliceRequest) -> SnapshotKey {
         .iter()
         .map(|f| json!([f.location.as_ref(), f.size, f.e_tag]))
         .collect();
-    let provenance: Vec<_> = provenance(access)
-        .into_iter()
-        .filter(|(k, _)| k != "sluice.retrieved" && k != "sluice.citation")
-        .collect();
+    let provenance = provenance(access, None);
     SnapshotKey::of(&json!({
         "dataset": access.dataset.id(),
         "version": access.version.number,
@@ -288,6 +297,13 @@ pub(super) async fn serve_file(
     if ticket.key != key || !state.snapshots.signer.verify(&link, signature) {
         return Err(ApiError::LinkInvalid);
     }
+    // Uses of a link count against the caller it was issued to, like
+    // their other requests.
+    let owner = rate_key(&req, &ticket.caller);
+    state.rate_limits.check(&owner).map_err(|wait| {
+        tracing::info!(key = owner, "rate limited");
+        ApiError::RateLimited(wait.as_secs().max(1))
+    })?;
 
     // The caller's access now, as their token described them.
     let mut record = trail::request_record(Event::SnapshotRead, &ticket.caller, &ticket.dataset);
@@ -316,10 +332,19 @@ pub(super) async fn serve_file(
     record = trail::with_plan(record, &access.plan);
     trail::allowed(&state, &record).await?;
 
-    // An evicted snapshot is cut again (its ETag may then differ).
-    let snapshot = cut(&state, &access, &ticket.request, &key).await?;
-    let file = std::fs::File::open(&snapshot.path)
-        .map_err(|e| crate::internal::Internal::caused("opening a snapshot file", e))?;
+    // An evicted snapshot is cut again, in one of the caller's stream
+    // slots (a cut is a stream's work), with the same bytes.
+    let opened = match state.snapshots.cache.get(&key) {
+        Some(_) => cut(&state, &access, &ticket.request, &key).await?,
+        None => {
+            let _slot = state
+                .stream_slots
+                .acquire(&owner)
+                .ok_or(ApiError::TooManyStreams)?;
+            cut(&state, &access, &ticket.request, &key).await?
+        }
+    };
+    let Opened { snapshot, file } = opened;
     let named = actix_files::NamedFile::from_file(file, &snapshot.path)
         .map_err(|e| crate::internal::Internal::caused("opening a snapshot file", e))?
         .set_content_type(
@@ -336,12 +361,19 @@ pub(super) async fn serve_file(
                 access.version.number
             ))],
         })
-        .use_last_modified(false);
+        .use_last_modified(false)
+        // The content's own hash, not the file's inode and time: a file
+        // cut again has the same bytes and so the same ETag.
+        .use_etag(false);
     let mut response = named.into_response(&req);
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("private, no-store"),
     );
+    if let Ok(etag) = header::HeaderValue::from_str(&format!("\"{}\"", snapshot.etag)) {
+        headers.insert(header::ETAG, etag);
+    }
     let mut outcome: Record = record;
     outcome.phase = Some(Phase::Outcome);
     outcome.decision = Some(crate::audit::Decision::Allow);

@@ -24,9 +24,10 @@ use crate::audit::{Decision, Event, Outcome};
 use crate::auth::Caller;
 use crate::catalog::change;
 use crate::catalog::edit::{ManifestPatch, Registration};
+use crate::catalog::live::Published;
 use crate::catalog::local::Staging;
 use crate::catalog::{Dataset, StewardScope, WriteError, check_schema};
-use crate::ingest::{self, CsvOptions, Failure, UploadError, UploadFormat};
+use crate::ingest::{self, CsvOptions, Failure, Summary, UploadError, UploadFormat};
 use crate::internal::Internal;
 use crate::policy::steward::{self, steward_scope};
 
@@ -395,6 +396,53 @@ pub(super) async fn restore(
     result
 }
 
+/// `POST /v1/datasets/{id}/rewrite`: writes the current version's rows
+/// again with today's Parquet writer and publishes them as the next
+/// version (the same worker and crash-safe commit as an upload). Admins
+/// only: it is maintenance of the catalogue's files, for versions written
+/// before the writer last changed; the old version stays readable by number.
+#[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
+#[utoipa::path(post, path = "/v1/datasets/{id}/rewrite", tag = "stewards", params(("id" = String, Path, description = "The dataset's id", example = "hospital-admissions")), security(("bearer" = [])), responses((status = 201, description = "The same rows, written again as the next version", body = Object)))]
+pub(super) async fn rewrite(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let mut audit = trail::request_record(Event::Rewrite, &caller, &path);
+    let result = async {
+        let scope = require_steward(&caller)?;
+        let dataset = stewarded(&state, &scope, &path)?;
+        if scope != StewardScope::All {
+            return Err(ApiError::AdminRequired(
+                "rewriting a dataset's files is an admin's maintenance".into(),
+            ));
+        }
+        not_retired(&dataset)?;
+        let _slot = state
+            .upload_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::TooManyUploads(UPLOAD_RETRY_SECS))?;
+        let (published, summary) = ingest::rewrite(
+            &state.catalog,
+            &dataset,
+            &state.ingest,
+            state.limits.batch_rows,
+        )
+        .await
+        .map_err(upload_error)?;
+        audit.version = Some(published.version);
+        audit.duration_ms = Some(started.elapsed().as_millis() as u64);
+        let (answer, rows) = new_version_answer(&published, &summary, None)?;
+        audit.rows = Some(rows);
+        Ok(answer)
+    }
+    .await;
+    record(&state, audit, &result).await;
+    result
+}
+
 /// `DELETE /v1/datasets/{id}`: retires the dataset. It is no longer listed
 /// or served; its files and audit records stay.
 #[tracing::instrument(skip_all, fields(dataset = %path.as_str()))]
@@ -453,7 +501,9 @@ pub(super) async fn upload(
             .map_err(|_| ApiError::TooManyUploads(UPLOAD_RETRY_SECS))?;
         let max = state.ingest.max_upload_bytes;
         if declared_length(&req).is_some_and(|len| len > max) {
-            return Err(ApiError::PayloadTooLarge(usize::try_from(max).unwrap_or(usize::MAX)));
+            return Err(ApiError::PayloadTooLarge(
+                usize::try_from(max).unwrap_or(usize::MAX),
+            ));
         }
         let staging = state
             .catalog
@@ -475,72 +525,94 @@ pub(super) async fn upload(
             state.limits.batch_rows,
         )
         .await
-        .map_err(|e| match e {
-            UploadError::Ingest(failure) => ingest_error(failure),
-            UploadError::Write(e) => write_error(e, UnprocessableKind::SchemaMismatch),
-        })?;
-        let version = published
-            .dataset
-            .versions
-            .get(&published.version)
-            .ok_or_else(|| Internal::new("the uploaded version vanished"))?;
+        .map_err(upload_error)?;
         audit.version = Some(published.version);
-        audit.rows = Some(version.rows);
         audit.bytes = Some(received);
         audit.duration_ms = Some(started.elapsed().as_millis() as u64);
-        let id = published.dataset.id();
-        let warnings: Vec<String> = if published.held {
-            vec![format!(
-                "version {} is held for review, not published: its columns ({}) came from the file and are classified 'none'; classify the sensitive ones with PATCH /v1/datasets/{id}, then publish with POST /v1/datasets/{id}/publish",
-                published.version,
-                published
-                    .dataset
-                    .manifest
-                    .columns
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )]
-        } else {
-            published
-                .added_columns
-                .iter()
-                .map(|c| {
-                    format!(
-                        "column '{c}' was added with classification 'none' (served as is): classify it with PATCH /v1/datasets/{id} if it is sensitive"
-                    )
-                })
-                .collect()
-        };
-        Ok(HttpResponse::Created()
-            .insert_header((
-                header::LOCATION,
-                format!("/v1/datasets/{id}/data?version={}", published.version),
-            ))
-            .json(json!({
-                "id": id,
-                "version": published.version,
-                "status": published.dataset.status(),
-                "in_review": published.held,
-                "rows": version.rows,
-                "bytes": version.bytes,
-                "uploaded_bytes": received,
-                "schema": summary.columns,
-                "url": format!("/v1/datasets/{id}"),
-                "data_url": format!("/v1/datasets/{id}/data?version={}", published.version),
-                "renamed_columns": summary
-                    .renamed
-                    .iter()
-                    .map(|(from, to)| (from.clone(), Value::from(to.as_str())))
-                    .collect::<serde_json::Map<_, _>>(),
-                "warnings": warnings,
-            })))
+        let (answer, rows) = new_version_answer(&published, &summary, Some(received))?;
+        audit.rows = Some(rows);
+        Ok(answer)
     }
     .await;
     abandoned.record = None;
     record(&state, audit, &result).await;
     result
+}
+
+/// Why a new version (an upload or a rewrite) was not made.
+fn upload_error(e: UploadError) -> ApiError {
+    match e {
+        UploadError::NothingToRewrite(detail) => ApiError::Conflict {
+            kind: ConflictKind::NothingToRewrite,
+            detail,
+        },
+        UploadError::Ingest(failure) => ingest_error(failure),
+        UploadError::Write(e) => write_error(e, UnprocessableKind::SchemaMismatch),
+    }
+}
+
+/// The answer to a new version (an upload or a rewrite): 201 with the
+/// version, its rows and schema, and what the steward should do next; and
+/// the version's rows, for the trail.
+fn new_version_answer(
+    published: &Published,
+    summary: &Summary,
+    received: Option<u64>,
+) -> Result<(HttpResponse, u64), ApiError> {
+    let version = published
+        .dataset
+        .versions
+        .get(&published.version)
+        .ok_or_else(|| Internal::new("the uploaded version vanished"))?;
+    let id = published.dataset.id();
+    let warnings: Vec<String> = if published.held {
+        vec![format!(
+            "version {} is held for review, not published: its columns ({}) came from the file and are classified 'none'; classify the sensitive ones with PATCH /v1/datasets/{id}, then publish with POST /v1/datasets/{id}/publish",
+            published.version,
+            published
+                .dataset
+                .manifest
+                .columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )]
+    } else {
+        published
+            .added_columns
+            .iter()
+            .map(|c| {
+                format!(
+                    "column '{c}' was added with classification 'none' (served as is): classify it with PATCH /v1/datasets/{id} if it is sensitive"
+                )
+            })
+            .collect()
+    };
+    let answer = HttpResponse::Created()
+        .insert_header((
+            header::LOCATION,
+            format!("/v1/datasets/{id}/data?version={}", published.version),
+        ))
+        .json(json!({
+            "id": id,
+            "version": published.version,
+            "status": published.dataset.status(),
+            "in_review": published.held,
+            "rows": version.rows,
+            "bytes": version.bytes,
+            "uploaded_bytes": received,
+            "schema": summary.columns,
+            "url": format!("/v1/datasets/{id}"),
+            "data_url": format!("/v1/datasets/{id}/data?version={}", published.version),
+            "renamed_columns": summary
+                .renamed
+                .iter()
+                .map(|(from, to)| (from.clone(), Value::from(to.as_str())))
+                .collect::<serde_json::Map<_, _>>(),
+            "warnings": warnings,
+        }));
+    Ok((answer, version.rows))
 }
 
 /// How a CSV upload is written, from the query string: `delimiter` and

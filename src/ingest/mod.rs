@@ -236,10 +236,69 @@ pub enum Reply {
 /// Why an upload was not published. Nothing was changed.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
+    /// A rewrite of a dataset with no one-file published version.
+    #[error("{0}")]
+    NothingToRewrite(String),
     #[error("{0}")]
     Ingest(Failure),
     #[error("{0}")]
     Write(WriteError),
+}
+
+/// Writes the dataset's current version again with today's writer and
+/// publishes it as the next version, through the same worker and commit as
+/// an upload: for versions written before the writer last changed. The old
+/// version stays as it is, readable by number.
+pub async fn rewrite(
+    catalog: &LiveCatalog,
+    dataset: &Dataset,
+    settings: &IngestSettings,
+    batch_rows: usize,
+) -> Result<(Published, Summary), UploadError> {
+    use futures::StreamExt;
+    use object_store::ObjectStoreExt;
+    use tokio::io::AsyncWriteExt;
+
+    let refuse = UploadError::NothingToRewrite;
+    let current = dataset
+        .current()
+        .ok_or_else(|| refuse("the dataset has no published version to rewrite".into()))?;
+    let [file] = current.files.as_slice() else {
+        return Err(refuse(format!(
+            "version {} is stored as {} files; rewriting takes a version of one file",
+            current.number,
+            current.files.len()
+        )));
+    };
+    let staging = catalog.staging().await.map_err(UploadError::Write)?;
+    let body = staging.body();
+    let storage =
+        |e: object_store::Error| UploadError::Write(WriteError::Storage(std::io::Error::other(e)));
+    let mut chunks = catalog
+        .snapshot()
+        .store()
+        .get(&file.location)
+        .await
+        .map_err(storage)?
+        .into_stream();
+    let mut out = tokio::fs::File::create(&body)
+        .await
+        .map_err(|e| UploadError::Write(WriteError::Storage(e)))?;
+    while let Some(chunk) = chunks.next().await {
+        out.write_all(&chunk.map_err(storage)?)
+            .await
+            .map_err(|e| UploadError::Write(WriteError::Storage(e)))?;
+    }
+    out.flush()
+        .await
+        .map_err(|e| UploadError::Write(WriteError::Storage(e)))?;
+    drop(out);
+    let body = Body {
+        path: body,
+        format: UploadFormat::Parquet,
+        csv: CsvOptions::default(),
+    };
+    upload(catalog, dataset, staging, body, settings, batch_rows).await
 }
 
 /// Normalises `input` in a worker process and publishes the result as the

@@ -100,8 +100,10 @@ fn translate(node: &Node, depth: usize) -> Option<Text> {
 fn operand(node: &Node) -> Option<String> {
     match node.op.as_str() {
         "column" => {
+            // Quoted, so a column named like a keyword (`null`) stays a
+            // column; a column name has no quote to escape.
             let name = ColumnName::parse(node.name.as_deref()?).ok()?;
-            Some(name.as_str().to_owned())
+            Some(format!("\"{}\"", name.as_str()))
         }
         "literal" => literal(node.value.as_deref()?, node.value_type.as_deref()?),
         _ => None,
@@ -171,13 +173,22 @@ mod tests {
         );
         assert_eq!(
             to_filter(&hint).unwrap(),
-            "((length_of_stay > 7) AND ((region = 'north') OR (region IS NULL)))"
+            r#"(("length_of_stay" > 7) AND (("region" = 'north') OR ("region" IS NULL)))"#
         );
         let date = op(
             "lessThanOrEqual",
             &[column("d"), literal("2024-02-29", "date")],
         );
-        assert_eq!(to_filter(&date).unwrap(), "(d <= DATE '2024-02-29')");
+        assert_eq!(to_filter(&date).unwrap(), r#"("d" <= DATE '2024-02-29')"#);
+    }
+
+    #[test]
+    fn a_column_named_like_a_keyword_stays_a_column() {
+        let hint = op("isNull", &[column("null")]);
+        assert_eq!(to_filter(&hint).unwrap(), r#"("null" IS NULL)"#);
+        let names = ["null".to_owned()].into_iter().collect();
+        let parsed = crate::filter::parse(&to_filter(&hint).unwrap(), 4096, &names);
+        assert!(parsed.is_ok(), "{parsed:?}");
     }
 
     #[test]
@@ -186,7 +197,10 @@ mod tests {
             "equal",
             &[column("r"), literal("o'brien') OR (1=1", "string")],
         );
-        assert_eq!(to_filter(&quote).unwrap(), "(r = 'o''brien'') OR (1=1')");
+        assert_eq!(
+            to_filter(&quote).unwrap(),
+            r#"("r" = 'o''brien'') OR (1=1')"#
+        );
         let bad_name = op("equal", &[column("r) OR (1=1"), literal("1", "int")]);
         assert_eq!(to_filter(&bad_name), None);
         assert_eq!(
@@ -206,7 +220,7 @@ mod tests {
         // `and` keeps what it can: a superset.
         assert_eq!(
             to_filter(&op("and", &[kept.clone(), unknown.clone()])).unwrap(),
-            "((a = 1))"
+            r#"(("a" = 1))"#
         );
         // `or` and `not` cannot drop a part.
         assert_eq!(to_filter(&op("or", &[kept.clone(), unknown.clone()])), None);
@@ -214,7 +228,10 @@ mod tests {
             to_filter(&op("not", &[op("and", &[kept.clone(), unknown])])),
             None
         );
-        assert_eq!(to_filter(&op("not", &[kept])).unwrap(), "(NOT (a = 1))");
+        assert_eq!(
+            to_filter(&op("not", &[kept])).unwrap(),
+            r#"(NOT ("a" = 1))"#
+        );
         assert_eq!(to_filter("not json"), None);
         let deep = (0..40).fold(op("isNull", &[column("a")]), |inner, _| op("not", &[inner]));
         assert_eq!(to_filter(&deep), None);

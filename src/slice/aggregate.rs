@@ -302,6 +302,7 @@ impl Engine {
     ) -> Result<DataFrame, SliceError> {
         let checked = check(plan, manifest, &version.schema, request, rules)?;
         let visible = self.visible_frame(
+            &self.ctx,
             version,
             plan,
             request.filter.as_deref(),

@@ -113,6 +113,11 @@ pub struct SliceStream {
 /// the runtime its plans run on.
 pub struct Engine {
     ctx: SessionContext,
+    /// The same engine on one partition: rows come in file order, so a
+    /// slice with an offset or a limit (a page, a row cap) or a snapshot is
+    /// the same rows every time it is asked for. Parallel scans interleave
+    /// their partitions in whatever order they finish.
+    in_file_order: SessionContext,
     runtime: QueryRuntime,
     buffer_chunks: usize,
     active: Arc<AtomicUsize>,
@@ -188,11 +193,15 @@ impl Engine {
         // Evaluate filters while decoding, so selective slices skip pages.
         parquet.pushdown_filters = true;
         parquet.reorder_filters = true;
+        let in_file_order =
+            SessionContext::new_with_config(config.clone().with_target_partitions(1));
         let ctx = SessionContext::new_with_config(config);
         let url = url_of(STORE_URL)?;
         ctx.register_object_store(&url, catalog.store().clone());
+        in_file_order.register_object_store(&url, catalog.store().clone());
         Ok(Self {
             ctx,
+            in_file_order,
             runtime: QueryRuntime(Some(runtime)),
             buffer_chunks,
             active: Arc::new(AtomicUsize::new(0)),
@@ -212,7 +221,9 @@ impl Engine {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Builds the plan for `request` on `version` under `plan`.
+    /// Builds the plan for `request` on `version` under `plan`. A slice
+    /// with an offset or a limit, or under a row cap, reads rows in file
+    /// order, so the same request always gets the same rows.
     pub fn plan(
         &self,
         version: &Version,
@@ -220,8 +231,38 @@ impl Engine {
         request: &SliceRequest,
         max_filter_bytes: usize,
     ) -> Result<DataFrame, SliceError> {
+        let paged = request.offset.is_some() || request.limit.is_some() || plan.max_rows.is_some();
+        self.plan_on(paged, version, plan, request, max_filter_bytes)
+    }
+
+    /// [`Engine::plan`], always in file order: what a snapshot is written
+    /// from, so a file cut again after eviction has the same bytes.
+    pub fn plan_in_file_order(
+        &self,
+        version: &Version,
+        plan: &AccessPlan,
+        request: &SliceRequest,
+        max_filter_bytes: usize,
+    ) -> Result<DataFrame, SliceError> {
+        self.plan_on(true, version, plan, request, max_filter_bytes)
+    }
+
+    fn plan_on(
+        &self,
+        in_file_order: bool,
+        version: &Version,
+        plan: &AccessPlan,
+        request: &SliceRequest,
+        max_filter_bytes: usize,
+    ) -> Result<DataFrame, SliceError> {
         let visible = visible_names(plan);
+        let ctx = if in_file_order {
+            &self.in_file_order
+        } else {
+            &self.ctx
+        };
         let mut df = self.visible_frame(
+            ctx,
             version,
             plan,
             request.filter.as_deref(),
@@ -292,6 +333,7 @@ impl Engine {
     /// only `filterable` columns (visible ones, or fewer).
     fn visible_frame(
         &self,
+        ctx: &SessionContext,
         version: &Version,
         plan: &AccessPlan,
         caller_filter: Option<&str>,
@@ -299,7 +341,7 @@ impl Engine {
         max_filter_bytes: usize,
     ) -> Result<DataFrame, SliceError> {
         let table = self.table(version)?;
-        let mut df = self.ctx.read_table(table).map_err(internal)?;
+        let mut df = ctx.read_table(table).map_err(internal)?;
 
         // 1. The policy's row filter, on raw columns (written by an admin,
         //    checked when the policy was loaded).

@@ -241,6 +241,7 @@ impl Engine {
         let checked = check(plan, manifest, version, request, rules)?;
         // Noise covers any filter on any visible column: no filter limits.
         let mut df = self.visible_frame(
+            &self.ctx,
             version,
             plan,
             request.filter.as_deref(),

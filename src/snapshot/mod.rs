@@ -20,7 +20,7 @@
 
 pub mod signed_url;
 
-pub use signed_url::{Link, Tickets, UrlSigner};
+pub use signed_url::{Link, Tickets, TicketsFull, UrlSigner};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -50,7 +50,7 @@ impl Snapshots {
             cache: SnapshotCache::open(&state_dir.join("snapshots"), settings.max_bytes)?,
             signer: UrlSigner::load_or_create(state_dir)
                 .or_internal("reading the snapshot link key")?,
-            tickets: Tickets::new(settings.max_links),
+            tickets: Tickets::new(settings.max_links, settings.max_links_per_caller),
             link_ttl_secs: settings.link_ttl_secs,
         })
     }
@@ -108,9 +108,10 @@ pub struct Snapshot {
 /// Why a snapshot could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    /// The slice is larger than the whole cache may hold.
+    /// The slice is larger than one snapshot may be (a quarter of the
+    /// cache).
     #[error(
-        "the slice is larger than the snapshot cache holds ({limit} bytes); ask for fewer columns or rows, or stream it from /data"
+        "the slice is larger than a snapshot may be ({limit} bytes); ask for fewer columns or rows, or stream it from /data"
     )]
     TooLarge { limit: u64 },
     /// The slice could not be planned or read.
@@ -140,6 +141,21 @@ pub struct SnapshotCache {
     index: Mutex<Index>,
     /// One lock per key being written.
     writers: Mutex<HashMap<SnapshotKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Files being written at once, server-wide. With each file at most a
+    /// quarter of `max_bytes`, the folder never holds more than 1.5 times
+    /// `max_bytes`, half-written files included.
+    writing: tokio::sync::Semaphore,
+}
+
+/// Files written at once.
+const CONCURRENT_WRITES: usize = 2;
+
+/// A snapshot and an open handle on its file: opened under the index's
+/// lock, so an eviction cannot remove it between finding and reading (a
+/// reader keeps an evicted file's data through its handle).
+pub struct Opened {
+    pub snapshot: Arc<Snapshot>,
+    pub file: std::fs::File,
 }
 
 impl SnapshotCache {
@@ -179,6 +195,7 @@ impl SnapshotCache {
             max_bytes,
             index: Mutex::new(Index::default()),
             writers: Mutex::new(HashMap::new()),
+            writing: tokio::sync::Semaphore::new(CONCURRENT_WRITES),
         };
         for (_, snapshot) in found {
             cache.insert(snapshot);
@@ -188,12 +205,32 @@ impl SnapshotCache {
 
     /// The snapshot for `key` if it is on disk (and marks it used).
     pub fn get(&self, key: &SnapshotKey) -> Option<Arc<Snapshot>> {
+        self.find(key).map(|opened| opened.snapshot)
+    }
+
+    /// The snapshot for `key`, opened, if it is on disk (and marks it used).
+    fn find(&self, key: &SnapshotKey) -> Option<Opened> {
         let mut index = self.lock();
         index.clock += 1;
         let clock = index.clock;
         let entry = index.entries.get_mut(key)?;
         entry.last_used = clock;
-        Some(entry.snapshot.clone())
+        let snapshot = entry.snapshot.clone();
+        match std::fs::File::open(&snapshot.path) {
+            Ok(file) => Some(Opened { snapshot, file }),
+            Err(_) => {
+                // Removed behind the cache's back: forget it, cut again.
+                if let Some(gone) = index.entries.remove(key) {
+                    index.bytes -= gone.snapshot.size;
+                }
+                None
+            }
+        }
+    }
+
+    /// The largest snapshot the cache writes.
+    fn max_file_bytes(&self) -> u64 {
+        self.max_bytes / 4
     }
 
     /// Total bytes of the files held.
@@ -201,40 +238,49 @@ impl SnapshotCache {
         self.lock().bytes
     }
 
-    /// The snapshot for `key`, written from the slice `start` produces if
-    /// it is not on disk. Only one caller writes a key; others wait for it
-    /// and then find the file. Returns whether this call wrote it.
+    /// The snapshot for `key`, opened, written from the slice `start`
+    /// produces if it is not on disk. Only one caller writes a key; others
+    /// wait for it and then find the file. Returns whether this call wrote
+    /// it.
     pub async fn get_or_write<F, Fut>(
         &self,
         key: &SnapshotKey,
         start: F,
-    ) -> Result<(Arc<Snapshot>, bool), SnapshotError>
+    ) -> Result<(Opened, bool), SnapshotError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<SliceStream, SnapshotError>>,
     {
-        if let Some(found) = self.get(key) {
+        if let Some(found) = self.find(key) {
             return Ok((found, false));
         }
+        // Forgets the key's lock however this call ends (a dropped request
+        // included), once no other caller holds it. Declared first, so it
+        // runs after this call's own handle on the lock is dropped.
+        let _forget = ForgetWriter { cache: self, key };
         let lock = {
             let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
             writers.entry(key.clone()).or_default().clone()
         };
         let _writing = lock.lock().await;
-        let result = async {
-            if let Some(found) = self.get(key) {
-                return Ok((found, false));
-            }
-            let stream = start().await?;
-            let snapshot = self.write(key, stream).await?;
-            Ok((self.insert(snapshot), true))
+        if let Some(found) = self.find(key) {
+            return Ok((found, false));
         }
-        .await;
-        self.writers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
-        result
+        let _permit = self
+            .writing
+            .acquire()
+            .await
+            .or_internal("waiting to write a snapshot")?;
+        let stream = start().await?;
+        let snapshot = self.write(key, stream).await?;
+        let file = std::fs::File::open(&snapshot.path).or_internal("opening a snapshot file")?;
+        Ok((
+            Opened {
+                snapshot: self.insert(snapshot),
+                file,
+            },
+            true,
+        ))
     }
 
     /// Writes a slice's chunks to a temporary file, then renames it into
@@ -260,9 +306,9 @@ impl SnapshotCache {
         } {
             let chunk = chunk?;
             size += chunk.len() as u64;
-            if size > self.max_bytes {
+            if size > self.max_file_bytes() {
                 return Err(SnapshotError::TooLarge {
-                    limit: self.max_bytes,
+                    limit: self.max_file_bytes(),
                 });
             }
             hash.update(&chunk);
@@ -329,6 +375,25 @@ impl SnapshotCache {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Drops a key's writer lock from the map when the last user is done.
+struct ForgetWriter<'a> {
+    cache: &'a SnapshotCache,
+    key: &'a SnapshotKey,
+}
+
+impl Drop for ForgetWriter<'_> {
+    fn drop(&mut self) {
+        let mut writers = self.cache.writers.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's own reference is the only one left: nobody waits.
+        if writers
+            .get(self.key)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            writers.remove(self.key);
+        }
     }
 }
 

@@ -79,41 +79,90 @@ impl UrlSigner {
 
 /// Tickets: what a link was issued for (the caller and the request), kept
 /// in memory until they expire. A link whose ticket is gone (expired, or
-/// the server restarted) is refused; the caller asks for a new one.
+/// the server restarted) is refused; the caller asks for a new one. Each
+/// caller holds at most `per_caller` unexpired tickets, so nobody can use
+/// up the server's `max`.
 pub struct Tickets<T> {
     max: usize,
-    map: Mutex<HashMap<String, (i64, T)>>,
+    per_caller: usize,
+    inner: Mutex<Held<T>>,
+}
+
+struct Held<T> {
+    /// id → (owner, expiry, value)
+    map: HashMap<String, (String, i64, T)>,
+    per_owner: HashMap<String, usize>,
+}
+
+impl<T> Held<T> {
+    fn prune(&mut self, now: i64) {
+        let per_owner = &mut self.per_owner;
+        self.map.retain(|_, (owner, until, _)| {
+            let keep = *until > now;
+            if !keep && let Some(n) = per_owner.get_mut(owner.as_str()) {
+                *n -= 1;
+            }
+            keep
+        });
+        per_owner.retain(|_, n| *n > 0);
+    }
+}
+
+/// Why no ticket was issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketsFull {
+    /// The caller holds this many unexpired links.
+    Caller(usize),
+    /// The server holds as many as it keeps.
+    Server,
 }
 
 impl<T: Clone> Tickets<T> {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, per_caller: usize) -> Self {
         Self {
             max,
-            map: Mutex::new(HashMap::new()),
+            per_caller,
+            inner: Mutex::new(Held {
+                map: HashMap::new(),
+                per_owner: HashMap::new(),
+            }),
         }
     }
 
-    /// Stores `value` until `expires` and returns its id (128 random
-    /// bits), or `None` when the store is full of unexpired tickets.
-    pub fn issue(&self, value: T, expires: i64, now: i64) -> Option<String> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= self.max {
-            map.retain(|_, (until, _)| *until > now);
-            if map.len() >= self.max {
-                return None;
-            }
+    /// Stores `value` for `owner` until `expires` and returns its id (128
+    /// random bits).
+    pub fn issue(
+        &self,
+        owner: &str,
+        value: T,
+        expires: i64,
+        now: i64,
+    ) -> Result<String, TicketsFull> {
+        let mut held = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let owned = |held: &Held<T>| held.per_owner.get(owner).copied().unwrap_or(0);
+        if held.map.len() >= self.max || owned(&held) >= self.per_caller {
+            held.prune(now);
+        }
+        if owned(&held) >= self.per_caller {
+            return Err(TicketsFull::Caller(self.per_caller));
+        }
+        if held.map.len() >= self.max {
+            return Err(TicketsFull::Server);
         }
         let id = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>());
-        map.insert(id.clone(), (expires, value));
-        Some(id)
+        held.map
+            .insert(id.clone(), (owner.to_owned(), expires, value));
+        *held.per_owner.entry(owner.to_owned()).or_default() += 1;
+        Ok(id)
     }
 
     /// The ticket `id`, unless it is unknown or expired.
     pub fn get(&self, id: &str, now: i64) -> Option<T> {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(id)
-            .filter(|(until, _)| *until > now)
-            .map(|(_, value)| value.clone())
+        let held = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        held.map
+            .get(id)
+            .filter(|(_, until, _)| *until > now)
+            .map(|(_, _, value)| value.clone())
     }
 }
 
@@ -157,14 +206,16 @@ mod tests {
     }
 
     #[test]
-    fn tickets_expire_and_the_store_is_bounded() {
-        let tickets = Tickets::new(2);
-        let a = tickets.issue("a", 10, 0).unwrap();
+    fn tickets_expire_and_the_store_is_bounded_per_caller_and_in_all() {
+        let tickets = Tickets::new(3, 2);
+        let a = tickets.issue("x", "a", 10, 0).unwrap();
         assert_eq!(tickets.get(&a, 5), Some("a"));
         assert_eq!(tickets.get(&a, 10), None);
-        tickets.issue("b", 20, 0).unwrap();
-        assert!(tickets.issue("c", 20, 5).is_none(), "full of live tickets");
+        tickets.issue("x", "b", 20, 0).unwrap();
+        assert_eq!(tickets.issue("x", "c", 20, 5), Err(TicketsFull::Caller(2)));
         // Once `a` has expired its place is taken back.
-        assert!(tickets.issue("c", 20, 11).is_some());
+        tickets.issue("x", "c", 20, 11).unwrap();
+        tickets.issue("y", "d", 20, 11).unwrap();
+        assert_eq!(tickets.issue("z", "e", 20, 11), Err(TicketsFull::Server));
     }
 }

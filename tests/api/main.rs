@@ -23,6 +23,7 @@ mod policy;
 mod privacy;
 mod review;
 mod revocation;
+mod rewrite;
 mod search;
 mod sharing;
 mod snapshots;

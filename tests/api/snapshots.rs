@@ -352,7 +352,7 @@ async fn concurrent_requests_for_one_snapshot_write_it_once() {
 
 #[tokio::test]
 async fn the_cache_keeps_its_size_limit_and_cuts_an_evicted_snapshot_again() {
-    let app = spawn_app_with(600, |s| s.snapshots.max_bytes = 12_000).await;
+    let app = spawn_app_with(600, |s| s.snapshots.max_bytes = 13_000).await;
     let alice = app.alice();
     let first = link(&app, &alice, json!({"filter": "region = 'north'"})).await;
     for region in ["south", "east", "west", "midlands"] {
@@ -367,9 +367,10 @@ async fn the_cache_keeps_its_size_limit_and_cuts_an_evicted_snapshot_again() {
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .collect();
-    assert!(sizes.iter().sum::<u64>() <= 12_000, "{sizes:?}");
+    assert!(sizes.iter().sum::<u64>() <= 13_000, "{sizes:?}");
     assert!(sizes.len() < 5, "some were evicted: {sizes:?}");
-    // The first link still works: its file is cut again.
+    // The first link still works: its file is cut again, with the same
+    // bytes (file order, no retrieval time), so the same ETag.
     let file = app
         .client
         .get(first["url"].as_str().unwrap())
@@ -377,6 +378,10 @@ async fn the_cache_keeps_its_size_limit_and_cuts_an_evicted_snapshot_again() {
         .await
         .unwrap();
     assert_eq!(file.status(), 200);
+    assert_eq!(
+        file.headers()["etag"].to_str().unwrap(),
+        format!("\"{}\"", first["etag"].as_str().unwrap())
+    );
     let batches = decode_parquet(file.bytes().await.unwrap());
     assert_eq!(rows(&batches) as u64, first["rows"].as_u64().unwrap());
     assert!(strings(&batches, "region").iter().all(|r| r == "north"));
@@ -393,4 +398,58 @@ async fn the_cache_keeps_its_size_limit_and_cuts_an_evicted_snapshot_again() {
         .unwrap()
         .count();
     assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn links_are_bounded_per_caller_and_their_uses_count_against_the_caller() {
+    let app = spawn_app_with(300, |s| {
+        s.snapshots.max_links_per_caller = 2;
+        s.limits.requests_per_minute = 60;
+        s.limits.request_burst = 8;
+    })
+    .await;
+    let alice = app.alice();
+    let first = link(&app, &alice, json!({"limit": 1})).await;
+    link(&app, &alice, json!({"limit": 2})).await;
+    let full = problem(
+        snapshot(&app, Some(&alice), json!({"limit": 3})).await,
+        429,
+        "too-many-links",
+    )
+    .await;
+    assert!(full["detail"].as_str().unwrap().contains("2 unexpired"));
+    // Others are not locked out by alice.
+    let response = app
+        .client
+        .post(app.url("/v1/datasets/vaccination-coverage/snapshot"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Reading a link spends the rate budget of the caller it was issued to.
+    let url = first["url"].as_str().unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(app.client.head(url).send().await.unwrap().status().as_u16());
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn the_same_page_is_the_same_rows_every_time() {
+    let app = spawn_app_with(30_000, |_| {}).await;
+    let query = [("offset", "12345"), ("limit", "40"), ("format", "csv")];
+    let mut answers = BTreeSet::new();
+    for _ in 0..6 {
+        let body = app
+            .data("vaccination-coverage", &query, None)
+            .await
+            .text()
+            .await
+            .unwrap();
+        answers.insert(body);
+    }
+    assert_eq!(answers.len(), 1);
 }
