@@ -9,8 +9,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use super::parquet_layout::{self, Layout};
 
 use super::Format;
 
@@ -61,7 +61,7 @@ pub fn sanitize(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, 
 /// Turns batches into byte chunks for one response.
 pub enum Encoder {
     Arrow(arrow::ipc::writer::StreamWriter<Vec<u8>>),
-    Parquet(Box<ArrowWriter<Vec<u8>>>),
+    Parquet(Box<ParquetEncoder>),
     Csv {
         header_done: bool,
         schema: SchemaRef,
@@ -86,26 +86,11 @@ impl Encoder {
                 Vec::new(),
                 schema,
             )?),
-            Format::Parquet => {
-                let props = WriterProperties::builder()
-                    .set_compression(Compression::ZSTD(
-                        ZstdLevel::try_new(3).map_err(parquet_err)?,
-                    ))
-                    .set_statistics_enabled(EnabledStatistics::Page)
-                    .set_key_value_metadata(Some(
-                        provenance
-                            .iter()
-                            .map(|(k, v)| {
-                                parquet::file::metadata::KeyValue::new(k.clone(), v.clone())
-                            })
-                            .collect(),
-                    ))
-                    .build();
-                Encoder::Parquet(Box::new(
-                    ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))
-                        .map_err(parquet_err)?,
-                ))
-            }
+            Format::Parquet => Encoder::Parquet(Box::new(ParquetEncoder {
+                writer: None,
+                schema: schema.clone(),
+                provenance: provenance.clone(),
+            })),
             Format::Csv => Encoder::Csv {
                 header_done: false,
                 schema: schema.clone(),
@@ -125,7 +110,8 @@ impl Encoder {
                 w.write(batch)?;
                 Ok(Bytes::from(std::mem::take(w.get_mut())))
             }
-            Encoder::Parquet(w) => {
+            Encoder::Parquet(p) => {
+                let w = p.writer(std::slice::from_ref(batch))?;
                 w.write(batch).map_err(parquet_err)?;
                 if w.in_progress_size() >= PARQUET_ROW_GROUP_BYTES {
                     w.flush().map_err(parquet_err)?;
@@ -155,7 +141,8 @@ impl Encoder {
                 w.finish()?;
                 Ok(Bytes::from(std::mem::take(w.get_mut())))
             }
-            Encoder::Parquet(w) => {
+            Encoder::Parquet(p) => {
+                let w = p.writer(&[])?;
                 w.finish().map_err(parquet_err)?;
                 Ok(Bytes::from(std::mem::take(w.inner_mut())))
             }
@@ -174,6 +161,36 @@ impl Encoder {
                 Ok(Bytes::from(std::mem::take(w.get_mut())))
             }
         }
+    }
+}
+
+/// A Parquet answer: the writer starts at the first batch, laid out from
+/// it (`parquet_layout`), with the provenance in the footer.
+pub struct ParquetEncoder {
+    writer: Option<ArrowWriter<Vec<u8>>>,
+    schema: SchemaRef,
+    provenance: Provenance,
+}
+
+impl ParquetEncoder {
+    fn writer(&mut self, sample: &[RecordBatch]) -> Result<&mut ArrowWriter<Vec<u8>>, ArrowError> {
+        if self.writer.is_none() {
+            let metadata = self
+                .provenance
+                .iter()
+                .map(|(k, v)| parquet::file::metadata::KeyValue::new(k.clone(), v.clone()))
+                .collect();
+            let props = Layout::choose(sample)
+                .apply(parquet_layout::base())
+                .set_key_value_metadata(Some(metadata))
+                .build();
+            let writer = ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(props))
+                .map_err(parquet_err)?;
+            self.writer = Some(writer);
+        }
+        self.writer
+            .as_mut()
+            .ok_or_else(|| ArrowError::ComputeError("the Parquet writer did not start".into()))
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod encode;
 mod negotiate;
+pub mod parquet_layout;
 
 pub use encode::{Encoder, Provenance, sanitize, sanitized_schema};
 pub use negotiate::{NegotiationError, negotiate};

@@ -1,8 +1,10 @@
 //! Writing an upload as Parquet tuned for slicing: plain storage types,
-//! zstd, page-level statistics and page index, row groups sized for
-//! pruning, bloom filters on key columns, and the manifest's sort order
-//! (an external sort that spills to the staging folder, so memory stays
-//! bounded whatever the upload's size).
+//! each column laid out for what its values are (`formats::parquet_layout`,
+//! chosen from the first row group), page-level statistics and page index,
+//! row groups sized for pruning, bloom filters on key columns whose values
+//! are not in order, and the manifest's sort order (an external sort that
+//! spills to the staging folder, so memory stays bounded whatever the
+//! upload's size).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -11,9 +13,10 @@ use arrow::array::{ArrayRef, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
+
+use crate::formats::parquet_layout::{self, Layout};
 
 use super::read::Input;
 use super::{ColumnSummary, Failure, Job, Summary};
@@ -23,23 +26,26 @@ pub const PART_FILE: &str = "part-00000.parquet";
 
 /// Memory the external sort may hold before spilling.
 const SORT_MEMORY_BYTES: usize = 256 * 1024 * 1024;
-/// Rows per data page: small enough for the page index to skip most of a
-/// row group on a point lookup.
-const PAGE_ROWS: usize = 16 * 1024;
 
 fn internal(what: &str) -> impl Fn(String) -> Failure + '_ {
     move |e| Failure::Internal(format!("{what}: {e}"))
 }
 
-fn properties(job: &Job) -> WriterProperties {
-    let mut builder = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(job.limits.row_group_rows.max(1)))
-        .set_data_page_row_count_limit(PAGE_ROWS)
-        .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")));
+/// The writer's settings for `job`, from a sample of its rows. A key
+/// column gets a bloom filter unless its values are in order (the first
+/// sort column, or a sample that never decreases): then min/max statistics
+/// and the page index already narrow a lookup to a page, and the filter
+/// would cost a byte a row for nothing.
+fn properties(job: &Job, layout: &Layout) -> WriterProperties {
+    let mut builder = layout
+        .apply(parquet_layout::base())
+        .set_max_row_group_row_count(Some(job.limits.row_group_rows.max(1)));
     for key in &job.keys {
-        builder = builder.set_column_bloom_filter_enabled(ColumnPath::from(key.as_str()), true);
+        let first_sort = job.sort_by.first() == Some(key);
+        let in_order = first_sort || layout.column(key).is_some_and(|c| c.sorted);
+        if !in_order {
+            builder = builder.set_column_bloom_filter_enabled(ColumnPath::from(key.as_str()), true);
+        }
     }
     builder.build()
 }
@@ -65,12 +71,12 @@ pub fn normalise(job: &Job, input: Input, target: SchemaRef) -> Result<Summary, 
         // Outside the version folder: only the sorted file is published.
         job.output.with_file_name("unsorted.parquet")
     };
-    let rows = write_batches(&first_pass, &target, input, job)?;
+    let (rows, props) = write_batches(&first_pass, &target, input, job)?;
     if rows == 0 {
         return Err(Failure::Invalid("the upload holds no rows".into()));
     }
     if !job.sort_by.is_empty() {
-        sort_file(job, &first_pass, &final_path, &target)?;
+        sort_file(job, &first_pass, &final_path, &target, props)?;
         let _ = std::fs::remove_file(&first_pass);
     }
     Ok(Summary {
@@ -87,7 +93,15 @@ pub fn normalise(job: &Job, input: Input, target: SchemaRef) -> Result<Summary, 
     })
 }
 
-fn write_batches(path: &Path, target: &SchemaRef, input: Input, job: &Job) -> Result<u64, Failure> {
+/// Writes every batch, laid out from the first row group's rows (held
+/// until they are all in: the writer would hold them anyway). Returns the
+/// rows written and the settings used.
+fn write_batches(
+    path: &Path,
+    target: &SchemaRef,
+    input: Input,
+    job: &Job,
+) -> Result<(u64, WriterProperties), Failure> {
     let source = input.schema().clone();
     let positions: Vec<usize> = target
         .fields()
@@ -96,8 +110,30 @@ fn write_batches(path: &Path, target: &SchemaRef, input: Input, job: &Job) -> Re
         .collect::<Result<_, _>>()
         .map_err(|e| internal("matching columns")(e.to_string()))?;
     let file = File::create(path).map_err(|e| internal("staging")(e.to_string()))?;
-    let mut writer = ArrowWriter::try_new(file, target.clone(), Some(properties(job)))
-        .map_err(|e| internal("writing Parquet")(e.to_string()))?;
+    let sample_rows = job.limits.row_group_rows.max(1);
+    let mut sample: Vec<RecordBatch> = Vec::new();
+    let mut writer: Option<ArrowWriter<File>> = None;
+    let mut file = Some(file);
+    let mut props: Option<WriterProperties> = None;
+    // Starts the writer from the sample, then writes the sample.
+    let mut start = |sample: &mut Vec<RecordBatch>,
+                     writer: &mut Option<ArrowWriter<File>>|
+     -> Result<(), Failure> {
+        let chosen = properties(job, &Layout::choose(sample));
+        props = Some(chosen.clone());
+        let file = file
+            .take()
+            .ok_or_else(|| Failure::Internal("the writer started twice".into()))?;
+        let mut started = ArrowWriter::try_new(file, target.clone(), Some(chosen))
+            .map_err(|e| internal("writing Parquet")(e.to_string()))?;
+        for batch in sample.drain(..) {
+            started
+                .write(&batch)
+                .map_err(|e| internal("writing Parquet")(e.to_string()))?;
+        }
+        *writer = Some(started);
+        Ok(())
+    };
     let mut rows = 0u64;
     for batch in input.into_batches() {
         let batch = batch?;
@@ -123,21 +159,40 @@ fn write_batches(path: &Path, target: &SchemaRef, input: Input, job: &Job) -> Re
         let batch = RecordBatch::try_new(target.clone(), columns)
             .map_err(|e| Failure::Invalid(format!("the data is not consistent: {e}")))?;
         rows += batch.num_rows() as u64;
-        writer
-            .write(&batch)
-            .map_err(|e| internal("writing Parquet")(e.to_string()))?;
+        match writer.as_mut() {
+            Some(w) => w
+                .write(&batch)
+                .map_err(|e| internal("writing Parquet")(e.to_string()))?,
+            None => {
+                sample.push(batch);
+                if rows >= sample_rows as u64 {
+                    start(&mut sample, &mut writer)?;
+                }
+            }
+        }
+    }
+    if writer.is_none() {
+        start(&mut sample, &mut writer)?;
     }
     let file = writer
+        .ok_or_else(|| Failure::Internal("the writer did not start".into()))?
         .into_inner()
         .map_err(|e| internal("writing Parquet")(e.to_string()))?;
     file.sync_all()
         .map_err(|e| internal("syncing Parquet")(e.to_string()))?;
-    Ok(rows)
+    let props = props.ok_or_else(|| Failure::Internal("the writer did not start".into()))?;
+    Ok((rows, props))
 }
 
 /// Sorts `from` by the job's sort columns into `to` with DataFusion's
 /// external sort, spilling next to the staged files.
-fn sort_file(job: &Job, from: &Path, to: &Path, target: &SchemaRef) -> Result<(), Failure> {
+fn sort_file(
+    job: &Job,
+    from: &Path,
+    to: &Path,
+    target: &SchemaRef,
+    props: WriterProperties,
+) -> Result<(), Failure> {
     use datafusion::common::Column;
     use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
     use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -186,7 +241,7 @@ fn sort_file(job: &Job, from: &Path, to: &Path, target: &SchemaRef) -> Result<()
             .await
             .map_err(|e| fail(e.to_string()))?;
         let file = File::create(to).map_err(|e| fail(e.to_string()))?;
-        let mut writer = ArrowWriter::try_new(file, target.clone(), Some(properties(job)))
+        let mut writer = ArrowWriter::try_new(file, target.clone(), Some(props))
             .map_err(|e| fail(e.to_string()))?;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| fail(e.to_string()))?;
