@@ -31,6 +31,10 @@ pub enum WriteError {
     /// The change would leave metadata and data disagreeing.
     #[error("{0}")]
     Invalid(String),
+    /// A version was published after the one a change was based on (a
+    /// rewrite racing an upload): nothing was changed.
+    #[error("version {0} was published meanwhile; nothing was changed")]
+    Moved(u64),
     /// This catalogue is not open for writing (another process has it).
     #[error("the catalogue is read-only here")]
     ReadOnly,
@@ -237,12 +241,15 @@ impl LiveCatalog {
 
     /// Publishes the files staged in `staging.output()` as the dataset's
     /// next version. `columns` describes the upload's columns when the
-    /// manifest declared none (the first upload defines them).
+    /// manifest declared none (the first upload defines them). With
+    /// `based_on`, only if that is still the current version (a rewrite of
+    /// it), checked under the writer's lock.
     pub async fn publish(
         &self,
         id: &DatasetId,
         staging: Staging,
         columns: &[ColumnName],
+        based_on: Option<u64>,
     ) -> Result<Published, WriteError> {
         let writer = self.writer.lock().await;
         let root = writer.as_ref().ok_or(WriteError::ReadOnly)?;
@@ -251,6 +258,9 @@ impl LiveCatalog {
         let mut manifest = dataset.manifest.clone();
         if manifest.retired.is_some() {
             return Err(WriteError::Retired(id.to_string()));
+        }
+        if based_on.is_some_and(|v| v != manifest.version) {
+            return Err(WriteError::Moved(manifest.version));
         }
         let mut added_columns = Vec::new();
         if manifest.columns.is_empty() {

@@ -151,6 +151,9 @@ pub enum ApiError {
     /// whose caller's access has changed since it was issued.
     #[error("{0}: ask for a new link")]
     LinkExpired(&'static str),
+    /// The server holds as many unexpired snapshot links as it keeps.
+    #[error("the server holds as many snapshot links as it keeps; retry after {0} s")]
+    LinksFull(u64),
     /// The caller holds as many unexpired snapshot links as one may.
     #[error(
         "you hold {0} unexpired snapshot links, the most one caller may; reuse them or wait for some to expire"
@@ -227,6 +230,7 @@ impl ApiError {
             ApiError::LinkInvalid => "link-invalid",
             ApiError::LinkExpired(_) => "link-expired",
             ApiError::TooManyLinks(_) => "too-many-links",
+            ApiError::LinksFull(_) => "server-busy",
             ApiError::SnapshotTooLarge(_) => "snapshot-too-large",
             ApiError::Internal(_) => "internal",
         }
@@ -304,6 +308,7 @@ impl ApiError {
             ApiError::LinkInvalid,
             ApiError::LinkExpired(""),
             ApiError::TooManyLinks(0),
+            ApiError::LinksFull(0),
             ApiError::SnapshotTooLarge(text()),
             ApiError::Internal(Internal::new("")),
         ]);
@@ -342,6 +347,7 @@ impl ApiError {
                 | ApiError::LinkInvalid
                 | ApiError::LinkExpired(_)
                 | ApiError::TooManyLinks(_)
+                | ApiError::LinksFull(_)
                 | ApiError::SnapshotTooLarge(_)
                 | ApiError::Internal(_) => {}
             }
@@ -498,6 +504,7 @@ impl ResponseError for ApiError {
             ApiError::AuditUnavailable
             | ApiError::ServerBusy(_)
             | ApiError::StorageUnavailable
+            | ApiError::LinksFull(_)
             | ApiError::CatalogReadOnly => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -530,9 +537,14 @@ impl ResponseError for ApiError {
         response.content_type("application/problem+json");
         if let ApiError::RateLimited(secs)
         | ApiError::TooManyUploads(secs)
-        | ApiError::ServerBusy(secs) = self
+        | ApiError::ServerBusy(secs)
+        | ApiError::LinksFull(secs) = self
         {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if let ApiError::TooManyLinks(_) = self {
+            // Links expire over minutes; a minute frees some.
+            response.insert_header((header::RETRY_AFTER, "60"));
         }
         if status == StatusCode::UNAUTHORIZED {
             let challenge = match self {

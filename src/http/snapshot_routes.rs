@@ -29,6 +29,10 @@ use crate::formats::Format;
 use crate::slice::SliceRequest;
 use crate::snapshot::{Link, Opened, Snapshot, SnapshotKey, Ticket, TicketsFull};
 
+/// A refused link may be asked for again after this long: links expire
+/// over minutes.
+const LINKS_RETRY_SECS: u64 = 60;
+
 /// Where snapshot files are served.
 const FILES_PATH: &str = "/v1/snapshots";
 
@@ -91,33 +95,6 @@ pub(super) async fn issue(
     let mut record = trail::request_record(Event::Snapshot, caller, raw_id);
     (record.columns, record.filter) = (request.columns.clone(), request.filter.clone());
     record.format = Some(Format::Parquet.name().into());
-    let made = async {
-        let _slot = state
-            .stream_slots
-            .acquire(&rate_key(req, caller))
-            .ok_or(ApiError::TooManyStreams)?;
-        let policy = state.policy.current();
-        let access = authorize(state, &policy, caller, raw_id, version, grant.as_deref())?;
-        if !access.plan.mode.serves_rows() {
-            return Err(ApiError::AggregateOnly(access.dataset.id().to_string()));
-        }
-        let key = key_of(&access, &request);
-        let decided = trail::with_plan(record.clone(), &access.plan);
-        let (durable, snapshot) = tokio::join!(
-            trail::allowed(state, &decided),
-            cut(state, &access, &request, &key)
-        );
-        durable?;
-        Ok((access, key, snapshot?.snapshot, decided))
-    }
-    .await;
-    let (access, key, snapshot, decided) = match made {
-        Ok(made) => made,
-        Err(e) => {
-            trail::refused(state, record, &e);
-            return Err(e);
-        }
-    };
     let now = OffsetDateTime::now_utc();
     let ttl = i64::try_from(state.snapshots.link_ttl_secs).unwrap_or(i64::MAX);
     let mut expires = now.unix_timestamp().saturating_add(ttl);
@@ -125,27 +102,60 @@ pub(super) async fn issue(
         // A link never outlives the token that asked for it.
         expires = expires.min(token_expires);
     }
-    let ticket = Ticket {
-        caller: caller.clone(),
-        dataset: access.dataset.id().to_string(),
-        version: access.version.number,
-        grant,
-        request,
-        key: key.clone(),
+    let made = async {
+        let owner = rate_key(req, caller);
+        let _slot = state
+            .stream_slots
+            .acquire(&owner)
+            .ok_or(ApiError::TooManyStreams)?;
+        let policy = state.policy.current();
+        let access = authorize(state, &policy, caller, raw_id, version, grant.as_deref())?;
+        if !access.plan.mode.serves_rows() {
+            return Err(ApiError::AggregateOnly(access.dataset.id().to_string()));
+        }
+        // A request that cannot be planned (unknown column, bad filter) is
+        // refused before a ticket is spent on it.
+        state.engine.plan_in_file_order(
+            &access.version,
+            &access.plan,
+            &request,
+            state.limits.max_filter_bytes,
+        )?;
+        let key = key_of(&access, &request);
+        // The ticket before any work: a caller at their cap is refused
+        // before a file is cut for them.
+        let ticket = Ticket {
+            caller: caller.clone(),
+            dataset: access.dataset.id().to_string(),
+            version: access.version.number,
+            grant: grant.clone(),
+            request: request.clone(),
+            key: key.clone(),
+        };
+        let ticket = state
+            .snapshots
+            .tickets
+            .issue(&owner, ticket, expires, now.unix_timestamp())
+            .map_err(|full| match full {
+                TicketsFull::Caller(n) => ApiError::TooManyLinks(n),
+                TicketsFull::Server => ApiError::LinksFull(LINKS_RETRY_SECS),
+            })?;
+        let decided = trail::with_plan(record.clone(), &access.plan);
+        let (durable, snapshot) = tokio::join!(
+            trail::allowed(state, &decided),
+            cut(state, &access, &request, &key)
+        );
+        durable?;
+        Ok((access, key, ticket, snapshot?.snapshot, decided))
+    }
+    .await;
+    let (access, key, ticket, snapshot, decided) = match made {
+        Ok(made) => made,
+        Err(e) => {
+            trail::refused(state, record, &e);
+            return Err(e);
+        }
     };
-    let ticket = state
-        .snapshots
-        .tickets
-        .issue(
-            &rate_key(req, caller),
-            ticket,
-            expires,
-            now.unix_timestamp(),
-        )
-        .map_err(|full| match full {
-            TicketsFull::Caller(n) => ApiError::TooManyLinks(n),
-            TicketsFull::Server => ApiError::ServerBusy(30),
-        })?;
     let path = file_path(&key);
     let signature = state.snapshots.signer.sign(&Link {
         path: &path,
@@ -333,16 +343,14 @@ pub(super) async fn serve_file(
     trail::allowed(&state, &record).await?;
 
     // An evicted snapshot is cut again, in one of the caller's stream
-    // slots (a cut is a stream's work), with the same bytes.
-    let opened = match state.snapshots.cache.get(&key) {
-        Some(_) => cut(&state, &access, &ticket.request, &key).await?,
-        None => {
-            let _slot = state
-                .stream_slots
-                .acquire(&owner)
-                .ok_or(ApiError::TooManyStreams)?;
-            cut(&state, &access, &ticket.request, &key).await?
-        }
+    // slots (a cut is a stream's work), with the same bytes. The slot is
+    // held only while the file is found or cut.
+    let opened = {
+        let _slot = state
+            .stream_slots
+            .acquire(&owner)
+            .ok_or(ApiError::TooManyStreams)?;
+        cut(&state, &access, &ticket.request, &key).await?
     };
     let Opened { snapshot, file } = opened;
     let named = actix_files::NamedFile::from_file(file, &snapshot.path)

@@ -125,6 +125,12 @@ pub(super) fn write_error(e: WriteError, invalid_kind: UnprocessableKind) -> Api
             kind: invalid_kind,
             detail,
         },
+        WriteError::Moved(version) => ApiError::Conflict {
+            kind: ConflictKind::ChangeStale,
+            detail: format!(
+                "version {version} was published meanwhile; nothing was changed, try again"
+            ),
+        },
         WriteError::ReadOnly => ApiError::CatalogReadOnly,
         WriteError::Storage(e) => {
             tracing::error!(error = %e, "storage failed during a catalogue change");

@@ -298,7 +298,11 @@ pub async fn rewrite(
         format: UploadFormat::Parquet,
         csv: CsvOptions::default(),
     };
-    upload(catalog, dataset, staging, body, settings, batch_rows).await
+    let based_on = Some(current.number);
+    ingest(
+        catalog, dataset, staging, body, settings, batch_rows, based_on,
+    )
+    .await
 }
 
 /// Normalises `input` in a worker process and publishes the result as the
@@ -310,6 +314,20 @@ pub async fn upload(
     body: Body,
     settings: &IngestSettings,
     batch_rows: usize,
+) -> Result<(Published, Summary), UploadError> {
+    ingest(catalog, dataset, staging, body, settings, batch_rows, None).await
+}
+
+/// [`upload`], published only if `based_on` (when given) is still the
+/// current version.
+async fn ingest(
+    catalog: &LiveCatalog,
+    dataset: &Dataset,
+    staging: Staging,
+    body: Body,
+    settings: &IngestSettings,
+    batch_rows: usize,
+    based_on: Option<u64>,
 ) -> Result<(Published, Summary), UploadError> {
     let Body {
         path: input,
@@ -369,7 +387,7 @@ pub async fn upload(
         .filter_map(|c| ColumnName::parse(&c.name).ok())
         .collect();
     let published = catalog
-        .publish(dataset.id(), staging, &columns)
+        .publish(dataset.id(), staging, &columns, based_on)
         .await
         .map_err(UploadError::Write)?;
     Ok((published, summary))
