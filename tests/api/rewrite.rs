@@ -73,3 +73,31 @@ async fn an_admin_rewrites_the_current_version_as_the_next_with_the_same_rows() 
     retire(&app, &app.admin(), ID).await;
     problem(rewrite(&app, &app.admin()).await, 409, "dataset-retired").await;
 }
+
+/// The guard that keeps a rewrite from reverting an upload published while
+/// it ran: publishing "based on" a version that is no longer current
+/// changes nothing.
+#[tokio::test]
+async fn a_version_based_on_a_stale_one_is_not_published() {
+    use sluice::catalog::{LiveCatalog, WriteError};
+    use sluice::domain::DatasetId;
+
+    let dir = tempfile::tempdir().unwrap();
+    let datasets = dir.path().join("datasets");
+    sluice::demo_data::write_all(&datasets, 100, 42, Some(ID)).unwrap();
+    let catalog = LiveCatalog::open_local(&datasets).await.unwrap();
+    let id = DatasetId::parse(ID).unwrap();
+    let staging = catalog.staging().await.unwrap();
+    std::fs::create_dir_all(staging.output()).unwrap();
+    std::fs::copy(
+        datasets.join(ID).join("versions/1/part-0.parquet"),
+        staging.output().join("part-00000.parquet"),
+    )
+    .unwrap();
+
+    let refused = catalog.publish(&id, staging, &[], Some(0)).await;
+    assert!(matches!(refused, Err(WriteError::Moved(1))), "{refused:?}");
+    let now = catalog.snapshot();
+    assert_eq!(now.get(&id).unwrap().manifest.version, 1);
+    assert!(!datasets.join(ID).join("versions/2").exists());
+}
