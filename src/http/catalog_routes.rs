@@ -380,10 +380,7 @@ pub(super) async fn citation(
 
 /// Whether the caller asked for JSON-LD (`Accept: application/ld+json`).
 fn wants_linked_data(req: &actix_web::HttpRequest) -> bool {
-    req.headers()
-        .get(actix_web::http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/ld+json"))
+    super::data_routes::accept(req).is_some_and(|v| v.contains("application/ld+json"))
 }
 
 fn linked_data(body: Value) -> HttpResponse {

@@ -12,12 +12,12 @@ use time::OffsetDateTime;
 use super::AppState;
 use super::catalog_routes::describe;
 use super::problem::{ApiError, ConflictKind, UnprocessableKind};
-use super::steward_routes::{record, require_steward, stewarded, write_error};
+use super::steward_routes::{admin_only, record, require_steward, stewarded, write_error};
 use super::trail;
 use crate::audit::Event;
 use crate::auth::Caller;
+use crate::catalog::WriteError;
 use crate::catalog::change::{DecideError, ProposedChange};
-use crate::catalog::{StewardScope, WriteError};
 
 /// `GET /v1/datasets/{id}/changes`: pending and recently decided changes.
 #[utoipa::path(get, path = "/v1/datasets/{id}/changes", tag = "stewards", params(("id" = String, Path, description = "The dataset's id", example = "hospital-admissions")), security(("bearer" = [])), responses((status = 200, description = "Pending and recently decided changes", body = Object)))]
@@ -76,11 +76,10 @@ async fn decide(
         let dataset = stewarded(&state, &scope, &id)?;
         let number: u64 = number.parse().map_err(|_| ApiError::RouteNotFound)?;
         audit.change = Some(number);
-        if scope != StewardScope::All {
-            return Err(ApiError::AdminRequired(
-                "changes that widen access are approved or rejected by an admin".into(),
-            ));
-        }
+        admin_only(
+            &scope,
+            "changes that widen access are approved or rejected by an admin",
+        )?;
         let mut refusal: Option<DecideError> = None;
         let edited = state
             .catalog

@@ -231,7 +231,7 @@ pub(super) async fn get_aggregate(
     serve(&state, &caller, &path, wanted, version, &req).await
 }
 
-fn accept(req: &HttpRequest) -> Option<&str> {
+pub(super) fn accept(req: &HttpRequest) -> Option<&str> {
     req.headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -306,6 +306,24 @@ fn find_table(
     Err(ApiError::RouteNotFound.into())
 }
 
+/// The table a path names and what the caller may read of it now.
+fn table_access(
+    state: &AppState,
+    caller: &Caller,
+    path: &(String, String, String),
+) -> Result<(Table, super::data_routes::Access), SharingError> {
+    let table = find_table(state, caller, path)?;
+    let access = authorize(
+        state,
+        &state.policy.current(),
+        caller,
+        &table.dataset,
+        None,
+        table.grant.as_deref(),
+    )?;
+    Ok((table, access))
+}
+
 /// An answer in the protocol's table format: NDJSON lines, the table's
 /// version in `Delta-Table-Version`.
 fn ndjson(version: u64, lines: &[Value]) -> HttpResponse {
@@ -358,16 +376,7 @@ pub(super) async fn table_version(
     caller: Result<Caller, ApiError>,
     path: web::Path<(String, String, String)>,
 ) -> Answer {
-    let caller = caller?;
-    let table = find_table(&state, &caller, &path)?;
-    let access = authorize(
-        &state,
-        &state.policy.current(),
-        &caller,
-        &table.dataset,
-        None,
-        table.grant.as_deref(),
-    )?;
+    let (_, access) = table_access(&state, &caller?, &path)?;
     Ok(HttpResponse::Ok()
         .insert_header(("Delta-Table-Version", access.version.number.to_string()))
         .insert_header(("delta-sharing-capabilities", CAPABILITIES))
@@ -380,16 +389,7 @@ pub(super) async fn table_metadata(
     caller: Result<Caller, ApiError>,
     path: web::Path<(String, String, String)>,
 ) -> Answer {
-    let caller = caller?;
-    let table = find_table(&state, &caller, &path)?;
-    let access = authorize(
-        &state,
-        &state.policy.current(),
-        &caller,
-        &table.dataset,
-        None,
-        table.grant.as_deref(),
-    )?;
+    let (table, access) = table_access(&state, &caller?, &path)?;
     let lines = table_head(&state, &table, &access, &SliceRequest::default())?;
     Ok(ndjson(access.version.number, &lines))
 }

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
+use datafusion::prelude::DataFrame;
 use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -114,8 +115,9 @@ pub(super) async fn issue(
             return Err(ApiError::AggregateOnly(access.dataset.id().to_string()));
         }
         // A request that cannot be planned (unknown column, bad filter) is
-        // refused before a ticket is spent on it.
-        state.engine.plan_in_file_order(
+        // refused before a ticket is spent on it; the plan is the one the
+        // file is cut from if it is not on disk.
+        let planned = state.engine.plan_in_file_order(
             &access.version,
             &access.plan,
             &request,
@@ -143,7 +145,7 @@ pub(super) async fn issue(
         let decided = trail::with_plan(record.clone(), &access.plan);
         let (durable, snapshot) = tokio::join!(
             trail::allowed(state, &decided),
-            cut(state, &access, &request, &key)
+            cut(state, &access, &request, &key, Some(planned))
         );
         durable?;
         Ok((access, key, ticket, snapshot?.snapshot, decided))
@@ -185,21 +187,26 @@ pub(super) async fn issue(
 }
 
 /// The snapshot of `request` under `access`, opened, written now if it is
-/// not on disk. Written in file order and without a retrieval time, so a
-/// snapshot cut again after eviction has the same bytes and ETag.
+/// not on disk (from `planned`, when the caller has already planned it).
+/// Written in file order and without a retrieval time, so a snapshot cut
+/// again after eviction has the same bytes and ETag.
 async fn cut(
     state: &AppState,
     access: &Access,
     request: &SliceRequest,
     key: &SnapshotKey,
+    planned: Option<DataFrame>,
 ) -> Result<Opened, ApiError> {
     let start = || async {
-        let df = state.engine.plan_in_file_order(
-            &access.version,
-            &access.plan,
-            request,
-            state.limits.max_filter_bytes,
-        )?;
+        let df = match planned {
+            Some(df) => df,
+            None => state.engine.plan_in_file_order(
+                &access.version,
+                &access.plan,
+                request,
+                state.limits.max_filter_bytes,
+            )?,
+        };
         Ok(state
             .engine
             .stream(
@@ -350,7 +357,7 @@ pub(super) async fn serve_file(
             .stream_slots
             .acquire(&owner)
             .ok_or(ApiError::TooManyStreams)?;
-        cut(&state, &access, &ticket.request, &key).await?
+        cut(&state, &access, &ticket.request, &key, None).await?
     };
     let Opened { snapshot, file } = opened;
     let named = actix_files::NamedFile::from_file(file, &snapshot.path)

@@ -62,6 +62,15 @@ fn not_retired(dataset: &Dataset) -> Result<(), ApiError> {
     }
 }
 
+/// Refuses a steward who is not an admin (scope `All`) with 403
+/// `admin-required`, saying why the change is an admin's.
+pub(super) fn admin_only(scope: &StewardScope, why: &str) -> Result<(), ApiError> {
+    match scope {
+        StewardScope::All => Ok(()),
+        _ => Err(ApiError::AdminRequired(why.into())),
+    }
+}
+
 fn invalid_manifest(detail: impl Into<String>) -> ApiError {
     ApiError::Unprocessable {
         kind: UnprocessableKind::InvalidManifest,
@@ -379,11 +388,10 @@ pub(super) async fn restore(
     let result = async {
         let scope = require_steward(&caller)?;
         let dataset = stewarded(&state, &scope, &path)?;
-        if scope != StewardScope::All {
-            return Err(ApiError::AdminRequired(
-                "restoring a retired dataset reopens access: an admin does it".into(),
-            ));
-        }
+        admin_only(
+            &scope,
+            "restoring a retired dataset reopens access: an admin does it",
+        )?;
         if dataset.manifest.retired.is_none() {
             return Err(ApiError::Conflict {
                 kind: ConflictKind::NotRetired,
@@ -419,11 +427,10 @@ pub(super) async fn rewrite(
     let result = async {
         let scope = require_steward(&caller)?;
         let dataset = stewarded(&state, &scope, &path)?;
-        if scope != StewardScope::All {
-            return Err(ApiError::AdminRequired(
-                "rewriting a dataset's files is an admin's maintenance".into(),
-            ));
-        }
+        admin_only(
+            &scope,
+            "rewriting a dataset's files is an admin's maintenance",
+        )?;
         not_retired(&dataset)?;
         let _slot = state
             .upload_slots

@@ -272,8 +272,8 @@ pub async fn rewrite(
     };
     let staging = catalog.staging().await.map_err(UploadError::Write)?;
     let body = staging.body();
-    let storage =
-        |e: object_store::Error| UploadError::Write(WriteError::Storage(std::io::Error::other(e)));
+    let io = |e: std::io::Error| UploadError::Write(WriteError::Storage(e));
+    let storage = |e: object_store::Error| io(std::io::Error::other(e));
     let mut chunks = catalog
         .snapshot()
         .store()
@@ -281,17 +281,11 @@ pub async fn rewrite(
         .await
         .map_err(storage)?
         .into_stream();
-    let mut out = tokio::fs::File::create(&body)
-        .await
-        .map_err(|e| UploadError::Write(WriteError::Storage(e)))?;
+    let mut out = tokio::fs::File::create(&body).await.map_err(io)?;
     while let Some(chunk) = chunks.next().await {
-        out.write_all(&chunk.map_err(storage)?)
-            .await
-            .map_err(|e| UploadError::Write(WriteError::Storage(e)))?;
+        out.write_all(&chunk.map_err(storage)?).await.map_err(io)?;
     }
-    out.flush()
-        .await
-        .map_err(|e| UploadError::Write(WriteError::Storage(e)))?;
+    out.flush().await.map_err(io)?;
     drop(out);
     let body = Body {
         path: body,

@@ -203,11 +203,6 @@ impl SnapshotCache {
         Ok(cache)
     }
 
-    /// The snapshot for `key` if it is on disk (and marks it used).
-    pub fn get(&self, key: &SnapshotKey) -> Option<Arc<Snapshot>> {
-        self.find(key).map(|opened| opened.snapshot)
-    }
-
     /// The snapshot for `key`, opened, if it is on disk (and marks it used).
     fn find(&self, key: &SnapshotKey) -> Option<Opened> {
         let mut index = self.lock();
@@ -231,11 +226,6 @@ impl SnapshotCache {
     /// The largest snapshot the cache writes.
     fn max_file_bytes(&self) -> u64 {
         self.max_bytes / 4
-    }
-
-    /// Total bytes of the files held.
-    pub fn bytes(&self) -> u64 {
-        self.lock().bytes
     }
 
     /// The snapshot for `key`, opened, written from the slice `start`
@@ -459,12 +449,12 @@ mod tests {
         let a = cache.insert(fake(dir.path(), 1, 100));
         let b = cache.insert(fake(dir.path(), 2, 100));
         // Using `a` makes `b` the oldest.
-        assert!(cache.get(&a.key).is_some());
+        assert!(cache.find(&a.key).is_some());
         let c = cache.insert(fake(dir.path(), 3, 100));
-        assert!(cache.get(&b.key).is_none());
+        assert!(cache.find(&b.key).is_none());
         assert!(!b.path.exists());
-        assert!(cache.get(&a.key).is_some() && cache.get(&c.key).is_some());
-        assert_eq!(cache.bytes(), 200);
+        assert!(cache.find(&a.key).is_some() && cache.find(&c.key).is_some());
+        assert_eq!(cache.lock().bytes, 200);
     }
 
     #[test]
@@ -473,7 +463,7 @@ mod tests {
         let kept = fake(dir.path(), 1, 10);
         std::fs::write(dir.path().join(".tmp-half-written"), b"x").unwrap();
         let cache = SnapshotCache::open(dir.path(), 1000).unwrap();
-        let found = cache.get(&kept.key).unwrap();
+        let found = cache.find(&kept.key).unwrap().snapshot;
         assert_eq!(
             (found.size, found.rows, found.etag.as_str()),
             (10, 1, kept.etag.as_str())
