@@ -336,6 +336,17 @@ pub struct Limits {
     pub request_burst: u32,
     /// Data streams one subject (or IP address) may have open at once.
     pub max_streams_per_caller: usize,
+    /// Answers the engine works on at once, all callers together (slices,
+    /// aggregates, snapshots being written); more wait in line, first come
+    /// first served. Each holds its decoder's buffers, so this is what
+    /// bounds the engine's memory under any load.
+    pub max_running_slices: usize,
+    /// Longest a request waits in that line, in seconds; then 503
+    /// `server-busy` with `Retry-After`.
+    pub slice_queue_secs: u64,
+    /// An answer whose reader has taken nothing for this many seconds is
+    /// abandoned (audited as aborted), freeing its place in the engine.
+    pub stalled_reader_secs: u64,
     /// Datasets one publisher may have (drafts and retired ones count);
     /// registering more is 409 `too-many-datasets`.
     pub max_datasets_per_publisher: usize,
@@ -356,6 +367,9 @@ impl Default for Limits {
             requests_per_minute: 1200,
             request_burst: 200,
             max_streams_per_caller: 8,
+            max_running_slices: 16,
+            slice_queue_secs: 30,
+            stalled_reader_secs: 120,
             max_datasets_per_publisher: 1000,
         }
     }
@@ -423,10 +437,13 @@ impl Settings {
                     .into(),
             ));
         }
-        if self.limits.batch_rows == 0 || self.limits.stream_buffer_chunks == 0 {
+        if self.limits.batch_rows == 0
+            || self.limits.stream_buffer_chunks == 0
+            || self.limits.max_running_slices == 0
+        {
             return Err(bad(
                 "limits",
-                "batch_rows and stream_buffer_chunks must be at least 1".into(),
+                "batch_rows, stream_buffer_chunks and max_running_slices must be at least 1".into(),
             ));
         }
         if self.limits.default_page_size == 0

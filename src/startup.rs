@@ -194,8 +194,7 @@ fn start_engine(settings: &Settings, catalog: &LiveCatalog) -> anyhow::Result<En
         &catalog.snapshot(),
         secret,
         settings.server.query_threads,
-        settings.limits.batch_rows,
-        settings.limits.stream_buffer_chunks,
+        &settings.limits,
     )?)
 }
 

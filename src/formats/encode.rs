@@ -60,14 +60,17 @@ pub fn sanitize(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, 
 
 /// Turns batches into byte chunks for one response.
 pub enum Encoder {
-    Arrow(arrow::ipc::writer::StreamWriter<Vec<u8>>),
+    Arrow(Box<arrow::ipc::writer::StreamWriter<Vec<u8>>>),
     Parquet(Box<ParquetEncoder>),
     Csv {
         header_done: bool,
         schema: SchemaRef,
     },
-    Ndjson(arrow::json::LineDelimitedWriter<Vec<u8>>),
+    Ndjson,
 }
+
+/// One batch's encoding, detached from its [`Encoder`].
+pub type EncodeJob = Box<dyn FnOnce() -> Result<Bytes, ArrowError> + Send>;
 
 /// Where a file came from, as key-value pairs written into the formats that
 /// keep them (Parquet's footer): a researcher's saved file says which
@@ -82,10 +85,10 @@ impl Encoder {
         provenance: &Provenance,
     ) -> Result<Self, ArrowError> {
         Ok(match format {
-            Format::Arrow => Encoder::Arrow(arrow::ipc::writer::StreamWriter::try_new(
+            Format::Arrow => Encoder::Arrow(Box::new(arrow::ipc::writer::StreamWriter::try_new(
                 Vec::new(),
                 schema,
-            )?),
+            )?)),
             Format::Parquet => Encoder::Parquet(Box::new(ParquetEncoder {
                 writer: None,
                 schema: schema.clone(),
@@ -95,11 +98,7 @@ impl Encoder {
                 header_done: false,
                 schema: schema.clone(),
             },
-            Format::Ndjson => Encoder::Ndjson(
-                arrow::json::WriterBuilder::new()
-                    .with_explicit_nulls(true)
-                    .build::<_, arrow::json::writer::LineDelimited>(Vec::new()),
-            ),
+            Format::Ndjson => Encoder::Ndjson,
         })
     }
 
@@ -118,18 +117,41 @@ impl Encoder {
                 }
                 Ok(Bytes::from(std::mem::take(w.inner_mut())))
             }
+            Encoder::Csv { .. } | Encoder::Ndjson => match self.detached(batch.clone()) {
+                Some(job) => job(),
+                None => Err(ArrowError::ComputeError(
+                    "a text encoder did not detach".into(),
+                )),
+            },
+        }
+    }
+
+    /// For formats whose batches encode independently of each other (CSV,
+    /// NDJSON): this batch's encoding as work that can run on another
+    /// thread, the header taken care of. Successive jobs, run in parallel
+    /// and sent in order, give the same bytes as [`Encoder::write`].
+    /// `None` for formats with state across batches (Arrow, Parquet).
+    pub fn detached(&mut self, batch: RecordBatch) -> Option<EncodeJob> {
+        match self {
             Encoder::Csv { header_done, .. } => {
-                let mut w = arrow::csv::WriterBuilder::new()
-                    .with_header(!*header_done)
-                    .build(Vec::new());
-                w.write(batch)?;
-                *header_done = true;
+                let header = !std::mem::replace(header_done, true);
+                Some(Box::new(move || {
+                    let mut w = arrow::csv::WriterBuilder::new()
+                        .with_header(header)
+                        .build(Vec::new());
+                    w.write(&batch)?;
+                    Ok(Bytes::from(w.into_inner()))
+                }))
+            }
+            Encoder::Ndjson => Some(Box::new(move || {
+                let mut w = arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, arrow::json::writer::LineDelimited>(Vec::new());
+                w.write(&batch)?;
+                w.finish()?;
                 Ok(Bytes::from(w.into_inner()))
-            }
-            Encoder::Ndjson(w) => {
-                w.write(batch)?;
-                Ok(Bytes::from(std::mem::take(w.get_mut())))
-            }
+            })),
+            Encoder::Arrow(_) | Encoder::Parquet(_) => None,
         }
     }
 
@@ -156,10 +178,7 @@ impl Encoder {
                 let empty = RecordBatch::new_empty(schema.clone());
                 self.write(&empty)
             }
-            Encoder::Ndjson(w) => {
-                w.finish()?;
-                Ok(Bytes::from(std::mem::take(w.get_mut())))
-            }
+            Encoder::Ndjson => Ok(Bytes::new()),
         }
     }
 }

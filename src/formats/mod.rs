@@ -12,7 +12,7 @@ mod encode;
 mod negotiate;
 pub mod parquet_layout;
 
-pub use encode::{Encoder, Provenance, sanitize, sanitized_schema};
+pub use encode::{EncodeJob, Encoder, Provenance, sanitize, sanitized_schema};
 pub use negotiate::{NegotiationError, negotiate};
 
 /// A format Sluice can stream.

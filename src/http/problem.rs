@@ -577,6 +577,7 @@ impl From<SliceError> for ApiError {
             e @ (SliceError::FilterTypes | SliceError::Evaluation) => {
                 ApiError::InvalidFilter(e.to_string())
             }
+            SliceError::Busy { retry_after_secs } => ApiError::ServerBusy(retry_after_secs),
             SliceError::Internal(cause) => ApiError::Internal(cause),
         }
     }

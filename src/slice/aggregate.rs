@@ -377,6 +377,7 @@ impl Engine {
         df: DataFrame,
         schema: SchemaRef,
     ) -> Result<RecordBatch, SliceError> {
+        let _place = self.admit().await?;
         let batches = self
             .runtime
             .handle()

@@ -28,6 +28,7 @@ pub use pseudonym::Secret;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -36,6 +37,7 @@ use datafusion::datasource::listing::{
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -84,6 +86,9 @@ pub enum SliceError {
     /// Evaluating the query failed while reading rows (also generic).
     #[error("the query failed while reading rows; check the filter's types and arithmetic")]
     Evaluation,
+    /// The engine's line was too long to wait in.
+    #[error("the server is busy; try again in {retry_after_secs} s")]
+    Busy { retry_after_secs: u64 },
     /// Anything else in the engine: a server fault.
     #[error("engine: {0}")]
     Internal(#[from] Internal),
@@ -119,7 +124,15 @@ pub struct Engine {
     /// their partitions in whatever order they finish.
     in_file_order: SessionContext,
     runtime: QueryRuntime,
+    /// The query runtime's worker threads.
+    threads: usize,
     buffer_chunks: usize,
+    /// Places in the engine (`limits.max_running_slices`): a slice,
+    /// aggregate or snapshot holds one from before its plan runs until its
+    /// last byte is handed over.
+    running: Arc<tokio::sync::Semaphore>,
+    queue_wait: Duration,
+    stall: Duration,
     active: Arc<AtomicUsize>,
     secret: Secret,
     /// Tables by the files they read (see [`Engine::table`]).
@@ -169,8 +182,7 @@ impl Engine {
         catalog: &Catalog,
         secret: Secret,
         threads: usize,
-        batch_rows: usize,
-        buffer_chunks: usize,
+        limits: &crate::config::Limits,
     ) -> Result<Self, SliceError> {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -185,7 +197,7 @@ impl Engine {
             .or_internal("starting the query threads")?;
         let mut config = SessionConfig::new()
             .with_target_partitions(threads)
-            .with_batch_size(batch_rows);
+            .with_batch_size(limits.batch_rows);
         let parquet = &mut config.options_mut().execution.parquet;
         // Plain Utf8, not views: view buffers carry other rows' strings
         // (docs/security.md) and cost 100x the bytes on a point lookup.
@@ -203,7 +215,11 @@ impl Engine {
             ctx,
             in_file_order,
             runtime: QueryRuntime(Some(runtime)),
-            buffer_chunks,
+            threads,
+            buffer_chunks: limits.stream_buffer_chunks,
+            running: Arc::new(tokio::sync::Semaphore::new(limits.max_running_slices)),
+            queue_wait: Duration::from_secs(limits.slice_queue_secs),
+            stall: Duration::from_secs(limits.stalled_reader_secs),
             active: Arc::new(AtomicUsize::new(0)),
             secret,
             tables: Default::default(),
@@ -397,11 +413,17 @@ impl Engine {
         provenance: Provenance,
         on_finish: OnFinish,
     ) -> Result<SliceStream, SliceError> {
+        let place = self.admit().await?;
         let (tx, mut rx) = mpsc::channel(self.buffer_chunks);
         let guard = ActiveGuard::new(&self.active);
+        let sink = Sink {
+            tx,
+            stall: self.stall,
+        };
+        let encode_width = self.threads;
         let producer = async move {
-            let _guard = guard;
-            produce(df, format, provenance, tx, on_finish).await
+            let _held = (guard, place);
+            produce(df, format, provenance, encode_width, sink, on_finish).await
         };
         self.runtime.handle().spawn(producer.in_current_span());
         let first = match rx.recv().await {
@@ -412,6 +434,22 @@ impl Engine {
         Ok(SliceStream { first, rest: rx })
     }
 }
+
+impl Engine {
+    /// Waits (first come, first served) for a place in the engine, at
+    /// most `limits.slice_queue_secs`.
+    pub(crate) async fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, SliceError> {
+        match tokio::time::timeout(self.queue_wait, self.running.clone().acquire_owned()).await {
+            Ok(place) => Ok(place.or_internal("waiting for a place in the engine")?),
+            Err(_) => Err(SliceError::Busy {
+                retry_after_secs: BUSY_RETRY_SECS,
+            }),
+        }
+    }
+}
+
+/// What a caller told the engine's line was full is asked to wait.
+const BUSY_RETRY_SECS: u64 = 5;
 
 fn internal(e: DataFusionError) -> SliceError {
     Internal::caused("planning the slice", e).into()
@@ -458,7 +496,8 @@ async fn produce(
     df: DataFrame,
     format: Format,
     provenance: Provenance,
-    tx: mpsc::Sender<Result<bytes::Bytes, SliceError>>,
+    encode_width: usize,
+    sink: Sink,
     on_finish: OnFinish,
 ) {
     let (mut rows, mut bytes) = (0u64, 0u64);
@@ -467,22 +506,43 @@ async fn produce(
         let schema = sanitized_schema(&batches.schema());
         let mut encoder =
             Encoder::new(format, &schema, &provenance).or_internal("starting the encoder")?;
+        // Text formats encode each batch on its own task, up to
+        // `encode_width` at once, and send the chunks in order: CSV and
+        // NDJSON encoding costs more than decoding, and one thread of it
+        // was a download's limit.
+        let mut encoding = FuturesOrdered::new();
         loop {
             let next = tokio::select! {
-                _ = tx.closed() => return Ok(false),
+                _ = sink.tx.closed() => return Ok(false),
                 next = batches.next() => next,
             };
             let Some(batch) = next else { break };
             let batch = sanitize(&batch.map_err(engine_error)?, &schema)
                 .or_internal("preparing a batch for encoding")?;
             rows += batch.num_rows() as u64;
-            let chunk = encoder.write(&batch).or_internal("encoding a batch")?;
-            if !send(&tx, &mut bytes, chunk).await {
+            let chunk = match encoder.detached(batch.clone()) {
+                Some(job) => {
+                    // On the query runtime's own workers (as decoding is): no more
+                    // threads than cores, however many answers are running.
+                    encoding.push_back(tokio::spawn(async move { job() }));
+                    if encoding.len() < encode_width {
+                        continue;
+                    }
+                    encoded(encoding.next().await)?
+                }
+                None => encoder.write(&batch).or_internal("encoding a batch")?,
+            };
+            if !sink.send(&mut bytes, chunk).await {
+                return Ok(false);
+            }
+        }
+        while let Some(done) = encoding.next().await {
+            if !sink.send(&mut bytes, encoded(Some(done))?).await {
                 return Ok(false);
             }
         }
         let tail = encoder.finish().or_internal("finishing the encoding")?;
-        Ok(send(&tx, &mut bytes, tail).await)
+        Ok(sink.send(&mut bytes, tail).await)
     }
     .await;
     let outcome = match outcome {
@@ -490,7 +550,7 @@ async fn produce(
         Ok(false) => Outcome::ClientAborted,
         Err(e) => {
             tracing::warn!(rows, bytes, error = %crate::internal::chain(&e), "slice failed");
-            let _ = tx.send(Err(e)).await;
+            let _ = sink.tx.send_timeout(Err(e), sink.stall).await;
             Outcome::Error
         }
     };
@@ -502,16 +562,44 @@ async fn produce(
     });
 }
 
-async fn send(
-    tx: &mpsc::Sender<Result<bytes::Bytes, SliceError>>,
-    sent_bytes: &mut u64,
-    chunk: bytes::Bytes,
-) -> bool {
-    if chunk.is_empty() {
-        return true;
+/// A detached encoding's chunk, or why there is none.
+fn encoded(
+    done: Option<Result<Result<bytes::Bytes, arrow::error::ArrowError>, tokio::task::JoinError>>,
+) -> Result<bytes::Bytes, SliceError> {
+    let done = done.ok_or_else(|| Internal::new("an encoding went missing"))?;
+    Ok(done
+        .or_internal("running an encoding task")?
+        .or_internal("encoding a batch")?)
+}
+
+/// Where a producer's chunks go: the response's bounded channel.
+struct Sink {
+    tx: mpsc::Sender<Result<bytes::Bytes, SliceError>>,
+    /// How long a full channel may stay full before the reader is taken
+    /// to be gone (`limits.stalled_reader_secs`).
+    stall: Duration,
+}
+
+impl Sink {
+    /// Hands over a chunk; false when the reader is gone or stalled, and
+    /// the answer should stop.
+    async fn send(&self, sent_bytes: &mut u64, chunk: bytes::Bytes) -> bool {
+        if chunk.is_empty() {
+            return true;
+        }
+        *sent_bytes += chunk.len() as u64;
+        match self.tx.send_timeout(Ok(chunk), self.stall).await {
+            Ok(()) => true,
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                tracing::info!(
+                    stalled_secs = self.stall.as_secs(),
+                    "the reader took nothing for too long; answer abandoned"
+                );
+                false
+            }
+        }
     }
-    *sent_bytes += chunk.len() as u64;
-    tx.send(Ok(chunk)).await.is_ok()
 }
 
 /// Engine failures while a caller's plan runs. Evaluation errors can quote

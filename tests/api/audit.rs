@@ -270,3 +270,47 @@ async fn a_caller_may_hold_only_so_many_streams_at_once() {
     }
     panic!("the slot was not freed when the first stream ended");
 }
+
+#[tokio::test]
+async fn the_engine_runs_so_many_answers_at_once_and_a_stalled_reader_gives_its_place_back() {
+    let app = crate::helpers::spawn_app_with(400_000, |s| {
+        s.limits.max_running_slices = 1;
+        s.limits.slice_queue_secs = 1;
+        s.limits.stalled_reader_secs = 3;
+    })
+    .await;
+    let rita = app.researcher();
+    // A large answer nobody reads: it holds the engine's one place.
+    let mut stalled = app
+        .data("vaccination-coverage", &[("format", "csv")], Some(&rita))
+        .await;
+    assert_eq!(stalled.status(), 200);
+    let _ = stalled.chunk().await.unwrap();
+    // Anyone else waits in line for a second, then is told to come back.
+    let busy = app
+        .data(
+            "vaccination-coverage",
+            &[("limit", "1")],
+            Some(&app.alice()),
+        )
+        .await;
+    assert!(busy.headers().contains_key("retry-after"));
+    problem(busy, 503, "server-busy").await;
+    // Once the reader has taken nothing for `stalled_reader_secs`, the
+    // answer is abandoned and the place is free again.
+    for _ in 0..100 {
+        let next = app
+            .data(
+                "vaccination-coverage",
+                &[("limit", "1")],
+                Some(&app.alice()),
+            )
+            .await;
+        if next.status() == 200 {
+            drop(stalled);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the stalled answer kept its place");
+}
