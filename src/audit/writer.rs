@@ -123,6 +123,7 @@ impl AuditLog {
             file: None,
             on_write,
             unsynced: false,
+            had_company: false,
             last_sync: Instant::now(),
             checkpoints,
             sealed: None,
@@ -299,6 +300,9 @@ struct Writer {
     on_write: Box<dyn Fn(f64) + Send>,
     /// Records written since the last fsync.
     unsynced: bool,
+    /// Whether the last group had more than one job: then the next waits
+    /// `GROUP_WINDOW` for others to share its fsync.
+    had_company: bool,
     last_sync: Instant,
     checkpoints: Option<Checkpoints>,
     /// The head the newest checkpoint signed.
@@ -331,16 +335,26 @@ impl Writer {
                 }
             };
             let mut jobs = vec![first];
-            // Group commit: gather what arrives within a short window, so one
-            // fsync serves many requests under load.
-            let window_ends = Instant::now() + GROUP_WINDOW;
-            while jobs.len() < MAX_GROUP {
-                let left = window_ends.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
+            while jobs.len() < MAX_GROUP
+                && let Ok(job) = rx.try_recv()
+            {
+                jobs.push(job);
+            }
+            // Group commit, only with company (as PostgreSQL's
+            // `commit_siblings`): when the last group was shared, gather
+            // what arrives within a short window, so one fsync serves many
+            // requests under load; a lone request is not kept waiting.
+            if self.had_company {
+                let window_ends = Instant::now() + GROUP_WINDOW;
+                while jobs.len() < MAX_GROUP {
+                    let left = window_ends.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(left) {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
                 }
             }
+            self.had_company = jobs.len() > 1;
             let (mut records, mut seals) = (Vec::new(), Vec::new());
             for job in jobs {
                 match job {

@@ -18,6 +18,10 @@ use super::Format;
 /// Parquet response holds at most about this much in memory.
 const PARQUET_ROW_GROUP_BYTES: usize = 16 * 1024 * 1024;
 
+/// Most bytes reserved up front for one encoded batch (a batch sliced from
+/// a larger one reports its whole buffers' size).
+const RESERVE_MAX: usize = 64 * 1024 * 1024;
+
 /// The type a column is served as: views and dictionaries are served as
 /// their plain types (their buffers can hold values of rows not served).
 fn served_type(data_type: &DataType) -> DataType {
@@ -106,6 +110,10 @@ impl Encoder {
     pub fn write(&mut self, batch: &RecordBatch) -> Result<Bytes, ArrowError> {
         match self {
             Encoder::Arrow(w) => {
+                // Room for the whole message at once: growing the buffer
+                // as the writer appends copied each answer about twice.
+                w.get_mut()
+                    .reserve(batch.get_array_memory_size().min(RESERVE_MAX));
                 w.write(batch)?;
                 Ok(Bytes::from(std::mem::take(w.get_mut())))
             }
@@ -136,9 +144,13 @@ impl Encoder {
             Encoder::Csv { header_done, .. } => {
                 let header = !std::mem::replace(header_done, true);
                 Some(Box::new(move || {
+                    // Text is about as long as the batch's buffers: one
+                    // allocation instead of a buffer grown (and copied) as
+                    // rows are appended.
+                    let room = batch.get_array_memory_size().min(RESERVE_MAX);
                     let mut w = arrow::csv::WriterBuilder::new()
                         .with_header(header)
-                        .build(Vec::new());
+                        .build(Vec::with_capacity(room));
                     w.write(&batch)?;
                     Ok(Bytes::from(w.into_inner()))
                 }))
