@@ -148,11 +148,9 @@ impl Encoder {
                     // allocation instead of a buffer grown (and copied) as
                     // rows are appended.
                     let room = batch.get_array_memory_size().min(RESERVE_MAX);
-                    let mut w = arrow::csv::WriterBuilder::new()
-                        .with_header(header)
-                        .build(Vec::with_capacity(room));
-                    w.write(&batch)?;
-                    Ok(Bytes::from(w.into_inner()))
+                    let mut text = Vec::with_capacity(room);
+                    super::csv_text::write_batch(&batch, header, &mut text)?;
+                    Ok(Bytes::from(text))
                 }))
             }
             Encoder::Ndjson => Some(Box::new(move || {

@@ -8,6 +8,7 @@
 //! metadata from the source file dropped (docs/security.md, "No byte of
 //! hidden data in any response").
 
+mod csv_text;
 mod encode;
 mod negotiate;
 pub mod parquet_layout;

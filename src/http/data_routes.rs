@@ -319,6 +319,9 @@ async fn serve(
             wanted.grant.as_deref(),
         )?;
         let format = negotiate(wanted.format.as_deref(), accept(req))?;
+        // A place in the engine before any work (or privacy budget) is
+        // spent on the answer; it is held until the answer's last byte.
+        let place = state.engine.admit().await?;
         let max_filter_bytes = state.limits.max_filter_bytes;
         let mut paid = None;
         let df = match &wanted.planner {
@@ -374,10 +377,10 @@ async fn serve(
                 }
             },
         };
-        Ok::<_, ApiError>((access, format, df, slot, paid))
+        Ok::<_, ApiError>((access, format, df, slot, paid, place))
     }
     .await;
-    let (access, format, df, slot, paid) = match prepared {
+    let (access, format, df, slot, paid, place) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
             trail::refused(state, record, &e);
@@ -393,7 +396,9 @@ async fn serve(
     let stream = trail::durable_then(
         state,
         &record,
-        state.engine.stream(df, format, provenance, on_finish),
+        state
+            .engine
+            .stream(df, format, provenance, place, on_finish),
     )
     .await?;
     state

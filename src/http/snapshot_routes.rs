@@ -198,6 +198,7 @@ async fn cut(
     planned: Option<DataFrame>,
 ) -> Result<Opened, ApiError> {
     let start = || async {
+        let place = state.engine.admit().await?;
         let df = match planned {
             Some(df) => df,
             None => state.engine.plan_in_file_order(
@@ -213,6 +214,7 @@ async fn cut(
                 df,
                 Format::Parquet,
                 provenance(access, None),
+                place,
                 Box::new(|_| ()),
             )
             .await?)

@@ -371,13 +371,13 @@ impl Engine {
         self.ctx.read_batch(released).map_err(internal)
     }
 
-    /// Runs a small plan to completion on the query runtime, as one batch.
+    /// Runs a small plan to completion on the query runtime, as one batch,
+    /// under the place its request already holds ([`super::Place`]).
     pub(super) async fn collect_one(
         &self,
         df: DataFrame,
         schema: SchemaRef,
     ) -> Result<RecordBatch, SliceError> {
-        let _place = self.admit().await?;
         let batches = self
             .runtime
             .handle()

@@ -405,15 +405,16 @@ impl Engine {
     }
 
     /// Runs `df` on the query runtime, encoding to `format`, and returns
-    /// once the first chunk is ready (or the run failed before it).
+    /// once the first chunk is ready (or the run failed before it). The
+    /// answer keeps `place` until its last chunk is handed over.
     pub async fn stream(
         &self,
         df: DataFrame,
         format: Format,
         provenance: Provenance,
+        place: Place,
         on_finish: OnFinish,
     ) -> Result<SliceStream, SliceError> {
-        let place = self.admit().await?;
         let (tx, mut rx) = mpsc::channel(self.buffer_chunks);
         let guard = ActiveGuard::new(&self.active);
         let sink = Sink {
@@ -435,12 +436,21 @@ impl Engine {
     }
 }
 
+/// A place in the engine (one of `limits.max_running_slices`), held by
+/// one answer from before its plan runs (aggregates and DP answers compute
+/// under it, before anything is paid for) until its last chunk is handed
+/// over. Taken once per answer, never while holding another, so answers
+/// cannot wait on each other.
+pub struct Place(#[allow(dead_code, reason = "held, not read")] tokio::sync::OwnedSemaphorePermit);
+
 impl Engine {
     /// Waits (first come, first served) for a place in the engine, at
     /// most `limits.slice_queue_secs`.
-    pub(crate) async fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, SliceError> {
+    pub async fn admit(&self) -> Result<Place, SliceError> {
         match tokio::time::timeout(self.queue_wait, self.running.clone().acquire_owned()).await {
-            Ok(place) => Ok(place.or_internal("waiting for a place in the engine")?),
+            Ok(place) => Ok(Place(
+                place.or_internal("waiting for a place in the engine")?,
+            )),
             Err(_) => Err(SliceError::Busy {
                 retry_after_secs: BUSY_RETRY_SECS,
             }),
