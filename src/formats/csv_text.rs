@@ -23,7 +23,11 @@ use arrow::error::ArrowError;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 /// Appends `batch` as CSV rows to `out`, after a header line if `header`.
-pub(super) fn write_batch(batch: &RecordBatch, header: bool, out: &mut Vec<u8>) -> Result<(), ArrowError> {
+pub(super) fn write_batch(
+    batch: &RecordBatch,
+    header: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), ArrowError> {
     let lone = batch.num_columns() == 1;
     if header {
         for (i, field) in batch.schema().fields().iter().enumerate() {

@@ -665,3 +665,59 @@ async fn a_client_that_disconnects_mid_stream_leaves_the_server_serving() {
         );
     }
 }
+
+/// CSV and NDJSON batches are encoded in parallel and must still arrive in
+/// order, each row once: many small batches, in file order (a limit), row
+/// for row against the Arrow answer.
+#[tokio::test]
+async fn text_formats_keep_row_order_across_many_batches() {
+    let app = crate::helpers::spawn_app_with(20_000, |s| s.limits.batch_rows = 512).await;
+    let q = [
+        ("columns", "region,year,vaccine,coverage_pct"),
+        ("limit", "15000"),
+    ];
+    let arrow = arrow_batches(app.data("vaccination-coverage", &q, None).await).await;
+    assert!(arrow.len() > 20, "the answer should span many batches");
+    let regions = strings(&arrow, "region");
+    let vaccines = strings(&arrow, "vaccine");
+    assert_eq!(regions.len(), 15_000);
+
+    let mut csv_query = q.to_vec();
+    csv_query.push(("format", "csv"));
+    let text = app
+        .data("vaccination-coverage", &csv_query, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let csv_rows: Vec<(String, String)> = reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[0].to_owned(), r[2].to_owned())
+        })
+        .collect();
+    let expected: Vec<(String, String)> = regions.into_iter().zip(vaccines).collect();
+    assert_eq!(csv_rows, expected);
+
+    let mut ndjson_query = q.to_vec();
+    ndjson_query.push(("format", "ndjson"));
+    let text = app
+        .data("vaccination-coverage", &ndjson_query, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let ndjson_rows: Vec<(String, String)> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["region"].as_str().unwrap().to_owned(),
+                v["vaccine"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(ndjson_rows, expected);
+}
