@@ -347,6 +347,11 @@ pub struct Limits {
     /// An answer whose reader has taken nothing for this many seconds is
     /// abandoned (audited as aborted), freeing its place in the engine.
     pub stalled_reader_secs: u64,
+    /// Bytes the engine's row-holding operators (the hash tables of
+    /// aggregates, sorts) may take, all answers together: one pool, so
+    /// memory stays bounded whatever runs at once. An answer that cannot
+    /// get its share is refused with 503 `server-busy`.
+    pub engine_memory_bytes: usize,
     /// Datasets one publisher may have (drafts and retired ones count);
     /// registering more is 409 `too-many-datasets`.
     pub max_datasets_per_publisher: usize,
@@ -370,6 +375,7 @@ impl Default for Limits {
             max_running_slices: 16,
             slice_queue_secs: 30,
             stalled_reader_secs: 120,
+            engine_memory_bytes: 512 * 1024 * 1024,
             max_datasets_per_publisher: 1000,
         }
     }

@@ -35,6 +35,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
@@ -205,9 +206,17 @@ impl Engine {
         // Evaluate filters while decoding, so selective slices skip pages.
         parquet.pushdown_filters = true;
         parquet.reorder_filters = true;
-        let in_file_order =
-            SessionContext::new_with_config(config.clone().with_target_partitions(1));
-        let ctx = SessionContext::new_with_config(config);
+        // One memory pool for both contexts: what every running answer's
+        // hash tables and sorts hold together.
+        let memory = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.engine_memory_bytes, 1.0)
+            .build_arc()
+            .map_err(internal)?;
+        let in_file_order = SessionContext::new_with_config_rt(
+            config.clone().with_target_partitions(1),
+            memory.clone(),
+        );
+        let ctx = SessionContext::new_with_config_rt(config, memory);
         let url = url_of(STORE_URL)?;
         ctx.register_object_store(&url, catalog.store().clone());
         in_file_order.register_object_store(&url, catalog.store().clone());
@@ -618,9 +627,12 @@ impl Sink {
 /// its text. Storage faults are the server's, and carry no cell values.
 fn engine_error(e: DataFusionError) -> SliceError {
     match e.find_root() {
-        DataFusionError::ObjectStore(..)
-        | DataFusionError::IoError(..)
-        | DataFusionError::ResourcesExhausted(..) => {
+        // The memory pool is shared: another time, with fewer answers
+        // running, the same request may fit.
+        DataFusionError::ResourcesExhausted(..) => SliceError::Busy {
+            retry_after_secs: BUSY_RETRY_SECS,
+        },
+        DataFusionError::ObjectStore(..) | DataFusionError::IoError(..) => {
             Internal::caused("reading the dataset's files", e).into()
         }
         root => {

@@ -314,3 +314,29 @@ async fn the_engine_runs_so_many_answers_at_once_and_a_stalled_reader_gives_its_
     }
     panic!("the stalled answer kept its place");
 }
+
+#[tokio::test]
+async fn an_aggregate_beyond_the_engines_memory_is_refused_and_the_server_keeps_serving() {
+    let app = crate::helpers::spawn_app_with(20_000, |s| {
+        s.limits.engine_memory_bytes = 16 * 1024;
+    })
+    .await;
+    let rita = app.researcher();
+    let busy = app
+        .client
+        .get(app.url("/v1/datasets/vaccination-coverage/aggregate"))
+        .query(&[("group_by", "local_area,year,vaccine,age_group")])
+        .bearer_auth(&rita)
+        .send()
+        .await
+        .unwrap();
+    assert!(busy.headers().contains_key("retry-after"));
+    problem(busy, 503, "server-busy").await;
+    // Streams hold no hash tables: they still run under the same pool.
+    let batches = arrow_batches(
+        app.data("vaccination-coverage", &[("limit", "5")], Some(&rita))
+            .await,
+    )
+    .await;
+    assert_eq!(rows(&batches), 5);
+}
