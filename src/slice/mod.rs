@@ -235,13 +235,13 @@ impl Engine {
         })
     }
 
-    /// Slices whose engine work is still running.
     /// A frame over an answer built outside the engine (released
     /// aggregates), ready to stream in any format.
     pub fn frame_of(&self, batch: arrow::array::RecordBatch) -> Result<DataFrame, SliceError> {
         self.ctx.read_batch(batch).map_err(internal)
     }
 
+    /// Slices whose engine work is still running.
     pub fn active_streams(&self) -> usize {
         self.active.load(Ordering::Relaxed)
     }
@@ -467,7 +467,8 @@ impl Engine {
     }
 }
 
-/// What a caller told the engine's line was full is asked to wait.
+/// The `Retry-After` of an answer refused because the engine's line or
+/// memory pool was full.
 const BUSY_RETRY_SECS: u64 = 5;
 
 fn internal(e: DataFusionError) -> SliceError {
