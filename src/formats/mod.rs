@@ -16,6 +16,17 @@ pub mod parquet_layout;
 pub use encode::{EncodeJob, Encoder, Provenance, sanitize, sanitized_schema};
 pub use negotiate::{NegotiationError, negotiate};
 
+/// How a text answer's bytes travel: as they are, or as zstd frames (one
+/// per batch, compressed in parallel; RFC 8878 lets a zstd stream be any
+/// number of frames, and decoders read them as one). Only when the client
+/// asks (`Accept-Encoding: zstd`), and only for CSV and NDJSON: Arrow and
+/// Parquet answers carry their own compression or none worth adding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Identity,
+    Zstd,
+}
+
 /// A format Sluice can stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {

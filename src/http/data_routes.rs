@@ -20,7 +20,7 @@ use crate::audit::Event;
 use crate::auth::Caller;
 use crate::catalog::{Dataset, Version};
 use crate::domain::DatasetId;
-use crate::formats::{Format, negotiate};
+use crate::formats::{Coding, Format, negotiate};
 use crate::internal::OrInternal;
 use crate::policy::{self, AccessPlan, Decision, Mode, Policy};
 use crate::slice::{AggregateRequest, SliceRequest, SliceStream};
@@ -391,6 +391,7 @@ async fn serve(
     record.privacy = paid.as_ref().map(|p| p.spend.clone());
     record.version = Some(access.version.number);
     record.format = Some(format.name().into());
+    let coding = coding(req, format);
     let on_finish = trail::on_finish(state, record.clone(), started, event, slot);
     let provenance = provenance(&access, Some(time::OffsetDateTime::now_utc()));
     let stream = trail::durable_then(
@@ -398,7 +399,7 @@ async fn serve(
         &record,
         state
             .engine
-            .stream(df, format, provenance, place, on_finish),
+            .stream(df, format, coding, provenance, place, on_finish),
     )
     .await?;
     state
@@ -406,7 +407,7 @@ async fn serve(
         .first_byte
         .with_label_values(&[event.as_str()])
         .observe(started.elapsed().as_secs_f64());
-    let mut response = streaming_response(&access, format, stream);
+    let mut response = streaming_response(&access, format, coding, stream);
     let headers = response.headers_mut();
     match (&wanted.planner, &paid) {
         (Planner::Slice(_), _) => {
@@ -490,8 +491,33 @@ pub(super) fn provenance(
     pairs
 }
 
+/// The coding of a text answer: zstd when the request's `Accept-Encoding`
+/// prefers it to none (see [`Coding`]), else the bytes as they are.
+fn coding(req: &HttpRequest, format: Format) -> Coding {
+    use actix_web::http::header::{AcceptEncoding, Encoding, Header};
+    if !matches!(format, Format::Csv | Format::Ndjson)
+        || !req.headers().contains_key(header::ACCEPT_ENCODING)
+    {
+        return Coding::Identity;
+    }
+    match AcceptEncoding::parse(req) {
+        Ok(accepted)
+            if accepted.negotiate([Encoding::zstd(), Encoding::identity()].iter())
+                == Some(Encoding::zstd()) =>
+        {
+            Coding::Zstd
+        }
+        _ => Coding::Identity,
+    }
+}
+
 /// A 200 whose body is the slice's chunks as they come.
-fn streaming_response(access: &Access, format: Format, stream: SliceStream) -> HttpResponse {
+fn streaming_response(
+    access: &Access,
+    format: Format,
+    coding: Coding,
+    stream: SliceStream,
+) -> HttpResponse {
     let body = futures::stream::iter(stream.first.map(Ok)).chain(ReceiverStream::new(stream.rest));
     let mut response = HttpResponse::Ok();
     response
@@ -509,6 +535,12 @@ fn streaming_response(access: &Access, format: Format, stream: SliceStream) -> H
         .insert_header((header::CACHE_CONTROL, "no-store"));
     if format == Format::Csv {
         response.insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
+    }
+    if matches!(format, Format::Csv | Format::Ndjson) {
+        response.insert_header((header::VARY, "accept-encoding"));
+    }
+    if coding == Coding::Zstd {
+        response.insert_header((header::CONTENT_ENCODING, "zstd"));
     }
     response.streaming(body)
 }

@@ -26,7 +26,7 @@ use super::problem::ApiError;
 use super::trail;
 use crate::audit::{Event, Outcome, Phase, Record};
 use crate::auth::Caller;
-use crate::formats::Format;
+use crate::formats::{Coding, Format};
 use crate::slice::SliceRequest;
 use crate::snapshot::{Link, Opened, Snapshot, SnapshotKey, Ticket, TicketsFull};
 
@@ -213,6 +213,7 @@ async fn cut(
             .stream(
                 df,
                 Format::Parquet,
+                Coding::Identity,
                 provenance(access, None),
                 place,
                 Box::new(|_| ()),

@@ -45,7 +45,7 @@ use tracing::Instrument;
 use crate::audit::Outcome;
 use crate::catalog::{Catalog, Version};
 use crate::filter::{self, FilterError};
-use crate::formats::{Encoder, Format, Provenance, sanitize, sanitized_schema};
+use crate::formats::{Coding, Encoder, Format, Provenance, sanitize, sanitized_schema};
 use crate::internal::{Internal, OrInternal};
 use crate::policy::AccessPlan;
 
@@ -420,6 +420,7 @@ impl Engine {
         &self,
         df: DataFrame,
         format: Format,
+        coding: Coding,
         provenance: Provenance,
         place: Place,
         on_finish: OnFinish,
@@ -433,7 +434,15 @@ impl Engine {
         let encode_width = self.threads;
         let producer = async move {
             let _held = (guard, place);
-            produce(df, format, provenance, encode_width, sink, on_finish).await
+            produce(
+                df,
+                (format, coding),
+                provenance,
+                encode_width,
+                sink,
+                on_finish,
+            )
+            .await
         };
         self.runtime.handle().spawn(producer.in_current_span());
         let first = match rx.recv().await {
@@ -514,7 +523,7 @@ fn resolve_columns(
 /// dropping the engine's stream cancels the scan.
 async fn produce(
     df: DataFrame,
-    format: Format,
+    (format, coding): (Format, Coding),
     provenance: Provenance,
     encode_width: usize,
     sink: Sink,
@@ -524,8 +533,8 @@ async fn produce(
     let outcome = async {
         let mut batches = df.execute_stream().await.map_err(engine_error)?;
         let schema = sanitized_schema(&batches.schema());
-        let mut encoder =
-            Encoder::new(format, &schema, &provenance).or_internal("starting the encoder")?;
+        let mut encoder = Encoder::new(format, coding, &schema, &provenance)
+            .or_internal("starting the encoder")?;
         // Text formats encode each batch on its own task, up to
         // `encode_width` at once, and send the chunks in order: CSV and
         // NDJSON encoding costs more than decoding, and one thread of it

@@ -721,3 +721,56 @@ async fn text_formats_keep_row_order_across_many_batches() {
         .collect();
     assert_eq!(ndjson_rows, expected);
 }
+
+/// CSV and NDJSON travel as zstd when the client asks for it (and only
+/// then): the decoded bytes are exactly the plain answer's; Arrow and
+/// Parquet never get a content coding.
+#[tokio::test]
+async fn text_answers_are_zstd_coded_when_asked_and_decode_to_the_same_bytes() {
+    let app = crate::helpers::spawn_app_with(20_000, |s| s.limits.batch_rows = 1024).await;
+    let get = |format: &'static str, accept_encoding: Option<&'static str>, filter: &'static str| {
+        let mut request = app
+            .client
+            .get(app.url("/v1/datasets/vaccination-coverage/data"))
+            .query(&[("format", format), ("limit", "15000"), ("filter", filter)]);
+        if let Some(value) = accept_encoding {
+            request = request.header("accept-encoding", value);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    for format in ["csv", "ndjson"] {
+        let plain = get(format, None, "year > 0").await;
+        assert_eq!(plain.headers()["vary"], "accept-encoding");
+        assert!(plain.headers().get("content-encoding").is_none());
+        let plain = plain.bytes().await.unwrap();
+        assert!(plain.len() > 100_000);
+
+        let coded = get(format, Some("gzip, deflate, br, zstd"), "year > 0").await;
+        assert_eq!(coded.status(), 200);
+        assert_eq!(coded.headers()["content-encoding"], "zstd");
+        let coded = coded.bytes().await.unwrap();
+        assert!(coded.len() * 3 < plain.len(), "zstd should shrink text");
+        assert_eq!(zstd::stream::decode_all(&coded[..]).unwrap(), plain.to_vec());
+
+        // Refused or not offered: the bytes as they are.
+        for value in ["gzip", "zstd;q=0, identity", "identity"] {
+            let response = get(format, Some(value), "year > 0").await;
+            assert!(response.headers().get("content-encoding").is_none(), "{value}");
+            assert_eq!(response.bytes().await.unwrap(), plain);
+        }
+
+        // No rows: still a valid zstd stream, of the plain (empty or
+        // header-only) answer.
+        let empty_plain = get(format, None, "year < 0").await.bytes().await.unwrap();
+        let empty = get(format, Some("zstd"), "year < 0").await;
+        assert_eq!(empty.headers()["content-encoding"], "zstd");
+        let empty = empty.bytes().await.unwrap();
+        assert!(!empty.is_empty());
+        assert_eq!(zstd::stream::decode_all(&empty[..]).unwrap(), empty_plain.to_vec());
+    }
+    for format in ["arrow", "parquet"] {
+        let response = get(format, Some("zstd"), "year > 0").await;
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().get("content-encoding").is_none());
+    }
+}
