@@ -728,16 +728,17 @@ async fn text_formats_keep_row_order_across_many_batches() {
 #[tokio::test]
 async fn text_answers_are_zstd_coded_when_asked_and_decode_to_the_same_bytes() {
     let app = crate::helpers::spawn_app_with(20_000, |s| s.limits.batch_rows = 1024).await;
-    let get = |format: &'static str, accept_encoding: Option<&'static str>, filter: &'static str| {
-        let mut request = app
-            .client
-            .get(app.url("/v1/datasets/vaccination-coverage/data"))
-            .query(&[("format", format), ("limit", "15000"), ("filter", filter)]);
-        if let Some(value) = accept_encoding {
-            request = request.header("accept-encoding", value);
-        }
-        async move { request.send().await.unwrap() }
-    };
+    let get =
+        |format: &'static str, accept_encoding: Option<&'static str>, filter: &'static str| {
+            let mut request = app
+                .client
+                .get(app.url("/v1/datasets/vaccination-coverage/data"))
+                .query(&[("format", format), ("limit", "15000"), ("filter", filter)]);
+            if let Some(value) = accept_encoding {
+                request = request.header("accept-encoding", value);
+            }
+            async move { request.send().await.unwrap() }
+        };
     for format in ["csv", "ndjson"] {
         let plain = get(format, None, "year > 0").await;
         assert_eq!(plain.headers()["vary"], "accept-encoding");
@@ -750,12 +751,18 @@ async fn text_answers_are_zstd_coded_when_asked_and_decode_to_the_same_bytes() {
         assert_eq!(coded.headers()["content-encoding"], "zstd");
         let coded = coded.bytes().await.unwrap();
         assert!(coded.len() * 3 < plain.len(), "zstd should shrink text");
-        assert_eq!(zstd::stream::decode_all(&coded[..]).unwrap(), plain.to_vec());
+        assert_eq!(
+            zstd::stream::decode_all(&coded[..]).unwrap(),
+            plain.to_vec()
+        );
 
         // Refused or not offered: the bytes as they are.
         for value in ["gzip", "zstd;q=0, identity", "identity"] {
             let response = get(format, Some(value), "year > 0").await;
-            assert!(response.headers().get("content-encoding").is_none(), "{value}");
+            assert!(
+                response.headers().get("content-encoding").is_none(),
+                "{value}"
+            );
             assert_eq!(response.bytes().await.unwrap(), plain);
         }
 
@@ -766,7 +773,10 @@ async fn text_answers_are_zstd_coded_when_asked_and_decode_to_the_same_bytes() {
         assert_eq!(empty.headers()["content-encoding"], "zstd");
         let empty = empty.bytes().await.unwrap();
         assert!(!empty.is_empty());
-        assert_eq!(zstd::stream::decode_all(&empty[..]).unwrap(), empty_plain.to_vec());
+        assert_eq!(
+            zstd::stream::decode_all(&empty[..]).unwrap(),
+            empty_plain.to_vec()
+        );
     }
     for format in ["arrow", "parquet"] {
         let response = get(format, Some("zstd"), "year > 0").await;
