@@ -220,7 +220,8 @@ async fn cut(
             )
             .await?)
     };
-    let (opened, written) = state.snapshots.cache.get_or_write(key, start).await?;
+    let wait = std::time::Duration::from_secs(state.limits.slice_queue_secs);
+    let (opened, written) = state.snapshots.cache.get_or_write(key, wait, start).await?;
     if written {
         tracing::info!(
             key = key.as_str(),

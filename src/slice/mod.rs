@@ -454,6 +454,15 @@ impl Engine {
     }
 }
 
+impl SliceError {
+    /// The server is too busy for this answer now; the caller may retry.
+    pub fn busy() -> Self {
+        SliceError::Busy {
+            retry_after_secs: BUSY_RETRY_SECS,
+        }
+    }
+}
+
 /// A place in the engine (one of `limits.max_running_slices`), held by
 /// one answer from before its plan runs (aggregates and DP answers compute
 /// under it, before anything is paid for) until its last chunk is handed
@@ -469,9 +478,7 @@ impl Engine {
             Ok(place) => Ok(Place(
                 place.or_internal("waiting for a place in the engine")?,
             )),
-            Err(_) => Err(SliceError::Busy {
-                retry_after_secs: BUSY_RETRY_SECS,
-            }),
+            Err(_) => Err(SliceError::busy()),
         }
     }
 }
@@ -639,9 +646,7 @@ fn engine_error(e: DataFusionError) -> SliceError {
     match e.find_root() {
         // The memory pool is shared: another time, with fewer answers
         // running, the same request may fit.
-        DataFusionError::ResourcesExhausted(..) => SliceError::Busy {
-            retry_after_secs: BUSY_RETRY_SECS,
-        },
+        DataFusionError::ResourcesExhausted(..) => SliceError::busy(),
         DataFusionError::ObjectStore(..) | DataFusionError::IoError(..) => {
             Internal::caused("reading the dataset's files", e).into()
         }

@@ -230,11 +230,14 @@ impl SnapshotCache {
 
     /// The snapshot for `key`, opened, written from the slice `start`
     /// produces if it is not on disk. Only one caller writes a key; others
-    /// wait for it and then find the file. Returns whether this call wrote
+    /// wait for it and then find the file. Waiting (for that writer, or for
+    /// one of the server's write slots) lasts at most `wait`, then the
+    /// caller is told the server is busy. Returns whether this call wrote
     /// it.
     pub async fn get_or_write<F, Fut>(
         &self,
         key: &SnapshotKey,
+        wait: std::time::Duration,
         start: F,
     ) -> Result<(Opened, bool), SnapshotError>
     where
@@ -252,14 +255,17 @@ impl SnapshotCache {
             let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
             writers.entry(key.clone()).or_default().clone()
         };
-        let _writing = lock.lock().await;
+        let deadline = tokio::time::Instant::now() + wait;
+        let busy = |_| SnapshotError::Slice(SliceError::busy());
+        let _writing = tokio::time::timeout_at(deadline, lock.lock())
+            .await
+            .map_err(busy)?;
         if let Some(found) = self.find(key) {
             return Ok((found, false));
         }
-        let _permit = self
-            .writing
-            .acquire()
+        let _permit = tokio::time::timeout_at(deadline, self.writing.acquire())
             .await
+            .map_err(busy)?
             .or_internal("waiting to write a snapshot")?;
         let stream = start().await?;
         let snapshot = self.write(key, stream).await?;
@@ -427,6 +433,7 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn fake(dir: &Path, n: u8, size: usize) -> Snapshot {
         let key = SnapshotKey::of(&serde_json::json!(n));
@@ -469,6 +476,47 @@ mod tests {
             (10, 1, kept.etag.as_str())
         );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// A write that never ends, holding its key's lock and a write slot.
+    fn stuck_writer(cache: &Arc<SnapshotCache>, n: u64) -> tokio::task::JoinHandle<()> {
+        let (cache, key) = (
+            cache.clone(),
+            SnapshotKey::of(&serde_json::json!({ "n": n })),
+        );
+        tokio::spawn(async move {
+            let _ = cache
+                .get_or_write(&key, Duration::from_secs(600), || {
+                    std::future::pending::<Result<SliceStream, SnapshotError>>()
+                })
+                .await;
+        })
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_writer_or_a_write_slot_ends_as_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(SnapshotCache::open(dir.path(), 1000).unwrap());
+        let stuck: Vec<_> = (0..CONCURRENT_WRITES as u64)
+            .map(|n| stuck_writer(&cache, n))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The same key as a stuck writer, and a new key with every slot taken.
+        for n in [0, 99] {
+            let key = SnapshotKey::of(&serde_json::json!({ "n": n }));
+            let waited = cache
+                .get_or_write(&key, Duration::from_millis(100), || {
+                    std::future::pending::<Result<SliceStream, SnapshotError>>()
+                })
+                .await;
+            assert!(
+                matches!(waited, Err(SnapshotError::Slice(SliceError::Busy { .. }))),
+                "key {n}"
+            );
+        }
+        for writer in stuck {
+            writer.abort();
+        }
     }
 
     #[test]
