@@ -226,8 +226,8 @@ fn write_date(days: i32, out: &mut Vec<u8>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::test_batch as batch;
     use arrow::array::{Date64Array, Float32Array, Int8Array, TimestampMillisecondArray};
-    use arrow::datatypes::{Field, Schema};
     use proptest::prelude::*;
     use std::sync::Arc;
 
@@ -244,18 +244,6 @@ mod tests {
         let mut out = Vec::new();
         write_batch(batch, header, &mut out).unwrap();
         out
-    }
-
-    fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
-        let fields: Vec<Field> = columns
-            .iter()
-            .map(|(name, a)| Field::new(*name, a.data_type().clone(), true))
-            .collect();
-        RecordBatch::try_new(
-            Arc::new(Schema::new(fields)),
-            columns.into_iter().map(|(_, a)| a).collect(),
-        )
-        .unwrap()
     }
 
     fn text() -> impl Strategy<Value = Option<String>> {

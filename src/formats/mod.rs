@@ -16,6 +16,23 @@ pub mod parquet_layout;
 pub use encode::{EncodeJob, Encoder, Provenance, sanitize, sanitized_schema};
 pub use negotiate::{NegotiationError, negotiate};
 
+/// A batch of nullable columns named as given, for the formats' tests.
+#[cfg(test)]
+pub(crate) fn test_batch(
+    columns: Vec<(&str, arrow::array::ArrayRef)>,
+) -> arrow::array::RecordBatch {
+    use arrow::datatypes::{Field, Schema};
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(name, a)| Field::new(*name, a.data_type().clone(), true))
+        .collect();
+    arrow::array::RecordBatch::try_new(
+        std::sync::Arc::new(Schema::new(fields)),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )
+    .expect("columns of equal length")
+}
+
 /// How a text answer's bytes travel: as they are, or as zstd frames (one
 /// per batch, compressed in parallel; RFC 8878 lets a zstd stream be any
 /// number of frames, and decoders read them as one). Only when the client

@@ -682,44 +682,37 @@ async fn text_formats_keep_row_order_across_many_batches() {
     let vaccines = strings(&arrow, "vaccine");
     assert_eq!(regions.len(), 15_000);
 
-    let mut csv_query = q.to_vec();
-    csv_query.push(("format", "csv"));
-    let text = app
-        .data("vaccination-coverage", &csv_query, None)
-        .await
-        .text()
-        .await
-        .unwrap();
-    let mut reader = csv::Reader::from_reader(text.as_bytes());
-    let csv_rows: Vec<(String, String)> = reader
-        .records()
-        .map(|r| {
-            let r = r.unwrap();
-            (r[0].to_owned(), r[2].to_owned())
-        })
-        .collect();
     let expected: Vec<(String, String)> = regions.into_iter().zip(vaccines).collect();
-    assert_eq!(csv_rows, expected);
-
-    let mut ndjson_query = q.to_vec();
-    ndjson_query.push(("format", "ndjson"));
-    let text = app
-        .data("vaccination-coverage", &ndjson_query, None)
-        .await
-        .text()
-        .await
-        .unwrap();
-    let ndjson_rows: Vec<(String, String)> = text
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["region"].as_str().unwrap().to_owned(),
-                v["vaccine"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(ndjson_rows, expected);
+    for format in ["csv", "ndjson"] {
+        let mut query = q.to_vec();
+        query.push(("format", format));
+        let text = app
+            .data("vaccination-coverage", &query, None)
+            .await
+            .text()
+            .await
+            .unwrap();
+        let got: Vec<(String, String)> = if format == "csv" {
+            csv::Reader::from_reader(text.as_bytes())
+                .records()
+                .map(|r| {
+                    let r = r.unwrap();
+                    (r[0].to_owned(), r[2].to_owned())
+                })
+                .collect()
+        } else {
+            text.lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    (
+                        v["region"].as_str().unwrap().to_owned(),
+                        v["vaccine"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(got, expected, "{format}");
+    }
 }
 
 /// CSV and NDJSON travel as zstd when the client asks for it (and only
