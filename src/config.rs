@@ -256,6 +256,56 @@ pub struct AuthSettings {
     /// holder's own visas in a passport, so a visa's `sub` need not match
     /// the token's `sub` or be linked to it by a `LinkedIdentities` visa.
     pub passport_broker_asserts_identity: bool,
+    /// Sign-in to the web pages through an OpenID Connect provider
+    /// (authorization code with PKCE). Without it, pages are anonymous
+    /// unless dev mode offers sample identities.
+    pub oidc: Option<OidcSettings>,
+    /// A web session ends after this many seconds without a request.
+    pub session_idle_secs: u64,
+    /// ... and in any case this many seconds after sign-in.
+    pub session_max_secs: u64,
+}
+
+/// The identity provider the web pages sign in with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    /// The provider's issuer URL; its `/.well-known/openid-configuration`
+    /// is read on first use.
+    pub issuer: String,
+    pub client_id: String,
+    /// The client secret (better given as `SLUICE_AUTH__OIDC__CLIENT_SECRET`).
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// Scopes asked for; `openid` is always included.
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// ID-token claims that carry Sluice's roles, groups and organisation.
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    #[serde(default = "default_organisation_claim")]
+    pub organisation_claim: String,
+    /// The name on the sign-in button.
+    #[serde(default = "default_oidc_label")]
+    pub label: String,
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into(), "email".into()]
+}
+fn default_roles_claim() -> String {
+    "roles".into()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_organisation_claim() -> String {
+    "organisation".into()
+}
+fn default_oidc_label() -> String {
+    "your institution".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -276,6 +326,9 @@ impl Default for AuthSettings {
             leeway_secs: 30,
             visa_issuers: Vec::new(),
             passport_broker_asserts_identity: false,
+            oidc: None,
+            session_idle_secs: 1800,
+            session_max_secs: 12 * 3600,
         }
     }
 }
@@ -436,10 +489,10 @@ impl Settings {
                 format!("{} is more than the 30 s allowed", self.auth.leeway_secs),
             ));
         }
-        if !self.auth.dev_mode && self.auth.jwks_file.is_none() {
+        if !self.auth.dev_mode && self.auth.jwks_file.is_none() && self.auth.oidc.is_none() {
             return Err(bad(
                 "auth.jwks_file",
-                "no token could ever be verified: set auth.jwks_file or auth.dev_mode = true"
+                "no one could ever sign in: set auth.jwks_file, auth.oidc or auth.dev_mode = true"
                     .into(),
             ));
         }

@@ -23,6 +23,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod access_request;
 pub mod audit;
 pub mod auth;
 pub mod catalog;
@@ -30,6 +31,7 @@ pub mod config;
 pub mod demo_data;
 pub mod domain;
 pub mod dp;
+pub mod durable;
 pub mod echo;
 pub mod filter;
 pub mod formats;
@@ -39,7 +41,9 @@ pub mod ingest;
 pub mod internal;
 pub mod key_file;
 pub mod metrics;
+pub mod oidc;
 pub mod policy;
+pub mod session;
 pub mod sharing;
 pub mod slice;
 pub mod snapshot;

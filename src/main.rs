@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod access_cli;
 mod steward_cli;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +53,11 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// List, approve or reject researchers' access requests.
+    Access {
+        #[command(subcommand)]
+        command: access_cli::AccessCommand,
     },
     /// Verify or read the audit trail.
     Audit {
@@ -234,6 +240,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(policy_command(settings, command))
+        }
+        Command::Access { command } => {
+            let settings = local_settings(&cli.config)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(access_cli::run(settings, command))
         }
         Command::Audit { command } => {
             let settings = local_settings(&cli.config)?;

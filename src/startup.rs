@@ -74,6 +74,26 @@ impl Application {
                 .map(|u| u.trim_end_matches('/').to_owned()),
             snapshots: crate::snapshot::Snapshots::open(&storage.state, &settings.snapshots)
                 .context("snapshot cache")?,
+            web: http::WebSignIn {
+                sessions: crate::session::Sessions::new(
+                    Duration::from_secs(settings.auth.session_idle_secs),
+                    Duration::from_secs(settings.auth.session_max_secs),
+                ),
+                oidc: settings
+                    .auth
+                    .oidc
+                    .clone()
+                    .map(|o| crate::oidc::Provider::new(o, settings.auth.leeway_secs))
+                    .transpose()
+                    .context("auth.oidc")?,
+                dev_mode: settings.auth.dev_mode,
+                ca_file: (settings.tls.mode == crate::config::TlsMode::SelfSigned).then(|| {
+                    let ca = crate::tls::DevCertificate::in_state(&storage.state).ca;
+                    std::path::absolute(&ca).unwrap_or(ca).display().to_string()
+                }),
+            },
+            requests: crate::access_request::RequestStore::open(&storage.state)
+                .context("access requests folder")?,
             rate_limits: http::limits::RateLimits::new(
                 settings.limits.requests_per_minute,
                 settings.limits.request_burst,

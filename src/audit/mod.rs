@@ -69,6 +69,12 @@ words! {
         /// A snapshot file read through a signed link (each request,
         /// ranged or not), recorded for the caller the link was issued to.
         SnapshotRead = "snapshot-read",
+        /// A researcher asked for access through the web page or the API
+        /// (the request's id is in `grant`: an approval's grant takes it).
+        AccessRequest = "access-request",
+        /// Someone signed in to the web pages (the method is in `reason`).
+        SignIn = "sign-in",
+        SignOut = "sign-out",
     }
 }
 

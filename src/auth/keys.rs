@@ -51,6 +51,34 @@ impl KeySet {
         Ok(Self { keys })
     }
 
+    /// The signing keys of an identity provider's published JWKS that
+    /// Sluice accepts; the others (encryption keys, algorithms it does not
+    /// take) are left out rather than failing the whole set, since a
+    /// provider publishes keys for many clients.
+    pub fn usable_from_jwks_json(text: &str) -> Result<Self, String> {
+        let set: JwkSet = serde_json::from_str(text).map_err(|e| format!("not a JWKS: {e}"))?;
+        let keys = set
+            .keys
+            .iter()
+            .filter(|jwk| {
+                !matches!(
+                    jwk.common.public_key_use,
+                    Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+                )
+            })
+            .filter_map(|jwk| {
+                let algorithm = pinned_algorithm(jwk).ok()?;
+                let key = DecodingKey::from_jwk(jwk).ok()?;
+                Some(VerifyKey {
+                    kid: jwk.common.key_id.clone(),
+                    algorithm,
+                    key,
+                })
+            })
+            .collect();
+        Ok(Self { keys })
+    }
+
     /// Keys that may verify a token with this `kid` and header algorithm.
     /// A token without `kid` may be checked against every key of its
     /// algorithm; one with a `kid` only against that key.

@@ -12,11 +12,12 @@
 //! exclusive lock on `<root>/.sluice.lock` for as long as the root is open.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::manifest::Manifest;
 use crate::domain::DatasetId;
+use crate::durable::sync_dir;
 
 const LOCK_FILE: &str = ".sluice.lock";
 const STAGING: &str = ".staging";
@@ -196,17 +197,7 @@ impl LocalRoot {
         if fresh {
             sync_dir(&self.root)?;
         }
-        let temp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
-        let mut file = File::create(&temp)?;
-        let written = file
-            .write_all(manifest.to_toml().as_bytes())
-            .and_then(|()| file.sync_all());
-        if let Err(e) = written {
-            let _ = fs::remove_file(&temp);
-            return Err(e);
-        }
-        fs::rename(&temp, dir.join(MANIFEST_FILE))?;
-        sync_dir(&dir)
+        crate::durable::replace_file(&dir.join(MANIFEST_FILE), manifest.to_toml().as_bytes())
     }
 
     /// Moves a staged version's files to `<id>/versions/<number>/`, durably.
@@ -252,11 +243,6 @@ impl LocalRoot {
         }
         Ok(highest)
     }
-}
-
-/// Makes a folder's entries (creations, renames) durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -22,11 +22,11 @@ use crate::policy::steward::steward_scope;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListParams {
-    q: Option<String>,
-    sector: Option<String>,
-    tier: Option<String>,
-    page_size: Option<String>,
-    page_token: Option<String>,
+    pub(super) q: Option<String>,
+    pub(super) sector: Option<String>,
+    pub(super) tier: Option<String>,
+    pub(super) page_size: Option<String>,
+    pub(super) page_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -90,6 +90,23 @@ pub(super) async fn list(
     caller: Caller,
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError> {
+    let query = search_query(&state, &caller, &params)?;
+    let catalog = state.catalog.snapshot();
+    let page = catalog.search(&query);
+    let datasets: Vec<Summary> = page.datasets.iter().map(|d| summary(d)).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "datasets": datasets,
+        "next_page_token": page.next.as_ref().map(page_token),
+    })))
+}
+
+/// The search a list request asks for, its parameters checked: the same
+/// for `GET /v1/datasets` and the search page.
+pub(super) fn search_query(
+    state: &AppState,
+    caller: &Caller,
+    params: &ListParams,
+) -> Result<SearchQuery, ApiError> {
     let limits = &state.limits;
     let page_size = match params.page_size.as_deref() {
         None => limits.default_page_size,
@@ -118,7 +135,7 @@ pub(super) async fn list(
             })
         })
         .transpose()?;
-    let query = SearchQuery {
+    Ok(SearchQuery {
         words: params
             .q
             .as_deref()
@@ -130,15 +147,8 @@ pub(super) async fn list(
         tier,
         after,
         page_size,
-        steward: steward_scope(&caller),
-    };
-    let catalog = state.catalog.snapshot();
-    let page = catalog.search(&query);
-    let datasets: Vec<Summary> = page.datasets.iter().map(|d| summary(d)).collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "datasets": datasets,
-        "next_page_token": page.next.as_ref().map(page_token),
-    })))
+        steward: steward_scope(caller),
+    })
 }
 
 /// Page tokens are opaque (where the page ended in the ranking, marked and
@@ -146,7 +156,7 @@ pub(super) async fn list(
 /// read as an id.
 const PAGE_TOKEN_MARK: &str = "p2.";
 
-fn page_token(after: &Cursor) -> String {
+pub(super) fn page_token(after: &Cursor) -> String {
     use base64::Engine;
     let place = format!("{:016x}.{}", after.score.to_bits(), after.id);
     format!(

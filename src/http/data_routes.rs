@@ -112,6 +112,9 @@ struct Wanted {
     version: Option<u64>,
     format: Option<String>,
     grant: Option<String>,
+    /// Never content-coded, whatever `Accept-Encoding` says (answers read
+    /// by the server itself, such as a page's preview).
+    plain: bool,
 }
 
 pub(super) fn split_columns(text: &str) -> Vec<String> {
@@ -156,6 +159,7 @@ pub(super) async fn get_data(
         version: None,
         format: p.format,
         grant: p.grant,
+        plain: false,
     };
     serve(&state, &caller, &path, wanted, numbers, &req).await
 }
@@ -178,6 +182,7 @@ pub(super) async fn post_query(
         version: None,
         format,
         grant,
+        plain: false,
     };
     serve(&state, &caller, &path, wanted, Ok(version), &req).await
 }
@@ -226,9 +231,50 @@ pub(super) async fn get_aggregate(
         version: None,
         format: p.format,
         grant: p.grant,
+        plain: false,
     };
     let version = epsilon.and_then(|_| number("version", p.version.as_deref()));
     serve(&state, &caller, &path, wanted, version, &req).await
+}
+
+/// The first `rows` rows a caller may see of a dataset's current
+/// version, as text cells under their column names: the same path, policy
+/// and audit record as `GET …/data?limit=rows&format=csv`, so a page's
+/// preview is a data access like any other.
+pub(super) async fn preview(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+    rows: u64,
+    req: &HttpRequest,
+) -> Result<(Vec<String>, Vec<Vec<String>>), ApiError> {
+    let wanted = Wanted {
+        planner: Planner::Slice(SliceRequest {
+            limit: Some(rows),
+            ..Default::default()
+        }),
+        version: None,
+        format: Some("csv".into()),
+        grant: None,
+        plain: true,
+    };
+    let response = serve(state, caller, raw_id, wanted, Ok(None), req).await?;
+    let body = actix_web::body::to_bytes(response.into_body())
+        .await
+        .map_err(|_| crate::internal::Internal::new("reading a preview"))?;
+    let mut reader = csv::Reader::from_reader(body.as_ref());
+    let header = reader
+        .headers()
+        .or_internal("reading a preview's header")?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let mut cells = Vec::new();
+    for record in reader.records() {
+        let record = record.or_internal("reading a preview")?;
+        cells.push(record.iter().map(str::to_owned).collect());
+    }
+    Ok((header, cells))
 }
 
 pub(super) fn accept(req: &HttpRequest) -> Option<&str> {
@@ -391,7 +437,11 @@ async fn serve(
     record.privacy = paid.as_ref().map(|p| p.spend.clone());
     record.version = Some(access.version.number);
     record.format = Some(format.name().into());
-    let coding = coding(req, format);
+    let coding = if wanted.plain {
+        Coding::Identity
+    } else {
+        coding(req, format)
+    };
     let on_finish = trail::on_finish(state, record.clone(), started, event, slot);
     let provenance = provenance(&access, Some(time::OffsetDateTime::now_utc()));
     let stream = trail::durable_then(

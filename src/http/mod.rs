@@ -12,6 +12,7 @@ mod docs_page;
 pub mod limits;
 mod me_route;
 mod openapi;
+mod pages;
 mod privacy;
 pub mod problem;
 pub mod request_id;
@@ -57,10 +58,24 @@ pub struct AppState {
     /// Snapshot files, the key that signs links to them, and the links'
     /// tickets.
     pub snapshots: crate::snapshot::Snapshots,
+    /// Web sign-in: sessions, the identity provider, dev identities.
+    pub web: WebSignIn,
+    /// Researchers' access requests.
+    pub requests: crate::access_request::RequestStore,
     /// `server.public_url`, without a trailing slash.
     pub public_url: Option<String>,
     /// False until the server is built and again once shutdown starts.
     pub ready: AtomicBool,
+}
+
+/// How people sign in to the web pages.
+pub struct WebSignIn {
+    pub sessions: crate::session::Sessions,
+    pub oidc: Option<crate::oidc::Provider>,
+    /// Offer sample identities on the sign-in page (`auth.dev_mode`).
+    pub dev_mode: bool,
+    /// The development CA's file, for snippets to trust (self-signed TLS only).
+    pub ca_file: Option<String>,
 }
 
 /// Registers every route.
@@ -74,6 +89,7 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
             .app_data(
                 web::PathConfig::default().error_handler(|_, _| ApiError::RouteNotFound.into()),
             )
+            .configure(pages::routes)
             .route("/healthz", web::get().to(healthz))
             .route("/openapi.json", web::get().to(openapi::openapi_json))
             .route("/docs", web::get().to(openapi::docs))

@@ -56,6 +56,8 @@ use super::{
         change_routes::list,
         change_routes::approve,
         change_routes::reject,
+        super::pages::access::create_request,
+        super::pages::access::list_requests,
         sharing_routes::list_shares,
         sharing_routes::get_share,
         sharing_routes::list_schemas,

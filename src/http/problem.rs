@@ -162,6 +162,18 @@ pub enum ApiError {
     /// A slice too large to keep as a snapshot file.
     #[error("{0}")]
     SnapshotTooLarge(String),
+    /// A form without this site's CSRF token, or from another origin.
+    #[error(
+        "this form has expired or did not come from this site: reload the page and send it again"
+    )]
+    FormRejected,
+    /// Sign-in through the identity provider did not complete (the reason
+    /// is logged, not shown: it can describe the provider's setup).
+    #[error("{0}")]
+    SignInFailed(&'static str),
+    /// A researcher with as many pending access requests as one may hold.
+    #[error("{0}")]
+    TooManyAccessRequests(String),
     /// A fault on our side; its chain of causes goes to the log only.
     #[error("internal error")]
     Internal(#[from] Internal),
@@ -232,6 +244,9 @@ impl ApiError {
             ApiError::TooManyLinks(_) => "too-many-links",
             ApiError::LinksFull(_) => "server-busy",
             ApiError::SnapshotTooLarge(_) => "snapshot-too-large",
+            ApiError::FormRejected => "form-rejected",
+            ApiError::SignInFailed(_) => "sign-in-failed",
+            ApiError::TooManyAccessRequests(_) => "too-many-access-requests",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -310,6 +325,9 @@ impl ApiError {
             ApiError::TooManyLinks(0),
             ApiError::LinksFull(0),
             ApiError::SnapshotTooLarge(text()),
+            ApiError::FormRejected,
+            ApiError::SignInFailed(""),
+            ApiError::TooManyAccessRequests(text()),
             ApiError::Internal(Internal::new("")),
         ]);
         for example in &examples {
@@ -349,6 +367,9 @@ impl ApiError {
                 | ApiError::TooManyLinks(_)
                 | ApiError::LinksFull(_)
                 | ApiError::SnapshotTooLarge(_)
+                | ApiError::FormRejected
+                | ApiError::SignInFailed(_)
+                | ApiError::TooManyAccessRequests(_)
                 | ApiError::Internal(_) => {}
             }
         }
@@ -485,7 +506,9 @@ impl ResponseError for ApiError {
             | ApiError::AdminRequired(_)
             | ApiError::LinkInvalid
             | ApiError::LinkExpired(_)
+            | ApiError::FormRejected
             | ApiError::NotPublisher(_) => StatusCode::FORBIDDEN,
+            ApiError::SignInFailed(_) => StatusCode::UNAUTHORIZED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Unprocessable { .. } | ApiError::SnapshotTooLarge(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -500,7 +523,8 @@ impl ResponseError for ApiError {
             ApiError::RateLimited(_)
             | ApiError::TooManyStreams
             | ApiError::TooManyUploads(_)
-            | ApiError::TooManyLinks(_) => StatusCode::TOO_MANY_REQUESTS,
+            | ApiError::TooManyLinks(_)
+            | ApiError::TooManyAccessRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::AuditUnavailable
             | ApiError::ServerBusy(_)
             | ApiError::StorageUnavailable

@@ -1,0 +1,155 @@
+//! The admin's commands for access requests: `sluice access list`,
+//! `approve ID` and `reject ID --reason`. They work on this machine's
+//! files, as an admin editing `config/policy.toml` would: an approval adds
+//! a `[[grant]]` block citing the request, checks the whole new policy
+//! against the catalogue, and only then replaces the file atomically; the
+//! server's live reload applies it. The request's file records who decided
+//! and when.
+
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+
+use sluice::access_request::{self, AccessRequest, RequestStore, Status};
+use sluice::config::Settings;
+use sluice::policy::Policy;
+
+#[derive(Subcommand)]
+pub enum AccessCommand {
+    /// List access requests, newest first.
+    List {
+        /// Only requests in this state.
+        #[arg(long, value_parser = ["pending", "approved", "rejected"])]
+        status: Option<String>,
+    },
+    /// Approve a request: write its grant into the policy file.
+    Approve {
+        /// The request's id (ar-YYYYMMDD-xxxxxx).
+        id: String,
+        /// Who approves (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Reject a request, saying why (the researcher sees the reason).
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        /// Who rejects (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
+pub async fn run(settings: Settings, command: AccessCommand) -> anyhow::Result<()> {
+    let store = RequestStore::open(&settings.storage.state)?;
+    let by_default = |by: Option<String>| {
+        by.or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "admin".into())
+    };
+    match command {
+        AccessCommand::List { status } => {
+            for r in store.list()? {
+                if status.as_deref().is_some_and(|s| s != r.status.as_str()) {
+                    continue;
+                }
+                println!(
+                    "{}  {:<8}  {}  {}  {} columns, {} days  \"{}\"",
+                    r.id,
+                    r.status.as_str(),
+                    r.dataset,
+                    r.subject,
+                    r.columns.len(),
+                    r.duration_days,
+                    r.project_title
+                );
+            }
+            Ok(())
+        }
+        AccessCommand::Approve { id, by } => {
+            let mut request = pending(&store, &id)?;
+            let by = by_default(by);
+            let _lock = PolicyLock::take(&settings.storage.state)?;
+            let catalog = sluice::startup::load_catalog(&settings.storage.datasets).await?;
+            let file = &settings.storage.policy;
+            let name = file.display().to_string();
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
+            let today = time::OffsetDateTime::now_utc().date();
+            let updated = access_request::add_grant(
+                &text,
+                &access_request::grant_block(&request, &by, today),
+            );
+            // The whole new policy must load and fit the catalogue before it
+            // replaces the old one; otherwise nothing changes.
+            let policy = Policy::parse(&updated, &name)
+                .and_then(|p| {
+                    p.check(&catalog, &name, settings.limits.max_filter_bytes)
+                        .map(|_| p)
+                })
+                .with_context(|| {
+                    format!("the grant for {id} does not fit {name}; nothing was changed")
+                })?;
+            sluice::durable::replace_file(file, updated.as_bytes())
+                .with_context(|| format!("writing {name}"))?;
+            request.status = Status::Approved;
+            request.decided = Some(time::OffsetDateTime::now_utc());
+            request.decided_by = Some(by);
+            request.grant = Some(request.id.clone());
+            store.save(&request)?;
+            println!(
+                "approved {id}: grant '{}' added to {name} ({} grants); the server applies it at its next policy check",
+                request.id,
+                policy.grants.len()
+            );
+            Ok(())
+        }
+        AccessCommand::Reject { id, reason, by } => {
+            let mut request = pending(&store, &id)?;
+            let reason = reason.trim();
+            if reason.is_empty() {
+                bail!("say why in --reason: the researcher sees it");
+            }
+            request.status = Status::Rejected;
+            request.decided = Some(time::OffsetDateTime::now_utc());
+            request.decided_by = Some(by_default(by));
+            request.reason = Some(reason.to_owned());
+            store.save(&request)?;
+            println!("rejected {id}");
+            Ok(())
+        }
+    }
+}
+
+fn pending(store: &RequestStore, id: &str) -> anyhow::Result<AccessRequest> {
+    let request = store.get(id)?;
+    if request.status != Status::Pending {
+        bail!(
+            "access request {id} was already {}",
+            request.status.as_str()
+        );
+    }
+    Ok(request)
+}
+
+/// One approval at a time edits the policy file (an exclusive `flock` on a
+/// lock file beside the requests, released when dropped).
+struct PolicyLock {
+    _held: File,
+}
+
+impl PolicyLock {
+    fn take(state: &Path) -> anyhow::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let file = File::create(state.join("access-requests").join(".policy-edit.lock"))?;
+        // SAFETY: flock on a descriptor this function owns; no memory is shared.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!(
+                "could not lock the policy for editing: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(Self { _held: file })
+    }
+}

@@ -1,0 +1,364 @@
+//! Access requests: the human half of a grant.
+//!
+//! A signed-in researcher asks for a dataset (project, purpose, columns,
+//! duration); the request is kept as one JSON file under
+//! `<state>/access-requests/`, replaced atomically at each change of state.
+//! An admin decides with `sluice access approve|reject`, which writes the
+//! grant into the policy file (see [`grant_block`] and [`add_grant`]): the
+//! policy file stays the one source of truth for who may read what, and
+//! the server's live reload applies it. This module knows nothing about
+//! HTTP.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::domain::DatasetId;
+
+/// Most pending requests one researcher may have at once.
+pub const MAX_PENDING_PER_SUBJECT: usize = 20;
+/// Longest a requested grant may run.
+pub const MAX_DURATION_DAYS: u32 = 730;
+pub const MAX_TITLE_CHARS: usize = 200;
+pub const MAX_PURPOSE_CHARS: usize = 2000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Rejected => "rejected",
+        }
+    }
+}
+
+/// One request and its decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRequest {
+    pub id: String,
+    pub dataset: DatasetId,
+    /// Who asked (the `sub` their identity provider vouched for).
+    pub subject: String,
+    #[serde(default)]
+    pub organisation: Option<String>,
+    pub project_title: String,
+    pub purpose: String,
+    /// The columns asked for (never direct identifiers).
+    pub columns: Vec<String>,
+    pub duration_days: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    pub status: Status,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub decided: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub decided_by: Option<String>,
+    /// Why it was rejected.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The grant an approval wrote (its id).
+    #[serde(default)]
+    pub grant: Option<String>,
+}
+
+/// What a researcher fills in.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub dataset: DatasetId,
+    pub subject: String,
+    pub organisation: Option<String>,
+    pub project_title: String,
+    pub purpose: String,
+    pub columns: Vec<String>,
+    pub duration_days: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The form is incomplete or out of bounds; the message says which field.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("you already have {MAX_PENDING_PER_SUBJECT} requests waiting for a decision")]
+    TooMany,
+    #[error("no access request '{0}'")]
+    NotFound(String),
+    #[error("access request {0} was already {1}")]
+    Decided(String, &'static str),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// The requests of one server, one file each.
+#[derive(Debug, Clone)]
+pub struct RequestStore {
+    dir: PathBuf,
+}
+
+impl RequestStore {
+    /// The store under `<state>/access-requests`, created if missing.
+    pub fn open(state_dir: &Path) -> io::Result<Self> {
+        let dir = state_dir.join("access-requests");
+        fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    /// Checks and keeps a new request, pending.
+    pub fn create(&self, new: NewRequest) -> Result<AccessRequest, RequestError> {
+        let title = one_line(&new.project_title);
+        let purpose = new.purpose.trim().to_owned();
+        if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
+            return Err(RequestError::Invalid(format!(
+                "project title: 1 to {MAX_TITLE_CHARS} characters"
+            )));
+        }
+        if purpose.is_empty() || purpose.chars().count() > MAX_PURPOSE_CHARS {
+            return Err(RequestError::Invalid(format!(
+                "purpose: 1 to {MAX_PURPOSE_CHARS} characters"
+            )));
+        }
+        if new.columns.is_empty() {
+            return Err(RequestError::Invalid("columns: choose at least one".into()));
+        }
+        if !(1..=MAX_DURATION_DAYS).contains(&new.duration_days) {
+            return Err(RequestError::Invalid(format!(
+                "duration: 1 to {MAX_DURATION_DAYS} days"
+            )));
+        }
+        let waiting = self
+            .list()?
+            .iter()
+            .filter(|r| r.subject == new.subject && r.status == Status::Pending)
+            .count();
+        if waiting >= MAX_PENDING_PER_SUBJECT {
+            return Err(RequestError::TooMany);
+        }
+        let now = OffsetDateTime::now_utc();
+        let request = AccessRequest {
+            id: new_id(now),
+            dataset: new.dataset,
+            subject: new.subject,
+            organisation: new.organisation,
+            project_title: title,
+            purpose,
+            columns: new.columns,
+            duration_days: new.duration_days,
+            created: now,
+            status: Status::Pending,
+            decided: None,
+            decided_by: None,
+            reason: None,
+            grant: None,
+        };
+        self.save(&request)?;
+        Ok(request)
+    }
+
+    /// The request with this id.
+    pub fn get(&self, id: &str) -> Result<AccessRequest, RequestError> {
+        if !valid_id(id) {
+            return Err(RequestError::NotFound(crate::echo::cut(id).into()));
+        }
+        match fs::read(self.dir.join(format!("{id}.json"))) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| RequestError::Io(io::Error::new(io::ErrorKind::InvalidData, e))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(RequestError::NotFound(id.into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every request, newest first. Files that do not parse are skipped
+    /// (and logged): one damaged file must not hide the others.
+    pub fn list(&self) -> io::Result<Vec<AccessRequest>> {
+        let mut all = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let is_request = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .is_some_and(valid_id)
+                && path.extension().is_some_and(|e| e == "json");
+            if !is_request {
+                continue;
+            }
+            match fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(request) => all.push(request),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "unreadable access request")
+                }
+            }
+        }
+        all.sort_by(|a: &AccessRequest, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+        Ok(all)
+    }
+
+    /// Replaces the request's file, atomically and durably.
+    pub fn save(&self, request: &AccessRequest) -> io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(request).map_err(io::Error::other)?;
+        crate::durable::replace_file(&self.dir.join(format!("{}.json", request.id)), &bytes)
+    }
+}
+
+/// `ar-YYYYMMDD-` and six hex digits: sortable by day, never a path.
+fn new_id(now: OffsetDateTime) -> String {
+    let date = now.date();
+    format!(
+        "ar-{:04}{:02}{:02}-{:06x}",
+        date.year(),
+        u8::from(date.month()),
+        date.day(),
+        rand::random::<u32>() & 0xff_ffff
+    )
+}
+
+pub fn valid_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 18
+        && id.starts_with("ar-")
+        && b[3..11].iter().all(u8::is_ascii_digit)
+        && b[11] == b'-'
+        && b[12..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// Text on one line, control characters out, spaces collapsed.
+fn one_line(text: &str) -> String {
+    text.split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The `[[grant]]` block an approval adds to the policy file, with a
+/// comment citing the request. Every value is written as a TOML string by
+/// the toml crate, so nothing a researcher typed can end the string or
+/// add keys.
+pub fn grant_block(request: &AccessRequest, approved_by: &str, today: time::Date) -> String {
+    let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let expires = today + time::Duration::days(i64::from(request.duration_days));
+    let columns: Vec<String> = request.columns.iter().map(|c| quote(c)).collect();
+    let purpose = format!(
+        "{} ({})",
+        one_line(&request.project_title),
+        one_line(&request.purpose)
+    );
+    format!(
+        "\n# Access request {id}: asked by {who} on {asked}, approved by {by} on {today}.\n\
+         [[grant]]\n\
+         id = {grant_id}\n\
+         subjects = [{subject}]\n\
+         dataset = {dataset}\n\
+         purpose = {purpose}\n\
+         columns = [{columns}]\n\
+         expires = {expires}\n",
+        id = request.id,
+        who = one_line(&request.subject),
+        asked = request.created.date(),
+        by = one_line(approved_by),
+        grant_id = quote(&request.id),
+        subject = quote(&request.subject),
+        dataset = quote(request.dataset.as_str()),
+        purpose = quote(&purpose),
+        columns = columns.join(", "),
+    )
+}
+
+/// The policy text with `block` added at the end.
+pub fn add_grant(policy_text: &str, block: &str) -> String {
+    let mut text = policy_text.to_owned();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(block);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_request(subject: &str) -> NewRequest {
+        NewRequest {
+            dataset: DatasetId::parse("hospital-admissions").unwrap(),
+            subject: subject.into(),
+            organisation: None,
+            project_title: "Stay\nlengths".into(),
+            purpose: "Why \"stays\" vary".into(),
+            columns: vec!["region".into(), "length_of_stay".into()],
+            duration_days: 90,
+        }
+    }
+
+    #[test]
+    fn a_request_is_kept_and_read_back_and_ids_are_never_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RequestStore::open(dir.path()).unwrap();
+        let r = store.create(new_request("carol@uni.example")).unwrap();
+        assert!(valid_id(&r.id), "{}", r.id);
+        assert_eq!(r.project_title, "Stay lengths");
+        assert_eq!(store.get(&r.id).unwrap(), r);
+        assert_eq!(store.list().unwrap(), vec![r]);
+        assert!(matches!(
+            store.get("../../etc/passwd"),
+            Err(RequestError::NotFound(_))
+        ));
+        assert!(!valid_id("ar-20261129-ABCDEF"));
+    }
+
+    #[test]
+    fn bad_forms_and_too_many_pending_requests_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RequestStore::open(dir.path()).unwrap();
+        let mut empty = new_request("c");
+        empty.project_title = " ".into();
+        assert!(matches!(store.create(empty), Err(RequestError::Invalid(_))));
+        let mut long = new_request("c");
+        long.duration_days = MAX_DURATION_DAYS + 1;
+        assert!(matches!(store.create(long), Err(RequestError::Invalid(_))));
+        for _ in 0..MAX_PENDING_PER_SUBJECT {
+            store.create(new_request("c")).unwrap();
+        }
+        assert!(matches!(
+            store.create(new_request("c")),
+            Err(RequestError::TooMany)
+        ));
+        store.create(new_request("someone-else")).unwrap();
+    }
+
+    #[test]
+    fn the_grant_block_is_valid_toml_whatever_the_researcher_typed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RequestStore::open(dir.path()).unwrap();
+        let mut new = new_request("carol@uni.example");
+        new.purpose = "x\"\n[[grant]]\nid = \"evil\"\nsubjects = [\"*\"]".into();
+        let r = store.create(new).unwrap();
+        let today = time::macros::date!(2026 - 11 - 29);
+        let text = add_grant(
+            "[disclosure]\nmin_count = 10",
+            &grant_block(&r, "ada", today),
+        );
+        let value: toml::Table = toml::from_str(&text).unwrap();
+        let grants = value["grant"].as_array().unwrap();
+        assert_eq!(grants.len(), 1, "{text}");
+        let grant = grants[0].as_table().unwrap();
+        assert_eq!(grant["id"].as_str(), Some(r.id.as_str()));
+        assert_eq!(grant["subjects"].as_array().unwrap().len(), 1);
+        assert_eq!(grant["expires"].to_string(), "2027-02-27");
+        assert_eq!(value["disclosure"]["min_count"].as_integer(), Some(10));
+    }
+}

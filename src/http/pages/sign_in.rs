@@ -1,0 +1,338 @@
+//! Signing in to the pages and out again.
+//!
+//! With `auth.oidc`: `GET /auth/oidc` keeps a pending sign-in (PKCE
+//! verifier, nonce, where to return) under a fresh `state`, sets that
+//! `state` in a short-lived cookie, and sends the browser to the provider;
+//! `GET /auth/callback` accepts only the `state` this browser holds, takes
+//! the pending sign-in once, exchanges the code, verifies the ID token
+//! ([`crate::oidc`]) and starts a new session. In dev mode the sign-in page
+//! also offers sample identities (a CSRF-checked POST). Sign-out is a
+//! CSRF-checked POST that ends the session on the server. Sign-ins and
+//! sign-outs are audited.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use maud::html;
+use serde::Deserialize;
+
+use super::layout::{encode, error_page, page};
+use super::{LOGIN_COOKIE, SESSION_COOKIE, Visitor, cookie, removal, same_origin};
+use crate::audit::{Decision, Event, Outcome};
+use crate::auth::{Caller, Principal, Role};
+use crate::http::problem::ApiError;
+use crate::http::{AppState, public_base, trail};
+use crate::session::{PENDING_TTL, PendingLogin, local_path};
+
+/// The sample identities dev mode offers, matching the shipped policy and
+/// sample catalogue: (subject, roles, groups, organisation, what it shows).
+const DEV_IDENTITIES: &[(&str, &[Role], &[&str], Option<&str>, &str)] = &[
+    (
+        "alice@uni.example",
+        &[Role::Researcher],
+        &[],
+        None,
+        "researcher with a grant for hospital admissions",
+    ),
+    (
+        "carol@uni.example",
+        &[Role::Researcher],
+        &[],
+        Some("University of Example"),
+        "researcher with no grant yet",
+    ),
+    (
+        "nora@nhs.example",
+        &[Role::Researcher],
+        &["nhs-north-analysts"],
+        None,
+        "analyst: northern rows only",
+    ),
+    (
+        "stats@agency.example",
+        &[Role::Researcher],
+        &[],
+        Some("Example Public Health Agency"),
+        "aggregate-only access",
+    ),
+    (
+        "sam@health.example",
+        &[Role::Steward],
+        &[],
+        Some("Example Health Data Service"),
+        "steward of hospital admissions",
+    ),
+    (
+        "ada@sluice.example",
+        &[Role::Admin, Role::Steward],
+        &[],
+        Some("Example Health Data Service"),
+        "admin",
+    ),
+];
+
+#[derive(Debug, Deserialize)]
+pub(super) struct NextParam {
+    next: Option<String>,
+}
+
+/// `GET /auth/sign-in`: how to sign in here.
+pub(super) async fn sign_in_page(
+    state: web::Data<AppState>,
+    visitor: Visitor,
+    params: web::Query<NextParam>,
+    req: HttpRequest,
+) -> HttpResponse {
+    let next = local_path(params.next.as_deref().unwrap_or("/"));
+    let oidc = state.web.oidc.as_ref();
+    let content = html! {
+        h1 { "Sign in" }
+        @if let Some(session) = &visitor.session {
+            p.notice { "You are signed in as " strong { (session.principal.sub) } ". Signing in again replaces this session." }
+        }
+        @if let Some(provider) = oidc {
+            p { a href={ "/auth/oidc?next=" (encode(&next)) } { "Sign in with " (provider.label()) } }
+        }
+        @if state.web.dev_mode {
+            h2 { "Development identities" }
+            p.muted { "This server runs in development mode: pick a sample identity. A production server signs people in through their institution only." }
+            form method="post" action="/auth/dev" {
+                input type="hidden" name="csrf" value=(visitor.csrf(&state));
+                input type="hidden" name="next" value=(next);
+                fieldset {
+                    legend { "Sign in as" }
+                    @for (i, (sub, roles, _, org, what)) in DEV_IDENTITIES.iter().enumerate() {
+                        div {
+                            label {
+                                input type="radio" name="identity" value=(sub) required checked[i == 0];
+                                strong { (sub) } " — " (what)
+                                @if let Some(org) = org { " (" (org) ")" }
+                                " [" (roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect::<Vec<_>>().join(", ")) "]"
+                            }
+                        }
+                    }
+                }
+                button type="submit" { "Sign in" }
+            }
+        }
+        @if oidc.is_none() && !state.web.dev_mode {
+            p { "This server has no sign-in for people configured (auth.oidc). Programs use bearer tokens." }
+        }
+    };
+    page(&state, &visitor, &req, "Sign in", content)
+}
+
+/// `GET /auth/oidc`: off to the identity provider.
+pub(super) async fn start(
+    state: web::Data<AppState>,
+    visitor: Visitor,
+    params: web::Query<NextParam>,
+    req: HttpRequest,
+) -> HttpResponse {
+    let result = async {
+        let provider = state.web.oidc.as_ref().ok_or(ApiError::RouteNotFound)?;
+        let authorization = provider
+            .authorize(&redirect_uri(&state, &req))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "sign-in could not start");
+                ApiError::SignInFailed(
+                    "the identity provider cannot be reached now; try again in a minute",
+                )
+            })?;
+        let next = local_path(params.next.as_deref().unwrap_or("/"));
+        let login = PendingLogin::new(authorization.verifier, authorization.nonce, next);
+        if !state
+            .web
+            .sessions
+            .remember_login(&authorization.state, login)
+        {
+            return Err(ApiError::ServerBusy(60));
+        }
+        Ok::<_, ApiError>((authorization.url, authorization.state))
+    }
+    .await;
+    match result {
+        Ok((url, login_state)) => HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, url))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .cookie(cookie(
+                LOGIN_COOKIE,
+                login_state,
+                Some(PENDING_TTL.as_secs() as i64),
+            ))
+            .finish(),
+        Err(e) => error_page(&state, &visitor, &req, e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct CallbackParams {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+/// `GET /auth/callback`: back from the provider.
+pub(super) async fn callback(
+    state: web::Data<AppState>,
+    visitor: Visitor,
+    params: web::Query<CallbackParams>,
+    req: HttpRequest,
+) -> HttpResponse {
+    let result = async {
+        let provider = state.web.oidc.as_ref().ok_or(ApiError::RouteNotFound)?;
+        if let Some(error) = &params.error {
+            tracing::info!(error = %crate::echo::cut(error), "the identity provider refused the sign-in");
+            return Err(ApiError::SignInFailed("the identity provider did not sign you in"));
+        }
+        // The state must be the one this browser was given: a callback
+        // carried to another browser (login CSRF) finds no match.
+        let held = req.cookie(LOGIN_COOKIE).map(|c| c.value().to_owned());
+        let (Some(code), Some(returned)) = (&params.code, &params.state) else {
+            return Err(ApiError::SignInFailed("the sign-in answer is incomplete; start again"));
+        };
+        if held.as_deref() != Some(returned.as_str()) {
+            tracing::info!("sign-in refused: state does not match this browser's");
+            return Err(ApiError::SignInFailed("this sign-in was not started in this browser; start again"));
+        }
+        let login = state
+            .web
+            .sessions
+            .take_login(returned)
+            .ok_or(ApiError::SignInFailed("this sign-in has expired or was already used; start again"))?;
+        let principal = provider
+            .finish(code, &login.verifier, &login.nonce, &redirect_uri(&state, &req))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "sign-in failed");
+                ApiError::SignInFailed("the identity provider's answer could not be verified; start again")
+            })?;
+        Ok::<_, ApiError>((principal, login.next))
+    }
+    .await;
+    match result {
+        Ok((principal, next)) => signed_in(&state, &visitor, principal, "oidc", &next)
+            .cookie(removal(LOGIN_COOKIE))
+            .finish(),
+        Err(e) => {
+            let mut response = error_page(&state, &visitor, &req, e);
+            let _ = response.add_cookie(&removal(LOGIN_COOKIE));
+            response
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct DevForm {
+    csrf: String,
+    identity: String,
+    next: Option<String>,
+}
+
+/// `POST /auth/dev`: dev mode's sample identities.
+pub(super) async fn dev(
+    state: web::Data<AppState>,
+    visitor: Visitor,
+    form: web::Form<DevForm>,
+    req: HttpRequest,
+) -> HttpResponse {
+    let result = (|| {
+        if !state.web.dev_mode {
+            return Err(ApiError::RouteNotFound);
+        }
+        same_origin(&req, &state)?;
+        visitor.check_csrf(&state, &form.csrf)?;
+        let (sub, roles, groups, org, _) = DEV_IDENTITIES
+            .iter()
+            .find(|(sub, ..)| *sub == form.identity)
+            .ok_or_else(|| {
+                ApiError::InvalidParameter("identity: not one of the sample identities".into())
+            })?;
+        Ok(Principal {
+            sub: (*sub).to_owned(),
+            roles: roles.iter().copied().collect(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            organisation: org.map(str::to_owned),
+            visas: Vec::new(),
+            expires: None,
+        })
+    })();
+    match result {
+        Ok(principal) => {
+            let next = local_path(form.next.as_deref().unwrap_or("/"));
+            signed_in(&state, &visitor, principal, "dev", &next).finish()
+        }
+        Err(e) => error_page(&state, &visitor, &req, e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct SignOutForm {
+    csrf: String,
+}
+
+/// `POST /auth/sign-out`.
+pub(super) async fn sign_out(
+    state: web::Data<AppState>,
+    visitor: Visitor,
+    form: web::Form<SignOutForm>,
+    req: HttpRequest,
+) -> HttpResponse {
+    let checked = same_origin(&req, &state).and_then(|()| visitor.check_csrf(&state, &form.csrf));
+    if let Err(e) = checked {
+        return error_page(&state, &visitor, &req, e);
+    }
+    if let Some(session) = &visitor.session {
+        state.web.sessions.end(&session.id);
+        let mut record = trail::request_record(Event::SignOut, &visitor.caller(), "");
+        record.phase = None;
+        record.dataset = None;
+        record.outcome = Some(Outcome::Ok);
+        state.audit.append(record);
+    }
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/"))
+        .cookie(removal(SESSION_COOKIE))
+        .finish()
+}
+
+/// A new session (never the id the browser had before) and the redirect
+/// that carries its cookie.
+fn signed_in(
+    state: &AppState,
+    visitor: &Visitor,
+    principal: Principal,
+    method: &'static str,
+    next: &str,
+) -> actix_web::HttpResponseBuilder {
+    if let Some(old) = &visitor.session {
+        state.web.sessions.end(&old.id);
+    }
+    let session = state.web.sessions.create(principal, method);
+    let mut record = trail::request_record(
+        Event::SignIn,
+        &Caller::Principal(session.principal.clone()),
+        "",
+    );
+    record.phase = None;
+    record.dataset = None;
+    record.decision = Some(Decision::Allow);
+    record.reason = Some(method.to_owned());
+    state.audit.append(record);
+    tracing::info!(sub = %session.principal.sub, method, "signed in");
+    let mut response = HttpResponse::SeeOther();
+    response
+        .insert_header((header::LOCATION, next.to_owned()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .cookie(cookie(
+            SESSION_COOKIE,
+            session.id,
+            Some(state.web.sessions.max_age().as_secs() as i64),
+        ));
+    response
+}
+
+/// Where the provider sends the browser back: this server's callback.
+fn redirect_uri(state: &AppState, req: &HttpRequest) -> String {
+    format!("{}/auth/callback", public_base(state, req))
+}

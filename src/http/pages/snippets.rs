@@ -1,0 +1,110 @@
+//! Copy-paste code for a dataset's page: curl, pyarrow, polars, pandas, R,
+//! the Delta Sharing connector and the CLI, each with this server's
+//! address and the dataset's id, so it runs as pasted (given a token where
+//! the dataset needs one). `tests/browser` runs the curl one.
+
+use maud::{Markup, html};
+
+use super::Visitor;
+use crate::catalog::Dataset;
+use crate::domain::Tier;
+use crate::http::AppState;
+
+/// The section "Use it from your tools".
+pub(super) fn section(
+    state: &AppState,
+    dataset: &Dataset,
+    visitor: &Visitor,
+    base: &str,
+) -> Markup {
+    let id = dataset.id().as_str();
+    let open = dataset.manifest.tier == Tier::Open;
+    let url = format!("{base}/v1/datasets/{id}/data?limit=1000");
+    let ca = state.web.ca_file.as_deref();
+    let token_line = if state.web.dev_mode {
+        let sub = visitor
+            .session
+            .as_ref()
+            .map_or("you@example.org", |s| s.principal.sub.as_str());
+        format!(
+            "export SLUICE_TOKEN=$(sluice token --sub {sub} --role researcher)   # dev mode; else your identity provider's access token"
+        )
+    } else {
+        "export SLUICE_TOKEN=…   # an access token from your identity provider".to_owned()
+    };
+    let curl_ca = ca.map(|c| format!(" --cacert {c}")).unwrap_or_default();
+    let curl_auth = if open {
+        ""
+    } else {
+        " -H \"Authorization: Bearer $SLUICE_TOKEN\""
+    };
+    let curl = format!("curl -fsS{curl_ca}{curl_auth} \"{url}&format=csv\"");
+    let py_headers = if open {
+        "{}"
+    } else {
+        "{\"Authorization\": \"Bearer \" + os.environ[\"SLUICE_TOKEN\"]}"
+    };
+    let py_context = match ca {
+        Some(c) => format!("ssl.create_default_context(cafile=\"{c}\")"),
+        None => "ssl.create_default_context()".to_owned(),
+    };
+    let fetch = format!(
+        "import io, os, ssl, urllib.request\n\
+         def fetch(fmt):\n    \
+             req = urllib.request.Request(\"{url}&format=\" + fmt, headers={py_headers})\n    \
+             return urllib.request.urlopen(req, context={py_context}).read()\n"
+    );
+    let pyarrow = format!(
+        "{fetch}import pyarrow as pa\ntable = pa.ipc.open_stream(fetch(\"arrow\")).read_all()\nprint(table.num_rows, table.schema)"
+    );
+    let polars = format!(
+        "{fetch}import polars as pl\ndf = pl.read_ipc_stream(io.BytesIO(fetch(\"arrow\")))\nprint(df.head())"
+    );
+    let pandas = format!(
+        "{fetch}import pandas as pd\ndf = pd.read_parquet(io.BytesIO(fetch(\"parquet\")))\nprint(df.head())"
+    );
+    let r_auth = if open {
+        String::new()
+    } else {
+        " |>\n  req_auth_bearer_token(Sys.getenv(\"SLUICE_TOKEN\"))".to_owned()
+    };
+    let r_ca = ca
+        .map(|c| format!(" |>\n  req_options(cainfo = \"{c}\")"))
+        .unwrap_or_default();
+    let r = format!(
+        "library(httr2); library(arrow)\nresp <- request(\"{url}&format=arrow\"){r_auth}{r_ca} |>\n  req_perform()\ndf <- read_ipc_stream(resp_body_raw(resp))\nhead(df)"
+    );
+    let sharing = format!(
+        "curl -fsS{curl_ca} -H \"Authorization: Bearer $SLUICE_TOKEN\" {base}/v1/me/delta-sharing-profile > sluice.share\npython -c 'import delta_sharing; print(delta_sharing.load_as_pandas(\"sluice.share#{}.default.{id}\").head())'",
+        dataset.manifest.sector
+    );
+    let cli_token = if open {
+        ""
+    } else {
+        " --token \"$SLUICE_TOKEN\""
+    };
+    let cli = format!("sluice datasets show {id} --server {base}{cli_token}");
+    let snippets: [(&str, &str, String); 7] = [
+        ("curl", "snippet-curl", curl),
+        ("Python: pyarrow", "snippet-pyarrow", pyarrow),
+        ("Python: polars", "snippet-polars", polars),
+        ("Python: pandas", "snippet-pandas", pandas),
+        ("R: arrow", "snippet-r", r),
+        (
+            "Delta Sharing (Spark, pandas)",
+            "snippet-delta-sharing",
+            sharing,
+        ),
+        ("Sluice CLI", "snippet-cli", cli),
+    ];
+    html! {
+        h2 { "Use it from your tools" }
+        @if !open {
+            p { "This dataset needs a token. " code { (token_line) } }
+        }
+        @for (label, id, code) in &snippets {
+            h3 { (label) }
+            pre id=(id) { code { (code) } }
+        }
+    }
+}
