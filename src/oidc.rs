@@ -95,6 +95,11 @@ impl Provider {
         })
     }
 
+    /// The provider's issuer (the one discovery confirmed).
+    pub fn issuer(&self) -> &str {
+        &self.settings.issuer
+    }
+
     /// The name on the sign-in button.
     pub fn label(&self) -> &str {
         &self.settings.label

@@ -87,6 +87,11 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
                     .error_handler(|err, _req| ApiError::InvalidParameter(err.to_string()).into()),
             )
             .app_data(
+                web::FormConfig::default()
+                    .limit(64 * 1024)
+                    .error_handler(|err, _req| ApiError::InvalidParameter(err.to_string()).into()),
+            )
+            .app_data(
                 web::PathConfig::default().error_handler(|_, _| ApiError::RouteNotFound.into()),
             )
             .configure(pages::routes)

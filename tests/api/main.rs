@@ -37,3 +37,4 @@ mod steward_storage;
 mod steward_upload;
 mod steward_upload_failures;
 mod visas;
+mod web;

@@ -280,7 +280,7 @@ pub(super) async fn request_form(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-    let result = (|| {
+    let result = async {
         same_origin(&req, &state)?;
         visitor.check_csrf(&state, &field("csrf").unwrap_or_default())?;
         let caller = visitor.caller();
@@ -297,8 +297,9 @@ pub(super) async fn request_form(
                 .and_then(|d| d.parse().ok())
                 .unwrap_or(0),
         };
-        keep_request(&state, &caller, &path, form)
-    })();
+        keep_request(&state, &caller, &path, form).await
+    }
+    .await;
     match result {
         Ok(_) => HttpResponse::SeeOther()
             .insert_header((
@@ -333,13 +334,13 @@ pub(in crate::http) async fn create_request(
 ) -> Result<HttpResponse, ApiError> {
     let body: RequestBody =
         crate::http::body::parse_json(&state, &req, payload, "access request").await?;
-    let request = keep_request(&state, &caller, &path, body)?;
+    let request = keep_request(&state, &caller, &path, body).await?;
     Ok(HttpResponse::Created().json(request_json(&request)))
 }
 
 /// Checks a request against the dataset and the caller, keeps it, and
-/// records it in the audit trail.
-fn keep_request(
+/// records it in the audit trail (on disk before the answer).
+async fn keep_request(
     state: &AppState,
     caller: &Caller,
     raw_id: &str,
@@ -394,7 +395,9 @@ fn keep_request(
     record.grant = Some(request.id.clone());
     record.purpose = Some(request.project_title.clone());
     record.columns = Some(request.columns.clone());
-    state.audit.append(record);
+    if let Err(e) = state.audit.append_durable(record).await {
+        tracing::error!(error = %e, request = %request.id, "a kept access request could not be audited");
+    }
     tracing::info!(request = %request.id, dataset = %dataset.id(), "access request received");
     Ok(request)
 }

@@ -170,6 +170,8 @@ pub(super) struct CallbackParams {
     code: Option<String>,
     state: Option<String>,
     error: Option<String>,
+    /// RFC 9207: the issuer of this answer, when the provider says.
+    iss: Option<String>,
 }
 
 /// `GET /auth/callback`: back from the provider.
@@ -184,6 +186,12 @@ pub(super) async fn callback(
         if let Some(error) = &params.error {
             tracing::info!(error = %crate::echo::cut(error), "the identity provider refused the sign-in");
             return Err(ApiError::SignInFailed("the identity provider did not sign you in"));
+        }
+        // RFC 9207: an answer naming another issuer is from another
+        // provider (a mix-up attack), whatever its code.
+        if params.iss.as_deref().is_some_and(|iss| iss != provider.issuer()) {
+            tracing::info!("sign-in refused: the answer names another issuer");
+            return Err(ApiError::SignInFailed("the sign-in answer came from another identity provider; start again"));
         }
         // The state must be the one this browser was given: a callback
         // carried to another browser (login CSRF) finds no match.
@@ -224,6 +232,8 @@ pub(super) async fn callback(
 
 #[derive(Debug, Deserialize)]
 pub(super) struct DevForm {
+    /// Missing is refused as a wrong token (403), not a malformed form.
+    #[serde(default)]
     csrf: String,
     identity: String,
     next: Option<String>,
@@ -268,6 +278,7 @@ pub(super) async fn dev(
 
 #[derive(Debug, Deserialize)]
 pub(super) struct SignOutForm {
+    #[serde(default)]
     csrf: String,
 }
 

@@ -1,0 +1,337 @@
+// Sluice's pages as a researcher and an admin use them, in headless
+// Chromium (Debian's, driven by playwright-core), against the real binary
+// and a real OpenID provider (op.mjs, the oidc-provider package):
+//
+//   search → dataset page → sign in through the provider → your access →
+//   run a copied snippet → ask for access → `sluice access approve` →
+//   the page shows the grant and the preview → the admin's page → sign out.
+//
+// Every page is checked with axe-core (no serious or critical violation)
+// and weighed (under 50 KB). Screenshots and the axe report go to
+// target/browser/ in the repository.
+//
+//   SLUICE_BIN=…/sluice CHROMIUM=/usr/bin/chromium node --test browser.test.mjs
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { chromium } from 'playwright-core';
+
+const require = createRequire(import.meta.url);
+const here = import.meta.dirname;
+const repo = path.resolve(here, '../..');
+const bin = process.env.SLUICE_BIN ?? path.join(repo, 'target', 'release', 'sluice');
+const artifacts = path.join(repo, 'target', 'browser');
+const axeSource = require.resolve('axe-core/axe.min.js');
+
+let work, sluice, op, browser, base, config;
+const axeReport = {};
+const weights = {};
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+function startProcess(cmd, args, options, readyTest, name) {
+  const child = spawn(cmd, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
+  const log = fs.createWriteStream(path.join(work, `${name}.log`));
+  child.stdout.pipe(log);
+  child.stderr.pipe(log);
+  return child;
+}
+
+async function waitFor(check, what, ms = 60000) {
+  const deadline = Date.now() + ms;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      if (await check()) return;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out waiting for ${what}: ${last}`);
+}
+
+function sluiceCli(...args) {
+  return execFileSync(bin, ['--config', config, ...args], { encoding: 'utf8', cwd: work });
+}
+
+// Node's fetch with the development CA trusted (undici honours NODE_EXTRA_CA_CERTS
+// only at start, so the API calls here go through curl, as a researcher's would).
+function api(pathAndQuery, token) {
+  const args = ['-fsS', '--cacert', path.join(work, 'state', 'tls', 'ca.pem'), `${base}${pathAndQuery}`];
+  if (token) args.push('-H', `Authorization: Bearer ${token}`);
+  return execFileSync('curl', args, { encoding: 'utf8' });
+}
+
+async function check(page, name) {
+  // Weight of the HTML itself, as served.
+  const response = await page.request.get(page.url(), { headers: { Accept: 'text/html' } });
+  weights[name] = (await response.body()).length;
+  assert.ok(weights[name] < 50 * 1024, `${name} weighs ${weights[name]} bytes`);
+  await page.addScriptTag({ path: axeSource });
+  const result = await page.evaluate(async () =>
+    // eslint-disable-next-line no-undef
+    axe.run(document, { runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] }),
+  );
+  axeReport[name] = {
+    rules_passed: result.passes.length,
+    violations: result.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length, help: v.help })),
+  };
+  assert.ok(result.passes.length > 10, `${name}: axe ran (${result.passes.length} rules passed)`);
+  const serious = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  assert.deepEqual(serious.map((v) => `${v.id}: ${v.help}`), [], `${name}: serious accessibility violations`);
+  assert.equal(await page.locator('h1').count(), 1, `${name}: one h1`);
+  assert.equal(await page.getAttribute('html', 'lang'), 'en');
+  await page.screenshot({ path: path.join(artifacts, `${name}.png`), fullPage: true });
+}
+
+async function signInThroughProvider(page, login) {
+  await page.getByRole('link', { name: /Sign in with Example University/ }).click();
+  // The provider's own development login form, then its consent page.
+  await page.waitForURL((url) => url.port === String(op.port));
+  await page.fill('input[name=login]', login);
+  await page.fill('input[name=password]', 'any password');
+  await page.click('button[type=submit]');
+  await page.waitForSelector('button[type=submit]');
+  await page.click('button[type=submit]');
+  await page.waitForURL((url) => url.origin === base);
+}
+
+before(async () => {
+  work = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-browser-'));
+  fs.mkdirSync(artifacts, { recursive: true });
+  const port = await freePort();
+  const opPort = await freePort();
+  base = `https://127.0.0.1:${port}`;
+  execFileSync(bin, ['demo-data', '--rows', '600', '--out', path.join(work, 'datasets')]);
+  fs.copyFileSync(path.join(repo, 'config', 'policy.toml'), path.join(work, 'policy.toml'));
+  config = path.join(work, 'sluice.toml');
+  fs.writeFileSync(config, `
+[server]
+listen = "127.0.0.1:${port}"
+policy_poll_ms = 200
+[tls]
+mode = "self-signed"
+[auth]
+dev_mode = true
+[auth.oidc]
+issuer = "http://127.0.0.1:${opPort}"
+client_id = "sluice"
+client_secret = "sluice-browser-test-secret"
+scopes = ["openid", "sluice"]
+label = "Example University"
+[storage]
+datasets = "${path.join(work, 'datasets')}"
+state = "${path.join(work, 'state')}"
+policy = "${path.join(work, 'policy.toml')}"
+`);
+  const opProcess = startProcess('node', [path.join(here, 'op.mjs'), String(opPort), `${base}/auth/callback`], {}, null, 'op');
+  op = { process: opProcess, port: opPort };
+  sluice = startProcess(bin, ['--config', config, 'serve'], { cwd: work }, null, 'sluice');
+  await waitFor(async () => (await fetch(`http://127.0.0.1:${opPort}/.well-known/openid-configuration`)).ok, 'the OpenID provider');
+  await waitFor(() => {
+    api('/healthz');
+    return true;
+  }, 'the server');
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  sluice?.kill('SIGTERM');
+  op?.process.kill('SIGTERM');
+  fs.writeFileSync(path.join(artifacts, 'axe-report.json'), JSON.stringify({ axe: axeReport, page_bytes: weights }, null, 2));
+});
+
+function newContext() {
+  // bypassCSP lets axe-core be injected: Sluice's pages allow no script.
+  return browser.newContext({ ignoreHTTPSErrors: true, bypassCSP: true, viewport: { width: 1200, height: 900 } });
+}
+
+test('a researcher finds a dataset, signs in, asks for access, is approved and sees the rows', async () => {
+  const context = await newContext();
+  const page = await context.newPage();
+
+  // Home and search.
+  await page.goto(`${base}/`);
+  await check(page, '01-home');
+  await page.getByLabel('Search datasets').fill('admissions');
+  await page.getByLabel('Search datasets').press('Enter');
+  await page.waitForURL(/\/datasets\?q=admissions/);
+  const results = page.locator('.results h3 a');
+  assert.ok((await results.allTextContents()).some((t) => /admissions/i.test(t)));
+  await check(page, '02-search');
+
+  // The dataset page, signed out: what anyone may read.
+  await page.getByRole('link', { name: /Hospital admissions/i }).first().click();
+  await page.waitForURL(/\/datasets\/hospital-admissions$/);
+  assert.match(await page.textContent('#your-access'), /You are not signed in/);
+  assert.match(await page.textContent('#your-access'), /You may not read this dataset/);
+  await check(page, '03-dataset-signed-out');
+
+  // Sign in through the OpenID provider, back on the same page.
+  await page.locator('#your-access').getByRole('link', { name: 'Sign in' }).click();
+  await page.waitForURL(/\/auth\/sign-in/);
+  await check(page, '04-sign-in');
+  await signInThroughProvider(page, 'carol@uni.example');
+  assert.equal(new URL(page.url()).pathname, '/datasets/hospital-admissions');
+  assert.match(await page.textContent('header'), /Signed in as carol@uni\.example/);
+  const cookies = await context.cookies();
+  const session = cookies.find((c) => c.name === '__Host-sluice-session');
+  assert.ok(session, 'a session cookie');
+  assert.equal(session.httpOnly, true);
+  assert.equal(session.secure, true);
+  assert.equal(session.sameSite, 'Lax');
+  assert.match(await page.textContent('#your-access'), /You hold no grant for this dataset/);
+  assert.equal(await page.locator('#preview').count(), 0, 'no preview without access');
+  await check(page, '05-dataset-no-grant');
+
+  // A snippet copied from an open dataset's page runs as pasted.
+  await page.goto(`${base}/datasets/vaccination-coverage`);
+  const openSnippet = await page.textContent('#snippet-curl');
+  const openCsv = execFileSync('bash', ['-c', openSnippet], { encoding: 'utf8' }).trim().split('\n');
+  const vaccination = JSON.parse(api('/v1/datasets/vaccination-coverage'));
+  assert.equal(openCsv[0], vaccination.columns.map((c) => c.name).join(','));
+  assert.equal(openCsv.length - 1, Math.min(1000, vaccination.rows));
+  await check(page, '06-open-dataset');
+
+  // Ask for access.
+  await page.goto(`${base}/datasets/hospital-admissions`);
+  await page.getByLabel('Project title').fill('Length of stay by region');
+  await page.getByLabel('Purpose: what you will do with the data').fill('Compare lengths of stay between regions for a service evaluation.');
+  for (const column of ['age_band', 'region', 'length_of_stay']) {
+    await page.getByLabel(column, { exact: true }).check();
+  }
+  await page.getByLabel('For how long').selectOption('90');
+  await page.getByRole('button', { name: 'Send the request' }).click();
+  await page.waitForURL(/\/datasets\/hospital-admissions#your-access$/);
+  assert.match(await page.textContent('#your-access'), /Pending: “Length of stay by region”/);
+  assert.equal(await page.getByRole('button', { name: 'Send the request' }).count(), 0, 'one request at a time');
+  await check(page, '07-request-pending');
+
+  // The admin sees it through the API and approves it with the CLI.
+  const admin = sluiceCli('token', '--sub', 'ada@sluice.example', '--role', 'admin').trim();
+  const listed = JSON.parse(api('/v1/access-requests?status=pending', admin)).requests;
+  assert.equal(listed.length, 1);
+  const request = listed[0];
+  assert.equal(request.subject, 'carol@uni.example');
+  assert.equal(request.organisation, 'University of Example');
+  assert.deepEqual(request.columns, ['age_band', 'region', 'length_of_stay']);
+  const approved = sluiceCli('access', 'approve', request.id, '--by', 'ada@sluice.example');
+  assert.match(approved, new RegExp(`approved ${request.id}`));
+  const policy = fs.readFileSync(path.join(work, 'policy.toml'), 'utf8');
+  assert.match(policy, new RegExp(`# Access request ${request.id}: asked by carol@uni\\.example`));
+  assert.match(policy, new RegExp(`id = "${request.id}"`));
+
+  // The server's policy reload applies the grant: the page shows it and the preview.
+  await waitFor(async () => {
+    await page.goto(`${base}/datasets/hospital-admissions`);
+    return /You may read this dataset/.test(await page.textContent('#your-access'));
+  }, 'the approved grant to apply', 15000);
+  assert.match(await page.textContent('#your-access'), new RegExp(`grant ${request.id}`));
+  assert.match(await page.textContent('#your-access'), /Approved/);
+  const header = await page.locator('#preview thead th').allTextContents();
+  assert.deepEqual(header, ['age_band', 'region', 'length_of_stay']);
+  const previewRows = await page.locator('#preview tbody tr').count();
+  assert.equal(previewRows, 20);
+  await check(page, '08-access-granted');
+
+  // The copied snippet, with the researcher's token, returns exactly the granted columns.
+  const snippet = await page.textContent('#snippet-curl');
+  const token = sluiceCli('token', '--sub', 'carol@uni.example', '--role', 'researcher').trim();
+  const csv = execFileSync('bash', ['-c', snippet], { encoding: 'utf8', env: { ...process.env, SLUICE_TOKEN: token } })
+    .trim()
+    .split('\n');
+  assert.equal(csv[0], 'age_band,region,length_of_stay');
+  assert.equal(csv.length - 1, 600);
+  // So do the Python ones, where a Python with pyarrow, polars and pandas is given.
+  if (process.env.SLUICE_PYTHON) {
+    for (const name of ['pyarrow', 'polars', 'pandas']) {
+      const code = await page.textContent(`#snippet-${name}`);
+      const out = execFileSync(process.env.SLUICE_PYTHON, ['-c', code], {
+        encoding: 'utf8',
+        env: { ...process.env, SLUICE_TOKEN: token },
+      });
+      assert.match(out, name === 'pyarrow' ? /^600 age_band: string/ : /length_of_stay/, `${name}: ${out}`);
+    }
+  }
+
+  // Sign out ends the session on the server, not only in this browser.
+  const sessionValue = (await context.cookies()).find((c) => c.name === '__Host-sluice-session').value;
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForURL(`${base}/`);
+  assert.match(await page.textContent('header'), /Sign in/);
+  const replay = await newContext();
+  await replay.addCookies([{ name: '__Host-sluice-session', value: sessionValue, url: base, secure: true }]);
+  const replayed = await replay.newPage();
+  await replayed.goto(`${base}/datasets/hospital-admissions`);
+  assert.match(await replayed.textContent('#your-access'), /You are not signed in/);
+  await replay.close();
+  await context.close();
+});
+
+test('an admin signs in through the provider and sees the requests and the audit trail', async () => {
+  const context = await newContext();
+  const page = await context.newPage();
+  await page.goto(`${base}/admin`);
+  await page.waitForURL(/\/auth\/sign-in\?next=%2Fadmin/);
+  await signInThroughProvider(page, 'ada@sluice.example');
+  assert.equal(new URL(page.url()).pathname, '/admin');
+  const text = await page.textContent('main');
+  assert.match(text, /Access requests waiting \(0\)/);
+  assert.match(text, /Approved ar-\d{8}-[0-9a-f]{6}: carol@uni\.example, hospital-admissions, by ada@sluice\.example/);
+  assert.match(text, /access-request/);
+  assert.match(text, /sign-in/);
+  await check(page, '09-admin');
+  await page.goto(`${base}/steward`);
+  assert.match(await page.textContent('main'), /Hospital admissions/i);
+  await check(page, '10-steward');
+  await context.close();
+});
+
+test('a form posted from another site is refused, even with a stolen token', async () => {
+  const context = await newContext();
+  const page = await context.newPage();
+  await page.goto(`${base}/auth/sign-in`);
+  // The worst case: the attacker's page somehow holds this browser's token.
+  const token = await page.getAttribute('form[action="/auth/dev"] input[name=csrf]', 'value');
+  // A page on another origin (the provider's) posts the sign-in form to Sluice.
+  await page.goto(`http://127.0.0.1:${op.port}/.well-known/openid-configuration`);
+  await page.evaluate(({ target, token }) => {
+    const form = document.createElement('form');
+    form.method = 'post';
+    form.action = target;
+    for (const [name, value] of Object.entries({ csrf: token, identity: 'ada@sluice.example', next: '/admin' })) {
+      const input = document.createElement('input');
+      input.type = 'hidden';
+      input.name = name;
+      input.value = value;
+      form.appendChild(input);
+    }
+    document.body.appendChild(form);
+    form.submit();
+  }, { target: `${base}/auth/dev`, token });
+  await page.waitForURL(`${base}/auth/dev`);
+  assert.match(await page.textContent('main'), /did not come from this site/);
+  await page.goto(`${base}/`);
+  assert.match(await page.textContent('header'), /Sign in/);
+  assert.doesNotMatch(await page.textContent('header'), /ada@sluice\.example/);
+  await context.close();
+});
