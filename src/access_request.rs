@@ -168,7 +168,7 @@ impl RequestStore {
     /// The request with this id.
     pub fn get(&self, id: &str) -> Result<AccessRequest, RequestError> {
         if !valid_id(id) {
-            return Err(RequestError::NotFound(crate::echo::cut(id).into()));
+            return Err(RequestError::NotFound(crate::echo::cut(id)));
         }
         match fs::read(self.dir.join(format!("{id}.json"))) {
             Ok(bytes) => serde_json::from_slice(&bytes)

@@ -12,7 +12,6 @@
 //! This module knows nothing about cookies or pages.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -64,9 +63,6 @@ pub struct Provider {
     leeway: u64,
     http: reqwest::Client,
     metadata: tokio::sync::Mutex<Option<Metadata>>,
-    /// The last discovery error, so a page can say the provider is down
-    /// without asking it again on every view.
-    last_error: Mutex<Option<String>>,
 }
 
 /// What the browser is sent to, and what must be kept for its return.
@@ -91,7 +87,6 @@ impl Provider {
             leeway,
             http,
             metadata: tokio::sync::Mutex::new(None),
-            last_error: Mutex::new(None),
         })
     }
 
@@ -201,8 +196,7 @@ impl Provider {
     async fn verify_id_token(&self, token: &str) -> Result<Value, OidcError> {
         let (issuer, keys) = {
             let mut guard = self.metadata.lock().await;
-            self.refresh(&mut guard, false).await?;
-            let m = guard.as_ref().expect("refreshed");
+            let m = self.refresh(&mut guard, false).await?;
             (m.discovery.issuer.clone(), m.keys.clone())
         };
         let verify = |keys: &KeySet| {
@@ -221,10 +215,7 @@ impl Provider {
                 let stale = guard
                     .as_ref()
                     .is_some_and(|m| m.keys_fetched.elapsed() >= KEY_REFRESH);
-                if stale {
-                    self.refresh(&mut guard, true).await?;
-                }
-                let keys = guard.as_ref().expect("refreshed").keys.clone();
+                let keys = self.refresh(&mut guard, stale).await?.keys.clone();
                 drop(guard);
                 Ok(verify(&keys)?)
             }
@@ -234,33 +225,31 @@ impl Provider {
 
     async fn discovery(&self) -> Result<Discovery, OidcError> {
         let mut guard = self.metadata.lock().await;
-        self.refresh(&mut guard, false).await?;
-        Ok(guard.as_ref().expect("refreshed").discovery.clone())
+        Ok(self.refresh(&mut guard, false).await?.discovery.clone())
     }
 
-    /// Reads discovery and keys when missing or old (or `keys_too`).
-    async fn refresh(&self, slot: &mut Option<Metadata>, keys_too: bool) -> Result<(), OidcError> {
+    /// The metadata in `slot`, read again when missing or old (or when
+    /// `keys_too`, after an unknown `kid`).
+    async fn refresh<'a>(
+        &self,
+        slot: &'a mut Option<Metadata>,
+        keys_too: bool,
+    ) -> Result<&'a Metadata, OidcError> {
         let fresh = slot
             .as_ref()
             .is_some_and(|m| m.fetched.elapsed() < METADATA_TTL);
-        if fresh && !keys_too {
-            return Ok(());
-        }
-        let result = self.fetch().await;
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
-            result.as_ref().err().map(ToString::to_string);
-        match result {
-            Ok(m) => {
-                *slot = Some(m);
-                Ok(())
+        if !fresh || keys_too {
+            match self.fetch().await {
+                Ok(m) => *slot = Some(m),
+                // A provider down for a moment: keep signing in with what we had.
+                Err(e) if slot.is_some() => {
+                    tracing::warn!(error = %e, "identity provider metadata refresh failed; keeping the old");
+                }
+                Err(e) => return Err(e),
             }
-            // A provider down for a moment: keep signing in with what we had.
-            Err(e) if slot.is_some() => {
-                tracing::warn!(error = %e, "identity provider metadata refresh failed; keeping the old");
-                Ok(())
-            }
-            Err(e) => Err(e),
         }
+        slot.as_ref()
+            .ok_or_else(|| OidcError::Provider("no metadata".into()))
     }
 
     async fn fetch(&self) -> Result<Metadata, OidcError> {

@@ -189,8 +189,9 @@ impl Sessions {
     }
 
     fn csrf_mac(&self, binding: &str) -> Hmac<Sha256> {
+        #[allow(clippy::expect_used, reason = "HMAC takes keys of any length")]
         let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.csrf_key).expect("HMAC takes any key length");
+            Hmac::<Sha256>::new_from_slice(&self.csrf_key).expect("HMAC takes keys of any length");
         mac.update(b"sluice-csrf\0");
         mac.update(binding.as_bytes());
         mac
@@ -246,7 +247,7 @@ mod tests {
     fn the_pkce_challenge_is_the_rfc_7636_example() {
         // RFC 7636, appendix B.
         assert_eq!(
-            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWxOEjXk"),
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
     }

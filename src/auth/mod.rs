@@ -317,12 +317,18 @@ pub fn verify_jws<T: serde::de::DeserializeOwned>(
     validation.set_audience(&[audience]);
     validation.validate_nbf = true;
     validation.leeway = leeway;
-    let claims: serde_json::Value = decode_with(token, &candidates, &validation)?;
-    let iat = claims
-        .get("iat")
-        .and_then(|v| v.as_i64().or(v.as_f64().map(|f| f as i64)));
-    check_iat(iat, leeway)?;
-    serde_json::from_value(claims).map_err(|_| AuthError::Malformed)
+    let claims: WithIat<T> = decode_with(token, &candidates, &validation)?;
+    check_iat(claims.iat, leeway)?;
+    Ok(claims.claims)
+}
+
+/// A token's claims with `iat` read aside, for [`check_iat`].
+#[derive(Deserialize)]
+struct WithIat<T> {
+    #[serde(default)]
+    iat: Option<i64>,
+    #[serde(flatten)]
+    claims: T,
 }
 
 /// Checks a token against candidate keys. Every key is pinned to one

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use maud::{Markup, html};
 use serde_json::Value;
 
@@ -72,14 +72,16 @@ pub(super) async fn home(
 /// `GET /datasets`: search results with sector and tier facets.
 pub(super) async fn search(
     state: web::Data<AppState>,
-    visitor: Visitor,
-    caller: Caller,
     params: web::Query<ListParams>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    // Programs are known by their token, people by their session: one or
+    // the other is extracted (and rate-limited), never both.
     if !wants_html(&req) {
+        let caller = Caller::extract(&req).await?;
         return catalog_routes::list(state, caller, params).await;
     }
+    let visitor = Visitor::extract(&req).await?;
     let query = match catalog_routes::search_query(&state, &visitor.caller(), &params) {
         Ok(query) => query,
         Err(e) => return Ok(error_page(&state, &visitor, &req, e)),
@@ -157,15 +159,15 @@ pub(super) async fn search(
 /// `GET /datasets/{id}`: a dataset's page.
 pub(super) async fn dataset(
     state: web::Data<AppState>,
-    visitor: Visitor,
-    caller: Caller,
     path: web::Path<String>,
     params: web::Query<ShowParams>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     if !wants_html(&req) {
+        let caller = Caller::extract(&req).await?;
         return catalog_routes::show(state, caller, path, params, req).await;
     }
+    let visitor = Visitor::extract(&req).await?;
     let who = visitor.caller();
     let shown = catalog_routes::visible_dataset(&state, &steward_scope(&who), &path)
         .and_then(|d| catalog_routes::describe(&state, &who, &d, None).map(|v| (d, v)));

@@ -53,7 +53,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/auth/sign-in", web::get().to(sign_in::sign_in_page))
         .route("/auth/oidc", web::get().to(sign_in::start))
         .route("/auth/callback", web::get().to(sign_in::callback))
-        .route("/auth/dev", web::post().to(sign_in::dev))
+        .route("/auth/dev", web::post().to(sign_in::dev_sign_in))
         .route("/auth/sign-out", web::post().to(sign_in::sign_out))
         .route("/static/sluice.css", web::get().to(layout::style_sheet))
         .route("/v1/access-requests", web::get().to(access::list_requests))

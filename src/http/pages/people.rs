@@ -10,6 +10,7 @@ use super::Visitor;
 use super::catalogue::{capitalised, tier_badge};
 use super::layout::{bytes, encode, error_page, page};
 use crate::access_request::Status as RequestStatus;
+use crate::audit::Event;
 use crate::auth::Role;
 use crate::catalog::{Dataset, Status};
 use crate::http::AppState;
@@ -25,7 +26,7 @@ pub(super) async fn steward(
     visitor: Visitor,
     req: HttpRequest,
 ) -> HttpResponse {
-    if let Err(answer) = require(&state, &visitor, &[Role::Steward, Role::Admin], &req) {
+    if let Some(answer) = refusal(&state, &visitor, &[Role::Steward, Role::Admin], &req) {
         return answer;
     }
     let scope = steward_scope(&visitor.caller());
@@ -80,7 +81,7 @@ pub(super) async fn admin(
     visitor: Visitor,
     req: HttpRequest,
 ) -> HttpResponse {
-    if let Err(answer) = require(&state, &visitor, &[Role::Admin], &req) {
+    if let Some(answer) = refusal(&state, &visitor, &[Role::Admin], &req) {
         return answer;
     }
     let store = state.requests.clone();
@@ -138,7 +139,7 @@ pub(super) async fn admin(
                         tr {
                             td { (r.time.get(..19).unwrap_or(&r.time)) }
                             td { (r.event.as_str()) }
-                            td { (r.subject.as_deref().unwrap_or("anonymous")) }
+                            td { (r.subject.as_deref().unwrap_or(if r.event == Event::PolicyReload { "the server" } else { "anonymous" })) }
                             td { (r.dataset.as_deref().unwrap_or("")) }
                             td { (r.decision.map(|d| d.as_str()).unwrap_or("")) }
                             td { (r.outcome.map(|o| o.as_str()).unwrap_or("")) }
@@ -152,22 +153,25 @@ pub(super) async fn admin(
     page(&state, &visitor, &req, "Admin", content)
 }
 
-/// Signed in with one of `roles`; else off to sign in, or 403.
-fn require(
+/// Nothing when the visitor is signed in with one of `roles`; else the
+/// answer: off to sign in, or 403.
+fn refusal(
     state: &AppState,
     visitor: &Visitor,
     roles: &[Role],
     req: &HttpRequest,
-) -> Result<(), HttpResponse> {
+) -> Option<HttpResponse> {
     match &visitor.session {
-        None => Err(HttpResponse::SeeOther()
-            .insert_header((
-                actix_web::http::header::LOCATION,
-                format!("/auth/sign-in?next={}", encode(req.path())),
-            ))
-            .finish()),
-        Some(_) if roles.iter().any(|r| visitor.has_role(*r)) => Ok(()),
-        Some(_) => Err(error_page(
+        None => Some(
+            HttpResponse::SeeOther()
+                .insert_header((
+                    actix_web::http::header::LOCATION,
+                    format!("/auth/sign-in?next={}", encode(req.path())),
+                ))
+                .finish(),
+        ),
+        Some(_) if roles.iter().any(|r| visitor.has_role(*r)) => None,
+        Some(_) => Some(error_page(
             state,
             visitor,
             req,

@@ -23,45 +23,70 @@ use crate::http::problem::ApiError;
 use crate::http::{AppState, public_base, trail};
 use crate::session::{PENDING_TTL, PendingLogin, local_path};
 
-/// The sample identities dev mode offers, matching the shipped policy and
-/// sample catalogue: (subject, roles, groups, organisation, what it shows).
-const DEV_IDENTITIES: &[(&str, &[Role], &[&str], Option<&str>, &str)] = &[
-    (
+/// A sample identity dev mode offers, matching the shipped policy and
+/// sample catalogue.
+struct DevIdentity {
+    sub: &'static str,
+    roles: &'static [Role],
+    groups: &'static [&'static str],
+    organisation: Option<&'static str>,
+    /// What signing in as it shows.
+    shows: &'static str,
+}
+
+const fn dev(
+    sub: &'static str,
+    roles: &'static [Role],
+    groups: &'static [&'static str],
+    organisation: Option<&'static str>,
+    shows: &'static str,
+) -> DevIdentity {
+    DevIdentity {
+        sub,
+        roles,
+        groups,
+        organisation,
+        shows,
+    }
+}
+
+const DEV_IDENTITIES: &[DevIdentity] = &[
+    dev(
         "alice@uni.example",
         &[Role::Researcher],
         &[],
         None,
         "researcher with a grant for hospital admissions",
     ),
-    (
+    dev(
         "carol@uni.example",
         &[Role::Researcher],
         &[],
         Some("University of Example"),
         "researcher with no grant yet",
     ),
-    (
+    dev(
         "nora@nhs.example",
         &[Role::Researcher],
         &["nhs-north-analysts"],
         None,
         "analyst: northern rows only",
     ),
-    (
+    dev(
         "stats@agency.example",
         &[Role::Researcher],
         &[],
         Some("Example Public Health Agency"),
         "aggregate-only access",
     ),
-    (
+    dev(
         "sam@health.example",
         &[Role::Steward],
         &[],
         Some("Example Health Data Service"),
         "steward of hospital admissions",
     ),
-    (
+    dev(
         "ada@sluice.example",
         &[Role::Admin, Role::Steward],
         &[],
@@ -100,13 +125,13 @@ pub(super) async fn sign_in_page(
                 input type="hidden" name="next" value=(next);
                 fieldset {
                     legend { "Sign in as" }
-                    @for (i, (sub, roles, _, org, what)) in DEV_IDENTITIES.iter().enumerate() {
+                    @for (i, who) in DEV_IDENTITIES.iter().enumerate() {
                         div {
                             label {
-                                input type="radio" name="identity" value=(sub) required checked[i == 0];
-                                strong { (sub) } " — " (what)
-                                @if let Some(org) = org { " (" (org) ")" }
-                                " [" (roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect::<Vec<_>>().join(", ")) "]"
+                                input type="radio" name="identity" value=(who.sub) required checked[i == 0];
+                                strong { (who.sub) } " — " (who.shows)
+                                @if let Some(org) = who.organisation { " (" (org) ")" }
+                                " [" (who.roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect::<Vec<_>>().join(", ")) "]"
                             }
                         }
                     }
@@ -240,7 +265,7 @@ pub(super) struct DevForm {
 }
 
 /// `POST /auth/dev`: dev mode's sample identities.
-pub(super) async fn dev(
+pub(super) async fn dev_sign_in(
     state: web::Data<AppState>,
     visitor: Visitor,
     form: web::Form<DevForm>,
@@ -252,17 +277,17 @@ pub(super) async fn dev(
         }
         same_origin(&req, &state)?;
         visitor.check_csrf(&state, &form.csrf)?;
-        let (sub, roles, groups, org, _) = DEV_IDENTITIES
+        let who = DEV_IDENTITIES
             .iter()
-            .find(|(sub, ..)| *sub == form.identity)
+            .find(|who| who.sub == form.identity)
             .ok_or_else(|| {
                 ApiError::InvalidParameter("identity: not one of the sample identities".into())
             })?;
         Ok(Principal {
-            sub: (*sub).to_owned(),
-            roles: roles.iter().copied().collect(),
-            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-            organisation: org.map(str::to_owned),
+            sub: who.sub.to_owned(),
+            roles: who.roles.iter().copied().collect(),
+            groups: who.groups.iter().map(|g| (*g).to_owned()).collect(),
+            organisation: who.organisation.map(str::to_owned),
             visas: Vec::new(),
             expires: None,
         })
