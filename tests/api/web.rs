@@ -142,6 +142,23 @@ async fn pages_answer_browsers_with_html_and_programs_with_json() {
         "{results}"
     );
     assert!(!results.contains("href=\"/datasets/hospital-admissions\""));
+    // Paging keeps the page size and the search.
+    let first = page(&app, "/datasets?q=school&page_size=1", "")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let next = &first[first
+        .find("href=\"/datasets?q=school&amp;page_size=1&amp;page_token=")
+        .expect("a next link")..];
+    let next = next[6..next.find("\" rel=\"next\"").unwrap()].replace("&amp;", "&");
+    let second = page(&app, &next, "").await.text().await.unwrap();
+    let shown = |html: &str| html.matches("<h3><a href=\"/datasets/").count();
+    assert_eq!((shown(&first), shown(&second)), (1, 1));
+    assert_ne!(
+        first[first.find("<h3><a href=").unwrap()..][..60].to_owned(),
+        second[second.find("<h3><a href=").unwrap()..][..60].to_owned()
+    );
     let bad = page(&app, "/datasets?tier=secret", "").await;
     assert_eq!(bad.status(), 400);
     assert!(

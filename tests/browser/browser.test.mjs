@@ -172,8 +172,19 @@ test('a researcher finds a dataset, signs in, asks for access, is approved and s
   // Home and search.
   await page.goto(`${base}/`);
   await check(page, '01-home');
-  await page.getByLabel('Search datasets').fill('admissions');
-  await page.getByLabel('Search datasets').press('Enter');
+  // By keyboard: the first Tab reaches the skip link, which jumps to the
+  // content; the search box is reached by Tab and sent with Enter.
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Skip to content');
+  await page.keyboard.press('Enter');
+  assert.ok(page.url().endsWith('#main'));
+  for (let i = 0; i < 10; i += 1) {
+    await page.keyboard.press('Tab');
+    if (await page.evaluate(() => document.activeElement.id === 'q')) break;
+  }
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'q', 'the search box is reachable by Tab');
+  await page.keyboard.type('admissions');
+  await page.keyboard.press('Enter');
   await page.waitForURL(/\/datasets\?q=admissions/);
   const results = page.locator('.results h3 a');
   assert.ok((await results.allTextContents()).some((t) => /admissions/i.test(t)));

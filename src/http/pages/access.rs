@@ -37,7 +37,8 @@ pub(super) async fn section(
     let mode = access["mode"].as_str().unwrap_or("rows");
     let rows_allowed = allowed && mode == "rows";
     let caller = visitor.caller();
-    let preview = if rows_allowed {
+    // Drafts and retired datasets (shown to their stewards) have no rows to serve.
+    let preview = if rows_allowed && dataset.manifest.is_live() {
         Some(data_routes::preview(state, &caller, dataset.id().as_str(), PREVIEW_ROWS, req).await)
     } else {
         None

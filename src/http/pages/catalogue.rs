@@ -100,6 +100,9 @@ pub(super) async fn search(
     }
     let link = |sector: Option<&str>, tier: Option<&str>| {
         let mut url = format!("/datasets?q={}", encode(q));
+        if let Some(size) = &params.page_size {
+            url.push_str(&format!("&page_size={}", encode(size)));
+        }
         if let Some(s) = sector {
             url.push_str(&format!("&sector={}", encode(s)));
         }
@@ -265,6 +268,7 @@ fn facts(d: &Value) -> Markup {
     html! {
         dl.facts {
             dt { "Access" } dd { (capitalised(tier)) ": " (tier_words(tier)) }
+            @if d["mode"].as_str() == Some("aggregate") { dt { "Without a grant" } dd { "aggregates only: counts and sums of groups large enough to publish, never rows" } }
             dt { "Publisher" } dd { (text(&d["publisher"])) }
             dt { "Licence" } dd { (text(&d["license"])) }
             dt { "Sector" } dd { a href={ "/datasets?sector=" (encode(d["sector"].as_str().unwrap_or(""))) } { (capitalised(d["sector"].as_str().unwrap_or(""))) } }
