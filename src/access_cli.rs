@@ -55,24 +55,37 @@ pub async fn run(settings: Settings, command: AccessCommand) -> anyhow::Result<(
                 if status.as_deref().is_some_and(|s| s != r.status.as_str()) {
                     continue;
                 }
+                // Subjects and titles come from outside: no control
+                // character reaches the admin's terminal.
                 println!(
                     "{}  {:<8}  {}  {}  {} columns, {} days  \"{}\"",
                     r.id,
                     r.status.as_str(),
                     r.dataset,
-                    r.subject,
+                    printable(&r.subject),
                     r.columns.len(),
                     r.duration_days,
-                    r.project_title
+                    printable(&r.project_title)
                 );
             }
             Ok(())
         }
         AccessCommand::Approve { id, by } => {
+            // Decided under the lock, so an approval and a rejection of the
+            // same request cannot both happen.
+            let _lock = PolicyLock::take(&settings.storage.state)?;
             let mut request = pending(&store, &id)?;
             let by = by_default(by);
-            let _lock = PolicyLock::take(&settings.storage.state)?;
             let catalog = sluice::startup::load_catalog(&settings.storage.datasets).await?;
+            let live = catalog
+                .get(&request.dataset)
+                .is_some_and(|d| d.manifest.is_live());
+            if !live {
+                bail!(
+                    "{} is not a published dataset (retired or removed since the request); reject the request instead",
+                    request.dataset
+                );
+            }
             let file = &settings.storage.policy;
             let name = file.display().to_string();
             let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
@@ -106,6 +119,7 @@ pub async fn run(settings: Settings, command: AccessCommand) -> anyhow::Result<(
             Ok(())
         }
         AccessCommand::Reject { id, reason, by } => {
+            let _lock = PolicyLock::take(&settings.storage.state)?;
             let mut request = pending(&store, &id)?;
             let reason = reason.trim();
             if reason.is_empty() {
@@ -133,7 +147,14 @@ fn pending(store: &RequestStore, id: &str) -> anyhow::Result<AccessRequest> {
     Ok(request)
 }
 
-/// One approval at a time edits the policy file (an exclusive `flock` on a
+/// Text without control characters, for the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// One decision at a time: an approval edits the policy file (an exclusive `flock` on a
 /// lock file beside the requests, released when dropped).
 struct PolicyLock {
     _held: File,

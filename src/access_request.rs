@@ -20,6 +20,9 @@ use crate::domain::DatasetId;
 
 /// Most pending requests one researcher may have at once.
 pub const MAX_PENDING_PER_SUBJECT: usize = 20;
+/// Most pending requests of everyone at once: past it, admins have a
+/// backlog to clear before more can be kept.
+pub const MAX_PENDING: usize = 10_000;
 /// Longest a requested grant may run.
 pub const MAX_DURATION_DAYS: u32 = 730;
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -92,6 +95,10 @@ pub enum RequestError {
     Invalid(String),
     #[error("you already have {MAX_PENDING_PER_SUBJECT} requests waiting for a decision")]
     TooMany,
+    #[error(
+        "{MAX_PENDING} requests are waiting for a decision; try again once admins have cleared some"
+    )]
+    Full,
     #[error("no access request '{0}'")]
     NotFound(String),
     #[error("access request {0} was already {1}")]
@@ -136,13 +143,16 @@ impl RequestStore {
                 "duration: 1 to {MAX_DURATION_DAYS} days"
             )));
         }
-        let waiting = self
+        let pending: Vec<AccessRequest> = self
             .list()?
-            .iter()
-            .filter(|r| r.subject == new.subject && r.status == Status::Pending)
-            .count();
-        if waiting >= MAX_PENDING_PER_SUBJECT {
+            .into_iter()
+            .filter(|r| r.status == Status::Pending)
+            .collect();
+        if pending.iter().filter(|r| r.subject == new.subject).count() >= MAX_PENDING_PER_SUBJECT {
             return Err(RequestError::TooMany);
+        }
+        if pending.len() >= MAX_PENDING {
+            return Err(RequestError::Full);
         }
         let now = OffsetDateTime::now_utc();
         let request = AccessRequest {
@@ -204,6 +214,19 @@ impl RequestStore {
         }
         all.sort_by(|a: &AccessRequest, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
         Ok(all)
+    }
+
+    /// One subject's requests, for one dataset if named; newest first.
+    pub fn list_of(
+        &self,
+        subject: &str,
+        dataset: Option<&DatasetId>,
+    ) -> io::Result<Vec<AccessRequest>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|r| r.subject == subject && dataset.is_none_or(|d| &r.dataset == d))
+            .collect())
     }
 
     /// Replaces the request's file, atomically and durably.

@@ -10,8 +10,14 @@
 //!
 //! Forms carry a CSRF token: an HMAC of the session id (or, before sign-in,
 //! of a random pre-session cookie) under a key made at start. A cross-site
-//! page can neither read it nor compute it. This module knows nothing about
-//! HTTP; `http::pages` sets the cookies and checks the tokens.
+//! page can neither read it nor compute it. A sign-in on its way through
+//! the identity provider is held by the browser, not here: its `state`,
+//! PKCE verifier, nonce and return path travel in a cookie sealed with the
+//! same key (HMAC), so starting sign-ins costs the server no memory. Each
+//! subject holds at most [`MAX_SESSIONS_PER_SUBJECT`] sessions (its oldest
+//! goes), and a full store refuses new sessions rather than dropping other
+//! people's. This module knows nothing about HTTP; `http::pages` sets the
+//! cookies and checks the tokens.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,10 +31,10 @@ use sha2::Sha256;
 
 use crate::auth::Principal;
 
-/// Most sessions held at once; beyond it the oldest is dropped.
+/// Most sessions held at once; beyond it sign-ins are refused.
 const MAX_SESSIONS: usize = 100_000;
-/// Most sign-ins started and not finished at once.
-const MAX_PENDING: usize = 10_000;
+/// Most sessions of one subject; a new one ends its oldest.
+pub const MAX_SESSIONS_PER_SUBJECT: usize = 10;
 /// A sign-in must come back from the identity provider within this.
 pub const PENDING_TTL: Duration = Duration::from_secs(600);
 
@@ -50,48 +56,58 @@ pub struct Session {
     last_seen: Instant,
 }
 
-/// A sign-in sent to the identity provider and not back yet.
-#[derive(Debug, Clone)]
+/// A sign-in sent to the identity provider and not back yet, as sealed
+/// into the browser's login cookie.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PendingLogin {
+    /// The OAuth `state` the callback must carry.
+    pub state: String,
     /// The PKCE code verifier (RFC 7636).
     pub verifier: String,
     /// The OpenID `nonce` the ID token must carry.
     pub nonce: String,
     /// The local page to return to.
     pub next: String,
-    started: Instant,
+    /// When it started (seconds since the epoch).
+    started: i64,
 }
 
 impl PendingLogin {
-    pub fn new(verifier: String, nonce: String, next: String) -> Self {
+    pub fn new(state: String, verifier: String, nonce: String, next: String) -> Self {
         Self {
+            state,
             verifier,
             nonce,
             next,
-            started: Instant::now(),
+            started: time::OffsetDateTime::now_utc().unix_timestamp(),
         }
     }
 }
 
-/// Every session and pending sign-in of this server.
+/// Every session of this server, and the key that seals its tokens.
 pub struct Sessions {
     idle: Duration,
     max_age: Duration,
-    csrf_key: [u8; 32],
-    sessions: Mutex<HashMap<String, Session>>,
-    pending: Mutex<HashMap<String, PendingLogin>>,
+    key: [u8; 32],
+    store: Mutex<Store>,
+}
+
+#[derive(Default)]
+struct Store {
+    sessions: HashMap<String, Session>,
+    /// Each subject's session ids, oldest first.
+    by_subject: HashMap<String, Vec<String>>,
 }
 
 impl Sessions {
     pub fn new(idle: Duration, max_age: Duration) -> Self {
-        let mut csrf_key = [0u8; 32];
-        rand::rng().fill_bytes(&mut csrf_key);
+        let mut key = [0u8; 32];
+        rand::rng().fill_bytes(&mut key);
         Self {
             idle,
             max_age,
-            csrf_key,
-            sessions: Mutex::new(HashMap::new()),
-            pending: Mutex::new(HashMap::new()),
+            key,
+            store: Mutex::new(Store::default()),
         }
     }
 
@@ -100,8 +116,9 @@ impl Sessions {
         self.max_age
     }
 
-    /// A new session for `principal`, under a new id.
-    pub fn create(&self, principal: Principal, method: &'static str) -> Session {
+    /// A new session for `principal`, under a new id; none when the store
+    /// is full of live sessions.
+    pub fn create(&self, principal: Principal, method: &'static str) -> Option<Session> {
         let now = Instant::now();
         let session = Session {
             id: random_token(),
@@ -110,30 +127,43 @@ impl Sessions {
             started: now,
             last_seen: now,
         };
-        let mut sessions = lock(&self.sessions);
+        let mut store = lock(&self.store);
+        let Store {
+            sessions,
+            by_subject,
+        } = &mut *store;
+        let mine = by_subject.entry(session.principal.sub.clone()).or_default();
+        mine.retain(|id| sessions.get(id).is_some_and(|s| !self.expired(s, now)));
+        while mine.len() >= MAX_SESSIONS_PER_SUBJECT {
+            let oldest = mine.remove(0);
+            sessions.remove(&oldest);
+        }
         if sessions.len() >= MAX_SESSIONS {
             sessions.retain(|_, s| !self.expired(s, now));
-            if sessions.len() >= MAX_SESSIONS
-                && let Some(oldest) = sessions
-                    .values()
-                    .min_by_key(|s| s.last_seen)
-                    .map(|s| s.id.clone())
-            {
-                sessions.remove(&oldest);
+            by_subject.retain(|_, ids| {
+                ids.retain(|id| sessions.contains_key(id));
+                !ids.is_empty()
+            });
+            if sessions.len() >= MAX_SESSIONS {
+                return None;
             }
         }
+        by_subject
+            .entry(session.principal.sub.clone())
+            .or_default()
+            .push(session.id.clone());
         sessions.insert(session.id.clone(), session.clone());
-        session
+        Some(session)
     }
 
     /// The live session with this id, its idle clock restarted; an
     /// expired one is removed and not returned.
     pub fn get(&self, id: &str) -> Option<Session> {
         let now = Instant::now();
-        let mut sessions = lock(&self.sessions);
-        let session = sessions.get_mut(id)?;
+        let mut store = lock(&self.store);
+        let session = store.sessions.get_mut(id)?;
         if self.expired(session, now) {
-            sessions.remove(id);
+            store.remove(id);
             return None;
         }
         session.last_seen = now;
@@ -142,7 +172,7 @@ impl Sessions {
 
     /// Ends a session (sign-out).
     pub fn end(&self, id: &str) {
-        lock(&self.sessions).remove(id);
+        lock(&self.store).remove(id);
     }
 
     fn expired(&self, s: &Session, now: Instant) -> bool {
@@ -150,31 +180,40 @@ impl Sessions {
             || now.duration_since(s.started) >= self.max_age
     }
 
-    /// Keeps a sign-in under its `state`; false when too many are waiting.
-    pub fn remember_login(&self, state: &str, login: PendingLogin) -> bool {
-        let mut pending = lock(&self.pending);
-        if pending.len() >= MAX_PENDING {
-            pending.retain(|_, p| p.started.elapsed() < PENDING_TTL);
-            if pending.len() >= MAX_PENDING {
-                return false;
-            }
-        }
-        pending.insert(state.to_owned(), login);
-        true
+    /// The login cookie's value for a sign-in: the sign-in as JSON and
+    /// its HMAC, both base64url.
+    pub fn seal_login(&self, login: &PendingLogin) -> String {
+        let json = serde_json::to_vec(login).unwrap_or_default();
+        let tag = self.mac(b"sluice-login\0", &json).finalize().into_bytes();
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&json),
+            URL_SAFE_NO_PAD.encode(tag)
+        )
     }
 
-    /// The sign-in started under `state`, once: a replayed callback finds
-    /// nothing.
-    pub fn take_login(&self, state: &str) -> Option<PendingLogin> {
-        lock(&self.pending)
-            .remove(state)
-            .filter(|p| p.started.elapsed() < PENDING_TTL)
+    /// The sign-in sealed in a login cookie, if this server sealed it and
+    /// it is younger than [`PENDING_TTL`].
+    pub fn open_login(&self, sealed: &str) -> Option<PendingLogin> {
+        let (json, tag) = sealed.split_once('.')?;
+        let json = URL_SAFE_NO_PAD.decode(json).ok()?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        self.mac(b"sluice-login\0", &json).verify_slice(&tag).ok()?;
+        let login: PendingLogin = serde_json::from_slice(&json).ok()?;
+        let age = time::OffsetDateTime::now_utc().unix_timestamp() - login.started;
+        (0..PENDING_TTL.as_secs() as i64)
+            .contains(&age)
+            .then_some(login)
     }
 
     /// The CSRF token for forms shown to the holder of `binding` (a session
     /// id, or a pre-session cookie before sign-in).
     pub fn csrf_token(&self, binding: &str) -> String {
-        URL_SAFE_NO_PAD.encode(self.csrf_mac(binding).finalize().into_bytes())
+        URL_SAFE_NO_PAD.encode(
+            self.mac(b"sluice-csrf\0", binding.as_bytes())
+                .finalize()
+                .into_bytes(),
+        )
     }
 
     /// Whether `token` is the CSRF token of `binding` (compared in constant time).
@@ -183,18 +222,36 @@ impl Sessions {
             return false;
         }
         match URL_SAFE_NO_PAD.decode(token) {
-            Ok(bytes) => self.csrf_mac(binding).verify_slice(&bytes).is_ok(),
+            Ok(bytes) => self
+                .mac(b"sluice-csrf\0", binding.as_bytes())
+                .verify_slice(&bytes)
+                .is_ok(),
             Err(_) => false,
         }
     }
 
-    fn csrf_mac(&self, binding: &str) -> Hmac<Sha256> {
+    /// HMAC under this server's key, `purpose` first so a token made for
+    /// one use never passes for another.
+    fn mac(&self, purpose: &[u8], data: &[u8]) -> Hmac<Sha256> {
         #[allow(clippy::expect_used, reason = "HMAC takes keys of any length")]
         let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.csrf_key).expect("HMAC takes keys of any length");
-        mac.update(b"sluice-csrf\0");
-        mac.update(binding.as_bytes());
+            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        mac.update(purpose);
+        mac.update(data);
         mac
+    }
+}
+
+impl Store {
+    fn remove(&mut self, id: &str) {
+        if let Some(session) = self.sessions.remove(id)
+            && let Some(ids) = self.by_subject.get_mut(&session.principal.sub)
+        {
+            ids.retain(|i| i != id);
+            if ids.is_empty() {
+                self.by_subject.remove(&session.principal.sub);
+            }
+        }
     }
 }
 
@@ -269,8 +326,8 @@ mod tests {
     #[test]
     fn a_session_ends_when_idle_and_at_sign_out_and_ids_are_new_each_time() {
         let sessions = Sessions::new(Duration::from_millis(50), Duration::from_secs(60));
-        let a = sessions.create(alice(), "dev");
-        let b = sessions.create(alice(), "dev");
+        let a = sessions.create(alice(), "dev").unwrap();
+        let b = sessions.create(alice(), "dev").unwrap();
         assert_ne!(a.id, b.id);
         assert_eq!(
             sessions.get(&a.id).unwrap().principal.sub,
@@ -285,7 +342,7 @@ mod tests {
     #[test]
     fn a_session_ends_at_its_absolute_age_even_when_busy() {
         let sessions = Sessions::new(Duration::from_secs(60), Duration::from_millis(60));
-        let a = sessions.create(alice(), "dev");
+        let a = sessions.create(alice(), "dev").unwrap();
         for _ in 0..3 {
             std::thread::sleep(Duration::from_millis(15));
             assert!(sessions.get(&a.id).is_some());
@@ -308,12 +365,48 @@ mod tests {
     }
 
     #[test]
-    fn a_pending_sign_in_is_taken_once() {
+    fn a_sealed_sign_in_opens_only_here_unchanged_and_young() {
         let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(60));
-        assert!(
-            sessions.remember_login("s1", PendingLogin::new("v".into(), "n".into(), "/".into()))
+        let login = PendingLogin::new("st".into(), "v".into(), "n".into(), "/x".into());
+        let sealed = sessions.seal_login(&login);
+        assert_eq!(sessions.open_login(&sealed), Some(login.clone()));
+        let other = Sessions::new(Duration::from_secs(60), Duration::from_secs(60));
+        assert_eq!(other.open_login(&sealed), None, "another key");
+        let (json, tag) = sealed.split_once('.').unwrap();
+        let mut changed = URL_SAFE_NO_PAD.decode(json).unwrap();
+        changed[2] ^= 1;
+        assert_eq!(
+            sessions.open_login(&format!("{}.{tag}", URL_SAFE_NO_PAD.encode(changed))),
+            None
         );
-        assert_eq!(sessions.take_login("s1").unwrap().nonce, "n");
-        assert!(sessions.take_login("s1").is_none());
+        // A CSRF token for the same bytes is not a login seal.
+        let csrf =
+            sessions.csrf_token(&String::from_utf8(URL_SAFE_NO_PAD.decode(json).unwrap()).unwrap());
+        assert_eq!(sessions.open_login(&format!("{json}.{csrf}")), None);
+        let mut old = login;
+        old.started -= PENDING_TTL.as_secs() as i64;
+        assert_eq!(
+            sessions.open_login(&sessions.seal_login(&old)),
+            None,
+            "expired"
+        );
+    }
+
+    #[test]
+    fn one_subject_holds_a_bounded_number_of_sessions_and_others_keep_theirs() {
+        let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(60));
+        let mut bob = alice();
+        bob.sub = "bob@uni.example".into();
+        let bobs = sessions.create(bob, "dev").unwrap();
+        let first = sessions.create(alice(), "dev").unwrap();
+        for _ in 0..MAX_SESSIONS_PER_SUBJECT {
+            sessions.create(alice(), "dev").unwrap();
+        }
+        assert!(sessions.get(&first.id).is_none(), "alice's oldest went");
+        assert!(sessions.get(&bobs.id).is_some(), "bob's stayed");
+        assert_eq!(
+            lock(&sessions.store).by_subject["alice@uni.example"].len(),
+            MAX_SESSIONS_PER_SUBJECT
+        );
     }
 }

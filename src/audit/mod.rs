@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::words::words;
 
-pub use verify::{Anchor, VerifyError, VerifyReport, audit_files, read_all, verify};
+pub use verify::{Anchor, VerifyError, VerifyReport, audit_files, read_all, read_newest, verify};
 pub use writer::{AuditError, AuditLog, Checkpoints};
 
 /// The hash before the first record.

@@ -178,17 +178,40 @@ pub fn verify(dir: &Path, anchor: &Anchor) -> Result<VerifyReport, VerifyError> 
 pub fn read_all(dir: &Path) -> std::io::Result<Vec<Record>> {
     let mut out = Vec::new();
     for path in audit_files(dir)? {
-        let text = std::fs::read_to_string(&path)?;
-        for raw in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
-            if let Some((body, hash)) = unseal(raw.trim_end_matches('\n'))
-                && let Ok(mut record) = serde_json::from_str::<Record>(&body)
-            {
-                record.hash = hash.to_owned();
-                out.push(record);
-            }
-        }
+        read_file_into(&path, &mut out)?;
     }
     Ok(out)
+}
+
+/// At least the `n` newest records (whole files are read, newest file
+/// first, until there are `n`), oldest first: what a page of recent
+/// activity needs without reading a long trail.
+pub fn read_newest(dir: &Path, n: usize) -> std::io::Result<Vec<Record>> {
+    let mut batches = Vec::new();
+    let mut count = 0;
+    for path in audit_files(dir)?.iter().rev() {
+        let mut records = Vec::new();
+        read_file_into(path, &mut records)?;
+        count += records.len();
+        batches.push(records);
+        if count >= n {
+            break;
+        }
+    }
+    Ok(batches.into_iter().rev().flatten().collect())
+}
+
+fn read_file_into(path: &Path, out: &mut Vec<Record>) -> std::io::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    for raw in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+        if let Some((body, hash)) = unseal(raw.trim_end_matches('\n'))
+            && let Ok(mut record) = serde_json::from_str::<Record>(&body)
+        {
+            record.hash = hash.to_owned();
+            out.push(record);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Reading small JSON bodies (manifests, patches, query bodies) with a byte
-//! limit and one deadline for the whole body. Handlers authorise from the
+//! Reading small bodies (JSON manifests, patches, query bodies; the pages'
+//! forms) with a byte limit and one deadline for the whole body. Handlers authorise from the
 //! request head first and only then read the body: a caller who may not
 //! make the change is answered at once, and actix closes the connection
 //! instead of reading what is left, so nobody holds memory and a connection
@@ -26,26 +26,42 @@ use super::problem::ApiError;
 /// finish or time out within seconds.
 const BUSY_RETRY_SECS: u64 = 2;
 
+/// What a body must be declared as.
+#[derive(Clone, Copy)]
+pub(super) enum BodyKind {
+    /// `application/json` or `…+json`.
+    Json,
+    /// `application/x-www-form-urlencoded` (the pages' forms).
+    Form,
+}
+
 /// Reads the whole body within `deadline`, refusing it past `limit` bytes
 /// (counted as it arrives, not trusted from `Content-Length`) and unless
-/// it is declared `application/json` (or `…+json`).
-pub(super) async fn read_json(
+/// it is declared as `kind`.
+pub(super) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     budget: &Semaphore,
     limit: usize,
     deadline: Duration,
-    what: &str,
+    (kind, what): (BodyKind, &str),
 ) -> Result<web::Bytes, ApiError> {
-    let json = req
+    let declared_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<mime::Mime>().ok())
-        .is_some_and(|m| m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON));
-    if !json {
+        .and_then(|v| v.parse::<mime::Mime>().ok());
+    let fits = declared_type.is_some_and(|m| match kind {
+        BodyKind::Json => m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON),
+        BodyKind::Form => m.essence_str() == "application/x-www-form-urlencoded",
+    });
+    if !fits {
+        let media = match kind {
+            BodyKind::Json => "application/json",
+            BodyKind::Form => "application/x-www-form-urlencoded",
+        };
         return Err(ApiError::UnsupportedMediaType(format!(
-            "send the {what} as application/json"
+            "send the {what} as {media}"
         )));
     }
     let declared = req
@@ -83,7 +99,7 @@ pub(super) async fn read_json(
         .map_err(|_| ApiError::BodyTimeout(deadline.as_secs()))?
 }
 
-/// Reads a JSON body under the server's limits ([`read_json`]) and parses
+/// Reads a JSON body under the server's limits ([`read_body`]) and parses
 /// it; a body that does not parse is 400 `invalid-parameter`.
 pub(super) async fn parse_json<T: serde::de::DeserializeOwned>(
     state: &super::AppState,
@@ -92,13 +108,13 @@ pub(super) async fn parse_json<T: serde::de::DeserializeOwned>(
     what: &str,
 ) -> Result<T, ApiError> {
     let deadline = Duration::from_secs(state.limits.body_timeout_secs.max(1));
-    let bytes = read_json(
+    let bytes = read_body(
         req,
         payload,
         &state.body_budget,
         state.limits.max_body_bytes,
         deadline,
-        what,
+        (BodyKind::Json, what),
     )
     .await?;
     serde_json::from_slice(&bytes).map_err(|e| {
@@ -106,4 +122,25 @@ pub(super) async fn parse_json<T: serde::de::DeserializeOwned>(
             "the JSON body is not valid: {e}"
         )))
     })
+}
+
+/// A page's form, read under the same limits as JSON bodies (one deadline,
+/// `limits.max_body_bytes`, the server-wide budget), as its fields in
+/// order; a field may repeat (checkboxes).
+pub(super) async fn read_form(
+    state: &super::AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let deadline = Duration::from_secs(state.limits.body_timeout_secs.max(1));
+    let bytes = read_body(
+        req,
+        payload,
+        &state.body_budget,
+        state.limits.max_body_bytes,
+        deadline,
+        (BodyKind::Form, "form"),
+    )
+    .await?;
+    Ok(url::form_urlencoded::parse(&bytes).into_owned().collect())
 }

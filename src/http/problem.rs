@@ -23,6 +23,8 @@ crate::words::words! {
     /// catalogue's state.
     ConflictKind {
         DatasetExists = "dataset-exists",
+        /// An access request from someone who may already read the rows.
+        AccessHeld = "access-held",
         DatasetRetired = "dataset-retired",
         TooManyDatasets = "too-many-datasets",
         ChangeDecided = "change-decided",
@@ -171,6 +173,9 @@ pub enum ApiError {
     /// is logged, not shown: it can describe the provider's setup).
     #[error("{0}")]
     SignInFailed(&'static str),
+    /// The server holds as many web sessions as it keeps.
+    #[error("the server holds as many signed-in sessions as it keeps; try again in a few minutes")]
+    SessionsFull,
     /// A researcher with as many pending access requests as one may hold.
     #[error("{0}")]
     TooManyAccessRequests(String),
@@ -245,6 +250,7 @@ impl ApiError {
             ApiError::LinksFull(_) => "server-busy",
             ApiError::SnapshotTooLarge(_) => "snapshot-too-large",
             ApiError::FormRejected => "form-rejected",
+            ApiError::SessionsFull => "server-busy",
             ApiError::SignInFailed(_) => "sign-in-failed",
             ApiError::TooManyAccessRequests(_) => "too-many-access-requests",
             ApiError::Internal(_) => "internal",
@@ -326,6 +332,7 @@ impl ApiError {
             ApiError::LinksFull(0),
             ApiError::SnapshotTooLarge(text()),
             ApiError::FormRejected,
+            ApiError::SessionsFull,
             ApiError::SignInFailed(""),
             ApiError::TooManyAccessRequests(text()),
             ApiError::Internal(Internal::new("")),
@@ -368,6 +375,7 @@ impl ApiError {
                 | ApiError::LinksFull(_)
                 | ApiError::SnapshotTooLarge(_)
                 | ApiError::FormRejected
+                | ApiError::SessionsFull
                 | ApiError::SignInFailed(_)
                 | ApiError::TooManyAccessRequests(_)
                 | ApiError::Internal(_) => {}
@@ -529,6 +537,7 @@ impl ResponseError for ApiError {
             | ApiError::ServerBusy(_)
             | ApiError::StorageUnavailable
             | ApiError::LinksFull(_)
+            | ApiError::SessionsFull
             | ApiError::CatalogReadOnly => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -565,6 +574,9 @@ impl ResponseError for ApiError {
         | ApiError::LinksFull(secs) = self
         {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if let ApiError::SessionsFull = self {
+            response.insert_header((header::RETRY_AFTER, "60"));
         }
         if let ApiError::TooManyLinks(_) = self {
             // Links expire over minutes; a minute frees some.

@@ -104,13 +104,13 @@ async fn read_manifest_body(
     payload: web::Payload,
 ) -> Result<web::Bytes, ApiError> {
     let deadline = Duration::from_secs(state.limits.body_timeout_secs.max(1));
-    super::body::read_json(
+    super::body::read_body(
         req,
         payload,
         &state.body_budget,
         MAX_MANIFEST_BYTES,
         deadline,
-        "manifest",
+        (super::body::BodyKind::Json, "manifest"),
     )
     .await
 }

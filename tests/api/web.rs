@@ -427,6 +427,9 @@ async fn access_requests_are_checked_kept_audited_and_listed_for_their_owner_and
         )
         .await;
     }
+    // Someone who may already read the rows has nothing to ask for.
+    let alice = send(Some(app.alice()), good.clone()).await.unwrap();
+    problem(alice, 409, "access-held").await;
     let created = send(Some(carol.clone()), good.clone()).await.unwrap();
     assert_eq!(created.status(), 201);
     let created: serde_json::Value = created.json().await.unwrap();
@@ -573,4 +576,30 @@ async fn an_approval_writes_a_checked_grant_that_the_server_applies_and_a_reject
     assert_eq!(second["reason"], "sex is not needed for this purpose");
     let pending = succeeded(&server.run(&["access", "list", "--status", "pending"]));
     assert!(pending.trim().is_empty(), "{pending}");
+}
+
+#[tokio::test]
+async fn a_form_body_that_trickles_is_cut_at_the_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(crate::helpers::ROWS, |s| s.limits.body_timeout_secs = 1).await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /auth/sign-out HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\ncsrf="
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("the server answers before the body ends")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A form too large is refused as a page, not cut text.
+    let big = "x".repeat(70_000);
+    let answer = post_form(&app, "/auth/sign-out", "", None, &[("csrf", &big)]).await;
+    assert_eq!(answer.status(), 413);
+    assert_eq!(answer.headers()["content-type"], "text/html; charset=utf-8");
 }

@@ -12,12 +12,14 @@ use serde_json::{Value, json};
 
 use super::catalogue::{capitalised, text};
 use super::layout::{encode, error_page};
+use super::sign_in::field;
 use super::{Visitor, same_origin};
 use crate::access_request::{AccessRequest, NewRequest, RequestError, Status};
 use crate::audit::{Decision, Event};
 use crate::auth::{Caller, Principal, Role};
 use crate::catalog::Dataset;
 use crate::domain::Classification;
+use crate::http::body::read_form;
 use crate::http::problem::ApiError;
 use crate::http::{AppState, catalog_routes, data_routes, trail};
 
@@ -44,13 +46,15 @@ pub(super) async fn section(
         None
     };
     let requests: Vec<AccessRequest> = match &visitor.session {
-        Some(s) => state
-            .requests
-            .list()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.subject == s.principal.sub && &r.dataset == dataset.id())
-            .collect(),
+        Some(s) => {
+            let store = state.requests.clone();
+            let (sub, id) = (s.principal.sub.clone(), dataset.id().clone());
+            web::block(move || store.list_of(&sub, Some(&id)))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default()
+        }
         None => Vec::new(),
     };
     let pending = requests.iter().any(|r| r.status == Status::Pending);
@@ -271,34 +275,27 @@ pub(super) async fn request_form(
     state: web::Data<AppState>,
     visitor: Visitor,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     req: HttpRequest,
 ) -> HttpResponse {
-    let fields: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let field = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
     let result = async {
         same_origin(&req, &state)?;
-        visitor.check_csrf(&state, &field("csrf").unwrap_or_default())?;
+        let form = read_form(&state, &req, payload).await?;
+        visitor.check_csrf(&state, field(&form, "csrf"))?;
         let caller = visitor.caller();
-        let form = RequestBody {
-            project_title: field("project_title").unwrap_or_default(),
-            purpose: field("purpose").unwrap_or_default(),
-            organisation: field("organisation"),
-            columns: fields
+        let organisation = field(&form, "organisation");
+        let body = RequestBody {
+            project_title: field(&form, "project_title").to_owned(),
+            purpose: field(&form, "purpose").to_owned(),
+            organisation: (!organisation.is_empty()).then(|| organisation.to_owned()),
+            columns: form
                 .iter()
                 .filter(|(k, _)| k == "columns")
                 .map(|(_, v)| v.clone())
                 .collect(),
-            duration_days: field("duration_days")
-                .and_then(|d| d.parse().ok())
-                .unwrap_or(0),
+            duration_days: field(&form, "duration_days").parse().unwrap_or(0),
         };
-        keep_request(&state, &caller, &path, form).await
+        keep_request(&state, &caller, &path, body).await
     }
     .await;
     match result {
@@ -333,6 +330,8 @@ pub(in crate::http) async fn create_request(
     payload: web::Payload,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    // Who asks is known from the head: no body is read for nobody.
+    caller.principal().ok_or(ApiError::TokenRequired)?;
     let body: RequestBody =
         crate::http::body::parse_json(&state, &req, payload, "access request").await?;
     let request = keep_request(&state, &caller, &path, body).await?;
@@ -349,6 +348,21 @@ async fn keep_request(
 ) -> Result<AccessRequest, ApiError> {
     let principal = caller.principal().ok_or(ApiError::TokenRequired)?;
     let dataset = catalog_routes::visible_dataset(state, &Default::default(), raw_id)?;
+    // Someone who may already read the rows has nothing to ask for.
+    let today = time::OffsetDateTime::now_utc().date();
+    if let crate::policy::Decision::Allow(plan) = crate::policy::evaluate(
+        &state.policy.current(),
+        caller,
+        &dataset.manifest,
+        None,
+        today,
+    ) && plan.mode.serves_rows()
+    {
+        return Err(ApiError::Conflict {
+            kind: crate::http::problem::ConflictKind::AccessHeld,
+            detail: "you may already read this dataset's rows; there is nothing to ask for".into(),
+        });
+    }
     let mut columns = Vec::new();
     for name in body.columns {
         let known = dataset
@@ -382,14 +396,20 @@ async fn keep_request(
         columns,
         duration_days: body.duration_days,
     };
-    let request = state.requests.create(new).map_err(|e| match e {
-        RequestError::Invalid(detail) => ApiError::InvalidParameter(detail),
-        RequestError::TooMany => ApiError::TooManyAccessRequests(e.to_string()),
-        other => ApiError::Internal(crate::internal::Internal::caused(
-            "keeping an access request",
-            other,
-        )),
-    })?;
+    let store = state.requests.clone();
+    let request = web::block(move || store.create(new))
+        .await
+        .map_err(|_| crate::internal::Internal::new("keeping an access request"))?
+        .map_err(|e| match e {
+            RequestError::Invalid(detail) => ApiError::InvalidParameter(detail),
+            RequestError::TooMany | RequestError::Full => {
+                ApiError::TooManyAccessRequests(e.to_string())
+            }
+            other => ApiError::Internal(crate::internal::Internal::caused(
+                "keeping an access request",
+                other,
+            )),
+        })?;
     let mut record = trail::request_record(Event::AccessRequest, caller, dataset.id().as_str());
     record.phase = None;
     record.decision = Some(Decision::Pending);
@@ -427,6 +447,10 @@ fn request_json(r: &AccessRequest) -> Value {
 pub(in crate::http) struct ListParams {
     /// `pending`, `approved` or `rejected`.
     status: Option<String>,
+    /// 1–1000, default 100.
+    page_size: Option<usize>,
+    /// From `next_page_token`.
+    page_token: Option<String>,
 }
 
 /// `GET /v1/access-requests`: admins see every request, anyone else signed
@@ -456,11 +480,23 @@ pub(in crate::http) async fn list_requests(
         .await
         .map_err(|_| crate::internal::Internal::new("listing access requests"))?
         .map_err(|e| crate::internal::Internal::caused("listing access requests", e))?;
-    let shown: Vec<Value> = all
+    let page_size = params.page_size.unwrap_or(100).clamp(1, 1000);
+    let skip: usize = match params.page_token.as_deref() {
+        None => 0,
+        Some(t) => t.parse().map_err(|_| {
+            ApiError::InvalidParameter("page_token is not one this server issued".into())
+        })?,
+    };
+    let mut matching = all
         .iter()
         .filter(|r| admin || r.subject == principal.sub)
-        .filter(|r| status.is_none_or(|s| r.status == s))
+        .filter(|r| status.is_none_or(|s| r.status == s));
+    let shown: Vec<Value> = matching
+        .by_ref()
+        .skip(skip)
+        .take(page_size)
         .map(request_json)
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "requests": shown })))
+    let next = matching.next().map(|_| (skip + shown.len()).to_string());
+    Ok(HttpResponse::Ok().json(json!({ "requests": shown, "next_page_token": next })))
 }

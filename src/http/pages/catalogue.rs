@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use maud::{Markup, html};
 use serde_json::Value;
@@ -27,12 +28,14 @@ pub(super) async fn home(
     req: HttpRequest,
 ) -> HttpResponse {
     if !wants_html(&req) {
-        return HttpResponse::Ok().json(serde_json::json!({
-            "datasets": "/v1/datasets",
-            "catalog": "/v1/catalog.jsonld",
-            "openapi": "/openapi.json",
-            "docs": "/docs",
-        }));
+        return HttpResponse::Ok()
+            .insert_header((header::VARY, "accept"))
+            .json(serde_json::json!({
+                "datasets": "/v1/datasets",
+                "catalog": "/v1/catalog.jsonld",
+                "openapi": "/openapi.json",
+                "docs": "/docs",
+            }));
     }
     let catalog = state.catalog.snapshot();
     let live: Vec<&Dataset> = catalog
@@ -79,7 +82,9 @@ pub(super) async fn search(
     // the other is extracted (and rate-limited), never both.
     if !wants_html(&req) {
         let caller = Caller::extract(&req).await?;
-        return catalog_routes::list(state, caller, params).await;
+        return catalog_routes::list(state, caller, params)
+            .await
+            .map(varies);
     }
     let visitor = Visitor::extract(&req).await?;
     let query = match catalog_routes::search_query(&state, &visitor.caller(), &params) {
@@ -168,7 +173,9 @@ pub(super) async fn dataset(
 ) -> Result<HttpResponse, ApiError> {
     if !wants_html(&req) {
         let caller = Caller::extract(&req).await?;
-        return catalog_routes::show(state, caller, path, params, req).await;
+        return catalog_routes::show(state, caller, path, params, req.clone())
+            .await
+            .map(varies);
     }
     let visitor = Visitor::extract(&req).await?;
     let who = visitor.caller();
@@ -228,6 +235,15 @@ pub(super) async fn dataset(
         }
     };
     Ok(page(&state, &visitor, &req, &title, content))
+}
+
+/// A JSON answer from an address that also serves pages says that it
+/// depends on `Accept`, so no cache hands one to the other.
+fn varies(mut response: HttpResponse) -> HttpResponse {
+    response
+        .headers_mut()
+        .insert(header::VARY, header::HeaderValue::from_static("accept"));
+    response
 }
 
 fn search_form(q: &str, sector: Option<&str>, tier: Option<&str>) -> Markup {

@@ -179,9 +179,13 @@ pub(super) fn error_page(
     error: ApiError,
 ) -> HttpResponse {
     let status = error.status_code();
-    if let ApiError::Internal(cause) = &error {
-        tracing::error!(cause = %cause.chain(), "internal error");
-    }
+    // The problem answer logs an internal fault's cause and says when to
+    // come back (`Retry-After`); the page keeps the latter.
+    let retry_after = error
+        .error_response()
+        .headers()
+        .get(header::RETRY_AFTER)
+        .cloned();
     let title = match status {
         StatusCode::NOT_FOUND => "Not found",
         StatusCode::FORBIDDEN => "Not allowed",
@@ -196,7 +200,11 @@ pub(super) fn error_page(
         p.notice.bad { (detail) }
         p { a href="/" { "Back to the catalogue" } }
     };
-    respond(status, visitor, frame(state, visitor, req, title, content))
+    let mut response = respond(status, visitor, frame(state, visitor, req, title, content));
+    if let Some(wait) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, wait);
+    }
+    response
 }
 
 /// Percent-encodes a query value.

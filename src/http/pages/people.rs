@@ -19,6 +19,8 @@ use crate::policy::steward::steward_scope;
 
 /// Audit records shown on the admin page.
 const AUDIT_ROWS: usize = 50;
+/// Pending access requests shown on the admin page (oldest first).
+const PENDING_SHOWN: usize = 100;
 
 /// `GET /steward`: the datasets this steward (or admin) looks after.
 pub(super) async fn steward(
@@ -88,7 +90,7 @@ pub(super) async fn admin(
     let audit_dir = state.audit.dir().map(ToOwned::to_owned);
     let read = web::block(move || {
         let requests = store.list();
-        let records = audit_dir.map(|dir| crate::audit::read_all(&dir));
+        let records = audit_dir.map(|dir| crate::audit::read_newest(&dir, AUDIT_ROWS));
         (requests, records)
     })
     .await;
@@ -113,7 +115,10 @@ pub(super) async fn admin(
         h1 { "Admin" }
         h2 { "Access requests waiting (" (pending.len()) ")" }
         @if pending.is_empty() { p.muted { "None." } }
-        @for r in &pending {
+        @if pending.len() > PENDING_SHOWN {
+            p.muted { "The oldest " (PENDING_SHOWN) " are shown; " code { "sluice access list --status pending" } " lists all." }
+        }
+        @for r in pending.iter().rev().take(PENDING_SHOWN) {
             article {
                 h3 { "“" (r.project_title) "” — " a href={ "/datasets/" (r.dataset) } { (r.dataset) } }
                 p { strong { (r.subject) } @if let Some(org) = &r.organisation { " (" (org) ")" } ", asked on " (r.created.date()) " for " (r.duration_days) " days: " (r.columns.join(", ")) }

@@ -19,6 +19,7 @@ use super::layout::{encode, error_page, page};
 use super::{LOGIN_COOKIE, SESSION_COOKIE, Visitor, cookie, removal, same_origin};
 use crate::audit::{Decision, Event, Outcome};
 use crate::auth::{Caller, Principal, Role};
+use crate::http::body::read_form;
 use crate::http::problem::ApiError;
 use crate::http::{AppState, public_base, trail};
 use crate::session::{PENDING_TTL, PendingLogin, local_path};
@@ -165,24 +166,23 @@ pub(super) async fn start(
                 )
             })?;
         let next = local_path(params.next.as_deref().unwrap_or("/"));
-        let login = PendingLogin::new(authorization.verifier, authorization.nonce, next);
-        if !state
-            .web
-            .sessions
-            .remember_login(&authorization.state, login)
-        {
-            return Err(ApiError::ServerBusy(60));
-        }
-        Ok::<_, ApiError>((authorization.url, authorization.state))
+        // Kept by the browser, sealed: starting sign-ins costs no memory here.
+        let login = PendingLogin::new(
+            authorization.state,
+            authorization.verifier,
+            authorization.nonce,
+            next,
+        );
+        Ok::<_, ApiError>((authorization.url, state.web.sessions.seal_login(&login)))
     }
     .await;
     match result {
-        Ok((url, login_state)) => HttpResponse::SeeOther()
+        Ok((url, sealed)) => HttpResponse::SeeOther()
             .insert_header((header::LOCATION, url))
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .cookie(cookie(
                 LOGIN_COOKIE,
-                login_state,
+                sealed,
                 Some(PENDING_TTL.as_secs() as i64),
             ))
             .finish(),
@@ -218,21 +218,20 @@ pub(super) async fn callback(
             tracing::info!("sign-in refused: the answer names another issuer");
             return Err(ApiError::SignInFailed("the sign-in answer came from another identity provider; start again"));
         }
-        // The state must be the one this browser was given: a callback
-        // carried to another browser (login CSRF) finds no match.
-        let held = req.cookie(LOGIN_COOKIE).map(|c| c.value().to_owned());
         let (Some(code), Some(returned)) = (&params.code, &params.state) else {
             return Err(ApiError::SignInFailed("the sign-in answer is incomplete; start again"));
         };
-        if held.as_deref() != Some(returned.as_str()) {
+        // The sign-in this browser started, sealed by this server and not
+        // older than ten minutes; its state must be the one returned, so a
+        // callback carried to another browser (login CSRF) finds no match.
+        let login = req
+            .cookie(LOGIN_COOKIE)
+            .and_then(|c| state.web.sessions.open_login(c.value()))
+            .ok_or(ApiError::SignInFailed("this sign-in has expired or was not started in this browser; start again"))?;
+        if login.state != *returned {
             tracing::info!("sign-in refused: state does not match this browser's");
             return Err(ApiError::SignInFailed("this sign-in was not started in this browser; start again"));
         }
-        let login = state
-            .web
-            .sessions
-            .take_login(returned)
-            .ok_or(ApiError::SignInFailed("this sign-in has expired or was already used; start again"))?;
         let principal = provider
             .finish(code, &login.verifier, &login.nonce, &redirect_uri(&state, &req))
             .await
@@ -243,10 +242,9 @@ pub(super) async fn callback(
         Ok::<_, ApiError>((principal, login.next))
     }
     .await;
-    match result {
-        Ok((principal, next)) => signed_in(&state, &visitor, principal, "oidc", &next)
-            .cookie(removal(LOGIN_COOKIE))
-            .finish(),
+    match result.and_then(|(principal, next)| signed_in(&state, &visitor, principal, "oidc", &next))
+    {
+        Ok(mut answer) => answer.cookie(removal(LOGIN_COOKIE)).finish(),
         Err(e) => {
             let mut response = error_page(&state, &visitor, &req, e);
             let _ = response.add_cookie(&removal(LOGIN_COOKIE));
@@ -255,66 +253,58 @@ pub(super) async fn callback(
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct DevForm {
-    /// Missing is refused as a wrong token (403), not a malformed form.
-    #[serde(default)]
-    csrf: String,
-    identity: String,
-    next: Option<String>,
-}
-
-/// `POST /auth/dev`: dev mode's sample identities.
+/// `POST /auth/dev`: dev mode's sample identities (form: `csrf`,
+/// `identity`, `next`).
 pub(super) async fn dev_sign_in(
     state: web::Data<AppState>,
     visitor: Visitor,
-    form: web::Form<DevForm>,
+    payload: web::Payload,
     req: HttpRequest,
 ) -> HttpResponse {
-    let result = (|| {
+    let result = async {
         if !state.web.dev_mode {
             return Err(ApiError::RouteNotFound);
         }
         same_origin(&req, &state)?;
-        visitor.check_csrf(&state, &form.csrf)?;
+        let form = read_form(&state, &req, payload).await?;
+        visitor.check_csrf(&state, field(&form, "csrf"))?;
         let who = DEV_IDENTITIES
             .iter()
-            .find(|who| who.sub == form.identity)
+            .find(|who| who.sub == field(&form, "identity"))
             .ok_or_else(|| {
                 ApiError::InvalidParameter("identity: not one of the sample identities".into())
             })?;
-        Ok(Principal {
+        let principal = Principal {
             sub: who.sub.to_owned(),
             roles: who.roles.iter().copied().collect(),
             groups: who.groups.iter().map(|g| (*g).to_owned()).collect(),
             organisation: who.organisation.map(str::to_owned),
             visas: Vec::new(),
             expires: None,
-        })
-    })();
+        };
+        let next = local_path(field(&form, "next"));
+        signed_in(&state, &visitor, principal, "dev", &next)
+    }
+    .await;
     match result {
-        Ok(principal) => {
-            let next = local_path(form.next.as_deref().unwrap_or("/"));
-            signed_in(&state, &visitor, principal, "dev", &next).finish()
-        }
+        Ok(mut answer) => answer.finish(),
         Err(e) => error_page(&state, &visitor, &req, e),
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct SignOutForm {
-    #[serde(default)]
-    csrf: String,
-}
-
-/// `POST /auth/sign-out`.
+/// `POST /auth/sign-out` (form: `csrf`).
 pub(super) async fn sign_out(
     state: web::Data<AppState>,
     visitor: Visitor,
-    form: web::Form<SignOutForm>,
+    payload: web::Payload,
     req: HttpRequest,
 ) -> HttpResponse {
-    let checked = same_origin(&req, &state).and_then(|()| visitor.check_csrf(&state, &form.csrf));
+    let checked = async {
+        same_origin(&req, &state)?;
+        let form = read_form(&state, &req, payload).await?;
+        visitor.check_csrf(&state, field(&form, "csrf"))
+    }
+    .await;
     if let Err(e) = checked {
         return error_page(&state, &visitor, &req, e);
     }
@@ -332,6 +322,14 @@ pub(super) async fn sign_out(
         .finish()
 }
 
+/// A form field's value, empty when missing (a missing CSRF token is then
+/// refused as a wrong one).
+pub(super) fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
 /// A new session (never the id the browser had before) and the redirect
 /// that carries its cookie.
 fn signed_in(
@@ -340,11 +338,15 @@ fn signed_in(
     principal: Principal,
     method: &'static str,
     next: &str,
-) -> actix_web::HttpResponseBuilder {
+) -> Result<actix_web::HttpResponseBuilder, ApiError> {
     if let Some(old) = &visitor.session {
         state.web.sessions.end(&old.id);
     }
-    let session = state.web.sessions.create(principal, method);
+    let session = state
+        .web
+        .sessions
+        .create(principal, method)
+        .ok_or(ApiError::SessionsFull)?;
     let mut record = trail::request_record(
         Event::SignIn,
         &Caller::Principal(session.principal.clone()),
@@ -365,7 +367,7 @@ fn signed_in(
             session.id,
             Some(state.web.sessions.max_age().as_secs() as i64),
         ));
-    response
+    Ok(response)
 }
 
 /// Where the provider sends the browser back: this server's callback.

@@ -27,32 +27,39 @@ pub(super) fn section(
             .as_ref()
             .map_or("you@example.org", |s| s.principal.sub.as_str());
         format!(
-            "export SLUICE_TOKEN=$(sluice token --sub {sub} --role researcher)   # dev mode; else your identity provider's access token"
+            "export SLUICE_TOKEN=$(sluice token --sub {} --role researcher)   # dev mode; else your identity provider's access token",
+            sh(sub)
         )
     } else {
         "export SLUICE_TOKEN=…   # an access token from your identity provider".to_owned()
     };
-    let curl_ca = ca.map(|c| format!(" --cacert {c}")).unwrap_or_default();
+    let curl_ca = ca
+        .map(|c| format!(" --cacert {}", sh(c)))
+        .unwrap_or_default();
     let curl_auth = if open {
         ""
     } else {
         " -H \"Authorization: Bearer $SLUICE_TOKEN\""
     };
-    let curl = format!("curl -fsS{curl_ca}{curl_auth} \"{url}&format=csv\"");
+    let curl = format!(
+        "curl -fsS{curl_ca}{curl_auth} {}",
+        sh(&format!("{url}&format=csv"))
+    );
     let py_headers = if open {
         "{}"
     } else {
         "{\"Authorization\": \"Bearer \" + os.environ[\"SLUICE_TOKEN\"]}"
     };
     let py_context = match ca {
-        Some(c) => format!("ssl.create_default_context(cafile=\"{c}\")"),
+        Some(c) => format!("ssl.create_default_context(cafile={})", string(c)),
         None => "ssl.create_default_context()".to_owned(),
     };
     let fetch = format!(
         "import io, os, ssl, urllib.request\n\
          def fetch(fmt):\n    \
-             req = urllib.request.Request(\"{url}&format=\" + fmt, headers={py_headers})\n    \
-             return urllib.request.urlopen(req, context={py_context}).read()\n"
+             req = urllib.request.Request({} + fmt, headers={py_headers})\n    \
+             return urllib.request.urlopen(req, context={py_context}).read()\n",
+        string(&format!("{url}&format="))
     );
     let pyarrow = format!(
         "{fetch}import pyarrow as pa\ntable = pa.ipc.open_stream(fetch(\"arrow\")).read_all()\nprint(table.num_rows, table.schema)"
@@ -69,21 +76,26 @@ pub(super) fn section(
         " |>\n  req_auth_bearer_token(Sys.getenv(\"SLUICE_TOKEN\"))".to_owned()
     };
     let r_ca = ca
-        .map(|c| format!(" |>\n  req_options(cainfo = \"{c}\")"))
+        .map(|c| format!(" |>\n  req_options(cainfo = {})", string(c)))
         .unwrap_or_default();
     let r = format!(
-        "library(httr2); library(arrow)\nresp <- request(\"{url}&format=arrow\"){r_auth}{r_ca} |>\n  req_perform()\ndf <- read_ipc_stream(resp_body_raw(resp))\nhead(df)"
+        "library(httr2); library(arrow)\nresp <- request({}){r_auth}{r_ca} |>\n  req_perform()\ndf <- read_ipc_stream(resp_body_raw(resp))\nhead(df)",
+        string(&format!("{url}&format=arrow"))
     );
     let sharing = format!(
-        "curl -fsS{curl_ca} -H \"Authorization: Bearer $SLUICE_TOKEN\" {base}/v1/me/delta-sharing-profile > sluice.share\npython -c 'import delta_sharing; print(delta_sharing.load_as_pandas(\"sluice.share#{}.default.{id}\").head())'",
-        dataset.manifest.sector
+        "curl -fsS{curl_ca} -H \"Authorization: Bearer $SLUICE_TOKEN\" {} > sluice.share\n# then, in Python:\nimport delta_sharing\nprint(delta_sharing.load_as_pandas({}).head())",
+        sh(&format!("{base}/v1/me/delta-sharing-profile")),
+        string(&format!(
+            "sluice.share#{}.default.{id}",
+            dataset.manifest.sector
+        ))
     );
     let cli_token = if open {
         ""
     } else {
         " --token \"$SLUICE_TOKEN\""
     };
-    let cli = format!("sluice datasets show {id} --server {base}{cli_token}");
+    let cli = format!("sluice datasets show {id} --server {}{cli_token}", sh(base));
     let snippets: [(&str, &str, String); 7] = [
         ("curl", "snippet-curl", curl),
         ("Python: pyarrow", "snippet-pyarrow", pyarrow),
@@ -106,5 +118,36 @@ pub(super) fn section(
             h3 { (label) }
             pre id=(id) { code { (code) } }
         }
+    }
+}
+
+/// A shell word that stays one word, whatever it holds: single-quoted,
+/// with each `'` closed, escaped and reopened. Values on a page come from
+/// stewards (a sector) and requests (the host): none may run as code when
+/// pasted.
+fn sh(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// A string literal for Python and R: JSON's escapes are valid in both.
+fn string(value: &str) -> String {
+    serde_json::Value::String(value.to_owned()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pasted_values_stay_values() {
+        assert_eq!(sh("it's"), r"'it'\''s'");
+        let hostile = "health'$(touch /tmp/x)'\"\\\n";
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {}", sh(hostile)))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), hostile);
+        assert_eq!(string("a\"b\\c\n"), r#""a\"b\\c\n""#);
     }
 }
