@@ -236,6 +236,62 @@ impl RequestStore {
     }
 }
 
+/// Notices decisions the CLI writes into request files, so the server,
+/// which owns the audit trail, can record them: the folder's modification
+/// time says when to look (every replacement renames a file into it), and
+/// each request's last status seen says what is new.
+pub struct DecisionWatch {
+    store: RequestStore,
+    seen_mtime: Option<std::time::SystemTime>,
+    seen: std::collections::HashMap<String, Status>,
+}
+
+impl DecisionWatch {
+    /// Starts watching. Decisions already on disk that are newer than
+    /// `since` (the last record in the trail) are reported by the first
+    /// [`DecisionWatch::new_decisions`]: they were made while the server
+    /// was down.
+    pub fn new(store: RequestStore, since: Option<OffsetDateTime>) -> Self {
+        let mut watch = Self {
+            store,
+            seen_mtime: None,
+            seen: Default::default(),
+        };
+        if let Ok(all) = watch.store.list() {
+            for r in all {
+                let recorded =
+                    r.decided.is_none() || since.is_none_or(|t| r.decided.is_some_and(|d| d <= t));
+                if recorded {
+                    watch.seen.insert(r.id.clone(), r.status);
+                }
+            }
+        }
+        watch
+    }
+
+    /// Requests decided since the last call.
+    pub fn new_decisions(&mut self) -> Vec<AccessRequest> {
+        let mtime = fs::metadata(&self.store.dir)
+            .and_then(|m| m.modified())
+            .ok();
+        if mtime.is_some() && mtime == self.seen_mtime {
+            return Vec::new();
+        }
+        let Ok(all) = self.store.list() else {
+            return Vec::new();
+        };
+        self.seen_mtime = mtime;
+        let mut decided = Vec::new();
+        for r in all {
+            let before = self.seen.insert(r.id.clone(), r.status);
+            if r.status != Status::Pending && before != Some(r.status) {
+                decided.push(r);
+            }
+        }
+        decided
+    }
+}
+
 /// `ar-YYYYMMDD-` and six hex digits: sortable by day, never a path.
 fn new_id(now: OffsetDateTime) -> String {
     let date = now.date();
@@ -361,6 +417,36 @@ mod tests {
             Err(RequestError::TooMany)
         ));
         store.create(new_request("someone-else")).unwrap();
+    }
+
+    #[test]
+    fn decisions_are_noticed_once_including_those_made_while_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RequestStore::open(dir.path()).unwrap();
+        let mut early = store.create(new_request("a")).unwrap();
+        early.status = Status::Rejected;
+        early.decided = Some(OffsetDateTime::now_utc());
+        store.save(&early).unwrap();
+        let mut watch = DecisionWatch::new(store.clone(), Some(OffsetDateTime::UNIX_EPOCH));
+        assert_eq!(
+            watch.new_decisions(),
+            vec![early.clone()],
+            "decided while away"
+        );
+        assert!(watch.new_decisions().is_empty());
+        let mut later = store.create(new_request("b")).unwrap();
+        assert!(
+            watch.new_decisions().is_empty(),
+            "pending is not a decision"
+        );
+        later.status = Status::Approved;
+        later.decided = Some(OffsetDateTime::now_utc());
+        // A folder's mtime has a coarse clock on some filesystems.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        store.save(&later).unwrap();
+        assert_eq!(watch.new_decisions(), vec![later]);
+        let mut fresh = DecisionWatch::new(store, Some(OffsetDateTime::now_utc()));
+        assert!(fresh.new_decisions().is_empty(), "already in the trail");
     }
 
     #[test]

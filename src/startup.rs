@@ -52,6 +52,13 @@ impl Application {
             metrics.clone(),
             Duration::from_millis(settings.server.policy_poll_ms),
         );
+        let requests = crate::access_request::RequestStore::open(&storage.state)
+            .context("access requests folder")?;
+        spawn_decision_recorder(
+            requests.clone(),
+            audit.clone(),
+            Duration::from_millis(settings.server.policy_poll_ms),
+        );
         let verifier = load_verifier(&settings)?;
         let engine = start_engine(&settings, &catalog)?;
         let tls_config = tls_config(&settings)?;
@@ -92,8 +99,7 @@ impl Application {
                     std::path::absolute(&ca).unwrap_or(ca).display().to_string()
                 }),
             },
-            requests: crate::access_request::RequestStore::open(&storage.state)
-                .context("access requests folder")?,
+            requests,
             rate_limits: http::limits::RateLimits::new(
                 settings.limits.requests_per_minute,
                 settings.limits.request_burst,
@@ -293,6 +299,59 @@ async fn open_folder_catalogue(folder: &std::path::Path) -> anyhow::Result<LiveC
 /// clean-up): for commands that only look.
 pub async fn load_catalog(folder: &std::path::Path) -> anyhow::Result<Catalog> {
     crate::catalog::live::load_local(folder).await
+}
+
+/// Records in the audit trail the access-request decisions admins make
+/// with `sluice access` (which cannot write the server's hash chain
+/// itself), checked as often as the policy file.
+fn spawn_decision_recorder(
+    requests: crate::access_request::RequestStore,
+    audit: Arc<AuditLog>,
+    every: Duration,
+) {
+    use crate::access_request::{DecisionWatch, Status};
+    let since = audit
+        .dir()
+        .and_then(|dir| crate::audit::read_newest(dir, 1).ok())
+        .and_then(|records| records.last().cloned())
+        .and_then(|r| {
+            time::OffsetDateTime::parse(&r.time, &time::format_description::well_known::Rfc3339)
+                .ok()
+        });
+    let mut watch = DecisionWatch::new(requests, since);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(50)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let (next, decided) = tokio::task::spawn_blocking(move || {
+                let decided = watch.new_decisions();
+                (watch, decided)
+            })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            watch = next;
+            for r in decided {
+                audit.append(Record {
+                    subject: Some(r.subject.clone()),
+                    organisation: r.organisation.clone(),
+                    dataset: Some(r.dataset.to_string()),
+                    grant: Some(r.id.clone()),
+                    purpose: Some(r.project_title.clone()),
+                    columns: Some(r.columns.clone()),
+                    decision: Some(if r.status == Status::Approved {
+                        crate::audit::Decision::Allow
+                    } else {
+                        crate::audit::Decision::Deny
+                    }),
+                    reason: r.reason.clone(),
+                    approved_by: r.decided_by.clone(),
+                    outcome: Some(Outcome::Ok),
+                    ..Record::new(Event::AccessRequest)
+                });
+            }
+        }
+    });
 }
 
 /// Reloads the policy when its file changes (checked every `every`) and on SIGHUP.

@@ -563,6 +563,8 @@ async fn an_approval_writes_a_checked_grant_that_the_server_applies_and_a_reject
         second_id,
         "--reason",
         "sex is not needed for this purpose",
+        "--by",
+        "ada",
     ]));
     let listed = server.get_json("/v1/access-requests", Some(&carol)).await;
     let second = listed["requests"]
@@ -576,6 +578,40 @@ async fn an_approval_writes_a_checked_grant_that_the_server_applies_and_a_reject
     assert_eq!(second["reason"], "sex is not needed for this purpose");
     let pending = succeeded(&server.run(&["access", "list", "--status", "pending"]));
     assert!(pending.trim().is_empty(), "{pending}");
+
+    // The server records both decisions in its audit trail.
+    let admin = server.token("ada@sluice.example", &[Role::Admin], &[], None);
+    let mut decisions = Vec::new();
+    for _ in 0..50 {
+        let trail = server
+            .get_json("/v1/audit?dataset=hospital-admissions", Some(&admin))
+            .await;
+        decisions = trail["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["event"] == "access-request" && r["decision"] != "pending")
+            .map(|r| {
+                (
+                    r["grant"].clone(),
+                    r["decision"].clone(),
+                    r["approved_by"].clone(),
+                )
+            })
+            .collect();
+        if decisions.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        decisions,
+        vec![
+            (first_id.into(), "allow".into(), "ada".into()),
+            (second_id.into(), "deny".into(), "ada".into()),
+        ],
+        "{decisions:?}"
+    );
 }
 
 #[tokio::test]
