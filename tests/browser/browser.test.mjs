@@ -272,6 +272,16 @@ test('a researcher finds a dataset, signs in, asks for access, is approved and s
     .split('\n');
   assert.equal(csv[0], 'age_band,region,length_of_stay');
   assert.equal(csv.length - 1, 600);
+  // And the Delta Sharing one, with the connector's own Python where given.
+  if (process.env.SLUICE_SHARING_BIN) {
+    const code = await page.textContent('#snippet-delta-sharing');
+    const out = execFileSync('bash', ['-c', code], {
+      encoding: 'utf8',
+      cwd: work,
+      env: { ...process.env, SLUICE_TOKEN: token, PATH: `${process.env.SLUICE_SHARING_BIN}:${process.env.PATH}` },
+    });
+    assert.match(out, /age_band\s+region\s+length_of_stay/, out);
+  }
   // So do the Python ones, where a Python with pyarrow, polars and pandas is given.
   if (process.env.SLUICE_PYTHON) {
     for (const name of ['pyarrow', 'polars', 'pandas']) {

@@ -82,8 +82,13 @@ pub(super) fn section(
         "library(httr2); library(arrow)\nresp <- request({}){r_auth}{r_ca} |>\n  req_perform()\ndf <- read_ipc_stream(resp_body_raw(resp))\nhead(df)",
         string(&format!("{url}&format=arrow"))
     );
+    // The connector's two HTTP stacks trust a private CA through two
+    // variables (requests reads the first, aiohttp the second).
+    let sharing_env = ca
+        .map(|c| format!("REQUESTS_CA_BUNDLE={0} SSL_CERT_FILE={0} ", sh(c)))
+        .unwrap_or_default();
     let sharing = format!(
-        "curl -fsS{curl_ca} -H \"Authorization: Bearer $SLUICE_TOKEN\" {} > sluice.share\n# then, in Python:\nimport delta_sharing\nprint(delta_sharing.load_as_pandas({}).head())",
+        "curl -fsS{curl_ca} -H \"Authorization: Bearer $SLUICE_TOKEN\" {} > sluice.share\n{sharing_env}python3 - <<'EOF'\nimport delta_sharing\nprint(delta_sharing.load_as_pandas({}).head())\nEOF",
         sh(&format!("{base}/v1/me/delta-sharing-profile")),
         string(&format!(
             "sluice.share#{}.default.{id}",
