@@ -147,10 +147,13 @@ fn pending(store: &RequestStore, id: &str) -> anyhow::Result<AccessRequest> {
     Ok(request)
 }
 
-/// Text without control characters, for the terminal.
+/// Text without control characters or the invisible formatting ones that
+/// reorder or hide what a terminal shows (bidirectional overrides, zero
+/// widths, line separators), for the terminal.
 fn printable(text: &str) -> String {
+    let hidden = |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}');
     text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if c.is_control() || hidden(c) { '?' } else { c })
         .collect()
 }
 

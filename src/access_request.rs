@@ -111,6 +111,9 @@ pub enum RequestError {
 #[derive(Debug, Clone)]
 pub struct RequestStore {
     dir: PathBuf,
+    /// Counting what waits and keeping a new request happen as one step,
+    /// so concurrent requests cannot pass the caps together.
+    creating: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl RequestStore {
@@ -118,7 +121,10 @@ impl RequestStore {
     pub fn open(state_dir: &Path) -> io::Result<Self> {
         let dir = state_dir.join("access-requests");
         fs::create_dir_all(&dir)?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            creating: Default::default(),
+        })
     }
 
     /// Checks and keeps a new request, pending.
@@ -143,6 +149,7 @@ impl RequestStore {
                 "duration: 1 to {MAX_DURATION_DAYS} days"
             )));
         }
+        let _one_at_a_time = self.creating.lock().unwrap_or_else(|e| e.into_inner());
         let pending: Vec<AccessRequest> = self
             .list()?
             .into_iter()

@@ -124,6 +124,9 @@ pub(super) async fn parse_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The largest page form: an access request's longest purpose, percent-encoded.
+const MAX_FORM_BYTES: usize = 32 * 1024;
+
 /// A page's form, read under the same limits as JSON bodies (one deadline,
 /// `limits.max_body_bytes`, the server-wide budget), as its fields in
 /// order; a field may repeat (checkboxes).
@@ -137,7 +140,7 @@ pub(super) async fn read_form(
         req,
         payload,
         &state.body_budget,
-        state.limits.max_body_bytes,
+        state.limits.max_body_bytes.min(MAX_FORM_BYTES),
         deadline,
         (BodyKind::Form, "form"),
     )

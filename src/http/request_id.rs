@@ -15,6 +15,17 @@ use super::problem::REQUEST_ID;
 
 pub const HEADER: &str = "x-request-id";
 
+/// Whether a request declares a body (a length above zero, or chunks).
+fn has_body(req: &actix_web::HttpRequest) -> bool {
+    use actix_web::http::header;
+    let headers = req.headers();
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+}
+
 pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -52,6 +63,16 @@ pub async fn middleware(
                 response
                     .headers_mut()
                     .insert(HeaderName::from_static(HEADER), value);
+            }
+            // A request refused with its body perhaps unread (a timeout, a
+            // size or type refusal, no right to send it): the connection
+            // closes after the answer, so no one keeps it open by
+            // trickling the rest of a body nobody will read.
+            if response.status().as_u16() >= 400 && has_body(response.request()) {
+                response
+                    .response_mut()
+                    .head_mut()
+                    .set_connection_type(actix_web::http::ConnectionType::Close);
             }
             tracing::info!(
                 status = response.status().as_u16(),

@@ -103,12 +103,32 @@ pub(super) async fn section(
                 }
             }
             @if let Some(session) = &visitor.session {
-                @if !rows_allowed && !pending {
+                @if !holds_everything(access, dataset) && !pending {
                     (ask_form(state, visitor, dataset, &session.principal))
                 }
             }
         }
     }
+}
+
+/// Whether an access (the `access` JSON of a dataset) already serves every
+/// row and every column a grant could give: then there is nothing to ask
+/// for. Someone with a row filter, a row cap, fewer columns or aggregates
+/// only may still ask for more.
+fn holds_everything(access: &Value, dataset: &Dataset) -> bool {
+    let grantable = dataset
+        .manifest
+        .columns
+        .iter()
+        .filter(|c| c.classification != Classification::DirectIdentifier)
+        .count();
+    access["allowed"] == true
+        && access["mode"] == "rows"
+        && access["row_filter"].is_null()
+        && access["max_rows"].is_null()
+        && access["columns"]
+            .as_array()
+            .is_some_and(|columns| columns.len() == grantable)
 }
 
 /// The decision in words, from the `access` member of the dataset's JSON.
@@ -280,6 +300,12 @@ pub(super) async fn request_form(
 ) -> HttpResponse {
     let result = async {
         same_origin(&req, &state)?;
+        // Only the signed-in may ask, and only for a dataset they can see:
+        // both are known before the body is read.
+        if visitor.session.is_none() {
+            return Err(ApiError::SignInFailed("sign in to ask for access"));
+        }
+        catalog_routes::visible_dataset(&state, &Default::default(), &path)?;
         let form = read_form(&state, &req, payload).await?;
         visitor.check_csrf(&state, field(&form, "csrf"))?;
         let caller = visitor.caller();
@@ -348,19 +374,19 @@ async fn keep_request(
 ) -> Result<AccessRequest, ApiError> {
     let principal = caller.principal().ok_or(ApiError::TokenRequired)?;
     let dataset = catalog_routes::visible_dataset(state, &Default::default(), raw_id)?;
-    // Someone who may already read the rows has nothing to ask for.
+    // Someone who may already read every row and column has nothing to ask for.
     let today = time::OffsetDateTime::now_utc().date();
-    if let crate::policy::Decision::Allow(plan) = crate::policy::evaluate(
+    let decision = crate::policy::evaluate(
         &state.policy.current(),
         caller,
         &dataset.manifest,
         None,
         today,
-    ) && plan.mode.serves_rows()
-    {
+    );
+    if holds_everything(&crate::policy::decision_json(&decision), &dataset) {
         return Err(ApiError::Conflict {
             kind: crate::http::problem::ConflictKind::AccessHeld,
-            detail: "you may already read this dataset's rows; there is nothing to ask for".into(),
+            detail: "you may already read every row and column of this dataset that a grant could give; there is nothing to ask for".into(),
         });
     }
     let mut columns = Vec::new();
