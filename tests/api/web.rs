@@ -650,7 +650,10 @@ async fn a_form_body_that_trickles_is_cut_at_the_deadline() {
     let text = String::from_utf8_lossy(&answer[..n]);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     // ...and the connection closes: the rest of the body is never read.
-    assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     // A form too large is refused as a page, not cut text.
     let big = "x".repeat(70_000);
