@@ -114,7 +114,18 @@ pub struct RequestStore {
     /// Counting what waits and keeping a new request happen as one step,
     /// so concurrent requests cannot pass the caps together.
     creating: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Every request as last read, with the folder's modification time
+    /// then: pages read requests on every view, and the folder changes
+    /// only when a request is kept or decided (each a rename into it).
+    read: std::sync::Arc<std::sync::Mutex<Option<LastRead>>>,
 }
+
+/// The folder's modification time and every request read then.
+type LastRead = (std::time::SystemTime, std::sync::Arc<Vec<AccessRequest>>);
+
+/// A folder time this recent may still change without a visible tick on
+/// filesystems with coarse timestamps: such a read is not kept.
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl RequestStore {
     /// The store under `<state>/access-requests`, created if missing.
@@ -124,6 +135,7 @@ impl RequestStore {
         Ok(Self {
             dir,
             creating: Default::default(),
+            read: Default::default(),
         })
     }
 
@@ -150,11 +162,9 @@ impl RequestStore {
             )));
         }
         let _one_at_a_time = self.creating.lock().unwrap_or_else(|e| e.into_inner());
-        let pending: Vec<AccessRequest> = self
-            .list()?
-            .into_iter()
-            .filter(|r| r.status == Status::Pending)
-            .collect();
+        let all = self.all()?;
+        let pending: Vec<&AccessRequest> =
+            all.iter().filter(|r| r.status == Status::Pending).collect();
         if pending.iter().filter(|r| r.subject == new.subject).count() >= MAX_PENDING_PER_SUBJECT {
             return Err(RequestError::TooMany);
         }
@@ -198,6 +208,25 @@ impl RequestStore {
     /// Every request, newest first. Files that do not parse are skipped
     /// (and logged): one damaged file must not hide the others.
     pub fn list(&self) -> io::Result<Vec<AccessRequest>> {
+        Ok(self.all()?.as_ref().clone())
+    }
+
+    /// Every request, read again only when the folder changed.
+    fn all(&self) -> io::Result<std::sync::Arc<Vec<AccessRequest>>> {
+        let modified = fs::metadata(&self.dir)?.modified()?;
+        let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((when, all)) = read.as_ref()
+            && *when == modified
+        {
+            return Ok(all.clone());
+        }
+        let all = std::sync::Arc::new(self.read_folder()?);
+        let settled = modified.elapsed().is_ok_and(|age| age >= SETTLED);
+        *read = settled.then(|| (modified, all.clone()));
+        Ok(all)
+    }
+
+    fn read_folder(&self) -> io::Result<Vec<AccessRequest>> {
         let mut all = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let path = entry?.path();
@@ -230,9 +259,10 @@ impl RequestStore {
         dataset: Option<&DatasetId>,
     ) -> io::Result<Vec<AccessRequest>> {
         Ok(self
-            .list()?
-            .into_iter()
+            .all()?
+            .iter()
             .filter(|r| r.subject == subject && dataset.is_none_or(|d| &r.dataset == d))
+            .cloned()
             .collect())
     }
 
