@@ -28,6 +28,16 @@ pub(super) struct AuditParams {
     page_token: Option<String>,
 }
 
+/// Where a page starts, from an offset page token (none: the start).
+pub(super) fn offset_of(page_token: Option<&str>) -> Result<usize, ApiError> {
+    match page_token {
+        None => Ok(0),
+        Some(t) => t.parse().map_err(|_| {
+            ApiError::InvalidParameter("page_token is not one this server issued".into())
+        }),
+    }
+}
+
 /// Admins only: 401 without a token, 403 `role-required` with another one.
 pub(super) fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     match caller.principal() {
@@ -62,12 +72,7 @@ pub(super) async fn audit(
     let since = instant("since", &p.since)?;
     let until = instant("until", &p.until)?;
     let page_size = p.page_size.unwrap_or(100).clamp(1, 1000);
-    let skip: usize = match p.page_token.as_deref() {
-        None => 0,
-        Some(t) => t.parse().map_err(|_| {
-            ApiError::InvalidParameter("page_token is not one this server issued".into())
-        })?,
-    };
+    let skip = offset_of(p.page_token.as_deref())?;
     let Some(dir) = state.audit.dir().map(|d| d.to_owned()) else {
         return Ok(HttpResponse::Ok().json(json!({ "records": [], "next_page_token": null })));
     };

@@ -28,12 +28,22 @@ fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
         .ok_or_else(|| Internal::new("the application state is missing"))?;
     let verified = verified_caller(req, state);
     // A failed token counts against the peer address, so guessing costs too.
-    let key = rate_key(req, verified.as_ref().unwrap_or(&Caller::Anonymous));
+    count_request(req, state, verified.as_ref().unwrap_or(&Caller::Anonymous))?;
+    verified
+}
+
+/// Counts a request against its caller's rate limit (API token or page
+/// session alike); 429 `rate-limited` beyond it.
+pub(super) fn count_request(
+    req: &HttpRequest,
+    state: &AppState,
+    caller: &Caller,
+) -> Result<(), ApiError> {
+    let key = rate_key(req, caller);
     state.rate_limits.check(&key).map_err(|wait| {
         tracing::info!(key, "rate limited");
         ApiError::RateLimited(wait.as_secs().max(1))
-    })?;
-    verified
+    })
 }
 
 /// Whom limits count against: the subject, or the peer address of

@@ -507,12 +507,7 @@ pub(in crate::http) async fn list_requests(
         .map_err(|_| crate::internal::Internal::new("listing access requests"))?
         .map_err(|e| crate::internal::Internal::caused("listing access requests", e))?;
     let page_size = params.page_size.unwrap_or(100).clamp(1, 1000);
-    let skip: usize = match params.page_token.as_deref() {
-        None => 0,
-        Some(t) => t.parse().map_err(|_| {
-            ApiError::InvalidParameter("page_token is not one this server issued".into())
-        })?,
-    };
+    let skip = crate::http::admin_routes::offset_of(params.page_token.as_deref())?;
     let mut matching = all
         .iter()
         .filter(|r| admin || r.subject == principal.sub)

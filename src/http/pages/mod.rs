@@ -128,11 +128,7 @@ fn visitor_of(req: &HttpRequest) -> Result<Visitor, ApiError> {
     let caller = session.as_ref().map_or(Caller::Anonymous, |s| {
         Caller::Principal(s.principal.clone())
     });
-    let key = super::caller::rate_key(req, &caller);
-    state
-        .rate_limits
-        .check(&key)
-        .map_err(|wait| ApiError::RateLimited(wait.as_secs().max(1)))?;
+    super::caller::count_request(req, state, &caller)?;
     if let Some(s) = &session {
         tracing::Span::current().record("sub", s.principal.sub.as_str());
     }
