@@ -166,7 +166,12 @@ fn word_weight(doc: &Document, word: &str) -> f64 {
             *slot = slot.max(value);
         }
     }
-    best.values().sum()
+    // Summed in a fixed order: a HashMap's order differs between calls,
+    // and float sums in another order can differ in the last bit, which
+    // would move a result across a page token's (score, id) cursor.
+    let mut parts: Vec<f64> = best.into_values().collect();
+    parts.sort_by(f64::total_cmp);
+    parts.iter().sum()
 }
 
 #[cfg(test)]
