@@ -143,6 +143,14 @@ pub struct AuditSettings {
     /// Seconds between two signed checkpoints while records arrive (also
     /// one at start and one at shutdown).
     pub checkpoint_secs: u64,
+    /// This server's name among replicas of one deployment (default: the
+    /// host name): its sealed audit files are shipped to
+    /// `<ship_url>/<replica_id>/`.
+    pub replica_id: Option<String>,
+    /// Where sealed audit files are shipped (`s3://bucket/audit`). Default:
+    /// `audit/` at the root of the catalogue's bucket when
+    /// `storage.datasets_url` is an object store; otherwise nowhere.
+    pub ship_url: Option<String>,
 }
 
 impl AuditSettings {
@@ -167,6 +175,8 @@ impl Default for AuditSettings {
             max_file_bytes: 64 * 1024 * 1024,
             signing_key: None,
             checkpoint_secs: 60,
+            replica_id: None,
+            ship_url: None,
         }
     }
 }
@@ -342,6 +352,9 @@ pub struct StorageSettings {
     /// `az://…` when built with those backends; `memory:///` for trials):
     /// when set, `datasets` is not used.
     pub datasets_url: Option<String>,
+    /// How often, in milliseconds, a server with an object-store catalogue
+    /// looks for changes other replicas made (manifests' ETags).
+    pub poll_millis: u64,
     /// Server state: TLS material, development keys.
     pub state: PathBuf,
     /// The policy file (grants).
@@ -353,6 +366,7 @@ impl Default for StorageSettings {
         Self {
             datasets: "datasets".into(),
             datasets_url: None,
+            poll_millis: 2000,
             state: "state".into(),
             policy: "config/policy.toml".into(),
         }

@@ -20,6 +20,7 @@ pub mod linked_data;
 pub mod live;
 pub mod local;
 pub mod manifest;
+pub mod rooted;
 pub mod search;
 pub mod store_root;
 

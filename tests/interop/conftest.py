@@ -4,6 +4,7 @@ freshly generated sample data, for the interop tests."""
 import contextlib
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -123,15 +124,36 @@ class Server:
         return urllib.request.urlopen(request, context=self.context, timeout=60)
 
 
+#: What replicas of one deployment share besides the bucket: the TLS
+#: material and the keys (pseudonyms, snapshot links, development tokens).
+SHARED_SECRETS = ("tls", "dev-signing-key.pem", "pseudonym-secret", "snapshot-url-key")
+
+
 @contextlib.contextmanager
-def running_server(work: Path, limits: str = ""):
+def running_server(work: Path, limits: str = "", datasets_url: str = "", storage: str = "",
+                   env: dict | None = None, secrets_from: Path | None = None):
     """The real binary serving fresh sample data from `work`, over HTTPS on
     a free loopback port, until the block ends; `limits` adds lines to the
-    `[limits]` section."""
+    `[limits]` section. With `datasets_url` it serves that object-store
+    catalogue instead (no sample data), with `env` added to its environment
+    and, from `secrets_from` (another replica's state folder), the same
+    secrets as that replica."""
     exe = binary()
-    subprocess.run(
-        [exe, "demo-data", "--rows", str(ROWS), "--out", work / "datasets"], check=True
-    )
+    if datasets_url:
+        storage_lines = f'datasets_url = "{datasets_url}"\n{storage}'
+        if secrets_from is not None:
+            (work / "state").mkdir(parents=True, exist_ok=True)
+            for name in SHARED_SECRETS:
+                source = secrets_from / name
+                if source.is_dir():
+                    shutil.copytree(source, work / "state" / name)
+                elif source.exists():
+                    shutil.copy2(source, work / "state" / name)
+    else:
+        subprocess.run(
+            [exe, "demo-data", "--rows", str(ROWS), "--out", work / "datasets"], check=True
+        )
+        storage_lines = f'datasets = "{work / "datasets"}"'
     (work / "policy.toml").write_text(POLICY)
     port = free_port()
     config = work / "sluice.toml"
@@ -144,7 +166,7 @@ mode = "self-signed"
 [auth]
 dev_mode = true
 [storage]
-datasets = "{work / 'datasets'}"
+{storage_lines}
 state = "{work / 'state'}"
 policy = "{work / 'policy.toml'}"
 [limits]
@@ -153,7 +175,8 @@ policy = "{work / 'policy.toml'}"
     )
     log = open(work / "server.log", "w")
     process = subprocess.Popen(
-        [exe, "--config", config, "serve"], stdout=log, stderr=subprocess.STDOUT
+        [exe, "--config", config, "serve"], stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
     )
     try:
         ca = work / "state" / "tls" / "ca.pem"
@@ -186,8 +209,9 @@ policy = "{work / 'policy.toml'}"
         server.process = process
         yield server
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
         log.close()
 
 

@@ -1,0 +1,135 @@
+//! A catalogue under a prefix of a bucket (`s3://bucket/catalogue`), seen
+//! as if the prefix were the root.
+//!
+//! `object_store`'s own `PrefixStore` (0.13) strips the prefix from the
+//! locations that listings return, but not from the one in a `get_opts`
+//! answer, and `head` goes through `get_opts`. DataFusion heads each file
+//! of a table and keeps only answers under the table's path, so under a
+//! `PrefixStore` every file was dropped and reads came back empty. This
+//! wrapper strips that location too and passes everything else through.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+};
+
+/// `inner` with `prefix` as its root.
+#[derive(Debug)]
+pub struct RootedStore {
+    inner: PrefixStore<Arc<dyn ObjectStore>>,
+    prefix: Path,
+}
+
+impl RootedStore {
+    pub fn new(inner: Arc<dyn ObjectStore>, prefix: Path) -> Self {
+        Self {
+            inner: PrefixStore::new(inner, prefix.clone()),
+            prefix,
+        }
+    }
+
+    /// `location` relative to the root (unchanged if it is not under it).
+    fn relative(&self, location: Path) -> Path {
+        let stripped: Option<Path> = location.prefix_match(&self.prefix).map(Iterator::collect);
+        stripped.unwrap_or(location)
+    }
+}
+
+impl std::fmt::Display for RootedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Rooted({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl ObjectStore for RootedStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let mut got = self.inner.get_opts(location, options).await?;
+        got.meta.location = self.relative(got.meta.location);
+        Ok(got)
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStoreExt;
+
+    #[tokio::test]
+    async fn a_head_answers_with_the_location_asked_for() {
+        let bucket: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let rooted = RootedStore::new(bucket.clone(), Path::from("catalogue"));
+        let file = Path::from("d/versions/1/part-00000.parquet");
+        rooted.put(&file, PutPayload::from_static(b"x")).await.unwrap();
+        assert!(
+            bucket
+                .head(&Path::from("catalogue/d/versions/1/part-00000.parquet"))
+                .await
+                .is_ok()
+        );
+        assert_eq!(rooted.head(&file).await.unwrap().location, file);
+        let got = rooted.get(&file).await.unwrap();
+        assert_eq!(got.meta.location, file);
+        assert_eq!(got.bytes().await.unwrap().as_ref(), b"x");
+    }
+}

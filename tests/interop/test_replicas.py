@@ -1,0 +1,155 @@
+"""Replicas over one S3 bucket: moto's S3 server on loopback stands in for
+the bucket, and two (or three) real `sluice` processes serve it. What one
+replica commits, the others serve within the poll interval; two replicas
+uploading at once never lose or mix a version; a replica killed in the
+middle of an upload leaves nothing the others show."""
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pyarrow as pa
+import pyarrow.ipc
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import free_port, running_server
+
+BUCKET = "sluice-replicas"
+#: How often replicas look for changes in these tests (the default is 2 s).
+POLL_MILLIS = 300
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """moto's S3 server on a free loopback port, with an empty bucket; the
+    environment a replica needs to reach it."""
+    import boto3
+
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    deadline = time.time() + 30
+    while True:
+        try:
+            client.create_bucket(Bucket=BUCKET)
+            break
+        except Exception:
+            if time.time() > deadline or process.poll() is not None:
+                raise
+            time.sleep(0.2)
+    try:
+        yield env, client
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+@contextlib.contextmanager
+def replicas(tmp_path_factory, s3, prefix: str, count: int = 2):
+    """`count` replicas serving `s3://BUCKET/prefix`, sharing secrets."""
+    env, _ = s3
+    url = f"s3://{BUCKET}/{prefix}"
+    storage = f"poll_millis = {POLL_MILLIS}"
+    with contextlib.ExitStack() as stack:
+        first_work = tmp_path_factory.mktemp("replica")
+        first = stack.enter_context(running_server(
+            first_work, datasets_url=url, storage=storage, env={**env, "SLUICE_AUDIT__REPLICA_ID": "r0"}))
+        servers = [first]
+        for n in range(1, count):
+            servers.append(stack.enter_context(running_server(
+                tmp_path_factory.mktemp("replica"), datasets_url=url, storage=storage,
+                env={**env, "SLUICE_AUDIT__REPLICA_ID": f"r{n}"}, secrets_from=first_work / "state")))
+        yield servers
+
+
+def manifest(dataset: str) -> bytes:
+    return json.dumps({
+        "id": dataset, "title": "Replicated", "description": "Rows written through one replica",
+        "sector": "test", "publisher": "Interop Org", "license": "CC0-1.0", "tier": "open",
+        "columns": [{"name": "id", "description": "", "key": True},
+                    {"name": "label", "description": ""}],
+    }).encode()
+
+
+def parquet_of(ids: range, label: str) -> bytes:
+    table = pa.table({"id": pa.array(list(ids), pa.int64()),
+                      "label": pa.array([label] * len(ids), pa.string())})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def upload(server, dataset: str, body: bytes) -> tuple[int, dict]:
+    return server.send("PUT", f"/v1/datasets/{dataset}/data", body, "application/vnd.apache.parquet")
+
+
+def rows(server, dataset: str, version: int | None = None) -> list:
+    query = f"?format=arrow" + (f"&version={version}" if version else "")
+    body = server.get(f"/v1/datasets/{dataset}/data{query}", token=False)
+    return pyarrow.ipc.open_stream(io.BytesIO(body)).read_all().to_pylist()
+
+
+def status_of(server, path: str) -> int:
+    try:
+        with server.open(path) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def wait_until(check, seconds: float = 15.0) -> float:
+    """Seconds until `check()` held (fails after `seconds`)."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < seconds, "replicas did not agree in time"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def test_what_one_replica_commits_the_other_serves(tmp_path_factory, s3):
+    with replicas(tmp_path_factory, s3, "serve") as (a, b):
+        status, answer = a.send("POST", "/v1/datasets", manifest("wells"), "application/json")
+        assert status == 201, answer
+        status, answer = upload(a, "wells", parquet_of(range(1000), "first"))
+        assert status == 201, answer
+        assert answer["version"] == 1 and answer["rows"] == 1000
+
+        # Through the replica that took the upload, at once.
+        got = rows(a, "wells")
+        assert len(got) == 1000 and got[0]["label"] == "first"
+        # Through the other one, within a few poll intervals.
+        waited = wait_until(lambda: status_of(b, "/v1/datasets/wells") == 200)
+        print(f"\nreplica B saw the new dataset after {waited:.2f} s (poll {POLL_MILLIS} ms)")
+        assert sorted(r["id"] for r in rows(b, "wells")) == list(range(1000))
+
+        # A second version through B reaches A; the first stays pinnable.
+        status, answer = upload(b, "wells", parquet_of(range(10), "second"))
+        assert status == 201 and answer["version"] == 2, answer
+        waited = wait_until(lambda: len(rows(a, "wells")) == 10)
+        print(f"replica A served version 2 after {waited:.2f} s")
+        assert {r["label"] for r in rows(a, "wells")} == {"second"}
+        assert len(rows(a, "wells", version=1)) == 1000
+
+        # A retirement through A stops B serving it.
+        status, answer = a.send("DELETE", "/v1/datasets/wells", b"", "application/json")
+        assert status == 200, answer
+        wait_until(lambda: status_of(b, "/v1/datasets/wells/data") == 404)
