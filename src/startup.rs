@@ -38,6 +38,9 @@ impl Application {
         std::fs::create_dir_all(&storage.state)
             .with_context(|| format!("creating state folder {}", storage.state.display()))?;
         let catalog = Arc::new(open_catalogue(&settings).await?);
+        if storage.datasets_url.is_some() {
+            spawn_catalogue_poller(catalog.clone(), Duration::from_millis(storage.poll_millis));
+        }
         let policy = Arc::new(LivePolicy::load(
             &storage.policy,
             &catalog.snapshot(),
@@ -349,6 +352,23 @@ fn spawn_decision_recorder(
                     outcome: Some(Outcome::Ok),
                     ..Record::new(Event::AccessRequest)
                 });
+            }
+        }
+    });
+}
+
+/// Notices what other replicas commit to an object-store catalogue: every
+/// `every`, datasets whose manifest changed are read again.
+fn spawn_catalogue_poller(catalog: Arc<LiveCatalog>, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(50)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match catalog.refresh().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(datasets = n, "read datasets other replicas changed"),
+                Err(e) => tracing::warn!(error = %e, "could not look for other replicas' changes"),
             }
         }
     });

@@ -6,14 +6,15 @@
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use object_store::ObjectStore;
+use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
+use object_store::{ObjectMeta, ObjectStore};
 use time::OffsetDateTime;
 
 use super::local::{LocalRoot, OpenError, Recovered, Staging};
 use super::manifest::{ColumnSpec, Manifest};
-use super::store_root::StoreRoot;
-use super::{Catalog, CatalogError, Dataset, check_schema, read_version};
+use super::store_root::{Committed, Expect, StoreRoot};
+use super::{Catalog, CatalogError, Dataset, Version, check_schema, load_dataset, read_version};
 use crate::domain::{ColumnName, DatasetId};
 
 /// Why a change to the catalogue was not made. Nothing was changed.
@@ -68,10 +69,33 @@ impl Writer {
         }
     }
 
-    async fn write_manifest(&self, manifest: &Manifest) -> std::io::Result<()> {
+    /// Commits `manifest` if storage still holds what `expect` says (a
+    /// local folder has one writer, so it always does).
+    async fn write_manifest(
+        &self,
+        manifest: &Manifest,
+        expect: Expect<'_>,
+    ) -> std::io::Result<Committed> {
         match self {
-            Writer::Local(root) => root.write_manifest(manifest),
-            Writer::Store(root) => root.write_manifest(manifest).await,
+            Writer::Local(root) => root.write_manifest(manifest).map(|()| Committed::Yes(None)),
+            Writer::Store(root) => root.write_manifest(manifest, expect).await,
+        }
+    }
+
+    /// The number the next version of `id` gets: above every folder, and
+    /// (in an object store) claimed so no other replica takes it.
+    async fn claim_version(&self, id: &DatasetId, published: u64) -> std::io::Result<u64> {
+        let next = published.max(self.highest_version_dir(id).await?) + 1;
+        match self {
+            Writer::Local(_) => Ok(next),
+            Writer::Store(root) => root.claim_version(id, next).await,
+        }
+    }
+
+    async fn release_claim(&self, id: &DatasetId, number: u64) -> std::io::Result<()> {
+        match self {
+            Writer::Local(_) => Ok(()),
+            Writer::Store(root) => root.release_claim(id, number).await,
         }
     }
 
@@ -227,10 +251,15 @@ impl LiveCatalog {
                 max: max_per_publisher,
             });
         }
-        root.write_manifest(&manifest).await?;
+        // Another replica may have registered the same id meanwhile.
+        let Committed::Yes(manifest_tag) = root.write_manifest(&manifest, Expect::Absent).await?
+        else {
+            return Err(WriteError::Exists(id.to_string()));
+        };
         let dataset = Dataset {
             manifest,
             versions: Default::default(),
+            manifest_tag,
         };
         self.swap(self.snapshot().with_dataset(dataset));
         self.snapshot()
@@ -254,79 +283,81 @@ impl LiveCatalog {
         let writer = self.writer.lock().await;
         let root = writer.as_ref().ok_or(WriteError::ReadOnly)?;
         let catalog = self.snapshot();
-        let dataset = catalog.get(id).ok_or(WriteError::NotFound)?;
-        let mut manifest = dataset.manifest.clone();
-        if manifest.retired.is_some() {
-            return Err(WriteError::Retired(id.to_string()));
-        }
-        if based_on.is_some_and(|v| v != manifest.version) {
-            return Err(WriteError::Moved(manifest.version));
-        }
-        let mut added_columns = Vec::new();
-        if manifest.columns.is_empty() {
-            for name in columns {
-                manifest.columns.push(ColumnSpec {
-                    name: name.clone(),
-                    description: String::new(),
-                    classification: Default::default(),
-                    mask: None,
-                    key: false,
-                    declared_type: None,
-                    groupable: false,
-                    order_statistics: false,
-                    bounds: None,
-                    categories: Vec::new(),
-                });
-                added_columns.push(name.clone());
+        let mut dataset = catalog.get(id).ok_or(WriteError::NotFound)?.clone();
+        let start = dataset.manifest.version;
+        check_publishable(&dataset, based_on)?;
+        let number = root.claim_version(id, start).await?;
+        // Anything below leaves nothing behind when it fails.
+        let abandon = |e: WriteError| async {
+            if let Err(cleanup) = root.remove_unpublished(id, number).await {
+                tracing::warn!(error = %cleanup, "could not remove an unpublished version");
             }
-        }
-        let number = manifest.version.max(root.highest_version_dir(id).await?) + 1;
+            e
+        };
         if let Err(e) = root.place_version(id, number, &staging.output()).await {
-            let _ = root.remove_unpublished(id, number).await;
-            return Err(e.into());
+            return Err(abandon(e.into()).await);
         }
         // Read the placed files back through the store and check them
         // against the manifest before anything points at them.
-        let checked = match read_version(catalog.store(), &manifest, number).await {
-            // Uploads are checked against the version current when they
-            // started; another upload may have been published since.
-            Ok(Some(version))
-                if dataset
-                    .current()
-                    .is_some_and(|current| !same_columns(&current.schema, &version.schema)) =>
+        let (first, _) = next_manifest(&dataset.manifest, columns);
+        let version = match read_version(catalog.store(), &first, number).await {
+            Ok(Some(version)) => version,
+            Ok(None) => {
+                return Err(
+                    abandon(WriteError::Invalid("the upload produced no data".into())).await,
+                );
+            }
+            Err(CatalogError::Inconsistent { problem, .. }) => {
+                return Err(abandon(WriteError::Invalid(problem)).await);
+            }
+            Err(e) => return Err(abandon(e.into()).await),
+        };
+        // Commit, retrying on the new state when another replica committed
+        // first (its manifest's ETag changed under us).
+        let mut attempts = 0;
+        let (manifest, added_columns, replaced, manifest_tag) = loop {
+            attempts += 1;
+            if let Err(e) = check_publishable(&dataset, based_on)
+                .and_then(|()| check_still_fits(&dataset, &version, number))
             {
-                Err(WriteError::Invalid(format!(
-                    "version {} was published while this upload was processed, with other column types; upload again",
-                    dataset.manifest.version
-                )))
+                return Err(abandon(e).await);
             }
-            Ok(Some(version)) => Ok(version),
-            Ok(None) => Err(WriteError::Invalid("the upload produced no data".into())),
-            Err(CatalogError::Inconsistent { problem, .. }) => Err(WriteError::Invalid(problem)),
-            Err(e) => Err(e.into()),
-        };
-        let version = match checked {
-            Ok(version) => version,
-            Err(e) => {
-                // Not published: leave nothing behind.
-                if let Err(cleanup) = root.remove_unpublished(id, number).await {
-                    tracing::warn!(error = %cleanup, "could not remove an unpublished version");
+            let (mut manifest, added_columns) = next_manifest(&dataset.manifest, columns);
+            if let Err(problem) = check_schema(&manifest, number, &version.schema) {
+                return Err(abandon(WriteError::Invalid(problem)).await);
+            }
+            // A first upload that defined its own columns waits for a
+            // steward to classify them and publish; so does one replacing
+            // it in review.
+            let held =
+                manifest.version == 0 && (!added_columns.is_empty() || manifest.in_review > 0);
+            let replaced = std::mem::take(&mut manifest.in_review);
+            if held {
+                manifest.in_review = number;
+            } else {
+                manifest.version = number;
+            }
+            // The version this commit moves past is committed: its claim
+            // goes first (see `store_root`).
+            root.release_claim(id, dataset.manifest.version).await?;
+            let expect = Expect::Tag(dataset.manifest_tag.as_deref());
+            // If this fails the files stay: whether the new manifest
+            // reached storage or not, a restart shows the old version or
+            // the whole new one.
+            match root.write_manifest(&manifest, expect).await? {
+                Committed::Yes(tag) => break (manifest, added_columns, replaced, tag),
+                Committed::Conflict if attempts < MAX_COMMIT_ATTEMPTS => {
+                    dataset = self.reload(id).await?;
                 }
-                return Err(e);
+                Committed::Conflict => {
+                    return Err(abandon(WriteError::Moved(dataset.manifest.version)).await);
+                }
             }
         };
-        // A first upload that defined its own columns waits for a steward
-        // to classify them and publish; so does one replacing it in review.
-        let held = manifest.version == 0 && (!added_columns.is_empty() || manifest.in_review > 0);
-        let replaced = std::mem::take(&mut manifest.in_review);
-        if held {
-            manifest.in_review = number;
-        } else {
-            manifest.version = number;
+        if let Err(e) = root.release_claim(id, number).await {
+            tracing::warn!(error = %e, "could not release a version's claim");
         }
-        // If this fails the files stay: whether the new manifest reached the
-        // disk or not, a restart shows the old version or the whole new one.
-        root.write_manifest(&manifest).await?;
+        let held = manifest.in_review == number;
         let mut versions = dataset.versions.clone();
         versions.insert(number, version);
         if replaced > 0 {
@@ -335,8 +366,12 @@ impl LiveCatalog {
                 tracing::warn!(error = %e, "could not remove a replaced version in review");
             }
         }
-        let dataset = Dataset { manifest, versions };
-        self.swap(catalog.with_dataset(dataset));
+        let dataset = Dataset {
+            manifest,
+            versions,
+            manifest_tag,
+        };
+        self.swap(self.snapshot().with_dataset(dataset));
         drop(staging);
         Ok(Published {
             dataset: self
@@ -350,31 +385,109 @@ impl LiveCatalog {
         })
     }
 
+    /// Reads again every dataset whose manifest changed in storage since
+    /// this snapshot was made: new datasets, versions, edits and
+    /// retirements committed by other replicas. One listing of the store
+    /// (a request per 1000 objects on S3) when nothing changed. Returns
+    /// how many datasets were read again.
+    pub async fn refresh(&self) -> Result<usize, CatalogError> {
+        let store = self.snapshot().store().clone();
+        let manifests: Vec<ObjectMeta> = store
+            .list(None)
+            .try_filter(|meta| {
+                let parts: Vec<_> = meta.location.parts().collect();
+                futures::future::ready(
+                    parts.len() == 2 && parts[1].as_ref() == super::MANIFEST_FILE,
+                )
+            })
+            .try_collect()
+            .await?;
+        // Under the writer's lock: a commit of this replica's own must not
+        // be overtaken by an older read of the same dataset.
+        let _writer = self.writer.lock().await;
+        let catalog = self.snapshot();
+        let mut next: Option<Catalog> = None;
+        let mut reread = 0;
+        for meta in manifests {
+            let Some(Ok(id)) = meta
+                .location
+                .parts()
+                .next()
+                .map(|p| DatasetId::parse(p.as_ref()))
+            else {
+                continue;
+            };
+            let known = catalog.get(&id).map(|d| d.manifest_tag.as_deref());
+            if known == Some(meta.e_tag.as_deref()) {
+                continue;
+            }
+            match load_dataset(&store, &id).await {
+                Ok(Some(dataset)) => {
+                    let base = next.as_ref().unwrap_or(&catalog);
+                    next = Some(base.with_dataset(dataset));
+                    reread += 1;
+                }
+                Ok(None) => {}
+                // Keep serving what was last read; the next poll tries again.
+                Err(e) => {
+                    tracing::warn!(dataset = %id, error = %e, "could not read a changed dataset")
+                }
+            }
+        }
+        if let Some(next) = next {
+            self.swap(next);
+        }
+        Ok(reread)
+    }
+
+    /// Reads dataset `id` again from storage (another replica changed it)
+    /// and serves what it read from now on.
+    async fn reload(&self, id: &DatasetId) -> Result<Arc<Dataset>, WriteError> {
+        let catalog = self.snapshot();
+        let dataset = load_dataset(catalog.store(), id)
+            .await?
+            .ok_or(WriteError::NotFound)?;
+        self.swap(self.snapshot().with_dataset(dataset));
+        self.snapshot().get(id).cloned().ok_or(WriteError::NotFound)
+    }
+
     /// Changes a dataset's manifest with `change`, checks the result against
-    /// every version, and commits it.
+    /// every version, and commits it. When another replica changed the
+    /// manifest first, `change` runs again on the new one.
     pub async fn edit(
         &self,
         id: &DatasetId,
-        change: impl FnOnce(&Manifest) -> Result<Manifest, String>,
+        mut change: impl FnMut(&Manifest) -> Result<Manifest, String>,
     ) -> Result<Arc<Dataset>, WriteError> {
         let writer = self.writer.lock().await;
         let root = writer.as_ref().ok_or(WriteError::ReadOnly)?;
-        let catalog = self.snapshot();
-        let dataset = catalog.get(id).ok_or(WriteError::NotFound)?;
-        let manifest = change(&dataset.manifest).map_err(WriteError::Invalid)?;
-        if &manifest.id != id {
-            return Err(WriteError::Invalid("a dataset's id cannot change".into()));
+        let mut dataset = self.snapshot().get(id).ok_or(WriteError::NotFound)?.clone();
+        for attempt in 1.. {
+            let manifest = change(&dataset.manifest).map_err(WriteError::Invalid)?;
+            if &manifest.id != id {
+                return Err(WriteError::Invalid("a dataset's id cannot change".into()));
+            }
+            for version in dataset.versions.values() {
+                check_schema(&manifest, version.number, &version.schema)
+                    .map_err(WriteError::Invalid)?;
+            }
+            let expect = Expect::Tag(dataset.manifest_tag.as_deref());
+            match root.write_manifest(&manifest, expect).await? {
+                Committed::Yes(manifest_tag) => {
+                    let dataset = Dataset {
+                        manifest,
+                        versions: dataset.versions.clone(),
+                        manifest_tag,
+                    };
+                    self.swap(self.snapshot().with_dataset(dataset));
+                    break;
+                }
+                Committed::Conflict if attempt < MAX_COMMIT_ATTEMPTS => {
+                    dataset = self.reload(id).await?;
+                }
+                Committed::Conflict => return Err(WriteError::Moved(dataset.manifest.version)),
+            }
         }
-        for version in dataset.versions.values() {
-            check_schema(&manifest, version.number, &version.schema)
-                .map_err(WriteError::Invalid)?;
-        }
-        root.write_manifest(&manifest).await?;
-        let dataset = Dataset {
-            manifest,
-            versions: dataset.versions.clone(),
-        };
-        self.swap(catalog.with_dataset(dataset));
         self.snapshot().get(id).cloned().ok_or(WriteError::NotFound)
     }
 
@@ -416,6 +529,67 @@ impl LiveCatalog {
         })
         .await
     }
+}
+
+/// How many times a commit is tried again on a manifest another replica
+/// changed, before the writer gives up with a conflict.
+const MAX_COMMIT_ATTEMPTS: u32 = 5;
+
+/// Whether an upload may still become a version of `dataset`: not retired,
+/// and (for a rewrite) based on the current version.
+fn check_publishable(dataset: &Dataset, based_on: Option<u64>) -> Result<(), WriteError> {
+    let manifest = &dataset.manifest;
+    if manifest.retired.is_some() {
+        return Err(WriteError::Retired(manifest.id.to_string()));
+    }
+    if based_on.is_some_and(|v| v != manifest.version) {
+        return Err(WriteError::Moved(manifest.version));
+    }
+    Ok(())
+}
+
+/// Whether `version` (number `number`) may follow what `dataset` now
+/// holds: a newer version published meanwhile (by another replica) wins,
+/// and one published with other column types makes the upload stale.
+fn check_still_fits(dataset: &Dataset, version: &Version, number: u64) -> Result<(), WriteError> {
+    if dataset.manifest.committed_up_to() >= number {
+        return Err(WriteError::Moved(dataset.manifest.version));
+    }
+    match dataset.current() {
+        Some(current) if !same_columns(&current.schema, &version.schema) => {
+            Err(WriteError::Invalid(format!(
+                "version {} was published while this upload was processed, with other column types; upload again",
+                dataset.manifest.version
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The manifest that publishes an upload with `columns`: the current one,
+/// with the upload's columns when it declared none (the first upload
+/// defines them); and which columns were so added.
+fn next_manifest(current: &Manifest, columns: &[ColumnName]) -> (Manifest, Vec<ColumnName>) {
+    let mut manifest = current.clone();
+    let mut added_columns = Vec::new();
+    if manifest.columns.is_empty() {
+        for name in columns {
+            manifest.columns.push(ColumnSpec {
+                name: name.clone(),
+                description: String::new(),
+                classification: Default::default(),
+                mask: None,
+                key: false,
+                declared_type: None,
+                groupable: false,
+                order_statistics: false,
+                bounds: None,
+                categories: Vec::new(),
+            });
+            added_columns.push(name.clone());
+        }
+    }
+    (manifest, added_columns)
 }
 
 /// Same column names and types, in order (nullability and field metadata

@@ -350,6 +350,11 @@ impl Manifest {
     /// Whether version folder `n` holds nothing anyone will read: an upload
     /// that never committed (above the committed ones), or an upload in
     /// review that a later one replaced (a crash may leave it behind).
+    /// Whether the manifest points at version `n` (published or in review).
+    pub fn names_version(&self, n: u64) -> bool {
+        n > 0 && (n == self.version || n == self.in_review)
+    }
+
     pub fn is_stale_version(&self, n: u64) -> bool {
         n > self.committed_up_to() || (self.version == 0 && n < self.in_review)
     }

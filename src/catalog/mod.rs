@@ -88,6 +88,10 @@ crate::words::words! {
 pub struct Dataset {
     pub manifest: Manifest,
     pub versions: BTreeMap<u64, Version>,
+    /// The manifest object's ETag as read or written (object stores):
+    /// the next commit replaces exactly this manifest or conflicts, and
+    /// replicas compare it to notice each other's changes.
+    pub manifest_tag: Option<String>,
 }
 
 impl Dataset {
@@ -209,7 +213,7 @@ impl std::fmt::Debug for Catalog {
     }
 }
 
-const MANIFEST_FILE: &str = "dataset.toml";
+pub(crate) const MANIFEST_FILE: &str = "dataset.toml";
 
 impl Catalog {
     /// Reads every dataset under the store's root. Any invalid manifest or
@@ -319,8 +323,11 @@ pub async fn load_dataset(
 ) -> Result<Option<Dataset>, CatalogError> {
     let prefix = StorePath::from(id.as_str());
     let manifest_path = prefix.clone().join(MANIFEST_FILE);
-    let text = match store.get(&manifest_path).await {
-        Ok(got) => got.bytes().await?,
+    let (text, manifest_tag) = match store.get(&manifest_path).await {
+        Ok(got) => {
+            let tag = got.meta.e_tag.clone();
+            (got.bytes().await?, tag)
+        }
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
@@ -348,6 +355,11 @@ pub async fn load_dataset(
         .filter(|n| *n > 0 && !manifest.is_stale_version(*n));
     let mut versions = BTreeMap::new();
     for number in committed {
+        // Below the published version, a claim marks an upload that lost
+        // its race to another replica (see `store_root`).
+        if !manifest.names_version(number) && has_claim(store, id, number).await? {
+            continue;
+        }
         if let Some(version) = read_version(store, &manifest, number).await? {
             versions.insert(number, version);
         }
@@ -363,7 +375,27 @@ pub async fn load_dataset(
             });
         }
     }
-    Ok(Some(Dataset { manifest, versions }))
+    Ok(Some(Dataset {
+        manifest,
+        versions,
+        manifest_tag,
+    }))
+}
+
+async fn has_claim(
+    store: &Arc<dyn ObjectStore>,
+    id: &DatasetId,
+    number: u64,
+) -> Result<bool, CatalogError> {
+    let claim = StorePath::from(id.as_str())
+        .join("versions")
+        .join(number.to_string())
+        .join(store_root::CLAIM_FILE);
+    match store.head(&claim).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Reads version `number` of a dataset (its files' footers) and checks it

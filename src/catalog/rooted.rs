@@ -120,7 +120,10 @@ mod tests {
         let bucket: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
         let rooted = RootedStore::new(bucket.clone(), Path::from("catalogue"));
         let file = Path::from("d/versions/1/part-00000.parquet");
-        rooted.put(&file, PutPayload::from_static(b"x")).await.unwrap();
+        rooted
+            .put(&file, PutPayload::from_static(b"x"))
+            .await
+            .unwrap();
         assert!(
             bucket
                 .head(&Path::from("catalogue/d/versions/1/part-00000.parquet"))

@@ -153,3 +153,99 @@ def test_what_one_replica_commits_the_other_serves(tmp_path_factory, s3):
         status, answer = a.send("DELETE", "/v1/datasets/wells", b"", "application/json")
         assert status == 200, answer
         wait_until(lambda: status_of(b, "/v1/datasets/wells/data") == 404)
+
+
+def test_two_replicas_uploading_at_once_never_lose_or_mix_a_version(tmp_path_factory, s3):
+    with replicas(tmp_path_factory, s3, "race") as (a, b):
+        status, answer = a.send("POST", "/v1/datasets", manifest("race"), "application/json")
+        assert status == 201, answer
+        # The first upload defines the columns; the race is on the next ones.
+        status, answer = upload(a, "race", parquet_of(range(5), "seed"))
+        assert status == 201, answer
+        wait_until(lambda: status_of(b, "/v1/datasets/race/data") == 200)
+
+        # Each upload has its own label and row count, to tell them apart.
+        uploads = {f"{name}{i}": (server, 100 + 10 * i + (5 if name == "b" else 0))
+                   for name, server in (("a", a), ("b", b)) for i in range(3)}
+        answers = {}
+
+        def send(labels):
+            for label in labels:
+                server, count = uploads[label]
+                answers[label] = upload(server, "race", parquet_of(range(count), label))
+
+        threads = [threading.Thread(target=send, args=([f"{n}{i}" for i in range(3)],))
+                   for n in ("a", "b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+
+        won = {}
+        for label, (status, answer) in answers.items():
+            # A replica that lost the race to a newer version says so.
+            assert status in (201, 409), (label, status, answer)
+            if status == 201:
+                won[answer["version"]] = label
+            else:
+                assert answer["type"] == "change-stale" and "published meanwhile" in answer["detail"], answer
+        print(f"\n{len(won)} of {len(answers)} concurrent uploads committed: {sorted(won)}")
+        assert len(won) == sum(1 for s, _ in answers.values() if s == 201), "two uploads got one number"
+        assert len(won) >= 2
+        newest = max(won)
+        for server in (a, b):
+            wait_until(lambda: len(rows(server, "race")) == uploads[won[newest]][1])
+            for version, label in won.items():
+                got = rows(server, "race", version=version)
+                # Whole and unmixed: exactly the rows of the upload that got it.
+                assert {r["label"] for r in got} == {label}, (version, label)
+                assert sorted(r["id"] for r in got) == list(range(uploads[label][1]))
+            detail = json.loads(server.get("/v1/datasets/race", token=False))
+            assert detail["version"] == newest
+
+
+def test_a_replica_killed_mid_upload_leaves_no_partial_version(tmp_path_factory, s3):
+    _, client = s3
+    with replicas(tmp_path_factory, s3, "killed") as (a, b):
+        status, answer = a.send("POST", "/v1/datasets", manifest("killed"), "application/json")
+        assert status == 201, answer
+        status, answer = upload(a, "killed", parquet_of(range(7), "before"))
+        assert status == 201 and answer["version"] == 1, answer
+        wait_until(lambda: status_of(b, "/v1/datasets/killed/data") == 200)
+
+        # A large upload through A; A is killed once its version's objects
+        # start to appear in the bucket (its claim is the first).
+        big = parquet_of(range(3_000_000), "never-seen")
+        thread = threading.Thread(target=lambda: upload_quietly(a, big))
+        thread.start()
+        claim = "killed/killed/versions/2/.claim"
+        deadline = time.time() + 120
+        while not client.list_objects_v2(Bucket=BUCKET, Prefix=claim).get("KeyCount"):
+            assert time.time() < deadline, "the upload never reached the bucket"
+            time.sleep(0.01)
+        a.process.send_signal(signal.SIGKILL)
+        a.process.wait(timeout=30)
+        thread.join(timeout=60)
+
+        # B still serves version 1, whole, and nothing of version 2.
+        time.sleep(3 * POLL_MILLIS / 1000)
+        got = rows(b, "killed")
+        assert sorted(r["id"] for r in got) == list(range(7))
+        assert {r["label"] for r in got} == {"before"}
+        assert status_of(b, "/v1/datasets/killed/data?version=2") == 404
+        detail = json.loads(b.get("/v1/datasets/killed", token=False))
+        assert detail["version"] == 1
+
+        # The next upload through B gets a number of its own and commits.
+        status, answer = upload(b, "killed", parquet_of(range(9), "after"))
+        assert status == 201, answer
+        assert answer["version"] >= 2
+        assert {r["label"] for r in rows(b, "killed")} == {"after"}
+
+
+def upload_quietly(server, body: bytes):
+    """An upload whose server may die under it."""
+    try:
+        upload(server, "killed", body)
+    except OSError:
+        pass
