@@ -1,11 +1,12 @@
 //! The `sluice` command: serve, mint development tokens, make demo data.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod access_cli;
 mod steward_cli;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sluice::auth::Role;
 use sluice::auth::dev::{DevKey, TokenRequest};
@@ -97,7 +98,9 @@ enum AuditCommand {
     /// Check every chain link and every signed checkpoint; report the first
     /// problem by file and line.
     Verify {
-        /// Audit folder (default: audit.dir, else <state>/audit).
+        /// Audit folder (default: audit.dir, else <state>/audit), or where
+        /// replicas ship their trails (`s3://bucket/audit`): then every
+        /// replica's chain is checked.
         dir: Option<PathBuf>,
         /// The checkpoint key's public half (base64, as in each checkpoint's
         /// log line), when checking a copy away from the server's key file.
@@ -161,6 +164,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Checks one audit folder and says what it found.
+fn verify_audit_folder(dir: &Path, anchor: &sluice::audit::Anchor) -> anyhow::Result<()> {
+    let report = sluice::audit::verify(dir, anchor)?;
+    for torn in &report.torn {
+        eprintln!(
+            "warning: {torn}: torn final record (the server stopped while writing it); not counted"
+        );
+    }
+    println!(
+        "{}: ok, {} records in {} files, chain intact; {} signed checkpoints, {} records sealed, {} unsealed (after the newest checkpoint)",
+        dir.display(),
+        report.records,
+        report.files,
+        report.checkpoints,
+        report.sealed,
+        report.records - report.sealed
+    );
+    Ok(())
 }
 
 /// The settings file named by --config or SLUICE_CONFIG, else the default.
@@ -281,22 +304,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         );
                     }
                     let anchor = sluice::audit::Anchor { public_key, head };
-                    let report = sluice::audit::verify(&dir, &anchor)?;
-                    for torn in &report.torn {
-                        eprintln!(
-                            "warning: {torn}: torn final record (the server stopped while writing it); not counted"
-                        );
+                    let text = dir.to_string_lossy().into_owned();
+                    if !text.contains("://") {
+                        return verify_audit_folder(&dir, &anchor);
                     }
-                    println!(
-                        "{}: ok, {} records in {} files, chain intact; {} signed checkpoints, {} records sealed, {} unsealed (after the newest checkpoint)",
-                        dir.display(),
-                        report.records,
-                        report.files,
-                        report.checkpoints,
-                        report.sealed,
-                        report.records - report.sealed
-                    );
-                    Ok(())
+                    // Every replica's shipped trail, from the bucket.
+                    let copy =
+                        std::env::temp_dir().join(format!("sluice-audit-{}", uuid::Uuid::new_v4()));
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    let result = runtime
+                        .block_on(sluice::audit::ship::download(&text, &copy))
+                        .and_then(|replicas| {
+                            for folder in replicas {
+                                verify_audit_folder(&folder, &anchor).with_context(|| {
+                                    format!(
+                                        "replica {}",
+                                        folder.file_name().unwrap_or_default().to_string_lossy()
+                                    )
+                                })?;
+                            }
+                            Ok(())
+                        });
+                    let _ = std::fs::remove_dir_all(&copy);
+                    result
                 }
                 AuditCommand::Tail { lines, dir } => {
                     let records = sluice::audit::read_all(&dir.unwrap_or(default_dir))?;

@@ -48,6 +48,15 @@ impl Application {
         )?);
         let metrics = Arc::new(Metrics::new().context("metrics")?);
         let audit = Arc::new(open_audit(&settings, &metrics)?);
+        if let (Some(dir), Some((url, replica))) =
+            (audit.dir(), crate::audit::ship::destination(&settings)?)
+        {
+            let store = crate::catalog::rooted::open_url(&url).context("audit.ship_url")?;
+            crate::audit::ship::Shipper::open(store, &replica, dir)
+                .await?
+                .spawn(Duration::from_secs(settings.audit.checkpoint_secs.max(1)));
+            tracing::info!(%url, %replica, "shipping the audit trail");
+        }
         spawn_policy_watcher(
             policy.clone(),
             catalog.clone(),

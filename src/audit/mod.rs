@@ -19,6 +19,7 @@
 //! tail is caught too.
 
 pub mod checkpoint;
+pub mod ship;
 mod verify;
 mod writer;
 

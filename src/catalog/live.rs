@@ -167,14 +167,7 @@ impl LiveCatalog {
     /// staging uploads in the local folder `staging`.
     pub async fn open_url(url: &str, staging: &Path) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let parsed = url::Url::parse(url).with_context(|| format!("storage.datasets_url {url}"))?;
-        let (store, prefix) = object_store::parse_url_opts(&parsed, store_options_from_env())
-            .with_context(|| format!("storage.datasets_url {url}"))?;
-        let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
-            Arc::from(store)
-        } else {
-            Arc::new(super::rooted::RootedStore::new(Arc::from(store), prefix))
-        };
+        let store = super::rooted::open_url(url).context("storage.datasets_url")?;
         let root = StoreRoot::new(store.clone(), staging)?;
         Self::open_with(Writer::Store(root), || async {
             Catalog::load(store).await.context("loading the catalogue")
@@ -600,16 +593,6 @@ fn same_columns(a: &arrow::datatypes::Schema, b: &arrow::datatypes::Schema) -> b
             .iter()
             .zip(b.fields())
             .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
-}
-
-/// The object store's settings from the usual environment variables
-/// (`AWS_ACCESS_KEY_ID`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, …):
-/// `parse_url` alone starts from empty settings, not from the environment.
-pub fn store_options_from_env() -> Vec<(String, String)> {
-    std::env::vars()
-        .filter(|(name, _)| name.starts_with("AWS_"))
-        .map(|(name, value)| (name.to_ascii_lowercase(), value))
-        .collect()
 }
 
 /// Loads a catalogue from a local folder through `object_store`.

@@ -20,6 +20,25 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 
+/// The store at `url` (`s3://bucket/prefix`, `memory:///`, …) with the
+/// URL's path as its root, configured from the usual environment variables
+/// (`AWS_ACCESS_KEY_ID`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`,
+/// …): `object_store::parse_url` alone starts from empty settings.
+pub fn open_url(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    use anyhow::Context;
+    let parsed = url::Url::parse(url).with_context(|| format!("not a URL: {url}"))?;
+    let options = std::env::vars()
+        .filter(|(name, _)| name.starts_with("AWS_"))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value));
+    let (store, prefix) = object_store::parse_url_opts(&parsed, options)
+        .with_context(|| format!("cannot open the object store at {url}"))?;
+    Ok(if prefix.as_ref().is_empty() {
+        Arc::from(store)
+    } else {
+        Arc::new(RootedStore::new(Arc::from(store), prefix))
+    })
+}
+
 /// `inner` with `prefix` as its root.
 #[derive(Debug)]
 pub struct RootedStore {

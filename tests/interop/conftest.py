@@ -125,8 +125,10 @@ class Server:
 
 
 #: What replicas of one deployment share besides the bucket: the TLS
-#: material and the keys (pseudonyms, snapshot links, development tokens).
-SHARED_SECRETS = ("tls", "dev-signing-key.pem", "pseudonym-secret", "snapshot-url-key")
+#: material and the keys (pseudonyms, snapshot links, development tokens,
+#: audit checkpoints).
+SHARED_SECRETS = ("tls", "dev-signing-key.pem", "pseudonym-secret", "snapshot-url-key",
+                  "audit-signing-key")
 
 
 @contextlib.contextmanager

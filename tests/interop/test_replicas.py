@@ -20,11 +20,13 @@ import pyarrow.ipc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import free_port, running_server
+from conftest import binary, free_port, running_server
 
 BUCKET = "sluice-replicas"
 #: How often replicas look for changes in these tests (the default is 2 s).
 POLL_MILLIS = 300
+#: Checkpoints (and audit shipping) every second rather than every minute.
+AUDIT = {"SLUICE_AUDIT__CHECKPOINT_SECS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +74,13 @@ def replicas(tmp_path_factory, s3, prefix: str, count: int = 2):
     with contextlib.ExitStack() as stack:
         first_work = tmp_path_factory.mktemp("replica")
         first = stack.enter_context(running_server(
-            first_work, datasets_url=url, storage=storage, env={**env, "SLUICE_AUDIT__REPLICA_ID": "r0"}))
+            first_work, datasets_url=url, storage=storage, env={**env, **AUDIT, "SLUICE_AUDIT__REPLICA_ID": "r0"}))
         servers = [first]
         for n in range(1, count):
             servers.append(stack.enter_context(running_server(
                 tmp_path_factory.mktemp("replica"), datasets_url=url, storage=storage,
-                env={**env, "SLUICE_AUDIT__REPLICA_ID": f"r{n}"}, secrets_from=first_work / "state")))
+                env={**env, **AUDIT, "SLUICE_AUDIT__REPLICA_ID": f"r{n}"},
+                secrets_from=first_work / "state")))
         yield servers
 
 
@@ -249,3 +252,44 @@ def upload_quietly(server, body: bytes):
         upload(server, "killed", body)
     except OSError:
         pass
+
+
+def test_every_replica_ships_its_trail_and_one_command_verifies_them(tmp_path_factory, s3):
+    env, client = s3
+    with replicas(tmp_path_factory, s3, "audited") as (a, b):
+        status, answer = a.send("POST", "/v1/datasets", manifest("audited"), "application/json")
+        assert status == 201, answer
+        status, answer = upload(b, "audited", parquet_of(range(3), "x"))
+        wait_until(lambda: status_of(a, "/v1/datasets/audited/data") == 200)
+        rows(a, "audited")
+        rows(b, "audited")
+
+        def shipped(replica):
+            listing = client.list_objects_v2(Bucket=BUCKET, Prefix=f"audit/{replica}/")
+            return {o["Key"].rsplit("/", 1)[1] for o in listing.get("Contents", [])}
+
+        wait_until(lambda: all("checkpoints.jsonl" in shipped(r) and len(shipped(r)) >= 2
+                               for r in ("r0", "r1")), seconds=20)
+
+        def verify():
+            # A's settings name the audit key both replicas share.
+            return subprocess.run(
+                [binary(), "--config", a.work / "sluice.toml", "audit", "verify", f"s3://{BUCKET}/audit"],
+                capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+
+        done = verify()
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.count(": ok,") == 2, done.stdout
+        assert "/r0:" in done.stdout and "/r1:" in done.stdout, done.stdout
+        assert "warning: no checkpoint key" not in done.stderr
+
+    # Every replica stopped: edit one shipped record and the check fails,
+    # naming the replica.
+    key = sorted(k for k in (o["Key"] for o in client.list_objects_v2(
+        Bucket=BUCKET, Prefix="audit/r1/audit-")["Contents"]))[0]
+    body = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    client.put_object(Bucket=BUCKET, Key=key, Body=body.replace(b'"register"', b'"retire"', 1)
+                      .replace(b'"upload"', b'"retire"', 1))
+    done = verify()
+    assert done.returncode != 0
+    assert "replica r1" in done.stderr and "altered" in done.stderr, done.stderr
