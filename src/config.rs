@@ -361,6 +361,19 @@ pub struct StorageSettings {
     pub policy: PathBuf,
 }
 
+impl StorageSettings {
+    /// The bucket of an object-store catalogue (`s3://bucket`), where
+    /// replicas also keep what they share beside the catalogue (`audit/`,
+    /// `privacy-ledger/`); `None` for a folder or `memory:///`.
+    pub fn bucket_root(&self) -> Option<String> {
+        let parsed = url::Url::parse(self.datasets_url.as_deref()?).ok()?;
+        match (parsed.scheme(), parsed.host_str()) {
+            ("memory" | "file", _) | (_, None) => None,
+            (scheme, Some(bucket)) => Some(format!("{scheme}://{bucket}")),
+        }
+    }
+}
+
 impl Default for StorageSettings {
     fn default() -> Self {
         Self {

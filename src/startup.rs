@@ -82,9 +82,7 @@ impl Application {
             limits: settings.limits.clone(),
             ingest: settings.ingest.clone(),
             audit,
-            ledger: Arc::new(
-                crate::dp::Ledger::open_in(&storage.state).context("privacy budget ledger")?,
-            ),
+            ledger: Arc::new(open_ledger(storage).context("privacy budget ledger")?),
             metrics,
             public_url: settings
                 .server
@@ -364,6 +362,18 @@ fn spawn_decision_recorder(
             }
         }
     });
+}
+
+/// The privacy-budget ledger: in the bucket when replicas share one (each
+/// would otherwise grant the whole budget), else in the state folder.
+fn open_ledger(storage: &crate::config::StorageSettings) -> anyhow::Result<crate::dp::Ledger> {
+    Ok(match storage.bucket_root() {
+        Some(root) => crate::dp::Ledger::shared(
+            crate::catalog::rooted::open_url(&format!("{root}/privacy-ledger"))?,
+            tokio::runtime::Handle::current(),
+        ),
+        None => crate::dp::Ledger::open_in(&storage.state)?,
+    })
 }
 
 /// Notices what other replicas commit to an object-store catalogue: every

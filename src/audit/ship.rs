@@ -125,15 +125,9 @@ fn read_trail(dir: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
 /// the root of the catalogue's bucket when the catalogue is in an object
 /// store other than memory; and under which replica name.
 pub fn destination(settings: &Settings) -> anyhow::Result<Option<(String, String)>> {
-    let url = match (&settings.audit.ship_url, &settings.storage.datasets_url) {
+    let url = match (&settings.audit.ship_url, settings.storage.bucket_root()) {
         (Some(url), _) => url.clone(),
-        (None, Some(datasets)) => {
-            let parsed = url::Url::parse(datasets).context("storage.datasets_url")?;
-            match (parsed.scheme(), parsed.host_str()) {
-                ("memory" | "file", _) | (_, None) => return Ok(None),
-                (scheme, Some(bucket)) => format!("{scheme}://{bucket}/audit"),
-            }
-        }
+        (None, Some(root)) => format!("{root}/audit"),
         (None, None) => return Ok(None),
     };
     let replica = match &settings.audit.replica_id {

@@ -9,13 +9,23 @@
 //! that never returned (its answer never left) and is cut off. Any other
 //! line that does not parse stops the server: an unknown spend cannot be
 //! assumed to be zero.
+//!
+//! Replicas over one bucket share their ledger instead ([`Ledger::shared`]):
+//! one object per account, `<account's SHA-256>.jsonl`, and a spend is a
+//! conditional put of the object with its line appended, if-match on the
+//! ETag read (create-if-absent for a first spend). Two replicas spending
+//! from one account at once cannot both succeed on the same total: the
+//! loser reads the new total and checks the budget again. Without this,
+//! every replica would grant the whole budget.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, UpdateVersion};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -49,13 +59,27 @@ pub enum LedgerError {
 }
 
 struct Inner {
-    file: File,
+    /// Where spends are written: `None` when the ledger is shared.
+    file: Option<File>,
+    /// What each account had spent when last read or written here (for a
+    /// shared ledger, other replicas' later spends are not counted until
+    /// this replica spends from the account again).
     spent: HashMap<String, f64>,
 }
+
+/// A ledger kept in an object store, shared by replicas.
+struct Shared {
+    store: Arc<dyn ObjectStore>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// How many times a spend reads again after another replica's spend won.
+const MAX_SPEND_ATTEMPTS: usize = 50;
 
 pub struct Ledger {
     path: PathBuf,
     inner: Mutex<Inner>,
+    shared: Option<Shared>,
 }
 
 impl Ledger {
@@ -91,8 +115,25 @@ impl Ledger {
         let spent = totals(&text[..complete], path)?;
         Ok(Self {
             path: path.to_owned(),
-            inner: Mutex::new(Inner { file, spent }),
+            inner: Mutex::new(Inner {
+                file: Some(file),
+                spent,
+            }),
+            shared: None,
         })
+    }
+
+    /// A ledger in `store`, shared with every replica that opens the same
+    /// store; spends block on `runtime` (call them off the async workers).
+    pub fn shared(store: Arc<dyn ObjectStore>, runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            path: PathBuf::from(store.to_string()),
+            inner: Mutex::new(Inner {
+                file: None,
+                spent: HashMap::new(),
+            }),
+            shared: Some(Shared { store, runtime }),
+        }
     }
 
     /// What each account in `state`'s ledger has spent, read without
@@ -130,12 +171,8 @@ impl Ledger {
         cost: f64,
         request: &str,
     ) -> Result<Spend, LedgerError> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let spent = inner.spent.get(account).copied().unwrap_or(0.0);
-        let remaining = (total - spent).max(0.0);
-        if cost > remaining + SLACK {
-            return Err(LedgerError::Exhausted { remaining, cost });
-        }
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = &mut *guard;
         let entry = Entry {
             at: OffsetDateTime::now_utc(),
             account: account.to_owned(),
@@ -144,15 +181,30 @@ impl Ledger {
         };
         let mut line = serde_json::to_vec(&entry).map_err(|e| self.io(e.to_string()))?;
         line.push(b'\n');
-        inner
-            .file
-            .write_all(&line)
-            .and_then(|_| inner.file.sync_data())
-            .map_err(|e| self.io(e.to_string()))?;
+        let spent = match (&mut inner.file, &self.shared) {
+            (_, Some(shared)) => match shared.spend(account, total, cost, &line) {
+                Ok(spent) => spent,
+                Err(e @ LedgerError::Exhausted { remaining, .. }) => {
+                    // What the refusal read is the latest total: show it.
+                    inner.spent.insert(account.to_owned(), total - remaining);
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            },
+            (Some(file), None) => {
+                let spent = inner.spent.get(account).copied().unwrap_or(0.0);
+                check_budget(total, spent, cost)?;
+                file.write_all(&line)
+                    .and_then(|_| file.sync_data())
+                    .map_err(|e| self.io(e.to_string()))?;
+                spent
+            }
+            (None, None) => return Err(self.io("the ledger is not open".into())),
+        };
         inner.spent.insert(account.to_owned(), spent + cost);
         Ok(Spend {
             epsilon: cost,
-            remaining: (remaining - cost).max(0.0),
+            remaining: (total - spent - cost).max(0.0),
         })
     }
 
@@ -161,6 +213,66 @@ impl Ledger {
             path: self.path.display().to_string(),
             message,
         }
+    }
+}
+
+/// Refuses a spend of `cost` when less than that is left of `total`.
+fn check_budget(total: f64, spent: f64, cost: f64) -> Result<(), LedgerError> {
+    let remaining = (total - spent).max(0.0);
+    if cost > remaining + SLACK {
+        return Err(LedgerError::Exhausted { remaining, cost });
+    }
+    Ok(())
+}
+
+impl Shared {
+    /// Appends `line` to `account`'s object if the budget allows, with a
+    /// conditional put; returns what the account had spent before.
+    fn spend(&self, account: &str, total: f64, cost: f64, line: &[u8]) -> Result<f64, LedgerError> {
+        let path = StorePath::from(format!(
+            "{}.jsonl",
+            crate::audit::sha256_hex(account.as_bytes())
+        ));
+        let io = |message: String| LedgerError::Io {
+            path: format!("{}/{path}", self.store),
+            message,
+        };
+        self.runtime.block_on(async {
+            for _ in 0..MAX_SPEND_ATTEMPTS {
+                let (text, mode) = match self.store.get(&path).await {
+                    Ok(got) => {
+                        let version = UpdateVersion {
+                            e_tag: got.meta.e_tag.clone(),
+                            version: got.meta.version.clone(),
+                        };
+                        let bytes = got.bytes().await.map_err(|e| io(e.to_string()))?;
+                        (bytes.to_vec(), PutMode::Update(version))
+                    }
+                    Err(object_store::Error::NotFound { .. }) => (Vec::new(), PutMode::Create),
+                    Err(e) => return Err(io(e.to_string())),
+                };
+                let text = String::from_utf8(text).map_err(|e| io(e.to_string()))?;
+                let spent = totals(&text, Path::new(path.as_ref()))?
+                    .get(account)
+                    .copied()
+                    .unwrap_or(0.0);
+                check_budget(total, spent, cost)?;
+                let mut body = text.into_bytes();
+                body.extend_from_slice(line);
+                match self.store.put_opts(&path, body.into(), mode.into()).await {
+                    Ok(_) => return Ok(spent),
+                    // Another replica spent first: read its total.
+                    Err(
+                        object_store::Error::Precondition { .. }
+                        | object_store::Error::AlreadyExists { .. },
+                    ) => continue,
+                    Err(e) => return Err(io(e.to_string())),
+                }
+            }
+            Err(io(
+                "too many replicas spending from this account at once; try again".into(),
+            ))
+        })
     }
 }
 
@@ -249,5 +361,34 @@ mod tests {
             .count();
         assert_eq!(granted, 4);
         assert_eq!(ledger.spent("a"), 1.0);
+    }
+
+    #[test]
+    fn replicas_sharing_a_ledger_never_overspend_together() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        // Two replicas, eight threads each, one account with four spends.
+        let replicas: Vec<_> = (0..2)
+            .map(|_| Arc::new(Ledger::shared(store.clone(), runtime.handle().clone())))
+            .collect();
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let ledger = replicas[i % 2].clone();
+                std::thread::spawn(move || ledger.spend("g/p", 1.0, 0.25, "r").is_ok())
+            })
+            .collect();
+        let granted = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|&ok| ok)
+            .count();
+        assert_eq!(granted, 4);
+        // A third replica started later sees the whole spend.
+        let late = Ledger::shared(store, runtime.handle().clone());
+        assert!(matches!(
+            late.spend("g/p", 1.0, 0.25, "r"),
+            Err(LedgerError::Exhausted { remaining, .. }) if remaining < 1e-9
+        ));
+        assert_eq!(late.spend("g/q", 1.0, 0.5, "r").unwrap().remaining, 0.5);
     }
 }

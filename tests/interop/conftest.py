@@ -133,13 +133,13 @@ SHARED_SECRETS = ("tls", "dev-signing-key.pem", "pseudonym-secret", "snapshot-ur
 
 @contextlib.contextmanager
 def running_server(work: Path, limits: str = "", datasets_url: str = "", storage: str = "",
-                   env: dict | None = None, secrets_from: Path | None = None):
+                   env: dict | None = None, secrets_from: Path | None = None, policy: str = ""):
     """The real binary serving fresh sample data from `work`, over HTTPS on
     a free loopback port, until the block ends; `limits` adds lines to the
     `[limits]` section. With `datasets_url` it serves that object-store
     catalogue instead (no sample data), with `env` added to its environment
     and, from `secrets_from` (another replica's state folder), the same
-    secrets as that replica."""
+    secrets as that replica. `policy` adds grants to the policy file."""
     exe = binary()
     if datasets_url:
         storage_lines = f'datasets_url = "{datasets_url}"\n{storage}'
@@ -156,7 +156,7 @@ def running_server(work: Path, limits: str = "", datasets_url: str = "", storage
             [exe, "demo-data", "--rows", str(ROWS), "--out", work / "datasets"], check=True
         )
         storage_lines = f'datasets = "{work / "datasets"}"'
-    (work / "policy.toml").write_text(POLICY)
+    (work / "policy.toml").write_text(POLICY + policy)
     port = free_port()
     config = work / "sluice.toml"
     config.write_text(

@@ -65,6 +65,21 @@ def s3(tmp_path_factory):
         log.close()
 
 
+#: A differentially private grant on `dp-shared`: four answers of 0.25.
+DP_POLICY = """
+[[grant]]
+id = "dp-replicas"
+subjects = ["alice@uni.example"]
+dataset = "dp-shared"
+purpose = "one budget, however many replicas answer"
+mode = "dp"
+project = "replicas"
+epsilon = 1.0
+epsilon_per_query = 0.25
+expires = 2099-12-31
+"""
+
+
 @contextlib.contextmanager
 def replicas(tmp_path_factory, s3, prefix: str, count: int = 2):
     """`count` replicas serving `s3://BUCKET/prefix`, sharing secrets."""
@@ -74,11 +89,11 @@ def replicas(tmp_path_factory, s3, prefix: str, count: int = 2):
     with contextlib.ExitStack() as stack:
         first_work = tmp_path_factory.mktemp("replica")
         first = stack.enter_context(running_server(
-            first_work, datasets_url=url, storage=storage, env={**env, **AUDIT, "SLUICE_AUDIT__REPLICA_ID": "r0"}))
+            first_work, datasets_url=url, storage=storage, policy=DP_POLICY, env={**env, **AUDIT, "SLUICE_AUDIT__REPLICA_ID": "r0"}))
         servers = [first]
         for n in range(1, count):
             servers.append(stack.enter_context(running_server(
-                tmp_path_factory.mktemp("replica"), datasets_url=url, storage=storage,
+                tmp_path_factory.mktemp("replica"), datasets_url=url, storage=storage, policy=DP_POLICY,
                 env={**env, **AUDIT, "SLUICE_AUDIT__REPLICA_ID": f"r{n}"},
                 secrets_from=first_work / "state")))
         yield servers
@@ -293,3 +308,28 @@ def test_every_replica_ships_its_trail_and_one_command_verifies_them(tmp_path_fa
     done = verify()
     assert done.returncode != 0
     assert "replica r1" in done.stderr and "altered" in done.stderr, done.stderr
+
+
+def test_replicas_spend_one_privacy_budget(tmp_path_factory, s3):
+    with replicas(tmp_path_factory, s3, "budget") as (a, b):
+        body = json.loads(manifest("dp-shared"))
+        body["tier"] = "controlled"
+        body["columns"][1].update(groupable=True, categories=["x", "y"])
+        status, answer = a.send("POST", "/v1/datasets", json.dumps(body).encode(), "application/json")
+        assert status == 201, answer
+        status, answer = upload(a, "dp-shared", parquet_of(range(500), "x"))
+        assert status == 201, answer
+        wait_until(lambda: status_of(b, "/v1/datasets/dp-shared") == 200)
+
+        def ask(server):
+            return status_of(server, "/v1/datasets/dp-shared/aggregate?group_by=label&epsilon=0.25")
+
+        # Alternating replicas: the budget of 1.0 pays four answers in all,
+        # not four per replica.
+        answered = [ask(server) for server in (a, b) * 4]
+        assert answered[:4] == [200] * 4, answered
+        assert set(answered[4:]) == {403} or set(answered[4:]) == {429}, answered
+        # Each replica shows the total it last read (here, on a refusal).
+        for server in (a, b):
+            budget = json.loads(server.get("/v1/datasets/dp-shared"))["access"]["privacy_budget"]
+            assert budget["remaining"] == 0 and budget["spent"] == 1.0, budget
