@@ -89,8 +89,12 @@ impl Application {
                 .public_url
                 .as_ref()
                 .map(|u| u.trim_end_matches('/').to_owned()),
-            snapshots: crate::snapshot::Snapshots::open(&storage.state, &settings.snapshots)
-                .context("snapshot cache")?,
+            snapshots: crate::snapshot::Snapshots::open(
+                &storage.state,
+                &settings.snapshots,
+                shared_store(storage, "snapshot-tickets")?,
+            )
+            .context("snapshot cache")?,
             web: http::WebSignIn {
                 sessions: crate::session::Sessions::new(
                     Duration::from_secs(settings.auth.session_idle_secs),
@@ -364,14 +368,23 @@ fn spawn_decision_recorder(
     });
 }
 
+/// `<bucket>/<folder>`, where replicas over one bucket share what they
+/// must agree on; `None` without an object-store catalogue.
+fn shared_store(
+    storage: &crate::config::StorageSettings,
+    folder: &str,
+) -> anyhow::Result<Option<Arc<dyn object_store::ObjectStore>>> {
+    storage
+        .bucket_root()
+        .map(|root| crate::catalog::rooted::open_url(&format!("{root}/{folder}")))
+        .transpose()
+}
+
 /// The privacy-budget ledger: in the bucket when replicas share one (each
 /// would otherwise grant the whole budget), else in the state folder.
 fn open_ledger(storage: &crate::config::StorageSettings) -> anyhow::Result<crate::dp::Ledger> {
-    Ok(match storage.bucket_root() {
-        Some(root) => crate::dp::Ledger::shared(
-            crate::catalog::rooted::open_url(&format!("{root}/privacy-ledger"))?,
-            tokio::runtime::Handle::current(),
-        ),
+    Ok(match shared_store(storage, "privacy-ledger")? {
+        Some(store) => crate::dp::Ledger::shared(store, tokio::runtime::Handle::current()),
         None => crate::dp::Ledger::open_in(&storage.state)?,
     })
 }

@@ -111,7 +111,7 @@ impl std::str::FromStr for Role {
 }
 
 /// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
     pub sub: String,
     pub roles: BTreeSet<Role>,
@@ -131,7 +131,7 @@ impl Principal {
 }
 
 /// The caller of a request: a verified principal, or nobody.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Caller {
     Anonymous,
     Principal(Principal),

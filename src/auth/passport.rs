@@ -28,7 +28,7 @@ use crate::config::VisaIssuer;
 const MAX_VISAS: usize = 64;
 
 /// A verified visa of the token's holder.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Visa {
     /// The visa's `iss`: a trusted visa issuer.
     pub issuer: String,

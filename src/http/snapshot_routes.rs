@@ -27,6 +27,7 @@ use super::trail;
 use crate::audit::{Event, Outcome, Phase, Record};
 use crate::auth::Caller;
 use crate::formats::{Coding, Format};
+use crate::internal::OrInternal;
 use crate::slice::SliceRequest;
 use crate::snapshot::{Link, Opened, Snapshot, SnapshotKey, Ticket, TicketsFull};
 
@@ -134,6 +135,7 @@ pub(super) async fn issue(
             request: request.clone(),
             key: key.clone(),
         };
+        let shared = ticket.clone();
         let ticket = state
             .snapshots
             .tickets
@@ -142,6 +144,12 @@ pub(super) async fn issue(
                 TicketsFull::Caller(n) => ApiError::TooManyLinks(n),
                 TicketsFull::Server => ApiError::LinksFull(LINKS_RETRY_SECS),
             })?;
+        if let Some(tickets) = &state.snapshots.shared {
+            tickets
+                .put(&state.snapshots.signer, &ticket, &owner, expires, &shared)
+                .await
+                .or_internal("sharing a link's ticket with the other replicas")?;
+        }
         let decided = trail::with_plan(record.clone(), &access.plan);
         let (durable, snapshot) = tokio::join!(
             trail::allowed(state, &decided),
@@ -302,13 +310,29 @@ pub(super) async fn serve_file(
     if expires <= now {
         return Err(ApiError::LinkExpired("this link has expired"));
     }
-    let ticket = state
-        .snapshots
-        .tickets
-        .get(ticket_id, now)
-        .ok_or(ApiError::LinkExpired(
-            "this link is no longer known to the server",
-        ))?;
+    let known = state.snapshots.tickets.get(ticket_id, now);
+    let ticket = match (known, &state.snapshots.shared) {
+        (Some(ticket), _) => ticket,
+        // Issued by another replica?
+        (None, Some(shared)) => {
+            let (owner, until, ticket) = shared
+                .get(&state.snapshots.signer, ticket_id, now)
+                .await
+                .ok_or(ApiError::LinkExpired(
+                    "this link is no longer known to the server",
+                ))?;
+            state
+                .snapshots
+                .tickets
+                .adopt(ticket_id, &owner, ticket.clone(), until, now);
+            ticket
+        }
+        (None, None) => {
+            return Err(ApiError::LinkExpired(
+                "this link is no longer known to the server",
+            ));
+        }
+    };
     let link = Link {
         path: &file_path(&key),
         ticket: ticket_id,
@@ -334,17 +358,28 @@ pub(super) async fn serve_file(
     );
     record.format = Some(Format::Parquet.name().into());
     record.version = Some(ticket.version);
-    let policy = state.policy.current();
-    let access = authorize(
-        &state,
-        &policy,
-        &ticket.caller,
-        &ticket.dataset,
-        Some(ticket.version),
-        ticket.grant.as_deref(),
-    )
-    .ok()
-    .filter(|a| a.plan.mode.serves_rows() && key_of(a, &ticket.request) == key);
+    let access_now = || {
+        let policy = state.policy.current();
+        authorize(
+            &state,
+            &policy,
+            &ticket.caller,
+            &ticket.dataset,
+            Some(ticket.version),
+            ticket.grant.as_deref(),
+        )
+        .ok()
+        .filter(|a| a.plan.mode.serves_rows() && key_of(a, &ticket.request) == key)
+    };
+    let mut access = access_now();
+    if access.is_none() && state.snapshots.shared.is_some() {
+        // Issued by a replica that has seen a change this one has not
+        // polled yet (a new version, an edit): look now, then decide.
+        if let Err(e) = state.catalog.refresh().await {
+            tracing::warn!(error = %e, "could not look for other replicas' changes");
+        }
+        access = access_now();
+    }
     let Some(access) = access else {
         let error = ApiError::LinkExpired("the access this link was issued under has changed");
         trail::refused(&state, record, &error);

@@ -57,7 +57,7 @@ const STORE_URL: &str = "sluice-catalog://store";
 const MAX_ROW_NUMBER: u64 = i64::MAX as u64 / 2;
 
 /// What a caller asked for, as received (names not yet resolved).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SliceRequest {
     pub columns: Option<Vec<String>>,
     pub filter: Option<String>,

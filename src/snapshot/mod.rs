@@ -18,6 +18,7 @@
 //! evicted keeps reading it (Unix keeps unlinked open files). One writer
 //! per key: concurrent requests for a snapshot being written wait for it.
 
+pub mod shared_tickets;
 pub mod signed_url;
 
 pub use signed_url::{Link, Tickets, TicketsFull, UrlSigner};
@@ -41,17 +42,25 @@ pub struct Snapshots {
     pub signer: UrlSigner,
     pub tickets: Tickets<Ticket>,
     pub link_ttl_secs: u64,
+    /// Where replicas share their tickets, when there are replicas.
+    pub shared: Option<shared_tickets::SharedTickets>,
 }
 
 impl Snapshots {
-    /// Opens `<state>/snapshots` and the link key in `<state>`.
-    pub fn open(state_dir: &Path, settings: &SnapshotSettings) -> Result<Self, Internal> {
+    /// Opens `<state>/snapshots` and the link key in `<state>`; with
+    /// `shared`, tickets are also kept there for other replicas.
+    pub fn open(
+        state_dir: &Path,
+        settings: &SnapshotSettings,
+        shared: Option<Arc<dyn object_store::ObjectStore>>,
+    ) -> Result<Self, Internal> {
         Ok(Self {
             cache: SnapshotCache::open(&state_dir.join("snapshots"), settings.max_bytes)?,
             signer: UrlSigner::load_or_create(state_dir)
                 .or_internal("reading the snapshot link key")?,
             tickets: Tickets::new(settings.max_links, settings.max_links_per_caller),
             link_ttl_secs: settings.link_ttl_secs,
+            shared: shared.map(shared_tickets::SharedTickets::new),
         })
     }
 }
@@ -59,7 +68,7 @@ impl Snapshots {
 /// What a signed link was issued for: by whom (with the claims their token
 /// carried), which slice of which version, under which grant, and the key
 /// the snapshot had then. Each use asks the policy again with these.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Ticket {
     pub caller: Caller,
     pub dataset: String,
@@ -70,7 +79,7 @@ pub struct Ticket {
 }
 
 /// The hash of a snapshot's inputs (64 hex digits).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotKey(String);
 
 impl SnapshotKey {

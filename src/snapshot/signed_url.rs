@@ -48,32 +48,50 @@ impl UrlSigner {
         Self { key }
     }
 
-    fn mac(&self, link: &Link<'_>) -> HmacSha256 {
+    /// The HMAC of `parts`, each ended by a newline (no part has one).
+    fn mac(&self, parts: &[&str]) -> HmacSha256 {
         #[allow(clippy::expect_used, reason = "HMAC takes keys of any length")]
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
-        for part in [
-            "sluice-link-v1",
-            link.path,
-            link.ticket,
-            link.subject,
-            &link.expires.to_string(),
-        ] {
+        for part in parts {
             mac.update(part.as_bytes());
             mac.update(b"\n");
         }
         mac
     }
 
-    /// The signature, base64url without padding.
+    fn link_parts<'a>(link: &'a Link<'a>, expires: &'a str) -> [&'a str; 5] {
+        [
+            "sluice-link-v1",
+            link.path,
+            link.ticket,
+            link.subject,
+            expires,
+        ]
+    }
+
+    /// The link's signature (URL-safe base64).
     pub fn sign(&self, link: &Link<'_>) -> String {
-        URL_SAFE_NO_PAD.encode(self.mac(link).finalize().into_bytes())
+        let expires = link.expires.to_string();
+        self.seal(&Self::link_parts(link, &expires))
     }
 
     /// Whether `signature` is the link's (compared in constant time).
     pub fn verify(&self, link: &Link<'_>, signature: &str) -> bool {
+        let expires = link.expires.to_string();
+        self.verify_seal(&Self::link_parts(link, &expires), signature)
+    }
+
+    /// A seal over `parts` (newline-free texts) under the link key, for
+    /// what replicas hand each other through the bucket.
+    pub fn seal(&self, parts: &[&str]) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac(parts).finalize().into_bytes())
+    }
+
+    /// Whether `seal` is the seal of `parts` (constant time).
+    pub fn verify_seal(&self, parts: &[&str], seal: &str) -> bool {
         URL_SAFE_NO_PAD
-            .decode(signature)
-            .is_ok_and(|bytes| self.mac(link).verify_slice(&bytes).is_ok())
+            .decode(seal)
+            .is_ok_and(|bytes| self.mac(parts).verify_slice(&bytes).is_ok())
     }
 }
 
@@ -154,6 +172,25 @@ impl<T: Clone> Tickets<T> {
             .insert(id.clone(), (owner.to_owned(), expires, value));
         *held.per_owner.entry(owner.to_owned()).or_default() += 1;
         Ok(id)
+    }
+
+    /// Keeps a ticket another replica issued (read from the bucket), so
+    /// later uses of its link need not read it again.
+    pub fn adopt(&self, id: &str, owner: &str, value: T, expires: i64, now: i64) {
+        let mut held = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if held.map.len() >= self.max {
+            held.prune(now);
+            if held.map.len() >= self.max {
+                return;
+            }
+        }
+        if held
+            .map
+            .insert(id.to_owned(), (owner.to_owned(), expires, value))
+            .is_none()
+        {
+            *held.per_owner.entry(owner.to_owned()).or_default() += 1;
+        }
     }
 
     /// The ticket `id`, unless it is unknown or expired.

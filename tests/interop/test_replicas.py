@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import pyarrow as pa
@@ -333,3 +334,33 @@ def test_replicas_spend_one_privacy_budget(tmp_path_factory, s3):
         for server in (a, b):
             budget = json.loads(server.get("/v1/datasets/dp-shared"))["access"]["privacy_budget"]
             assert budget["remaining"] == 0 and budget["spent"] == 1.0, budget
+
+
+def test_a_link_one_replica_signs_works_on_every_other_until_access_ends(tmp_path_factory, s3):
+    with replicas(tmp_path_factory, s3, "links") as (a, b):
+        status, answer = a.send("POST", "/v1/datasets", manifest("linked"), "application/json")
+        assert status == 201, answer
+        status, answer = upload(a, "linked", parquet_of(range(40), "shared"))
+        assert status == 201, answer
+        link = a.post_json("/v1/datasets/linked/snapshot", {"columns": ["id"]}, a.token)
+        assert link["rows"] == 40
+
+        # The same link through B (a load balancer may send it anywhere),
+        # even before B has polled for A's new version.
+        path = link["url"].split("/v1/", 1)[1]
+        try:
+            body = b.get("/v1/" + path, token=False)
+        except urllib.error.HTTPError as error:
+            raise AssertionError(error.read()) from error
+        table = pq.read_table(io.BytesIO(body))
+        assert table.column_names == ["id"]
+        assert sorted(table.column("id").to_pylist()) == list(range(40))
+
+        # A forged ticket id or signature is refused on B as on A.
+        assert status_of(b, "/v1/" + path.replace("ticket=", "ticket=x")) in (403, 404, 410)
+
+        # Retired through A: the link closes on B too.
+        status, answer = a.send("DELETE", "/v1/datasets/linked", b"", "application/json")
+        assert status == 200, answer
+        wait_until(lambda: status_of(b, "/v1/datasets/linked") == 404)
+        assert status_of(b, "/v1/" + path) in (403, 404, 410)
