@@ -23,7 +23,6 @@ import pytest
 
 from conftest import binary, free_port, running_server
 
-BUCKET = "sluice-replicas"
 #: How often replicas look for changes in these tests (the default is 2 s).
 POLL_MILLIS = 300
 #: Checkpoints (and audit shipping) every second rather than every minute.
@@ -32,8 +31,8 @@ AUDIT = {"SLUICE_AUDIT__CHECKPOINT_SECS": "1"}
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    """moto's S3 server on a free loopback port, with an empty bucket; the
-    environment a replica needs to reach it."""
+    """moto's S3 server on a free loopback port; the environment a replica
+    needs to reach it, and a client."""
     import boto3
 
     port = free_port()
@@ -52,7 +51,7 @@ def s3(tmp_path_factory):
     deadline = time.time() + 30
     while True:
         try:
-            client.create_bucket(Bucket=BUCKET)
+            client.list_buckets()
             break
         except Exception:
             if time.time() > deadline or process.poll() is not None:
@@ -81,21 +80,28 @@ expires = 2099-12-31
 """
 
 
+def bucket_of(deployment: str) -> str:
+    return f"sluice-{deployment}"
+
+
 @contextlib.contextmanager
-def replicas(tmp_path_factory, s3, prefix: str, count: int = 2):
-    """`count` replicas serving `s3://BUCKET/prefix`, sharing secrets."""
-    env, _ = s3
-    url = f"s3://{BUCKET}/{prefix}"
+def replicas(tmp_path_factory, s3, deployment: str, count: int = 2):
+    """A deployment: `count` replicas sharing secrets and a bucket of their
+    own, whose catalogue is `s3://sluice-<deployment>/datasets`."""
+    env, client = s3
+    client.create_bucket(Bucket=bucket_of(deployment))
+    url = f"s3://{bucket_of(deployment)}/datasets"
+    prefix = deployment
     storage = f"poll_millis = {POLL_MILLIS}"
     with contextlib.ExitStack() as stack:
         first_work = tmp_path_factory.mktemp("replica")
         first = stack.enter_context(running_server(
-            first_work, datasets_url=url, storage=storage, policy=DP_POLICY, env={**env, **AUDIT, "SLUICE_AUDIT__REPLICA_ID": "r0"}))
+            first_work, datasets_url=url, storage=storage, policy=DP_POLICY, env={**env, **AUDIT, "SLUICE_AUDIT__REPLICA_ID": f"{prefix}-r0"}))
         servers = [first]
         for n in range(1, count):
             servers.append(stack.enter_context(running_server(
                 tmp_path_factory.mktemp("replica"), datasets_url=url, storage=storage, policy=DP_POLICY,
-                env={**env, **AUDIT, "SLUICE_AUDIT__REPLICA_ID": f"r{n}"},
+                env={**env, **AUDIT, "SLUICE_AUDIT__REPLICA_ID": f"{prefix}-r{n}"},
                 secrets_from=first_work / "state")))
         yield servers
 
@@ -127,9 +133,12 @@ def rows(server, dataset: str, version: int | None = None) -> list:
     return pyarrow.ipc.open_stream(io.BytesIO(body)).read_all().to_pylist()
 
 
-def status_of(server, path: str) -> int:
+def status_of(server, path: str, token: str | None = None) -> int:
+    """The status of a GET as alice, or with `token`."""
+    request = urllib.request.Request(server.url(path))
+    request.add_header("Authorization", f"Bearer {token or server.token}")
     try:
-        with server.open(path) as response:
+        with urllib.request.urlopen(request, context=server.context, timeout=60) as response:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
@@ -237,9 +246,9 @@ def test_a_replica_killed_mid_upload_leaves_no_partial_version(tmp_path_factory,
         big = parquet_of(range(3_000_000), "never-seen")
         thread = threading.Thread(target=lambda: upload_quietly(a, big))
         thread.start()
-        claim = "killed/killed/versions/2/.claim"
+        claim = "datasets/killed/versions/2/.claim"
         deadline = time.time() + 120
-        while not client.list_objects_v2(Bucket=BUCKET, Prefix=claim).get("KeyCount"):
+        while not client.list_objects_v2(Bucket=bucket_of("killed"), Prefix=claim).get("KeyCount"):
             assert time.time() < deadline, "the upload never reached the bucket"
             time.sleep(0.01)
         a.process.send_signal(signal.SIGKILL)
@@ -275,40 +284,45 @@ def test_every_replica_ships_its_trail_and_one_command_verifies_them(tmp_path_fa
     with replicas(tmp_path_factory, s3, "audited") as (a, b):
         status, answer = a.send("POST", "/v1/datasets", manifest("audited"), "application/json")
         assert status == 201, answer
+        # A draft: only its stewards see it.
+        wait_until(lambda: status_of(b, "/v1/datasets/audited", b.steward) == 200)
         status, answer = upload(b, "audited", parquet_of(range(3), "x"))
+        assert status == 201, answer
         wait_until(lambda: status_of(a, "/v1/datasets/audited/data") == 200)
         rows(a, "audited")
         rows(b, "audited")
 
         def shipped(replica):
-            listing = client.list_objects_v2(Bucket=BUCKET, Prefix=f"audit/{replica}/")
+            listing = client.list_objects_v2(Bucket=bucket_of("audited"), Prefix=f"audit/{replica}/")
             return {o["Key"].rsplit("/", 1)[1] for o in listing.get("Contents", [])}
 
         wait_until(lambda: all("checkpoints.jsonl" in shipped(r) and len(shipped(r)) >= 2
-                               for r in ("r0", "r1")), seconds=20)
+                               for r in ("audited-r0", "audited-r1")), seconds=20)
 
         def verify():
             # A's settings name the audit key both replicas share.
             return subprocess.run(
-                [binary(), "--config", a.work / "sluice.toml", "audit", "verify", f"s3://{BUCKET}/audit"],
+                [binary(), "--config", a.work / "sluice.toml", "audit", "verify",
+                 f"s3://{bucket_of('audited')}/audit"],
                 capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
 
         done = verify()
         assert done.returncode == 0, done.stderr
         assert done.stdout.count(": ok,") == 2, done.stdout
-        assert "/r0:" in done.stdout and "/r1:" in done.stdout, done.stdout
+        assert "/audited-r0: ok," in done.stdout and "/audited-r1: ok," in done.stdout, done.stdout
         assert "warning: no checkpoint key" not in done.stderr
 
     # Every replica stopped: edit one shipped record and the check fails,
     # naming the replica.
+    bucket = bucket_of("audited")
     key = sorted(k for k in (o["Key"] for o in client.list_objects_v2(
-        Bucket=BUCKET, Prefix="audit/r1/audit-")["Contents"]))[0]
-    body = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-    client.put_object(Bucket=BUCKET, Key=key, Body=body.replace(b'"register"', b'"retire"', 1)
+        Bucket=bucket, Prefix="audit/audited-r1/audit-")["Contents"]))[0]
+    body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    client.put_object(Bucket=bucket, Key=key, Body=body.replace(b'"register"', b'"retire"', 1)
                       .replace(b'"upload"', b'"retire"', 1))
     done = verify()
     assert done.returncode != 0
-    assert "replica r1" in done.stderr and "altered" in done.stderr, done.stderr
+    assert "replica audited-r1" in done.stderr and "altered" in done.stderr, done.stderr
 
 
 def test_replicas_spend_one_privacy_budget(tmp_path_factory, s3):
