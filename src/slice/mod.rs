@@ -17,6 +17,7 @@
 //! sockets; the two meet in a bounded channel, which is the backpressure.
 
 mod aggregate;
+mod known_files;
 pub use aggregate::AggregateRequest;
 mod private;
 pub use private::{PlannedRelease, PrivateQuery};
@@ -138,6 +139,8 @@ pub struct Engine {
     secret: Secret,
     /// Tables by the files they read (see [`Engine::table`]).
     tables: std::sync::Mutex<std::collections::HashMap<String, Arc<ListingTable>>>,
+    /// The store the engine reads, knowing the committed files' metadata.
+    files: Arc<known_files::KnownFiles>,
 }
 
 /// Counts a running producer for as long as it lives.
@@ -218,8 +221,9 @@ impl Engine {
         );
         let ctx = SessionContext::new_with_config_rt(config, memory);
         let url = url_of(STORE_URL)?;
-        ctx.register_object_store(&url, catalog.store().clone());
-        in_file_order.register_object_store(&url, catalog.store().clone());
+        let files = Arc::new(known_files::KnownFiles::new(catalog.store().clone()));
+        ctx.register_object_store(&url, files.clone());
+        in_file_order.register_object_store(&url, files.clone());
         Ok(Self {
             ctx,
             in_file_order,
@@ -232,6 +236,7 @@ impl Engine {
             active: Arc::new(AtomicUsize::new(0)),
             secret,
             tables: Default::default(),
+            files,
         })
     }
 
@@ -327,16 +332,19 @@ impl Engine {
     /// The engine's table over a version's files, made once per version:
     /// versions are immutable, so the same files always make the same table.
     fn table(&self, version: &Version) -> Result<Arc<ListingTable>, SliceError> {
+        // Keyed by location and ETag: a path that ever named other bytes
+        // makes another table.
         let key: String = version
             .files
             .iter()
-            .map(|f| f.location.as_ref())
+            .map(|f| format!("{} {}", f.location, f.e_tag.as_deref().unwrap_or("-")))
             .collect::<Vec<_>>()
             .join("\n");
         let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(table) = tables.get(&key) {
             return Ok(table.clone());
         }
+        self.files.remember(&version.files);
         let urls = version
             .files
             .iter()
