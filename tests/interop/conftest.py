@@ -132,14 +132,45 @@ SHARED_SECRETS = ("tls", "dev-signing-key.pem", "pseudonym-secret", "snapshot-ur
 
 
 @contextlib.contextmanager
+def moto_server(python: str, work: Path, buckets: tuple = ()):
+    """moto's S3 server on a free loopback port, run by `python` (which has
+    `moto[server]` and boto3: the interop venv's), with `buckets` made;
+    yields the environment a replica needs to reach it."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = open(work / "moto.log", "w")
+    process = subprocess.Popen([python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=log, stderr=subprocess.STDOUT)
+    env = {
+        "AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    make = ("import boto3, sys; c = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',"
+            " aws_access_key_id='testing', aws_secret_access_key='testing');"
+            " c.list_buckets(); [c.create_bucket(Bucket=b) for b in sys.argv[2:]]")
+    try:
+        deadline = time.time() + 60
+        while subprocess.run([python, "-c", make, endpoint, *buckets], capture_output=True).returncode:
+            assert process.poll() is None and time.time() < deadline, (work / "moto.log").read_text()
+            time.sleep(0.2)
+        yield env
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+@contextlib.contextmanager
 def running_server(work: Path, limits: str = "", datasets_url: str = "", storage: str = "",
-                   env: dict | None = None, secrets_from: Path | None = None, policy: str = ""):
+                   env: dict | None = None, secrets_from: Path | None = None, policy: str = "",
+                   port: int = 0):
     """The real binary serving fresh sample data from `work`, over HTTPS on
     a free loopback port, until the block ends; `limits` adds lines to the
     `[limits]` section. With `datasets_url` it serves that object-store
     catalogue instead (no sample data), with `env` added to its environment
     and, from `secrets_from` (another replica's state folder), the same
-    secrets as that replica. `policy` adds grants to the policy file."""
+    secrets as that replica. `policy` adds grants to the policy file;
+    `port` is the port to listen on (default: a free one)."""
     exe = binary()
     if datasets_url:
         storage_lines = f'datasets_url = "{datasets_url}"\n{storage}'
@@ -157,7 +188,7 @@ def running_server(work: Path, limits: str = "", datasets_url: str = "", storage
         )
         storage_lines = f'datasets = "{work / "datasets"}"'
     (work / "policy.toml").write_text(POLICY + policy)
-    port = free_port()
+    port = port or free_port()
     config = work / "sluice.toml"
     config.write_text(
         f"""

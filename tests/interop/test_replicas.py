@@ -21,7 +21,7 @@ import pyarrow.ipc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import binary, free_port, running_server
+from conftest import binary, moto_server, running_server
 
 #: How often replicas look for changes in these tests (the default is 2 s).
 POLL_MILLIS = 300
@@ -31,38 +31,13 @@ AUDIT = {"SLUICE_AUDIT__CHECKPOINT_SECS": "1"}
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    """moto's S3 server on a free loopback port; the environment a replica
-    needs to reach it, and a client."""
+    """moto's S3 server; the environment a replica needs, and a client."""
     import boto3
 
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {
-        "AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-    }
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    deadline = time.time() + 30
-    while True:
-        try:
-            client.list_buckets()
-            break
-        except Exception:
-            if time.time() > deadline or process.poll() is not None:
-                raise
-            time.sleep(0.2)
-    try:
+    with moto_server(sys.executable, tmp_path_factory.mktemp("moto")) as env:
+        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT"], region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
         yield env, client
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 #: A differentially private grant on `dp-shared`: four answers of 0.25.
