@@ -76,7 +76,7 @@ pub async fn run(settings: Settings, command: AccessCommand) -> anyhow::Result<(
             let _lock = PolicyLock::take(&settings.storage.state)?;
             let mut request = pending(&store, &id)?;
             let by = by_default(by);
-            let catalog = sluice::startup::load_catalog(&settings.storage.datasets).await?;
+            let catalog = sluice::startup::load_configured_catalog(&settings.storage).await?;
             let live = catalog
                 .get(&request.dataset)
                 .is_some_and(|d| d.manifest.is_live());

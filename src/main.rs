@@ -367,7 +367,7 @@ async fn policy_command(settings: Settings, command: PolicyCommand) -> anyhow::R
     use sluice::auth::{Caller, Principal};
     use sluice::policy::{self, Policy};
 
-    let catalog = sluice::startup::load_catalog(&settings.storage.datasets).await?;
+    let catalog = sluice::startup::load_configured_catalog(&settings.storage).await?;
     let file_of = |file: Option<PathBuf>| file.unwrap_or_else(|| settings.storage.policy.clone());
     match command {
         PolicyCommand::Check { file } => {
@@ -435,13 +435,27 @@ async fn policy_command(settings: Settings, command: PolicyCommand) -> anyhow::R
             if let policy::Decision::Allow(plan) = &decision
                 && let Some(budget) = &plan.budget
             {
-                let totals = sluice::dp::Ledger::read_totals(&settings.storage.state)?;
-                let spent = totals.get(&budget.account).copied().unwrap_or(0.0);
+                let (spent, ledger) = match settings.storage.bucket_root() {
+                    // Replicas share the ledger in the bucket.
+                    Some(root) => {
+                        let url = format!("{root}/privacy-ledger");
+                        let store = sluice::catalog::rooted::open_url(&url)?;
+                        let ledger =
+                            sluice::dp::Ledger::shared(store, tokio::runtime::Handle::current());
+                        (ledger.spent_now(&budget.account).await?, url)
+                    }
+                    None => (
+                        sluice::dp::Ledger::read_totals(&settings.storage.state)?
+                            .get(&budget.account)
+                            .copied()
+                            .unwrap_or(0.0),
+                        settings.storage.state.display().to_string(),
+                    ),
+                };
                 println!(
-                    "privacy budget: spent {spent} of {}, {} left (ledger in {})",
+                    "privacy budget: spent {spent} of {}, {} left (ledger in {ledger})",
                     budget.epsilon,
                     (budget.epsilon - spent).max(0.0),
-                    settings.storage.state.display()
                 );
             }
             println!(

@@ -315,6 +315,20 @@ pub async fn load_catalog(folder: &std::path::Path) -> anyhow::Result<Catalog> {
     crate::catalog::live::load_local(folder).await
 }
 
+/// Loads the catalogue the settings name (the object store when
+/// `storage.datasets_url` is set, else the folder), read-only.
+pub async fn load_configured_catalog(
+    storage: &crate::config::StorageSettings,
+) -> anyhow::Result<Catalog> {
+    match &storage.datasets_url {
+        Some(url) => {
+            let store = crate::catalog::rooted::open_url(url).context("storage.datasets_url")?;
+            Catalog::load(store).await.context("loading the catalogue")
+        }
+        None => load_catalog(&storage.datasets).await,
+    }
+}
+
 /// Records in the audit trail the access-request decisions admins make
 /// with `sluice access` (which cannot write the server's hash chain
 /// itself), checked as often as the policy file.

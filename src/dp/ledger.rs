@@ -155,6 +155,15 @@ impl Ledger {
         totals(&text[..complete], &path)
     }
 
+    /// What `account` has spent, read now from a shared ledger (for
+    /// `sluice policy explain`; a file ledger answers what it holds).
+    pub async fn spent_now(&self, account: &str) -> Result<f64, LedgerError> {
+        match &self.shared {
+            Some(shared) => shared.read(account).await.map(|(_, spent, _)| spent),
+            None => Ok(self.spent(account)),
+        }
+    }
+
     /// What `account` has spent so far.
     pub fn spent(&self, account: &str) -> f64 {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -226,50 +235,72 @@ fn check_budget(total: f64, spent: f64, cost: f64) -> Result<(), LedgerError> {
 }
 
 impl Shared {
+    fn path(account: &str) -> StorePath {
+        StorePath::from(format!(
+            "{}.jsonl",
+            crate::audit::sha256_hex(account.as_bytes())
+        ))
+    }
+
+    fn io(&self, account: &str, message: String) -> LedgerError {
+        LedgerError::Io {
+            path: format!("{}/{}", self.store, Self::path(account)),
+            message,
+        }
+    }
+
+    /// `account`'s object now: its text, what it sums to, and the put mode
+    /// that replaces exactly this object (or creates the first one).
+    async fn read(&self, account: &str) -> Result<(String, f64, PutMode), LedgerError> {
+        let path = Self::path(account);
+        let (bytes, mode) = match self.store.get(&path).await {
+            Ok(got) => {
+                let version = UpdateVersion {
+                    e_tag: got.meta.e_tag.clone(),
+                    version: got.meta.version.clone(),
+                };
+                let bytes = got
+                    .bytes()
+                    .await
+                    .map_err(|e| self.io(account, e.to_string()))?;
+                (bytes.to_vec(), PutMode::Update(version))
+            }
+            Err(object_store::Error::NotFound { .. }) => (Vec::new(), PutMode::Create),
+            Err(e) => return Err(self.io(account, e.to_string())),
+        };
+        let text = String::from_utf8(bytes).map_err(|e| self.io(account, e.to_string()))?;
+        let spent = totals(&text, Path::new(path.as_ref()))?
+            .get(account)
+            .copied()
+            .unwrap_or(0.0);
+        Ok((text, spent, mode))
+    }
+
     /// Appends `line` to `account`'s object if the budget allows, with a
     /// conditional put; returns what the account had spent before.
     fn spend(&self, account: &str, total: f64, cost: f64, line: &[u8]) -> Result<f64, LedgerError> {
-        let path = StorePath::from(format!(
-            "{}.jsonl",
-            crate::audit::sha256_hex(account.as_bytes())
-        ));
-        let io = |message: String| LedgerError::Io {
-            path: format!("{}/{path}", self.store),
-            message,
-        };
         self.runtime.block_on(async {
             for _ in 0..MAX_SPEND_ATTEMPTS {
-                let (text, mode) = match self.store.get(&path).await {
-                    Ok(got) => {
-                        let version = UpdateVersion {
-                            e_tag: got.meta.e_tag.clone(),
-                            version: got.meta.version.clone(),
-                        };
-                        let bytes = got.bytes().await.map_err(|e| io(e.to_string()))?;
-                        (bytes.to_vec(), PutMode::Update(version))
-                    }
-                    Err(object_store::Error::NotFound { .. }) => (Vec::new(), PutMode::Create),
-                    Err(e) => return Err(io(e.to_string())),
-                };
-                let text = String::from_utf8(text).map_err(|e| io(e.to_string()))?;
-                let spent = totals(&text, Path::new(path.as_ref()))?
-                    .get(account)
-                    .copied()
-                    .unwrap_or(0.0);
+                let (text, spent, mode) = self.read(account).await?;
                 check_budget(total, spent, cost)?;
                 let mut body = text.into_bytes();
                 body.extend_from_slice(line);
-                match self.store.put_opts(&path, body.into(), mode.into()).await {
+                match self
+                    .store
+                    .put_opts(&Self::path(account), body.into(), mode.into())
+                    .await
+                {
                     Ok(_) => return Ok(spent),
                     // Another replica spent first: read its total.
                     Err(
                         object_store::Error::Precondition { .. }
                         | object_store::Error::AlreadyExists { .. },
                     ) => continue,
-                    Err(e) => return Err(io(e.to_string())),
+                    Err(e) => return Err(self.io(account, e.to_string())),
                 }
             }
-            Err(io(
+            Err(self.io(
+                account,
                 "too many replicas spending from this account at once; try again".into(),
             ))
         })

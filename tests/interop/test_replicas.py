@@ -323,6 +323,15 @@ def test_replicas_spend_one_privacy_budget(tmp_path_factory, s3):
         for server in (a, b):
             budget = json.loads(server.get("/v1/datasets/dp-shared"))["access"]["privacy_budget"]
             assert budget["remaining"] == 0 and budget["spent"] == 1.0, budget
+        # So does the admin's explanation, read from the bucket.
+        env, _ = s3
+        explained = subprocess.run(
+            [binary(), "--config", a.work / "sluice.toml", "policy", "explain",
+             "--sub", "alice@uni.example", "--role", "researcher", "--dataset", "dp-shared"],
+            capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+        assert explained.returncode == 0, explained.stderr
+        assert "dp-replicas" in explained.stdout, explained.stdout
+        assert "privacy budget: spent 1 of 1, 0 left (ledger in s3://sluice-budget/privacy-ledger)" in explained.stdout, explained.stdout
 
 
 def test_a_link_one_replica_signs_works_on_every_other_until_access_ends(tmp_path_factory, s3):
