@@ -8,17 +8,11 @@
 //! `PrefixStore` every file was dropped and reads came back empty. This
 //! wrapper strips that location too and passes everything else through.
 
-use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
-};
+use object_store::{GetOptions, GetResult, ObjectStore, Result};
 
 /// The store at `url` (`s3://bucket/prefix`, `memory:///`, …) with the
 /// URL's path as its root, configured from the usual environment variables
@@ -67,72 +61,118 @@ impl std::fmt::Display for RootedStore {
     }
 }
 
-#[async_trait::async_trait]
-#[deny(clippy::missing_trait_methods)]
-impl ObjectStore for RootedStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+impl RootedStore {
+    async fn wrapped_get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         let mut got = self.inner.get_opts(location, options).await?;
         got.meta.location = self.relative(got.meta.location);
         Ok(got)
     }
-
-    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        self.inner.get_ranges(location, ranges).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, Result<Path>>,
-    ) -> BoxStream<'static, Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    fn list_with_offset(
-        &self,
-        prefix: Option<&Path>,
-        offset: &Path,
-    ) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list_with_offset(prefix, offset)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-
-    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-        self.inner.rename_opts(from, to, options).await
-    }
 }
+
+wrap_object_store!(RootedStore);
+
+/// Implements `ObjectStore` for a wrapper type with an `inner` store and a
+/// method `wrapped_get_opts`: every other method passes to `inner`
+/// unchanged (the wrappers here change only what a `get` answers).
+macro_rules! wrap_object_store {
+    ($wrapper:ty) => {
+        #[async_trait::async_trait]
+        #[deny(clippy::missing_trait_methods)]
+        impl object_store::ObjectStore for $wrapper {
+            async fn put_opts(
+                &self,
+                location: &object_store::path::Path,
+                payload: object_store::PutPayload,
+                opts: object_store::PutOptions,
+            ) -> object_store::Result<object_store::PutResult> {
+                self.inner.put_opts(location, payload, opts).await
+            }
+
+            async fn put_multipart_opts(
+                &self,
+                location: &object_store::path::Path,
+                opts: object_store::PutMultipartOptions,
+            ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+                self.inner.put_multipart_opts(location, opts).await
+            }
+
+            async fn get_opts(
+                &self,
+                location: &object_store::path::Path,
+                options: object_store::GetOptions,
+            ) -> object_store::Result<object_store::GetResult> {
+                self.wrapped_get_opts(location, options).await
+            }
+
+            async fn get_ranges(
+                &self,
+                location: &object_store::path::Path,
+                ranges: &[std::ops::Range<u64>],
+            ) -> object_store::Result<Vec<bytes::Bytes>> {
+                self.inner.get_ranges(location, ranges).await
+            }
+
+            fn delete_stream(
+                &self,
+                locations: futures::stream::BoxStream<
+                    'static,
+                    object_store::Result<object_store::path::Path>,
+                >,
+            ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
+            {
+                self.inner.delete_stream(locations)
+            }
+
+            fn list(
+                &self,
+                prefix: Option<&object_store::path::Path>,
+            ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+            {
+                self.inner.list(prefix)
+            }
+
+            fn list_with_offset(
+                &self,
+                prefix: Option<&object_store::path::Path>,
+                offset: &object_store::path::Path,
+            ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+            {
+                self.inner.list_with_offset(prefix, offset)
+            }
+
+            async fn list_with_delimiter(
+                &self,
+                prefix: Option<&object_store::path::Path>,
+            ) -> object_store::Result<object_store::ListResult> {
+                self.inner.list_with_delimiter(prefix).await
+            }
+
+            async fn copy_opts(
+                &self,
+                from: &object_store::path::Path,
+                to: &object_store::path::Path,
+                options: object_store::CopyOptions,
+            ) -> object_store::Result<()> {
+                self.inner.copy_opts(from, to, options).await
+            }
+
+            async fn rename_opts(
+                &self,
+                from: &object_store::path::Path,
+                to: &object_store::path::Path,
+                options: object_store::RenameOptions,
+            ) -> object_store::Result<()> {
+                self.inner.rename_opts(from, to, options).await
+            }
+        }
+    };
+}
+pub(crate) use wrap_object_store;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use object_store::ObjectStoreExt;
+    use object_store::{ObjectStoreExt, PutPayload};
 
     #[tokio::test]
     async fn a_head_answers_with_the_location_asked_for() {

@@ -98,6 +98,22 @@ def parquet_of(ids: range, label: str) -> bytes:
     return sink.getvalue()
 
 
+def publish(server, dataset: str, ids: range, label: str, manifest_body: bytes | None = None) -> dict:
+    """Registers `dataset` through `server` and uploads its first version."""
+    status, answer = server.send("POST", "/v1/datasets", manifest_body or manifest(dataset),
+                                 "application/json")
+    assert status == 201, answer
+    status, answer = upload(server, dataset, parquet_of(ids, label))
+    assert status == 201 and answer["version"] == 1, answer
+    return answer
+
+
+def sluice(server, env: dict, *args: str) -> subprocess.CompletedProcess:
+    """The `sluice` command with `server`'s settings and the bucket's environment."""
+    return subprocess.run([binary(), "--config", server.work / "sluice.toml", *args],
+                          capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+
+
 def upload(server, dataset: str, body: bytes) -> tuple[int, dict]:
     return server.send("PUT", f"/v1/datasets/{dataset}/data", body, "application/vnd.apache.parquet")
 
@@ -160,11 +176,8 @@ def test_what_one_replica_commits_the_other_serves(tmp_path_factory, s3):
 
 def test_two_replicas_uploading_at_once_never_lose_or_mix_a_version(tmp_path_factory, s3):
     with replicas(tmp_path_factory, s3, "race") as (a, b):
-        status, answer = a.send("POST", "/v1/datasets", manifest("race"), "application/json")
-        assert status == 201, answer
         # The first upload defines the columns; the race is on the next ones.
-        status, answer = upload(a, "race", parquet_of(range(5), "seed"))
-        assert status == 201, answer
+        publish(a, "race", range(5), "seed")
         wait_until(lambda: status_of(b, "/v1/datasets/race/data") == 200)
 
         # Each upload has its own label and row count, to tell them apart.
@@ -210,10 +223,7 @@ def test_two_replicas_uploading_at_once_never_lose_or_mix_a_version(tmp_path_fac
 def test_a_replica_killed_mid_upload_leaves_no_partial_version(tmp_path_factory, s3):
     _, client = s3
     with replicas(tmp_path_factory, s3, "killed") as (a, b):
-        status, answer = a.send("POST", "/v1/datasets", manifest("killed"), "application/json")
-        assert status == 201, answer
-        status, answer = upload(a, "killed", parquet_of(range(7), "before"))
-        assert status == 201 and answer["version"] == 1, answer
+        publish(a, "killed", range(7), "before")
         wait_until(lambda: status_of(b, "/v1/datasets/killed/data") == 200)
 
         # A large upload through A; A is killed once its version's objects
@@ -276,10 +286,7 @@ def test_every_replica_ships_its_trail_and_one_command_verifies_them(tmp_path_fa
 
         def verify():
             # A's settings name the audit key both replicas share.
-            return subprocess.run(
-                [binary(), "--config", a.work / "sluice.toml", "audit", "verify",
-                 f"s3://{bucket_of('audited')}/audit"],
-                capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+            return sluice(a, env, "audit", "verify", f"s3://{bucket_of('audited')}/audit")
 
         done = verify()
         assert done.returncode == 0, done.stderr
@@ -305,10 +312,7 @@ def test_replicas_spend_one_privacy_budget(tmp_path_factory, s3):
         body = json.loads(manifest("dp-shared"))
         body["tier"] = "controlled"
         body["columns"][1].update(groupable=True, categories=["x", "y"])
-        status, answer = a.send("POST", "/v1/datasets", json.dumps(body).encode(), "application/json")
-        assert status == 201, answer
-        status, answer = upload(a, "dp-shared", parquet_of(range(500), "x"))
-        assert status == 201, answer
+        publish(a, "dp-shared", range(500), "x", json.dumps(body).encode())
         wait_until(lambda: status_of(b, "/v1/datasets/dp-shared") == 200)
 
         def ask(server):
@@ -325,10 +329,8 @@ def test_replicas_spend_one_privacy_budget(tmp_path_factory, s3):
             assert budget["remaining"] == 0 and budget["spent"] == 1.0, budget
         # So does the admin's explanation, read from the bucket.
         env, _ = s3
-        explained = subprocess.run(
-            [binary(), "--config", a.work / "sluice.toml", "policy", "explain",
-             "--sub", "alice@uni.example", "--role", "researcher", "--dataset", "dp-shared"],
-            capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+        explained = sluice(a, env, "policy", "explain", "--sub", "alice@uni.example",
+                           "--role", "researcher", "--dataset", "dp-shared")
         assert explained.returncode == 0, explained.stderr
         assert "dp-replicas" in explained.stdout, explained.stdout
         assert "privacy budget: spent 1 of 1, 0 left (ledger in s3://sluice-budget/privacy-ledger)" in explained.stdout, explained.stdout
@@ -336,10 +338,7 @@ def test_replicas_spend_one_privacy_budget(tmp_path_factory, s3):
 
 def test_a_link_one_replica_signs_works_on_every_other_until_access_ends(tmp_path_factory, s3):
     with replicas(tmp_path_factory, s3, "links") as (a, b):
-        status, answer = a.send("POST", "/v1/datasets", manifest("linked"), "application/json")
-        assert status == 201, answer
-        status, answer = upload(a, "linked", parquet_of(range(40), "shared"))
-        assert status == 201, answer
+        publish(a, "linked", range(40), "shared")
         link = a.post_json("/v1/datasets/linked/snapshot", {"columns": ["id"]}, a.token)
         assert link["rows"] == 40
 
