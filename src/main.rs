@@ -107,9 +107,15 @@ enum AuditCommand {
         #[arg(long)]
         public_key: Option<String>,
         /// A head hash from a checkpoint kept elsewhere (an external log):
-        /// the chain must still contain it.
+        /// the chain must still contain it. For shipped trails, one per
+        /// replica as REPLICA=HASH (repeat the option).
         #[arg(long)]
-        head: Option<String>,
+        head: Vec<String>,
+        /// For shipped trails: a replica whose trail must be there (repeat
+        /// for each). Without them, a replica's folder deleted from the
+        /// bucket would not be noticed.
+        #[arg(long = "replica")]
+        replicas: Vec<String>,
     },
     /// Print the newest records, one JSON line each.
     Tail {
@@ -279,6 +285,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     dir,
                     public_key,
                     head,
+                    replicas,
                 } => {
                     let dir = dir.unwrap_or(default_dir);
                     let public_key = match public_key {
@@ -303,10 +310,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             "warning: no checkpoint key (audit.signing_key or --public-key): checking the chain only, which cannot catch a cut or rewritten tail"
                         );
                     }
-                    let anchor = sluice::audit::Anchor { public_key, head };
                     let text = dir.to_string_lossy().into_owned();
                     if !text.contains("://") {
-                        return verify_audit_folder(&dir, &anchor);
+                        anyhow::ensure!(
+                            head.len() <= 1 && replicas.is_empty(),
+                            "one --head and no --replica for a local folder"
+                        );
+                        let head = head.into_iter().next();
+                        return verify_audit_folder(
+                            &dir,
+                            &sluice::audit::Anchor { public_key, head },
+                        );
+                    }
+                    // REPLICA=HASH anchors, by replica.
+                    let mut heads = std::collections::BTreeMap::new();
+                    for pair in &head {
+                        let (replica, hash) = pair.split_once('=').ok_or_else(|| {
+                            anyhow::anyhow!("--head {pair}: for shipped trails, write REPLICA=HASH")
+                        })?;
+                        heads.insert(replica.to_owned(), hash.to_owned());
+                    }
+                    if replicas.is_empty() {
+                        eprintln!(
+                            "warning: no --replica named: checking the replicas found in the bucket, so a deleted replica folder would not be noticed"
+                        );
                     }
                     // Every replica's shipped trail, from the bucket.
                     let copy =
@@ -316,14 +343,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .build()?;
                     let result = runtime
                         .block_on(sluice::audit::ship::download(&text, &copy))
-                        .and_then(|replicas| {
-                            for folder in replicas {
-                                verify_audit_folder(&folder, &anchor).with_context(|| {
-                                    format!(
-                                        "replica {}",
-                                        folder.file_name().unwrap_or_default().to_string_lossy()
-                                    )
-                                })?;
+                        .and_then(|folders| {
+                            let name = |f: &PathBuf| {
+                                f.file_name().unwrap_or_default().to_string_lossy().into_owned()
+                            };
+                            let found: Vec<String> = folders.iter().map(name).collect();
+                            for expected in replicas.iter().chain(heads.keys()) {
+                                anyhow::ensure!(
+                                    found.contains(expected),
+                                    "replica {expected}: no audit files in the bucket (deleted, or never shipped)"
+                                );
+                            }
+                            for folder in &folders {
+                                let anchor = sluice::audit::Anchor {
+                                    public_key: public_key.clone(),
+                                    head: heads.get(&name(folder)).cloned(),
+                                };
+                                verify_audit_folder(folder, &anchor)
+                                    .with_context(|| format!("replica {}", name(folder)))?;
                             }
                             Ok(())
                         });

@@ -36,6 +36,10 @@ pub enum WriteError {
     /// rewrite racing an upload): nothing was changed.
     #[error("version {0} was published meanwhile; nothing was changed")]
     Moved(u64),
+    /// Another replica gave the dataset to another publisher while this
+    /// change was being made: the caller was authorised for the old one.
+    #[error("the dataset's publisher changed meanwhile; nothing was changed")]
+    PublisherChanged,
     /// This catalogue is not open for writing (another process has it).
     #[error("the catalogue is read-only here")]
     ReadOnly,
@@ -134,6 +138,8 @@ pub struct LiveCatalog {
     /// Held while a change is being committed: one writer at a time. `None`
     /// when the catalogue was opened read-only.
     writer: tokio::sync::Mutex<Option<Writer>>,
+    /// When a request last made this replica look for changes.
+    refreshed: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for LiveCatalog {
@@ -189,6 +195,7 @@ impl LiveCatalog {
         Ok(Self {
             current: RwLock::new(Arc::new(catalog)),
             writer: tokio::sync::Mutex::new(Some(writer)),
+            refreshed: Default::default(),
         })
     }
 
@@ -197,6 +204,7 @@ impl LiveCatalog {
         Self {
             current: RwLock::new(Arc::new(catalog)),
             writer: tokio::sync::Mutex::new(None),
+            refreshed: Default::default(),
         }
     }
 
@@ -208,8 +216,11 @@ impl LiveCatalog {
             .clone()
     }
 
-    fn swap(&self, catalog: Catalog) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalog);
+    /// Serves `dataset` from now on, in place of any older copy (one swap
+    /// under the lock, so a concurrent swap of another dataset is kept).
+    fn put_dataset(&self, dataset: Dataset) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *current = Arc::new(current.with_dataset(dataset));
     }
 
     /// A private folder for an upload's body and normalised files.
@@ -254,7 +265,7 @@ impl LiveCatalog {
             versions: Default::default(),
             manifest_tag,
         };
-        self.swap(self.snapshot().with_dataset(dataset));
+        self.put_dataset(dataset);
         self.snapshot()
             .get(&id)
             .cloned()
@@ -278,6 +289,7 @@ impl LiveCatalog {
         let catalog = self.snapshot();
         let mut dataset = catalog.get(id).ok_or(WriteError::NotFound)?.clone();
         let start = dataset.manifest.version;
+        let publisher = dataset.manifest.publisher.clone();
         check_publishable(&dataset, based_on)?;
         let number = root.claim_version(id, start).await?;
         // Anything below leaves nothing behind when it fails.
@@ -311,6 +323,7 @@ impl LiveCatalog {
         let (manifest, added_columns, replaced, manifest_tag) = loop {
             attempts += 1;
             if let Err(e) = check_publishable(&dataset, based_on)
+                .and_then(|()| same_publisher(&dataset, &publisher))
                 .and_then(|()| check_still_fits(&dataset, &version, number))
             {
                 return Err(abandon(e).await);
@@ -364,7 +377,7 @@ impl LiveCatalog {
             versions,
             manifest_tag,
         };
-        self.swap(self.snapshot().with_dataset(dataset));
+        self.put_dataset(dataset);
         drop(staging);
         Ok(Published {
             dataset: self
@@ -384,7 +397,8 @@ impl LiveCatalog {
     /// (a request per 1000 objects on S3) when nothing changed. Returns
     /// how many datasets were read again.
     pub async fn refresh(&self) -> Result<usize, CatalogError> {
-        let store = self.snapshot().store().clone();
+        let catalog = self.snapshot();
+        let store = catalog.store().clone();
         let manifests: Vec<ObjectMeta> = store
             .list(None)
             .try_filter(|meta| {
@@ -395,12 +409,7 @@ impl LiveCatalog {
             })
             .try_collect()
             .await?;
-        // Under the writer's lock: a commit of this replica's own must not
-        // be overtaken by an older read of the same dataset.
-        let _writer = self.writer.lock().await;
-        let catalog = self.snapshot();
-        let mut next: Option<Catalog> = None;
-        let mut reread = 0;
+        let mut reread = Vec::new();
         for meta in manifests {
             let Some(Ok(id)) = meta
                 .location
@@ -410,16 +419,12 @@ impl LiveCatalog {
             else {
                 continue;
             };
-            let known = catalog.get(&id).map(|d| d.manifest_tag.as_deref());
-            if known == Some(meta.e_tag.as_deref()) {
+            let known = catalog.get(&id).map(|d| d.manifest_tag.clone());
+            if known.as_ref() == Some(&meta.e_tag) {
                 continue;
             }
             match load_dataset(&store, &id).await {
-                Ok(Some(dataset)) => {
-                    let base = next.as_ref().unwrap_or(&catalog);
-                    next = Some(base.with_dataset(dataset));
-                    reread += 1;
-                }
+                Ok(Some(dataset)) => reread.push((known, dataset)),
                 Ok(None) => {}
                 // Keep serving what was last read; the next poll tries again.
                 Err(e) => {
@@ -427,10 +432,42 @@ impl LiveCatalog {
                 }
             }
         }
-        if let Some(next) = next {
-            self.swap(next);
+        // Not under the writer's lock (an upload may hold it for minutes):
+        // a dataset this replica changed meanwhile keeps its own newer copy
+        // (compared by the tag this refresh started from).
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let mut next: Option<Catalog> = None;
+        let mut count = 0;
+        for (known, dataset) in reread {
+            let base = next.as_ref().unwrap_or(&current);
+            if base.get(dataset.id()).map(|d| d.manifest_tag.clone()) != known {
+                continue;
+            }
+            next = Some(base.with_dataset(dataset));
+            count += 1;
         }
-        Ok(reread)
+        if let Some(next) = next {
+            *current = Arc::new(next);
+        }
+        Ok(count)
+    }
+
+    /// [`Self::refresh`] for a request that finds this replica behind (a
+    /// link another replica signed), unless such a request made one less
+    /// than `every` ago: requests cannot make a replica list the bucket
+    /// more often than that.
+    pub async fn refresh_on_demand(
+        &self,
+        every: std::time::Duration,
+    ) -> Result<usize, CatalogError> {
+        {
+            let mut last = self.refreshed.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < every) {
+                return Ok(0);
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        self.refresh().await
     }
 
     /// Reads dataset `id` again from storage (another replica changed it)
@@ -440,7 +477,7 @@ impl LiveCatalog {
         let dataset = load_dataset(catalog.store(), id)
             .await?
             .ok_or(WriteError::NotFound)?;
-        self.swap(self.snapshot().with_dataset(dataset));
+        self.put_dataset(dataset);
         self.snapshot().get(id).cloned().ok_or(WriteError::NotFound)
     }
 
@@ -455,6 +492,7 @@ impl LiveCatalog {
         let writer = self.writer.lock().await;
         let root = writer.as_ref().ok_or(WriteError::ReadOnly)?;
         let mut dataset = self.snapshot().get(id).ok_or(WriteError::NotFound)?.clone();
+        let publisher = dataset.manifest.publisher.clone();
         for attempt in 1.. {
             let manifest = change(&dataset.manifest).map_err(WriteError::Invalid)?;
             if &manifest.id != id {
@@ -472,11 +510,12 @@ impl LiveCatalog {
                         versions: dataset.versions.clone(),
                         manifest_tag,
                     };
-                    self.swap(self.snapshot().with_dataset(dataset));
+                    self.put_dataset(dataset);
                     break;
                 }
                 Committed::Conflict if attempt < MAX_COMMIT_ATTEMPTS => {
                     dataset = self.reload(id).await?;
+                    same_publisher(&dataset, &publisher)?;
                 }
                 Committed::Conflict => return Err(WriteError::Moved(dataset.manifest.version)),
             }
@@ -527,6 +566,16 @@ impl LiveCatalog {
 /// How many times a commit is tried again on a manifest another replica
 /// changed, before the writer gives up with a conflict.
 const MAX_COMMIT_ATTEMPTS: u32 = 5;
+
+/// Refuses a change whose caller was authorised for `publisher` when the
+/// dataset, read again after another replica's commit, has another one.
+fn same_publisher(dataset: &Dataset, publisher: &str) -> Result<(), WriteError> {
+    if dataset.manifest.publisher == publisher {
+        Ok(())
+    } else {
+        Err(WriteError::PublisherChanged)
+    }
+}
 
 /// Whether an upload may still become a version of `dataset`: not retired,
 /// and (for a rewrite) based on the current version.

@@ -180,8 +180,6 @@ impl Ledger {
         cost: f64,
         request: &str,
     ) -> Result<Spend, LedgerError> {
-        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let inner = &mut *guard;
         let entry = Entry {
             at: OffsetDateTime::now_utc(),
             account: account.to_owned(),
@@ -190,27 +188,41 @@ impl Ledger {
         };
         let mut line = serde_json::to_vec(&entry).map_err(|e| self.io(e.to_string()))?;
         line.push(b'\n');
-        let spent = match (&mut inner.file, &self.shared) {
-            (_, Some(shared)) => match shared.spend(account, total, cost, &line) {
-                Ok(spent) => spent,
-                Err(e @ LedgerError::Exhausted { remaining, .. }) => {
-                    // What the refusal read is the latest total: show it.
-                    inner.spent.insert(account.to_owned(), total - remaining);
-                    return Err(e);
+        let spent = match &self.shared {
+            // The bucket arbitrates (conditional puts): no lock is held
+            // meanwhile, so one project's spends do not wait for another's.
+            Some(shared) => {
+                let result = shared.spend(account, total, cost, &line);
+                // Show the latest total read, also when it refused.
+                let latest = match &result {
+                    Ok(spent) => Some(spent + cost),
+                    Err(LedgerError::Exhausted { remaining, .. }) => Some(total - remaining),
+                    Err(_) => None,
+                };
+                if let Some(latest) = latest {
+                    let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                    let shown = inner.spent.entry(account.to_owned()).or_default();
+                    *shown = shown.max(latest);
                 }
-                Err(e) => return Err(e),
-            },
-            (Some(file), None) => {
+                result?
+            }
+            None => {
+                let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                let inner = &mut *guard;
                 let spent = inner.spent.get(account).copied().unwrap_or(0.0);
                 check_budget(total, spent, cost)?;
+                let file = inner
+                    .file
+                    .as_mut()
+                    .ok_or_else(|| self.io("the ledger is not open".into()))?;
                 file.write_all(&line)
                     .and_then(|_| file.sync_data())
                     .map_err(|e| self.io(e.to_string()))?;
+                // Counted before the lock is let go: the next spend sees it.
+                inner.spent.insert(account.to_owned(), spent + cost);
                 spent
             }
-            (None, None) => return Err(self.io("the ledger is not open".into())),
         };
-        inner.spent.insert(account.to_owned(), spent + cost);
         Ok(Spend {
             epsilon: cost,
             remaining: (total - spent - cost).max(0.0),

@@ -269,6 +269,18 @@ fn key_of(access: &Access, request: &SliceRequest) -> SnapshotKey {
     }))
 }
 
+/// How often a link naming an unknown version may make this replica look
+/// for other replicas' changes.
+const REFRESH_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether this replica's catalogue has the dataset version `ticket` names.
+fn knows_version(state: &AppState, ticket: &Ticket) -> bool {
+    crate::domain::DatasetId::parse(&ticket.dataset)
+        .ok()
+        .and_then(|id| state.catalog.snapshot().get(&id).cloned())
+        .is_some_and(|d| d.versions.contains_key(&ticket.version))
+}
+
 fn file_path(key: &SnapshotKey) -> String {
     format!("{FILES_PATH}/{}.parquet", key.as_str())
 }
@@ -372,10 +384,10 @@ pub(super) async fn serve_file(
         .filter(|a| a.plan.mode.serves_rows() && key_of(a, &ticket.request) == key)
     };
     let mut access = access_now();
-    if access.is_none() && state.snapshots.shared.is_some() {
-        // Issued by a replica that has seen a change this one has not
-        // polled yet (a new version, an edit): look now, then decide.
-        if let Err(e) = state.catalog.refresh().await {
+    if access.is_none() && state.snapshots.shared.is_some() && !knows_version(&state, &ticket) {
+        // Issued by a replica that has committed a version this one has
+        // not polled yet: look now (at most once a second), then decide.
+        if let Err(e) = state.catalog.refresh_on_demand(REFRESH_AT_MOST_EVERY).await {
             tracing::warn!(error = %e, "could not look for other replicas' changes");
         }
         access = access_now();

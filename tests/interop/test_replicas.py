@@ -60,14 +60,14 @@ def bucket_of(deployment: str) -> str:
 
 
 @contextlib.contextmanager
-def replicas(tmp_path_factory, s3, deployment: str, count: int = 2):
+def replicas(tmp_path_factory, s3, deployment: str, count: int = 2, poll_millis: int = POLL_MILLIS):
     """A deployment: `count` replicas sharing secrets and a bucket of their
     own, whose catalogue is `s3://sluice-<deployment>/datasets`."""
     env, client = s3
     client.create_bucket(Bucket=bucket_of(deployment))
     url = f"s3://{bucket_of(deployment)}/datasets"
     prefix = deployment
-    storage = f"poll_millis = {POLL_MILLIS}"
+    storage = f"poll_millis = {poll_millis}"
     with contextlib.ExitStack() as stack:
         first_work = tmp_path_factory.mktemp("replica")
         first = stack.enter_context(running_server(
@@ -284,9 +284,9 @@ def test_every_replica_ships_its_trail_and_one_command_verifies_them(tmp_path_fa
         wait_until(lambda: all("checkpoints.jsonl" in shipped(r) and len(shipped(r)) >= 2
                                for r in ("audited-r0", "audited-r1")), seconds=20)
 
-        def verify():
+        def verify(*args):
             # A's settings name the audit key both replicas share.
-            return sluice(a, env, "audit", "verify", f"s3://{bucket_of('audited')}/audit")
+            return sluice(a, env, "audit", "verify", f"s3://{bucket_of('audited')}/audit", *args)
 
         done = verify()
         assert done.returncode == 0, done.stderr
@@ -305,6 +305,16 @@ def test_every_replica_ships_its_trail_and_one_command_verifies_them(tmp_path_fa
     done = verify()
     assert done.returncode != 0
     assert "replica audited-r1" in done.stderr and "altered" in done.stderr, done.stderr
+
+    # A replica's whole folder deleted: caught when the replicas are named.
+    for key in [o["Key"] for o in client.list_objects_v2(
+            Bucket=bucket, Prefix="audit/audited-r1/")["Contents"]]:
+        client.delete_object(Bucket=bucket, Key=key)
+    done = verify()
+    assert done.returncode == 0 and "no --replica named" in done.stderr
+    done = verify("--replica", "audited-r0", "--replica", "audited-r1")
+    assert done.returncode != 0
+    assert "replica audited-r1: no audit files" in done.stderr, done.stderr
 
 
 def test_replicas_spend_one_privacy_budget(tmp_path_factory, s3):
@@ -361,3 +371,38 @@ def test_a_link_one_replica_signs_works_on_every_other_until_access_ends(tmp_pat
         assert status == 200, answer
         wait_until(lambda: status_of(b, "/v1/datasets/linked") == 404)
         assert status_of(b, "/v1/" + path) in (403, 404, 410)
+
+
+def test_a_steward_cannot_change_a_dataset_given_away_through_another_replica(tmp_path_factory, s3):
+    env, _ = s3
+    with replicas(tmp_path_factory, s3, "moved", count=1) as (a,):
+        publish(a, "moved", range(3), "x")
+        # B starts knowing the dataset, then never polls: it learns of A's
+        # change only when its own commit conflicts.
+        with running_server(tmp_path_factory.mktemp("replica"), datasets_url="s3://sluice-moved/datasets",
+                            storage="poll_millis = 600000", env={**env, "SLUICE_AUDIT__REPLICA_ID": "moved-r1"},
+                            secrets_from=a.work / "state") as b:
+            assert status_of(b, "/v1/datasets/moved") == 200
+            status, answer = request(a, "PATCH", "/v1/datasets/moved", {"publisher": "Other Org"}, a.admin)
+            assert status == 200, answer
+            # The old publisher's steward, through B (which still shows them
+            # as the publisher): refused, nothing changed.
+            status, answer = request(b, "PATCH", "/v1/datasets/moved", {"title": "Still mine?"}, b.steward)
+            assert status == 409 and "publisher changed" in answer["detail"], (status, answer)
+            status, answer = request(b, "DELETE", "/v1/datasets/moved", {}, b.steward)
+            assert status in (403, 409), (status, answer)
+        detail = json.loads(a.get("/v1/datasets/moved", token=a.admin))
+        assert detail["publisher"] == "Other Org" and detail["title"] == "Replicated", detail
+        assert detail["status"] == "published", detail
+
+
+def request(server, method: str, path: str, body: dict, token: str) -> tuple[int, dict]:
+    """A JSON request with `token`; the status and the JSON answer."""
+    req = urllib.request.Request(server.url(path), data=json.dumps(body).encode(), method=method)
+    req.add_header("Authorization", f"Bearer {token}")
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, context=server.context, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
