@@ -7,9 +7,9 @@
 //! on S3 that head would be a round trip per file per query for an answer
 //! already known (answering it here took small slices over moto from 111
 //! to 145 per second in `scripts/bench-replicas`). Everything else passes
-//! through. Footers are
-//! cached by DataFusion's metadata cache, which checks them against the
-//! same metadata (size, ETag).
+//! through. Footers and page indexes are cached by DataFusion's metadata
+//! cache (50 MB by default), which checks an entry against this metadata
+//! (size and last-modified time) before using it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
