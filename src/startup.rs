@@ -29,6 +29,8 @@ pub struct Application {
     https: bool,
     server: Server,
     state: web::Data<AppState>,
+    /// Ships the audit trail to the bucket (replicas), once more at stop.
+    shipper: Option<crate::audit::ship::Running>,
 }
 
 impl Application {
@@ -48,13 +50,16 @@ impl Application {
         )?);
         let metrics = Arc::new(Metrics::new().context("metrics")?);
         let audit = Arc::new(open_audit(&settings, &metrics)?);
+        let mut shipper = None;
         if let (Some(dir), Some((url, replica))) =
             (audit.dir(), crate::audit::ship::destination(&settings)?)
         {
             let store = crate::catalog::rooted::open_url(&url).context("audit.ship_url")?;
-            crate::audit::ship::Shipper::open(store, &replica, dir)
-                .await?
-                .spawn(Duration::from_secs(settings.audit.checkpoint_secs.max(1)));
+            shipper = Some(
+                crate::audit::ship::Shipper::open(store, &replica, dir)
+                    .await?
+                    .spawn(Duration::from_secs(settings.audit.checkpoint_secs.max(1))),
+            );
             tracing::info!(%url, %replica, "shipping the audit trail");
         }
         spawn_policy_watcher(
@@ -143,6 +148,7 @@ impl Application {
             https: tls_config.is_some(),
             server,
             state,
+            shipper,
         })
     }
 
@@ -174,8 +180,12 @@ impl Application {
                 // completes (dropping it stops the workers at once).
                 let stop = handle.stop(true);
                 let (_, result) = tokio::join!(stop, server);
-                // Every stream has been recorded: seal the trail's tail.
+                // Every stream has been recorded: seal the trail's tail,
+                // and ship it while this replica's disk is still here.
                 state.audit.seal().await;
+                if let Some(shipper) = &self.shipper {
+                    shipper.ship_now().await;
+                }
                 tracing::info!("stopped");
                 result
             }

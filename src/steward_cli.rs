@@ -468,7 +468,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                 let catalog = open_local(&settings).await?;
                 let audit = LocalAudit::open(&settings)?;
                 let id = DatasetId::parse(&id)?;
-                catalog.restore(&id).await?;
+                catalog.restore(&*seen(&catalog, &id)?).await?;
                 audit.record(Event::Restore, &id, None).await?;
                 eprintln!("restored {id}");
                 Ok(())
@@ -489,7 +489,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                 let catalog = open_local(&settings).await?;
                 let audit = LocalAudit::open(&settings)?;
                 let id = DatasetId::parse(&id)?;
-                let published = catalog.publish_reviewed(&id).await?;
+                let published = catalog.publish_reviewed(&*seen(&catalog, &id)?).await?;
                 audit
                     .record(Event::Publish, &id, Some(published.manifest.version))
                     .await?;
@@ -550,7 +550,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                 let catalog = open_local(&settings).await?;
                 let audit = LocalAudit::open(&settings)?;
                 let id = DatasetId::parse(&id)?;
-                catalog.retire(&id).await?;
+                catalog.retire(&*seen(&catalog, &id)?).await?;
                 audit.record(Event::Retire, &id, None).await?;
                 eprintln!("retired {id}");
                 Ok(())
@@ -731,7 +731,7 @@ async fn decide(
             std::env::var("USER").unwrap_or_else(|_| "unknown".into())
         );
         let edited = catalog
-            .edit(&id, |m| {
+            .edit(&*seen(&catalog, &id)?, |m| {
                 m.decide(n, approve, &by, time::OffsetDateTime::now_utc())
                     .map_err(|e| e.to_string())
             })
@@ -768,6 +768,18 @@ async fn open_local(settings: &Settings) -> anyhow::Result<LiveCatalog> {
 async fn load_local(settings: &Settings) -> anyhow::Result<sluice::catalog::Catalog> {
     local_only(settings)?;
     sluice::startup::load_catalog(&settings.storage.datasets).await
+}
+
+/// The dataset `id` as this process sees it, for a change based on it.
+fn seen(
+    catalog: &LiveCatalog,
+    id: &DatasetId,
+) -> anyhow::Result<std::sync::Arc<sluice::catalog::Dataset>> {
+    catalog
+        .snapshot()
+        .get(id)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no dataset '{id}' in the catalogue"))
 }
 
 /// Without --server the CLI works on a local folder only.

@@ -8,7 +8,8 @@
 //! checkpoint file are append-only, so a size names their content). The
 //! checkpoint file is read before the audit files, so a shipped checkpoint
 //! never vouches for records the shipped files lack. What the bucket holds
-//! lags the local trail by at most one round (`audit.checkpoint_secs`).
+//! lags the local trail by at most one round (`audit.checkpoint_secs`); a
+//! server stopping gracefully ships a last round after sealing its trail.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -81,21 +82,34 @@ impl Shipper {
     }
 
     /// Ships every `every`, for as long as the server runs.
-    pub fn spawn(mut self, every: Duration) {
+    pub fn spawn(self, every: Duration) -> Running {
+        let running = Running(Arc::new(tokio::sync::Mutex::new(self)));
+        let shipper = running.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                match self.ship_changed().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(files = n, "shipped audit files"),
-                    Err(e) => {
-                        tracing::warn!(error = format!("{e:#}"), "could not ship the audit trail")
-                    }
-                }
+                shipper.ship_now().await;
             }
         });
+        running
+    }
+}
+
+/// A shipper at work, which a stopping server asks for a last round.
+#[derive(Clone)]
+pub struct Running(Arc<tokio::sync::Mutex<Shipper>>);
+
+impl Running {
+    /// Ships what changed now (a failure is logged: the next round, or the
+    /// next start, tries again).
+    pub async fn ship_now(&self) {
+        match self.0.lock().await.ship_changed().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(files = n, "shipped audit files"),
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "could not ship the audit trail"),
+        }
     }
 }
 

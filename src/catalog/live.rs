@@ -276,21 +276,26 @@ impl LiveCatalog {
     /// next version. `columns` describes the upload's columns when the
     /// manifest declared none (the first upload defines them). With
     /// `based_on`, only if that is still the current version (a rewrite of
-    /// it), checked under the writer's lock.
+    /// it), checked under the writer's lock. `seen` is the dataset as the
+    /// caller was authorised on it: if its publisher has changed since (an
+    /// admin gave it away, here or through another replica, while the body
+    /// arrived), nothing is published.
     pub async fn publish(
         &self,
-        id: &DatasetId,
+        seen: &Dataset,
         staging: Staging,
         columns: &[ColumnName],
         based_on: Option<u64>,
     ) -> Result<Published, WriteError> {
+        let id = seen.id();
+        let publisher = &seen.manifest.publisher;
         let writer = self.writer.lock().await;
         let root = writer.as_ref().ok_or(WriteError::ReadOnly)?;
         let catalog = self.snapshot();
         let mut dataset = catalog.get(id).ok_or(WriteError::NotFound)?.clone();
         let start = dataset.manifest.version;
-        let publisher = dataset.manifest.publisher.clone();
         check_publishable(&dataset, based_on)?;
+        same_publisher(&dataset, publisher)?;
         let number = root.claim_version(id, start).await?;
         // Anything below leaves nothing behind when it fails.
         let abandon = |e: WriteError| async {
@@ -323,7 +328,7 @@ impl LiveCatalog {
         let (manifest, added_columns, replaced, manifest_tag) = loop {
             attempts += 1;
             if let Err(e) = check_publishable(&dataset, based_on)
-                .and_then(|()| same_publisher(&dataset, &publisher))
+                .and_then(|()| same_publisher(&dataset, publisher))
                 .and_then(|()| check_still_fits(&dataset, &version, number))
             {
                 return Err(abandon(e).await);
@@ -483,17 +488,20 @@ impl LiveCatalog {
 
     /// Changes a dataset's manifest with `change`, checks the result against
     /// every version, and commits it. When another replica changed the
-    /// manifest first, `change` runs again on the new one.
+    /// manifest first, `change` runs again on the new one. `seen` is the
+    /// dataset as the caller was authorised on it: a change is refused once
+    /// its publisher is another.
     pub async fn edit(
         &self,
-        id: &DatasetId,
+        seen: &Dataset,
         mut change: impl FnMut(&Manifest) -> Result<Manifest, String>,
     ) -> Result<Arc<Dataset>, WriteError> {
+        let id = seen.id();
         let writer = self.writer.lock().await;
         let root = writer.as_ref().ok_or(WriteError::ReadOnly)?;
         let mut dataset = self.snapshot().get(id).ok_or(WriteError::NotFound)?.clone();
-        let publisher = dataset.manifest.publisher.clone();
         for attempt in 1.. {
+            same_publisher(&dataset, &seen.manifest.publisher)?;
             let manifest = change(&dataset.manifest).map_err(WriteError::Invalid)?;
             if &manifest.id != id {
                 return Err(WriteError::Invalid("a dataset's id cannot change".into()));
@@ -515,7 +523,6 @@ impl LiveCatalog {
                 }
                 Committed::Conflict if attempt < MAX_COMMIT_ATTEMPTS => {
                     dataset = self.reload(id).await?;
-                    same_publisher(&dataset, &publisher)?;
                 }
                 Committed::Conflict => return Err(WriteError::Moved(dataset.manifest.version)),
             }
@@ -524,8 +531,8 @@ impl LiveCatalog {
     }
 
     /// Publishes the version held for review: from now on it is served.
-    pub async fn publish_reviewed(&self, id: &DatasetId) -> Result<Arc<Dataset>, WriteError> {
-        self.edit(id, |m| {
+    pub async fn publish_reviewed(&self, seen: &Dataset) -> Result<Arc<Dataset>, WriteError> {
+        self.edit(seen, |m| {
             if m.in_review == 0 {
                 return Err(format!("dataset '{}' has no version in review", m.id));
             }
@@ -537,8 +544,8 @@ impl LiveCatalog {
     }
 
     /// Restores a retired dataset: listed and served again, as it was.
-    pub async fn restore(&self, id: &DatasetId) -> Result<Arc<Dataset>, WriteError> {
-        self.edit(id, |m| {
+    pub async fn restore(&self, seen: &Dataset) -> Result<Arc<Dataset>, WriteError> {
+        self.edit(seen, |m| {
             if m.retired.is_none() {
                 return Err(format!("dataset '{}' is not retired", m.id));
             }
@@ -550,8 +557,8 @@ impl LiveCatalog {
     }
 
     /// Retires a dataset: no longer listed or served; its files stay.
-    pub async fn retire(&self, id: &DatasetId) -> Result<Arc<Dataset>, WriteError> {
-        self.edit(id, |m| {
+    pub async fn retire(&self, seen: &Dataset) -> Result<Arc<Dataset>, WriteError> {
+        self.edit(seen, |m| {
             if m.retired.is_some() {
                 return Err(format!("dataset '{}' is already retired", m.id));
             }
@@ -568,7 +575,7 @@ impl LiveCatalog {
 const MAX_COMMIT_ATTEMPTS: u32 = 5;
 
 /// Refuses a change whose caller was authorised for `publisher` when the
-/// dataset, read again after another replica's commit, has another one.
+/// dataset now has another one (changed meanwhile, here or elsewhere).
 fn same_publisher(dataset: &Dataset, publisher: &str) -> Result<(), WriteError> {
     if dataset.manifest.publisher == publisher {
         Ok(())

@@ -83,7 +83,7 @@ async fn decide(
         let mut refusal: Option<DecideError> = None;
         let edited = state
             .catalog
-            .edit(dataset.id(), |current| {
+            .edit(&dataset, |current| {
                 let next = current
                     .decide(number, approve, &admin, OffsetDateTime::now_utc())
                     .map_err(|e| {

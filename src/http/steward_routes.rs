@@ -267,7 +267,7 @@ pub(super) async fn edit(
         let admin = scope == StewardScope::All;
         let edited = state
             .catalog
-            .edit(dataset.id(), |current| {
+            .edit(&dataset, |current| {
                 let requested = patch.apply(current)?;
                 // A proposal must be applicable to the data as it is, so
                 // the admin who approves it is not the first to find out.
@@ -368,7 +368,7 @@ pub(super) async fn publish(
         }
         let published = state
             .catalog
-            .publish_reviewed(dataset.id())
+            .publish_reviewed(&dataset)
             .await
             .map_err(|e| write_error(e, UnprocessableKind::InvalidManifest))?;
         audit.version = Some(published.manifest.version);
@@ -404,7 +404,7 @@ pub(super) async fn restore(
         }
         let restored = state
             .catalog
-            .restore(dataset.id())
+            .restore(&dataset)
             .await
             .map_err(|e| write_error(e, UnprocessableKind::InvalidManifest))?;
         Ok(HttpResponse::Ok().json(describe(&state, &caller, &restored, None)?))
@@ -476,7 +476,7 @@ pub(super) async fn retire(
         not_retired(&dataset)?;
         let retired = state
             .catalog
-            .retire(dataset.id())
+            .retire(&dataset)
             .await
             .map_err(|e| write_error(e, UnprocessableKind::InvalidManifest))?;
         Ok(HttpResponse::Ok().json(describe(&state, &caller, &retired, None)?))

@@ -381,7 +381,7 @@ async fn ingest(
         .filter_map(|c| ColumnName::parse(&c.name).ok())
         .collect();
     let published = catalog
-        .publish(dataset.id(), staging, &columns, based_on)
+        .publish(dataset, staging, &columns, based_on)
         .await
         .map_err(UploadError::Write)?;
     Ok((published, summary))

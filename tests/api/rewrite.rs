@@ -95,7 +95,8 @@ async fn a_version_based_on_a_stale_one_is_not_published() {
     )
     .unwrap();
 
-    let refused = catalog.publish(&id, staging, &[], Some(0)).await;
+    let seen = catalog.snapshot().get(&id).cloned().unwrap();
+    let refused = catalog.publish(&seen, staging, &[], Some(0)).await;
     assert!(matches!(refused, Err(WriteError::Moved(1))), "{refused:?}");
     let now = catalog.snapshot();
     assert_eq!(now.get(&id).unwrap().manifest.version, 1);

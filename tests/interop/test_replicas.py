@@ -5,6 +5,7 @@ uploading at once never lose or mix a version; a replica killed in the
 middle of an upload leaves nothing the others show."""
 
 import contextlib
+import http.client
 import io
 import json
 import os
@@ -294,6 +295,11 @@ def test_every_replica_ships_its_trail_and_one_command_verifies_them(tmp_path_fa
         assert "/audited-r0: ok," in done.stdout and "/audited-r1: ok," in done.stdout, done.stdout
         assert "warning: no checkpoint key" not in done.stderr
 
+    # A replica stopping gracefully ships its sealed trail as it was last.
+    shipped_checkpoints = client.get_object(
+        Bucket=bucket_of("audited"), Key="audit/audited-r0/checkpoints.jsonl")["Body"].read()
+    assert shipped_checkpoints == (a.work / "state" / "audit" / "checkpoints.jsonl").read_bytes()
+
     # Every replica stopped: edit one shipped record and the check fails,
     # naming the replica.
     bucket = bucket_of("audited")
@@ -406,3 +412,46 @@ def request(server, method: str, path: str, body: dict, token: str) -> tuple[int
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def test_a_change_whose_body_arrives_after_the_dataset_was_given_away_is_refused(tmp_path_factory, s3):
+    with replicas(tmp_path_factory, s3, "drip") as (a, b):
+        publish(a, "drip", range(3), "x")
+        wait_until(lambda: status_of(b, "/v1/datasets/drip") == 200)
+        # The old publisher's steward starts a PATCH and an upload through
+        # B, authorised while Interop Org still publishes the dataset...
+        patch = dripping(b, "PATCH", "/v1/datasets/drip", b'{"publisher": "Interop Org", "title": "taken"}',
+                         "application/json")
+        data = dripping(b, "PUT", "/v1/datasets/drip/data", parquet_of(range(5), "evil"),
+                        "application/vnd.apache.parquet")
+        # ...an admin gives it away through A, and B polls that...
+        status, answer = request(a, "PATCH", "/v1/datasets/drip", {"publisher": "Other Org"}, a.admin)
+        assert status == 200, answer
+        wait_until(lambda: json.loads(b.get("/v1/datasets/drip", token=b.admin))["publisher"] == "Other Org")
+        # ...then the bodies finish: both refused, nothing changed.
+        for finish in (patch, data):
+            status, answer = finish()
+            assert status == 409 and "publisher changed" in answer["detail"], (status, answer)
+        detail = json.loads(a.get("/v1/datasets/drip", token=a.admin))
+        assert (detail["publisher"], detail["title"], detail["version"]) == ("Other Org", "Replicated", 1)
+        assert {r["label"] for r in rows(a, "drip")} == {"x"}
+
+
+def dripping(server, method: str, path: str, body: bytes, content_type: str):
+    """Starts a steward's request with the first bytes of `body`; returns a
+    function that sends the rest and gives (status, JSON answer)."""
+    port = int(server.base.rsplit(":", 1)[1])
+    connection = http.client.HTTPSConnection("localhost", port, context=server.context, timeout=60)
+    connection.putrequest(method, path)
+    connection.putheader("Authorization", f"Bearer {server.steward}")
+    connection.putheader("Content-Type", content_type)
+    connection.putheader("Content-Length", str(len(body)))
+    connection.endheaders()
+    connection.send(body[:3])
+
+    def finish():
+        connection.send(body[3:])
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+
+    return finish
