@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
-use object_store::{ObjectMeta, ObjectStore};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use time::OffsetDateTime;
 
 use super::local::{LocalRoot, OpenError, Recovered, Staging};
@@ -138,6 +138,8 @@ pub struct LiveCatalog {
     /// Held while a change is being committed: one writer at a time. `None`
     /// when the catalogue was opened read-only.
     writer: tokio::sync::Mutex<Option<Writer>>,
+    /// The change marker's ETag at the last full listing, and when.
+    listed: std::sync::Mutex<Option<(Option<String>, std::time::Instant)>>,
     /// When a request last made this replica look for changes.
     refreshed: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -196,6 +198,7 @@ impl LiveCatalog {
             current: RwLock::new(Arc::new(catalog)),
             writer: tokio::sync::Mutex::new(Some(writer)),
             refreshed: Default::default(),
+            listed: Default::default(),
         })
     }
 
@@ -205,6 +208,7 @@ impl LiveCatalog {
             current: RwLock::new(Arc::new(catalog)),
             writer: tokio::sync::Mutex::new(None),
             refreshed: Default::default(),
+            listed: Default::default(),
         }
     }
 
@@ -398,12 +402,39 @@ impl LiveCatalog {
 
     /// Reads again every dataset whose manifest changed in storage since
     /// this snapshot was made: new datasets, versions, edits and
-    /// retirements committed by other replicas. One listing of the store
-    /// (a request per 1000 objects on S3) when nothing changed. Returns
-    /// how many datasets were read again.
+    /// retirements committed by other replicas. Returns how many datasets
+    /// were read again.
+    ///
+    /// Every commit rewrites a marker object, so while nothing changes a
+    /// refresh is one `HEAD` of it; otherwise, and at least every
+    /// [`FULL_LISTING_EVERY`] (for changes whose marker write failed, or
+    /// made by hand), one listing of the store (a request per 1000 objects
+    /// on S3) finds which manifests changed.
     pub async fn refresh(&self) -> Result<usize, CatalogError> {
         let catalog = self.snapshot();
         let store = catalog.store().clone();
+        // The marker is read before the listing: a commit after this read
+        // changes it again, and the next refresh lists.
+        let marker = match store
+            .head(&object_store::path::Path::from(
+                super::store_root::CHANGES_FILE,
+            ))
+            .await
+        {
+            Ok(meta) => meta.e_tag,
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        {
+            let listed = self.listed.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((seen, at)) = listed.as_ref()
+                && *seen == marker
+                && marker.is_some()
+                && at.elapsed() < FULL_LISTING_EVERY
+            {
+                return Ok(0);
+            }
+        }
         let manifests: Vec<ObjectMeta> = store
             .list(None)
             .try_filter(|meta| {
@@ -454,6 +485,9 @@ impl LiveCatalog {
         if let Some(next) = next {
             *current = Arc::new(next);
         }
+        drop(current);
+        *self.listed.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((marker, std::time::Instant::now()));
         Ok(count)
     }
 
@@ -569,6 +603,9 @@ impl LiveCatalog {
         .await
     }
 }
+
+/// The longest a replica trusts the change marker alone: then it lists.
+const FULL_LISTING_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How many times a commit is tried again on a manifest another replica
 /// changed, before the writer gives up with a conflict.

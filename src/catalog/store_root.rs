@@ -37,6 +37,9 @@ use crate::domain::DatasetId;
 const MANIFEST_FILE: &str = "dataset.toml";
 /// Marks a version folder as taken by an upload not yet committed.
 pub const CLAIM_FILE: &str = ".claim";
+/// Rewritten after every commit, so replicas can tell with one `HEAD`
+/// whether anything changed (not a dataset id: ids are slugs).
+pub const CHANGES_FILE: &str = "_changes";
 /// Uncommitted folders younger than this may belong to an upload still
 /// running on another replica: recovery leaves them.
 const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -119,12 +122,28 @@ impl StoreRoot {
             .put_opts(&Self::manifest_path(&manifest.id), body, mode.into())
             .await
         {
-            Ok(done) => Ok(Committed::Yes(done.e_tag)),
+            Ok(done) => {
+                self.mark_changed().await;
+                Ok(Committed::Yes(done.e_tag))
+            }
             Err(
                 object_store::Error::Precondition { .. }
                 | object_store::Error::AlreadyExists { .. },
             ) => Ok(Committed::Conflict),
             Err(e) => Err(io(e)),
+        }
+    }
+
+    /// Rewrites the change marker (after a commit). Best effort: a replica
+    /// that misses a change here finds it at its next full listing.
+    async fn mark_changed(&self) {
+        let payload = PutPayload::from(uuid::Uuid::new_v4().to_string().into_bytes());
+        if let Err(e) = self
+            .store
+            .put(&StorePath::from(CHANGES_FILE), payload)
+            .await
+        {
+            tracing::warn!(error = %e, "could not mark a commit for the other replicas");
         }
     }
 
