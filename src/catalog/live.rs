@@ -36,6 +36,10 @@ pub enum WriteError {
     /// rewrite racing an upload): nothing was changed.
     #[error("version {0} was published meanwhile; nothing was changed")]
     Moved(u64),
+    /// The change no longer applies to the manifest another replica
+    /// committed meanwhile (why, in words).
+    #[error("the dataset changed meanwhile: {0}")]
+    ChangedMeanwhile(String),
     /// Another replica gave the dataset to another publisher while this
     /// change was being made: the caller was authorised for the old one.
     #[error("the dataset's publisher changed meanwhile; nothing was changed")]
@@ -536,7 +540,12 @@ impl LiveCatalog {
         let mut dataset = self.snapshot().get(id).ok_or(WriteError::NotFound)?.clone();
         for attempt in 1.. {
             same_publisher(&dataset, &seen.manifest.publisher)?;
-            let manifest = change(&dataset.manifest).map_err(WriteError::Invalid)?;
+            // On a retry the caller's change met a manifest they did not
+            // see (another replica's commit): a refusal then is a conflict.
+            let manifest = change(&dataset.manifest).map_err(|problem| match attempt {
+                1 => WriteError::Invalid(problem),
+                _ => WriteError::ChangedMeanwhile(problem),
+            })?;
             if &manifest.id != id {
                 return Err(WriteError::Invalid("a dataset's id cannot change".into()));
             }

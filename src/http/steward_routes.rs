@@ -140,10 +140,12 @@ pub(super) fn write_error(e: WriteError, invalid_kind: UnprocessableKind) -> Api
                 "version {version} was published meanwhile; nothing was changed, try again"
             ),
         },
-        e @ WriteError::PublisherChanged => ApiError::Conflict {
-            kind: ConflictKind::ChangeStale,
-            detail: e.to_string(),
-        },
+        e @ (WriteError::PublisherChanged | WriteError::ChangedMeanwhile(_)) => {
+            ApiError::Conflict {
+                kind: ConflictKind::ChangeStale,
+                detail: e.to_string(),
+            }
+        }
         WriteError::ReadOnly => ApiError::CatalogReadOnly,
         WriteError::Storage(e) => {
             tracing::error!(error = %e, "storage failed during a catalogue change");

@@ -223,37 +223,53 @@ def test_two_replicas_uploading_at_once_never_lose_or_mix_a_version(tmp_path_fac
 
 def test_a_replica_killed_mid_upload_leaves_no_partial_version(tmp_path_factory, s3):
     _, client = s3
+    bucket = bucket_of("killed")
     with replicas(tmp_path_factory, s3, "killed") as (a, b):
         publish(a, "killed", range(7), "before")
         wait_until(lambda: status_of(b, "/v1/datasets/killed/data") == 200)
 
-        # A large upload through A; A is killed once its version's objects
-        # start to appear in the bucket (its claim is the first).
+        # A large upload through A. Once its claim appears in the bucket, A
+        # is frozen (SIGSTOP) and, if its manifest does not name the new
+        # version yet, killed (SIGKILL) mid-upload. An upload that had
+        # already committed is let finish, and the next one tried.
         big = parquet_of(range(3_000_000), "never-seen")
-        thread = threading.Thread(target=lambda: upload_quietly(a, big))
-        thread.start()
-        claim = "datasets/killed/versions/2/.claim"
-        deadline = time.time() + 120
-        while not client.list_objects_v2(Bucket=bucket_of("killed"), Prefix=claim).get("KeyCount"):
-            assert time.time() < deadline, "the upload never reached the bucket"
-            time.sleep(0.01)
-        a.process.send_signal(signal.SIGKILL)
-        a.process.wait(timeout=30)
-        thread.join(timeout=60)
+        current = 1
+        for _ in range(5):
+            number = current + 1
+            thread = threading.Thread(target=lambda: upload_quietly(a, big))
+            thread.start()
+            claim = f"datasets/killed/versions/{number}/.claim"
+            deadline = time.time() + 120
+            while not client.list_objects_v2(Bucket=bucket, Prefix=claim).get("KeyCount"):
+                assert time.time() < deadline, "the upload never reached the bucket"
+                time.sleep(0.01)
+            a.process.send_signal(signal.SIGSTOP)
+            manifest_text = client.get_object(Bucket=bucket, Key="datasets/killed/dataset.toml")["Body"].read()
+            if f"version = {number}\n".encode() not in manifest_text:
+                a.process.send_signal(signal.SIGKILL)
+                a.process.wait(timeout=30)
+                thread.join(timeout=60)
+                break
+            a.process.send_signal(signal.SIGCONT)
+            thread.join(timeout=120)
+            current = number
+        else:
+            raise AssertionError("every upload committed before its replica could be stopped")
 
-        # B still serves version 1, whole, and nothing of version 2.
+        # B serves the last committed version, whole, and nothing of the
+        # killed one.
         time.sleep(3 * POLL_MILLIS / 1000)
         got = rows(b, "killed")
-        assert sorted(r["id"] for r in got) == list(range(7))
-        assert {r["label"] for r in got} == {"before"}
-        assert status_of(b, "/v1/datasets/killed/data?version=2") == 404
+        expected = list(range(7)) if current == 1 else list(range(3_000_000))
+        assert sorted(r["id"] for r in got) == expected
+        assert status_of(b, f"/v1/datasets/killed/data?version={number}") == 404
         detail = json.loads(b.get("/v1/datasets/killed", token=False))
-        assert detail["version"] == 1
+        assert detail["version"] == current
 
         # The next upload through B gets a number of its own and commits.
         status, answer = upload(b, "killed", parquet_of(range(9), "after"))
         assert status == 201, answer
-        assert answer["version"] >= 2
+        assert answer["version"] > current
         assert {r["label"] for r in rows(b, "killed")} == {"after"}
 
 
@@ -455,3 +471,23 @@ def dripping(server, method: str, path: str, body: bytes, content_type: str):
         return response.status, json.loads(response.read())
 
     return finish
+
+
+def test_publishing_a_review_another_replica_published_is_a_conflict(tmp_path_factory, s3):
+    env, _ = s3
+    with replicas(tmp_path_factory, s3, "review", count=1) as (a,):
+        body = json.loads(manifest("reviewed"))
+        body["columns"] = []  # the first upload defines them: held for review
+        status, answer = a.send("POST", "/v1/datasets", json.dumps(body).encode(), "application/json")
+        assert status == 201, answer
+        status, answer = upload(a, "reviewed", parquet_of(range(4), "x"))
+        assert status == 201 and answer["in_review"], answer
+        # B starts seeing the version in review, then never polls.
+        with running_server(tmp_path_factory.mktemp("replica"), datasets_url="s3://sluice-review/datasets",
+                            storage="poll_millis = 600000", env={**env, "SLUICE_AUDIT__REPLICA_ID": "review-r1"},
+                            secrets_from=a.work / "state") as b:
+            status, answer = a.send("POST", "/v1/datasets/reviewed/publish", b"", "application/json")
+            assert status == 200, answer
+            status, answer = b.send("POST", "/v1/datasets/reviewed/publish", b"", "application/json")
+            assert status == 409 and "changed meanwhile" in answer["detail"], (status, answer)
+        assert len(rows(a, "reviewed")) == 4
