@@ -54,6 +54,22 @@ pub enum WriteError {
     Catalog(#[from] CatalogError),
 }
 
+impl WriteError {
+    /// Whether the change was refused before anything of it was committed
+    /// (so files put for it may go); storage failures are not refusals: a
+    /// write that failed may still have reached storage.
+    fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            WriteError::Retired(_)
+                | WriteError::Invalid(_)
+                | WriteError::Moved(_)
+                | WriteError::ChangedMeanwhile(_)
+                | WriteError::PublisherChanged
+        )
+    }
+}
+
 /// Where changes are written: a local folder or an object store. Both keep
 /// the same layout and commit order (files first, manifest last).
 #[derive(Debug)]
@@ -296,14 +312,15 @@ impl LiveCatalog {
         based_on: Option<u64>,
     ) -> Result<Published, WriteError> {
         let id = seen.id();
-        let publisher = &seen.manifest.publisher;
         let writer = self.writer.lock().await;
         let root = writer.as_ref().ok_or(WriteError::ReadOnly)?;
         let catalog = self.snapshot();
-        let mut dataset = catalog.get(id).ok_or(WriteError::NotFound)?.clone();
+        let dataset = catalog.get(id).ok_or(WriteError::NotFound)?.clone();
         let start = dataset.manifest.version;
+        // Refused before a number is claimed and the files are put; the
+        // commit checks again on the dataset as it is then.
         check_publishable(&dataset, based_on)?;
-        same_publisher(&dataset, publisher)?;
+        same_publisher(&dataset, &seen.manifest.publisher)?;
         let number = root.claim_version(id, start).await?;
         // Anything below leaves nothing behind when it fails.
         let abandon = |e: WriteError| async {
@@ -330,54 +347,45 @@ impl LiveCatalog {
             }
             Err(e) => return Err(abandon(e.into()).await),
         };
-        // Commit, retrying on the new state when another replica committed
-        // first (its manifest's ETag changed under us).
-        let mut attempts = 0;
-        let (manifest, added_columns, replaced, manifest_tag) = loop {
-            attempts += 1;
-            if let Err(e) = check_publishable(&dataset, based_on)
-                .and_then(|()| same_publisher(&dataset, publisher))
-                .and_then(|()| check_still_fits(&dataset, &version, number))
-            {
-                return Err(abandon(e).await);
-            }
-            let (mut manifest, added_columns) = next_manifest(&dataset.manifest, columns);
-            if let Err(problem) = check_schema(&manifest, number, &version.schema) {
-                return Err(abandon(WriteError::Invalid(problem)).await);
-            }
-            // A first upload that defined its own columns waits for a
-            // steward to classify them and publish; so does one replacing
-            // it in review.
-            let held =
-                manifest.version == 0 && (!added_columns.is_empty() || manifest.in_review > 0);
-            let replaced = std::mem::take(&mut manifest.in_review);
-            if held {
-                manifest.in_review = number;
-            } else {
-                manifest.version = number;
-            }
-            // The version this commit moves past is committed: its claim
-            // goes first (see `store_root`).
-            root.release_claim(id, dataset.manifest.version).await?;
-            let expect = Expect::Tag(dataset.manifest_tag.as_deref());
-            // If this fails the files stay: whether the new manifest
-            // reached storage or not, a restart shows the old version or
-            // the whole new one.
-            match root.write_manifest(&manifest, expect).await? {
-                Committed::Yes(tag) => break (manifest, added_columns, replaced, tag),
-                Committed::Conflict if attempts < MAX_COMMIT_ATTEMPTS => {
-                    dataset = self.reload(id).await?;
+        let mut added_columns = Vec::new();
+        let mut replaced = 0;
+        let committed = self
+            .commit(root, seen, |dataset, _| {
+                check_publishable(dataset, based_on)?;
+                check_still_fits(dataset, &version, number)?;
+                let (mut manifest, added) = next_manifest(&dataset.manifest, columns);
+                check_schema(&manifest, number, &version.schema).map_err(WriteError::Invalid)?;
+                // A first upload that defined its own columns waits for a
+                // steward to classify them and publish; so does one
+                // replacing it in review.
+                let held = manifest.version == 0 && (!added.is_empty() || manifest.in_review > 0);
+                replaced = std::mem::take(&mut manifest.in_review);
+                if held {
+                    manifest.in_review = number;
+                } else {
+                    manifest.version = number;
                 }
-                Committed::Conflict => {
-                    return Err(abandon(WriteError::Moved(dataset.manifest.version)).await);
-                }
-            }
+                added_columns = added;
+                Ok(manifest)
+            })
+            .await;
+        let committed = match committed {
+            Ok(committed) => committed,
+            Err(e) if e.is_refusal() => return Err(abandon(e).await),
+            // Storage failed: whether the new manifest reached it or not,
+            // the files stay, and a restart shows the old version or the
+            // whole new one.
+            Err(e) => return Err(e),
         };
         if let Err(e) = root.release_claim(id, number).await {
             tracing::warn!(error = %e, "could not release a version's claim");
         }
+        let Dataset {
+            manifest,
+            mut versions,
+            manifest_tag,
+        } = committed;
         let held = manifest.in_review == number;
-        let mut versions = dataset.versions.clone();
         versions.insert(number, version);
         if replaced > 0 {
             versions.remove(&replaced);
@@ -385,12 +393,11 @@ impl LiveCatalog {
                 tracing::warn!(error = %e, "could not remove a replaced version in review");
             }
         }
-        let dataset = Dataset {
+        self.put_dataset(Dataset {
             manifest,
             versions,
             manifest_tag,
-        };
-        self.put_dataset(dataset);
+        });
         drop(staging);
         Ok(Published {
             dataset: self
@@ -537,40 +544,64 @@ impl LiveCatalog {
         let id = seen.id();
         let writer = self.writer.lock().await;
         let root = writer.as_ref().ok_or(WriteError::ReadOnly)?;
+        let committed = self
+            .commit(root, seen, |dataset, attempt| {
+                // On a retry the caller's change met a manifest they did
+                // not see (another replica's commit): a refusal then is a
+                // conflict.
+                let manifest = change(&dataset.manifest).map_err(|problem| match attempt {
+                    1 => WriteError::Invalid(problem),
+                    _ => WriteError::ChangedMeanwhile(problem),
+                })?;
+                if &manifest.id != id {
+                    return Err(WriteError::Invalid("a dataset's id cannot change".into()));
+                }
+                for version in dataset.versions.values() {
+                    check_schema(&manifest, version.number, &version.schema)
+                        .map_err(WriteError::Invalid)?;
+                }
+                Ok(manifest)
+            })
+            .await?;
+        self.put_dataset(committed);
+        self.snapshot().get(id).cloned().ok_or(WriteError::NotFound)
+    }
+
+    /// The end of every change to a dataset: `next` makes the manifest to
+    /// write from the dataset as this replica holds it, and it is written
+    /// only if storage still holds that dataset's manifest (its ETag). If
+    /// another replica committed first, the dataset is read again and
+    /// `next` runs again (told which attempt it is), up to
+    /// [`MAX_COMMIT_ATTEMPTS`] times. Refused once the dataset's publisher
+    /// is not the one the caller was authorised for (`seen`'s). The
+    /// version a manifest moves past loses its claim first (see
+    /// `store_root`). Returns the dataset as committed, with the versions
+    /// it had (the caller adds a new one).
+    async fn commit(
+        &self,
+        root: &Writer,
+        seen: &Dataset,
+        mut next: impl FnMut(&Dataset, u32) -> Result<Manifest, WriteError>,
+    ) -> Result<Dataset, WriteError> {
+        let id = seen.id();
         let mut dataset = self.snapshot().get(id).ok_or(WriteError::NotFound)?.clone();
-        for attempt in 1.. {
+        for attempt in 1..=MAX_COMMIT_ATTEMPTS {
             same_publisher(&dataset, &seen.manifest.publisher)?;
-            // On a retry the caller's change met a manifest they did not
-            // see (another replica's commit): a refusal then is a conflict.
-            let manifest = change(&dataset.manifest).map_err(|problem| match attempt {
-                1 => WriteError::Invalid(problem),
-                _ => WriteError::ChangedMeanwhile(problem),
-            })?;
-            if &manifest.id != id {
-                return Err(WriteError::Invalid("a dataset's id cannot change".into()));
-            }
-            for version in dataset.versions.values() {
-                check_schema(&manifest, version.number, &version.schema)
-                    .map_err(WriteError::Invalid)?;
-            }
+            let manifest = next(&dataset, attempt)?;
+            root.release_claim(id, dataset.manifest.version).await?;
             let expect = Expect::Tag(dataset.manifest_tag.as_deref());
-            match root.write_manifest(&manifest, expect).await? {
-                Committed::Yes(manifest_tag) => {
-                    let dataset = Dataset {
-                        manifest,
-                        versions: dataset.versions.clone(),
-                        manifest_tag,
-                    };
-                    self.put_dataset(dataset);
-                    break;
-                }
-                Committed::Conflict if attempt < MAX_COMMIT_ATTEMPTS => {
-                    dataset = self.reload(id).await?;
-                }
-                Committed::Conflict => return Err(WriteError::Moved(dataset.manifest.version)),
+            if let Committed::Yes(manifest_tag) = root.write_manifest(&manifest, expect).await? {
+                return Ok(Dataset {
+                    manifest,
+                    versions: dataset.versions.clone(),
+                    manifest_tag,
+                });
+            }
+            if attempt < MAX_COMMIT_ATTEMPTS {
+                dataset = self.reload(id).await?;
             }
         }
-        self.snapshot().get(id).cloned().ok_or(WriteError::NotFound)
+        Err(WriteError::Moved(dataset.manifest.version))
     }
 
     /// Publishes the version held for review: from now on it is served.
