@@ -58,13 +58,12 @@ pub enum LedgerError {
     Io { path: String, message: String },
 }
 
-struct Inner {
-    /// Where spends are written: `None` when the ledger is shared.
-    file: Option<File>,
-    /// What each account had spent when last read or written here (for a
-    /// shared ledger, other replicas' later spends are not counted until
-    /// this replica spends from the account again).
-    spent: HashMap<String, f64>,
+/// Where spends are written.
+enum Backing {
+    /// The local file, appended under the `spent` lock.
+    File(Mutex<File>),
+    /// The bucket replicas share.
+    Shared(Shared),
 }
 
 /// A ledger kept in an object store, shared by replicas.
@@ -78,8 +77,11 @@ const MAX_SPEND_ATTEMPTS: usize = 50;
 
 pub struct Ledger {
     path: PathBuf,
-    inner: Mutex<Inner>,
-    shared: Option<Shared>,
+    /// What each account had spent when last read or written here (for a
+    /// shared ledger, other replicas' later spends are not counted until
+    /// this replica spends from the account again).
+    spent: Mutex<HashMap<String, f64>>,
+    backing: Backing,
 }
 
 impl Ledger {
@@ -115,11 +117,8 @@ impl Ledger {
         let spent = totals(&text[..complete], path)?;
         Ok(Self {
             path: path.to_owned(),
-            inner: Mutex::new(Inner {
-                file: Some(file),
-                spent,
-            }),
-            shared: None,
+            spent: Mutex::new(spent),
+            backing: Backing::File(Mutex::new(file)),
         })
     }
 
@@ -128,11 +127,8 @@ impl Ledger {
     pub fn shared(store: Arc<dyn ObjectStore>, runtime: tokio::runtime::Handle) -> Self {
         Self {
             path: PathBuf::from(store.to_string()),
-            inner: Mutex::new(Inner {
-                file: None,
-                spent: HashMap::new(),
-            }),
-            shared: Some(Shared { store, runtime }),
+            spent: Mutex::new(HashMap::new()),
+            backing: Backing::Shared(Shared { store, runtime }),
         }
     }
 
@@ -158,16 +154,16 @@ impl Ledger {
     /// What `account` has spent, read now from a shared ledger (for
     /// `sluice policy explain`; a file ledger answers what it holds).
     pub async fn spent_now(&self, account: &str) -> Result<f64, LedgerError> {
-        match &self.shared {
-            Some(shared) => shared.read(account).await.map(|(_, spent, _)| spent),
-            None => Ok(self.spent(account)),
+        match &self.backing {
+            Backing::Shared(shared) => shared.read(account).await.map(|(_, spent, _)| spent),
+            Backing::File(_) => Ok(self.spent(account)),
         }
     }
 
     /// What `account` has spent so far.
     pub fn spent(&self, account: &str) -> f64 {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.spent.get(account).copied().unwrap_or(0.0)
+        let spent = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        spent.get(account).copied().unwrap_or(0.0)
     }
 
     /// Spends `cost` from `account`, whose budget is `total`, durably; or
@@ -188,10 +184,10 @@ impl Ledger {
         };
         let mut line = serde_json::to_vec(&entry).map_err(|e| self.io(e.to_string()))?;
         line.push(b'\n');
-        let spent = match &self.shared {
+        let spent = match &self.backing {
             // The bucket arbitrates (conditional puts): no lock is held
             // meanwhile, so one project's spends do not wait for another's.
-            Some(shared) => {
+            Backing::Shared(shared) => {
                 let result = shared.spend(account, total, cost, &line);
                 // Show the latest total read, also when it refused.
                 let latest = match &result {
@@ -200,26 +196,23 @@ impl Ledger {
                     Err(_) => None,
                 };
                 if let Some(latest) = latest {
-                    let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-                    let shown = inner.spent.entry(account.to_owned()).or_default();
+                    let mut totals = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+                    let shown = totals.entry(account.to_owned()).or_default();
                     *shown = shown.max(latest);
                 }
                 result?
             }
-            None => {
-                let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-                let inner = &mut *guard;
-                let spent = inner.spent.get(account).copied().unwrap_or(0.0);
+            // Checked, written and counted under the `spent` lock: the next
+            // spend sees this one.
+            Backing::File(file) => {
+                let mut totals = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+                let spent = totals.get(account).copied().unwrap_or(0.0);
                 check_budget(total, spent, cost)?;
-                let file = inner
-                    .file
-                    .as_mut()
-                    .ok_or_else(|| self.io("the ledger is not open".into()))?;
+                let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
                 file.write_all(&line)
                     .and_then(|_| file.sync_data())
                     .map_err(|e| self.io(e.to_string()))?;
-                // Counted before the lock is let go: the next spend sees it.
-                inner.spent.insert(account.to_owned(), spent + cost);
+                totals.insert(account.to_owned(), spent + cost);
                 spent
             }
         };
