@@ -322,29 +322,13 @@ pub(super) async fn serve_file(
     if expires <= now {
         return Err(ApiError::LinkExpired("this link has expired"));
     }
-    let known = state.snapshots.tickets.get(ticket_id, now);
-    let ticket = match (known, &state.snapshots.shared) {
-        (Some(ticket), _) => ticket,
-        // Issued by another replica?
-        (None, Some(shared)) => {
-            let (owner, until, ticket) = shared
-                .get(&state.snapshots.signer, ticket_id, now)
-                .await
-                .ok_or(ApiError::LinkExpired(
-                    "this link is no longer known to the server",
-                ))?;
-            state
-                .snapshots
-                .tickets
-                .adopt(ticket_id, &owner, ticket.clone(), until, now);
-            ticket
-        }
-        (None, None) => {
-            return Err(ApiError::LinkExpired(
-                "this link is no longer known to the server",
-            ));
-        }
-    };
+    let ticket = state
+        .snapshots
+        .ticket(ticket_id, now)
+        .await
+        .ok_or(ApiError::LinkExpired(
+            "this link is no longer known to the server",
+        ))?;
     let link = Link {
         path: &file_path(&key),
         ticket: ticket_id,

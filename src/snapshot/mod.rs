@@ -63,6 +63,17 @@ impl Snapshots {
             shared: shared.map(shared_tickets::SharedTickets::new),
         })
     }
+
+    /// Ticket `id`, unexpired: this replica's, or one another replica
+    /// issued (read from the bucket, then kept here).
+    pub async fn ticket(&self, id: &str, now: i64) -> Option<Ticket> {
+        if let Some(ticket) = self.tickets.get(id, now) {
+            return Some(ticket);
+        }
+        let (owner, until, ticket) = self.shared.as_ref()?.get(&self.signer, id, now).await?;
+        self.tickets.adopt(id, &owner, ticket.clone(), until, now);
+        Some(ticket)
+    }
 }
 
 /// What a signed link was issued for: by whom (with the claims their token
