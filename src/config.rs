@@ -362,16 +362,37 @@ pub struct StorageSettings {
 }
 
 impl StorageSettings {
-    /// The bucket of an object-store catalogue (`s3://bucket`), where
-    /// replicas also keep what they share beside the catalogue (`audit/`,
-    /// `privacy-ledger/`); `None` for a folder or `memory:///`.
-    pub fn bucket_root(&self) -> Option<String> {
+    /// `<bucket>/<folder>` of an object-store catalogue's bucket
+    /// (`s3://bucket/audit`), where replicas keep what they share beside
+    /// the catalogue (see [`shared_folders`]); `None` for a folder or
+    /// `memory:///`.
+    pub fn shared_url(&self, folder: &str) -> Option<String> {
         let parsed = url::Url::parse(self.datasets_url.as_deref()?).ok()?;
         match (parsed.scheme(), parsed.host_str()) {
             ("memory" | "file", _) | (_, None) => None,
-            (scheme, Some(bucket)) => Some(format!("{scheme}://{bucket}")),
+            (scheme, Some(bucket)) => Some(format!("{scheme}://{bucket}/{folder}")),
         }
     }
+}
+
+/// This machine's host name (`HOSTNAME`, else the kernel's): the default
+/// `audit.replica_id`, and who claimed a version in a bucket.
+pub fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
+/// The folders replicas share at the root of the catalogue's bucket.
+pub mod shared_folders {
+    /// Each replica's shipped audit trail, `audit/<replica-id>/`.
+    pub const AUDIT: &str = "audit";
+    /// The privacy budget, one object per account.
+    pub const PRIVACY_LEDGER: &str = "privacy-ledger";
+    /// Sealed tickets of snapshot links.
+    pub const SNAPSHOT_TICKETS: &str = "snapshot-tickets";
 }
 
 impl Default for StorageSettings {

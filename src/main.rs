@@ -472,10 +472,12 @@ async fn policy_command(settings: Settings, command: PolicyCommand) -> anyhow::R
             if let policy::Decision::Allow(plan) = &decision
                 && let Some(budget) = &plan.budget
             {
-                let (spent, ledger) = match settings.storage.bucket_root() {
+                let shared = settings
+                    .storage
+                    .shared_url(sluice::config::shared_folders::PRIVACY_LEDGER);
+                let (spent, ledger) = match shared {
                     // Replicas share the ledger in the bucket.
-                    Some(root) => {
-                        let url = format!("{root}/privacy-ledger");
+                    Some(url) => {
                         let store = sluice::catalog::rooted::open_url(&url)?;
                         let ledger =
                             sluice::dp::Ledger::shared(store, tokio::runtime::Handle::current());

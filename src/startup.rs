@@ -16,7 +16,7 @@ use crate::audit::checkpoint::SigningKey;
 use crate::audit::{AuditLog, Checkpoints, Event, Outcome, Record};
 use crate::auth::Verifier;
 use crate::catalog::{Catalog, LiveCatalog};
-use crate::config::{Settings, TlsMode};
+use crate::config::{Settings, TlsMode, shared_folders};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::policy::LivePolicy;
@@ -97,7 +97,7 @@ impl Application {
             snapshots: crate::snapshot::Snapshots::open(
                 &storage.state,
                 &settings.snapshots,
-                shared_store(storage, "snapshot-tickets")?,
+                shared_store(storage, shared_folders::SNAPSHOT_TICKETS)?,
             )
             .context("snapshot cache")?,
             web: http::WebSignIn {
@@ -399,18 +399,20 @@ fn shared_store(
     folder: &str,
 ) -> anyhow::Result<Option<Arc<dyn object_store::ObjectStore>>> {
     storage
-        .bucket_root()
-        .map(|root| crate::catalog::rooted::open_url(&format!("{root}/{folder}")))
+        .shared_url(folder)
+        .map(|url| crate::catalog::rooted::open_url(&url))
         .transpose()
 }
 
 /// The privacy-budget ledger: in the bucket when replicas share one (each
 /// would otherwise grant the whole budget), else in the state folder.
 fn open_ledger(storage: &crate::config::StorageSettings) -> anyhow::Result<crate::dp::Ledger> {
-    Ok(match shared_store(storage, "privacy-ledger")? {
-        Some(store) => crate::dp::Ledger::shared(store, tokio::runtime::Handle::current()),
-        None => crate::dp::Ledger::open_in(&storage.state)?,
-    })
+    Ok(
+        match shared_store(storage, shared_folders::PRIVACY_LEDGER)? {
+            Some(store) => crate::dp::Ledger::shared(store, tokio::runtime::Handle::current()),
+            None => crate::dp::Ledger::open_in(&storage.state)?,
+        },
+    )
 }
 
 /// Notices what other replicas commit to an object-store catalogue: every

@@ -139,19 +139,18 @@ fn read_trail(dir: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
 /// the root of the catalogue's bucket when the catalogue is in an object
 /// store other than memory; and under which replica name.
 pub fn destination(settings: &Settings) -> anyhow::Result<Option<(String, String)>> {
-    let url = match (&settings.audit.ship_url, settings.storage.bucket_root()) {
-        (Some(url), _) => url.clone(),
-        (None, Some(root)) => format!("{root}/audit"),
-        (None, None) => return Ok(None),
+    let shared = settings
+        .storage
+        .shared_url(crate::config::shared_folders::AUDIT);
+    let Some(url) = settings.audit.ship_url.clone().or(shared) else {
+        return Ok(None);
     };
-    let replica = match &settings.audit.replica_id {
-        Some(id) => id.clone(),
-        None => std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_default(),
-    };
+    let replica = settings
+        .audit
+        .replica_id
+        .clone()
+        .or_else(crate::config::host_name)
+        .unwrap_or_default();
     let valid = !replica.is_empty()
         && replica.len() <= 64
         && replica

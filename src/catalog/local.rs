@@ -15,13 +15,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::MANIFEST_FILE;
 use super::manifest::Manifest;
 use crate::domain::DatasetId;
 use crate::durable::sync_dir;
 
 const LOCK_FILE: &str = ".sluice.lock";
 const STAGING: &str = ".staging";
-const MANIFEST_FILE: &str = "dataset.toml";
 
 /// A catalogue folder opened for writing.
 #[derive(Debug)]

@@ -387,11 +387,10 @@ async fn has_claim(
     id: &DatasetId,
     number: u64,
 ) -> Result<bool, CatalogError> {
-    let claim = StorePath::from(id.as_str())
-        .join("versions")
-        .join(number.to_string())
-        .join(store_root::CLAIM_FILE);
-    match store.head(&claim).await {
+    match store
+        .head(&store_root::StoreRoot::claim_path(id, number))
+        .await
+    {
         Ok(_) => Ok(true),
         Err(object_store::Error::NotFound { .. }) => Ok(false),
         Err(e) => Err(e.into()),

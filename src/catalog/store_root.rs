@@ -30,11 +30,11 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload, UpdateVersion};
 use tokio::io::AsyncWriteExt;
 
+use super::MANIFEST_FILE;
 use super::local::{Recovered, Staging};
 use super::manifest::Manifest;
 use crate::domain::DatasetId;
 
-const MANIFEST_FILE: &str = "dataset.toml";
 /// Marks a version folder as taken by an upload not yet committed.
 pub const CLAIM_FILE: &str = ".claim";
 /// Rewritten after every commit, so replicas can tell with one `HEAD`
@@ -147,7 +147,8 @@ impl StoreRoot {
         }
     }
 
-    fn claim_path(id: &DatasetId, number: u64) -> StorePath {
+    /// Where version `number` of `id` is claimed.
+    pub(super) fn claim_path(id: &DatasetId, number: u64) -> StorePath {
         Self::versions(id).join(number.to_string()).join(CLAIM_FILE)
     }
 
@@ -306,9 +307,7 @@ impl StoreRoot {
 /// This process's name in claims (host and process id), for people
 /// looking at a bucket.
 fn replica_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown-host".into());
+    let host = crate::config::host_name().unwrap_or_else(|| "unknown-host".into());
     format!("{host} pid {}", std::process::id())
 }
 
