@@ -330,3 +330,100 @@ mod mask_tests {
         }
     }
 }
+
+/// How a number or date column is cut into the categories that tables of
+/// aggregate-only and differentially private callers group and select by.
+/// A steward's declaration, public like the column's description: which
+/// categories exist never depends on the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Bins {
+    /// Lower edges of number bins, ascending: `[0, 1, 2, 4, 8, 15]` makes
+    /// the categories `0`, `1`, `2-3`, `4-7`, `8-14` and `15+` (on an
+    /// integer column; on decimals `2-<4`). Values below the first edge
+    /// are in no category.
+    Edges(Vec<f64>),
+    /// Calendar periods of a date column, `from` to `to` included
+    /// (`YYYY-MM` for months, `YYYY` for years): categories `2019-01`, …
+    Periods {
+        every: Period,
+        from: String,
+        to: String,
+    },
+}
+
+/// A calendar period date bins are cut by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    Month,
+    Year,
+}
+
+/// Most categories one declared field may have.
+pub const MAX_CATEGORIES: usize = 1000;
+
+impl Bins {
+    /// Checks the declaration; the error names what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Bins::Edges(edges) => {
+                if edges.is_empty() || edges.len() > MAX_CATEGORIES {
+                    return Err(format!("bins take 1 to {MAX_CATEGORIES} edges"));
+                }
+                if edges.iter().any(|e| !e.is_finite()) {
+                    return Err("bin edges must be finite numbers".into());
+                }
+                if edges.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err("bin edges must be in ascending order, each once".into());
+                }
+                Ok(())
+            }
+            Bins::Periods { .. } => {
+                let (from, to) = self.period_range()?;
+                if to < from {
+                    return Err("bins: 'from' must not be after 'to'".into());
+                }
+                if to - from >= MAX_CATEGORIES as i64 {
+                    return Err(format!("bins: at most {MAX_CATEGORIES} periods"));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// For periods: the first and last period as counts of periods since
+    /// year 0 (months: `year * 12 + month - 1`; years: the year).
+    pub fn period_range(&self) -> Result<(i64, i64), String> {
+        let Bins::Periods { every, from, to } = self else {
+            return Err("not a period declaration".into());
+        };
+        let parse = |text: &str| -> Result<i64, String> {
+            let bad = || {
+                format!(
+                    "bins: '{}' is not a {}",
+                    crate::echo::cut(text),
+                    match every {
+                        Period::Month => "month (YYYY-MM)",
+                        Period::Year => "year (YYYY)",
+                    }
+                )
+            };
+            match every {
+                Period::Year => {
+                    let y: i64 = text.parse().map_err(|_| bad())?;
+                    (text.len() == 4).then_some(y).ok_or_else(bad)
+                }
+                Period::Month => {
+                    let (y, m) = text.split_once('-').ok_or_else(bad)?;
+                    let (y, m): (i64, i64) =
+                        (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+                    (text.len() == 7 && (1..=12).contains(&m))
+                        .then_some(y * 12 + m - 1)
+                        .ok_or_else(bad)
+                }
+            }
+        };
+        Ok((parse(from)?, parse(to)?))
+    }
+}

@@ -129,7 +129,7 @@ fn check_cost(expr: &Expr) -> Result<(), FilterError> {
     Ok(())
 }
 
-fn parse_sql(text: &str) -> Result<SqlExpr, FilterError> {
+pub(crate) fn parse_sql(text: &str) -> Result<SqlExpr, FilterError> {
     if text.trim().is_empty() {
         return Err(FilterError::Syntax("empty filter".into()));
     }

@@ -322,6 +322,10 @@ fn fields(m: &Manifest) -> Vec<(String, Option<String>)> {
             path("categories"),
             Some(c.categories.join(", ")).filter(|s| !s.is_empty()),
         ));
+        out.push((
+            path("bins"),
+            c.bins.as_ref().and_then(|b| serde_json::to_string(b).ok()),
+        ));
     }
     out
 }

@@ -99,6 +99,10 @@ pub struct ColumnPatch {
     #[schema(value_type = Option<Vec<f64>>)]
     pub bounds: Option<Option<[f64; 2]>>,
     pub categories: Option<Vec<String>>,
+    /// `null` removes them.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub bins: Option<Option<crate::domain::Bins>>,
 }
 
 /// Tells "absent" (outer `None`) from an explicit `null` (`Some(None)`).
@@ -174,6 +178,9 @@ impl ManifestPatch {
             }
             if let Some(categories) = &edit.categories {
                 column.categories = categories.clone();
+            }
+            if let Some(bins) = &edit.bins {
+                column.bins = bins.clone();
             }
         }
         m.check()?;

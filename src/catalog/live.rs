@@ -711,6 +711,7 @@ fn next_manifest(current: &Manifest, columns: &[ColumnName]) -> (Manifest, Vec<C
                 order_statistics: false,
                 bounds: None,
                 categories: Vec::new(),
+                bins: None,
             });
             added_columns.push(name.clone());
         }

@@ -129,10 +129,14 @@ pub struct ColumnSpec {
     /// appear says nothing about the data.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub categories: Vec<String>,
+    /// How a number or date column is cut into categories (instead of
+    /// `categories`): bin edges, or calendar periods between two dates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub bins: Option<Bins>,
 }
 
-/// Most declared categories of one column, and bytes in each.
-const MAX_CATEGORIES: usize = 1000;
+use crate::domain::{Bins, MAX_CATEGORIES};
 
 /// `bounds` and `categories` as differential privacy needs them.
 fn column_domain_errors(column: &ColumnSpec) -> Result<(), String> {
@@ -143,6 +147,22 @@ fn column_domain_errors(column: &ColumnSpec) -> Result<(), String> {
             "column '{}': bounds must be two finite numbers, low first",
             column.name
         ));
+    }
+    if let Some(bins) = &column.bins {
+        if !column.categories.is_empty() {
+            return Err(format!(
+                "column '{}' has both categories and bins; declare one",
+                column.name
+            ));
+        }
+        if !column.groupable {
+            return Err(format!(
+                "column '{}' has bins but is not groupable",
+                column.name
+            ));
+        }
+        bins.check()
+            .map_err(|e| format!("column '{}': {e}", column.name))?;
     }
     if column.categories.is_empty() {
         return Ok(());

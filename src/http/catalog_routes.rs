@@ -232,6 +232,7 @@ pub(super) fn describe(
                 "order_statistics": c.order_statistics,
                 "bounds": c.bounds,
                 "categories": c.categories,
+                "bins": c.bins,
             })
         })
         .collect();

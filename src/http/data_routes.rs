@@ -472,8 +472,12 @@ async fn serve(
         (Planner::Aggregate(_), None) => {
             let rules = &policy.disclosure;
             let value = format!(
-                "min_count={}; round_to={}; dominance_pct={}",
-                rules.min_count, rules.round_to, rules.dominance_pct
+                "min_count={}; round_to={}; dominance_pct={}; count_noise={}; sum_noise={}",
+                rules.min_count,
+                rules.round_to,
+                rules.dominance_pct,
+                rules.count_noise,
+                rules.sum_noise
             );
             headers.insert(
                 header::HeaderName::from_static("sluice-disclosure"),

@@ -604,6 +604,7 @@ impl From<SliceError> for ApiError {
         match e {
             SliceError::UnknownColumn(unknown) => ApiError::UnknownColumn(unknown),
             SliceError::BadColumns(m) => ApiError::InvalidParameter(m),
+            SliceError::Selection(m) => ApiError::InvalidFilter(m),
             SliceError::Filter(crate::filter::FilterError::UnknownColumn(unknown)) => {
                 ApiError::UnknownColumn(unknown)
             }

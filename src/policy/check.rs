@@ -56,6 +56,17 @@ impl Policy {
                 problem: "min_count and round_to must be at least 1: write min_count = 10 and round_to = 5 (or your own values)".into(),
             });
         }
+        let noise = [self.disclosure.count_noise, self.disclosure.sum_noise];
+        if noise
+            .iter()
+            .any(|n| !(n.is_finite() && *n >= 0.0 && *n <= 1000.0))
+        {
+            errors.push(Problem {
+                line: self.lines.disclosure,
+                place: "[disclosure]".into(),
+                problem: "count_noise and sum_noise must be numbers from 0 to 1000 (0 turns the noise off): write count_noise = 2.0 and sum_noise = 0.5 (or your own values)".into(),
+            });
+        }
         let mut warnings = Vec::new();
         let mut ids = HashSet::new();
         for (i, grant) in self.grants.iter().enumerate() {

@@ -161,7 +161,7 @@ fn visa_purpose() -> String {
 }
 
 /// Statistical disclosure control for aggregates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Disclosure {
     /// Groups with fewer individuals than this are suppressed.
@@ -176,6 +176,12 @@ pub struct Disclosure {
     /// Most columns one aggregate may group by: every added dimension
     /// makes cells smaller and labels closer to single people.
     pub max_group_by: usize,
+    /// Aggregate-only tables: the scale of each released count's fixed
+    /// cell-key noise (two-sided geometric, `P(k) ∝ exp(-|k| / scale)`).
+    pub count_noise: f64,
+    /// Aggregate-only tables: the scale of each released sum's fixed
+    /// noise, as a share of the column's largest bound (Laplace).
+    pub sum_noise: f64,
 }
 
 impl Default for Disclosure {
@@ -186,6 +192,8 @@ impl Default for Disclosure {
             dominance_pct: 50,
             max_groups: 100_000,
             max_group_by: 4,
+            count_noise: 2.0,
+            sum_noise: 0.5,
         }
     }
 }

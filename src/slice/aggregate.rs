@@ -300,6 +300,13 @@ impl Engine {
         max_filter_bytes: usize,
         rules: &Disclosure,
     ) -> Result<DataFrame, SliceError> {
+        if plan.mode != Mode::Rows {
+            // Aggregate-only access asks for tables over declared fields.
+            let released = self
+                .released_table(version, plan, manifest, request, max_filter_bytes, rules)
+                .await?;
+            return self.ctx.read_batch(released).map_err(internal);
+        }
         let checked = check(plan, manifest, &version.schema, request, rules)?;
         let visible = self.visible_frame(
             &self.ctx,

@@ -12,12 +12,24 @@
 //!
 //! The caller's filter and columns can only name what the projection
 //! produced, so hidden columns do not exist for them and masked columns are
-//! seen masked. Plans run on a dedicated multi-threaded runtime, so the
+//! seen masked. The first two steps are planned apart from the rest when
+//! the grant has a row filter or a mask ([`grant_view`]), so the optimiser
+//! cannot move any part of the caller's filter across that line.
+//!
+//! Aggregate-only and DP callers do not send filters: they ask for tables
+//! over declared fields ([`table`]), counted with the same work whichever
+//! rows match. Plans run on a dedicated multi-threaded runtime, so the
 //! engine decodes and encodes in parallel while the HTTP workers write to
 //! sockets; the two meet in a bounded channel, which is the backpressure.
 
 mod aggregate;
+mod cell_noise;
+mod fields;
+mod grant_view;
 mod known_files;
+mod selection;
+mod table;
+mod table_release;
 pub use aggregate::AggregateRequest;
 mod private;
 pub use private::{PlannedRelease, PrivateQuery};
@@ -37,6 +49,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
@@ -79,6 +92,10 @@ pub enum SliceError {
     /// The caller's filter was refused.
     #[error(transparent)]
     Filter(#[from] FilterError),
+    /// An aggregate-only or DP caller's question is not a table over
+    /// declared fields; says what may be asked.
+    #[error("{0}")]
+    Selection(String),
     /// The filter parsed but could not be applied to these columns' types.
     /// Deliberately generic: engine messages can quote cell values.
     #[error(
@@ -137,6 +154,8 @@ pub struct Engine {
     stall: Duration,
     active: Arc<AtomicUsize>,
     secret: Secret,
+    /// The fixed noise of aggregate-only tables' cells.
+    cell_noise: cell_noise::CellNoise,
     /// Tables by the files they read (see [`Engine::table`]).
     tables: std::sync::Mutex<std::collections::HashMap<String, Arc<ListingTable>>>,
     /// The store the engine reads, knowing the committed files' metadata.
@@ -234,6 +253,7 @@ impl Engine {
             queue_wait: Duration::from_secs(limits.slice_queue_secs),
             stall: Duration::from_secs(limits.stalled_reader_secs),
             active: Arc::new(AtomicUsize::new(0)),
+            cell_noise: cell_noise::CellNoise::new(secret.derived("cell-noise")),
             secret,
             tables: Default::default(),
             files,
@@ -374,21 +394,23 @@ impl Engine {
         max_filter_bytes: usize,
     ) -> Result<DataFrame, SliceError> {
         let table = self.table(version)?;
-        let mut df = ctx.read_table(table).map_err(internal)?;
 
         // 1. The policy's row filter, on raw columns (written by an admin,
         //    checked when the policy was loaded).
-        if let Some(row_filter) = &plan.row_filter {
-            let all: BTreeSet<String> = version
-                .schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect();
-            let expr = filter::parse(row_filter, usize::MAX, &all)
-                .or_internal("parsing the grant's row filter")?;
-            df = df.filter(expr).map_err(internal)?;
-        }
+        let row_filter = plan
+            .row_filter
+            .as_ref()
+            .map(|row_filter| {
+                let all: BTreeSet<String> = version
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect();
+                filter::parse(row_filter, usize::MAX, &all)
+                    .or_internal("parsing the grant's row filter")
+            })
+            .transpose()?;
 
         // 2. Masks and the visible projection.
         let projection = plan
@@ -409,7 +431,24 @@ impl Engine {
                 .map_err(internal)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        df = df.select(projection).map_err(internal)?;
+
+        // Steps 1 and 2 are planned on their own when there is a line to
+        // keep (rows outside the grant, or masked values): see
+        // [`grant_view`].
+        let mut df = if row_filter.is_some() || plan.columns.iter().any(|c| c.mask.is_some()) {
+            let source = datafusion::datasource::provider_as_source(table);
+            let mut rows = LogicalPlanBuilder::scan("dataset", source, None).map_err(internal)?;
+            if let Some(expr) = row_filter {
+                rows = rows.filter(expr).map_err(internal)?;
+            }
+            let rows = rows.build().map_err(internal)?;
+            let view = grant_view::GrantView::new(rows, projection).map_err(internal)?;
+            ctx.read_table(Arc::new(view)).map_err(internal)?
+        } else {
+            ctx.read_table(table)
+                .and_then(|df| df.select(projection))
+                .map_err(internal)?
+        };
 
         // 3. The caller's filter, resolved against visible columns only.
         if let Some(text) = caller_filter.filter(|t| !t.trim().is_empty()) {

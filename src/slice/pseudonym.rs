@@ -48,6 +48,12 @@ impl Secret {
         mac.finalize().into_bytes().into()
     }
 
+    /// A key for another use of the secret, kept apart from every
+    /// project's pseudonym key by its label.
+    pub(super) fn derived(&self, label: &str) -> [u8; 32] {
+        self.project_key(&format!("\u{0}{label}"))
+    }
+
     /// An expression replacing `input` by its pseudonym within `project`.
     pub fn pseudonym(&self, project: &str, input: Expr) -> Expr {
         let udf = ScalarUDF::new_from_impl(Pseudonym {

@@ -36,5 +36,6 @@ mod steward_schema;
 mod steward_storage;
 mod steward_upload;
 mod steward_upload_failures;
+mod tables;
 mod visas;
 mod web;

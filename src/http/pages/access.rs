@@ -221,7 +221,11 @@ fn example_aggregate(dataset: &Dataset, access: &Value) -> Markup {
         .manifest
         .columns
         .iter()
-        .find(|c| c.groupable && visible.iter().any(|v| v == c.name.as_str()))
+        .find(|c| {
+            c.groupable
+                && (!c.categories.is_empty() || c.bins.is_some())
+                && visible.iter().any(|v| v == c.name.as_str())
+        })
         .map(|c| c.name.to_string());
     let url = match &group {
         Some(g) => format!(
