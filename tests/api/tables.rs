@@ -146,6 +146,7 @@ async fn answer_times_do_not_depend_on_whether_a_person_is_in_the_selected_cell(
     }
     let (matched, unmatched) = probe_times(&app, &agency, &a, &b, 30).await;
     let area = auc(&matched, &unmatched);
+    eprintln!("aggregate-only: AUC {area:.2}");
     assert!(
         (0.25..=0.75).contains(&area),
         "aggregate-only: AUC {area} (match {matched:?}, none {unmatched:?})"
@@ -158,6 +159,7 @@ async fn answer_times_do_not_depend_on_whether_a_person_is_in_the_selected_cell(
     let b_dp: Vec<(&str, &str)> = b.iter().copied().chain([("epsilon", "0.000001")]).collect();
     let (matched, unmatched) = probe_times(&app, &member, &a_dp, &b_dp, 30).await;
     let area = auc(&matched, &unmatched);
+    eprintln!("DP: AUC {area:.2}");
     assert!(
         (0.25..=0.75).contains(&area),
         "DP: AUC {area} (match {matched:?}, none {unmatched:?})"
@@ -277,7 +279,17 @@ async fn rows_outside_a_grant_change_neither_an_answers_time_nor_its_outcome() {
     let south = (0..regions.len())
         .find(|&r| regions[r] == "south")
         .expect("a southern row");
-    let r = "upper(sex) = 'X' OR lower(sex) = 'y' OR region LIKE '%a%b%' OR region LIKE '%c%d%' OR icd10_chapter LIKE '%q%r%' OR icd10_chapter LIKE '%s%t%'";
+    // Pseudonyms are computed only where R runs: 4 wildcard LIKEs and 16
+    // case conversions of one, as the red team wrote it.
+    let mut parts: Vec<String> = ["%a%b%", "%c%d%", "%e%f%", "%0%1%"]
+        .iter()
+        .map(|p| format!("patient_id LIKE '{p}'"))
+        .collect();
+    for i in 0..8 {
+        parts.push(format!("upper(patient_id) = 'X{i}'"));
+        parts.push(format!("lower(patient_id) = 'y{i}'"));
+    }
+    let r = parts.join(" OR ");
     let filter = |p: String| format!("((NOT ({p})) OR NULL) OR ({r})");
     let outside = filter(format!(
         "region = 'south' AND length_of_stay = {}",
@@ -304,6 +316,7 @@ async fn rows_outside_a_grant_change_neither_an_answers_time_nor_its_outcome() {
         }
     }
     let area = auc(&a, &b);
+    eprintln!("rows outside the grant: AUC {area:.2}");
     assert!(
         (0.25..=0.75).contains(&area),
         "AUC {area}: outside {a:?}, nowhere {b:?}"
@@ -417,6 +430,10 @@ async fn differencing_selections_or_margins_recovers_small_cells_no_better_than_
     }
     let chance = *by_count.values().max().unwrap() as f64 / small.len() as f64;
     let rate = exact_by_margin as f64 / attacked.max(1) as f64;
+    eprintln!(
+        "differencing: {exact_by_difference} of {} exact; margins: {exact_by_margin} of {attacked} exact, a guess {chance:.2}",
+        small.len()
+    );
     assert!(
         rate <= chance + 0.1,
         "margins recovered {exact_by_margin} of {attacked} small cells exactly; a guess gets {chance:.2}"
