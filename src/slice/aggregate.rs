@@ -1,19 +1,10 @@
-//! Aggregates: `group_by` and `measures` over the caller's visible rows,
-//! computed by the engine, then released under disclosure control (the
-//! rules are in [`super::disclosure`]; what they do and do not protect
-//! against is in the README, "Aggregates and disclosure control").
-//!
-//! What an aggregate may touch:
-//! - **Grouping** on any visible column for callers who may read rows; for
-//!   aggregate-only callers only on columns the steward marked `groupable`
-//!   (quasi-identifiers are seen through their mask, pseudonyms never),
-//!   at most `max_group_by` of them. Anything else is the same error as an
-//!   unknown column.
-//! - **Filters**, for aggregate-only callers, only on what they may group
-//!   by (see [`filterable`]).
-//! - **Measures** only on visible, unmasked columns; `min`/`max` for
-//!   aggregate-only callers only where the steward enabled
-//!   `order_statistics`.
+//! Aggregates of callers who may read rows: `group_by` and `measures`
+//! over the caller's visible rows with the full filter language, computed
+//! by the engine, then released under disclosure control (the rules are in
+//! [`super::disclosure`]). Aggregate-only and DP callers never come here
+//! for their answer: [`Engine::aggregate`] sends them to tables over
+//! declared fields ([`super::table`]); this module still owns what both
+//! share (the request, measures and their names).
 //!
 //! What leaves the server is built here from released values only, with
 //! fresh buffers: a withheld cell is not in the answer at all (no row, no
@@ -136,34 +127,17 @@ fn sum_names(column: &str) -> [String; 3] {
 }
 
 /// Whether `name` may be grouped on under `plan`: visible, never a `hash`
-/// pseudonym, and for aggregate-only access marked `groupable` by the
-/// steward.
-pub(super) fn groupable(plan: &AccessPlan, manifest: &Manifest, name: &str) -> bool {
+/// pseudonym (a group per pseudonym is a row per person).
+fn groupable(plan: &AccessPlan, name: &str) -> bool {
     plan.column(name)
         .is_some_and(|c| c.mask != Some(Mask::Hash))
-        && (plan.mode == Mode::Rows || manifest.column(name).is_some_and(|c| c.groupable))
-}
-
-/// What a caller's filter may name. Under aggregate-only access, only what
-/// may be grouped on: a filter `x = v` with a total is the cell `v` of
-/// `group_by=x`, so filtering on a column nobody may group by would open
-/// the same door (exact values, pseudonyms that pick out one person, fine
-/// thresholds that walk a count up one row at a time).
-fn filterable(plan: &AccessPlan, manifest: &Manifest) -> BTreeSet<String> {
-    plan.columns
-        .iter()
-        .map(|c| c.name.to_string())
-        .filter(|name| plan.mode == Mode::Rows || groupable(plan, manifest, name))
-        .collect()
 }
 
 /// The request's grouping columns: at most `max_group_by`, each visible and
 /// groupable under `plan`. A column that may not be grouped on is the same
-/// error as one that does not exist; the hint lists what may be grouped on
-/// (public in the dataset's description).
-pub(super) fn checked_group_by(
+/// error as one that does not exist; the hint lists what may be grouped on.
+fn checked_group_by(
     plan: &AccessPlan,
-    manifest: &Manifest,
     request: &AggregateRequest,
     rules: &Disclosure,
 ) -> Result<Vec<String>, SliceError> {
@@ -179,10 +153,10 @@ pub(super) fn checked_group_by(
     let visible = super::visible_names(plan);
     let group_by = resolve_columns(&request.group_by, &visible)?;
     for name in &group_by {
-        if !groupable(plan, manifest, name) {
+        if !groupable(plan, name) {
             return Err(SliceError::UnknownColumn(UnknownColumn::new(
                 name,
-                visible.iter().filter(|v| groupable(plan, manifest, v)),
+                visible.iter().filter(|v| groupable(plan, v)),
             )));
         }
     }
@@ -223,13 +197,11 @@ struct Checked {
 /// decisions. Errors name only what the caller sent.
 fn check(
     plan: &AccessPlan,
-    manifest: &Manifest,
     schema: &Schema,
     request: &AggregateRequest,
     rules: &Disclosure,
 ) -> Result<Checked, SliceError> {
-    let aggregate_only = plan.mode == Mode::Aggregate;
-    let group_by = checked_group_by(plan, manifest, request, rules)?;
+    let group_by = checked_group_by(plan, request, rules)?;
     let measures = parsed_measures(request)?;
     let mut names = BTreeSet::new();
     let (mut summed, mut ordered) = (BTreeSet::new(), BTreeSet::new());
@@ -263,12 +235,6 @@ fn check(
             .or_internal("finding a checked column in the schema")?
             .data_type();
         if kind.is_order_statistic() {
-            if aggregate_only && !manifest.column(column).is_some_and(|c| c.order_statistics) {
-                return Err(SliceError::BadColumns(format!(
-                    "{}({column}) is not released: min and max are single people's values, and the data's steward has not enabled them for this column",
-                    kind.name()
-                )));
-            }
             ordered.insert(column.clone());
         } else {
             if !data_type.is_numeric() {
@@ -307,13 +273,13 @@ impl Engine {
                 .await?;
             return self.ctx.read_batch(released).map_err(internal);
         }
-        let checked = check(plan, manifest, &version.schema, request, rules)?;
+        let checked = check(plan, &version.schema, request, rules)?;
         let visible = self.visible_frame(
             &self.ctx,
             version,
             plan,
             request.filter.as_deref(),
-            &filterable(plan, manifest),
+            &super::visible_names(plan),
             max_filter_bytes,
         )?;
         let groups: Vec<Expr> = checked.group_by.iter().map(|g| col(g)).collect();

@@ -410,7 +410,7 @@ async fn differencing_selections_or_margins_recovers_small_cells_no_better_than_
     };
     let (mut attacked, mut exact_by_margin) = (0, 0);
     for (target, n) in &small {
-        let Some(margin) = coarse_counts.get(&target[..3].to_vec()) else {
+        let Some(margin) = coarse_counts.get(&target[..3]) else {
             continue;
         };
         let siblings: f64 = released
