@@ -22,7 +22,7 @@
 //! Pure functions over plain numbers, no engine types: the slice module
 //! feeds them and applies the result.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// One group of an aggregate, as the rules need it.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,9 +71,10 @@ pub fn suppressed(cells: &[Cell], min_count: u64) -> Vec<bool> {
 }
 
 /// The margins along grouping column `dim`: cell indexes grouped by the
-/// values of every other grouping column.
-fn margins(cells: &[Cell], dim: usize) -> HashMap<Vec<&str>, Vec<usize>> {
-    let mut margins: HashMap<Vec<&str>, Vec<usize>> = HashMap::new();
+/// values of every other grouping column, in a fixed order (the greedy
+/// loop above must withhold the same cells every time it is asked).
+fn margins(cells: &[Cell], dim: usize) -> BTreeMap<Vec<&str>, Vec<usize>> {
+    let mut margins: BTreeMap<Vec<&str>, Vec<usize>> = BTreeMap::new();
     for (i, cell) in cells.iter().enumerate() {
         let key: Vec<&str> = cell
             .keys

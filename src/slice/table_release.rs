@@ -44,15 +44,35 @@ pub(super) fn release(
             .map(|(&c, f)| f.labels[c as usize].clone())
             .collect()
     };
-    let cells: Vec<Cell> = domain
+    // Suppression is decided with the fields in one fixed order (by name)
+    // and the cells sorted by their labels in that order, so asking for the
+    // same fields in another order withholds exactly the same cells.
+    let mut canonical: Vec<usize> = (0..grouped).collect();
+    canonical.sort_by(|&a, &b| query.dims[a].name.cmp(&query.dims[b].name));
+    let mut cells: Vec<(Cell, usize)> = domain
         .iter()
         .enumerate()
-        .map(|(i, cell)| Cell {
-            keys: labels(cell),
-            count: full.rows[i],
+        .map(|(i, cell)| {
+            let labels = labels(cell);
+            let keys = canonical.iter().map(|&d| labels[d].clone()).collect();
+            (
+                Cell {
+                    keys,
+                    count: full.rows[i],
+                },
+                i,
+            )
         })
         .collect();
-    let hidden = disclosure::suppressed(&cells, rules.min_count);
+    cells.sort_by(|a, b| a.0.keys.cmp(&b.0.keys));
+    let decided = disclosure::suppressed(
+        &cells.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>(),
+        rules.min_count,
+    );
+    let mut hidden = vec![false; domain.len()];
+    for ((_, i), h) in cells.iter().zip(decided) {
+        hidden[*i] = h;
+    }
     let kept: Vec<usize> = (0..domain.len())
         .filter(|&i| !hidden[i] && query.selection.keeps(&domain[i]))
         .collect();
@@ -65,14 +85,16 @@ pub(super) fn release(
             disclosure::round_count(noisy.max(0) as u64, rules.round_to) as i64
         })
         .collect();
-    // Released sums (None where one record dominates), per summed column.
+    // Released sums (None where one record dominates), per summed column,
+    // kept within what the released count of clamped values can add up to.
     let sums: Vec<Vec<Option<f64>>> = query
         .summed
         .iter()
         .zip(&full.sums)
         .map(|(s, sum)| {
             kept.iter()
-                .map(|&i| {
+                .zip(&counts)
+                .map(|(&i, &n)| {
                     let (largest, magnitude) = (s.value(sum.largest[i]), s.value(sum.magnitude[i]));
                     if disclosure::dominated(largest, magnitude, rules.dominance_pct) {
                         return None;
@@ -80,6 +102,8 @@ pub(super) fn release(
                     let scale = rules.sum_noise * s.sensitivity();
                     let noisy = s.value(sum.total[i])
                         + noise.sum(&s.column, full.keys[i], full.rows[i], scale);
+                    let [low, high] = s.bounds;
+                    let noisy = noisy.clamp(low * n as f64, high * n as f64);
                     Some(disclosure::round_value(noisy, rules.round_to))
                 })
                 .collect()

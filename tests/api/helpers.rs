@@ -742,3 +742,19 @@ pub fn succeeded(output: &Output) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// An ICD-10 chapter no row of `dataset`'s sample has (the sample uses
+/// only some of the 22 declared chapters).
+pub fn chapter_without_rows(app: &TestApp, dataset: &str) -> String {
+    let seen: std::collections::HashSet<String> = app
+        .raw_column(dataset, "icd10_chapter")
+        .into_iter()
+        .collect();
+    [
+        "I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XX", "XXII",
+    ]
+    .into_iter()
+    .find(|c| !seen.contains(*c))
+    .expect("a chapter without rows")
+    .to_string()
+}

@@ -440,7 +440,7 @@ async fn a_filter_that_could_fail_on_some_rows_is_refused_whatever_the_rows() {
     let app = spawn_app().await;
     let token = network(&app);
     let matches_some = "region = 'north'";
-    let nobody = chapter_without_rows(&app);
+    let nobody = crate::helpers::chapter_without_rows(&app, ID);
     let matches_none = format!("icd10_chapter = '{nobody}'");
     for risky in [
         "admission_date + (length_of_stay - length_of_stay + 106752) > '2000-01-01'",
@@ -475,19 +475,6 @@ async fn a_filter_that_could_fail_on_some_rows_is_refused_whatever_the_rows() {
     )
     .await;
     assert_eq!(ok.status(), 200);
-}
-
-/// An ICD-10 chapter no row of the sample has.
-fn chapter_without_rows(app: &TestApp) -> String {
-    let seen: std::collections::HashSet<String> =
-        app.raw_column(ID, "icd10_chapter").into_iter().collect();
-    [
-        "I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XX", "XXII",
-    ]
-    .into_iter()
-    .find(|c| !seen.contains(*c))
-    .expect("a chapter without rows")
-    .to_string()
 }
 
 /// Second red-team pass: whatever a filter computes, its answer is the same
@@ -532,7 +519,10 @@ async fn no_filter_fails_only_when_some_row_reaches_it() {
         "age / (age - age) IS NULL",
         "length_of_stay % 0 IS NULL",
     ];
-    let nobody = format!("icd10_chapter = '{}'", chapter_without_rows(&app));
+    let nobody = format!(
+        "icd10_chapter = '{}'",
+        crate::helpers::chapter_without_rows(&app, ID)
+    );
     for (token, epsilon) in &callers {
         for r in risky {
             let mut answers = Vec::new();

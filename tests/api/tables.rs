@@ -491,4 +491,34 @@ async fn the_same_cell_gets_the_same_number_however_it_is_asked() {
     }
     let again = arrow_batches(aggregate(&app, &token, &[("group_by", "region,sex")]).await).await;
     assert_eq!(strings(&again, "count"), strings(&whole, "count"));
+
+    // Red-team finding: secondary suppression once followed the order of
+    // `group_by`, so two orders withheld different cells and together left
+    // a margin with one absent cell. Every order now releases the same.
+    let fields = ["region", "sex", "admission_method"];
+    let mut released_sets = Vec::new();
+    for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0], [0, 2, 1]] {
+        let group_by = order.map(|i| fields[i]).join(",");
+        let batches =
+            arrow_batches(aggregate(&app, &token, &[("group_by", group_by.as_str())]).await).await;
+        let columns: Vec<Vec<String>> = fields.iter().map(|f| strings(&batches, f)).collect();
+        let counts = strings(&batches, "count");
+        let mut cells: Vec<(Vec<String>, String)> = (0..rows(&batches))
+            .map(|r| {
+                (
+                    columns.iter().map(|c| c[r].clone()).collect(),
+                    counts[r].clone(),
+                )
+            })
+            .collect();
+        cells.sort();
+        released_sets.push(cells);
+    }
+    assert!(!released_sets[0].is_empty());
+    for other in &released_sets[1..] {
+        assert_eq!(
+            other, &released_sets[0],
+            "the order of group_by changed the release"
+        );
+    }
 }
