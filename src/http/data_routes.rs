@@ -192,8 +192,13 @@ pub(super) async fn post_query(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AggregateParams {
+    /// Columns to group by (aggregate-only and DP access: declared fields).
     group_by: Option<String>,
+    /// `count`, `sum(c)`, `mean(c)` (`min`/`max` for callers who may read rows).
     measures: Option<String>,
+    /// For callers who may read rows, a filter; for aggregate-only and DP
+    /// access, a selection of categories of declared fields
+    /// (`region IN ('north', 'south') AND length_of_stay >= 8`).
     filter: Option<String>,
     version: Option<String>,
     format: Option<String>,
