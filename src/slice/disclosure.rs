@@ -56,7 +56,11 @@ pub fn suppressed(cells: &[Cell], min_count: u64) -> Vec<bool> {
                         .iter()
                         .copied()
                         .filter(|&i| !out[i])
-                        .min_by_key(|&i| (cells[i].count, i));
+                        // Ties go by label, not by position, so the cells
+                        // withheld do not depend on the order they came in.
+                        .min_by(|&a, &b| {
+                            (cells[a].count, &cells[a].keys).cmp(&(cells[b].count, &cells[b].keys))
+                        });
                     if let Some(i) = smallest {
                         out[i] = true;
                         changed = true;
@@ -183,6 +187,32 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_cells_withheld_do_not_depend_on_the_order_they_come_in() {
+        // Two equally small candidates for secondary suppression.
+        let cells = vec![
+            cell(&["a"], 3),
+            cell(&["b"], 20),
+            cell(&["c"], 20),
+            cell(&["d"], 40),
+        ];
+        let hidden = |cells: &[Cell]| -> Vec<String> {
+            let s = suppressed(cells, 10);
+            let mut out: Vec<String> = cells
+                .iter()
+                .zip(s)
+                .filter(|(_, h)| *h)
+                .map(|(c, _)| c.keys[0].clone())
+                .collect();
+            out.sort();
+            out
+        };
+        let mut reversed = cells.clone();
+        reversed.reverse();
+        assert_eq!(hidden(&cells), ["a", "b"]);
+        assert_eq!(hidden(&reversed), ["a", "b"]);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema};
 
 use super::aggregate::{AggregateRequest, Kind, Measure};
-use super::table::{self, Summed, TableQuery, Tabulated};
+use super::table::{self, Summed, TableQuery};
 use super::{Engine, SliceError};
 use crate::catalog::{Manifest, Version};
 use crate::dp::noise::{Exact, Noised, Statistic};
@@ -95,20 +95,12 @@ impl Engine {
         // told by the categories alone, so leaving the others out is free).
         let (cells, reached) = counted_table.margin(query.grouped, Some(&query.selection));
         let keep = |i: &usize| reached[*i];
-        let sizes: Vec<usize> = query.dims[..query.grouped]
-            .iter()
-            .map(|f| f.labels.len())
-            .collect();
-        let labels: Vec<Vec<String>> = Tabulated::domain(&sizes)
+        let labels: Vec<Vec<String>> = query
+            .group_cells()
             .iter()
             .enumerate()
             .filter(|(i, _)| keep(i))
-            .map(|(_, cell)| {
-                cell.iter()
-                    .zip(&query.dims)
-                    .map(|(&c, f)| f.labels[c as usize].clone())
-                    .collect()
-            })
+            .map(|(_, cell)| query.labels(cell))
             .collect();
 
         let share = epsilon / statistics(counted, query.summed.len());

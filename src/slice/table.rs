@@ -95,6 +95,24 @@ pub(super) struct TableQuery {
 }
 
 impl TableQuery {
+    /// Every cell of the table over the grouping fields, as category
+    /// numbers, first field slowest (the order of [`Tabulated::margin`]).
+    pub(super) fn group_cells(&self) -> Vec<Vec<u32>> {
+        let sizes: Vec<usize> = self.dims[..self.grouped]
+            .iter()
+            .map(|f| f.labels.len())
+            .collect();
+        Tabulated::domain(&sizes)
+    }
+
+    /// A grouped cell's labels, one per grouping field.
+    pub(super) fn labels(&self, cell: &[u32]) -> Vec<String> {
+        cell.iter()
+            .zip(&self.dims)
+            .map(|(&c, f)| f.labels[c as usize].clone())
+            .collect()
+    }
+
     /// The grouping fields' names.
     pub(super) fn group_by(&self) -> Vec<String> {
         self.dims[..self.grouped]

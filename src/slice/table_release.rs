@@ -33,46 +33,24 @@ pub(super) fn release(
 ) -> Result<RecordBatch, SliceError> {
     let grouped = query.grouped;
     let (full, _) = table.margin(grouped, None);
-    let sizes: Vec<usize> = query.dims[..grouped]
-        .iter()
-        .map(|f| f.labels.len())
-        .collect();
-    let domain = Tabulated::domain(&sizes);
-    let labels = |cell: &[u32]| -> Vec<String> {
-        cell.iter()
-            .zip(&query.dims)
-            .map(|(&c, f)| f.labels[c as usize].clone())
-            .collect()
-    };
-    // Suppression is decided with the fields in one fixed order (by name)
-    // and the cells sorted by their labels in that order, so asking for the
+    let domain = query.group_cells();
+    // Suppression is decided with the fields in one fixed order (by name),
+    // and `disclosure::suppressed` breaks ties by label, so asking for the
     // same fields in another order withholds exactly the same cells.
     let mut canonical: Vec<usize> = (0..grouped).collect();
     canonical.sort_by(|&a, &b| query.dims[a].name.cmp(&query.dims[b].name));
-    let mut cells: Vec<(Cell, usize)> = domain
+    let cells: Vec<Cell> = domain
         .iter()
         .enumerate()
         .map(|(i, cell)| {
-            let labels = labels(cell);
-            let keys = canonical.iter().map(|&d| labels[d].clone()).collect();
-            (
-                Cell {
-                    keys,
-                    count: full.rows[i],
-                },
-                i,
-            )
+            let labels = query.labels(cell);
+            Cell {
+                keys: canonical.iter().map(|&d| labels[d].clone()).collect(),
+                count: full.rows[i],
+            }
         })
         .collect();
-    cells.sort_by(|a, b| a.0.keys.cmp(&b.0.keys));
-    let decided = disclosure::suppressed(
-        &cells.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>(),
-        rules.min_count,
-    );
-    let mut hidden = vec![false; domain.len()];
-    for ((_, i), h) in cells.iter().zip(decided) {
-        hidden[*i] = h;
-    }
+    let hidden = disclosure::suppressed(&cells, rules.min_count);
     let kept: Vec<usize> = (0..domain.len())
         .filter(|&i| !hidden[i] && query.selection.keeps(&domain[i]))
         .collect();
