@@ -2,6 +2,7 @@
 sampling of the server (and its worker processes), and starting the release
 binary over HTTPS on a work folder. Only ever talks to 127.0.0.1."""
 
+import re
 import os
 import socket
 import ssl
@@ -71,7 +72,7 @@ def start_server(work, datasets, policy_text, extra=""):
     appended to its config; returns (process, base URL, CA path, config
     path) once it answers /healthz."""
     work = Path(work)
-    (work / "policy.toml").write_text(policy_text)
+    (work / "policy.toml").write_text(sealed_policy(policy_text))
     port = free_port()
     config = work / "sluice.toml"
     config.write_text(f"""
@@ -103,3 +104,13 @@ policy = "{work / 'policy.toml'}"
 def token(config, *args):
     return subprocess.run([BIN, "--config", config, "token", *args],
                           check=True, capture_output=True, text=True).stdout.strip()
+
+
+def sealed_policy(text):
+    """`text` as `sluice policy apply` writes it: its last line seals every
+    byte before it (the server refuses an unsealed policy file)."""
+    import hashlib
+    body = re.sub(r"(^|\n)# sluice-seal sha256:[0-9a-f]*\n?$", r"\1", text)
+    if body and not body.endswith("\n"):
+        body += "\n"
+    return body + "# sluice-seal sha256:" + hashlib.sha256(body.encode()).hexdigest() + "\n"

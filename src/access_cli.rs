@@ -2,19 +2,17 @@
 //! `approve ID` and `reject ID --reason`. They work on this machine's
 //! files, as an admin editing `config/policy.toml` would: an approval adds
 //! a `[[grant]]` block citing the request, checks the whole new policy
-//! against the catalogue, and only then replaces the file atomically; the
-//! server's live reload applies it. The request's file records who decided
-//! and when.
-
-use std::fs::File;
-use std::path::Path;
+//! against the catalogue, and only then replaces the file atomically and
+//! sealed; the server's live reload applies it. The request's file records
+//! who decided and when; an approval's intent is written first, so a crash
+//! midway is finished or undone by the next command or server start.
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
 use sluice::access_request::{self, AccessRequest, RequestStore, Status};
 use sluice::config::Settings;
-use sluice::policy::Policy;
+use sluice::policy::apply;
 
 #[derive(Subcommand)]
 pub enum AccessCommand {
@@ -73,8 +71,8 @@ pub async fn run(settings: Settings, command: AccessCommand) -> anyhow::Result<(
         AccessCommand::Approve { id, by } => {
             // Decided under the lock, so an approval and a rejection of the
             // same request cannot both happen.
-            let _lock = PolicyLock::take(&settings.storage.state)?;
-            let mut request = pending(&store, &id)?;
+            let _lock = edit_lock(&settings, &store)?;
+            let request = pending(&store, &id)?;
             let by = by_default(by);
             let catalog = sluice::startup::load_configured_catalog(&settings.storage).await?;
             let live = catalog
@@ -88,7 +86,9 @@ pub async fn run(settings: Settings, command: AccessCommand) -> anyhow::Result<(
             }
             let file = &settings.storage.policy;
             let name = file.display().to_string();
-            let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
+            let nothing_changed =
+                || format!("the grant for {id} does not fit {name}; nothing was changed");
+            let text = apply::live_body(file).with_context(nothing_changed)?;
             let today = time::OffsetDateTime::now_utc().date();
             let updated = access_request::add_grant(
                 &text,
@@ -96,30 +96,22 @@ pub async fn run(settings: Settings, command: AccessCommand) -> anyhow::Result<(
             );
             // The whole new policy must load and fit the catalogue before it
             // replaces the old one; otherwise nothing changes.
-            let policy = Policy::parse(&updated, &name)
-                .and_then(|p| {
-                    p.check(&catalog, &name, settings.limits.max_filter_bytes)
-                        .map(|_| p)
+            let checked = apply::check(&updated, &name, &catalog, settings.limits.max_filter_bytes)
+                .with_context(nothing_changed)?;
+            let request = store
+                .approve(request, &by, || {
+                    sluice::durable::replace_file(file, checked.sealed.as_bytes())
                 })
-                .with_context(|| {
-                    format!("the grant for {id} does not fit {name}; nothing was changed")
-                })?;
-            sluice::durable::replace_file(file, updated.as_bytes())
                 .with_context(|| format!("writing {name}"))?;
-            request.status = Status::Approved;
-            request.decided = Some(time::OffsetDateTime::now_utc());
-            request.decided_by = Some(by);
-            request.grant = Some(request.id.clone());
-            store.save(&request)?;
             println!(
                 "approved {id}: grant '{}' added to {name} ({} grants); the server applies it at its next policy check",
                 request.id,
-                policy.grants.len()
+                checked.policy.grants.len()
             );
             Ok(())
         }
         AccessCommand::Reject { id, reason, by } => {
-            let _lock = PolicyLock::take(&settings.storage.state)?;
+            let _lock = edit_lock(&settings, &store)?;
             let mut request = pending(&store, &id)?;
             let reason = reason.trim();
             if reason.is_empty() {
@@ -157,23 +149,12 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-/// One decision at a time: an approval edits the policy file (an exclusive `flock` on a
-/// lock file beside the requests, released when dropped).
-struct PolicyLock {
-    _held: File,
-}
-
-impl PolicyLock {
-    fn take(state: &Path) -> anyhow::Result<Self> {
-        use std::os::fd::AsRawFd;
-        let file = File::create(state.join("access-requests").join(".policy-edit.lock"))?;
-        // SAFETY: flock on a descriptor this function owns; no memory is shared.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            bail!(
-                "could not lock the policy for editing: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        Ok(Self { _held: file })
+/// One decision at a time, after finishing one a crash interrupted.
+fn edit_lock(settings: &Settings, store: &RequestStore) -> anyhow::Result<apply::EditLock> {
+    let lock = apply::EditLock::take(&settings.storage.state)
+        .context("could not lock the policy for editing")?;
+    if let Some(done) = store.finish_interrupted(&settings.storage.policy)? {
+        eprintln!("{done}");
     }
+    Ok(lock)
 }

@@ -267,9 +267,101 @@ impl RequestStore {
     }
 
     /// Replaces the request's file, atomically and durably.
+    fn intent_path(&self) -> PathBuf {
+        self.dir.join(".approval-intent.json")
+    }
+
+    /// Approves `request` in three durable steps, intent before effect: the
+    /// intent (which request, by whom) is written; `put_grant_in_force`
+    /// writes the policy file with the request's grant; the request records
+    /// the decision and the intent goes. A crash between any two is
+    /// finished or undone by [`RequestStore::finish_interrupted`], so an
+    /// approval never half-happens. Call under the policy edit lock.
+    pub fn approve(
+        &self,
+        mut request: AccessRequest,
+        by: &str,
+        put_grant_in_force: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<AccessRequest> {
+        let intent = ApprovalIntent {
+            id: request.id.clone(),
+            by: by.to_owned(),
+            decided: OffsetDateTime::now_utc(),
+        };
+        let bytes = serde_json::to_vec(&intent).map_err(io::Error::other)?;
+        crate::durable::replace_file(&self.intent_path(), &bytes)?;
+        crate::crash_point::here("approve:intent");
+        if let Err(e) = put_grant_in_force() {
+            // Nothing is in force: the intent goes with the attempt.
+            let _ = fs::remove_file(self.intent_path());
+            return Err(e);
+        }
+        crate::crash_point::here("approve:policy");
+        intent.decide(&mut request);
+        self.save(&request)?;
+        fs::remove_file(self.intent_path())?;
+        crate::durable::sync_dir(&self.dir)?;
+        Ok(request)
+    }
+
+    /// Finishes an approval a crash interrupted: if its grant is in the
+    /// policy file, the request is marked approved; if not, it stays
+    /// pending. Says what it did. Call under the policy edit lock.
+    pub fn finish_interrupted(&self, policy_file: &Path) -> io::Result<Option<String>> {
+        let intent: ApprovalIntent = match fs::read(self.intent_path()) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(io::Error::other)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let text = fs::read_to_string(policy_file)?;
+        let in_force = text
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|t| t.get("grant").and_then(|g| g.as_array()).cloned())
+            .unwrap_or_default()
+            .iter()
+            .any(|g| g.get("id").and_then(|v| v.as_str()) == Some(intent.id.as_str()));
+        let done = match self.get(&intent.id) {
+            Ok(mut request) if in_force && request.status == Status::Pending => {
+                intent.decide(&mut request);
+                self.save(&request)?;
+                format!(
+                    "finished the approval of {} (its grant was written)",
+                    intent.id
+                )
+            }
+            _ if in_force => format!("the approval of {} had finished", intent.id),
+            _ => format!(
+                "undid the approval of {} (its grant was never written); it is pending",
+                intent.id
+            ),
+        };
+        fs::remove_file(self.intent_path())?;
+        crate::durable::sync_dir(&self.dir)?;
+        Ok(Some(done))
+    }
+
     pub fn save(&self, request: &AccessRequest) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(request).map_err(io::Error::other)?;
         crate::durable::replace_file(&self.dir.join(format!("{}.json", request.id)), &bytes)
+    }
+}
+
+/// An approval under way (see [`RequestStore::approve`]).
+#[derive(Debug, Serialize, Deserialize)]
+struct ApprovalIntent {
+    id: String,
+    by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    decided: OffsetDateTime,
+}
+
+impl ApprovalIntent {
+    fn decide(&self, request: &mut AccessRequest) {
+        request.status = Status::Approved;
+        request.decided = Some(self.decided);
+        request.decided_by = Some(self.by.clone());
+        request.grant = Some(self.id.clone());
     }
 }
 

@@ -1,19 +1,28 @@
 //! Files replaced whole or not at all: write a temporary file beside the
 //! target, fsync it, rename it over the target, fsync the folder. A crash
-//! at any point leaves the old file or the new one, never a mix.
+//! at any point leaves the old file or the new one, never a mix. And the
+//! one repair shared by the append-only files (audit trail, privacy
+//! ledger): finding the whole entry behind a torn fragment.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
 
-/// Replaces `path` with `bytes`, atomically and durably.
+/// Replaces `path` with `bytes`, atomically and durably, keeping its
+/// permissions.
 pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let temp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+    // The new file keeps the old one's permissions (a policy file an admin
+    // made private stays private), else the umask's.
+    let keep = fs::metadata(path).ok().map(|m| m.permissions());
     let written = File::create(&temp).and_then(|mut file| {
+        if let Some(permissions) = keep {
+            file.set_permissions(permissions)?;
+        }
         file.write_all(bytes)?;
         file.sync_all()
     });
@@ -27,4 +36,16 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Makes a folder's entries (creations, renames) durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// A line of an append-only file of JSON objects that all begin with
+/// `start` (their first member), when it is a torn fragment (a write that
+/// failed part-way) with a whole entry appended behind it: the fragment's
+/// length and the entry's text. The caller checks that the entry parses.
+pub fn after_torn_fragment<'a>(line: &'a str, start: &str) -> Option<(usize, &'a str)> {
+    if !line.starts_with(start) {
+        return None;
+    }
+    let at = line.rfind(start).filter(|&at| at > 0)?;
+    Some((at, &line[at..]))
 }

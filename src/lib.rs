@@ -28,6 +28,7 @@ pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod crash_point;
 pub mod demo_data;
 pub mod domain;
 pub mod dp;

@@ -134,6 +134,13 @@ enum PolicyCommand {
         /// Policy file (default: storage.policy).
         file: Option<PathBuf>,
     },
+    /// Check a policy file and put it in force: it replaces the live file
+    /// (storage.policy) atomically, sealed as whole, if it has no error.
+    /// Apply the live file itself after editing it by hand.
+    Apply {
+        /// The new policy (the live file itself, to seal an edit made in place).
+        file: PathBuf,
+    },
     /// What a caller would get of a dataset, in words and as JSON.
     Explain {
         /// The caller's subject (omit for an anonymous caller).
@@ -172,14 +179,27 @@ fn main() -> ExitCode {
     }
 }
 
-/// Checks one audit folder and says what it found.
+/// Checks one audit folder and says what it found: every problem, not
+/// only the first.
 fn verify_audit_folder(dir: &Path, anchor: &sluice::audit::Anchor) -> anyhow::Result<()> {
-    let report = sluice::audit::verify(dir, anchor)?;
+    let (report, problems) = sluice::audit::verify_all(dir, anchor);
     for torn in &report.torn {
+        eprintln!("warning: {torn}: torn record (a write that never completed); not counted");
+    }
+    for problem in &problems {
+        eprintln!("error: {problem}");
+    }
+    if anchor.head.is_none() {
         eprintln!(
-            "warning: {torn}: torn final record (the server stopped while writing it); not counted"
+            "note: without --head (a head kept off this machine: the log stream's `audit checkpoint` lines, or the bucket), a trail cut back to one of its own checkpoints, or wiped with them, cannot be detected"
         );
     }
+    anyhow::ensure!(
+        problems.is_empty(),
+        "{}: {} problems in the audit trail (listed above)",
+        dir.display(),
+        problems.len()
+    );
     println!(
         "{}: ok, {} records in {} files, chain intact; {} signed checkpoints, {} records sealed, {} unsealed (after the newest checkpoint)",
         dir.display(),
@@ -423,6 +443,13 @@ async fn policy_command(settings: Settings, command: PolicyCommand) -> anyhow::R
                     grant.expires.map(|d| d.to_string()).unwrap_or_default()
                 );
             }
+            let sealed =
+                std::fs::read_to_string(&file).is_ok_and(|text| policy::seal::is_sealed(&text));
+            if !sealed {
+                eprintln!(
+                    "note: {name} is not sealed: the server does not put it in force until `sluice policy apply {name}`"
+                );
+            }
             println!(
                 "{name}: ok ({} grants, {} visa grants, {} warnings, disclosure min_count={} round_to={})",
                 policy.grants.len(),
@@ -430,6 +457,25 @@ async fn policy_command(settings: Settings, command: PolicyCommand) -> anyhow::R
                 warnings.len(),
                 policy.disclosure.min_count,
                 policy.disclosure.round_to
+            );
+            Ok(())
+        }
+        PolicyCommand::Apply { file } => {
+            let name = file.display().to_string();
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {name}"))?;
+            let target = &settings.storage.policy;
+            let _lock = policy::apply::EditLock::take(&settings.storage.state)
+                .context("could not lock the policy for editing")?;
+            let applied =
+                policy::apply::apply(&text, target, &catalog, settings.limits.max_filter_bytes)
+                    .with_context(|| format!("{name} was not applied; nothing was changed"))?;
+            for warning in &applied.warnings {
+                eprintln!("warning: {name}: {warning}");
+            }
+            println!(
+                "applied {name} to {} ({} grants, sealed); the server puts it in force at its next policy check",
+                target.display(),
+                applied.policy.grants.len()
             );
             Ok(())
         }

@@ -50,6 +50,7 @@ impl Application {
         )?);
         let metrics = Arc::new(Metrics::new().context("metrics")?);
         let audit = Arc::new(open_audit(&settings, &metrics)?);
+        catalog.record_changes_with(http::change_journal(audit.clone()));
         let mut shipper = None;
         if let (Some(dir), Some((url, replica))) =
             (audit.dir(), crate::audit::ship::destination(&settings)?)
@@ -71,6 +72,7 @@ impl Application {
         );
         let requests = crate::access_request::RequestStore::open(&storage.state)
             .context("access requests folder")?;
+        finish_interrupted_approval(&requests, storage)?;
         spawn_decision_recorder(
             requests.clone(),
             audit.clone(),
@@ -432,6 +434,88 @@ fn spawn_catalogue_poller(catalog: Arc<LiveCatalog>, every: Duration) {
     });
 }
 
+/// Finishes (or undoes) an access approval a crash interrupted, before the
+/// decision recorder and the pages read the requests.
+fn finish_interrupted_approval(
+    requests: &crate::access_request::RequestStore,
+    storage: &crate::config::StorageSettings,
+) -> anyhow::Result<()> {
+    let _lock = crate::policy::apply::EditLock::take(&storage.state)
+        .context("locking the policy for editing")?;
+    if let Some(done) = requests
+        .finish_interrupted(&storage.policy)
+        .context("finishing an interrupted access approval")?
+    {
+        tracing::warn!("{done}");
+    }
+    Ok(())
+}
+
+/// Reads the policy file again and puts it in force unless it is refused.
+/// A file that adds or changes an entry is recorded, with each entry's old
+/// and new text, durably before it takes effect: a grant is never in force
+/// without its record, and a reload that cannot be recorded is refused and
+/// tried again at the next poll.
+async fn reload_policy(
+    policy: &LivePolicy,
+    catalog: &LiveCatalog,
+    audit: &AuditLog,
+    metrics: &Metrics,
+    why: &str,
+) {
+    let file = policy.path().display().to_string();
+    let refused = |problem: String| {
+        tracing::error!(file, why, error = %problem, "policy refused; the previous policy stays in force");
+        metrics
+            .policy_reloads
+            .with_label_values(&[Outcome::Refused.as_str()])
+            .inc();
+        Record {
+            reason: Some(format!("{why}: refused: {problem}")),
+            outcome: Some(Outcome::Refused),
+            ..Record::new(Event::PolicyReload)
+        }
+    };
+    let prepared = match policy.prepare(&catalog.snapshot()) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            audit.append(refused(e.to_string()));
+            return;
+        }
+    };
+    let changes = policy.changes(&prepared);
+    let grants = prepared.grants();
+    let warnings = prepared.warnings.len();
+    let record = Record {
+        reason: Some(match warnings {
+            0 => format!("{why}: {grants} grants in force"),
+            n => format!("{why}: {grants} grants in force, {n} warnings (see the log or /readyz)"),
+        }),
+        outcome: Some(Outcome::Ok),
+        changes,
+        ..Record::new(Event::PolicyReload)
+    };
+    if record.changes.iter().any(|c| c.widens) {
+        if let Err(e) = audit.append_durable(record).await {
+            let problem = format!(
+                "the reload could not be audited ({e}); it is tried again at the next poll"
+            );
+            policy.refuse(problem.clone());
+            policy.retry();
+            audit.append(refused(problem));
+            return;
+        }
+    } else {
+        audit.append(record);
+    }
+    policy.put_in_force(prepared);
+    metrics
+        .policy_reloads
+        .with_label_values(&[Outcome::Ok.as_str()])
+        .inc();
+    tracing::info!(file, why, grants, warnings, "policy reloaded");
+}
+
 /// Reloads the policy when its file changes (checked every `every`) and on SIGHUP.
 fn spawn_policy_watcher(
     policy: Arc<LivePolicy>,
@@ -443,29 +527,6 @@ fn spawn_policy_watcher(
     let changed = {
         let policy = policy.clone();
         move || policy.changed_on_disk()
-    };
-    let reload = move |why: &str| {
-        let result = policy.reload_logged(&catalog.snapshot(), why);
-        let outcome = if result.is_ok() {
-            Outcome::Ok
-        } else {
-            Outcome::Refused
-        };
-        metrics
-            .policy_reloads
-            .with_label_values(&[outcome.as_str()])
-            .inc();
-        audit.append(Record {
-            reason: Some(match result {
-                Ok((grants, 0)) => format!("{why}: {grants} grants in force"),
-                Ok((grants, warnings)) => format!(
-                    "{why}: {grants} grants in force, {warnings} warnings (see the log or /readyz)"
-                ),
-                Err(e) => format!("{why}: refused: {e}"),
-            }),
-            outcome: Some(outcome),
-            ..Record::new(Event::PolicyReload)
-        });
     };
     tokio::spawn(async move {
         #[cfg(unix)]
@@ -486,10 +547,10 @@ fn spawn_policy_watcher(
             tokio::select! {
                 _ = tick.tick() => {
                     if changed() {
-                        reload("file changed");
+                        reload_policy(&policy, &catalog, &audit, &metrics, "file changed").await;
                     }
                 }
-                _ = hup => reload("SIGHUP"),
+                _ = hup => reload_policy(&policy, &catalog, &audit, &metrics, "SIGHUP").await,
             }
         }
     });

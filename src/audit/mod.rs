@@ -12,8 +12,10 @@
 //! writes them, and fsyncs once (group commit); callers that must not go on
 //! before their record is on disk (the decision of a data request, before
 //! the first byte of data) wait for that fsync. A crash can at worst leave
-//! the last line of a file torn: the writer starts a fresh file after it on
-//! restart, and `verify` reports it rather than accepting it silently.
+//! the last line of a file torn: the writer cuts it off on restart and
+//! records that it did. A write or fsync that fails while running is cut
+//! back the same way before anything else is appended, so a full disk
+//! never leaves a fragment for the next record to be glued to.
 //!
 //! The chain is anchored by signed [`checkpoint`]s, so a cut or re-chained
 //! tail is caught too.
@@ -27,7 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::words::words;
 
-pub use verify::{Anchor, VerifyError, VerifyReport, audit_files, read_all, read_newest, verify};
+pub use verify::{
+    Anchor, VerifyError, VerifyReport, audit_files, read_all, read_newest, verify, verify_all,
+};
 pub use writer::{AuditError, AuditLog, Checkpoints};
 
 /// The hash before the first record.
@@ -76,6 +80,9 @@ words! {
         /// Someone signed in to the web pages (the method is in `reason`).
         SignIn = "sign-in",
         SignOut = "sign-out",
+        /// The writer cut a torn or failed write off the trail's end
+        /// (what, and why, is in `reason`).
+        AuditRepair = "audit-repair",
     }
 }
 
@@ -85,6 +92,9 @@ words! {
     Phase {
         Decision = "decision",
         Outcome = "outcome",
+        /// A catalogue change about to be committed, durable before it is
+        /// (its outcome record follows once the answer is decided).
+        Intent = "intent",
     }
 }
 

@@ -1,10 +1,15 @@
 //! Checking the chain: every line parses, carries the hash of its own bytes
 //! and the hash of the record before it, across files in name order; and
 //! the chain matches every signed checkpoint (its head is the record at the
-//! position the checkpoint signed). The first problem is reported by file
-//! and line. A torn line (one without its newline) is accepted only as the
-//! last line of a file, where a crash leaves it, and is reported as such; a
-//! complete line that does not verify is an error wherever it is.
+//! position the checkpoint signed). Every problem is reported by file and
+//! line. A torn line (one without its newline) is accepted only as the
+//! last line of a file, where a crash leaves it, or as a fragment with a
+//! whole record glued behind it (a failed write under an older writer),
+//! and is reported as such; a complete line that does not verify is an
+//! error wherever it is. An empty trail is an error: a server that has run
+//! leaves at least its start checkpoint. Without a head kept elsewhere, a
+//! trail cut back to one of its own checkpoints, or wiped together with
+//! them, cannot be told from a shorter honest one.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -60,25 +65,53 @@ pub fn audit_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Verifies every record in `dir`, and the chain against the anchor.
+/// Verifies every record in `dir`, and the chain against the anchor; the
+/// first problem found, if any (see [`verify_all`] for every one).
 pub fn verify(dir: &Path, anchor: &Anchor) -> Result<VerifyReport, VerifyError> {
-    let fail = |file: &Path, line: usize, problem: String| VerifyError {
-        file: file.display().to_string(),
-        line,
-        problem,
+    let (report, problems) = verify_all(dir, anchor);
+    match problems.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(report),
+    }
+}
+
+/// The file whose presence says a server has written this trail.
+const WRITER_LOCK: &str = ".writer.lock";
+
+/// Verifies every record in `dir`, and the chain against the anchor,
+/// going on past each problem: after a line that does not hold, the chain
+/// is picked up again at the next record, so one torn or altered record
+/// does not hide what follows it.
+pub fn verify_all(dir: &Path, anchor: &Anchor) -> (VerifyReport, Vec<VerifyError>) {
+    let mut problems = Vec::new();
+    let mut fail = |file: &Path, line: usize, problem: String| {
+        problems.push(VerifyError {
+            file: file.display().to_string(),
+            line,
+            problem,
+        })
     };
-    let files = audit_files(dir).map_err(|e| fail(dir, 0, e.to_string()))?;
-    let checkpoints = checkpoint::read(dir)
-        .map_err(|e| fail(&checkpoint::checkpoint_path(dir), 0, e.to_string()))?;
+    let mut report = VerifyReport::default();
+    let files = match audit_files(dir) {
+        Ok(files) => files,
+        Err(e) => {
+            fail(dir, 0, e.to_string());
+            return (report, problems);
+        }
+    };
     let checkpoint_file = checkpoint::checkpoint_path(dir);
+    let checkpoints = checkpoint::read(dir).unwrap_or_else(|e| {
+        fail(&checkpoint_file, 0, e.to_string());
+        Vec::new()
+    });
     if let Some(key) = &anchor.public_key {
         for (i, c) in checkpoints.iter().enumerate() {
             if !c.verify(key) {
-                return Err(fail(
+                fail(
                     &checkpoint_file,
                     i + 1,
                     "the checkpoint's signature does not verify with the audit key: forged or altered".into(),
-                ));
+                );
             }
         }
     }
@@ -87,15 +120,22 @@ pub fn verify(dir: &Path, anchor: &Anchor) -> Result<VerifyReport, VerifyError> 
     for c in &checkpoints {
         expected.insert(c.records, c);
     }
-    let mut report = VerifyReport {
-        files: files.len(),
-        checkpoints: checkpoints.len(),
-        ..Default::default()
-    };
+    report.files = files.len();
+    report.checkpoints = checkpoints.len();
     let mut head_found = false;
     let mut prev = GENESIS.to_string();
+    // After a problem, the next record's `prev` is taken as it is: the
+    // break was reported once.
+    let mut resync = false;
     for path in &files {
-        let bytes = std::fs::read(path).map_err(|e| fail(path, 0, e.to_string()))?;
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                fail(path, 0, e.to_string());
+                resync = true;
+                continue;
+            }
+        };
         let text = String::from_utf8_lossy(&bytes);
         let lines: Vec<&str> = text.split_inclusive('\n').collect();
         for (i, raw) in lines.iter().enumerate() {
@@ -105,37 +145,63 @@ pub fn verify(dir: &Path, anchor: &Anchor) -> Result<VerifyReport, VerifyError> 
                 report.torn.push(format!("{}:{number}", path.display()));
                 continue;
             }
-            let Some((body, hash)) = unseal(raw.trim_end_matches('\n')) else {
-                return Err(fail(path, number, "not a complete audit record".into()));
+            let line = raw.trim_end_matches('\n');
+            let (body, hash) = match unseal(line) {
+                Some(sealed) => sealed,
+                None => match glued(line) {
+                    // A write that failed part-way, with the next record
+                    // appended to it (a writer before the cut-back): the
+                    // fragment was never acknowledged; the record counts.
+                    Some((fragment, sealed)) => {
+                        report.torn.push(format!(
+                            "{}:{number} ({fragment} bytes before a whole record)",
+                            path.display()
+                        ));
+                        sealed
+                    }
+                    None => {
+                        fail(path, number, "not a complete audit record".into());
+                        resync = true;
+                        continue;
+                    }
+                },
             };
-            let record: Record = serde_json::from_str(&body)
-                .map_err(|e| fail(path, number, format!("not a valid record: {e}")))?;
+            let record: Record = match serde_json::from_str(&body) {
+                Ok(record) => record,
+                Err(e) => {
+                    fail(path, number, format!("not a valid record: {e}"));
+                    resync = true;
+                    continue;
+                }
+            };
             if sha256_hex(body.as_bytes()) != hash {
-                return Err(fail(
+                fail(
                     path,
                     number,
                     "the record was altered (its hash does not match its content)".into(),
-                ));
-            }
-            if record.prev != prev {
-                return Err(fail(
+                );
+                resync = true;
+            } else if record.prev != prev && !resync {
+                fail(
                     path,
                     number,
                     "the chain is broken here: a record before this one was removed, reordered or altered".into(),
-                ));
+                );
+            } else {
+                resync = false;
             }
             prev = hash.to_owned();
             report.records += 1;
             if let Some(c) = expected.get(&(report.records as u64)) {
                 if c.head != hash {
-                    return Err(fail(
+                    fail(
                         path,
                         number,
                         format!(
                             "this is record {} of the chain, but the checkpoint of {} signed another: records up to here were removed, added or rewritten",
                             report.records, c.time
                         ),
-                    ));
+                    );
                 }
                 report.sealed = report.sealed.max(report.records);
             }
@@ -146,32 +212,54 @@ pub fn verify(dir: &Path, anchor: &Anchor) -> Result<VerifyReport, VerifyError> 
         .iter()
         .find(|c| c.records as usize > report.records)
     {
-        return Err(fail(
+        fail(
             &checkpoint_file,
             0,
             format!(
                 "the trail was cut: the checkpoint of {} vouches for {} records, only {} are left",
                 c.time, c.records, report.records
             ),
-        ));
+        );
     }
     if let Some(head) = &anchor.head
         && !head_found
     {
-        return Err(fail(
+        fail(
             dir,
             0,
             format!("the head {head} is not in the chain: records were cut or rewritten"),
-        ));
+        );
     }
-    if anchor.public_key.is_some() && checkpoints.is_empty() && report.records > 0 {
-        return Err(fail(
+    let has_run = dir.join(WRITER_LOCK).exists();
+    if anchor.public_key.is_some() && checkpoints.is_empty() && (report.records > 0 || has_run) {
+        fail(
             &checkpoint_file,
             0,
             "no signed checkpoint: nothing vouches for the trail's tail (was the checkpoint file removed?)".into(),
-        ));
+        );
     }
-    Ok(report)
+    if report.records == 0 && checkpoints.is_empty() {
+        // A server that has run wrote at least its start checkpoint or a
+        // record; nothing at all is a wiped trail, or the wrong folder.
+        fail(
+            dir,
+            0,
+            if has_run {
+                "the trail is empty, but a server has written here: its files were removed".into()
+            } else {
+                "no audit trail here (no records, no checkpoints): the wrong folder, or a wiped one"
+                    .into()
+            },
+        );
+    }
+    (report, problems)
+}
+
+/// A line that is a torn fragment with a whole record glued behind it:
+/// the fragment's length and the record's hashed body and hash.
+fn glued(line: &str) -> Option<(usize, (String, &str))> {
+    let (fragment, rest) = crate::durable::after_torn_fragment(line, "{\"time\":")?;
+    unseal(rest).map(|sealed| (fragment, sealed))
 }
 
 /// Every record in `dir`, oldest first (torn lines skipped).

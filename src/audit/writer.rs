@@ -5,7 +5,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use time::OffsetDateTime;
@@ -60,6 +61,8 @@ pub struct Checkpoints {
 pub struct AuditLog {
     tx: Option<mpsc::Sender<Job>>,
     dir: PathBuf,
+    /// False from a failed write until a write succeeds again.
+    healthy: Arc<AtomicBool>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -114,12 +117,17 @@ impl AuditLog {
                 return Err(io_error(format!("locking {}", dir.display()), e));
             }
         }
-        let state = ChainState::recover(dir)?;
+        let (state, repaired) = ChainState::recover(dir)?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let healthy = Arc::new(AtomicBool::new(true));
         let mut writer = Writer {
             dir: dir.to_owned(),
             max_file_bytes: max_file_bytes.max(1024),
+            synced: Synced::of(&state),
             state,
+            torn: false,
+            repair_note: repaired,
+            healthy: healthy.clone(),
             file: None,
             on_write,
             unsynced: false,
@@ -142,8 +150,15 @@ impl AuditLog {
         Ok(Self {
             tx: Some(tx),
             dir: dir.to_owned(),
+            healthy,
             writer: Some(writer),
         })
+    }
+
+    /// Whether the last write reached the disk (a full or failing disk
+    /// makes every request that must be audited answer 503 until one does).
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
     }
 
     /// An audit log that records nothing (audit switched off).
@@ -151,6 +166,7 @@ impl AuditLog {
         Self {
             tx: None,
             dir: PathBuf::new(),
+            healthy: Arc::new(AtomicBool::new(true)),
             writer: None,
         }
     }
@@ -209,53 +225,76 @@ struct ChainState {
 }
 
 impl ChainState {
-    fn recover(dir: &Path) -> Result<Self, AuditError> {
+    /// Finds where the chain stands. A newest file ending in a torn record
+    /// (a crash mid-write: bytes after the last newline) is cut back to its
+    /// last whole record, so the chain continues in it; what was cut is
+    /// returned, for the trail to record. A file whose last whole line is
+    /// not a record is left as it is for `verify` to report, and the chain
+    /// continues in a new file.
+    fn recover(dir: &Path) -> Result<(Self, Option<String>), AuditError> {
         let files =
             super::verify::audit_files(dir).map_err(|e| io_error("listing the audit files", e))?;
         let Some(newest) = files.last() else {
-            return Ok(Self {
-                last_hash: GENESIS.into(),
-                records: 0,
-                current: None,
-                next_seq: 1,
-            });
+            return Ok((
+                Self {
+                    last_hash: GENESIS.into(),
+                    records: 0,
+                    current: None,
+                    next_seq: 1,
+                },
+                None,
+            ));
         };
         let next_seq = files.iter().filter_map(|f| file_seq(f)).max().unwrap_or(0) + 1;
-        let file =
-            File::open(newest).map_err(|e| io_error(format!("opening {}", newest.display()), e))?;
-        let mut last_hash = None;
-        let mut torn = false;
-        let mut text = String::new();
-        let mut reader = BufReader::new(file);
-        loop {
-            text.clear();
-            let n = reader
-                .read_line(&mut text)
-                .map_err(|e| io_error(format!("reading {}", newest.display()), e))?;
-            if n == 0 {
-                break;
-            }
-            match (text.ends_with('\n'), unseal(text.trim_end_matches('\n'))) {
-                (true, Some((_, hash))) => last_hash = Some(hash.to_owned()),
-                _ => torn = true,
-            }
+        let reading = |e| io_error(format!("reading {}", newest.display()), e);
+        let bytes = std::fs::read(newest).map_err(reading)?;
+        let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut repaired = None;
+        if whole < bytes.len() {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(newest)
+                .map_err(reading)?;
+            file.set_len(whole as u64)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| {
+                    io_error(format!("cutting the torn end of {}", newest.display()), e)
+                })?;
+            let note = format!(
+                "{}: cut {} bytes of a record torn by a crash while it was written (it was never acknowledged)",
+                newest.display(),
+                bytes.len() - whole
+            );
+            tracing::warn!("audit log: {note}");
+            repaired = Some(note);
         }
+        let text = String::from_utf8_lossy(&bytes[..whole]);
+        let damaged = text
+            .lines()
+            .next_back()
+            .is_some_and(|l| unseal(l).is_none());
+        let last_hash = text
+            .lines()
+            .rev()
+            .find_map(|l| unseal(l).map(|(_, h)| h.to_owned()));
         // The chain continues from the previous file if this one holds no
         // complete record.
         let last_hash = match last_hash {
             Some(h) => h,
             None => previous_hash(&files[..files.len() - 1])?,
         };
-        if torn {
-            tracing::error!(file = %newest.display(), "audit log ends in a torn record (a crash while writing); continuing in a new file, `sluice audit verify` reports it");
+        if damaged {
+            tracing::error!(file = %newest.display(), "audit log ends in a line that is not a record; continuing in a new file, `sluice audit verify` reports it");
         }
-        let size = std::fs::metadata(newest).map(|m| m.len()).unwrap_or(0);
-        Ok(Self {
-            last_hash,
-            records: count_records(&files)?,
-            current: (!torn).then(|| (newest.clone(), size)),
-            next_seq,
-        })
+        Ok((
+            Self {
+                last_hash,
+                records: count_records(&files)?,
+                current: (!damaged).then(|| (newest.clone(), whole as u64)),
+                next_seq,
+            },
+            repaired,
+        ))
     }
 }
 
@@ -292,10 +331,35 @@ fn previous_hash(files: &[PathBuf]) -> Result<String, AuditError> {
     Ok(GENESIS.into())
 }
 
+/// The chain and the open file as of the last fsync that succeeded: what
+/// a failed write is cut back to.
+struct Synced {
+    len: u64,
+    last_hash: String,
+    records: u64,
+}
+
+impl Synced {
+    fn of(state: &ChainState) -> Self {
+        Self {
+            len: state.current.as_ref().map_or(0, |(_, len)| *len),
+            last_hash: state.last_hash.clone(),
+            records: state.records,
+        }
+    }
+}
+
 struct Writer {
     dir: PathBuf,
     max_file_bytes: u64,
     state: ChainState,
+    synced: Synced,
+    /// A write or fsync failed and the open file may hold bytes past
+    /// `synced`: nothing is appended before they are cut.
+    torn: bool,
+    /// A repair to record with the next records written.
+    repair_note: Option<String>,
+    healthy: Arc<AtomicBool>,
     file: Option<(File, PathBuf, u64, time::Date)>,
     on_write: Box<dyn Fn(f64) + Send>,
     /// Records written since the last fsync.
@@ -365,6 +429,7 @@ impl Writer {
             if !records.is_empty() {
                 let started = Instant::now();
                 let result = self.write_group(&mut records).map_err(|e| e.to_string());
+                self.healthy.store(result.is_ok(), Ordering::Relaxed);
                 (self.on_write)(started.elapsed().as_secs_f64());
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "audit write failed");
@@ -449,34 +514,92 @@ impl Writer {
         Ok(())
     }
 
+    /// Fsyncs the open file; a failure leaves the file to be cut back to
+    /// the last fsync that succeeded (after a failed fsync, what the
+    /// kernel holds of the file cannot be trusted).
     fn sync(&mut self) -> std::io::Result<()> {
-        if let Some((file, ..)) = &self.file {
-            file.sync_data()?;
+        if let Some((file, ..)) = &self.file
+            && let Err(e) = file.sync_data()
+        {
+            self.failed(&e);
+            return Err(e);
         }
         self.unsynced = false;
+        self.synced = Synced {
+            len: self.file.as_ref().map_or(0, |f| f.2),
+            last_hash: self.state.last_hash.clone(),
+            records: self.state.records,
+        };
         Ok(())
     }
 
-    fn write_group(&mut self, jobs: &mut [RecordJob]) -> std::io::Result<()> {
+    /// After a failed write or fsync: the file's end must be cut back
+    /// before anything else is appended; tried at once, and again before
+    /// the next group.
+    fn failed(&mut self, error: &std::io::Error) {
+        self.torn = true;
+        self.repair_note = Some(format!(
+            "a write failed ({error}); the trail was cut back to its last record on disk, and the requests waiting on the records after it were refused"
+        ));
+        if let Err(e) = self.cut_back() {
+            tracing::error!(error = %e, "audit log: could not cut back a failed write; nothing is written until it can be");
+        }
+    }
+
+    /// Cuts the open file back to the last fsync that succeeded and moves
+    /// the chain's head back with it.
+    fn cut_back(&mut self) -> std::io::Result<()> {
+        if let Some((file, _, size, _)) = &mut self.file {
+            file.set_len(self.synced.len)?;
+            file.sync_all()?;
+            *size = self.synced.len;
+        }
+        self.state.last_hash = self.synced.last_hash.clone();
+        self.state.records = self.synced.records;
+        self.unsynced = false;
+        self.torn = false;
+        Ok(())
+    }
+
+    /// Writes a group of records, preceded by the record of a repair made
+    /// since the last group. Never appends after a failed write that has
+    /// not been cut back.
+    fn write_group(&mut self, jobs: &mut Vec<RecordJob>) -> std::io::Result<()> {
+        if self.torn {
+            self.cut_back()?;
+        }
+        if let Some(note) = self.repair_note.take() {
+            let record = super::Record {
+                reason: Some(note),
+                outcome: Some(super::Outcome::Ok),
+                ..super::Record::new(super::Event::AuditRepair)
+            };
+            jobs.insert(0, (record, None));
+        }
+        let result = self.append_group(jobs);
+        if let Err(e) = &result
+            && !self.torn
+        {
+            self.failed(e);
+        }
+        result
+    }
+
+    fn append_group(&mut self, jobs: &mut [RecordJob]) -> std::io::Result<()> {
         let now = OffsetDateTime::now_utc();
         let stamp = now
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        let mut pending = Vec::new();
-        let mut last = self.state.last_hash.clone();
         for (record, _) in jobs.iter_mut() {
             record.time = stamp.clone();
-            let (line, hash) = seal(record, &last).map_err(std::io::Error::other)?;
-            pending.push(line);
-            last = hash;
-        }
-        for line in &pending {
+            let (line, hash) =
+                seal(record, &self.state.last_hash).map_err(std::io::Error::other)?;
             let file = self.file_for(line.len() as u64, now.date())?;
             file.0.write_all(line.as_bytes())?;
             file.2 += line.len() as u64;
+            self.state.last_hash = hash;
+            self.state.records += 1;
         }
-        self.state.last_hash = last;
-        self.state.records += jobs.len() as u64;
         self.unsynced = true;
         let someone_waits = jobs.iter().any(|(_, done)| done.is_some());
         if someone_waits || self.last_sync.elapsed() >= LAZY_SYNC {
@@ -502,8 +625,9 @@ impl Writer {
             }
         };
         if rotate {
-            if let Some((file, ..)) = self.file.take() {
-                file.sync_data()?;
+            if self.file.is_some() {
+                self.sync()?;
+                self.file = None;
             }
             let (path, size) = match self.state.current.take() {
                 // Continue the newest file found at start, if it is today's and has room.
@@ -530,6 +654,7 @@ impl Writer {
                 File::open(&self.dir)?.sync_all()?;
             }
             self.file = Some((file, path, size, today));
+            self.synced.len = size;
         }
         // Set just above when absent.
         self.file

@@ -47,6 +47,9 @@ pub enum WriteError {
     /// This catalogue is not open for writing (another process has it).
     #[error("the catalogue is read-only here")]
     ReadOnly,
+    /// The change's record could not be made durable, so it was not made.
+    #[error("the change could not be recorded: {0}")]
+    Unrecorded(String),
     /// Storage failed (a failed fsync included): the previous state stands.
     #[error("storage: {0}")]
     Storage(#[from] std::io::Error),
@@ -66,6 +69,7 @@ impl WriteError {
                 | WriteError::Moved(_)
                 | WriteError::ChangedMeanwhile(_)
                 | WriteError::PublisherChanged
+                | WriteError::Unrecorded(_)
         )
     }
 }
@@ -162,7 +166,19 @@ pub struct LiveCatalog {
     listed: std::sync::Mutex<Option<(Option<String>, std::time::Instant)>>,
     /// When a request last made this replica look for changes.
     refreshed: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Told of every change right before it is committed (see
+    /// [`LiveCatalog::record_changes_with`]).
+    journal: std::sync::OnceLock<Journal>,
 }
+
+/// Records a change before it is committed: given the manifest before
+/// (none for a registration) and the one about to be written, it returns
+/// what makes the record durable. An error refuses the change.
+pub type Journal = Arc<
+    dyn Fn(Option<&Manifest>, &Manifest) -> futures::future::BoxFuture<'static, Result<(), String>>
+        + Send
+        + Sync,
+>;
 
 impl std::fmt::Debug for LiveCatalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,6 +235,7 @@ impl LiveCatalog {
             writer: tokio::sync::Mutex::new(Some(writer)),
             refreshed: Default::default(),
             listed: Default::default(),
+            journal: Default::default(),
         })
     }
 
@@ -229,6 +246,23 @@ impl LiveCatalog {
             writer: tokio::sync::Mutex::new(None),
             refreshed: Default::default(),
             listed: Default::default(),
+            journal: Default::default(),
+        }
+    }
+
+    /// Makes every change record itself through `journal` before it is
+    /// committed, intent before effect: a change whose record cannot be
+    /// made durable is refused with nothing changed ([`WriteError::Unrecorded`]),
+    /// so no change is ever in force without its record. Set once, at start.
+    pub fn record_changes_with(&self, journal: Journal) {
+        let _ = self.journal.set(journal);
+    }
+
+    /// Records the change from `before` to `after`, if a journal is set.
+    async fn journal(&self, before: Option<&Manifest>, after: &Manifest) -> Result<(), WriteError> {
+        match self.journal.get() {
+            Some(journal) => journal(before, after).await.map_err(WriteError::Unrecorded),
+            None => Ok(()),
         }
     }
 
@@ -279,6 +313,8 @@ impl LiveCatalog {
                 max: max_per_publisher,
             });
         }
+        self.journal(None, &manifest).await?;
+        crate::crash_point::here("commit:recorded");
         // Another replica may have registered the same id meanwhile.
         let Committed::Yes(manifest_tag) = root.write_manifest(&manifest, Expect::Absent).await?
         else {
@@ -588,9 +624,12 @@ impl LiveCatalog {
         for attempt in 1..=MAX_COMMIT_ATTEMPTS {
             same_publisher(&dataset, &seen.manifest.publisher)?;
             let manifest = next(&dataset, attempt)?;
+            self.journal(Some(&dataset.manifest), &manifest).await?;
+            crate::crash_point::here("commit:recorded");
             root.release_claim(id, dataset.manifest.version).await?;
             let expect = Expect::Tag(dataset.manifest_tag.as_deref());
             if let Committed::Yes(manifest_tag) = root.write_manifest(&manifest, expect).await? {
+                crate::crash_point::here("commit:written");
                 return Ok(Dataset {
                     manifest,
                     versions: dataset.versions.clone(),

@@ -61,9 +61,53 @@ pub enum LedgerError {
 /// Where spends are written.
 enum Backing {
     /// The local file, appended under the `spent` lock.
-    File(Mutex<File>),
+    File(Mutex<LedgerFile>),
     /// The bucket replicas share.
     Shared(Shared),
+}
+
+/// The local ledger file and how much of it is whole entries.
+struct LedgerFile {
+    file: File,
+    /// Bytes of whole, fsynced entries: a failed write is cut back to here
+    /// before anything else is appended, so no later entry is glued to a
+    /// fragment.
+    whole: u64,
+    /// A failed write whose bytes may still be in the file.
+    torn: bool,
+}
+
+impl LedgerFile {
+    /// Appends `line` durably, or leaves the file as it was.
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if self.torn {
+            self.cut_back()?;
+        }
+        let written = self
+            .file
+            .write_all(line)
+            .and_then(|()| self.file.sync_data());
+        match written {
+            Ok(()) => {
+                self.whole += line.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.torn = true;
+                if let Err(cut) = self.cut_back() {
+                    tracing::error!(error = %cut, "privacy ledger: could not cut back a failed write; no spend is written until it can be");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn cut_back(&mut self) -> std::io::Result<()> {
+        self.file.set_len(self.whole)?;
+        self.file.sync_all()?;
+        self.torn = false;
+        Ok(())
+    }
 }
 
 /// A ledger kept in an object store, shared by replicas.
@@ -113,12 +157,31 @@ impl Ledger {
             file.set_len(complete as u64).map_err(io)?;
             file.sync_all().map_err(io)?;
         }
+        let (spent, fragments) = totals(&text[..complete], path)?;
+        if fragments > 0 {
+            // Entries glued behind torn fragments (a writer before the
+            // cut-back) are kept; the fragments go, in one atomic rewrite.
+            tracing::warn!(
+                path = %path.display(),
+                fragments,
+                "privacy ledger: removing fragments of failed writes; every whole entry is kept"
+            );
+            let cleaned: String = text[..complete]
+                .lines()
+                .map(|line| format!("{}\n", whole_entry(line).unwrap_or(line)))
+                .collect();
+            crate::durable::replace_file(path, cleaned.as_bytes()).map_err(io)?;
+            return Self::open(path);
+        }
         file.seek(SeekFrom::End(0)).map_err(io)?;
-        let spent = totals(&text[..complete], path)?;
         Ok(Self {
             path: path.to_owned(),
             spent: Mutex::new(spent),
-            backing: Backing::File(Mutex::new(file)),
+            backing: Backing::File(Mutex::new(LedgerFile {
+                file,
+                whole: complete as u64,
+                torn: false,
+            })),
         })
     }
 
@@ -148,7 +211,7 @@ impl Ledger {
             }
         };
         let complete = text.rfind('\n').map_or(0, |i| i + 1);
-        totals(&text[..complete], &path)
+        totals(&text[..complete], &path).map(|(spent, _)| spent)
     }
 
     /// What `account` has spent, read now from a shared ledger (for
@@ -209,9 +272,7 @@ impl Ledger {
                 let spent = totals.get(account).copied().unwrap_or(0.0);
                 check_budget(total, spent, cost)?;
                 let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
-                file.write_all(&line)
-                    .and_then(|_| file.sync_data())
-                    .map_err(|e| self.io(e.to_string()))?;
+                file.append(&line).map_err(|e| self.io(e.to_string()))?;
                 totals.insert(account.to_owned(), spent + cost);
                 spent
             }
@@ -275,6 +336,7 @@ impl Shared {
         };
         let text = String::from_utf8(bytes).map_err(|e| self.io(account, e.to_string()))?;
         let spent = totals(&text, Path::new(path.as_ref()))?
+            .0
             .get(account)
             .copied()
             .unwrap_or(0.0);
@@ -312,14 +374,18 @@ impl Shared {
     }
 }
 
-/// Spends per account in complete ledger lines.
-fn totals(text: &str, path: &Path) -> Result<HashMap<String, f64>, LedgerError> {
+/// Spends per account in complete ledger lines, and how many lines were a
+/// torn fragment with a whole entry glued behind it (the entry counts).
+fn totals(text: &str, path: &Path) -> Result<(HashMap<String, f64>, usize), LedgerError> {
     let mut spent: HashMap<String, f64> = HashMap::new();
+    let mut fragments = 0;
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let entry: Entry = serde_json::from_str(line).map_err(|e| LedgerError::Io {
+        let whole = whole_entry(line);
+        fragments += usize::from(whole.is_some());
+        let entry: Entry = serde_json::from_str(whole.unwrap_or(line)).map_err(|e| LedgerError::Io {
             path: path.display().to_string(),
             message: format!(
                 "line {} is not a ledger entry ({e}); fix or restore the file: an unknown spend cannot be taken as zero",
@@ -328,7 +394,17 @@ fn totals(text: &str, path: &Path) -> Result<HashMap<String, f64>, LedgerError> 
         })?;
         *spent.entry(entry.account).or_default() += entry.epsilon;
     }
-    Ok(spent)
+    Ok((spent, fragments))
+}
+
+/// The whole entry behind a torn fragment on `line`, when the line is one
+/// (a line that is itself an entry is not).
+fn whole_entry(line: &str) -> Option<&str> {
+    if serde_json::from_str::<Entry>(line).is_ok() {
+        return None;
+    }
+    let (_, rest) = crate::durable::after_torn_fragment(line, "{\"at\":")?;
+    serde_json::from_str::<Entry>(rest).is_ok().then_some(rest)
 }
 
 #[cfg(test)]
@@ -377,6 +453,38 @@ mod tests {
 
         std::fs::write(&path, "not json\n").unwrap();
         assert!(matches!(Ledger::open(&path), Err(LedgerError::Io { .. })));
+    }
+
+    #[test]
+    fn an_entry_glued_behind_a_torn_fragment_is_kept_and_the_fragment_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("privacy-ledger.jsonl");
+        let entry = |request: &str| {
+            format!(
+                r#"{{"at":"2026-11-28T00:00:00Z","account":"a","epsilon":0.25,"request":"{request}"}}"#
+            )
+        };
+        // What a full disk left under a writer that appended after a
+        // failed write: a fragment, then a released answer's entry.
+        let text = format!(
+            "{}\n{}{}\n{}\n",
+            entry("r1"),
+            &entry("r2")[..30],
+            entry("r3"),
+            entry("r4")
+        );
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(Ledger::read_totals(dir.path()).unwrap()["a"], 0.75);
+        let ledger = Ledger::open(&path).unwrap();
+        assert_eq!(ledger.spent("a"), 0.75);
+        let repaired = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            repaired,
+            format!("{}\n{}\n{}\n", entry("r1"), entry("r3"), entry("r4"))
+        );
+        // And it appends after the repair, durably.
+        ledger.spend("a", 2.0, 0.25, "r5").unwrap();
+        assert_eq!(Ledger::open(&path).unwrap().spent("a"), 1.0);
     }
 
     #[test]

@@ -71,7 +71,7 @@ async fn decide(
         .map(|p| p.sub.clone())
         .unwrap_or_default();
     let mut decided: Option<ProposedChange> = None;
-    let result = async {
+    let result = trail::changing(audit.clone(), async {
         let scope = require_steward(&caller)?;
         let dataset = stewarded(&state, &scope, &id)?;
         let number: u64 = number.parse().map_err(|_| ApiError::RouteNotFound)?;
@@ -117,7 +117,7 @@ async fn decide(
             map.insert("change".into(), json!(decided));
         }
         Ok(HttpResponse::Ok().json(body))
-    }
+    })
     .await;
     if let Some(change) = &decided {
         audit.changes = trail::field_changes(&change.fields);

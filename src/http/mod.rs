@@ -21,6 +21,8 @@ mod snapshot_routes;
 mod steward_routes;
 mod trail;
 
+pub use trail::journal as change_journal;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -194,8 +196,16 @@ async fn healthz() -> HttpResponse {
 /// written, after catalogue edits) are counted for everyone and spelled out
 /// for admins only: they name grants and columns, which are not every
 /// caller's business.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "Ready to serve: datasets published, policy loaded (admins also see warnings)", body = Object), (status = 503, description = "Starting or shutting down", body = Object)))]
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "Ready to serve: datasets published, policy loaded (admins also see warnings)", body = Object), (status = 503, description = "Starting, shutting down, or the audit trail cannot be written", body = Object)))]
 async fn readyz(state: web::Data<AppState>, caller: Option<crate::auth::Caller>) -> HttpResponse {
+    if !state.audit.healthy() {
+        // Every data request would answer 503 until the trail can be
+        // written again: send traffic elsewhere.
+        return HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "status": "audit-unavailable",
+            "problem": "the audit trail cannot be written (disk full or failing); data requests answer 503 storage-unavailable",
+        }));
+    }
     if state.ready.load(Ordering::Relaxed) {
         let warnings = state.policy.warnings(&state.catalog.snapshot());
         let mut body = serde_json::json!({
@@ -211,6 +221,17 @@ async fn readyz(state: web::Data<AppState>, caller: Option<crate::auth::Caller>)
             .as_ref()
             .and_then(|c| c.principal())
             .is_some_and(|p| p.has_role(crate::auth::Role::Admin));
+        if let Some(refused) = state.policy.refused() {
+            // Everyone learns that the file on disk is not what serves;
+            // why (file, line, grant) is for admins.
+            body["policy_reload"] = serde_json::json!({
+                "state": "refused",
+                "at": refused.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            });
+            if admin {
+                body["policy_reload"]["problem"] = serde_json::json!(refused.problem);
+            }
+        }
         if admin {
             body["policy_warning_details"] =
                 serde_json::json!(warnings.iter().map(ToString::to_string).collect::<Vec<_>>());

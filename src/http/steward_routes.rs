@@ -151,6 +151,10 @@ pub(super) fn write_error(e: WriteError, invalid_kind: UnprocessableKind) -> Api
             tracing::error!(error = %e, "storage failed during a catalogue change");
             ApiError::StorageUnavailable
         }
+        WriteError::Unrecorded(e) => {
+            tracing::error!(error = %e, "a catalogue change was refused: its audit record could not be written");
+            ApiError::StorageUnavailable
+        }
         WriteError::Catalog(e) => Internal::caused("changing the catalogue", e).into(),
     }
 }
@@ -204,7 +208,7 @@ pub(super) async fn register(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let mut audit = trail::request_record(Event::Register, &caller, "");
-    let result = async {
+    let result = trail::changing(audit.clone(), async {
         // Authorised from the head before a byte of the body is read.
         let scope = require_steward(&caller)?;
         let body = json_body(&read_manifest_body(&state, &req, payload).await?)?;
@@ -223,7 +227,7 @@ pub(super) async fn register(
         Ok(HttpResponse::Created()
             .insert_header((header::LOCATION, url))
             .json(describe(&state, &caller, &dataset, None)?))
-    }
+    })
     .await;
     record(&state, audit, &result).await;
     result
@@ -250,7 +254,7 @@ pub(super) async fn edit(
         .unwrap_or_default();
     // What the commit did, for the answer and the trail.
     let mut outcome: Option<EditOutcome> = None;
-    let result = async {
+    let result = trail::changing(audit.clone(), async {
         // Authorised from the head before a byte of the body is read.
         let scope = require_steward(&caller)?;
         let dataset = stewarded(&state, &scope, &path)?;
@@ -311,7 +315,7 @@ pub(super) async fn edit(
         } else {
             HttpResponse::Ok().json(body)
         })
-    }
+    })
     .await;
     if result.is_ok()
         && let Some(outcome) = outcome
@@ -355,7 +359,7 @@ pub(super) async fn publish(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let mut audit = trail::request_record(Event::Publish, &caller, &path);
-    let result = async {
+    let result = trail::changing(audit.clone(), async {
         let scope = require_steward(&caller)?;
         let dataset = stewarded(&state, &scope, &path)?;
         not_retired(&dataset)?;
@@ -375,7 +379,7 @@ pub(super) async fn publish(
             .map_err(|e| write_error(e, UnprocessableKind::InvalidManifest))?;
         audit.version = Some(published.manifest.version);
         Ok(HttpResponse::Ok().json(describe(&state, &caller, &published, None)?))
-    }
+    })
     .await;
     record(&state, audit, &result).await;
     result
@@ -391,7 +395,7 @@ pub(super) async fn restore(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let audit = trail::request_record(Event::Restore, &caller, &path);
-    let result = async {
+    let result = trail::changing(audit.clone(), async {
         let scope = require_steward(&caller)?;
         let dataset = stewarded(&state, &scope, &path)?;
         admin_only(
@@ -410,7 +414,7 @@ pub(super) async fn restore(
             .await
             .map_err(|e| write_error(e, UnprocessableKind::InvalidManifest))?;
         Ok(HttpResponse::Ok().json(describe(&state, &caller, &restored, None)?))
-    }
+    })
     .await;
     record(&state, audit, &result).await;
     result
@@ -430,7 +434,7 @@ pub(super) async fn rewrite(
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let mut audit = trail::request_record(Event::Rewrite, &caller, &path);
-    let result = async {
+    let result = trail::changing(audit.clone(), async {
         let scope = require_steward(&caller)?;
         let dataset = stewarded(&state, &scope, &path)?;
         admin_only(
@@ -456,7 +460,7 @@ pub(super) async fn rewrite(
         let (answer, rows) = new_version_answer(&published, &summary, None)?;
         audit.rows = Some(rows);
         Ok(answer)
-    }
+    })
     .await;
     record(&state, audit, &result).await;
     result
@@ -472,7 +476,7 @@ pub(super) async fn retire(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let audit = trail::request_record(Event::Retire, &caller, &path);
-    let result = async {
+    let result = trail::changing(audit.clone(), async {
         let scope = require_steward(&caller)?;
         let dataset = stewarded(&state, &scope, &path)?;
         not_retired(&dataset)?;
@@ -482,7 +486,7 @@ pub(super) async fn retire(
             .await
             .map_err(|e| write_error(e, UnprocessableKind::InvalidManifest))?;
         Ok(HttpResponse::Ok().json(describe(&state, &caller, &retired, None)?))
-    }
+    })
     .await;
     record(&state, audit, &result).await;
     result
@@ -504,7 +508,7 @@ pub(super) async fn upload(
         state: &state,
         record: Some(audit.clone()),
     };
-    let result = async {
+    let result = trail::changing(audit.clone(), async {
         let scope = require_steward(&caller)?;
         let dataset = stewarded(&state, &scope, &path)?;
         not_retired(&dataset)?;
@@ -551,7 +555,7 @@ pub(super) async fn upload(
         let (answer, rows) = new_version_answer(&published, &summary, Some(received))?;
         audit.rows = Some(rows);
         Ok(answer)
-    }
+    })
     .await;
     abandoned.record = None;
     record(&state, audit, &result).await;

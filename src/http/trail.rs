@@ -1,6 +1,7 @@
 //! What handlers write to the audit trail and metrics for a data request:
 //! the decision (durable before any data leaves), and the outcome when the
-//! stream ends.
+//! stream ends; and for a catalogue change, its intent (durable before it
+//! commits) and its outcome.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,6 +36,42 @@ pub(super) fn request_record(event: Event, caller: &Caller, dataset: &str) -> Re
         dataset: Some(dataset.chars().take(128).collect()),
         ..Record::new(event)
     }
+}
+
+tokio::task_local! {
+    /// The record of the catalogue change the current request makes, for
+    /// the catalogue's journal to write before the change commits.
+    static CHANGE: Record;
+}
+
+/// Runs `change` (a handler's work) with `record` as the change it makes.
+pub(super) async fn changing<F: std::future::Future>(record: Record, change: F) -> F::Output {
+    CHANGE.scope(record, change).await
+}
+
+/// The catalogue's journal (see [`crate::catalog::live::Journal`]): the
+/// intent record of the change about to commit, with the fields it changes
+/// and the version it publishes, made durable first. Changes made outside
+/// a request (none today) are recorded as plain edits.
+pub fn journal(audit: Arc<AuditLog>) -> crate::catalog::live::Journal {
+    Arc::new(move |before, after| {
+        let mut record = CHANGE
+            .try_with(Clone::clone)
+            .unwrap_or_else(|_| Record::new(Event::Edit));
+        record.phase = Some(Phase::Intent);
+        record.dataset = Some(after.id.to_string());
+        record.version = Some(after.version.max(after.in_review));
+        if let Some(before) = before {
+            record.changes = field_changes(&crate::catalog::change::classify(before, after));
+        }
+        let audit = audit.clone();
+        Box::pin(async move {
+            audit
+                .append_durable(record)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    })
 }
 
 /// A catalogue change's fields as the trail records them.

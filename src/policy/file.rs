@@ -48,6 +48,12 @@ pub enum PolicyError {
     /// Syntax, unknown keys or wrong types (the message carries the line).
     #[error("{file}: {message}")]
     Syntax { file: String, message: String },
+    /// The file is not sealed as whole (being written, or edited by hand).
+    #[error("{file}: {problem}")]
+    Unsealed {
+        file: String,
+        problem: super::seal::SealError,
+    },
     /// Grants that cannot be applied as written: every one found, so one
     /// run of `sluice policy check` shows them all.
     #[error("{}", grant_problems(file, problems))]

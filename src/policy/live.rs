@@ -1,7 +1,8 @@
 //! The policy in force, replaced whole when the file changes (polled) or on
-//! SIGHUP. A file that fails to parse or has an error an admin must fix is
-//! refused with a logged error naming file, line and problem, and the
-//! previous policy stays in force. Catalogue drift (see [`super::check`])
+//! SIGHUP. A file that is not sealed (see [`super::seal`]), fails to parse
+//! or has an error an admin must fix is refused with a logged error naming
+//! file, line and problem, and the previous policy stays in force; the
+//! refusal is shown on `/readyz` until a reload succeeds. Catalogue drift (see [`super::check`])
 //! is logged as warnings and never refuses a file, so a revocation always
 //! takes effect. Requests take an `Arc` of the policy when they start, so a
 //! response in flight finishes under the policy it started with.
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use sha2::{Digest, Sha256};
 
 use super::{Policy, PolicyError, PolicyWarning};
+use crate::audit::FieldChange;
 use crate::catalog::Catalog;
 
 /// What the file held when last read: the SHA-256 of its bytes. Modification
@@ -22,13 +24,16 @@ type Fingerprint = Option<[u8; 32]>;
 pub struct LivePolicy {
     path: PathBuf,
     max_filter_bytes: usize,
-    current: RwLock<Arc<Policy>>,
+    /// The policy in force and the text it was read from (to tell a
+    /// reload's changes).
+    current: RwLock<(Arc<Policy>, Arc<String>)>,
     seen: Mutex<Fingerprint>,
     /// The last [`LivePolicy::warnings`] answer and what it was computed
     /// from: `/readyz` is anonymous, and re-checking every grant's row
     /// filter on each call would let anyone make the server parse them all
     /// at will.
     warned: Mutex<Option<Warned>>,
+    refused: Mutex<Option<Refusal>>,
 }
 
 type Warned = (Arc<Policy>, Arc<Catalog>, Vec<PolicyWarning>);
@@ -53,6 +58,53 @@ fn fingerprint(path: &Path) -> Fingerprint {
     std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
 }
 
+/// A file read, sealed, parsed and checked: ready to be put in force.
+pub struct Prepared {
+    policy: Policy,
+    /// What the admin wrote (the seal line taken off).
+    text: String,
+    pub warnings: Vec<PolicyWarning>,
+}
+
+impl Prepared {
+    /// How many grants it holds.
+    pub fn grants(&self) -> usize {
+        self.policy.grants.len()
+    }
+}
+
+/// The last reload that was refused, while the policy before it serves.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Refusal {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: time::OffsetDateTime,
+    pub problem: String,
+}
+
+/// Reads, unseals, parses and checks a policy file.
+fn prepare(
+    path: &Path,
+    catalog: &Catalog,
+    max_filter_bytes: usize,
+) -> Result<(Prepared, [u8; 32]), PolicyError> {
+    let (text, digest) = read(path)?;
+    let file = path.display().to_string();
+    let body = super::seal::unseal(&text).map_err(|problem| PolicyError::Unsealed {
+        file: file.clone(),
+        problem,
+    })?;
+    let policy = Policy::parse(body, &file)?;
+    let warnings = policy.check(catalog, &file, max_filter_bytes)?;
+    Ok((
+        Prepared {
+            policy,
+            text: body.to_owned(),
+            warnings,
+        },
+        digest,
+    ))
+}
+
 impl LivePolicy {
     /// Loads and checks the file; an error here stops the server from
     /// starting (warnings do not, and are logged).
@@ -61,17 +113,15 @@ impl LivePolicy {
         catalog: &Catalog,
         max_filter_bytes: usize,
     ) -> Result<Self, PolicyError> {
-        let (text, digest) = read(path)?;
-        let file = path.display().to_string();
-        let policy = Policy::parse(&text, &file)?;
-        let warnings = policy.check(catalog, &file, max_filter_bytes)?;
-        log_warnings(path, &warnings);
+        let (prepared, digest) = prepare(path, catalog, max_filter_bytes)?;
+        log_warnings(path, &prepared.warnings);
         Ok(Self {
             path: path.to_owned(),
             max_filter_bytes,
-            current: RwLock::new(Arc::new(policy)),
+            current: RwLock::new((Arc::new(prepared.policy), Arc::new(prepared.text))),
             seen: Mutex::new(Some(digest)),
             warned: Mutex::new(None),
+            refused: Mutex::new(None),
         })
     }
 
@@ -81,6 +131,15 @@ impl LivePolicy {
         // complete policy.
         self.current
             .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
+    }
+
+    /// The last refused reload, if none succeeded since.
+    pub fn refused(&self) -> Option<Refusal> {
+        self.refused
+            .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
@@ -119,55 +178,67 @@ impl LivePolicy {
         fingerprint(&self.path) != *seen
     }
 
-    /// Reads, parses and checks the file, and puts it in force unless it has
-    /// an error. Returns the policy now in force and its warnings.
-    pub fn reload(
-        &self,
-        catalog: &Catalog,
-    ) -> Result<(Arc<Policy>, Vec<PolicyWarning>), PolicyError> {
-        let read = read(&self.path);
+    /// Reads, unseals, parses and checks the file without putting it in
+    /// force. A refusal is remembered (see [`LivePolicy::refused`]) and the
+    /// bytes refused are not read again until they change.
+    pub fn prepare(&self, catalog: &Catalog) -> Result<Prepared, PolicyError> {
+        let result = prepare(&self.path, catalog, self.max_filter_bytes);
         // Remember what was seen even when it is refused: the poller then
         // waits for the next change instead of refusing the same bytes again.
-        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) =
-            read.as_ref().ok().map(|(_, digest)| *digest);
-        let (text, _) = read?;
-        let file = self.path.display().to_string();
-        let policy = Policy::parse(&text, &file)?;
-        let warnings = policy.check(catalog, &file, self.max_filter_bytes)?;
-        let policy = Arc::new(policy);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = policy.clone();
-        Ok((policy, warnings))
-    }
-
-    /// Reloads and logs the outcome; returns the number of grants in force
-    /// and of warnings.
-    pub fn reload_logged(
-        &self,
-        catalog: &Catalog,
-        why: &str,
-    ) -> Result<(usize, usize), PolicyError> {
-        match self.reload(catalog) {
-            Ok((policy, warnings)) => {
-                tracing::info!(
-                    file = %self.path.display(),
-                    why,
-                    grants = policy.grants.len(),
-                    warnings = warnings.len(),
-                    "policy reloaded"
-                );
-                log_warnings(&self.path, &warnings);
-                Ok((policy.grants.len(), warnings.len()))
-            }
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = match &result {
+            Ok((_, digest)) => Some(*digest),
+            Err(_) => fingerprint(&self.path),
+        };
+        match result {
+            Ok((prepared, _)) => Ok(prepared),
             Err(e) => {
-                tracing::error!(
-                    file = %self.path.display(),
-                    why,
-                    error = %e,
-                    "policy refused; the previous policy stays in force"
-                );
+                self.refuse(e.to_string());
                 Err(e)
             }
         }
+    }
+
+    /// What putting `next` in force changes, grant by grant, against the
+    /// policy in force: each added, changed or removed `[[grant]]`,
+    /// `[[visa_grant]]` or `[disclosure]`, with its old and new text.
+    pub fn changes(&self, next: &Prepared) -> Vec<FieldChange> {
+        let old = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone();
+        super::diff::changes(&old, &next.text)
+    }
+
+    /// Puts a prepared file in force (its warnings are logged).
+    pub fn put_in_force(&self, next: Prepared) -> Arc<Policy> {
+        log_warnings(&self.path, &next.warnings);
+        let policy = Arc::new(next.policy);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) =
+            (policy.clone(), Arc::new(next.text));
+        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        policy
+    }
+
+    /// Records that a reload was refused for `problem` (the file, or its
+    /// audit record, could not be had); a file refused for want of its
+    /// record is read again at the next poll.
+    pub fn refuse(&self, problem: String) {
+        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(Refusal {
+            at: time::OffsetDateTime::now_utc(),
+            problem,
+        });
+    }
+
+    /// Makes the next poll read the file again (its refusal was not the
+    /// file's fault).
+    pub fn retry(&self) {
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

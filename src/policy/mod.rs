@@ -26,10 +26,13 @@
 //! Evaluation does no I/O and takes "today" as an argument, so every rule is
 //! unit-tested here. Loading and checking the file is in [`file`].
 
+pub mod apply;
 mod check;
+mod diff;
 mod explain;
 pub mod file;
 pub mod live;
+pub mod seal;
 pub mod steward;
 mod visa;
 

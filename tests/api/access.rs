@@ -123,7 +123,7 @@ async fn the_policy_reloads_when_its_file_changes_and_bad_files_are_refused() {
         "{}\n[[grant]]\nid = \"rita\"\nsubjects = [\"rita@uni.example\"]\ndataset = \"{id}\"\npurpose = \"p\"\n",
         crate::helpers::TEST_POLICY
     );
-    std::fs::write(&policy_file, &granted).unwrap();
+    crate::helpers::write_policy(&policy_file, &granted);
     wait_for(&app, id, &rita, 200).await;
     // A broken file (an unknown key) is refused; the grant stays in force.
     std::fs::write(
@@ -136,7 +136,7 @@ async fn the_policy_reloads_when_its_file_changes_and_bad_files_are_refused() {
         app.data(id, &[("limit", "1")], Some(&rita)).await.status(),
         200
     );
-    std::fs::write(&policy_file, crate::helpers::TEST_POLICY).unwrap();
+    crate::helpers::write_policy(&policy_file, crate::helpers::TEST_POLICY);
     wait_for(&app, id, &rita, 403).await;
 }
 

@@ -113,6 +113,12 @@ pub fn settings_for(dir: &Path) -> Settings {
     settings
 }
 
+/// Writes a policy file sealed as whole, as `sluice policy apply` does
+/// (the server refuses unsealed files).
+pub fn write_policy(path: impl AsRef<Path>, text: impl AsRef<str>) {
+    std::fs::write(path, sluice::policy::seal::seal(text.as_ref())).expect("policy");
+}
+
 /// A server on plain HTTP over loopback, with the sample datasets.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(ROWS, |_| {}).await
@@ -122,7 +128,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(rows: u64, customize: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     sluice::demo_data::write_all(&dir.path().join("datasets"), rows, 42, None).expect("demo data");
-    std::fs::write(dir.path().join("policy.toml"), TEST_POLICY).expect("policy");
+    crate::helpers::write_policy(dir.path().join("policy.toml"), TEST_POLICY);
     let mut settings = settings_for(dir.path());
     customize(&mut settings);
     let app = Application::build(settings.clone())
@@ -146,7 +152,7 @@ pub async fn spawn_app_with(rows: u64, customize: impl FnOnce(&mut Settings)) ->
 pub fn in_object_store(s: &mut Settings) {
     s.storage.datasets_url = Some("memory:///".into());
     let policy = s.storage.state.with_file_name("empty-policy.toml");
-    std::fs::write(&policy, "").unwrap();
+    crate::helpers::write_policy(&policy, "");
     s.storage.policy = policy;
 }
 
@@ -598,7 +604,7 @@ impl BinaryServer {
     /// Writes an empty policy and a plain-HTTP config on a free port.
     fn new(server_extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+        crate::helpers::write_policy(dir.path().join("policy.toml"), "");
         let port = free_port();
         let config = dir.path().join("sluice.toml");
         std::fs::write(

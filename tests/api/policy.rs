@@ -13,7 +13,7 @@ use crate::helpers::{
 async fn build_error(policy: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     sluice::demo_data::write_all(&dir.path().join("datasets"), ROWS, 1, None).unwrap();
-    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+    crate::helpers::write_policy(dir.path().join("policy.toml"), policy);
     match Application::build(settings_for(dir.path())).await {
         Ok(_) => panic!("a bad policy was accepted"),
         Err(e) => format!("{e:#}"),
@@ -25,7 +25,7 @@ async fn build_error(policy: &str) -> String {
 async fn started_with(policy: &str) -> (TestApp, tempfile::TempDir, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("policy.toml");
-    std::fs::write(&file, policy).unwrap();
+    crate::helpers::write_policy(&file, policy);
     let app = spawn_app_with(ROWS, |s| s.storage.policy = file.clone()).await;
     let admin = app.token("root@example", &[Role::Admin], &[]);
     let ready: serde_json::Value = app.get("/readyz", Some(&admin)).await.json().await.unwrap();
@@ -140,7 +140,7 @@ async fn a_damaged_manifest_stops_the_server_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let datasets = dir.path().join("datasets");
     sluice::demo_data::write_all(&datasets, ROWS, 1, None).unwrap();
-    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    crate::helpers::write_policy(dir.path().join("policy.toml"), "");
     let manifest = datasets.join("school-results").join("dataset.toml");
     let text = std::fs::read_to_string(&manifest)
         .unwrap()
@@ -166,13 +166,13 @@ async fn a_same_length_edit_with_the_time_put_back_is_picked_up_by_the_poll() {
     let rita = app.researcher();
     let grant = "\n[[grant]]\nid = \"rita\"\nsubjects = [\"rita@uni.example\"]\ndataset = \"hospital-admissions\"\npurpose = \"p\"\n";
     let granted = format!("{}{grant}", crate::helpers::TEST_POLICY);
-    std::fs::write(&file, &granted).unwrap();
+    crate::helpers::write_policy(&file, &granted);
     wait_for_status(&app, &rita, 200).await;
 
     let before = std::fs::metadata(&file).unwrap().modified().unwrap();
     let revoked = granted.replace("\"rita@uni.example\"", "\"rxta@uni.example\"");
     assert_eq!(revoked.len(), granted.len());
-    std::fs::write(&file, &revoked).unwrap();
+    crate::helpers::write_policy(&file, &revoked);
     std::fs::File::options()
         .write(true)
         .open(&file)
@@ -182,7 +182,7 @@ async fn a_same_length_edit_with_the_time_put_back_is_picked_up_by_the_poll() {
     let after = std::fs::metadata(&file).unwrap();
     assert_eq!(
         (after.modified().unwrap(), after.len()),
-        (before, granted.len() as u64)
+        (before, sluice::policy::seal::seal(&granted).len() as u64)
     );
     wait_for_status(&app, &rita, 403).await;
 }

@@ -387,7 +387,7 @@ async fn what_dp_access_cannot_ask_for_is_refused_before_anything_is_spent() {
 #[tokio::test]
 async fn spent_budget_survives_sigkill() {
     let mut server = BinaryServer::with_samples("policy_poll_ms = 60000", 300, None);
-    std::fs::write(
+    crate::helpers::write_policy(
         server.policy(),
         r#"
 [[grant]]
@@ -399,8 +399,7 @@ mode = "dp"
 epsilon = 2.0
 epsilon_per_query = 0.5
 "#,
-    )
-    .unwrap();
+    );
     server.start().await;
     let (client, base) = (server.client.clone(), server.base.clone());
     let token = server.token(

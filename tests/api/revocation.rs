@@ -159,7 +159,7 @@ async fn readyz_warns(client: &reqwest::Client, base: &str, tokens: &Tokens) {
 async fn a_steward_edit_does_not_block_a_revocation_by_poll() {
     let app = spawn_app_with(ROWS, |s| s.server.policy_poll_ms = 100).await;
     let policy = app.settings.storage.policy.clone();
-    std::fs::write(&policy, format!("{LOS}{NORTH}")).unwrap();
+    crate::helpers::write_policy(&policy, format!("{LOS}{NORTH}"));
     let tokens = Tokens(DevKey::load_or_create(&app.state_dir()).unwrap());
     let (client, base) = (&app.client, app.base.as_str());
     analyst_gets(client, base, &tokens, 200).await;
@@ -178,7 +178,7 @@ async fn a_steward_edit_does_not_block_a_revocation_by_poll() {
     assert_eq!(strings(&before, "patient_id")[0].len(), 32);
 
     steward_hides_patient_id(client, base, &tokens).await;
-    std::fs::write(&policy, LOS).unwrap();
+    crate::helpers::write_policy(&policy, LOS);
     analyst_gets(client, base, &tokens, 403).await;
     alice_reads_without_patient_id(client, base, &tokens).await;
     readyz_warns(client, base, &tokens).await;
@@ -189,14 +189,14 @@ async fn a_steward_edit_does_not_block_a_revocation_by_sighup_or_restart() {
     // Polling is slow here: only SIGHUP reloads within the test.
     let mut server = BinaryServer::with_samples("policy_poll_ms = 600000", ROWS, None);
     let policy = server.policy();
-    std::fs::write(&policy, format!("{LOS}{NORTH}")).unwrap();
+    crate::helpers::write_policy(&policy, format!("{LOS}{NORTH}"));
     let (client, base) = (server.client.clone(), server.base.clone());
     let tokens = Tokens(DevKey::load_or_create(&server.state()).unwrap());
 
     server.start().await;
     analyst_gets(&client, &base, &tokens, 200).await;
     steward_hides_patient_id(&client, &base, &tokens).await;
-    std::fs::write(&policy, LOS).unwrap();
+    crate::helpers::write_policy(&policy, LOS);
     server.signal("HUP");
     analyst_gets(&client, &base, &tokens, 403).await;
     server.kill();
@@ -226,14 +226,13 @@ async fn a_grant_whose_row_filter_no_longer_resolves_serves_nothing() {
     let tokens = Tokens(DevKey::load_or_create(&app.state_dir()).unwrap());
     // `county` is not a column (as after a column is dropped): the file
     // still loads, and the grant fails closed instead of serving every row.
-    std::fs::write(
+    crate::helpers::write_policy(
         &app.settings.storage.policy,
         format!(
             "{LOS}{}",
             NORTH.replace("region = 'north'", "county = 'north'")
         ),
-    )
-    .unwrap();
+    );
     let mut suspended = false;
     for _ in 0..60 {
         let r = get(

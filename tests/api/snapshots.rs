@@ -259,7 +259,7 @@ async fn a_link_holds_only_as_signed_and_while_the_access_holds() {
         "subjects = [\"carol@uni.example\"]",
     );
     assert_ne!(policy, revoked);
-    std::fs::write(&app.settings.storage.policy, revoked).unwrap();
+    crate::helpers::write_policy(&app.settings.storage.policy, revoked);
     let mut status = 200;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -137,13 +137,23 @@ async fn registering_and_every_upload_are_on_the_audit_trail() {
     let app = spawn_app().await;
     published_twice(&app, "clinic-visits").await;
     let records = audit_records(&app, "clinic-visits").await;
-    let events: Vec<&str> = records.iter().filter_map(|r| r["event"].as_str()).collect();
-    assert!(events.contains(&"register"), "{events:?}");
-    assert_eq!(
-        events.iter().filter(|e| **e == "upload").count(),
-        2,
-        "{events:?}"
-    );
+    let events = |phase: Option<&str>| -> Vec<&str> {
+        records
+            .iter()
+            .filter(|r| r["phase"].as_str() == phase)
+            .filter_map(|r| r["event"].as_str())
+            .collect()
+    };
+    // Each change's outcome, and before it, its intent.
+    for phase in [None, Some("intent")] {
+        let events = events(phase);
+        assert!(events.contains(&"register"), "{phase:?}: {events:?}");
+        assert_eq!(
+            events.iter().filter(|e| **e == "upload").count(),
+            2,
+            "{phase:?}: {events:?}"
+        );
+    }
 }
 
 #[tokio::test]

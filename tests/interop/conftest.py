@@ -1,6 +1,7 @@
 """Starts the real `sluice` binary over HTTPS on a free loopback port, with
 freshly generated sample data, for the interop tests."""
 
+import re
 import contextlib
 import json
 import os
@@ -187,7 +188,7 @@ def running_server(work: Path, limits: str = "", datasets_url: str = "", storage
             [exe, "demo-data", "--rows", str(ROWS), "--out", work / "datasets"], check=True
         )
         storage_lines = f'datasets = "{work / "datasets"}"'
-    (work / "policy.toml").write_text(POLICY + policy)
+    (work / "policy.toml").write_text(sealed_policy(POLICY + policy))
     port = port or free_port()
     config = work / "sluice.toml"
     config.write_text(
@@ -278,3 +279,13 @@ def canonical_rows(frame) -> list:
 
     columns = list(frame.columns)
     return sorted(tuple(text(v) for v in row) for row in frame[columns].itertuples(index=False))
+
+
+def sealed_policy(text):
+    """`text` as `sluice policy apply` writes it: its last line seals every
+    byte before it (the server refuses an unsealed policy file)."""
+    import hashlib
+    body = re.sub(r"(^|\n)# sluice-seal sha256:[0-9a-f]*\n?$", r"\1", text)
+    if body and not body.endswith("\n"):
+        body += "\n"
+    return body + "# sluice-seal sha256:" + hashlib.sha256(body.encode()).hexdigest() + "\n"
