@@ -267,6 +267,18 @@ impl RequestStore {
     }
 
     /// Replaces the request's file, atomically and durably.
+    /// Removes a request that was kept but could not be recorded.
+    pub fn withdraw(&self, id: &str) -> io::Result<()> {
+        if !valid_id(id) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a request id",
+            ));
+        }
+        fs::remove_file(self.dir.join(format!("{id}.json")))?;
+        crate::durable::sync_dir(&self.dir)
+    }
+
     fn intent_path(&self) -> PathBuf {
         self.dir.join(".approval-intent.json")
     }

@@ -448,6 +448,12 @@ pub struct Limits {
     /// An answer whose reader has taken nothing for this many seconds is
     /// abandoned (audited as aborted), freeing its place in the engine.
     pub stalled_reader_secs: u64,
+    /// The slowest a reader may take an answer, in bytes per second, while
+    /// the engine waits on it: a reader slower than this for
+    /// `slow_reader_grace_secs` (time the engine spent waiting on it) is
+    /// cut off, giving its place in the engine back. 0 turns it off.
+    pub min_reader_bytes_per_sec: u64,
+    pub slow_reader_grace_secs: u64,
     /// Bytes the engine's row-holding operators (the hash tables of
     /// aggregates, sorts) may take, all answers together: one pool, so
     /// memory stays bounded whatever runs at once. An answer that cannot
@@ -476,6 +482,9 @@ impl Default for Limits {
             max_running_slices: 16,
             slice_queue_secs: 30,
             stalled_reader_secs: 120,
+            // 256 kbit/s: a researcher on a poor mobile link reads faster.
+            min_reader_bytes_per_sec: 32 * 1024,
+            slow_reader_grace_secs: 20,
             engine_memory_bytes: 512 * 1024 * 1024,
             max_datasets_per_publisher: 1000,
         }

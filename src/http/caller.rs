@@ -46,6 +46,16 @@ pub(super) fn count_request(
     })
 }
 
+/// Whom a place in the engine counts against: the subject; every
+/// anonymous caller together (addresses are cheap to change, so anonymous
+/// callers share one fair share of the engine).
+pub(super) fn share_key(caller: &Caller) -> String {
+    match caller.principal() {
+        Some(p) => format!("sub:{}", p.sub),
+        None => "anonymous".into(),
+    }
+}
+
 /// Whom limits count against: the subject, or the peer address of
 /// anonymous callers (and of callers whose token failed).
 pub(super) fn rate_key(req: &HttpRequest, caller: &Caller) -> String {

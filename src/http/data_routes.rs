@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::caller::rate_key;
+use super::caller::{rate_key, share_key};
 use super::problem::ApiError;
 use super::{AppState, privacy, trail};
 use crate::audit::Event;
@@ -372,7 +372,7 @@ async fn serve(
         let format = negotiate(wanted.format.as_deref(), accept(req))?;
         // A place in the engine before any work (or privacy budget) is
         // spent on the answer; it is held until the answer's last byte.
-        let place = state.engine.admit().await?;
+        let place = state.engine.admit(&share_key(caller)).await?;
         let max_filter_bytes = state.limits.max_filter_bytes;
         let mut paid = None;
         let df = match &wanted.planner {

@@ -67,6 +67,11 @@ pub(super) async fn pay_and_release(
         budget.epsilon,
         request_id.to_owned(),
     );
+    // A trail known to be failing would refuse the answer after it is
+    // paid for: refuse it before.
+    if !state.audit.healthy() {
+        return Err(ApiError::AuditUnavailable);
+    }
     let spent = tokio::task::spawn_blocking(move || ledger.spend(&account, total, cost, &request))
         .await
         .or_internal("recording the privacy spend")?;

@@ -20,7 +20,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::AppState;
-use super::caller::rate_key;
+use super::caller::{rate_key, share_key};
 use super::data_routes::{Access, QueryBody, authorize, provenance};
 use super::problem::ApiError;
 use super::trail;
@@ -151,9 +151,10 @@ pub(super) async fn issue(
                 .or_internal("sharing a link's ticket with the other replicas")?;
         }
         let decided = trail::with_plan(record.clone(), &access.plan);
+        let share = share_key(caller);
         let (durable, snapshot) = tokio::join!(
             trail::allowed(state, &decided),
-            cut(state, &access, &request, &key, Some(planned))
+            cut(state, &share, &access, &request, &key, Some(planned))
         );
         durable?;
         Ok((access, key, ticket, snapshot?.snapshot, decided))
@@ -200,13 +201,14 @@ pub(super) async fn issue(
 /// again after eviction has the same bytes and ETag.
 async fn cut(
     state: &AppState,
+    share: &str,
     access: &Access,
     request: &SliceRequest,
     key: &SnapshotKey,
     planned: Option<DataFrame>,
 ) -> Result<Opened, ApiError> {
     let start = || async {
-        let place = state.engine.admit().await?;
+        let place = state.engine.admit(share).await?;
         let df = match planned {
             Some(df) => df,
             None => state.engine.plan_in_file_order(
@@ -392,7 +394,15 @@ pub(super) async fn serve_file(
             .stream_slots
             .acquire(&owner)
             .ok_or(ApiError::TooManyStreams)?;
-        cut(&state, &access, &ticket.request, &key, None).await?
+        cut(
+            &state,
+            &share_key(&ticket.caller),
+            &access,
+            &ticket.request,
+            &key,
+            None,
+        )
+        .await?
     };
     let Opened { snapshot, file } = opened;
     let named = actix_files::NamedFile::from_file(file, &snapshot.path)

@@ -777,5 +777,9 @@ fn ingest_error(failure: Failure) -> ApiError {
         },
         // The worker's cause crossed a process boundary as text.
         Failure::Internal(cause) => Internal::caused("running the ingest worker", cause).into(),
+        Failure::StorageFull(cause) => {
+            tracing::error!(cause, "an upload's output could not be written");
+            ApiError::StorageUnavailable
+        }
     }
 }

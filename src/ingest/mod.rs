@@ -211,6 +211,9 @@ pub enum Failure {
     /// The worker could not run or write (our side, not the file's).
     #[error("{0}")]
     Internal(String),
+    /// The staging disk is full: nothing was changed; try again later.
+    #[error("{0}")]
+    StorageFull(String),
 }
 
 impl Failure {
@@ -222,6 +225,7 @@ impl Failure {
             Failure::Invalid(m) => Failure::Invalid(crate::echo::cut_quoted(&m)),
             Failure::SchemaMismatch(m) => Failure::SchemaMismatch(crate::echo::cut_quoted(&m)),
             Failure::Internal(m) => Failure::Internal(crate::echo::cut_quoted(&m)),
+            Failure::StorageFull(m) => Failure::StorageFull(crate::echo::cut_quoted(&m)),
         }
     }
 }

@@ -28,7 +28,23 @@ pub const PART_FILE: &str = "part-00000.parquet";
 const SORT_MEMORY_BYTES: usize = 256 * 1024 * 1024;
 
 fn internal(what: &str) -> impl Fn(String) -> Failure + '_ {
-    move |e| Failure::Internal(format!("{what}: {e}"))
+    move |e| {
+        // The writers' errors wrap the I/O error as text; a full disk is
+        // the server's condition to report as such (503), not a fault.
+        let full = [
+            "No space left on device",
+            "os error 28",
+            "Disk quota exceeded",
+        ]
+        .iter()
+        .any(|m| e.contains(m));
+        let message = format!("{what}: {e}");
+        if full {
+            Failure::StorageFull(message)
+        } else {
+            Failure::Internal(message)
+        }
+    }
 }
 
 /// The writer's settings for `job`, from a sample of its rows. A key

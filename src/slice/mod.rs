@@ -27,6 +27,7 @@ mod cell_noise;
 mod fields;
 mod grant_view;
 mod known_files;
+pub mod places;
 mod selection;
 mod table;
 mod table_release;
@@ -149,9 +150,11 @@ pub struct Engine {
     /// Places in the engine (`limits.max_running_slices`): a slice,
     /// aggregate or snapshot holds one from before its plan runs until its
     /// last byte is handed over.
-    running: Arc<tokio::sync::Semaphore>,
+    places: Arc<places::Places>,
     queue_wait: Duration,
     stall: Duration,
+    /// The floor rate below which a reader is cut off.
+    pace: ReaderPace,
     active: Arc<AtomicUsize>,
     secret: Secret,
     /// The fixed noise of aggregate-only tables' cells.
@@ -249,9 +252,13 @@ impl Engine {
             runtime: QueryRuntime(Some(runtime)),
             threads,
             buffer_chunks: limits.stream_buffer_chunks,
-            running: Arc::new(tokio::sync::Semaphore::new(limits.max_running_slices)),
+            places: places::Places::new(limits.max_running_slices),
             queue_wait: Duration::from_secs(limits.slice_queue_secs),
             stall: Duration::from_secs(limits.stalled_reader_secs),
+            pace: ReaderPace {
+                floor: limits.min_reader_bytes_per_sec,
+                grace: Duration::from_secs(limits.slow_reader_grace_secs.max(1)),
+            },
             active: Arc::new(AtomicUsize::new(0)),
             cell_noise: cell_noise::CellNoise::new(secret.derived("cell-noise")),
             secret,
@@ -477,6 +484,8 @@ impl Engine {
         let sink = Sink {
             tx,
             stall: self.stall,
+            pace: self.pace,
+            waited: Default::default(),
         };
         let encode_width = self.threads;
         let producer = async move {
@@ -515,16 +524,15 @@ impl SliceError {
 /// under it, before anything is paid for) until its last chunk is handed
 /// over. Taken once per answer, never while holding another, so answers
 /// cannot wait on each other.
-pub struct Place(#[allow(dead_code, reason = "held, not read")] tokio::sync::OwnedSemaphorePermit);
+pub struct Place(#[allow(dead_code, reason = "held, not read")] places::Held);
 
 impl Engine {
-    /// Waits (first come, first served) for a place in the engine, at
-    /// most `limits.slice_queue_secs`.
-    pub async fn admit(&self) -> Result<Place, SliceError> {
-        match tokio::time::timeout(self.queue_wait, self.running.clone().acquire_owned()).await {
-            Ok(place) => Ok(Place(
-                place.or_internal("waiting for a place in the engine")?,
-            )),
+    /// Waits for a place in the engine, at most `limits.slice_queue_secs`,
+    /// taking no more than the caller's fair share while others wait (see
+    /// [`places`]). `share` is whom the place counts against.
+    pub async fn admit(&self, share: &str) -> Result<Place, SliceError> {
+        match tokio::time::timeout(self.queue_wait, self.places.acquire(share)).await {
+            Ok(held) => Ok(Place(held)),
             Err(_) => Err(SliceError::busy()),
         }
     }
@@ -655,31 +663,99 @@ fn encoded(
         .or_internal("encoding a batch")?)
 }
 
+/// The slowest a reader may be (`limits.min_reader_bytes_per_sec`, judged
+/// over `limits.slow_reader_grace_secs` of the engine waiting on it).
+#[derive(Debug, Clone, Copy)]
+struct ReaderPace {
+    floor: u64,
+    grace: Duration,
+}
+
+/// What the reader took while the engine waited on it, since the window
+/// began: only time spent blocked on a full channel counts, so an answer
+/// whose engine is slow (a selective filter over a large table) is never
+/// taken for a slow reader.
+#[derive(Debug, Default)]
+struct Waited {
+    blocked: Duration,
+    bytes: u64,
+}
+
+impl ReaderPace {
+    /// Whether the reader, having taken `waited.bytes` while the engine
+    /// waited `waited.blocked` on it, is below the floor; the window
+    /// starts again once judged.
+    fn too_slow(&self, waited: &mut Waited) -> bool {
+        if self.floor == 0 || waited.blocked < self.grace {
+            return false;
+        }
+        let rate = waited.bytes as f64 / waited.blocked.as_secs_f64();
+        *waited = Waited::default();
+        rate < self.floor as f64
+    }
+}
+
 /// Where a producer's chunks go: the response's bounded channel.
 struct Sink {
     tx: mpsc::Sender<Result<bytes::Bytes, SliceError>>,
     /// How long a full channel may stay full before the reader is taken
     /// to be gone (`limits.stalled_reader_secs`).
     stall: Duration,
+    pace: ReaderPace,
+    waited: std::sync::Mutex<Waited>,
 }
 
 impl Sink {
-    /// Hands over a chunk; false when the reader is gone or stalled, and
-    /// the answer should stop.
+    /// Hands over a chunk; false when the reader is gone, stalled or
+    /// slower than the floor rate, and the answer should stop (giving its
+    /// place in the engine back).
     async fn send(&self, sent_bytes: &mut u64, chunk: bytes::Bytes) -> bool {
         if chunk.is_empty() {
             return true;
         }
-        *sent_bytes += chunk.len() as u64;
-        match self.tx.send_timeout(Ok(chunk), self.stall).await {
-            Ok(()) => true,
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+        let len = chunk.len() as u64;
+        *sent_bytes += len;
+        let mut chunk = match self.tx.try_send(Ok(chunk)) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(chunk)) => chunk,
+        };
+        // The reader is behind: wait for it, judging its pace at least
+        // every grace period (a reader that takes nothing at all is judged
+        // too), until it takes the chunk or has stalled.
+        let started = std::time::Instant::now();
+        loop {
+            let stall_left = self.stall.saturating_sub(started.elapsed());
+            let attempt = std::time::Instant::now();
+            let sent = self
+                .tx
+                .send_timeout(chunk, stall_left.min(self.pace.grace))
+                .await;
+            let mut waited = self.waited.lock().unwrap_or_else(|e| e.into_inner());
+            waited.blocked += attempt.elapsed();
+            let taken = match sent {
+                Ok(()) => {
+                    waited.bytes += len;
+                    None
+                }
+                Err(mpsc::error::SendTimeoutError::Closed(_)) => return false,
+                Err(mpsc::error::SendTimeoutError::Timeout(back)) => Some(back),
+            };
+            if self.pace.too_slow(&mut waited) {
+                tracing::info!(
+                    floor = self.pace.floor,
+                    "the reader was slower than the floor rate; answer cut off"
+                );
+                return false;
+            }
+            let Some(back) = taken else { return true };
+            chunk = back;
+            if started.elapsed() >= self.stall {
                 tracing::info!(
                     stalled_secs = self.stall.as_secs(),
                     "the reader took nothing for too long; answer abandoned"
                 );
-                false
+                return false;
             }
         }
     }

@@ -582,6 +582,8 @@ pub struct BinaryServer {
     /// `http://127.0.0.1:{port}`.
     pub base: String,
     pub client: reqwest::Client,
+    /// Extra environment for the server and commands (`SLUICE_CRASH_AT`).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -620,6 +622,7 @@ impl BinaryServer {
             config,
             base: format!("http://127.0.0.1:{port}"),
             client: reqwest::Client::new(),
+            env: Vec::new(),
             child: None,
         }
     }
@@ -661,6 +664,7 @@ impl BinaryServer {
             .arg("--config")
             .arg(&self.config)
             .arg("serve")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -725,6 +729,7 @@ impl BinaryServer {
             .arg("--config")
             .arg(&self.config)
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("the sluice binary runs")
     }

@@ -15,6 +15,7 @@ mod citation;
 mod cli;
 mod crash;
 mod data;
+mod faults;
 mod first_hour;
 mod governance;
 mod health;

@@ -435,6 +435,10 @@ async fn keep_request(
             RequestError::TooMany | RequestError::Full => {
                 ApiError::TooManyAccessRequests(e.to_string())
             }
+            RequestError::Io(e) => {
+                tracing::error!(error = %e, "an access request could not be kept");
+                ApiError::StorageUnavailable
+            }
             other => ApiError::Internal(crate::internal::Internal::caused(
                 "keeping an access request",
                 other,
@@ -447,7 +451,10 @@ async fn keep_request(
     record.purpose = Some(request.project_title.clone());
     record.columns = Some(request.columns.clone());
     if let Err(e) = state.audit.append_durable(record).await {
-        tracing::error!(error = %e, request = %request.id, "a kept access request could not be audited");
+        // No request is kept without its record: it goes again.
+        tracing::error!(error = %e, request = %request.id, "a kept access request could not be audited; withdrawn");
+        let _ = state.requests.withdraw(&request.id);
+        return Err(ApiError::AuditUnavailable);
     }
     tracing::info!(request = %request.id, dataset = %dataset.id(), "access request received");
     Ok(request)
