@@ -6,9 +6,7 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use futures::StreamExt;
 use serde::Deserialize;
-use tokio_stream::wrappers::ReceiverStream;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -577,7 +575,7 @@ fn streaming_response(
     coding: Coding,
     stream: SliceStream,
 ) -> HttpResponse {
-    let body = futures::stream::iter(stream.first.map(Ok)).chain(ReceiverStream::new(stream.rest));
+    let body = stream.into_chunks();
     let mut response = HttpResponse::Ok();
     response
         .content_type(format.media_type())

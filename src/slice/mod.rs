@@ -130,8 +130,30 @@ pub type OnFinish = Box<dyn FnOnce(Finished) + Send>;
 /// become proper HTTP errors) and the rest as a bounded channel. What was
 /// sent is reported to the stream's [`OnFinish`].
 pub struct SliceStream {
-    pub first: Option<bytes::Bytes>,
-    pub rest: mpsc::Receiver<Result<bytes::Bytes, SliceError>>,
+    first: Option<bytes::Bytes>,
+    rest: mpsc::Receiver<Result<bytes::Bytes, SliceError>>,
+    /// Set once the producer handed over the answer's last chunk.
+    complete: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SliceStream {
+    /// The answer's chunks, in order, ending in an error if the answer
+    /// stopped before its end (its reader stalled or was slower than the
+    /// floor rate): a response cut off must not end like a whole one, or a
+    /// CSV reader would take a truncated file for the slice.
+    pub fn into_chunks(
+        self,
+    ) -> impl futures::Stream<Item = Result<bytes::Bytes, SliceError>> + Send + 'static {
+        let complete = self.complete;
+        let cut_off = futures::stream::once(async move {
+            (!complete.load(Ordering::Acquire))
+                .then(|| Err(Internal::new("the answer was cut off before its end").into()))
+        })
+        .filter_map(std::future::ready);
+        futures::stream::iter(self.first.map(Ok))
+            .chain(tokio_stream::wrappers::ReceiverStream::new(self.rest))
+            .chain(cut_off)
+    }
 }
 
 /// The query engine: a DataFusion context over the catalogue's store, and
@@ -480,12 +502,14 @@ impl Engine {
         on_finish: OnFinish,
     ) -> Result<SliceStream, SliceError> {
         let (tx, mut rx) = mpsc::channel(self.buffer_chunks);
+        let complete = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let guard = ActiveGuard::new(&self.active);
         let sink = Sink {
             tx,
             stall: self.stall,
             pace: self.pace,
             waited: Default::default(),
+            complete: complete.clone(),
         };
         let encode_width = self.threads;
         let producer = async move {
@@ -506,7 +530,11 @@ impl Engine {
             Some(Ok(bytes)) => Some(bytes),
             Some(Err(e)) => return Err(e),
         };
-        Ok(SliceStream { first, rest: rx })
+        Ok(SliceStream {
+            first,
+            rest: rx,
+            complete,
+        })
     }
 }
 
@@ -633,7 +661,11 @@ async fn produce(
             }
         }
         let tail = encoder.finish().or_internal("finishing the encoding")?;
-        Ok(sink.send(&mut bytes, tail).await)
+        let sent = sink.send(&mut bytes, tail).await;
+        // Before the channel closes (this task ends), so the reader that
+        // sees the end sees it whole.
+        sink.complete.store(sent, Ordering::Release);
+        Ok(sent)
     }
     .await;
     let outcome = match outcome {
@@ -703,6 +735,8 @@ struct Sink {
     stall: Duration,
     pace: ReaderPace,
     waited: std::sync::Mutex<Waited>,
+    /// Set when the last chunk was handed over (see [`SliceStream::into_chunks`]).
+    complete: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Sink {

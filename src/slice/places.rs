@@ -1,11 +1,12 @@
-//! The engine's places (`limits.max_running_slices`), shared fairly. A
-//! caller takes a free place at once while nobody else waits; while others
-//! wait, a caller holding its share (the places divided by the callers
-//! holding or waiting) takes no more, so one greedy caller, or a few
-//! callers each within their stream limit, cannot hold every place. A
-//! place is only ever given back, never taken: a caller over its share
-//! keeps what it holds until those answers end (slow readers end by the
-//! floor rate in [`super::ReaderPace`]).
+//! The engine's places (`limits.max_running_slices`), shared fairly. No
+//! caller holds more than its share: the places divided by the callers
+//! holding or waiting, plus one for a caller yet to come, so a newcomer
+//! (a researcher's first small slice) finds a free place even while a few
+//! callers, each within its stream limit, ask for every place they can. A
+//! caller alone may hold half the places. A place is only ever given back,
+//! never taken: a caller over its share (others arrived) keeps what it
+//! holds until those answers end (slow readers end by the floor rate in
+//! [`super::ReaderPace`]). Every anonymous caller counts as one caller.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,23 +31,19 @@ struct State {
 }
 
 impl State {
-    fn callers(&self) -> usize {
-        let mut keys: std::collections::HashSet<&ShareKey> = self.held.keys().collect();
-        keys.extend(self.waiting.keys());
-        keys.len().max(1)
-    }
-
-    fn others_wait(&self, key: &str) -> bool {
-        self.waiting.keys().any(|k| k != key)
+    /// The most places `key` may hold now: an equal share among the
+    /// callers holding or waiting and one more to come.
+    fn share(&self, key: &str, total: usize) -> usize {
+        let mut others: std::collections::HashSet<&str> =
+            self.held.keys().map(String::as_str).collect();
+        others.extend(self.waiting.keys().map(String::as_str));
+        others.remove(key);
+        (total / (others.len() + 2)).max(1)
     }
 
     /// Whether `key` may take a free place now.
     fn may_take(&self, key: &str, total: usize) -> bool {
-        if self.free == 0 {
-            return false;
-        }
-        let share = (total / self.callers()).max(1);
-        !self.others_wait(key) || self.held.get(key).copied().unwrap_or(0) < share
+        self.free > 0 && self.held.get(key).copied().unwrap_or(0) < self.share(key, total)
     }
 }
 
@@ -161,35 +158,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_lone_caller_may_take_every_place_but_a_freed_one_goes_to_who_waits() {
-        let places = Places::new(4);
+    async fn no_caller_holds_more_than_its_share_and_a_newcomer_finds_a_place() {
+        let places = Places::new(8);
+        // Alone, a caller holds half the places (the other half waits for
+        // whoever comes next).
         let mut greedy = Vec::new();
-        for _ in 0..4 {
-            greedy.push(soon(&places, "greedy").await.expect("free places"));
+        while let Some(held) = soon(&places, "greedy").await {
+            greedy.push(held);
         }
-        let waiter = |key: &'static str| {
+        assert_eq!(greedy.len(), 4);
+        // A second caller's share is 8 / 3: it gets its two at once.
+        let mut slow = Vec::new();
+        while let Some(held) = soon(&places, "slow").await {
+            slow.push(held);
+        }
+        assert_eq!(slow.len(), 2);
+        // A third finds a place free at once.
+        let newcomer = soon(&places, "newcomer").await.expect("a free place");
+        assert_eq!(places.in_use(), (7, 3));
+        // Greedy holds more than its share now (8 / 4) and waits for more;
+        // so does slow, at its share. As places come back, each gets one
+        // only once it is below its share.
+        let wait = |key: &'static str| {
             let places = places.clone();
             tokio::spawn(async move { places.acquire(key).await })
         };
-        // Greedy asks for a fifth first, then another caller asks for one.
-        let fifth = waiter("greedy");
+        let (waiting_greedy, waiting_slow) = (wait("greedy"), wait("slow"));
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let other = waiter("other");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        // Greedy gives one back: it holds more than its share (4 / 2), so
-        // the place goes to the other caller, though greedy asked first.
-        greedy.pop();
-        let other = tokio::time::timeout(Duration::from_millis(500), other)
+        drop(newcomer);
+        greedy.truncate(1);
+        // Two callers now: shares of 8 / 3 = 2. Greedy holds 1: it gets one.
+        tokio::time::timeout(Duration::from_millis(500), waiting_greedy)
             .await
-            .expect("the other caller got the freed place")
+            .expect("greedy, back within its share, got a place")
             .unwrap();
-        assert!(!fifth.is_finished());
-        assert_eq!(places.in_use(), (4, 2));
-        // Once nobody else waits, greedy takes what is freed.
-        drop(other);
-        tokio::time::timeout(Duration::from_millis(500), fifth)
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting_slow.is_finished(), "slow went past its share");
+        slow.pop();
+        tokio::time::timeout(Duration::from_millis(500), waiting_slow)
             .await
-            .expect("greedy got the place nobody else wanted")
+            .expect("slow got a place once below its share")
             .unwrap();
     }
 

@@ -314,12 +314,8 @@ impl SnapshotCache {
             .await
             .or_internal("creating a snapshot file")?;
         let (mut hash, mut size) = (Sha256::new(), 0u64);
-        let SliceStream { first, mut rest } = stream;
-        let mut next = first.map(Ok);
-        while let Some(chunk) = match next.take() {
-            Some(chunk) => Some(chunk),
-            None => rest.recv().await,
-        } {
+        let mut chunks = std::pin::pin!(stream.into_chunks());
+        while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
             let chunk = chunk?;
             size += chunk.len() as u64;
             if size > self.max_file_bytes() {

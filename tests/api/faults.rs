@@ -453,3 +453,69 @@ async fn a_catalogue_change_killed_at_every_step_is_never_in_force_unrecorded() 
         assert!(problems.is_empty(), "{point}: {problems:?}");
     }
 }
+
+/// Finding 2: a reader slower than the floor rate gives its place back,
+/// and sees its answer end in an error, never as a whole file; a greedy
+/// caller holds no more than its share, so a newcomer is served at once.
+#[tokio::test]
+async fn slow_readers_are_cut_off_and_greedy_callers_hold_only_their_share() {
+    // Waits in line end (1 s) well before unread answers are cut (4 s).
+    let limits = "\n[limits]\nmax_running_slices = 4\nmin_reader_bytes_per_sec = 1000000\nslow_reader_grace_secs = 4\nslice_queue_secs = 1\n";
+    let mut server = BinaryServer::with_samples(limits, 1_000_000, Some(ID));
+    write_policy(
+        server.policy(),
+        "[[grant]]\nid = \"whole\"\nsubjects = [\"greedy@uni.example\", \"new@uni.example\"]\ndataset = \"hospital-admissions\"\npurpose = \"p\"\n",
+    );
+    server.start().await;
+    // Tens of megabytes: more than the socket buffers between the two.
+    let whole = "/v1/datasets/hospital-admissions/data?format=csv";
+    let greedy = server.token("greedy@uni.example", &[Role::Researcher], &[], None);
+    // The greedy caller opens as many answers as it may and reads none.
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..4 {
+        let r = server.get(whole, Some(&greedy)).await;
+        match r.status().as_u16() {
+            200 => held.push(r),
+            503 => refused += 1,
+            other => panic!("{other}"),
+        }
+    }
+    // Alone it may hold half the places; the others waited and were refused.
+    assert_eq!((held.len(), refused), (2, 2));
+    // A newcomer is served at once.
+    let started = std::time::Instant::now();
+    let new = server.token("new@uni.example", &[Role::Researcher], &[], None);
+    let newcomer = server.get(&format!("{whole}&limit=5"), Some(&new)).await;
+    assert_eq!(newcomer.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The greedy answers, never read, are cut off: read now, each ends in
+    // an error, short of the whole table.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for mut r in held {
+        let mut bytes = 0usize;
+        let ended = loop {
+            match r.chunk().await {
+                Ok(Some(chunk)) => bytes += chunk.len(),
+                Ok(None) => break "cleanly",
+                Err(_) => break "in an error",
+            }
+        };
+        assert_eq!(ended, "in an error", "after {bytes} bytes");
+    }
+    server.kill();
+    let records = sluice::audit::read_all(&server.state().join("audit")).unwrap();
+    let aborted = records
+        .iter()
+        .filter(|r| {
+            r.subject.as_deref() == Some("greedy@uni.example")
+                && r.outcome == Some(sluice::audit::Outcome::ClientAborted)
+        })
+        .count();
+    assert_eq!(aborted, 2);
+}
