@@ -146,35 +146,40 @@ pub fn verify_all(dir: &Path, anchor: &Anchor) -> (VerifyReport, Vec<VerifyError
                 continue;
             }
             let line = raw.trim_end_matches('\n');
-            let (body, hash) = match unseal(line) {
-                Some(sealed) => sealed,
-                None => match glued(line) {
-                    // A write that failed part-way, with the next record
-                    // appended to it (a writer before the cut-back): the
-                    // fragment was never acknowledged; the record counts.
-                    Some((fragment, sealed)) => {
-                        report.torn.push(format!(
-                            "{}:{number} ({fragment} bytes before a whole record)",
-                            path.display()
-                        ));
-                        sealed
+            let sealed = unseal(line);
+            let parsed = sealed
+                .as_ref()
+                .map(|(body, _)| serde_json::from_str::<Record>(body));
+            let intact = match (&sealed, &parsed) {
+                (Some((body, hash)), Some(Ok(_))) => sha256_hex(body.as_bytes()) == *hash,
+                _ => false,
+            };
+            // A write that failed part-way with the next record appended
+            // to it (a writer before the cut-back): the fragment was never
+            // acknowledged; the whole record behind it counts.
+            let (record, hash, altered) = match glued(line).filter(|_| !intact) {
+                Some((fragment, record, hash)) => {
+                    report.torn.push(format!(
+                        "{}:{number} ({fragment} bytes before a whole record)",
+                        path.display()
+                    ));
+                    (record, hash, false)
+                }
+                None => match (sealed, parsed) {
+                    (Some((_, hash)), Some(Ok(record))) => (record, hash, !intact),
+                    (_, Some(Err(e))) => {
+                        fail(path, number, format!("not a valid record: {e}"));
+                        resync = true;
+                        continue;
                     }
-                    None => {
+                    _ => {
                         fail(path, number, "not a complete audit record".into());
                         resync = true;
                         continue;
                     }
                 },
             };
-            let record: Record = match serde_json::from_str(&body) {
-                Ok(record) => record,
-                Err(e) => {
-                    fail(path, number, format!("not a valid record: {e}"));
-                    resync = true;
-                    continue;
-                }
-            };
-            if sha256_hex(body.as_bytes()) != hash {
+            if altered {
                 fail(
                     path,
                     number,
@@ -256,10 +261,12 @@ pub fn verify_all(dir: &Path, anchor: &Anchor) -> (VerifyReport, Vec<VerifyError
 }
 
 /// A line that is a torn fragment with a whole record glued behind it:
-/// the fragment's length and the record's hashed body and hash.
-fn glued(line: &str) -> Option<(usize, (String, &str))> {
+/// the fragment's length, the record and its hash.
+fn glued(line: &str) -> Option<(usize, Record, &str)> {
     let (fragment, rest) = crate::durable::after_torn_fragment(line, "{\"time\":")?;
-    unseal(rest).map(|sealed| (fragment, sealed))
+    let (body, hash) = unseal(rest)?;
+    let record = serde_json::from_str(&body).ok()?;
+    (sha256_hex(body.as_bytes()) == hash).then_some((fragment, record, hash))
 }
 
 /// Every record in `dir`, oldest first (torn lines skipped).
@@ -385,6 +392,45 @@ mod tests {
         )
         .unwrap();
         assert_eq!(verify(dir.path(), &Anchor::default()).unwrap_err().line, 2);
+    }
+
+    #[test]
+    fn every_problem_is_reported_and_the_chain_is_picked_up_after_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = write_chain(dir.path(), 8);
+        let mut damaged = lines.clone();
+        damaged[2] = lines[2].replace("user2", "user9");
+        damaged[5] = "not a record\n".into();
+        std::fs::write(file(dir.path()), damaged.concat()).unwrap();
+        let (report, problems) = verify_all(dir.path(), &Anchor::default());
+        let at: Vec<usize> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(at, [3, 6], "{problems:?}");
+        assert_eq!(report.records, 7);
+    }
+
+    #[test]
+    fn a_record_glued_behind_a_torn_fragment_counts_and_the_fragment_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = write_chain(dir.path(), 3);
+        // A failed write of a record that was never acknowledged (so the
+        // next record's `prev` skips it), then the next record.
+        let fragment = r#"{"time":"2026-11-26T00:00:00Z","event":"da"#;
+        let text = format!("{}{fragment}{}{}", lines[0], lines[1], lines[2]);
+        std::fs::write(file(dir.path()), text).unwrap();
+        let report = verify(dir.path(), &Anchor::default()).unwrap();
+        assert_eq!(report.records, 3);
+        assert_eq!(report.torn.len(), 1, "{:?}", report.torn);
+    }
+
+    #[test]
+    fn an_empty_or_wiped_trail_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = verify(dir.path(), &Anchor::default()).unwrap_err();
+        assert!(err.problem.contains("no audit trail"), "{err}");
+        // A server ran here (its lock file stays), then every file went.
+        std::fs::write(dir.path().join(WRITER_LOCK), "").unwrap();
+        let err = verify(dir.path(), &Anchor::default()).unwrap_err();
+        assert!(err.problem.contains("files were removed"), "{err}");
     }
 
     /// A chain of `n` records with a checkpoint of its head signed by a new
