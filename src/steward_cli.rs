@@ -285,6 +285,7 @@ pub fn register(settings: Settings, args: RegisterArgs) -> anyhow::Result<()> {
         None => runtime.block_on(async {
             let catalog = open_local(&settings).await?;
             let audit = LocalAudit::open(&settings)?;
+            audit.journal(&catalog);
             let existing = catalog.snapshot().get(&id).cloned();
             let dataset = match (existing, registration) {
                 (Some(d), _) => d,
@@ -467,6 +468,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
             DatasetsCommand::Restore { id, .. } => {
                 let catalog = open_local(&settings).await?;
                 let audit = LocalAudit::open(&settings)?;
+                audit.journal(&catalog);
                 let id = DatasetId::parse(&id)?;
                 catalog.restore(&*seen(&catalog, &id)?).await?;
                 audit.record(Event::Restore, &id, None).await?;
@@ -488,6 +490,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
             DatasetsCommand::Publish { id, .. } => {
                 let catalog = open_local(&settings).await?;
                 let audit = LocalAudit::open(&settings)?;
+                audit.journal(&catalog);
                 let id = DatasetId::parse(&id)?;
                 let published = catalog.publish_reviewed(&*seen(&catalog, &id)?).await?;
                 audit
@@ -511,6 +514,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
             DatasetsCommand::Rewrite { id, .. } => {
                 let catalog = open_local(&settings).await?;
                 let audit = LocalAudit::open(&settings)?;
+                audit.journal(&catalog);
                 let id = DatasetId::parse(&id)?;
                 let dataset = catalog
                     .snapshot()
@@ -549,6 +553,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
             DatasetsCommand::Retire { id, .. } => {
                 let catalog = open_local(&settings).await?;
                 let audit = LocalAudit::open(&settings)?;
+                audit.journal(&catalog);
                 let id = DatasetId::parse(&id)?;
                 catalog.retire(&*seen(&catalog, &id)?).await?;
                 audit.record(Event::Retire, &id, None).await?;
@@ -593,7 +598,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
 /// Opened before the change, so a trail another process writes (a server
 /// on the same state folder) refuses the change rather than leaving it
 /// unaudited.
-struct LocalAudit(Option<AuditLog>);
+struct LocalAudit(Option<std::sync::Arc<AuditLog>>);
 
 impl LocalAudit {
     fn open(settings: &Settings) -> anyhow::Result<Self> {
@@ -612,7 +617,33 @@ impl LocalAudit {
             Box::new(|_| {}),
         )
         .context("recording this change in the audit trail")?;
-        Ok(Self(Some(log)))
+        Ok(Self(Some(std::sync::Arc::new(log))))
+    }
+
+    /// Makes `catalog` record each change's intent in this trail, durably,
+    /// before the change commits (as the server does); the change's own
+    /// record follows it ([`LocalAudit::record`]).
+    fn journal(&self, catalog: &LiveCatalog) {
+        let Some(log) = self.0.clone() else { return };
+        catalog.record_changes_with(std::sync::Arc::new(move |before, after| {
+            let event = match before {
+                None => Event::Register,
+                Some(b) if b.retired.is_none() && after.retired.is_some() => Event::Retire,
+                Some(b) if b.retired.is_some() && after.retired.is_none() => Event::Restore,
+                Some(b) if b.in_review != 0 && after.version == b.in_review => Event::Publish,
+                Some(b) if b.version != after.version || b.in_review != after.in_review => {
+                    Event::Upload
+                }
+                Some(_) => Event::Edit,
+            };
+            let base = Record {
+                subject: Some(local_subject()),
+                ..Record::new(event)
+            };
+            let record = sluice::http::change_intent(base, before, after);
+            let log = log.clone();
+            Box::pin(async move { log.append_durable(record).await.map_err(|e| e.to_string()) })
+        }));
     }
 
     /// Records a committed change and seals the trail with a checkpoint.
@@ -623,9 +654,8 @@ impl LocalAudit {
         version: Option<u64>,
     ) -> anyhow::Result<()> {
         let Some(log) = &self.0 else { return Ok(()) };
-        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
         log.append_durable(Record {
-            subject: Some(format!("local:{user}")),
+            subject: Some(local_subject()),
             dataset: Some(id.to_string()),
             version,
             decision: Some(Decision::Allow),
@@ -636,6 +666,12 @@ impl LocalAudit {
         log.seal().await;
         Ok(())
     }
+}
+
+/// Who a change made on this machine's folders is recorded as.
+fn local_subject() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    format!("local:{user}")
 }
 
 /// The `PATCH` body of `sluice datasets edit`: only what was given.

@@ -132,24 +132,33 @@ impl SigningKey {
     }
 }
 
-/// Appends a checkpoint to the audit folder's file and fsyncs it.
+/// Appends a checkpoint to the audit folder's file and fsyncs it; a write
+/// that fails (a full disk) is cut back, so no later checkpoint is glued to
+/// a fragment of this one.
 pub fn append(dir: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
     let line = serde_json::to_string(checkpoint).map_err(std::io::Error::other)?;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(checkpoint_path(dir))?;
-    file.write_all(format!("{line}\n").as_bytes())?;
-    file.sync_data()
+    let whole = file.metadata()?.len();
+    let written = file
+        .write_all(format!("{line}\n").as_bytes())
+        .and_then(|()| file.sync_data());
+    if written.is_err() {
+        let _ = file.set_len(whole).and_then(|()| file.sync_all());
+    }
+    written
 }
 
 pub fn checkpoint_path(dir: &Path) -> PathBuf {
     dir.join(CHECKPOINT_FILE)
 }
 
-/// Every checkpoint in the audit folder, oldest first; a line that does
-/// not parse is an error (checkpoints are never torn silently: each is
-/// fsynced whole).
+/// Every checkpoint in the audit folder, oldest first. A last line without
+/// its newline is a checkpoint whose write never completed (it vouches for
+/// nothing) and a fragment glued before a whole checkpoint is skipped; any
+/// other line that does not parse is an error.
 pub fn read(dir: &Path) -> Result<Vec<Checkpoint>, CheckpointError> {
     let path = checkpoint_path(dir);
     let text = match std::fs::read_to_string(&path) {
@@ -162,15 +171,23 @@ pub fn read(dir: &Path) -> Result<Vec<Checkpoint>, CheckpointError> {
             });
         }
     };
-    text.lines()
+    let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    whole
+        .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|source| CheckpointError::NotACheckpoint {
-                path: path.display().to_string(),
-                line: i + 1,
-                source,
-            })
+            serde_json::from_str(l)
+                .or_else(|e| {
+                    crate::durable::after_torn_fragment(l, "{\"time\":")
+                        .and_then(|(_, rest)| serde_json::from_str(rest).ok())
+                        .ok_or(e)
+                })
+                .map_err(|source| CheckpointError::NotACheckpoint {
+                    path: path.display().to_string(),
+                    line: i + 1,
+                    source,
+                })
         })
         .collect()
 }

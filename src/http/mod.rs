@@ -21,7 +21,7 @@ mod snapshot_routes;
 mod steward_routes;
 mod trail;
 
-pub use trail::journal as change_journal;
+pub use trail::{intent as change_intent, journal as change_journal};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

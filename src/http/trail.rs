@@ -55,15 +55,10 @@ pub(super) async fn changing<F: std::future::Future>(record: Record, change: F) 
 /// a request (none today) are recorded as plain edits.
 pub fn journal(audit: Arc<AuditLog>) -> crate::catalog::live::Journal {
     Arc::new(move |before, after| {
-        let mut record = CHANGE
+        let record = CHANGE
             .try_with(Clone::clone)
             .unwrap_or_else(|_| Record::new(Event::Edit));
-        record.phase = Some(Phase::Intent);
-        record.dataset = Some(after.id.to_string());
-        record.version = Some(after.version.max(after.in_review));
-        if let Some(before) = before {
-            record.changes = field_changes(&crate::catalog::change::classify(before, after));
-        }
+        let record = intent(record, before, after);
         let audit = audit.clone();
         Box::pin(async move {
             audit
@@ -72,6 +67,23 @@ pub fn journal(audit: Arc<AuditLog>) -> crate::catalog::live::Journal {
                 .map_err(|e| e.to_string())
         })
     })
+}
+
+/// `record` as the intent of the change from `before` to `after`: the
+/// dataset, the version it will serve (or hold for review) and each field
+/// it changes.
+pub fn intent(
+    mut record: Record,
+    before: Option<&crate::catalog::Manifest>,
+    after: &crate::catalog::Manifest,
+) -> Record {
+    record.phase = Some(Phase::Intent);
+    record.dataset = Some(after.id.to_string());
+    record.version = Some(after.version.max(after.in_review));
+    if let Some(before) = before {
+        record.changes = field_changes(&crate::catalog::change::classify(before, after));
+    }
+    record
 }
 
 /// A catalogue change's fields as the trail records them.
