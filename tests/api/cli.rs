@@ -73,16 +73,22 @@ async fn stewards_register_and_retire_from_the_command_line() {
     // The local changes are in the same trail as the server's, which
     // still verifies as one chain.
     let records = sluice::audit::read_all(&server.state().join("audit")).unwrap();
-    let local: Vec<Event> = records
-        .iter()
-        .filter(|r| {
-            r.subject
-                .as_deref()
-                .is_some_and(|s| s.starts_with("local:"))
-        })
-        .map(|r| r.event)
-        .collect();
-    assert_eq!(local, [Event::Register, Event::Upload]);
+    let local = |intent: bool| -> Vec<Event> {
+        records
+            .iter()
+            .filter(|r| {
+                r.subject
+                    .as_deref()
+                    .is_some_and(|s| s.starts_with("local:"))
+                    && (r.phase == Some(sluice::audit::Phase::Intent)) == intent
+            })
+            .map(|r| r.event)
+            .collect()
+    };
+    // Each change's record, and before it, its intent (durable before the
+    // change commits).
+    assert_eq!(local(false), [Event::Register, Event::Upload]);
+    assert_eq!(local(true), [Event::Register, Event::Upload]);
     assert!(records.iter().any(|r| r.event == Event::Retire));
     ok(&server.run(&["audit", "verify"]));
 }
