@@ -22,13 +22,31 @@ pub enum AccessCommand {
         #[arg(long, value_parser = ["pending", "approved", "rejected"])]
         status: Option<String>,
     },
-    /// Approve a request: write its grant into the policy file.
+    /// Approve a request: write its grant into the policy file. The grant
+    /// gives the columns asked for and carries what the requester already
+    /// holds on the dataset (mode, row filter, row cap); the options
+    /// change that.
     Approve {
         /// The request's id (ar-YYYYMMDD-xxxxxx).
         id: String,
         /// Who approves (default: $USER).
         #[arg(long)]
         by: Option<String>,
+        /// How the grant may read: rows or aggregate (a dp grant needs a
+        /// budget: write it by hand).
+        #[arg(long, value_parser = ["rows", "aggregate"])]
+        mode: Option<String>,
+        /// The rows the grant opens (a filter like `region = 'north'`), or
+        /// `none` for every row.
+        #[arg(long)]
+        row_filter: Option<String>,
+        /// The most rows one answer may hold.
+        #[arg(long)]
+        max_rows: Option<u64>,
+        /// The last day of the grant (YYYY-MM-DD; default: after the
+        /// duration asked).
+        #[arg(long)]
+        expires: Option<String>,
     },
     /// Reject a request, saying why (the researcher sees the reason).
     Reject {
@@ -56,19 +74,30 @@ pub async fn run(settings: Settings, command: AccessCommand) -> anyhow::Result<(
                 // Subjects and titles come from outside: no control
                 // character reaches the admin's terminal.
                 println!(
-                    "{}  {:<8}  {}  {}  {} columns, {} days  \"{}\"",
+                    "{}  {:<8}  {}  asked by {}{}\n    project: \"{}\"\n    purpose: \"{}\"\n    columns: {}; for {} days",
                     r.id,
                     r.status.as_str(),
                     r.dataset,
                     printable(&r.subject),
-                    r.columns.len(),
+                    r.organisation
+                        .as_deref()
+                        .map_or(String::new(), |o| format!(" ({})", printable(o))),
+                    printable(&r.project_title),
+                    printable(&r.purpose),
+                    printable(&r.columns.join(", ")),
                     r.duration_days,
-                    printable(&r.project_title)
                 );
             }
             Ok(())
         }
-        AccessCommand::Approve { id, by } => {
+        AccessCommand::Approve {
+            id,
+            by,
+            mode,
+            row_filter,
+            max_rows,
+            expires,
+        } => {
             // Decided under the lock, so an approval and a rejection of the
             // same request cannot both happen.
             let _lock = edit_lock(&settings, &store)?;
@@ -90,9 +119,39 @@ pub async fn run(settings: Settings, command: AccessCommand) -> anyhow::Result<(
                 || format!("the grant for {id} does not fit {name}; nothing was changed");
             let text = apply::live_body(file).with_context(nothing_changed)?;
             let today = time::OffsetDateTime::now_utc().date();
+            let live_policy = sluice::policy::Policy::parse(&text, &name)?;
+            let mut shape = match access_request::narrowest(&live_policy, &request, today) {
+                Ok(shape) => shape,
+                // The admin says what to give.
+                Err(_) if mode.is_some() => access_request::Shape {
+                    mode: Default::default(),
+                    row_filter: None,
+                    max_rows: None,
+                    expires: today + time::Duration::days(i64::from(request.duration_days)),
+                },
+                Err(why) => bail!("{why}; nothing was changed"),
+            };
+            if let Some(mode) = mode {
+                shape.mode = if mode == "aggregate" {
+                    sluice::domain::Mode::Aggregate
+                } else {
+                    sluice::domain::Mode::Rows
+                };
+            }
+            if let Some(filter) = row_filter {
+                shape.row_filter = (filter.trim() != "none").then_some(filter);
+            }
+            if max_rows.is_some() {
+                shape.max_rows = max_rows;
+            }
+            if let Some(day) = expires {
+                let format = time::macros::format_description!("[year]-[month]-[day]");
+                shape.expires = time::Date::parse(&day, format)
+                    .with_context(|| format!("--expires {day}: not a date YYYY-MM-DD"))?;
+            }
             let updated = access_request::add_grant(
                 &text,
-                &access_request::grant_block(&request, &by, today),
+                &access_request::grant_block(&request, &by, today, &shape),
             );
             // The whole new policy must load and fit the catalogue before it
             // replaces the old one; otherwise nothing changes.
@@ -104,9 +163,24 @@ pub async fn run(settings: Settings, command: AccessCommand) -> anyhow::Result<(
                 })
                 .with_context(|| format!("writing {name}"))?;
             println!(
-                "approved {id}: grant '{}' added to {name} ({} grants); the server applies it at its next policy check",
+                "approved {id}: grant '{}' added to {name} ({} grants): {} of {}, mode {}, {}{}, until {}; the server applies it at its next policy check",
                 request.id,
-                checked.policy.grants.len()
+                checked.policy.grants.len(),
+                request.columns.join(", "),
+                request.dataset,
+                match shape.mode {
+                    sluice::domain::Mode::Rows => "rows",
+                    sluice::domain::Mode::Aggregate => "aggregate",
+                    sluice::domain::Mode::Dp => "dp",
+                },
+                shape
+                    .row_filter
+                    .as_deref()
+                    .map_or("every row".to_owned(), |f| format!("rows where {f}")),
+                shape
+                    .max_rows
+                    .map_or(String::new(), |m| format!(", at most {m} rows an answer")),
+                shape.expires
             );
             Ok(())
         }

@@ -172,7 +172,7 @@ impl RequestStore {
             return Err(RequestError::Full);
         }
         let now = OffsetDateTime::now_utc();
-        let request = AccessRequest {
+        let mut request = AccessRequest {
             id: new_id(now),
             dataset: new.dataset,
             subject: new.subject,
@@ -188,8 +188,23 @@ impl RequestStore {
             reason: None,
             grant: None,
         };
-        self.save(&request)?;
-        Ok(request)
+        // A new id never replaces a request kept under it (another
+        // replica's, or the same day's): kept with create-new semantics,
+        // another id is drawn on a collision.
+        for _ in 0..16 {
+            let bytes = serde_json::to_vec_pretty(&request).map_err(io::Error::other)?;
+            match crate::durable::create_file(
+                &self.dir.join(format!("{}.json", request.id)),
+                &bytes,
+            ) {
+                Ok(()) => return Ok(request),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => request.id = new_id(now),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RequestError::Io(io::Error::other(
+            "no free request id after 16 draws",
+        )))
     }
 
     /// The request with this id.
@@ -464,20 +479,99 @@ fn one_line(text: &str) -> String {
         .join(" ")
 }
 
+/// What an approval grants beyond the columns asked for: how rows may be
+/// seen, which rows, how many, until when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shape {
+    pub mode: crate::domain::Mode,
+    pub row_filter: Option<String>,
+    pub max_rows: Option<u64>,
+    pub expires: time::Date,
+}
+
+/// The narrowest grant `request` can be given on its dataset: what the
+/// requester already holds there (by subject or organisation) is carried,
+/// the most restrictive of it: its mode (an aggregate-only organisation
+/// stays aggregate-only), its row filter, its smallest row cap; expiry
+/// after the duration asked. A requester whose access there is
+/// differentially private only, or under row filters that disagree, is
+/// refused: the admin says what to give (`--mode`, `--row-filter`).
+pub fn narrowest(
+    policy: &crate::policy::Policy,
+    request: &AccessRequest,
+    today: time::Date,
+) -> Result<Shape, String> {
+    use crate::domain::Mode;
+    let held: Vec<&crate::policy::Grant> = policy
+        .grants
+        .iter()
+        .filter(|g| g.dataset == request.dataset)
+        .filter(|g| {
+            g.subjects.contains(&request.subject)
+                || request
+                    .organisation
+                    .as_ref()
+                    .is_some_and(|o| g.organisations.contains(o))
+        })
+        .collect();
+    let rank = |m: Mode| match m {
+        Mode::Rows => 0,
+        Mode::Aggregate => 1,
+        Mode::Dp => 2,
+    };
+    let mode = held
+        .iter()
+        .map(|g| g.mode)
+        .max_by_key(|m| rank(*m))
+        .unwrap_or_default();
+    let names = |gs: &[&crate::policy::Grant]| {
+        gs.iter()
+            .map(|g| format!("'{}'", g.id))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if mode == Mode::Dp {
+        return Err(format!(
+            "the requester holds differentially private access only to {} ({}); say what to give with --mode aggregate or --mode rows, or write a dp grant with its budget by hand",
+            request.dataset,
+            names(&held)
+        ));
+    }
+    let mut filters: Vec<&String> = held.iter().filter_map(|g| g.row_filter.as_ref()).collect();
+    filters.dedup();
+    if filters.len() > 1 {
+        return Err(format!(
+            "the requester's grants on {} ({}) have different row filters; say which rows with --row-filter",
+            request.dataset,
+            names(&held)
+        ));
+    }
+    Ok(Shape {
+        mode,
+        row_filter: filters.first().map(|f| (*f).clone()),
+        max_rows: held.iter().filter_map(|g| g.max_rows).min(),
+        expires: today + time::Duration::days(i64::from(request.duration_days)),
+    })
+}
+
 /// The `[[grant]]` block an approval adds to the policy file, with a
-/// comment citing the request. Every value is written as a TOML string by
-/// the toml crate, so nothing a researcher typed can end the string or
-/// add keys.
-pub fn grant_block(request: &AccessRequest, approved_by: &str, today: time::Date) -> String {
+/// comment citing the request: the columns asked for, shaped by `shape`.
+/// Every value is written as a TOML string by the toml crate, so nothing a
+/// researcher typed can end the string or add keys.
+pub fn grant_block(
+    request: &AccessRequest,
+    approved_by: &str,
+    today: time::Date,
+    shape: &Shape,
+) -> String {
     let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
-    let expires = today + time::Duration::days(i64::from(request.duration_days));
     let columns: Vec<String> = request.columns.iter().map(|c| quote(c)).collect();
     let purpose = format!(
         "{} ({})",
         one_line(&request.project_title),
         one_line(&request.purpose)
     );
-    format!(
+    let mut block = format!(
         "\n# Access request {id}: asked by {who} on {asked}, approved by {by} on {today}.\n\
          [[grant]]\n\
          id = {grant_id}\n\
@@ -495,7 +589,20 @@ pub fn grant_block(request: &AccessRequest, approved_by: &str, today: time::Date
         dataset = quote(request.dataset.as_str()),
         purpose = quote(&purpose),
         columns = columns.join(", "),
-    )
+        expires = shape.expires,
+    );
+    match shape.mode {
+        crate::domain::Mode::Rows => {}
+        crate::domain::Mode::Aggregate => block.push_str("mode = \"aggregate\"\n"),
+        crate::domain::Mode::Dp => block.push_str("mode = \"dp\"\n"),
+    }
+    if let Some(filter) = &shape.row_filter {
+        block.push_str(&format!("row_filter = {}\n", quote(filter)));
+    }
+    if let Some(max) = shape.max_rows {
+        block.push_str(&format!("max_rows = {max}\n"));
+    }
+    block
 }
 
 /// The policy text with `block` added at the end.
@@ -598,9 +705,10 @@ mod tests {
         new.purpose = "x\"\n[[grant]]\nid = \"evil\"\nsubjects = [\"*\"]".into();
         let r = store.create(new).unwrap();
         let today = time::macros::date!(2026 - 11 - 29);
+        let shape = narrowest(&crate::policy::Policy::default(), &r, today).unwrap();
         let text = add_grant(
             "[disclosure]\nmin_count = 10",
-            &grant_block(&r, "ada", today),
+            &grant_block(&r, "ada", today, &shape),
         );
         let value: toml::Table = toml::from_str(&text).unwrap();
         let grants = value["grant"].as_array().unwrap();
@@ -610,5 +718,54 @@ mod tests {
         assert_eq!(grant["subjects"].as_array().unwrap().len(), 1);
         assert_eq!(grant["expires"].to_string(), "2027-02-27");
         assert_eq!(value["disclosure"]["min_count"].as_integer(), Some(10));
+        assert!(grant.get("mode").is_none() && grant.get("row_filter").is_none());
+    }
+
+    #[test]
+    fn an_approval_carries_what_the_requester_holds_and_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RequestStore::open(dir.path()).unwrap();
+        let today = time::macros::date!(2026 - 11 - 29);
+        let policy = |text: &str| crate::policy::Policy::parse(text, "p").unwrap();
+        let grant = |id: &str, who: &str, extra: &str| {
+            format!(
+                "[[grant]]\nid = \"{id}\"\n{who}\ndataset = \"hospital-admissions\"\npurpose = \"p\"\n{extra}\n"
+            )
+        };
+        let nora = store.create(new_request("nora@nhs.example")).unwrap();
+        let north = policy(&grant(
+            "north",
+            "subjects = [\"nora@nhs.example\"]",
+            "row_filter = \"region = 'north'\"\nmax_rows = 500",
+        ));
+        let shape = narrowest(&north, &nora, today).unwrap();
+        assert_eq!(shape.row_filter.as_deref(), Some("region = 'north'"));
+        assert_eq!(shape.max_rows, Some(500));
+        assert_eq!(shape.mode, crate::domain::Mode::Rows);
+
+        let mut agency = new_request("stats@agency.example");
+        agency.organisation = Some("Agency".into());
+        let agency = store.create(agency).unwrap();
+        let aggregate = policy(&grant(
+            "agency",
+            "organisations = [\"Agency\"]",
+            "mode = \"aggregate\"",
+        ));
+        let shape = narrowest(&aggregate, &agency, today).unwrap();
+        assert_eq!(shape.mode, crate::domain::Mode::Aggregate);
+        let text = grant_block(&agency, "ada", today, &shape);
+        let parsed = policy(&text);
+        assert_eq!(parsed.grants[0].mode, crate::domain::Mode::Aggregate);
+
+        let dp = policy(&grant(
+            "dp",
+            "organisations = [\"Agency\"]",
+            "mode = \"dp\"\nepsilon = 1.0\nepsilon_per_query = 0.1",
+        ));
+        assert!(
+            narrowest(&dp, &agency, today)
+                .unwrap_err()
+                .contains("--mode")
+        );
     }
 }

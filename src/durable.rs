@@ -33,6 +33,27 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// Creates `path` with `bytes`, whole and durably, unless it exists
+/// (`AlreadyExists`, and the existing file is untouched): the bytes go to a
+/// temporary file that is then hard-linked to its name, which fails rather
+/// than replace.
+pub fn create_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+    let linked = File::create(&temp)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::hard_link(&temp, path));
+    let _ = fs::remove_file(&temp);
+    linked?;
+    sync_dir(dir)
+}
+
 /// Makes a folder's entries (creations, renames) durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

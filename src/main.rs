@@ -168,6 +168,13 @@ enum PolicyCommand {
 }
 
 fn main() -> ExitCode {
+    // Files and folders Sluice creates (state, audit, requests, snapshots,
+    // keys, uploads) are its own: owner-only, whatever the shell's umask.
+    // Files it replaces keep their mode (`durable::replace_file`).
+    // SAFETY: sets the process's file-creation mask before any thread starts.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = Cli::parse();
     sluice::telemetry::init(cli.log_json);
     match run(cli) {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use tracing::Instrument;
 
@@ -63,6 +63,18 @@ pub async fn middleware(
                 response
                     .headers_mut()
                     .insert(HeaderName::from_static(HEADER), value);
+            }
+            // An answer to a caller who showed a token or a session is
+            // about them (their access, their requests, what they may see):
+            // no cache keeps it unless the route said otherwise.
+            let credentialed = [header::AUTHORIZATION, header::COOKIE]
+                .iter()
+                .any(|h| response.request().headers().contains_key(h));
+            if credentialed && !response.headers().contains_key(header::CACHE_CONTROL) {
+                response.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("private, no-store"),
+                );
             }
             // A request refused with its body perhaps unread (a timeout, a
             // size or type refusal, no right to send it): the connection

@@ -6,6 +6,7 @@ mod steward_helpers;
 
 mod access;
 mod aggregates;
+mod approvals;
 mod audit;
 mod auth;
 mod bodies;

@@ -377,6 +377,13 @@ async fn keep_request(
     body: RequestBody,
 ) -> Result<AccessRequest, ApiError> {
     let principal = caller.principal().ok_or(ApiError::TokenRequired)?;
+    // Access is asked for by researchers (a steward's or an admin's token
+    // is not a researcher's).
+    if !principal.has_role(crate::auth::Role::Researcher) {
+        return Err(ApiError::Denied(crate::policy::Denial::RoleRequired {
+            role: crate::auth::Role::Researcher,
+        }));
+    }
     let dataset = catalog_routes::visible_dataset(state, &Default::default(), raw_id)?;
     // Someone who may already read every row and column has nothing to ask for.
     let today = time::OffsetDateTime::now_utc().date();

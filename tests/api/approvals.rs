@@ -1,0 +1,162 @@
+//! Issue 32, in part: an approval grants what was asked and no more; only
+//! researchers ask; request ids never replace each other; files Sluice
+//! creates are its own; personal answers are not cached.
+
+use sluice::auth::Role;
+
+use crate::helpers::{BinaryServer, ROWS, TEST_POLICY, spawn_app, succeeded, write_policy};
+
+fn request(server: &BinaryServer, subject: &str, organisation: Option<&str>) -> String {
+    let store = sluice::access_request::RequestStore::open(&server.state()).unwrap();
+    store
+        .create(sluice::access_request::NewRequest {
+            dataset: sluice::domain::DatasetId::parse("hospital-admissions").unwrap(),
+            subject: subject.into(),
+            organisation: organisation.map(str::to_owned),
+            project_title: "Two columns".into(),
+            purpose: "A study of stays".into(),
+            columns: vec!["region".into(), "length_of_stay".into()],
+            duration_days: 30,
+        })
+        .unwrap()
+        .id
+}
+
+fn grant(server: &BinaryServer, id: &str) -> sluice::policy::Grant {
+    let text = std::fs::read_to_string(server.policy()).unwrap();
+    sluice::policy::Policy::parse(&text, "p")
+        .unwrap()
+        .grants
+        .into_iter()
+        .find(|g| g.id == id)
+        .expect("the approval's grant")
+}
+
+/// Finding 3: a north-only analyst asking for two columns gets two
+/// columns of the north; an aggregate-only organisation gets aggregates;
+/// the admin can say otherwise, and sees what was asked before deciding.
+#[tokio::test]
+async fn an_approval_carries_the_requesters_limits_and_the_admin_can_change_them() {
+    let server = BinaryServer::with_samples("policy_poll_ms = 60000", ROWS, None);
+    let policy = format!(
+        "{TEST_POLICY}\n[[grant]]\nid = \"nora-north\"\nsubjects = [\"nora@nhs.example\"]\ndataset = \"hospital-admissions\"\npurpose = \"p\"\nrow_filter = \"region = 'north'\"\nmax_rows = 400\n"
+    );
+    write_policy(server.policy(), &policy);
+
+    let nora = request(&server, "nora@nhs.example", None);
+    let listed = succeeded(&server.run(&["access", "list"]));
+    for shown in [
+        "nora@nhs.example",
+        "region, length_of_stay",
+        "A study of stays",
+        "Two columns",
+    ] {
+        assert!(listed.contains(shown), "{shown} not in {listed}");
+    }
+    let out = succeeded(&server.run(&["access", "approve", &nora]));
+    assert!(out.contains("rows where region = 'north'"), "{out}");
+    let given = grant(&server, &nora);
+    assert_eq!(given.row_filter.as_deref(), Some("region = 'north'"));
+    assert_eq!(given.max_rows, Some(400));
+    assert_eq!(given.columns.unwrap().len(), 2);
+
+    let agency = request(
+        &server,
+        "stats@agency.example",
+        Some("Example Public Health Agency"),
+    );
+    succeeded(&server.run(&["access", "approve", &agency]));
+    assert_eq!(
+        grant(&server, &agency).mode,
+        sluice::domain::Mode::Aggregate
+    );
+
+    // A DP-only organisation: the admin must say what to give.
+    let dp = request(&server, "dana@network.example", Some("DP Research Network"));
+    let refused = server.run(&["access", "approve", &dp]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--mode"));
+    succeeded(&server.run(&[
+        "access",
+        "approve",
+        &dp,
+        "--mode",
+        "aggregate",
+        "--row-filter",
+        "region = 'south'",
+        "--expires",
+        "2027-01-31",
+    ]));
+    let given = grant(&server, &dp);
+    assert_eq!(given.mode, sluice::domain::Mode::Aggregate);
+    assert_eq!(given.row_filter.as_deref(), Some("region = 'south'"));
+    assert_eq!(given.expires.unwrap().to_string(), "2027-01-31");
+}
+
+/// Findings 3 and 4: only researchers file requests; ids never replace
+/// each other; the files Sluice creates are owner-only; answers to
+/// credentialed requests say `private, no-store`.
+#[tokio::test]
+async fn only_researchers_ask_ids_are_new_files_are_private_and_personal_answers_uncached() {
+    let app = spawn_app().await;
+    let ask = |token: String| {
+        let app = &app;
+        async move {
+            app.client
+                .post(app.url("/v1/datasets/hospital-admissions/access-requests"))
+                .bearer_auth(token)
+                .json(&serde_json::json!({
+                    "project_title": "t", "purpose": "p", "columns": ["region"], "duration_days": 30
+                }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let steward = app.token("sam@observatory.example", &[Role::Steward], &[]);
+    crate::helpers::problem(ask(steward).await, 403, "role-required").await;
+    assert_eq!(ask(app.researcher()).await.status(), 201);
+
+    let me = app.get("/v1/me", Some(&app.researcher())).await;
+    assert_eq!(me.headers()["cache-control"], "private, no-store");
+    let listed = app.get("/v1/datasets", Some(&app.researcher())).await;
+    assert_eq!(listed.headers()["cache-control"], "private, no-store");
+
+    // Many requests on one day: every id is a file of its own.
+    let store = sluice::access_request::RequestStore::open(&app.state_dir()).unwrap();
+    let mut ids = std::collections::HashSet::new();
+    for n in 0..20 {
+        let request = store
+            .create(sluice::access_request::NewRequest {
+                dataset: sluice::domain::DatasetId::parse("hospital-admissions").unwrap(),
+                subject: format!("r{}@uni.example", n % 3),
+                organisation: None,
+                project_title: "t".into(),
+                purpose: "p".into(),
+                columns: vec!["region".into()],
+                duration_days: 30,
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(ids.insert(request.id));
+    }
+
+    // The binary creates what it writes owner-only.
+    use std::os::unix::fs::PermissionsExt;
+    let mut server = BinaryServer::with_samples("", ROWS, None);
+    server.start().await;
+    assert_eq!(
+        server
+            .get("/v1/datasets/vaccination-coverage/data?limit=1", None)
+            .await
+            .status(),
+        200
+    );
+    server.kill();
+    let audit = server.state().join("audit");
+    for file in sluice::audit::audit_files(&audit).unwrap() {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+    let mode = std::fs::metadata(&audit).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+}
