@@ -156,6 +156,18 @@ impl RequestStore {
         if new.columns.is_empty() {
             return Err(RequestError::Invalid("columns: choose at least one".into()));
         }
+        for (field, text, multiline) in [
+            ("project title", new.project_title.as_str(), true),
+            ("purpose", new.purpose.as_str(), true),
+            (
+                "organisation",
+                new.organisation.as_deref().unwrap_or(""),
+                false,
+            ),
+            ("subject", new.subject.as_str(), false),
+        ] {
+            crate::echo::refuse_hidden(field, text, multiline).map_err(RequestError::Invalid)?;
+        }
         if !(1..=MAX_DURATION_DAYS).contains(&new.duration_days) {
             return Err(RequestError::Invalid(format!(
                 "duration: 1 to {MAX_DURATION_DAYS} days"

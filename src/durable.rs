@@ -11,6 +11,10 @@ use std::path::Path;
 /// Replaces `path` with `bytes`, atomically and durably, keeping its
 /// permissions.
 pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    // A symbolic link is followed: what it points to is replaced, and the
+    // link stays.
+    let resolved = fs::canonicalize(path).ok();
+    let path = resolved.as_deref().unwrap_or(path);
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

@@ -3,7 +3,8 @@
 //! arbitrarily long; an error that quotes it whole lets one request make the
 //! server hold and send that value again. Every value quoted in an error
 //! goes through [`cut`], and text from other libraries (serde, Arrow,
-//! Parquet), which quotes values its own way, through [`cut_quoted`].
+//! Parquet), which quotes values its own way, through [`cut_quoted`]. And
+//! what text from outside may not hold at all ([`hidden_char`]).
 
 /// Bytes of a value an error message may repeat.
 pub const ECHO_BYTES: usize = 64;
@@ -61,6 +62,34 @@ pub fn cut_quoted(message: &str) -> String {
     }
     out.push_str(rest);
     cut_to(&out, MAX_DETAIL_BYTES)
+}
+
+/// The first character of `text` that would not show as itself: a control
+/// character (line breaks and tabs allowed in `multiline` text) or one of
+/// the invisible formatting characters that reorder or hide what is shown
+/// (bidirectional overrides and isolates, zero widths, line separators, the
+/// byte-order mark). Text from stewards and researchers that holds one is
+/// refused at the door: a right-to-left override in an organisation's name
+/// reverses a line on an admin's page, a newline in a subject forges a
+/// line in the policy file.
+pub fn hidden_char(text: &str, multiline: bool) -> Option<char> {
+    text.chars().find(|&c| {
+        let allowed_break = multiline && matches!(c, '\n' | '\t' | '\r');
+        (c.is_control() && !allowed_break)
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
+    })
+}
+
+/// `Err` naming `field` and the character (as `U+XXXX`) if `text` holds a
+/// [`hidden_char`].
+pub fn refuse_hidden(field: &str, text: &str, multiline: bool) -> Result<(), String> {
+    match hidden_char(text, multiline) {
+        Some(c) => Err(format!(
+            "{field} holds the invisible or control character U+{:04X}; write it without",
+            c as u32
+        )),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

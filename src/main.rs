@@ -95,7 +95,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check every chain link and every signed checkpoint; report the first
+    /// Check every chain link and every signed checkpoint; report every
     /// problem by file and line.
     Verify {
         /// Audit folder (default: audit.dir, else <state>/audit), or where

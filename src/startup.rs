@@ -47,10 +47,12 @@ impl Application {
             &storage.policy,
             &catalog.snapshot(),
             settings.limits.max_filter_bytes,
+            storage.state.join("policy-in-force.toml"),
         )?);
         let metrics = Arc::new(Metrics::new().context("metrics")?);
         let audit = Arc::new(open_audit(&settings, &metrics)?);
         catalog.record_changes_with(http::change_journal(audit.clone()));
+        record_policy_at_start(&policy, &audit).await?;
         let mut shipper = None;
         if let (Some(dir), Some((url, replica))) =
             (audit.dir(), crate::audit::ship::destination(&settings)?)
@@ -432,6 +434,32 @@ fn spawn_catalogue_poller(catalog: Arc<LiveCatalog>, every: Duration) {
             }
         }
     });
+}
+
+/// Records what the policy put in force at start changes against the one
+/// last in force here (a file applied while the server was stopped, or
+/// every grant at a first start), durably, before any request is served: a
+/// grant is never in force without its record.
+async fn record_policy_at_start(policy: &LivePolicy, audit: &AuditLog) -> anyhow::Result<()> {
+    let changes = policy.changes_since_kept();
+    if !changes.is_empty() {
+        audit
+            .append_durable(Record {
+                reason: Some(format!(
+                    "start: {} grants in force; the file differs from the policy last in force here",
+                    policy.current().grants.len()
+                )),
+                outcome: Some(Outcome::Ok),
+                changes,
+                ..Record::new(Event::PolicyReload)
+            })
+            .await
+            .context("recording the policy in force at start")?;
+    }
+    policy
+        .keep()
+        .context("keeping a copy of the policy in force")?;
+    Ok(())
 }
 
 /// Finishes (or undoes) an access approval a crash interrupted, before the

@@ -240,6 +240,19 @@ impl Verifier {
         if claims.sub.trim().is_empty() {
             return Err(AuthError::Malformed);
         }
+        // Names that are written into the trail, pages and the policy file
+        // are shown as text: one that holds a control or invisible
+        // formatting character (a newline forging a policy line, a
+        // right-to-left override reversing a page's line) is refused.
+        let names = std::iter::once(&claims.sub)
+            .chain(claims.organisation.iter())
+            .chain(claims.groups.iter());
+        if names
+            .into_iter()
+            .any(|n| crate::echo::hidden_char(n, false).is_some())
+        {
+            return Err(AuthError::Malformed);
+        }
         Ok(self.principal_from(claims))
     }
 

@@ -341,7 +341,28 @@ impl Manifest {
                 caps::COLUMNS
             ));
         }
+        use crate::echo::refuse_hidden;
+        for (field, value) in [
+            ("title", &self.title),
+            ("sector", &self.sector),
+            ("publisher", &self.publisher),
+            ("license", &self.license),
+        ] {
+            refuse_hidden(field, value, false)?;
+        }
+        refuse_hidden("description", &self.description, true)?;
+        if let Some(how) = &self.access_request {
+            refuse_hidden("access_request", how, true)?;
+        }
+        for k in &self.keywords {
+            refuse_hidden("a keyword", k, false)?;
+        }
         for c in &self.columns {
+            refuse_hidden(
+                &format!("the description of column '{}'", c.name),
+                &c.description,
+                true,
+            )?;
             if c.description.len() > caps::COLUMN_DESCRIPTION_BYTES {
                 return too_long(
                     &format!("the description of column '{}'", c.name),

@@ -34,6 +34,10 @@ pub struct LivePolicy {
     /// at will.
     warned: Mutex<Option<Warned>>,
     refused: Mutex<Option<Refusal>>,
+    /// A copy of the text last put in force, in the state folder: what a
+    /// start compares the file with, so a change made while the server was
+    /// stopped is recorded too.
+    kept: PathBuf,
 }
 
 type Warned = (Arc<Policy>, Arc<Catalog>, Vec<PolicyWarning>);
@@ -81,28 +85,39 @@ pub struct Refusal {
     pub problem: String,
 }
 
-/// Reads, unseals, parses and checks a policy file.
+/// Reads, unseals, parses and checks a policy file. The fingerprint of the
+/// bytes read comes back whether or not they were accepted (none when the
+/// file could not be read).
 fn prepare(
     path: &Path,
     catalog: &Catalog,
     max_filter_bytes: usize,
-) -> Result<(Prepared, [u8; 32]), PolicyError> {
-    let (text, digest) = read(path)?;
+) -> (Option<[u8; 32]>, Result<Prepared, PolicyError>) {
+    let (text, digest) = match read(path) {
+        Ok(read) => read,
+        Err(e) => return (None, Err(e)),
+    };
+    (Some(digest), check(&text, path, catalog, max_filter_bytes))
+}
+
+fn check(
+    text: &str,
+    path: &Path,
+    catalog: &Catalog,
+    max_filter_bytes: usize,
+) -> Result<Prepared, PolicyError> {
     let file = path.display().to_string();
-    let body = super::seal::unseal(&text).map_err(|problem| PolicyError::Unsealed {
+    let body = super::seal::unseal(text).map_err(|problem| PolicyError::Unsealed {
         file: file.clone(),
         problem,
     })?;
     let policy = Policy::parse(body, &file)?;
     let warnings = policy.check(catalog, &file, max_filter_bytes)?;
-    Ok((
-        Prepared {
-            policy,
-            text: body.to_owned(),
-            warnings,
-        },
-        digest,
-    ))
+    Ok(Prepared {
+        policy,
+        text: body.to_owned(),
+        warnings,
+    })
 }
 
 impl LivePolicy {
@@ -112,16 +127,19 @@ impl LivePolicy {
         path: &Path,
         catalog: &Catalog,
         max_filter_bytes: usize,
+        kept: PathBuf,
     ) -> Result<Self, PolicyError> {
-        let (prepared, digest) = prepare(path, catalog, max_filter_bytes)?;
+        let (digest, prepared) = prepare(path, catalog, max_filter_bytes);
+        let prepared = prepared?;
         log_warnings(path, &prepared.warnings);
         Ok(Self {
             path: path.to_owned(),
             max_filter_bytes,
             current: RwLock::new((Arc::new(prepared.policy), Arc::new(prepared.text))),
-            seen: Mutex::new(Some(digest)),
+            seen: Mutex::new(digest),
             warned: Mutex::new(None),
             refused: Mutex::new(None),
+            kept,
         })
     }
 
@@ -182,15 +200,13 @@ impl LivePolicy {
     /// force. A refusal is remembered (see [`LivePolicy::refused`]) and the
     /// bytes refused are not read again until they change.
     pub fn prepare(&self, catalog: &Catalog) -> Result<Prepared, PolicyError> {
-        let result = prepare(&self.path, catalog, self.max_filter_bytes);
-        // Remember what was seen even when it is refused: the poller then
-        // waits for the next change instead of refusing the same bytes again.
-        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = match &result {
-            Ok((_, digest)) => Some(*digest),
-            Err(_) => fingerprint(&self.path),
-        };
+        let (digest, result) = prepare(&self.path, catalog, self.max_filter_bytes);
+        // Remember exactly the bytes judged, refused or not: the poller then
+        // waits for the next change instead of refusing the same bytes
+        // again, and a write that completes after this read is a change.
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = digest;
         match result {
-            Ok((prepared, _)) => Ok(prepared),
+            Ok(prepared) => Ok(prepared),
             Err(e) => {
                 self.refuse(e.to_string());
                 Err(e)
@@ -218,7 +234,22 @@ impl LivePolicy {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) =
             (policy.clone(), Arc::new(next.text));
         *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if let Err(e) = self.keep() {
+            tracing::warn!(error = %e, "could not keep a copy of the policy in force");
+        }
         policy
+    }
+
+    /// What the policy in force changes against the copy kept when one was
+    /// last put in force (all of it at a first start).
+    pub fn changes_since_kept(&self) -> Vec<FieldChange> {
+        let kept = std::fs::read_to_string(&self.kept).unwrap_or_default();
+        super::diff::changes(&kept, &self.text())
+    }
+
+    /// Keeps a copy of the policy in force (see [`LivePolicy::changes_since_kept`]).
+    pub fn keep(&self) -> std::io::Result<()> {
+        crate::durable::replace_file(&self.kept, self.text().as_bytes())
     }
 
     /// Records that a reload was refused for `problem` (the file, or its
@@ -239,6 +270,15 @@ impl LivePolicy {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The text of the policy in force (its seal taken off).
+    pub fn text(&self) -> Arc<String> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
     }
 }
 

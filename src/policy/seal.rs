@@ -23,6 +23,10 @@ pub enum SealError {
         "the file's seal does not match its content: it changed after it was sealed (being written, or edited by hand); check and put it in force with `sluice policy apply FILE`"
     )]
     Mismatch,
+    #[error(
+        "the file holds a seal line before its last line (a sealed file pasted into another?); put it in force with `sluice policy apply FILE`, which keeps one seal, at the end"
+    )]
+    Inner,
 }
 
 /// `text` without a seal line it may end with (sealed or not, matching or
@@ -36,9 +40,18 @@ pub fn body(text: &str) -> &str {
     }
 }
 
-/// `text` (a seal it had replaced) ending in a seal that matches it.
+/// `text` ending in a seal that matches it. Every seal line it held goes
+/// first, wherever it was (a draft copied from a sealed file, blank lines
+/// after a seal): a seal line left inside would make a cut just after it
+/// look whole.
 pub fn seal(text: &str) -> String {
-    let mut body = body(text).to_owned();
+    let mut body: String = text
+        .split_inclusive('\n')
+        .filter(|line| !line.starts_with(PREFIX))
+        .collect();
+    while body.ends_with("\n\n") {
+        body.pop();
+    }
     if !body.is_empty() && !body.ends_with('\n') {
         body.push('\n');
     }
@@ -53,6 +66,10 @@ pub fn unseal(text: &str) -> Result<&str, SealError> {
     let stated = line.strip_prefix(PREFIX).ok_or(SealError::Missing)?;
     if stated != crate::audit::sha256_hex(body.as_bytes()) {
         return Err(SealError::Mismatch);
+    }
+    // A seal line inside the body would vouch for a cut just after it.
+    if body.split('\n').any(|l| l.starts_with(PREFIX)) {
+        return Err(SealError::Inner);
     }
     Ok(body)
 }
@@ -87,6 +104,33 @@ mod tests {
         }
         // Only a trailing newline may go.
         assert!(unseal(sealed.trim_end()).is_ok());
+    }
+
+    #[test]
+    fn a_seal_inside_a_file_is_dropped_when_sealing_and_refused_when_reading() {
+        let first = seal(POLICY);
+        // A draft copied from a sealed file, a narrowing added after its
+        // seal, and blank lines: one seal, at the end.
+        let draft = format!("{first}row_filter = \"x = 1\"\n\n\n");
+        let sealed = seal(&draft);
+        assert_eq!(sealed.matches(PREFIX).count(), 1, "{sealed}");
+        assert!(
+            unseal(&sealed)
+                .unwrap()
+                .ends_with("row_filter = \"x = 1\"\n")
+        );
+        // A cut just after an inner seal line (a file sealed wrongly by an
+        // older tool) is refused all the same.
+        let inner = format!("{first}row_filter = \"x = 1\"\n");
+        let wrongly = format!(
+            "{inner}{PREFIX}{}\n",
+            crate::audit::sha256_hex(inner.as_bytes())
+        );
+        assert_eq!(unseal(&wrongly), Err(SealError::Inner));
+        assert!(
+            unseal(&wrongly[..first.len()]).is_ok(),
+            "the cut is the old whole file"
+        );
     }
 
     #[test]

@@ -703,26 +703,42 @@ struct ReaderPace {
     grace: Duration,
 }
 
-/// What the reader took while the engine waited on it, since the window
-/// began: only time spent blocked on a full channel counts, so an answer
-/// whose engine is slow (a selective filter over a large table) is never
-/// taken for a slow reader.
-#[derive(Debug, Default)]
+/// How the reader has kept up: everything it has taken since the answer
+/// began, and how long the engine has waited on it in all. Judged over the
+/// whole answer: the socket buffers on both sides (megabytes) take chunks
+/// in bursts, so a reader at a steady rate above the floor can leave the
+/// engine waiting a whole grace period at a time; over the answer, those
+/// buffers only ever add to the rate, so a reader at or above the floor is
+/// never cut, and one below it is cut once the buffers' head start is used
+/// up (about buffers / (floor - rate)).
+#[derive(Debug)]
 struct Waited {
+    started: std::time::Instant,
+    taken: u64,
     blocked: Duration,
-    bytes: u64,
+}
+
+impl Default for Waited {
+    fn default() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            taken: 0,
+            blocked: Duration::ZERO,
+        }
+    }
 }
 
 impl ReaderPace {
-    /// Whether the reader, having taken `waited.bytes` while the engine
-    /// waited `waited.blocked` on it, is below the floor; the window
-    /// starts again once judged.
-    fn too_slow(&self, waited: &mut Waited) -> bool {
+    /// Whether the reader is below the floor: the engine has waited on it
+    /// for at least the grace period in all, and what it took over the
+    /// whole answer is under the floor rate. Only time blocked on the
+    /// reader counts towards the grace, so a slow plan is never taken for
+    /// a slow reader.
+    fn too_slow(&self, waited: &Waited) -> bool {
         if self.floor == 0 || waited.blocked < self.grace {
             return false;
         }
-        let rate = waited.bytes as f64 / waited.blocked.as_secs_f64();
-        *waited = Waited::default();
+        let rate = waited.taken as f64 / waited.started.elapsed().as_secs_f64().max(1e-3);
         rate < self.floor as f64
     }
 }
@@ -750,7 +766,10 @@ impl Sink {
         let len = chunk.len() as u64;
         *sent_bytes += len;
         let mut chunk = match self.tx.try_send(Ok(chunk)) {
-            Ok(()) => return true,
+            Ok(()) => {
+                self.waited.lock().unwrap_or_else(|e| e.into_inner()).taken += len;
+                return true;
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => return false,
             Err(mpsc::error::TrySendError::Full(chunk)) => chunk,
         };
@@ -769,13 +788,13 @@ impl Sink {
             waited.blocked += attempt.elapsed();
             let taken = match sent {
                 Ok(()) => {
-                    waited.bytes += len;
+                    waited.taken += len;
                     None
                 }
                 Err(mpsc::error::SendTimeoutError::Closed(_)) => return false,
                 Err(mpsc::error::SendTimeoutError::Timeout(back)) => Some(back),
             };
-            if self.pace.too_slow(&mut waited) {
+            if self.pace.too_slow(&waited) {
                 tracing::info!(
                     floor = self.pace.floor,
                     "the reader was slower than the floor rate; answer cut off"

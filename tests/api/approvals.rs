@@ -160,3 +160,43 @@ async fn only_researchers_ask_ids_are_new_files_are_private_and_personal_answers
     let mode = std::fs::metadata(&audit).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
 }
+
+/// Finding 6: text that would not show as itself is refused at the door:
+/// a newline in a token's subject, a right-to-left override in an access
+/// request's organisation, a zero-width space in a manifest's publisher.
+#[tokio::test]
+async fn control_and_invisible_characters_are_refused_at_the_door() {
+    let app = spawn_app().await;
+    let forged = app.token("eve@uni.example\n[[grant]]", &[Role::Researcher], &[]);
+    crate::helpers::problem(app.get("/v1/me", Some(&forged)).await, 401, "invalid-token").await;
+
+    let asked = app
+        .client
+        .post(app.url("/v1/datasets/hospital-admissions/access-requests"))
+        .bearer_auth(app.researcher())
+        .json(&serde_json::json!({
+            "project_title": "t", "purpose": "p", "columns": ["region"], "duration_days": 30,
+            "organisation": "Agency \u{202E}evil"
+        }))
+        .send()
+        .await
+        .unwrap();
+    let body = crate::helpers::problem(asked, 400, "invalid-parameter").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("U+202E"),
+        "{body}"
+    );
+
+    let steward = crate::helpers::observatory_steward(&app);
+    let manifest = serde_json::json!({
+        "id": "hidden-publisher", "title": "t", "description": "d", "sector": "health",
+        "publisher": format!("{}\u{200B}", crate::helpers::OBSERVATORY),
+        "license": "CC0-1.0", "tier": "open",
+    });
+    let registered = crate::helpers::register(&app, &steward, &manifest).await;
+    assert!(
+        registered.status().is_client_error(),
+        "{}",
+        registered.status()
+    );
+}

@@ -74,7 +74,7 @@ async fn a_version_is_cited_as_cff_and_bibtex() {
 async fn drafts_are_not_cited_to_others_and_hostile_titles_stay_in_their_field() {
     let app = spawn_app().await;
     let steward = observatory_steward(&app);
-    let manifest = json!({
+    let mut manifest = json!({
         "id": "hostile-title",
         "title": "Evil} , author = {Mallory\n",
         "description": "d",
@@ -86,6 +86,10 @@ async fn drafts_are_not_cited_to_others_and_hostile_titles_stay_in_their_field()
             { "name": "a", "description": "a number", "classification": "none" },
         ],
     });
+    // A line break in a title is refused at the door (issue 32) …
+    assert_eq!(register(&app, &steward, &manifest).await.status(), 422);
+    // … braces are not: they are escaped where the title is written.
+    manifest["title"] = json!("Evil} , author = {Mallory");
     assert_eq!(register(&app, &steward, &manifest).await.status(), 201);
     // A draft has no version to cite, and others do not see it at all.
     problem(
@@ -111,7 +115,7 @@ async fn drafts_are_not_cited_to_others_and_hostile_titles_stay_in_their_field()
         .await
         .unwrap();
     assert!(
-        bib.contains("  title = {Evil\\} , author = \\{Mallory },\n"),
+        bib.contains("  title = {Evil\\} , author = \\{Mallory},\n"),
         "{bib}"
     );
     assert_eq!(bib.matches("author = {").count(), 1, "{bib}");
@@ -122,7 +126,7 @@ async fn drafts_are_not_cited_to_others_and_hostile_titles_stay_in_their_field()
         .await
         .unwrap();
     assert!(
-        cff.contains("title: \"Evil} , author = {Mallory\\n\"\n"),
+        cff.contains("title: \"Evil} , author = {Mallory\"\n"),
         "{cff}"
     );
 }

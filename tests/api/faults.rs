@@ -460,7 +460,7 @@ async fn a_catalogue_change_killed_at_every_step_is_never_in_force_unrecorded() 
 #[tokio::test]
 async fn slow_readers_are_cut_off_and_greedy_callers_hold_only_their_share() {
     // Waits in line end (1 s) well before unread answers are cut (4 s).
-    let limits = "\n[limits]\nmax_running_slices = 4\nmin_reader_bytes_per_sec = 1000000\nslow_reader_grace_secs = 4\nslice_queue_secs = 1\n";
+    let limits = "\n[limits]\nmax_running_slices = 4\nmin_reader_bytes_per_sec = 10000000\nslow_reader_grace_secs = 4\nslice_queue_secs = 1\n";
     let mut server = BinaryServer::with_samples(limits, 1_000_000, Some(ID));
     write_policy(
         server.policy(),
@@ -518,4 +518,35 @@ async fn slow_readers_are_cut_off_and_greedy_callers_hold_only_their_share() {
         })
         .count();
     assert_eq!(aborted, 2);
+}
+
+/// A policy applied while the server was stopped is recorded, with what it
+/// changes, before the restarted server serves anything.
+#[tokio::test]
+async fn a_policy_changed_while_stopped_is_recorded_at_start() {
+    let mut server = BinaryServer::with_samples("policy_poll_ms = 60000", ROWS, None);
+    write_policy(server.policy(), TEST_POLICY);
+    server.start().await;
+    server.kill();
+    let widened = TEST_POLICY.replace("row_filter = \"region = 'north'\"\nunmask", "unmask");
+    let draft = server.path().join("draft.toml");
+    std::fs::write(&draft, &widened).unwrap();
+    succeeded(&server.run(&["policy", "apply", draft.to_str().unwrap()]));
+    server.start().await;
+    server.kill();
+    let records = sluice::audit::read_all(&server.state().join("audit")).unwrap();
+    let at_start: Vec<&sluice::audit::Record> = records
+        .iter()
+        .filter(|r| r.event == sluice::audit::Event::PolicyReload)
+        .collect();
+    // The first start records every grant; the second, the one changed.
+    assert_eq!(at_start.len(), 2, "{at_start:?}");
+    assert!(at_start[0].changes.len() >= 8);
+    let changed: Vec<&str> = at_start[1]
+        .changes
+        .iter()
+        .map(|c| c.field.as_str())
+        .collect();
+    assert_eq!(changed, ["grant 'north-planning'"]);
+    assert!(at_start[1].changes[0].widens);
 }
