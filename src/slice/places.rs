@@ -1,9 +1,10 @@
 //! The engine's places (`limits.max_running_slices`), shared fairly. No
 //! caller holds more than its share: the places divided by the callers
-//! holding or waiting, plus one for a caller yet to come, so a newcomer
-//! (a researcher's first small slice) finds a free place even while a few
-//! callers, each within its stream limit, ask for every place they can. A
-//! caller alone may hold half the places. A place is only ever given back,
+//! holding or waiting, plus one for a caller yet to come; and a caller
+//! that holds a place already leaves a quarter of them free for callers
+//! holding none. So a newcomer (a researcher's first small slice) finds a
+//! free place even while a few callers, each within its stream limit, ask
+//! for every place they can. A caller alone may hold half the places. A place is only ever given back,
 //! never taken: a caller over its share (others arrived) keeps what it
 //! holds until those answers end (slow readers end by the floor rate in
 //! [`super::ReaderPace`]). Every anonymous caller counts as one caller.
@@ -41,9 +42,15 @@ impl State {
         (total / (others.len() + 2)).max(1)
     }
 
-    /// Whether `key` may take a free place now.
+    /// Whether `key` may take a free place now: within its share, and, if
+    /// it holds one already, only while more than a quarter of the places
+    /// stay free. Places are never taken back, so callers arriving at once
+    /// (each seeing fewer others than there will be) could otherwise fill
+    /// every place before the shares settle; the quarter kept for callers
+    /// holding none is what a newcomer finds.
     fn may_take(&self, key: &str, total: usize) -> bool {
-        self.free > 0 && self.held.get(key).copied().unwrap_or(0) < self.share(key, total)
+        let held = self.held.get(key).copied().unwrap_or(0);
+        self.free > 0 && held < self.share(key, total) && (held == 0 || self.free > total / 4)
     }
 }
 
@@ -199,6 +206,27 @@ mod tests {
             .await
             .expect("slow got a place once below its share")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn callers_arriving_at_once_leave_a_place_for_a_newcomer() {
+        let places = Places::new(16);
+        let mut asking = Vec::new();
+        for caller in ["slow-a", "slow-b", "anonymous", "greedy"] {
+            for _ in 0..8 {
+                let places = places.clone();
+                asking.push(tokio::spawn(async move { places.acquire(caller).await }));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Each caller's first place may come from the quarter kept free;
+        // with fewer callers than that quarter, some stay free.
+        let (used, callers) = places.in_use();
+        assert!(used < 16, "{used} places taken by {callers} callers");
+        assert!(soon(&places, "newcomer").await.is_some());
+        for task in asking {
+            task.abort();
+        }
     }
 
     #[tokio::test]
