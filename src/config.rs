@@ -198,9 +198,15 @@ pub struct ServerSettings {
     /// The URL callers reach this server at (`https://data.example.org`),
     /// for the links Sluice writes into answers: snapshot links, Delta
     /// Sharing profiles, JSON-LD ids. Unset: taken from each request's
-    /// `Host` (fine on its own; behind a proxy, set it, so links never
-    /// depend on headers a client chose).
+    /// `Host` (and from `X-Forwarded-*` only when a `trusted_proxies`
+    /// address sent it); behind a proxy, set it, so links never depend on
+    /// headers a client chose.
     pub public_url: Option<String>,
+    /// Addresses of reverse proxies whose `Forwarded` and `X-Forwarded-*`
+    /// headers are believed (for the scheme and host of links and of the
+    /// pages' origin check). From anyone else those headers are ignored:
+    /// a client could otherwise choose the host written into links.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for ServerSettings {
@@ -212,6 +218,7 @@ impl Default for ServerSettings {
             query_threads: 0,
             policy_poll_ms: 2000,
             public_url: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -93,6 +93,7 @@ impl Application {
             audit,
             ledger: Arc::new(open_ledger(storage).context("privacy budget ledger")?),
             metrics,
+            trusted_proxies: settings.server.trusted_proxies.clone(),
             public_url: settings
                 .server
                 .public_url

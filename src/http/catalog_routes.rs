@@ -354,11 +354,9 @@ pub(super) async fn citation(
     let version = dataset
         .version(number)
         .ok_or_else(|| ApiError::VersionNotFound(number.unwrap_or(0)))?;
-    let connection = req.connection_info();
     let url = format!(
-        "{}://{}/v1/datasets/{}",
-        connection.scheme(),
-        connection.host(),
+        "{}/v1/datasets/{}",
+        super::public_base(&state, &req),
         dataset.id()
     );
     let cited = Cited {

@@ -66,6 +66,8 @@ pub struct AppState {
     pub requests: crate::access_request::RequestStore,
     /// `server.public_url`, without a trailing slash.
     pub public_url: Option<String>,
+    /// `server.trusted_proxies`.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// False until the server is built and again once shutdown starts.
     pub ready: AtomicBool,
 }
@@ -176,15 +178,31 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
 }
 
 /// `scheme://host` for links written into answers: `server.public_url`,
-/// or else how the caller reached this server.
+/// or else how the caller reached this server: the connection's scheme and
+/// `Host`, or what a trusted proxy forwarded (`server.trusted_proxies`);
+/// a forwarding header from anyone else is ignored.
 pub(super) fn public_base(state: &AppState, req: &actix_web::HttpRequest) -> String {
-    match &state.public_url {
-        Some(url) => url.clone(),
-        None => {
-            let info = req.connection_info();
-            format!("{}://{}", info.scheme(), info.host())
-        }
+    if let Some(url) = &state.public_url {
+        return url.clone();
     }
+    let proxied = req
+        .peer_addr()
+        .is_some_and(|peer| state.trusted_proxies.contains(&peer.ip()));
+    if proxied {
+        let info = req.connection_info();
+        return format!("{}://{}", info.scheme(), info.host());
+    }
+    let scheme = if req.app_config().secure() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = req
+        .headers()
+        .get(actix_web::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_else(|| req.app_config().host());
+    format!("{scheme}://{host}")
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is up", body = Object)))]

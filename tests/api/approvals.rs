@@ -200,3 +200,42 @@ async fn control_and_invisible_characters_are_refused_at_the_door() {
         registered.status()
     );
 }
+
+/// The Delta Sharing endpoint `app` writes for a request that claims to
+/// come through a proxy for evil.example.
+async fn endpoint(app: &crate::helpers::TestApp) -> String {
+    let profile: serde_json::Value = app
+        .client
+        .get(app.url("/v1/me/delta-sharing-profile"))
+        .bearer_auth(app.researcher())
+        .header("X-Forwarded-Host", "evil.example")
+        .header("X-Forwarded-Proto", "https")
+        .header("Forwarded", "host=evil.example;proto=https")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    profile["endpoint"].as_str().unwrap().to_owned()
+}
+
+/// Finding 5: forwarding headers are believed only from a configured
+/// proxy; from anyone else, links use the connection's own host.
+#[tokio::test]
+async fn forwarded_hosts_count_only_from_trusted_proxies() {
+    let app = spawn_app().await;
+    let ours = endpoint(&app).await;
+    assert!(!ours.contains("evil"), "{ours}");
+    assert!(ours.starts_with(&app.base), "{ours}");
+
+    let proxied = crate::helpers::spawn_app_with(ROWS, |s| {
+        s.server.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let forwarded = endpoint(&proxied).await;
+    assert!(
+        forwarded.starts_with("https://evil.example/"),
+        "{forwarded}"
+    );
+}
