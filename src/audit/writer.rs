@@ -389,6 +389,15 @@ impl Writer {
                     {
                         tracing::error!(error = %e, "audit fsync failed");
                     }
+                    // After a failure, try again unasked: a replica that
+                    // says it is not ready gets no requests to find out
+                    // that the disk has room again. The repair's record
+                    // is what is written (and fsynced).
+                    if self.repair_note.is_some() {
+                        let mut repair = Vec::new();
+                        let result = self.write_group(&mut repair).and_then(|()| self.sync());
+                        self.healthy.store(result.is_ok(), Ordering::Relaxed);
+                    }
                     self.checkpoint_if_due();
                     continue;
                 }
