@@ -230,6 +230,30 @@ impl Sessions {
         }
     }
 
+    /// A new pre-session binding (the cookie that binds the CSRF token of
+    /// forms shown before sign-in): a random value and this server's MAC
+    /// of it, so a value a client chose, or an attacker planted, is never
+    /// taken back as one.
+    pub fn new_binding(&self) -> String {
+        let value = random_token();
+        let mac = self.mac(b"sluice-pre\0", value.as_bytes()).finalize();
+        format!("{value}.{}", URL_SAFE_NO_PAD.encode(mac.into_bytes()))
+    }
+
+    /// Whether `binding` is one this server issued ([`Sessions::new_binding`]).
+    pub fn binding_valid(&self, binding: &str) -> bool {
+        let Some((value, mac)) = binding.split_once('.') else {
+            return false;
+        };
+        match URL_SAFE_NO_PAD.decode(mac) {
+            Ok(bytes) => self
+                .mac(b"sluice-pre\0", value.as_bytes())
+                .verify_slice(&bytes)
+                .is_ok(),
+            Err(_) => false,
+        }
+    }
+
     /// HMAC under this server's key, `purpose` first so a token made for
     /// one use never passes for another.
     fn mac(&self, purpose: &[u8], data: &[u8]) -> Hmac<Sha256> {
@@ -349,6 +373,18 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(40));
         assert!(sessions.get(&a.id).is_none());
+    }
+
+    #[test]
+    fn only_bindings_this_server_issued_are_taken_back() {
+        let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(600));
+        let issued = sessions.new_binding();
+        assert!(sessions.binding_valid(&issued));
+        assert!(!sessions.binding_valid(&"x".repeat(48)));
+        let (value, _) = issued.split_once('.').unwrap();
+        assert!(!sessions.binding_valid(&format!("{value}.AAAA")));
+        let other = Sessions::new(Duration::from_secs(60), Duration::from_secs(600));
+        assert!(!other.binding_valid(&issued));
     }
 
     #[test]

@@ -239,3 +239,30 @@ async fn forwarded_hosts_count_only_from_trusted_proxies() {
         "{forwarded}"
     );
 }
+
+/// Finding 5: a pre-sign-in cookie the client chose (a planted one) is not
+/// taken as the binding of the forms' CSRF tokens: the server issues its own.
+#[tokio::test]
+async fn a_planted_pre_sign_in_cookie_is_replaced_by_one_the_server_issued() {
+    let app = spawn_app().await;
+    let planted = "p".repeat(48);
+    let page = app
+        .client
+        .get(app.url("/auth/sign-in"))
+        .header("Cookie", format!("__Host-sluice-pre={planted}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let set: Vec<String> = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let pre = set
+        .iter()
+        .find(|c| c.starts_with("__Host-sluice-pre="))
+        .unwrap_or_else(|| panic!("no new binding in {set:?}"));
+    assert!(!pre.contains(&planted), "{pre}");
+}

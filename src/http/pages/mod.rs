@@ -35,7 +35,8 @@ use crate::session::Session;
 /// The session cookie. `__Host-` makes browsers refuse it unless it is
 /// `Secure`, has `Path=/` and no `Domain`: no sibling host can plant one.
 pub(super) const SESSION_COOKIE: &str = "__Host-sluice-session";
-/// A random value that binds the CSRF token of forms shown before sign-in.
+/// A random value, sealed with the server's key, that binds the CSRF token
+/// of forms shown before sign-in.
 const PRE_SESSION_COOKIE: &str = "__Host-sluice-pre";
 /// The `state` of a sign-in in progress, so the callback is this browser's.
 const LOGIN_COOKIE: &str = "__Host-sluice-login";
@@ -134,8 +135,12 @@ fn visitor_of(req: &HttpRequest) -> Result<Visitor, ApiError> {
     }
     let (binding, new_binding) = match (&session, req.cookie(PRE_SESSION_COOKIE)) {
         (Some(s), _) => (s.id.clone(), false),
-        (None, Some(c)) if c.value().len() >= 32 => (c.value().to_owned(), false),
-        (None, _) => (crate::session::random_token(), true),
+        // Only a binding this server issued: a planted cookie would let
+        // its planter know the victim's CSRF token (login CSRF).
+        (None, Some(c)) if state.web.sessions.binding_valid(c.value()) => {
+            (c.value().to_owned(), false)
+        }
+        (None, _) => (state.web.sessions.new_binding(), true),
     };
     Ok(Visitor {
         session,
