@@ -217,9 +217,8 @@ fn pending(store: &RequestStore, id: &str) -> anyhow::Result<AccessRequest> {
 /// reorder or hide what a terminal shows (bidirectional overrides, zero
 /// widths, line separators), for the terminal.
 fn printable(text: &str) -> String {
-    let hidden = |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}');
     text.chars()
-        .map(|c| if c.is_control() || hidden(c) { '?' } else { c })
+        .map(|c| if sluice::echo::is_hidden(c) { '?' } else { c })
         .collect()
 }
 

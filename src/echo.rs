@@ -75,9 +75,15 @@ pub fn cut_quoted(message: &str) -> String {
 pub fn hidden_char(text: &str, multiline: bool) -> Option<char> {
     text.chars().find(|&c| {
         let allowed_break = multiline && matches!(c, '\n' | '\t' | '\r');
-        (c.is_control() && !allowed_break)
-            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
+        is_hidden(c) && !allowed_break
     })
+}
+
+/// Whether `c` would not show as itself: a control character or an
+/// invisible formatting one (see [`hidden_char`]).
+pub fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
 }
 
 /// `Err` naming `field` and the character (as `U+XXXX`) if `text` holds a

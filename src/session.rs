@@ -209,25 +209,12 @@ impl Sessions {
     /// The CSRF token for forms shown to the holder of `binding` (a session
     /// id, or a pre-session cookie before sign-in).
     pub fn csrf_token(&self, binding: &str) -> String {
-        URL_SAFE_NO_PAD.encode(
-            self.mac(b"sluice-csrf\0", binding.as_bytes())
-                .finalize()
-                .into_bytes(),
-        )
+        self.sign(b"sluice-csrf\0", binding)
     }
 
     /// Whether `token` is the CSRF token of `binding` (compared in constant time).
     pub fn csrf_valid(&self, binding: &str, token: &str) -> bool {
-        if binding.is_empty() {
-            return false;
-        }
-        match URL_SAFE_NO_PAD.decode(token) {
-            Ok(bytes) => self
-                .mac(b"sluice-csrf\0", binding.as_bytes())
-                .verify_slice(&bytes)
-                .is_ok(),
-            Err(_) => false,
-        }
+        !binding.is_empty() && self.signed(b"sluice-csrf\0", binding, token)
     }
 
     /// A new pre-session binding (the cookie that binds the CSRF token of
@@ -236,22 +223,30 @@ impl Sessions {
     /// taken back as one.
     pub fn new_binding(&self) -> String {
         let value = random_token();
-        let mac = self.mac(b"sluice-pre\0", value.as_bytes()).finalize();
-        format!("{value}.{}", URL_SAFE_NO_PAD.encode(mac.into_bytes()))
+        let mac = self.sign(b"sluice-pre\0", &value);
+        format!("{value}.{mac}")
     }
 
     /// Whether `binding` is one this server issued ([`Sessions::new_binding`]).
     pub fn binding_valid(&self, binding: &str) -> bool {
-        let Some((value, mac)) = binding.split_once('.') else {
-            return false;
-        };
-        match URL_SAFE_NO_PAD.decode(mac) {
-            Ok(bytes) => self
-                .mac(b"sluice-pre\0", value.as_bytes())
+        binding
+            .split_once('.')
+            .is_some_and(|(value, mac)| self.signed(b"sluice-pre\0", value, mac))
+    }
+
+    /// `data`'s MAC for `purpose`, as URL-safe base64.
+    fn sign(&self, purpose: &[u8], data: &str) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac(purpose, data.as_bytes()).finalize().into_bytes())
+    }
+
+    /// Whether `mac` (URL-safe base64) is `data`'s MAC for `purpose`
+    /// (compared in constant time).
+    fn signed(&self, purpose: &[u8], data: &str, mac: &str) -> bool {
+        URL_SAFE_NO_PAD.decode(mac).is_ok_and(|bytes| {
+            self.mac(purpose, data.as_bytes())
                 .verify_slice(&bytes)
-                .is_ok(),
-            Err(_) => false,
-        }
+                .is_ok()
+        })
     }
 
     /// HMAC under this server's key, `purpose` first so a token made for
