@@ -2,7 +2,7 @@
 sampling of the server (and its worker processes), and starting the release
 binary over HTTPS on a work folder. Only ever talks to 127.0.0.1."""
 
-import re
+import hashlib
 import os
 import socket
 import ssl
@@ -107,10 +107,10 @@ def token(config, *args):
 
 
 def sealed_policy(text):
-    """`text` as `sluice policy apply` writes it: its last line seals every
-    byte before it (the server refuses an unsealed policy file)."""
-    import hashlib
-    body = re.sub(r"(^|\n)# sluice-seal sha256:[0-9a-f]*\n?$", r"\1", text)
-    if body and not body.endswith("\n"):
-        body += "\n"
-    return body + "# sluice-seal sha256:" + hashlib.sha256(body.encode()).hexdigest() + "\n"
+    """`text` as `sluice policy apply` writes it: every seal line it held
+    dropped, and a last line that seals every byte before it (the server
+    refuses an unsealed policy file). The interop tests use it too."""
+    prefix = "# sluice-seal sha256:"
+    body = "".join(line for line in text.splitlines(keepends=True) if not line.startswith(prefix))
+    body = body.rstrip("\n") + "\n" if body.strip() else ""
+    return body + prefix + hashlib.sha256(body.encode()).hexdigest() + "\n"

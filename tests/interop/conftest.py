@@ -1,7 +1,6 @@
 """Starts the real `sluice` binary over HTTPS on a free loopback port, with
 freshly generated sample data, for the interop tests."""
 
-import re
 import contextlib
 import json
 import os
@@ -9,6 +8,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from benchlib import sealed_policy  # noqa: E402  (one sealing rule for benches and tests)
 ROWS = 3000
 
 POLICY = """
@@ -279,13 +281,3 @@ def canonical_rows(frame) -> list:
 
     columns = list(frame.columns)
     return sorted(tuple(text(v) for v in row) for row in frame[columns].itertuples(index=False))
-
-
-def sealed_policy(text):
-    """`text` as `sluice policy apply` writes it: its last line seals every
-    byte before it (the server refuses an unsealed policy file)."""
-    import hashlib
-    body = re.sub(r"(^|\n)# sluice-seal sha256:[0-9a-f]*\n?$", r"\1", text)
-    if body and not body.endswith("\n"):
-        body += "\n"
-    return body + "# sluice-seal sha256:" + hashlib.sha256(body.encode()).hexdigest() + "\n"
