@@ -168,7 +168,10 @@ impl Ledger {
             );
             let cleaned: String = text[..complete]
                 .lines()
-                .map(|line| format!("{}\n", whole_entry(line).unwrap_or(line)))
+                .map(|line| {
+                    let whole = entry_of(line).ok().and_then(|(_, glued)| glued);
+                    format!("{}\n", whole.unwrap_or(line))
+                })
                 .collect();
             crate::durable::replace_file(path, cleaned.as_bytes()).map_err(io)?;
             return Self::open(path);
@@ -383,28 +386,27 @@ fn totals(text: &str, path: &Path) -> Result<(HashMap<String, f64>, usize), Ledg
         if line.trim().is_empty() {
             continue;
         }
-        let whole = whole_entry(line);
-        fragments += usize::from(whole.is_some());
-        let entry: Entry = serde_json::from_str(whole.unwrap_or(line)).map_err(|e| LedgerError::Io {
+        let (entry, glued) = entry_of(line).map_err(|e| LedgerError::Io {
             path: path.display().to_string(),
             message: format!(
                 "line {} is not a ledger entry ({e}); fix or restore the file: an unknown spend cannot be taken as zero",
                 n + 1
             ),
         })?;
+        fragments += usize::from(glued.is_some());
         *spent.entry(entry.account).or_default() += entry.epsilon;
     }
     Ok((spent, fragments))
 }
 
-/// The whole entry behind a torn fragment on `line`, when the line is one
-/// (a line that is itself an entry is not).
-fn whole_entry(line: &str) -> Option<&str> {
-    if serde_json::from_str::<Entry>(line).is_ok() {
-        return None;
-    }
-    let (_, rest) = crate::durable::after_torn_fragment(line, "{\"at\":")?;
-    serde_json::from_str::<Entry>(rest).is_ok().then_some(rest)
+/// The entry on `line`, parsed once; when the line is a torn fragment with
+/// a whole entry glued behind it, that entry and its text.
+fn entry_of(line: &str) -> Result<(Entry, Option<&str>), serde_json::Error> {
+    serde_json::from_str(line).map(|e| (e, None)).or_else(|e| {
+        crate::durable::after_torn_fragment(line, "{\"at\":")
+            .and_then(|(_, rest)| Some((serde_json::from_str(rest).ok()?, Some(rest))))
+            .ok_or(e)
+    })
 }
 
 #[cfg(test)]
