@@ -123,12 +123,7 @@ pub async fn run(settings: Settings, command: AccessCommand) -> anyhow::Result<(
             let mut shape = match access_request::narrowest(&live_policy, &request, today) {
                 Ok(shape) => shape,
                 // The admin says what to give.
-                Err(_) if mode.is_some() => access_request::Shape {
-                    mode: Default::default(),
-                    row_filter: None,
-                    max_rows: None,
-                    expires: today + time::Duration::days(i64::from(request.duration_days)),
-                },
+                Err(_) if mode.is_some() => access_request::Shape::as_asked(&request, today),
                 Err(why) => bail!("{why}; nothing was changed"),
             };
             if let Some(mode) = mode {

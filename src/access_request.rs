@@ -501,6 +501,19 @@ pub struct Shape {
     pub expires: time::Date,
 }
 
+impl Shape {
+    /// Every row, no cap, until the end of the duration asked: what is
+    /// left when nothing the requester holds narrows it.
+    pub fn as_asked(request: &AccessRequest, today: time::Date) -> Self {
+        Self {
+            mode: crate::domain::Mode::Rows,
+            row_filter: None,
+            max_rows: None,
+            expires: today + time::Duration::days(i64::from(request.duration_days)),
+        }
+    }
+}
+
 /// The narrowest grant `request` can be given on its dataset: what the
 /// requester already holds there (by subject or organisation) is carried,
 /// the most restrictive of it: its mode (an aggregate-only organisation
@@ -562,7 +575,7 @@ pub fn narrowest(
         mode,
         row_filter: filters.first().map(|f| (*f).clone()),
         max_rows: held.iter().filter_map(|g| g.max_rows).min(),
-        expires: today + time::Duration::days(i64::from(request.duration_days)),
+        ..Shape::as_asked(request, today)
     })
 }
 
