@@ -443,20 +443,21 @@ fn spawn_catalogue_poller(catalog: Arc<LiveCatalog>, every: Duration) {
 /// grant is never in force without its record.
 async fn record_policy_at_start(policy: &LivePolicy, audit: &AuditLog) -> anyhow::Result<()> {
     let changes = policy.changes_since_kept();
-    if !changes.is_empty() {
-        audit
-            .append_durable(Record {
-                reason: Some(format!(
-                    "start: {} grants in force; the file differs from the policy last in force here",
-                    policy.current().grants.len()
-                )),
-                outcome: Some(Outcome::Ok),
-                changes,
-                ..Record::new(Event::PolicyReload)
-            })
-            .await
-            .context("recording the policy in force at start")?;
+    if changes.is_empty() {
+        return Ok(());
     }
+    audit
+        .append_durable(Record {
+            reason: Some(format!(
+                "start: {} grants in force; the file differs from the policy last in force here",
+                policy.current().grants.len()
+            )),
+            outcome: Some(Outcome::Ok),
+            changes,
+            ..Record::new(Event::PolicyReload)
+        })
+        .await
+        .context("recording the policy in force at start")?;
     policy
         .keep()
         .context("keeping a copy of the policy in force")?;

@@ -2,9 +2,9 @@
 //! SIGHUP. A file that is not sealed (see [`super::seal`]), fails to parse
 //! or has an error an admin must fix is refused with a logged error naming
 //! file, line and problem, and the previous policy stays in force; the
-//! refusal is shown on `/readyz` until a reload succeeds. Catalogue drift (see [`super::check`])
-//! is logged as warnings and never refuses a file, so a revocation always
-//! takes effect. Requests take an `Arc` of the policy when they start, so a
+//! refusal is shown on `/readyz` until a reload succeeds. Catalogue drift
+//! (see [`super::check`]) is logged as warnings and never refuses a file,
+//! so a revocation always takes effect. Requests take an `Arc` of the policy when they start, so a
 //! response in flight finishes under the policy it started with.
 
 use std::path::{Path, PathBuf};
@@ -218,13 +218,7 @@ impl LivePolicy {
     /// policy in force: each added, changed or removed `[[grant]]`,
     /// `[[visa_grant]]` or `[disclosure]`, with its old and new text.
     pub fn changes(&self, next: &Prepared) -> Vec<FieldChange> {
-        let old = self
-            .current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .1
-            .clone();
-        super::diff::changes(&old, &next.text)
+        super::diff::changes(&self.text(), &next.text)
     }
 
     /// Puts a prepared file in force (its warnings are logged).
