@@ -1,8 +1,9 @@
 //! Files replaced whole or not at all: write a temporary file beside the
 //! target, fsync it, rename it over the target, fsync the folder. A crash
-//! at any point leaves the old file or the new one, never a mix. And the
-//! one repair shared by the append-only files (audit trail, privacy
-//! ledger): finding the whole entry behind a torn fragment.
+//! at any point leaves the old file or the new one, never a mix. And what
+//! the append-only files (audit trail, checkpoints, privacy ledger) share:
+//! an append that is whole and durable or cut back ([`AppendFile`]), and
+//! finding the whole entry behind a torn fragment.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -61,6 +62,72 @@ pub fn create_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Makes a folder's entries (creations, renames) durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// An append-only file whose every append is whole and fsynced, or cut
+/// back: a write that fails part-way (a full disk) is truncated to the
+/// last whole append before anything else is written, so no later entry is
+/// glued to a fragment of it. If the cut fails too, nothing is appended
+/// until it succeeds.
+pub struct AppendFile {
+    file: File,
+    /// Bytes of whole, fsynced appends.
+    whole: u64,
+    /// A failed append whose bytes may still be in the file.
+    torn: bool,
+}
+
+impl AppendFile {
+    /// `file` (opened for appending), of which the first `whole` bytes are
+    /// whole entries.
+    pub fn new(file: File, whole: u64) -> Self {
+        Self {
+            file,
+            whole,
+            torn: false,
+        }
+    }
+
+    /// `path`, created if missing, taken as whole as it is.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let whole = file.metadata()?.len();
+        Ok(Self::new(file, whole))
+    }
+
+    /// Appends `bytes` durably, or leaves the file as it was.
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.torn {
+            self.cut_back()?;
+        }
+        let written = self
+            .file
+            .write_all(bytes)
+            .and_then(|()| self.file.sync_data());
+        match written {
+            Ok(()) => {
+                self.whole += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.torn = true;
+                if let Err(cut) = self.cut_back() {
+                    tracing::error!(error = %cut, "could not cut back a failed append; nothing is appended until it can be");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn cut_back(&mut self) -> io::Result<()> {
+        self.file.set_len(self.whole)?;
+        self.file.sync_all()?;
+        self.torn = false;
+        Ok(())
+    }
 }
 
 /// A line of an append-only file of JSON objects that all begin with

@@ -137,18 +137,7 @@ impl SigningKey {
 /// a fragment of this one.
 pub fn append(dir: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
     let line = serde_json::to_string(checkpoint).map_err(std::io::Error::other)?;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(checkpoint_path(dir))?;
-    let whole = file.metadata()?.len();
-    let written = file
-        .write_all(format!("{line}\n").as_bytes())
-        .and_then(|()| file.sync_data());
-    if written.is_err() {
-        let _ = file.set_len(whole).and_then(|()| file.sync_all());
-    }
-    written
+    crate::durable::AppendFile::open(&checkpoint_path(dir))?.append(format!("{line}\n").as_bytes())
 }
 
 pub fn checkpoint_path(dir: &Path) -> PathBuf {

@@ -19,8 +19,8 @@
 //! every replica would grant the whole budget.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -61,53 +61,9 @@ pub enum LedgerError {
 /// Where spends are written.
 enum Backing {
     /// The local file, appended under the `spent` lock.
-    File(Mutex<LedgerFile>),
+    File(Mutex<crate::durable::AppendFile>),
     /// The bucket replicas share.
     Shared(Shared),
-}
-
-/// The local ledger file and how much of it is whole entries.
-struct LedgerFile {
-    file: File,
-    /// Bytes of whole, fsynced entries: a failed write is cut back to here
-    /// before anything else is appended, so no later entry is glued to a
-    /// fragment.
-    whole: u64,
-    /// A failed write whose bytes may still be in the file.
-    torn: bool,
-}
-
-impl LedgerFile {
-    /// Appends `line` durably, or leaves the file as it was.
-    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
-        if self.torn {
-            self.cut_back()?;
-        }
-        let written = self
-            .file
-            .write_all(line)
-            .and_then(|()| self.file.sync_data());
-        match written {
-            Ok(()) => {
-                self.whole += line.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                self.torn = true;
-                if let Err(cut) = self.cut_back() {
-                    tracing::error!(error = %cut, "privacy ledger: could not cut back a failed write; no spend is written until it can be");
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn cut_back(&mut self) -> std::io::Result<()> {
-        self.file.set_len(self.whole)?;
-        self.file.sync_all()?;
-        self.torn = false;
-        Ok(())
-    }
 }
 
 /// A ledger kept in an object store, shared by replicas.
@@ -180,11 +136,10 @@ impl Ledger {
         Ok(Self {
             path: path.to_owned(),
             spent: Mutex::new(spent),
-            backing: Backing::File(Mutex::new(LedgerFile {
+            backing: Backing::File(Mutex::new(crate::durable::AppendFile::new(
                 file,
-                whole: complete as u64,
-                torn: false,
-            })),
+                complete as u64,
+            ))),
         })
     }
 
@@ -412,6 +367,7 @@ fn entry_of(line: &str) -> Result<(Entry, Option<&str>), serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn spends_add_up_and_survive_a_reopen() {
