@@ -616,7 +616,7 @@ async fn produce(
     (format, coding): (Format, Coding),
     provenance: Provenance,
     encode_width: usize,
-    sink: Sink,
+    mut sink: Sink,
     on_finish: OnFinish,
 ) {
     let (mut rows, mut bytes) = (0u64, 0u64);
@@ -703,8 +703,8 @@ struct ReaderPace {
     grace: Duration,
 }
 
-/// How the reader has kept up: everything it has taken since the answer
-/// began, and how long the engine has waited on it in all. Judged over the
+/// How long the reader has kept the engine waiting: since when, and for
+/// how long in all (what it has taken is the answer's bytes sent). Judged over the
 /// whole answer: the socket buffers on both sides (megabytes) take chunks
 /// in bursts, so a reader at a steady rate above the floor can leave the
 /// engine waiting a whole grace period at a time; over the answer, those
@@ -714,7 +714,6 @@ struct ReaderPace {
 #[derive(Debug)]
 struct Waited {
     started: std::time::Instant,
-    taken: u64,
     blocked: Duration,
 }
 
@@ -722,7 +721,6 @@ impl Default for Waited {
     fn default() -> Self {
         Self {
             started: std::time::Instant::now(),
-            taken: 0,
             blocked: Duration::ZERO,
         }
     }
@@ -734,11 +732,11 @@ impl ReaderPace {
     /// whole answer is under the floor rate. Only time blocked on the
     /// reader counts towards the grace, so a slow plan is never taken for
     /// a slow reader.
-    fn too_slow(&self, waited: &Waited) -> bool {
+    fn too_slow(&self, waited: &Waited, taken: u64) -> bool {
         if self.floor == 0 || waited.blocked < self.grace {
             return false;
         }
-        let rate = waited.taken as f64 / waited.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = taken as f64 / waited.started.elapsed().as_secs_f64().max(1e-3);
         rate < self.floor as f64
     }
 }
@@ -750,7 +748,7 @@ struct Sink {
     /// to be gone (`limits.stalled_reader_secs`).
     stall: Duration,
     pace: ReaderPace,
-    waited: std::sync::Mutex<Waited>,
+    waited: Waited,
     /// Set when the last chunk was handed over (see [`SliceStream::into_chunks`]).
     complete: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -759,17 +757,14 @@ impl Sink {
     /// Hands over a chunk; false when the reader is gone, stalled or
     /// slower than the floor rate, and the answer should stop (giving its
     /// place in the engine back).
-    async fn send(&self, sent_bytes: &mut u64, chunk: bytes::Bytes) -> bool {
+    async fn send(&mut self, sent_bytes: &mut u64, chunk: bytes::Bytes) -> bool {
         if chunk.is_empty() {
             return true;
         }
         let len = chunk.len() as u64;
         *sent_bytes += len;
         let mut chunk = match self.tx.try_send(Ok(chunk)) {
-            Ok(()) => {
-                self.waited.lock().unwrap_or_else(|e| e.into_inner()).taken += len;
-                return true;
-            }
+            Ok(()) => return true,
             Err(mpsc::error::TrySendError::Closed(_)) => return false,
             Err(mpsc::error::TrySendError::Full(chunk)) => chunk,
         };
@@ -784,24 +779,23 @@ impl Sink {
                 .tx
                 .send_timeout(chunk, stall_left.min(self.pace.grace))
                 .await;
-            let mut waited = self.waited.lock().unwrap_or_else(|e| e.into_inner());
-            waited.blocked += attempt.elapsed();
-            let taken = match sent {
-                Ok(()) => {
-                    waited.taken += len;
-                    None
-                }
+            self.waited.blocked += attempt.elapsed();
+            let back = match sent {
+                Ok(()) => None,
                 Err(mpsc::error::SendTimeoutError::Closed(_)) => return false,
                 Err(mpsc::error::SendTimeoutError::Timeout(back)) => Some(back),
             };
-            if self.pace.too_slow(&waited) {
+            // What the reader has taken: every byte sent but this chunk,
+            // unless it took this one too.
+            let taken = *sent_bytes - if back.is_some() { len } else { 0 };
+            if self.pace.too_slow(&self.waited, taken) {
                 tracing::info!(
                     floor = self.pace.floor,
                     "the reader was slower than the floor rate; answer cut off"
                 );
                 return false;
             }
-            let Some(back) = taken else { return true };
+            let Some(back) = back else { return true };
             chunk = back;
             if started.elapsed() >= self.stall {
                 tracing::info!(
