@@ -34,6 +34,10 @@ pub use verify::{
 };
 pub use writer::{AuditError, AuditLog, Checkpoints};
 
+/// The file whose lock makes one process the trail's writer; it stays
+/// behind, so its presence also says a server has written the trail.
+const WRITER_LOCK: &str = ".writer.lock";
+
 /// The hash before the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::checkpoint::{self, Checkpoint};
-use super::{GENESIS, Record, sha256_hex, unseal};
+use super::{GENESIS, Record, WRITER_LOCK, sha256_hex, unseal};
 
 /// What the chain is checked against beyond itself.
 #[derive(Debug, Default, Clone)]
@@ -74,9 +74,6 @@ pub fn verify(dir: &Path, anchor: &Anchor) -> Result<VerifyReport, VerifyError> 
         None => Ok(report),
     }
 }
-
-/// The file whose presence says a server has written this trail.
-const WRITER_LOCK: &str = ".writer.lock";
 
 /// Verifies every record in `dir`, and the chain against the anchor,
 /// going on past each problem: after a line that does not hold, the chain
@@ -235,6 +232,8 @@ pub fn verify_all(dir: &Path, anchor: &Anchor) -> (VerifyReport, Vec<VerifyError
             format!("the head {head} is not in the chain: records were cut or rewritten"),
         );
     }
+    // The writer's lock file stays: its presence says a server has
+    // written this trail.
     let has_run = dir.join(WRITER_LOCK).exists();
     if anchor.public_key.is_some() && checkpoints.is_empty() && (report.records > 0 || has_run) {
         fail(

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 use super::checkpoint::{self, SigningKey};
-use super::{GENESIS, Record, seal, unseal};
+use super::{GENESIS, Record, WRITER_LOCK, seal, unseal};
 use crate::internal::Internal;
 
 /// Why a record could not be made durable.
@@ -80,9 +80,6 @@ impl Drop for AuditLog {
 
 /// Most records written between two fsyncs.
 const MAX_GROUP: usize = 4096;
-
-/// The file whose lock makes one process the trail's writer.
-const WRITER_LOCK: &str = ".writer.lock";
 
 /// How long the writer gathers records before one write and fsync.
 const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
