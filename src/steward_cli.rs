@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 use sluice::audit::checkpoint::SigningKey;
 use sluice::audit::{AuditLog, Checkpoints, Decision, Event, Outcome, Record};
 use sluice::catalog::edit::Registration;
+use sluice::catalog::live::Publication;
+use sluice::catalog::profile::ProfileKey;
 use sluice::catalog::{Dataset, LiveCatalog};
 use sluice::config::Settings;
 use sluice::domain::DatasetId;
@@ -314,6 +316,7 @@ pub fn register(settings: Settings, args: RegisterArgs) -> anyhow::Result<()> {
                 format,
                 csv: args.csv.options()?,
             };
+            let key = profile_key(&settings)?;
             let result = ingest::upload(
                 &catalog,
                 &dataset,
@@ -321,6 +324,11 @@ pub fn register(settings: Settings, args: RegisterArgs) -> anyhow::Result<()> {
                 body,
                 &ingest_settings,
                 settings.limits.batch_rows,
+                Publication {
+                    by: &local_subject(),
+                    key: &key,
+                    based_on: None,
+                },
             )
             .await;
             spinner.finish_and_clear();
@@ -333,7 +341,14 @@ pub fn register(settings: Settings, args: RegisterArgs) -> anyhow::Result<()> {
                 .versions
                 .get(&published.version)
                 .context("the uploaded version is missing")?;
-            if published.held {
+            if let Some(change) = published.change {
+                eprintln!(
+                    "version {} of {id} is held for an admin, not published: its data looks to hold what a more protected column held ({}). Readers keep version {} until an admin runs `sluice datasets approve {id} {change}`",
+                    published.version,
+                    published.findings.join("; "),
+                    published.dataset.manifest.version,
+                );
+            } else if published.held {
                 eprintln!(
                     "version {} of {id} is held for review: its columns came from the file and are classified 'none'. Classify the sensitive ones in {id}/dataset.toml (or PATCH through a server), then run `sluice datasets publish {id}`",
                     published.version
@@ -343,6 +358,8 @@ pub fn register(settings: Settings, args: RegisterArgs) -> anyhow::Result<()> {
                 "id": id,
                 "version": published.version,
                 "in_review": published.held,
+                "change": published.change,
+                "findings": published.findings,
                 "rows": version.rows,
                 "bytes": version.bytes,
                 "schema": summary.columns,
@@ -525,11 +542,17 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                 if ingest_settings.worker.is_none() {
                     ingest_settings.worker = Some(std::env::current_exe()?);
                 }
+                let key = profile_key(&settings)?;
                 let (published, _) = ingest::rewrite(
                     &catalog,
                     &dataset,
                     &ingest_settings,
                     settings.limits.batch_rows,
+                    Publication {
+                        by: &local_subject(),
+                        key: &key,
+                        based_on: None,
+                    },
                 )
                 .await?;
                 audit
@@ -669,6 +692,14 @@ impl LocalAudit {
 }
 
 /// Who a change made on this machine's folders is recorded as.
+/// The key data profiles are taken under: the server's, from its state
+/// folder, so profiles kept by either compare.
+fn profile_key(settings: &Settings) -> anyhow::Result<ProfileKey> {
+    let secret = sluice::slice::Secret::load_or_create(&settings.storage.state)
+        .context("pseudonymisation secret")?;
+    Ok(secret.profile_key())
+}
+
 fn local_subject() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     format!("local:{user}")
@@ -762,10 +793,7 @@ async fn decide(
         print(&body["change"])?;
     } else {
         let catalog = open_local(settings).await?;
-        let by = format!(
-            "local:{}",
-            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-        );
+        let by = local_subject();
         let edited = catalog
             .edit(&*seen(&catalog, &id)?, |m| {
                 m.decide(n, approve, &by, time::OffsetDateTime::now_utc())

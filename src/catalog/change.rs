@@ -69,7 +69,28 @@ pub struct ProposedChange {
     )]
     pub decided_at: Option<OffsetDateTime>,
     pub fields: Vec<FieldChange>,
+    /// Why a new version waits (its data looks to hold what a more
+    /// protected column held), in words; empty for metadata edits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
+    /// Why it was decided as it was: an admin's reason, or that a later
+    /// upload replaced the version before anyone decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
+
+impl ProposedChange {
+    /// The version this change publishes, if it is a held upload's.
+    pub fn publishes(&self) -> Option<u64> {
+        self.fields
+            .iter()
+            .find(|f| f.field == VERSION)
+            .and_then(|f| f.new.as_deref()?.parse().ok())
+    }
+}
+
+/// The field a held upload's change sets: the published version.
+const VERSION: &str = "version";
 
 /// Why a proposal could not be decided. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -161,8 +182,54 @@ impl Manifest {
             decided_by: None,
             decided_at: None,
             fields,
+            findings: Vec::new(),
+            reason: None,
         });
         Ok(self.last_change)
+    }
+
+    /// Records that version `number`, uploaded by `by`, waits for an admin
+    /// because of `findings`: approving it publishes the version.
+    pub fn propose_version(
+        &mut self,
+        number: u64,
+        findings: Vec<String>,
+        by: &str,
+        at: OffsetDateTime,
+    ) -> Result<u64, String> {
+        let fields = vec![FieldChange {
+            field: VERSION.into(),
+            old: Some(self.version.to_string()),
+            new: Some(number.to_string()),
+            widens: true,
+        }];
+        let proposed = self.propose(by, at, fields)?;
+        if let Some(change) = self.changes.iter_mut().find(|c| c.number == proposed) {
+            change.findings = findings;
+        }
+        Ok(proposed)
+    }
+
+    /// The pending change that would publish version `number`, if one does.
+    pub fn change_holding(&self, number: u64) -> Option<&ProposedChange> {
+        self.changes
+            .iter()
+            .find(|c| c.status == ChangeStatus::Pending && c.publishes() == Some(number))
+    }
+
+    /// Closes the pending change for held version `replaced`, which the
+    /// upload of version `by_version` replaced before anyone decided.
+    pub fn supersede(&mut self, replaced: u64, by_version: u64, by: &str, at: OffsetDateTime) {
+        for change in &mut self.changes {
+            if change.status == ChangeStatus::Pending && change.publishes() == Some(replaced) {
+                change.status = ChangeStatus::Rejected;
+                change.decided_by = Some(by.to_owned());
+                change.decided_at = Some(at);
+                change.reason = Some(format!(
+                    "version {replaced} was replaced by the upload of version {by_version}"
+                ));
+            }
+        }
     }
 
     pub fn change(&self, number: u64) -> Option<&ProposedChange> {
@@ -185,6 +252,11 @@ impl Manifest {
             ChangeStatus::Rejected => return Err(DecideError::Decided(number, "rejected")),
         }
         let mut next = self.clone();
+        if !approve && proposal.publishes().is_some_and(|n| n == next.in_review) {
+            // The held version will not be served: its files go with the
+            // next clean-up, as an upload that never committed.
+            next.in_review = 0;
+        }
         if approve {
             let stale = |problem: String| DecideError::Stale { number, problem };
             for change in &proposal.fields {
@@ -280,6 +352,7 @@ fn parse<T: serde::de::DeserializeOwned>(field: &str, value: Option<&str>) -> Re
 fn fields(m: &Manifest) -> Vec<(String, Option<String>)> {
     let text = |s: &str| Some(s.to_owned());
     let mut out = vec![
+        (VERSION.to_owned(), Some(m.version.to_string())),
         ("title".to_owned(), text(&m.title)),
         ("description".to_owned(), text(&m.description)),
         ("sector".to_owned(), text(&m.sector)),
@@ -333,6 +406,15 @@ fn fields(m: &Manifest) -> Vec<(String, Option<String>)> {
 /// Sets an access field from its text form.
 fn set(m: &mut Manifest, field: &str, value: Option<&str>) -> Result<(), String> {
     match field {
+        VERSION => {
+            let number: u64 = value
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("'{field}' must be a version number"))?;
+            if m.in_review != number {
+                return Err(format!("version {number} is no longer held for review"));
+            }
+            m.version = std::mem::take(&mut m.in_review);
+        }
         "tier" => m.tier = parse::<Tier>(field, value)?,
         "mode" => m.mode = parse::<Mode>(field, value)?,
         _ => {
@@ -380,7 +462,7 @@ fn tier_rank(t: Tier) -> u8 {
 }
 
 /// How protected a classification is: higher is more protected.
-fn class_rank(c: Classification) -> u8 {
+pub(crate) fn class_rank(c: Classification) -> u8 {
     match c {
         Classification::None => 0,
         Classification::QuasiIdentifier => 1,
@@ -393,7 +475,7 @@ fn class_rank(c: Classification) -> u8 {
 /// narrows only if it is a function of the old one (each new bucket a union
 /// of old ones): callers keep what they read before, so two masks that do
 /// not nest (bucket(7) then bucket(36)) together tell more than either.
-fn mask_widens(old: Mask, new: Mask) -> bool {
+pub(crate) fn mask_widens(old: Mask, new: Mask) -> bool {
     match (old, new) {
         _ if old == new => false,
         (_, Mask::Redact) => false,

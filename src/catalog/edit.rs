@@ -47,6 +47,7 @@ impl Registration {
             mode: self.mode,
             version: 0,
             in_review: 0,
+            last_version: 0,
             access_request: self.access_request,
             sort_by: self.sort_by,
             retired: None,

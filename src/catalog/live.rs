@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 
 use super::local::{LocalRoot, OpenError, Recovered, Staging};
 use super::manifest::{ColumnSpec, Manifest};
+use super::profile::{self, Profile, ProfileKey};
 use super::store_root::{Committed, Expect, StoreRoot};
 use super::{Catalog, CatalogError, Dataset, Version, check_schema, load_dataset, read_version};
 use crate::domain::{ColumnName, DatasetId};
@@ -122,7 +123,7 @@ impl Writer {
 
     async fn release_claim(&self, id: &DatasetId, number: u64) -> std::io::Result<()> {
         match self {
-            Writer::Local(_) => Ok(()),
+            Writer::Local(root) => root.release_claim(id, number),
             Writer::Store(root) => root.release_claim(id, number).await,
         }
     }
@@ -196,6 +197,24 @@ pub struct Published {
     /// The version is held for review, not published: its columns were
     /// defined by the file and nobody has classified them yet.
     pub held: bool,
+    /// Why the version waits for an admin, in words (empty when it does
+    /// not): what its data looks to hold that the version it replaces did
+    /// not ([`profile::findings`]).
+    pub findings: Vec<String>,
+    /// The pending change an admin approves to publish it.
+    pub change: Option<u64>,
+}
+
+/// How a new version is published: by whom, with the key its profile is
+/// taken under, and (for a rewrite) only while it is still based on the
+/// version that is current.
+#[derive(Debug, Clone, Copy)]
+pub struct Publication<'a> {
+    /// The uploader's `sub`, recorded on a change the version waits in.
+    pub by: &'a str,
+    pub key: &'a ProfileKey,
+    /// Published only if this is still the current version.
+    pub based_on: Option<u64>,
 }
 
 impl LiveCatalog {
@@ -345,14 +364,18 @@ impl LiveCatalog {
         seen: &Dataset,
         staging: Staging,
         columns: &[ColumnName],
-        based_on: Option<u64>,
+        publication: Publication<'_>,
     ) -> Result<Published, WriteError> {
+        let Publication { by, key, based_on } = publication;
         let id = seen.id();
         let writer = self.writer.lock().await;
         let root = writer.as_ref().ok_or(WriteError::ReadOnly)?;
         let catalog = self.snapshot();
         let dataset = catalog.get(id).ok_or(WriteError::NotFound)?.clone();
-        let start = dataset.manifest.version;
+        let start = dataset
+            .manifest
+            .committed_up_to()
+            .max(dataset.manifest.last_version);
         // Refused before a number is claimed and the files are put; the
         // commit checks again on the dataset as it is then.
         check_publishable(&dataset, based_on)?;
@@ -383,19 +406,45 @@ impl LiveCatalog {
             }
             Err(e) => return Err(abandon(e.into()).await),
         };
+        let profiles = match profiles(catalog.store(), &dataset, &version, key).await {
+            Ok(profiles) => profiles,
+            Err(e) => return Err(abandon(e).await),
+        };
         let mut added_columns = Vec::new();
-        let mut replaced = 0;
+        let mut findings = Vec::new();
+        let mut change = None;
         let committed = self
             .commit(root, seen, |dataset, _| {
                 check_publishable(dataset, based_on)?;
                 check_still_fits(dataset, &version, number)?;
                 let (mut manifest, added) = next_manifest(&dataset.manifest, columns);
                 check_schema(&manifest, number, &version.schema).map_err(WriteError::Invalid)?;
+                findings = match &profiles {
+                    Some((old, _)) if old.version != manifest.version => {
+                        // Another replica published meanwhile: compare
+                        // with that version instead.
+                        return Err(WriteError::Moved(manifest.version));
+                    }
+                    Some((old, new)) => profile::findings(old, new, &manifest),
+                    None => Vec::new(),
+                };
                 // A first upload that defined its own columns waits for a
                 // steward to classify them and publish; so does one
-                // replacing it in review.
-                let held = manifest.version == 0 && (!added.is_empty() || manifest.in_review > 0);
-                replaced = std::mem::take(&mut manifest.in_review);
+                // replacing it in review. A version whose data looks to
+                // hold what a more protected column held waits for an
+                // admin, in a change like a widening edit.
+                let held = !findings.is_empty()
+                    || manifest.version == 0 && (!added.is_empty() || manifest.in_review > 0);
+                manifest.last_version = manifest.last_version.max(number);
+                let replaced = std::mem::take(&mut manifest.in_review);
+                manifest.supersede(replaced, number, by, OffsetDateTime::now_utc());
+                change = None;
+                if !findings.is_empty() {
+                    let proposed = manifest
+                        .propose_version(number, findings.clone(), by, OffsetDateTime::now_utc())
+                        .map_err(WriteError::Invalid)?;
+                    change = Some(proposed);
+                }
                 if held {
                     manifest.in_review = number;
                 } else {
@@ -413,22 +462,19 @@ impl LiveCatalog {
             // whole new one.
             Err(e) => return Err(e),
         };
-        if let Err(e) = root.release_claim(id, number).await {
-            tracing::warn!(error = %e, "could not release a version's claim");
-        }
         let Dataset {
             manifest,
             mut versions,
             manifest_tag,
         } = committed;
         let held = manifest.in_review == number;
-        versions.insert(number, version);
-        if replaced > 0 {
-            versions.remove(&replaced);
-            if let Err(e) = root.remove_unpublished(id, replaced).await {
-                tracing::warn!(error = %e, "could not remove a replaced version in review");
-            }
+        // A held version keeps its claim until it is published: if it is
+        // rejected or replaced instead, the claim keeps it from ever being
+        // read as an earlier published version.
+        if !held && let Err(e) = root.release_claim(id, number).await {
+            tracing::warn!(error = %e, "could not release a version's claim");
         }
+        versions.insert(number, version);
         self.put_dataset(Dataset {
             manifest,
             versions,
@@ -444,6 +490,8 @@ impl LiveCatalog {
             version: number,
             added_columns,
             held,
+            findings,
+            change,
         })
     }
 
@@ -630,9 +678,25 @@ impl LiveCatalog {
             let expect = Expect::Tag(dataset.manifest_tag.as_deref());
             if let Committed::Yes(manifest_tag) = root.write_manifest(&manifest, expect).await? {
                 crate::crash_point::here("commit:written");
+                let mut versions = dataset.versions.clone();
+                // A version in review that the manifest no longer names
+                // (replaced, or rejected by an admin) is never served: it
+                // leaves the catalogue now and its files go. Its claim
+                // keeps it unread if the removal does not happen.
+                let unnamed: Vec<u64> = versions
+                    .keys()
+                    .copied()
+                    .filter(|n| *n > manifest.version && !manifest.names_version(*n))
+                    .collect();
+                for number in unnamed {
+                    versions.remove(&number);
+                    if let Err(e) = root.remove_unpublished(id, number).await {
+                        tracing::warn!(error = %e, "could not remove a version that was not published");
+                    }
+                }
                 return Ok(Dataset {
                     manifest,
-                    versions: dataset.versions.clone(),
+                    versions,
                     manifest_tag,
                 });
             }
@@ -648,6 +712,14 @@ impl LiveCatalog {
         self.edit(seen, |m| {
             if m.in_review == 0 {
                 return Err(format!("dataset '{}' has no version in review", m.id));
+            }
+            if let Some(change) = m.change_holding(m.in_review) {
+                return Err(format!(
+                    "version {} waits for an admin to approve change {}: {}",
+                    m.in_review,
+                    change.number,
+                    change.findings.join("; ")
+                ));
             }
             let mut m = m.clone();
             m.version = std::mem::take(&mut m.in_review);
@@ -702,6 +774,28 @@ fn same_publisher(dataset: &Dataset, publisher: &str) -> Result<(), WriteError> 
 
 /// Whether an upload may still become a version of `dataset`: not retired,
 /// and (for a rewrite) based on the current version.
+/// The profile of the version `dataset` serves and of the `new` one
+/// (`None` for a first version, which replaces nothing); the new one is
+/// kept beside its files, so the next upload compares with it directly.
+async fn profiles(
+    store: &Arc<dyn object_store::ObjectStore>,
+    dataset: &Dataset,
+    new: &Version,
+    key: &ProfileKey,
+) -> Result<Option<(Profile, Profile)>, WriteError> {
+    let failed = |e: anyhow::Error| WriteError::Storage(std::io::Error::other(format!("{e:#}")));
+    let id = dataset.id();
+    let made = profile::profile(store, new, key).await.map_err(failed)?;
+    profile::keep(store, id, &made).await.map_err(failed)?;
+    let Some(current) = dataset.current() else {
+        return Ok(None);
+    };
+    let old = profile::kept_or_new(store, id, current, key)
+        .await
+        .map_err(failed)?;
+    Ok(Some((old, made)))
+}
+
 fn check_publishable(dataset: &Dataset, based_on: Option<u64>) -> Result<(), WriteError> {
     let manifest = &dataset.manifest;
     if manifest.retired.is_some() {

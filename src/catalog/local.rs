@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use super::MANIFEST_FILE;
 use super::manifest::Manifest;
+use super::store_root::CLAIM_FILE;
 use crate::domain::DatasetId;
 use crate::durable::sync_dir;
 
@@ -168,7 +169,10 @@ impl LocalRoot {
                     .file_name()
                     .to_str()
                     .and_then(|n| n.parse::<u64>().ok());
-                if number.is_some_and(|n| manifest.is_stale_version(n)) {
+                let claimed = version.path().join(CLAIM_FILE).exists();
+                if number.is_some_and(|n| {
+                    manifest.is_stale_version(n) || (claimed && !manifest.names_version(n))
+                }) {
                     fs::remove_dir_all(version.path())?;
                     done.uncommitted_versions += 1;
                 }
@@ -203,6 +207,10 @@ impl LocalRoot {
     /// Moves a staged version's files to `<id>/versions/<number>/`, durably.
     /// The version is not published until the manifest names it.
     pub fn place_version(&self, id: &DatasetId, number: u64, staged: &Path) -> io::Result<()> {
+        // Claimed until published, as in an object store: a version that is
+        // never published (replaced or rejected in review) keeps its claim,
+        // so it is never read as an earlier published one.
+        fs::write(staged.join(CLAIM_FILE), b"claimed\n")?;
         for entry in fs::read_dir(staged)? {
             File::open(entry?.path())?.sync_all()?;
         }
@@ -218,6 +226,19 @@ impl LocalRoot {
         fs::rename(staged, &target)?;
         sync_dir(&versions)?;
         sync_dir(&self.dataset_dir(id))
+    }
+
+    /// Marks version `number` published: its claim goes.
+    pub fn release_claim(&self, id: &DatasetId, number: u64) -> io::Result<()> {
+        let folder = self
+            .dataset_dir(id)
+            .join("versions")
+            .join(number.to_string());
+        match fs::remove_file(folder.join(CLAIM_FILE)) {
+            Ok(()) => sync_dir(&folder),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes a placed version that was never published.

@@ -40,6 +40,11 @@ pub struct Manifest {
     /// Zero: none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub in_review: u64,
+    /// The highest version number given so far: numbers are never given
+    /// twice, even those of versions rejected or replaced in review (whose
+    /// folders are removed). Zero in manifests from before it was kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_version: u64,
     /// How to ask for access, shown to callers who are denied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_request: Option<String>,
@@ -388,16 +393,16 @@ impl Manifest {
         self.version.max(self.in_review)
     }
 
-    /// Whether version folder `n` holds nothing anyone will read: an upload
-    /// that never committed (above the committed ones), or an upload in
-    /// review that a later one replaced (a crash may leave it behind).
     /// Whether the manifest points at version `n` (published or in review).
     pub fn names_version(&self, n: u64) -> bool {
         n > 0 && (n == self.version || n == self.in_review)
     }
 
+    /// Whether version folder `n` holds nothing anyone will read: an upload
+    /// that never committed (above the committed ones), or an upload in
+    /// review that a later one replaced (a crash may leave it behind).
     pub fn is_stale_version(&self, n: u64) -> bool {
-        n > self.committed_up_to() || (self.version == 0 && n < self.in_review)
+        n > self.committed_up_to() || (n > self.version && n < self.in_review)
     }
 
     pub fn is_live(&self) -> bool {

@@ -20,6 +20,7 @@ pub mod linked_data;
 pub mod live;
 pub mod local;
 pub mod manifest;
+pub mod profile;
 pub mod rooted;
 pub mod search;
 pub mod store_root;
@@ -513,28 +514,65 @@ async fn read_footer(
     store: &Arc<dyn ObjectStore>,
     file: &ObjectMeta,
 ) -> Result<ParquetMetaData, parquet::errors::ParquetError> {
-    struct Fetch<'a> {
-        store: &'a Arc<dyn ObjectStore>,
-        path: &'a StorePath,
-    }
-    impl MetadataFetch for Fetch<'_> {
-        fn fetch(
-            &mut self,
-            range: std::ops::Range<u64>,
-        ) -> futures::future::BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
-            Box::pin(async move {
-                self.store
-                    .get_range(self.path, range)
-                    .await
-                    .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
-            })
+    ParquetMetaDataReader::new()
+        .load_and_finish(StoreFile::new(store, file), file.size)
+        .await
+}
+
+/// A Parquet file in the object store, read by ranges.
+pub struct StoreFile {
+    store: Arc<dyn ObjectStore>,
+    path: StorePath,
+    size: u64,
+}
+
+impl StoreFile {
+    pub fn new(store: &Arc<dyn ObjectStore>, file: &ObjectMeta) -> Self {
+        Self {
+            store: store.clone(),
+            path: file.location.clone(),
+            size: file.size,
         }
     }
-    let fetch = Fetch {
-        store,
-        path: &file.location,
-    };
-    ParquetMetaDataReader::new()
-        .load_and_finish(fetch, file.size)
-        .await
+}
+
+fn parquet_error(e: object_store::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(e))
+}
+
+impl MetadataFetch for StoreFile {
+    fn fetch(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
+        Box::pin(async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(parquet_error)
+        })
+    }
+}
+
+impl parquet::arrow::async_reader::AsyncFileReader for StoreFile {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
+        self.fetch(range)
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a parquet::arrow::arrow_reader::ArrowReaderOptions>,
+    ) -> futures::future::BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        Box::pin(async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(&mut *self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        })
+    }
 }

@@ -33,6 +33,8 @@ crate::words::words! {
         NotRetired = "not-retired",
         /// Publishing a dataset with no version in review.
         NothingToPublish = "nothing-to-publish",
+        /// Publishing a version whose data an admin must approve first.
+        ApprovalRequired = "approval-required",
         /// Rewriting a dataset with no single-file published version.
         NothingToRewrite = "nothing-to-rewrite",
     }

@@ -24,7 +24,7 @@ use crate::audit::{Decision, Event, Outcome};
 use crate::auth::Caller;
 use crate::catalog::change;
 use crate::catalog::edit::{ManifestPatch, Registration};
-use crate::catalog::live::Published;
+use crate::catalog::live::{Publication, Published};
 use crate::catalog::local::Staging;
 use crate::catalog::{Dataset, StewardScope, WriteError, check_schema};
 use crate::ingest::{self, CsvOptions, Failure, Summary, UploadError, UploadFormat};
@@ -372,6 +372,17 @@ pub(super) async fn publish(
                 ),
             });
         }
+        if let Some(change) = dataset.manifest.change_holding(dataset.manifest.in_review) {
+            return Err(ApiError::Conflict {
+                kind: ConflictKind::ApprovalRequired,
+                detail: format!(
+                    "version {} waits for an admin to approve change {}: {}",
+                    dataset.manifest.in_review,
+                    change.number,
+                    change.findings.join("; ")
+                ),
+            });
+        }
         let published = state
             .catalog
             .publish_reviewed(&dataset)
@@ -447,11 +458,17 @@ pub(super) async fn rewrite(
             .clone()
             .try_acquire_owned()
             .map_err(|_| ApiError::TooManyUploads(UPLOAD_RETRY_SECS))?;
+        let key = state.engine.profile_key();
         let (published, summary) = ingest::rewrite(
             &state.catalog,
             &dataset,
             &state.ingest,
             state.limits.batch_rows,
+            Publication {
+                by: caller.principal().map_or("", |p| p.sub.as_str()),
+                key: &key,
+                based_on: None,
+            },
         )
         .await
         .map_err(upload_error)?;
@@ -539,6 +556,7 @@ pub(super) async fn upload(
             format,
             csv,
         };
+        let key = state.engine.profile_key();
         let (published, summary) = ingest::upload(
             &state.catalog,
             &dataset,
@@ -546,6 +564,11 @@ pub(super) async fn upload(
             body,
             &state.ingest,
             state.limits.batch_rows,
+            Publication {
+                by: caller.principal().map_or("", |p| p.sub.as_str()),
+                key: &key,
+                based_on: None,
+            },
         )
         .await
         .map_err(upload_error)?;
@@ -588,7 +611,14 @@ fn new_version_answer(
         .get(&published.version)
         .ok_or_else(|| Internal::new("the uploaded version vanished"))?;
     let id = published.dataset.id();
-    let warnings: Vec<String> = if published.held {
+    let warnings: Vec<String> = if let Some(change) = published.change {
+        vec![format!(
+            "version {} is held for an admin, not published: its data looks to hold what a more protected column held ({}); readers keep version {} until an admin approves change {change} (POST /v1/datasets/{id}/changes/{change}/approve, or `sluice datasets changes {id}`)",
+            published.version,
+            published.findings.join("; "),
+            published.dataset.manifest.version,
+        )]
+    } else if published.held {
         vec![format!(
             "version {} is held for review, not published: its columns ({}) came from the file and are classified 'none'; classify the sensitive ones with PATCH /v1/datasets/{id}, then publish with POST /v1/datasets/{id}/publish",
             published.version,
@@ -622,6 +652,8 @@ fn new_version_answer(
             "version": published.version,
             "status": published.dataset.status(),
             "in_review": published.held,
+            "change": published.change,
+            "findings": published.findings,
             "rows": version.rows,
             "bytes": version.bytes,
             "uploaded_bytes": received,

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::live::Published;
+use crate::catalog::live::{Publication, Published};
 use crate::catalog::local::Staging;
 use crate::catalog::{Dataset, DeclaredType, LiveCatalog, WriteError};
 use crate::config::IngestSettings;
@@ -258,6 +258,7 @@ pub async fn rewrite(
     dataset: &Dataset,
     settings: &IngestSettings,
     batch_rows: usize,
+    publication: Publication<'_>,
 ) -> Result<(Published, Summary), UploadError> {
     use futures::StreamExt;
     use object_store::ObjectStoreExt;
@@ -296,9 +297,17 @@ pub async fn rewrite(
         format: UploadFormat::Parquet,
         csv: CsvOptions::default(),
     };
-    let based_on = Some(current.number);
     ingest(
-        catalog, dataset, staging, body, settings, batch_rows, based_on,
+        catalog,
+        dataset,
+        staging,
+        body,
+        settings,
+        batch_rows,
+        Publication {
+            based_on: Some(current.number),
+            ..publication
+        },
     )
     .await
 }
@@ -312,12 +321,21 @@ pub async fn upload(
     body: Body,
     settings: &IngestSettings,
     batch_rows: usize,
+    publication: Publication<'_>,
 ) -> Result<(Published, Summary), UploadError> {
-    ingest(catalog, dataset, staging, body, settings, batch_rows, None).await
+    ingest(
+        catalog,
+        dataset,
+        staging,
+        body,
+        settings,
+        batch_rows,
+        publication,
+    )
+    .await
 }
 
-/// [`upload`], published only if `based_on` (when given) is still the
-/// current version.
+/// [`upload`] and [`rewrite`]: normalise in a worker, then publish.
 async fn ingest(
     catalog: &LiveCatalog,
     dataset: &Dataset,
@@ -325,7 +343,7 @@ async fn ingest(
     body: Body,
     settings: &IngestSettings,
     batch_rows: usize,
-    based_on: Option<u64>,
+    publication: Publication<'_>,
 ) -> Result<(Published, Summary), UploadError> {
     let Body {
         path: input,
@@ -385,7 +403,7 @@ async fn ingest(
         .filter_map(|c| ColumnName::parse(&c.name).ok())
         .collect();
     let published = catalog
-        .publish(dataset, staging, &columns, based_on)
+        .publish(dataset, staging, &columns, publication)
         .await
         .map_err(UploadError::Write)?;
     Ok((published, summary))

@@ -289,6 +289,11 @@ impl Engine {
         })
     }
 
+    /// The key uploads' data profiles are taken under.
+    pub fn profile_key(&self) -> crate::catalog::profile::ProfileKey {
+        self.secret.profile_key()
+    }
+
     /// A frame over an answer built outside the engine (released
     /// aggregates), ready to stream in any format.
     pub fn frame_of(&self, batch: arrow::array::RecordBatch) -> Result<DataFrame, SliceError> {

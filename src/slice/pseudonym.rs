@@ -54,6 +54,12 @@ impl Secret {
         self.project_key(&format!("\u{0}{label}"))
     }
 
+    /// The key uploads' data profiles hash sampled values under.
+    pub fn profile_key(&self) -> crate::catalog::profile::ProfileKey {
+        use crate::catalog::profile::ProfileKey;
+        ProfileKey::from_derived(self.derived(ProfileKey::LABEL))
+    }
+
     /// An expression replacing `input` by its pseudonym within `project`.
     pub fn pseudonym(&self, project: &str, input: Expr) -> Expr {
         let udf = ScalarUDF::new_from_impl(Pseudonym {

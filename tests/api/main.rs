@@ -16,6 +16,7 @@ mod citation;
 mod cli;
 mod crash;
 mod data;
+mod data_swaps;
 mod faults;
 mod first_hour;
 mod governance;

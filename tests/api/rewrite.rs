@@ -96,7 +96,13 @@ async fn a_version_based_on_a_stale_one_is_not_published() {
     .unwrap();
 
     let seen = catalog.snapshot().get(&id).cloned().unwrap();
-    let refused = catalog.publish(&seen, staging, &[], Some(0)).await;
+    let key = sluice::catalog::profile::ProfileKey::from_derived([0; 32]);
+    let publication = sluice::catalog::live::Publication {
+        by: "test",
+        key: &key,
+        based_on: Some(0),
+    };
+    let refused = catalog.publish(&seen, staging, &[], publication).await;
     assert!(matches!(refused, Err(WriteError::Moved(1))), "{refused:?}");
     let now = catalog.snapshot();
     assert_eq!(now.get(&id).unwrap().manifest.version, 1);
