@@ -450,9 +450,14 @@ async fn serve(
     let stream = trail::durable_then(
         state,
         &record,
-        state
-            .engine
-            .stream(df, format, coding, provenance, place, on_finish),
+        state.engine.stream(
+            df,
+            &access.plan,
+            (format, coding),
+            provenance,
+            place,
+            on_finish,
+        ),
     )
     .await?;
     state

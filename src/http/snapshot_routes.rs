@@ -222,8 +222,8 @@ async fn cut(
             .engine
             .stream(
                 df,
-                Format::Parquet,
-                Coding::Identity,
+                &access.plan,
+                (Format::Parquet, Coding::Identity),
                 provenance(access, None),
                 place,
                 Box::new(|_| ()),

@@ -500,12 +500,13 @@ impl Engine {
     pub async fn stream(
         &self,
         df: DataFrame,
-        format: Format,
-        coding: Coding,
+        plan: &AccessPlan,
+        (format, coding): (Format, Coding),
         provenance: Provenance,
         place: Place,
         on_finish: OnFinish,
     ) -> Result<SliceStream, SliceError> {
+        let order = pseudonym_order(plan, &df);
         let (tx, mut rx) = mpsc::channel(self.buffer_chunks);
         let complete = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let guard = ActiveGuard::new(&self.active);
@@ -522,6 +523,7 @@ impl Engine {
             produce(
                 df,
                 (format, coding),
+                order,
                 provenance,
                 encode_width,
                 sink,
@@ -619,6 +621,7 @@ fn resolve_columns(
 async fn produce(
     df: DataFrame,
     (format, coding): (Format, Coding),
+    order: Option<usize>,
     provenance: Provenance,
     encode_width: usize,
     mut sink: Sink,
@@ -641,8 +644,12 @@ async fn produce(
                 next = batches.next() => next,
             };
             let Some(batch) = next else { break };
-            let batch = sanitize(&batch.map_err(engine_error)?, &schema)
+            let mut batch = sanitize(&batch.map_err(engine_error)?, &schema)
                 .or_internal("preparing a batch for encoding")?;
+            if let Some(column) = order {
+                batch = in_pseudonym_order(&batch, column)
+                    .or_internal("ordering a batch by its pseudonyms")?;
+            }
             rows += batch.num_rows() as u64;
             let chunk = match encoder.detached(batch.clone()) {
                 Some(job) => {
@@ -688,6 +695,34 @@ async fn produce(
         rows,
         bytes,
     });
+}
+
+/// The column of `df` whose pseudonyms order the rows within each batch:
+/// the first column the answer shows through the `hash` mask.
+///
+/// Pseudonyms are per project, so two projects asking the same question
+/// get the same rows in each batch but in unrelated orders, and cannot
+/// link their pseudonyms by zipping the answers row by row. (Rows can
+/// still be matched on the other columns both may read: README, "What
+/// per-project pseudonyms protect".) The order is the same for the same
+/// request, so pages and snapshots stay reproducible; sorting one batch
+/// at a time keeps memory bounded, where a global order would not.
+fn pseudonym_order(plan: &AccessPlan, df: &DataFrame) -> Option<usize> {
+    let hashed = |name: &str| {
+        plan.columns
+            .iter()
+            .any(|c| c.mask == Some(crate::domain::Mask::Hash) && c.name.as_str() == name)
+    };
+    df.schema().fields().iter().position(|f| hashed(f.name()))
+}
+
+/// `batch` with its rows sorted by column `column`.
+fn in_pseudonym_order(
+    batch: &arrow::array::RecordBatch,
+    column: usize,
+) -> Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
+    let order = arrow::compute::sort_to_indices(batch.column(column), None, None)?;
+    arrow::compute::take_record_batch(batch, &order)
 }
 
 /// A detached encoding's chunk, or why there is none.

@@ -92,6 +92,69 @@ async fn pseudonyms_link_within_a_project_and_not_across() {
     assert_eq!(rows(&by_pseudo), seen[&pseudo]);
 }
 
+/// Issue 32: two projects asking the same question got the same rows in
+/// the same order, so zipping the answers linked every pseudonym of one
+/// project to the other's. Rows now come in each project's own order.
+#[tokio::test]
+async fn two_projects_get_the_same_rows_in_unrelated_orders() {
+    let app = spawn_app().await;
+    let both = app.token(
+        "dan@nhs.example",
+        &[Role::Researcher],
+        &["nhs-north", "nhs-audit"],
+    );
+    // Columns both grants show alike (planning unmasks the admission date).
+    let columns = "patient_id,age_band,sex,length_of_stay";
+    let fetch = |grant: &'static str, paged: bool| {
+        let app = &app;
+        let both = both.clone();
+        async move {
+            let mut query = vec![("columns", columns), ("grant", grant)];
+            if paged {
+                query.push(("limit", "1000"));
+            }
+            let b = arrow_batches(app.data("hospital-admissions", &query, Some(&both)).await).await;
+            let rest: Vec<String> = (0..rows(&b))
+                .map(|i| {
+                    ["age_band", "sex", "length_of_stay"]
+                        .iter()
+                        .map(|c| strings(&b, c)[i].clone())
+                        .collect::<Vec<_>>()
+                        .join("|")
+                })
+                .collect();
+            (strings(&b, "patient_id"), rest)
+        }
+    };
+    for paged in [false, true] {
+        let (planning, planning_rows) = fetch("north-planning", paged).await;
+        let (audit, audit_rows) = fetch("north-audit", paged).await;
+        assert!(planning.len() > 50, "{}", planning.len());
+        // The same rows...
+        let (mut a, mut b) = (planning_rows.clone(), audit_rows.clone());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "both projects see the same rows");
+        // ...in orders that do not line up.
+        let aligned = planning_rows
+            .iter()
+            .zip(&audit_rows)
+            .filter(|(a, b)| a == b)
+            .count();
+        assert!(
+            aligned * 4 < planning_rows.len(),
+            "{aligned} of {} rows at the same place (paged: {paged})",
+            planning_rows.len()
+        );
+        // Each project's order is sorted by its own pseudonyms, and the
+        // same request gives the same order.
+        let mut sorted = planning.clone();
+        sorted.sort();
+        assert_eq!(planning, sorted);
+        assert_eq!(fetch("north-planning", paged).await.0, planning);
+    }
+}
+
 #[tokio::test]
 async fn an_organisation_grant_applies_to_its_members_only() {
     let app = spawn_app().await;
