@@ -560,6 +560,27 @@ impl Settings {
                     .into(),
             ));
         }
+        if !self.auth.dev_mode && self.server.public_url.is_none() {
+            return Err(bad(
+                "server.public_url",
+                "set it to the address researchers reach this server at (https://data.example.org): outside dev mode, links in answers and the pages' origin check never come from request headers".into(),
+            ));
+        }
+        if let Some(public) = &self.server.public_url {
+            let parsed = url::Url::parse(public).ok().filter(|u| {
+                matches!(u.scheme(), "https" | "http")
+                    && u.host().is_some()
+                    && u.path().trim_end_matches('/').is_empty()
+                    && u.query().is_none()
+                    && u.username().is_empty()
+            });
+            if parsed.is_none() {
+                return Err(bad(
+                    "server.public_url",
+                    "must be a scheme and host (and port), such as https://data.example.org, with no path".into(),
+                ));
+            }
+        }
         if self.limits.batch_rows == 0
             || self.limits.stream_buffer_chunks == 0
             || self.limits.max_running_slices == 0
@@ -661,5 +682,19 @@ mod tests {
         let err = Settings::from_toml_str("").unwrap_err().to_string();
         assert!(err.contains("auth.jwks_file"), "{err}");
         assert!(Settings::from_toml_str("[auth]\ndev_mode = true\n").is_ok());
+        // Outside dev mode, links never come from request headers.
+        let jwks = "[auth]\njwks_file = \"keys.json\"\n";
+        let unset = Settings::from_toml_str(jwks).unwrap_err().to_string();
+        assert!(unset.contains("public_url"), "{unset}");
+        let with = format!("[server]\npublic_url = \"https://data.example.org\"\n{jwks}");
+        assert!(Settings::from_toml_str(&with).is_ok());
+        for bad in [
+            "data.example.org",
+            "https://data.example.org/x",
+            "ftp://d.example",
+        ] {
+            let text = format!("[server]\npublic_url = \"{bad}\"\n{jwks}");
+            assert!(Settings::from_toml_str(&text).is_err(), "{bad}");
+        }
     }
 }

@@ -242,6 +242,7 @@ async fn tokens_from_a_jwks_file_are_verified_for_rs256_es256_and_eddsa() {
     let app = spawn_app_with(crate::helpers::ROWS, |s| {
         s.auth.jwks_file = Some(jwks_path.clone());
         s.auth.dev_mode = false;
+        s.server.public_url = Some("https://data.example.org".into());
         s.auth.issuer = "https://idp.example".into();
     })
     .await;
