@@ -70,6 +70,14 @@ pub struct CsvArgs {
     /// empty cells always do.
     #[arg(long)]
     null: Option<String>,
+    /// How dates such as 11/03/2024 are written, when the file's values
+    /// cannot tell: `%d/%m/%Y` (day first) or `%m/%d/%Y`.
+    #[arg(long)]
+    date_format: Option<String>,
+    /// Give a header cell another column name: `--rename 'Durée (jours)=stay_days'`
+    /// (repeatable).
+    #[arg(long, value_name = "CELL=COLUMN")]
+    rename: Vec<String>,
 }
 
 impl CsvArgs {
@@ -88,17 +96,26 @@ impl CsvArgs {
         if let Some(n) = &self.null {
             query.push(("null", n.clone()));
         }
+        if let Some(f) = &self.date_format {
+            query.push(("date_format", f.clone()));
+        }
+        if !self.rename.is_empty() {
+            query.push(("rename", self.rename.join(",")));
+        }
         query
     }
 
     /// The options for a local upload.
     fn options(&self) -> anyhow::Result<ingest::CsvOptions> {
-        ingest::CsvOptions::from_text(
-            self.delimiter.as_deref(),
-            self.quote.as_deref(),
-            !self.no_header,
-            self.null.as_deref(),
-        )
+        let rename = self.rename.join(",");
+        ingest::CsvOptions::from_text(ingest::CsvText {
+            delimiter: self.delimiter.as_deref(),
+            quote: self.quote.as_deref(),
+            header: !self.no_header,
+            null: self.null.as_deref(),
+            date_format: self.date_format.as_deref(),
+            rename: Some(rename.as_str()).filter(|r| !r.is_empty()),
+        })
         .map_err(anyhow::Error::msg)
     }
 }
@@ -364,6 +381,8 @@ pub fn register(settings: Settings, args: RegisterArgs) -> anyhow::Result<()> {
                 "bytes": version.bytes,
                 "schema": summary.columns,
                 "renamed_columns": summary.renamed,
+                "inferred": summary.inferred,
+                "warnings": summary.warnings,
                 "added_columns": published.added_columns,
             }))
         }),

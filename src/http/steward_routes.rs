@@ -611,7 +611,7 @@ fn new_version_answer(
         .get(&published.version)
         .ok_or_else(|| Internal::new("the uploaded version vanished"))?;
     let id = published.dataset.id();
-    let warnings: Vec<String> = if let Some(change) = published.change {
+    let mut warnings: Vec<String> = if let Some(change) = published.change {
         vec![format!(
             "version {} is held for an admin, not published: its data looks to hold what a more protected column held ({}); readers keep version {} until an admin approves change {change} (POST /v1/datasets/{id}/changes/{change}/approve, or `sluice datasets changes {id}`)",
             published.version,
@@ -642,6 +642,7 @@ fn new_version_answer(
             })
             .collect()
     };
+    warnings.extend(summary.warnings.iter().cloned());
     let answer = HttpResponse::Created()
         .insert_header((
             header::LOCATION,
@@ -665,6 +666,11 @@ fn new_version_answer(
                 .iter()
                 .map(|(from, to)| (from.clone(), Value::from(to.as_str())))
                 .collect::<serde_json::Map<_, _>>(),
+            "inferred": summary
+                .inferred
+                .iter()
+                .map(|(column, words)| (column.clone(), Value::from(words.as_str())))
+                .collect::<serde_json::Map<_, _>>(),
             "warnings": warnings,
         }));
     Ok((answer, version.rows))
@@ -672,8 +678,10 @@ fn new_version_answer(
 
 /// How a CSV upload is written, from the query string: `delimiter` and
 /// `quote` (one character; `tab` for a tab), `header` (`present`, the
-/// default, or `absent`) and `null` (comma-separated texts that mean a
-/// missing value). Refused for other formats, where they would mean nothing.
+/// default, or `absent`), `null` (comma-separated texts that mean a
+/// missing value), `date_format` (`%d/%m/%Y` or `%m/%d/%Y`) and `rename`
+/// (`header cell=column,…`). Refused for other formats, where they would
+/// mean nothing.
 fn csv_options(req: &HttpRequest, format: UploadFormat) -> Result<CsvOptions, ApiError> {
     let query = web::Query::<CsvParams>::from_query(req.query_string())
         .map_err(|e| ApiError::InvalidParameter(e.to_string()))?
@@ -681,10 +689,13 @@ fn csv_options(req: &HttpRequest, format: UploadFormat) -> Result<CsvOptions, Ap
     let given = query.delimiter.is_some()
         || query.quote.is_some()
         || query.header.is_some()
-        || query.null.is_some();
+        || query.null.is_some()
+        || query.date_format.is_some()
+        || query.rename.is_some();
     if given && format != UploadFormat::Csv {
         return Err(ApiError::InvalidParameter(
-            "delimiter, quote, header and null apply to CSV uploads only".into(),
+            "delimiter, quote, header, null, date_format and rename apply to CSV uploads only"
+                .into(),
         ));
     }
     let header = match query.header.as_deref() {
@@ -697,12 +708,14 @@ fn csv_options(req: &HttpRequest, format: UploadFormat) -> Result<CsvOptions, Ap
             )));
         }
     };
-    CsvOptions::from_text(
-        query.delimiter.as_deref(),
-        query.quote.as_deref(),
+    CsvOptions::from_text(ingest::CsvText {
+        delimiter: query.delimiter.as_deref(),
+        quote: query.quote.as_deref(),
         header,
-        query.null.as_deref(),
-    )
+        null: query.null.as_deref(),
+        date_format: query.date_format.as_deref(),
+        rename: query.rename.as_deref(),
+    })
     .map_err(ApiError::InvalidParameter)
 }
 
@@ -714,6 +727,8 @@ pub(super) struct CsvParams {
     quote: Option<String>,
     header: Option<String>,
     null: Option<String>,
+    date_format: Option<String>,
+    rename: Option<String>,
 }
 
 /// What a refused upload is told to wait: roughly a small upload's time.

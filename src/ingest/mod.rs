@@ -9,6 +9,7 @@
 //! fresh Parquet tuned for slicing ([`write`]). The server only ever serves
 //! files the worker wrote.
 
+pub mod infer;
 pub mod read;
 pub mod sandbox;
 pub mod write;
@@ -111,18 +112,42 @@ pub struct CsvOptions {
     pub header: bool,
     /// Cells holding exactly one of these are null (empty cells always are).
     pub nulls: Vec<String>,
+    /// Whether `a/b/yyyy` dates are day-first or month-first, when the
+    /// file's own values cannot tell.
+    #[serde(default)]
+    pub date_format: Option<infer::DateOrder>,
+    /// Header cells given other column names: (cell, name).
+    #[serde(default)]
+    pub rename: Vec<(String, String)>,
+}
+
+/// CSV options as a steward writes them, in a query string or on the
+/// command line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CsvText<'a> {
+    /// One ASCII character, or `tab`.
+    pub delimiter: Option<&'a str>,
+    pub quote: Option<&'a str>,
+    pub header: bool,
+    /// Comma-separated texts that mean a missing value.
+    pub null: Option<&'a str>,
+    /// `%d/%m/%Y` or `%m/%d/%Y`.
+    pub date_format: Option<&'a str>,
+    /// Comma-separated `header cell=column_name` pairs.
+    pub rename: Option<&'a str>,
 }
 
 impl CsvOptions {
-    /// The options as a steward writes them, in a request or on the command
-    /// line: `delimiter` and `quote` one ASCII character (or `tab`), `null`
-    /// a comma-separated list. The error says what is wrong.
-    pub fn from_text(
-        delimiter: Option<&str>,
-        quote: Option<&str>,
-        header: bool,
-        null: Option<&str>,
-    ) -> Result<Self, String> {
+    /// The options from their text. The error says what is wrong.
+    pub fn from_text(text: CsvText<'_>) -> Result<Self, String> {
+        let CsvText {
+            delimiter,
+            quote,
+            header,
+            null,
+            date_format,
+            rename,
+        } = text;
         let one_char = |name: &str, text: Option<&str>, default: u8| match text {
             None => Ok(default),
             Some("tab") | Some("\t") => Ok(b'\t'),
@@ -142,12 +167,37 @@ impl CsvOptions {
             nulls: null
                 .map(|list| list.split(',').map(str::to_owned).collect())
                 .unwrap_or_default(),
+            date_format: date_format.map(infer::DateOrder::from_format).transpose()?,
+            rename: rename.map(renames).transpose()?.unwrap_or_default(),
         };
         if options.delimiter == options.quote {
             return Err("delimiter and quote must differ".into());
         }
         Ok(options)
     }
+}
+
+/// `cell=name,cell=name`: each pair split at its last `=` (a column name
+/// has none), so a header cell may hold one.
+fn renames(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| {
+            let (cell, name) = pair.rsplit_once('=').ok_or_else(|| {
+                format!(
+                    "rename takes header=column pairs, not '{}'",
+                    crate::echo::cut(pair)
+                )
+            })?;
+            ColumnName::parse(name.trim()).map_err(|e| {
+                format!(
+                    "rename: '{}' is not a column name: {e}",
+                    crate::echo::cut(name)
+                )
+            })?;
+            Ok((cell.trim().to_owned(), name.trim().to_owned()))
+        })
+        .collect()
 }
 
 impl Default for CsvOptions {
@@ -157,6 +207,8 @@ impl Default for CsvOptions {
             quote: b'"',
             header: true,
             nulls: Vec::new(),
+            date_format: None,
+            rename: Vec::new(),
         }
     }
 }
@@ -189,6 +241,14 @@ pub struct Summary {
     /// became (`Trust Name` → `trust_name`).
     #[serde(default)]
     pub renamed: Vec<(String, String)>,
+    /// What each CSV column's type was taken to be, in words (`code_postal`:
+    /// text, values such as '01012' start with 0 …).
+    #[serde(default)]
+    pub inferred: Vec<(String, String)>,
+    /// What the steward should look at: columns kept as text that look
+    /// like numbers or dates.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -414,8 +474,11 @@ pub fn run(job: &Job) -> Result<Summary, Failure> {
     let input = read::open(job)?;
     let target = target_schema(job, input.schema())?;
     let renamed = input.renamed().to_vec();
+    let (inferred, warnings) = input.inferred();
     let mut summary = write::normalise(job, input, target)?;
     summary.renamed = renamed;
+    summary.inferred = inferred;
+    summary.warnings = warnings;
     Ok(summary)
 }
 

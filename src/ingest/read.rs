@@ -16,7 +16,7 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 
-use super::{CsvOptions, Failure, Job, JobLimits, UploadFormat};
+use super::{CsvOptions, Failure, Job, JobLimits, UploadFormat, infer};
 
 /// An opened upload.
 pub struct Input {
@@ -24,11 +24,33 @@ pub struct Input {
     batches: Box<dyn Iterator<Item = Result<RecordBatch, Failure>>>,
     /// CSV header names that became other column names.
     renamed: Vec<(String, String)>,
+    /// CSV columns' types in words, and what the steward should look at.
+    inferred: Vec<(String, String)>,
+    warnings: Vec<String>,
 }
 
 impl Input {
+    /// An input whose columns and types the file itself states.
+    fn typed(
+        schema: SchemaRef,
+        batches: Box<dyn Iterator<Item = Result<RecordBatch, Failure>>>,
+    ) -> Self {
+        Self {
+            schema,
+            batches,
+            renamed: Vec::new(),
+            inferred: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
     pub fn renamed(&self) -> &[(String, String)] {
         &self.renamed
+    }
+
+    /// What each CSV column's type was taken to be, and the warnings.
+    pub fn inferred(&self) -> (Vec<(String, String)>, Vec<String>) {
+        (self.inferred.clone(), self.warnings.clone())
     }
 
     pub fn schema(&self) -> &Schema {
@@ -151,11 +173,7 @@ fn open_parquet(mut file: File, limits: &JobLimits) -> Result<Input, Failure> {
         .map_err(|e| Failure::Invalid(format!("not a valid Parquet file: {e}")))?;
     let schema = reader.schema();
     let batches = reader.map(|batch| batch.map_err(invalid("the Parquet data is damaged")));
-    Ok(Input {
-        schema,
-        batches: Box::new(batches),
-        renamed: Vec::new(),
-    })
+    Ok(Input::typed(schema, Box::new(batches)))
 }
 
 fn open_arrow(file: File) -> Result<Input, Failure> {
@@ -169,21 +187,13 @@ fn open_arrow(file: File) -> Result<Input, Failure> {
             .map_err(invalid("not a valid Arrow IPC file"))?;
         let schema = reader.schema();
         let batches = reader.map(|b| b.map_err(invalid("the Arrow IPC data is damaged")));
-        Ok(Input {
-            schema,
-            batches: Box::new(batches),
-            renamed: Vec::new(),
-        })
+        Ok(Input::typed(schema, Box::new(batches)))
     } else {
         let reader = arrow::ipc::reader::StreamReader::try_new(reader, None)
             .map_err(invalid("not a valid Arrow IPC stream"))?;
         let schema = reader.schema();
         let batches = reader.map(|b| b.map_err(invalid("the Arrow IPC data is damaged")));
-        Ok(Input {
-            schema,
-            batches: Box::new(batches),
-            renamed: Vec::new(),
-        })
+        Ok(Input::typed(schema, Box::new(batches)))
     }
 }
 
@@ -228,17 +238,23 @@ fn open_csv(mut file: File, job: &Job) -> Result<Input, Failure> {
             "the CSV upload has no header row naming its columns (send header=absent if it has none)".into(),
         ));
     }
-    // The first row's cells name the columns, made column names where
-    // they are not (`Trust Name` → `trust_name`); without a header, its
-    // width gives `column_1`, `column_2`, ….
+    // The first row's cells name the columns: as the steward renamed them,
+    // else made column names where they are not (`Trust Name` →
+    // `trust_name`, `Durée` → `duree`); without a header, its width gives
+    // `column_1`, `column_2`, ….
     let mut renamed = Vec::new();
     let header: Vec<String> = if options.header {
         header
             .into_iter()
-            .map(|name| {
-                let column = column_name_for(&name);
-                if column != name {
-                    renamed.push((name, column.clone()));
+            .map(|cell| {
+                let folded = column_name_for(&cell);
+                let column = options
+                    .rename
+                    .iter()
+                    .find(|(from, _)| *from == cell.trim() || *from == folded)
+                    .map_or(folded, |(_, to)| to.clone());
+                if column != cell {
+                    renamed.push((cell, column.clone()));
                 }
                 column
             })
@@ -246,6 +262,17 @@ fn open_csv(mut file: File, job: &Job) -> Result<Input, Failure> {
     } else {
         (1..=header.len()).map(|i| format!("column_{i}")).collect()
     };
+    for (from, _) in &options.rename {
+        if !renamed
+            .iter()
+            .any(|(cell, _)| cell.trim() == from || column_name_for(cell) == *from)
+        {
+            return Err(Failure::SchemaMismatch(format!(
+                "rename names '{}', which is not a header cell of the file",
+                crate::echo::cut(from)
+            )));
+        }
+    }
     let known: Vec<(String, DataType)> = match &job.reference {
         Some(path) => parquet_schema(path)?
             .fields()
@@ -258,59 +285,141 @@ fn open_csv(mut file: File, job: &Job) -> Result<Input, Failure> {
             .filter_map(|c| Some((c.name.clone(), c.declared_type?.data_type())))
             .collect(),
     };
-    let sampled = if header.iter().all(|h| known.iter().any(|(n, _)| n == h)) {
-        None
+    let known_type = |name: &str| known.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+    // A bounded sample decides the types the dataset does not fix, and the
+    // order of any dates written day/month or month/day.
+    let evidence = if header
+        .iter()
+        .all(|h| known_type(h).is_some_and(|t| *t != DataType::Date32))
+    {
+        Vec::new()
     } else {
         file.seek(SeekFrom::Start(0)).map_err(io_failure)?;
-        let (schema, _) = csv_format(options)?
-            .infer_schema(BufReader::new(&file), Some(job.limits.csv_sample_rows))
-            .map_err(invalid("the CSV sample cannot be read"))?;
-        Some(schema)
+        sample(&file, options, header.len(), job.limits.csv_sample_rows)?
     };
-    let fields: Vec<Field> = header
+    let decisions: Vec<infer::Decision> = header
         .iter()
         .enumerate()
-        .map(|(i, name)| {
-            let data_type = known
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t.clone())
-                .or_else(|| {
-                    sampled
-                        .as_ref()
-                        .and_then(|s| s.fields().get(i).map(|f| f.data_type().clone()))
-                })
-                .unwrap_or(DataType::Utf8);
-            // An all-empty sample infers Null; store such a column as text.
-            let data_type = if data_type == DataType::Null {
-                DataType::Utf8
-            } else {
-                data_type
-            };
-            Field::new(name, data_type, true)
+        .map(|(i, name)| match evidence.get(i) {
+            Some(seen) => infer::decide(name, seen, known_type(name), options.date_format),
+            None => infer::Decision {
+                data_type: known_type(name).cloned().unwrap_or(DataType::Utf8),
+                dates: None,
+                words: "as declared".into(),
+                warning: None,
+            },
         })
         .collect();
-    let schema = Arc::new(Schema::new(fields));
+    // Dates in another order are read as text and converted below.
+    let read_schema = Arc::new(Schema::new(
+        header
+            .iter()
+            .zip(&decisions)
+            .map(|(name, d)| {
+                let read_as = if d.dates.is_some() {
+                    DataType::Utf8
+                } else {
+                    d.data_type.clone()
+                };
+                Field::new(name, read_as, true)
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let schema = Arc::new(Schema::new(
+        header
+            .iter()
+            .zip(&decisions)
+            .map(|(name, d)| Field::new(name, d.data_type.clone(), true))
+            .collect::<Vec<_>>(),
+    ));
     file.seek(SeekFrom::Start(0)).map_err(io_failure)?;
-    let reader = arrow::csv::ReaderBuilder::new(schema.clone())
+    let reader = arrow::csv::ReaderBuilder::new(read_schema.clone())
         .with_format(csv_format(options)?)
         .with_batch_size(job.limits.batch_rows)
         .build(BufReader::with_capacity(1 << 20, file))
         .map_err(invalid("the CSV cannot be read"))?;
-    let fields = schema.clone();
+    let dates: Vec<(usize, infer::DateOrder)> = decisions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| Some((i, d.dates?)))
+        .collect();
+    let first_line = if options.header { 2 } else { 1 };
+    let mut rows_before = 0usize;
+    let out_schema = schema.clone();
     let batches = reader.map(move |b| {
-        b.map_err(|e| {
+        let batch = b.map_err(|e| {
             Failure::Invalid(format!(
                 "the CSV is not valid: {}",
-                name_csv_column(&message(&e), &fields)
+                name_csv_column(&message(&e), &read_schema)
             ))
-        })
+        })?;
+        let line = first_line + rows_before;
+        rows_before += batch.num_rows();
+        if dates.is_empty() {
+            return Ok(batch);
+        }
+        let mut columns = batch.columns().to_vec();
+        for (i, order) in &dates {
+            columns[*i] = infer::to_dates(&columns[*i], *order).map_err(|(row, value)| {
+                Failure::Invalid(format!(
+                    "the CSV is not valid: '{value}' in column '{}' at line {} is not a date (read as {})",
+                    out_schema.field(*i).name(),
+                    line + row,
+                    match order {
+                        infer::DateOrder::DayFirst => "day/month/year",
+                        infer::DateOrder::MonthFirst => "month/day/year",
+                    }
+                ))
+            })?;
+        }
+        RecordBatch::try_new(out_schema.clone(), columns)
+            .map_err(|e| Failure::Internal(format!("converting dates: {e}")))
     });
+    let inferred = header
+        .iter()
+        .zip(&decisions)
+        .filter(|(name, _)| known_type(name).is_none() || !evidence.is_empty())
+        .map(|(name, d)| (name.clone(), d.words.clone()))
+        .collect();
+    let warnings = decisions.iter().filter_map(|d| d.warning.clone()).collect();
     Ok(Input {
         schema,
         batches: Box::new(batches),
         renamed,
+        inferred,
+        warnings,
     })
+}
+
+/// What the first `rows` records (at most) show of each of `width` columns;
+/// cells that are null markers count as empty.
+fn sample(
+    file: &File,
+    options: &CsvOptions,
+    width: usize,
+    rows: usize,
+) -> Result<Vec<infer::Evidence>, Failure> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(options.header)
+        .delimiter(options.delimiter)
+        .quote(options.quote)
+        .flexible(true)
+        .from_reader(BufReader::new(file));
+    let mut evidence: Vec<infer::Evidence> = (0..width).map(|_| Default::default()).collect();
+    for record in reader.records().take(rows) {
+        let record = record.map_err(|e| {
+            Failure::Invalid(format!(
+                "the CSV sample cannot be read: {}",
+                crate::echo::cut_quoted(&e.to_string())
+            ))
+        })?;
+        for (cell, seen) in record.iter().zip(&mut evidence) {
+            if !options.nulls.iter().any(|n| n == cell) {
+                seen.see(cell);
+            }
+        }
+    }
+    Ok(evidence)
 }
 
 /// Arrow's reading of a CSV written as `options` says.
@@ -332,8 +441,9 @@ fn csv_format(options: &CsvOptions) -> Result<arrow::csv::reader::Format, Failur
     Ok(format)
 }
 
-/// A header cell as a column name: kept when it is one, else lower-cased
-/// with every run of other characters made one `_` (`Trust Name`,
+/// A header cell as a column name: kept when it is one, else folded to
+/// ASCII (`Durée` → `Duree`, `Âge` → `Age`), lower-cased, with every run
+/// of other characters made one `_` (`Trust Name`,
 /// `Trust-name ` and `trust.name` all become `trust_name`), and `c_` put
 /// before a leading digit. An empty cell becomes `column`.
 fn column_name_for(cell: &str) -> String {
@@ -341,7 +451,7 @@ fn column_name_for(cell: &str) -> String {
         return cell.to_owned();
     }
     let mut name = String::with_capacity(cell.len());
-    for c in cell.trim().chars() {
+    for c in deunicode::deunicode(cell.trim()).chars() {
         if c.is_ascii_alphanumeric() {
             name.push(c.to_ascii_lowercase());
         } else if !name.ends_with('_') {

@@ -106,6 +106,8 @@ pub fn normalise(job: &Job, input: Input, target: SchemaRef) -> Result<Summary, 
             })
             .collect(),
         renamed: Vec::new(),
+        inferred: Vec::new(),
+        warnings: Vec::new(),
     })
 }
 

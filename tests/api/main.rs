@@ -24,6 +24,7 @@ mod health;
 mod https;
 mod policy;
 mod privacy;
+mod real_files;
 mod review;
 mod revocation;
 mod rewrite;
