@@ -680,13 +680,18 @@ impl LiveCatalog {
                 crate::crash_point::here("commit:written");
                 let mut versions = dataset.versions.clone();
                 // A version in review that the manifest no longer names
-                // (replaced, or rejected by an admin) is never served: it
-                // leaves the catalogue now and its files go. Its claim
-                // keeps it unread if the removal does not happen.
+                // (replaced by another upload, held or published, or
+                // rejected by an admin) is never served: it leaves the
+                // catalogue now and its files go. Its claim keeps it
+                // unread if the removal does not happen.
+                let was_in_review = dataset.manifest.in_review;
                 let unnamed: Vec<u64> = versions
                     .keys()
                     .copied()
-                    .filter(|n| *n > manifest.version && !manifest.names_version(*n))
+                    .filter(|n| {
+                        (*n > manifest.version || *n == was_in_review)
+                            && !manifest.names_version(*n)
+                    })
                     .collect();
                 for number in unnamed {
                     versions.remove(&number);

@@ -70,6 +70,9 @@ const STORE_URL: &str = "sluice-catalog://store";
 /// The largest offset or limit a slice takes: offset plus limit must still
 /// fit in the engine's row counters.
 const MAX_ROW_NUMBER: u64 = i64::MAX as u64 / 2;
+/// How deep pages of pseudonymised rows reach (offset plus limit): they are
+/// cut from a sort, which holds that many rows.
+const PSEUDONYM_PAGE_DEPTH: u64 = 1_000_000;
 
 /// What a caller asked for, as received (names not yet resolved).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -375,6 +378,31 @@ impl Engine {
             (Some(l), Some(m)) => Some(l.min(m)),
             (l, m) => l.or(m),
         };
+        // Pages of rows that show a pseudonym are cut from the project's
+        // own order (sorted by its pseudonyms), not from file order:
+        // otherwise two projects could fetch "row k" one at a time and
+        // link their pseudonyms by position.
+        let paged_by_caller = request.offset.is_some() || request.limit.is_some();
+        if paged_by_caller && let Some(index) = pseudonym_column(plan, df.schema().as_arrow()) {
+            let depth = request
+                .offset
+                .unwrap_or(0)
+                .saturating_add(fetch.unwrap_or(u64::MAX));
+            if depth > PSEUDONYM_PAGE_DEPTH {
+                return Err(SliceError::BadColumns(format!(
+                    "pages of pseudonymised rows reach at most {PSEUDONYM_PAGE_DEPTH} rows deep (offset plus limit); give a limit, narrow with a filter, or download without offset and limit"
+                )));
+            }
+            let name = df.schema().field(index).name().clone();
+            df = df
+                .sort(vec![
+                    datafusion::logical_expr::Expr::Column(
+                        datafusion::common::Column::new_unqualified(name),
+                    )
+                    .sort(true, true),
+                ])
+                .map_err(internal)?;
+        }
         if fetch.is_some() || request.offset.is_some_and(|o| o > 0) {
             let skip = usize::try_from(request.offset.unwrap_or(0)).unwrap_or(usize::MAX);
             let fetch = fetch.map(|f| usize::try_from(f).unwrap_or(usize::MAX));
@@ -708,12 +736,17 @@ async fn produce(
 /// request, so pages and snapshots stay reproducible; sorting one batch
 /// at a time keeps memory bounded, where a global order would not.
 fn pseudonym_order(plan: &AccessPlan, df: &DataFrame) -> Option<usize> {
+    pseudonym_column(plan, df.schema().as_arrow())
+}
+
+/// The first column of `schema` that `plan` serves through the `hash` mask.
+fn pseudonym_column(plan: &AccessPlan, schema: &arrow::datatypes::Schema) -> Option<usize> {
     let hashed = |name: &str| {
         plan.columns
             .iter()
             .any(|c| c.mask == Some(crate::domain::Mask::Hash) && c.name.as_str() == name)
     };
-    df.schema().fields().iter().position(|f| hashed(f.name()))
+    schema.fields().iter().position(|f| hashed(f.name()))
 }
 
 /// `batch` with its rows sorted by column `column`.

@@ -192,6 +192,32 @@ async fn a_rejected_version_is_never_served_and_a_later_upload_publishes() {
     .await;
     assert_eq!(r.status(), 404);
     assert!(!anonymous_a(&app).await.iter().any(|a| a.starts_with('S')));
+
+    // A held version replaced by an upload that publishes at once is gone
+    // too: not readable by number, not listed.
+    let answer = upload_json(&app, &token, csv("a,secret,q", &swapped)).await;
+    let held = answer["version"].as_u64().unwrap();
+    assert!(answer["change"].is_u64(), "{answer}");
+    let answer = upload_json(&app, &token, csv("a,secret,q", &people)).await;
+    assert_eq!(answer["in_review"], false, "{answer}");
+    let r = get(
+        &app.client,
+        app.url(&format!("/v1/datasets/{ID}/data?version={held}&columns=a")),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    let described: Value = get(&app.client, app.url(&format!("/v1/datasets/{ID}")), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !described["versions"]
+            .to_string()
+            .contains(&format!("\"version\":{held}")),
+        "{described}"
+    );
 }
 
 #[tokio::test]
