@@ -420,13 +420,13 @@ impl LiveCatalog {
                 let (mut manifest, added) = next_manifest(&dataset.manifest, columns);
                 check_schema(&manifest, number, &version.schema).map_err(WriteError::Invalid)?;
                 findings = match &profiles {
-                    Some((old, _)) if old.version != manifest.version => {
+                    (Some(old), _) if old.version != manifest.version => {
                         // Another replica published meanwhile: compare
                         // with that version instead.
                         return Err(WriteError::Moved(manifest.version));
                     }
-                    Some((old, new)) => profile::findings(old, new, &manifest),
-                    None => Vec::new(),
+                    (Some(old), new) => profile::findings(old, new, &manifest),
+                    (None, _) => Vec::new(),
                 };
                 // A first upload that defined its own columns waits for a
                 // steward to classify them and publish; so does one
@@ -779,26 +779,30 @@ fn same_publisher(dataset: &Dataset, publisher: &str) -> Result<(), WriteError> 
 
 /// Whether an upload may still become a version of `dataset`: not retired,
 /// and (for a rewrite) based on the current version.
-/// The profile of the version `dataset` serves and of the `new` one
-/// (`None` for a first version, which replaces nothing); the new one is
-/// kept beside its files, so the next upload compares with it directly.
+/// The profile of the version `dataset` serves (`None` for a first
+/// version, which replaces nothing) and of the `new` one, continued from
+/// it and kept beside its files, so the next upload compares with it.
 async fn profiles(
     store: &Arc<dyn object_store::ObjectStore>,
     dataset: &Dataset,
     new: &Version,
     key: &ProfileKey,
-) -> Result<Option<(Profile, Profile)>, WriteError> {
+) -> Result<(Option<Profile>, Profile), WriteError> {
     let failed = |e: anyhow::Error| WriteError::Storage(std::io::Error::other(format!("{e:#}")));
     let id = dataset.id();
-    let made = profile::profile(store, new, key).await.map_err(failed)?;
-    profile::keep(store, id, &made).await.map_err(failed)?;
-    let Some(current) = dataset.current() else {
-        return Ok(None);
+    let manifest = &dataset.manifest;
+    let old = match dataset.current() {
+        Some(current) => Some(
+            profile::kept_or_new(store, id, current, key, manifest)
+                .await
+                .map_err(failed)?,
+        ),
+        None => None,
     };
-    let old = profile::kept_or_new(store, id, current, key)
-        .await
-        .map_err(failed)?;
-    Ok(Some((old, made)))
+    let mut made = profile::profile(store, new, key).await.map_err(failed)?;
+    made.continue_from(old.as_ref(), manifest);
+    profile::keep(store, id, &made).await.map_err(failed)?;
+    Ok((old, made))
 }
 
 fn check_publishable(dataset: &Dataset, based_on: Option<u64>) -> Result<(), WriteError> {

@@ -1,22 +1,34 @@
 //! What a version's columns hold, and whether a new version's columns now
-//! hold what another column used to: the check that stops a steward from
+//! hold what another column held: the check that stops a steward from
 //! opening identifier data by re-uploading it under a column classified
 //! lower (`a,secret` uploaded again as `secret,a`).
 //!
 //! A column's [`ColumnProfile`] is small and bounded whatever the data's
 //! size: its null and distinct shares, the shapes its values take
-//! (`SW1A 1AA` → `AA9A 9AA`), and a keyed bottom-k sample of its values'
-//! hashes (the [`SAMPLE`] smallest SipHash-1-3 values under a key derived
-//! from the server's secret). Two samples estimate how much of one column's
-//! values appear in another without keeping a single value; the key keeps
-//! the hashes from being matched against guesses, and a steward cannot tell
-//! which of their values are sampled, so no part of a swap can be steered
-//! around the sample.
+//! (`SW1A 1AA` → `AA9A 9AA`), and keyed bottom-k [`Sketch`]es: of its
+//! values (for distinct counts), of their *pieces* (each value lower-cased
+//! without punctuation, and its longer letter and digit runs, so `id:S12345`,
+//! `s12345` and `12345.0` all meet `S12345`), and of every piece the column
+//! has held in any version so far. Two sketches estimate how much of one
+//! column's values appear in another without keeping a single value; the
+//! key (derived from the server's secret) keeps hashes from being matched
+//! against guesses, and a steward cannot tell which values are sampled, so
+//! no part of a move can be steered around the sample.
 //!
 //! [`findings`] compares the version being published with the one it
-//! replaces, against the manifest as it is at the commit, and says in
-//! words what looks moved. A version with findings is held for an admin,
-//! like a metadata change that widens access.
+//! replaces, against the manifest as it is at the commit, and says in words
+//! what looks moved. Overlaps are judged against each pair's *baseline*:
+//! the overlap the two columns had when first profiled together, carried
+//! unchanged from version to version, so moving values a little at a time,
+//! or emptying the protected column first, does not raise it. A version
+//! with findings is held for an admin, like a widening metadata change.
+//!
+//! What it cannot see: values transformed beyond case, punctuation and
+//! number formatting (split over two columns, encoded, reversed); a small
+//! share of an identifier's values moved into a column of many values; and
+//! exact values of a numeric quasi-identifier with few distinct values
+//! (ages, dates) moved into another number column, whose values overlap
+//! such columns anyway.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hasher;
@@ -37,19 +49,23 @@ use crate::catalog::manifest::Manifest;
 use crate::catalog::{StoreFile, Version};
 use crate::domain::{Classification, DatasetId};
 
-/// Hashes kept per column: estimates of overlap are within a few percent
+/// Hashes kept per sketch: estimates of overlap are within a few percent
 /// at this size (the standard error of a share p is about √(p(1-p)/k)).
 pub const SAMPLE: usize = 256;
 /// Value shapes counted per column; rarer ones are counted together.
 const SHAPES: usize = 64;
 /// Shapes are cut to this many characters.
 const SHAPE_CHARS: usize = 24;
-/// An overlap this far above what the two columns shared before counts.
+/// Letter or digit runs at least this long are pieces of their own.
+const PIECE_CHARS: usize = 4;
+/// An overlap this far above the pair's baseline counts.
 const MOVED: f64 = 0.1;
 /// A column at least this distinct, over at least [`UNIQUE_MIN_ROWS`]
 /// values, picks out rows.
 const NEAR_UNIQUE: f64 = 0.9;
 const UNIQUE_MIN_ROWS: u64 = 20;
+/// Columns at least this distinct have values that say who they are about.
+const IDENTIFYING: f64 = 0.5;
 /// The file a version's profile is kept in, beside its Parquet files.
 const FILE: &str = "profile.json";
 /// Batches read when profiling a version.
@@ -87,6 +103,97 @@ impl ProfileKey {
         hasher.write(text.as_bytes());
         hasher.finish()
     }
+
+    /// Tells profiles taken under this key from others (a CLI run with
+    /// another state folder has another secret): those are taken again.
+    fn check(&self) -> u64 {
+        self.hash("\u{0}sluice-profile-key-check")
+    }
+}
+
+/// The [`SAMPLE`] smallest keyed hashes of a set of texts, ascending.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Sketch(Vec<u64>);
+
+impl Sketch {
+    /// Whether the sketch holds every hash of its set.
+    fn complete(&self) -> bool {
+        self.0.len() < SAMPLE
+    }
+
+    /// Every hash of the set up to this one is in the sketch.
+    fn limit(&self) -> u64 {
+        match self.0.last() {
+            Some(last) if !self.complete() => *last,
+            _ => u64::MAX,
+        }
+    }
+
+    /// Distinct texts: exact below [`SAMPLE`], else the k-minimum-values
+    /// estimate (k - 1) / (the k-th smallest as a share of the range).
+    fn distinct(&self) -> u64 {
+        if self.complete() {
+            return self.0.len() as u64;
+        }
+        let share = (self.limit() as f64 + 1.0) / (u64::MAX as f64 + 1.0);
+        ((SAMPLE - 1) as f64 / share) as u64
+    }
+
+    /// Estimated share of this set's texts that are also `other`'s, and how
+    /// many sampled hashes that rests on; `None` when the sketches cannot
+    /// tell. Of this sketch's hashes up to `other`'s limit, the share found
+    /// in `other` is an unbiased estimate (Broder's containment).
+    fn contained_in(&self, other: &Sketch) -> Option<(f64, usize)> {
+        let limit = other.limit();
+        let looked: Vec<u64> = self.0.iter().copied().filter(|h| *h <= limit).collect();
+        if looked.is_empty() {
+            return None;
+        }
+        let found = looked
+            .iter()
+            .filter(|h| other.0.binary_search(h).is_ok())
+            .count();
+        Some((found as f64 / looked.len() as f64, found))
+    }
+
+    /// The larger of the two containments: a few identifiers moved into a
+    /// column of few values dominate it; many moved into a column of many
+    /// values show as a share of the identifiers.
+    fn overlap(&self, other: &Sketch) -> Option<(f64, usize)> {
+        [self.contained_in(other), other.contained_in(self)]
+            .into_iter()
+            .flatten()
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+    }
+
+    /// The sketch of both sets together.
+    fn union(&self, other: &Sketch) -> Sketch {
+        let mut all: BTreeSet<u64> = self.0.iter().chain(&other.0).copied().collect();
+        while all.len() > SAMPLE {
+            all.pop_last();
+        }
+        Sketch(all.into_iter().collect())
+    }
+}
+
+/// Builds a [`Sketch`] one hash at a time.
+#[derive(Default)]
+struct Sketching(BTreeSet<u64>);
+
+impl Sketching {
+    fn add(&mut self, hash: u64) {
+        if self.0.len() < SAMPLE || self.0.last().is_some_and(|top| hash < *top) {
+            self.0.insert(hash);
+            if self.0.len() > SAMPLE {
+                self.0.pop_last();
+            }
+        }
+    }
+
+    fn finish(self) -> Sketch {
+        Sketch(self.0.into_iter().collect())
+    }
 }
 
 /// What one column of a version holds.
@@ -97,23 +204,19 @@ pub struct ColumnProfile {
     pub data_type: String,
     pub rows: u64,
     pub nulls: u64,
-    /// Distinct non-null values: exact below [`SAMPLE`], else estimated
-    /// from the sample.
+    /// Distinct non-null values (estimated above [`SAMPLE`]).
     pub distinct: u64,
     /// The most common value shapes and how many values had each.
     pub shapes: Vec<(String, u64)>,
-    /// The smallest [`SAMPLE`] keyed hashes of the distinct values, ascending.
-    pub sample: Vec<u64>,
+    /// The values' pieces in this version.
+    pub pieces: Sketch,
+    /// The pieces of this column in this version and every earlier one.
+    pub seen: Sketch,
 }
 
 impl ColumnProfile {
     fn filled(&self) -> u64 {
         self.rows - self.nulls
-    }
-
-    /// Whether the sample holds every distinct value.
-    fn complete(&self) -> bool {
-        self.sample.len() < SAMPLE
     }
 
     /// Distinct values per non-null value.
@@ -141,40 +244,92 @@ impl ColumnProfile {
             filled => count as f64 / filled as f64,
         }
     }
+
+    /// Whether the values say who they are about: many distinct, or not a
+    /// number or date (whose small domains overlap by chance).
+    fn identifying(&self) -> bool {
+        self.distinct_share() >= IDENTIFYING || self.data_type == "Utf8"
+    }
 }
 
-/// Estimated share of `a`'s distinct values that are also `b`'s, and how
-/// many sampled values that rests on; `None` when the samples cannot tell.
-/// Every hash of `b` up to its sample's largest is in its sample, so of
-/// `a`'s sampled hashes in that range, the share found in `b`'s sample is
-/// an unbiased estimate (Broder's containment from bottom-k sketches).
-fn contained(a: &ColumnProfile, b: &ColumnProfile) -> Option<(f64, usize)> {
-    let limit = if b.complete() {
-        u64::MAX
-    } else {
-        *b.sample.last()?
-    };
-    let looked: Vec<u64> = a.sample.iter().copied().filter(|h| *h <= limit).collect();
-    if looked.is_empty() {
-        return None;
-    }
-    let found = looked
-        .iter()
-        .filter(|h| b.sample.binary_search(h).is_ok())
-        .count();
-    Some((found as f64 / looked.len() as f64, found))
+/// How much two columns' values overlapped when first profiled together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub column: String,
+    pub protected: String,
+    pub share: f64,
 }
 
 /// A version's columns.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     pub version: u64,
+    /// Which key the hashes were taken under ([`ProfileKey::check`]).
+    pub key_check: u64,
     pub columns: Vec<ColumnProfile>,
+    /// Overlaps of each column with each column classified when the pair
+    /// was first profiled.
+    pub baselines: Vec<Baseline>,
 }
 
 impl Profile {
     pub fn column(&self, name: &str) -> Option<&ColumnProfile> {
         self.columns.iter().find(|c| c.name == name)
+    }
+
+    fn baseline(&self, column: &str, protected: &str) -> Option<f64> {
+        self.baselines
+            .iter()
+            .find(|b| b.column == column && b.protected == protected)
+            .map(|b| b.share)
+    }
+
+    /// Carries history from `old`, the version this one replaces: each
+    /// column's pieces seen so far, and the baseline of every pair with a
+    /// column `manifest` classifies. A pair's baseline is kept from the
+    /// first version that recorded it; a pair `old` holds but did not
+    /// record (its column was classified since) starts from `old`'s
+    /// overlap; a column new in this version starts from none, so a new
+    /// column carrying an identifier is found.
+    pub fn continue_from(&mut self, old: Option<&Profile>, manifest: &Manifest) {
+        for column in &mut self.columns {
+            column.seen = match old.and_then(|o| o.column(&column.name)) {
+                Some(before) => column.pieces.union(&before.seen),
+                None => column.pieces.clone(),
+            };
+        }
+        let classified = |name: &str| {
+            manifest
+                .column(name)
+                .is_some_and(|c| c.classification != Classification::None)
+        };
+        let overlap = |a: &ColumnProfile, b: &ColumnProfile| {
+            a.pieces.overlap(&b.seen).map_or(0.0, |(share, _)| share)
+        };
+        let mut baselines = Vec::new();
+        for column in &self.columns {
+            for protected in self.columns.iter().filter(|p| classified(&p.name)) {
+                if protected.name == column.name {
+                    continue;
+                }
+                let share = match old {
+                    None => overlap(column, protected),
+                    Some(old) => match old.baseline(&column.name, &protected.name) {
+                        Some(kept) => kept,
+                        None => match (old.column(&column.name), old.column(&protected.name)) {
+                            (Some(c), Some(p)) => overlap(c, p),
+                            _ => 0.0,
+                        },
+                    },
+                };
+                baselines.push(Baseline {
+                    column: column.name.clone(),
+                    protected: protected.name.clone(),
+                    share,
+                });
+            }
+        }
+        self.baselines = baselines;
     }
 }
 
@@ -187,9 +342,9 @@ pub struct Profiler {
 #[derive(Default)]
 struct Building {
     profile: ColumnProfile,
-    sample: BTreeSet<u64>,
+    values: Sketching,
+    pieces: Sketching,
     shapes: HashMap<String, u64>,
-    other_shapes: u64,
 }
 
 impl Profiler {
@@ -240,49 +395,73 @@ impl Profiler {
     pub fn finish(self, version: u64) -> Profile {
         Profile {
             version,
+            key_check: self.key.check(),
             columns: self.columns.into_iter().map(Building::finish).collect(),
+            baselines: Vec::new(),
         }
     }
 }
 
 impl Building {
     fn see(&mut self, key: &ProfileKey, value: &str) {
-        let hash = key.hash(value);
-        let full = self.sample.len() >= SAMPLE;
-        if !full || self.sample.last().is_some_and(|top| hash < *top) {
-            self.sample.insert(hash);
-            if self.sample.len() > SAMPLE {
-                self.sample.pop_last();
-            }
+        self.values.add(key.hash(value));
+        for piece in pieces(value) {
+            self.pieces.add(key.hash(&piece));
         }
         let shape = shape_of(value);
         if let Some(count) = self.shapes.get_mut(&shape) {
             *count += 1;
         } else if self.shapes.len() < SHAPES {
             self.shapes.insert(shape, 1);
-        } else {
-            self.other_shapes += 1;
         }
     }
 
     fn finish(self) -> ColumnProfile {
         let mut profile = self.profile;
-        profile.distinct = match self.sample.last() {
-            Some(top) if self.sample.len() >= SAMPLE => {
-                // k-minimum-values: (k - 1) / (the k-th smallest as a share
-                // of the hash range).
-                let share = (*top as f64 + 1.0) / (u64::MAX as f64 + 1.0);
-                (((SAMPLE - 1) as f64 / share) as u64).min(profile.rows - profile.nulls)
-            }
-            _ => self.sample.len() as u64,
-        };
-        profile.sample = self.sample.into_iter().collect();
+        let values = self.values.finish();
+        profile.distinct = values.distinct().min(profile.rows - profile.nulls);
+        profile.pieces = self.pieces.finish();
         let mut shapes: Vec<(String, u64)> = self.shapes.into_iter().collect();
         shapes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         shapes.truncate(8);
         profile.shapes = shapes;
         profile
     }
+}
+
+/// What a value is compared by: its letters and digits, lower-cased, and
+/// each run of letters or of digits at least [`PIECE_CHARS`] long
+/// (`ID: S-12345` → `ids12345`, `12345`; `12345.0` → `123450`, `12345`).
+fn pieces(value: &str) -> Vec<String> {
+    let skeleton: String = value
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
+    let mut found = vec![skeleton];
+    let mut run = String::new();
+    let mut run_is_digits = false;
+    let close = |run: &mut String, found: &mut Vec<String>| {
+        if run.chars().count() >= PIECE_CHARS && !found.contains(run) {
+            found.push(std::mem::take(run));
+        } else {
+            run.clear();
+        }
+    };
+    for c in value.chars() {
+        if !c.is_alphanumeric() {
+            close(&mut run, &mut found);
+            continue;
+        }
+        let digit = c.is_numeric();
+        if !run.is_empty() && digit != run_is_digits {
+            close(&mut run, &mut found);
+        }
+        run_is_digits = digit;
+        run.extend(c.to_lowercase());
+    }
+    close(&mut run, &mut found);
+    found
 }
 
 /// A value's shape: capitals `A`, small letters `a`, digits `9`, anything
@@ -312,7 +491,7 @@ fn profile_path(id: &DatasetId, version: u64) -> StorePath {
         .join(FILE)
 }
 
-/// Reads every row of `version` and profiles it.
+/// Reads every row of `version` and profiles it (without history).
 pub async fn profile(
     store: &Arc<dyn ObjectStore>,
     version: &Version,
@@ -332,22 +511,26 @@ pub async fn profile(
 }
 
 /// `version`'s profile: the one kept beside its files, else read from its
-/// rows and kept (versions published before profiles existed).
+/// rows as a first version and kept (versions published before profiles
+/// existed, or profiled under another key).
 pub async fn kept_or_new(
     store: &Arc<dyn ObjectStore>,
     id: &DatasetId,
     version: &Version,
     key: &ProfileKey,
+    manifest: &Manifest,
 ) -> anyhow::Result<Profile> {
     let path = profile_path(id, version.number);
     if let Ok(found) = store.get(&path).await
         && let Ok(bytes) = found.bytes().await
         && let Ok(kept) = serde_json::from_slice::<Profile>(&bytes)
         && kept.version == version.number
+        && kept.key_check == key.check()
     {
         return Ok(kept);
     }
-    let made = profile(store, version, key).await?;
+    let mut made = profile(store, version, key).await?;
+    made.continue_from(None, manifest);
     keep(store, id, &made).await?;
     Ok(made)
 }
@@ -401,38 +584,33 @@ fn class_name(manifest: &Manifest, column: &str) -> String {
     }
 }
 
-/// What looks moved between `old` (the version `new` replaces) and `new`,
-/// in words, judged by `manifest`'s classifications: a column whose values
-/// now overlap a more protected column's previous values more than they
-/// did; a column below quasi-identifier that became near-unique or took an
-/// identifier's shape; a masked column whose values changed shape. Empty
-/// when the new version holds the same kind of data (new rows, reordered
-/// rows or columns, corrections).
+/// What looks moved in `new` (already [continued](Profile::continue_from)
+/// from `old`, the version it replaces), in words, judged by `manifest`'s
+/// classifications: a column whose values overlap what a more protected,
+/// identifying column has held in any version more than the pair's
+/// baseline; a column below quasi-identifier that became near-unique or
+/// took an identifying column's shape; a masked column whose values changed
+/// shape. Empty when the new version holds the same kind of data (new rows,
+/// reordered rows or columns, corrections).
 pub fn findings(old: &Profile, new: &Profile, manifest: &Manifest) -> Vec<String> {
     let mut found = Vec::new();
     for column in &new.columns {
         let before = old.column(&column.name);
-        for protected in &old.columns {
+        for protected in &new.columns {
             if protected.name == column.name
+                || !protected.identifying()
                 || !more_protected(manifest, &protected.name, &column.name)
             {
                 continue;
             }
-            // Both directions: a few identifiers moved into a column of few
-            // values dominate it; many moved into a column of many values
-            // show as a share of the identifiers.
-            let now = [contained(column, protected), contained(protected, column)];
-            let then = before.map_or([None, None], |b| {
-                [contained(b, protected), contained(protected, b)]
-            });
-            let moved = now.iter().zip(then).find_map(|(now, then)| {
-                let (share, found) = (*now)?;
-                let was = then.map_or(0.0, |(share, _)| share);
-                (found > 0 && share >= was + MOVED && share >= MOVED).then_some((share, was))
-            });
-            if let Some((share, was)) = moved {
+            let was = new.baseline(&column.name, &protected.name).unwrap_or(0.0);
+            if let Some((share, hits)) = column.pieces.overlap(&protected.seen)
+                && hits > 0
+                && share >= MOVED
+                && share >= was + MOVED
+            {
                 found.push(format!(
-                    "column '{}' ({}) now holds values of column '{}' ({}): about {} of the sampled values match, {} before",
+                    "column '{}' ({}) now holds values of column '{}' ({}): about {} of the sampled values match, {} when first profiled",
                     column.name,
                     class_name(manifest, &column.name),
                     protected.name,
@@ -462,6 +640,7 @@ pub fn findings(old: &Profile, new: &Profile, manifest: &Manifest) -> Vec<String
                 && before.is_none_or(|b| b.usual_shape() != Some(shape))
                 && let Some(identifier) = old.columns.iter().find(|o| {
                     o.name != column.name
+                        && o.identifying()
                         && o.usual_shape() == Some(shape)
                         && more_protected(manifest, &o.name, &column.name)
                 })
@@ -525,11 +704,17 @@ classification = "quasi-identifier"
 mask = "bucket(10)"
 "#;
 
+    type Row = (String, String, i64);
+
     fn key() -> ProfileKey {
         ProfileKey([7; 16])
     }
 
-    fn profile_of(version: u64, rows: &[(&str, &str, i64)]) -> Profile {
+    fn manifest() -> Manifest {
+        Manifest::parse(MANIFEST).unwrap()
+    }
+
+    fn profile_of(version: u64, rows: &[Row]) -> Profile {
         let schema = Arc::new(Schema::new(vec![
             Field::new("a", DataType::Utf8, true),
             Field::new("secret", DataType::Utf8, true),
@@ -539,8 +724,8 @@ mask = "bucket(10)"
         let batch = RecordBatch::try_new(
             schema,
             vec![
-                text(rows.iter().map(|r| r.0).collect()),
-                text(rows.iter().map(|r| r.1).collect()),
+                text(rows.iter().map(|r| r.0.as_str()).collect()),
+                text(rows.iter().map(|r| r.1.as_str()).collect()),
                 Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
             ],
         )
@@ -550,7 +735,7 @@ mask = "bucket(10)"
         profiler.finish(version)
     }
 
-    fn people(n: usize) -> Vec<(String, String, i64)> {
+    fn people(n: usize) -> Vec<Row> {
         (0..n)
             .map(|i| {
                 (
@@ -562,33 +747,35 @@ mask = "bucket(10)"
             .collect()
     }
 
-    fn borrowed(rows: &[(String, String, i64)]) -> Vec<(&str, &str, i64)> {
-        rows.iter()
-            .map(|(a, s, q)| (a.as_str(), s.as_str(), *q))
-            .collect()
+    /// The findings of publishing each of `versions` in turn; those of the
+    /// last.
+    fn published(versions: &[Vec<Row>]) -> Vec<String> {
+        let manifest = manifest();
+        let mut previous: Option<Profile> = None;
+        let mut found = Vec::new();
+        for (n, rows) in versions.iter().enumerate() {
+            let mut profile = profile_of(n as u64 + 1, rows);
+            profile.continue_from(previous.as_ref(), &manifest);
+            found = previous
+                .as_ref()
+                .map(|old| findings(old, &profile, &manifest))
+                .unwrap_or_default();
+            previous = Some(profile);
+        }
+        found
     }
 
-    fn check(old: &[(String, String, i64)], new: &[(String, String, i64)]) -> Vec<String> {
-        let manifest = Manifest::parse(MANIFEST).unwrap();
-        findings(
-            &profile_of(1, &borrowed(old)),
-            &profile_of(2, &borrowed(new)),
-            &manifest,
-        )
+    fn moved(found: &[String]) -> bool {
+        found
+            .iter()
+            .any(|f| f.contains("column 'a'") && f.contains("values of column 'secret'"))
     }
 
     #[test]
     fn the_swap_of_one_row_is_found() {
-        let manifest = Manifest::parse(MANIFEST).unwrap();
-        let old = profile_of(1, &[("x", "S1", 37)]);
-        let new = profile_of(2, &[("S1", "x", 37)]);
-        let found = findings(&old, &new, &manifest);
-        assert!(
-            found
-                .iter()
-                .any(|f| f.contains("'a'") && f.contains("'secret'")),
-            "{found:?}"
-        );
+        let one = |a: &str, s: &str| vec![(a.to_owned(), s.to_owned(), 37)];
+        let found = published(&[one("x", "S1"), one("S1", "x")]);
+        assert!(moved(&found), "{found:?}");
     }
 
     #[test]
@@ -597,7 +784,7 @@ mask = "bucket(10)"
         let mut new = people(6000);
         new.reverse();
         new[10].0 = "west".into();
-        assert_eq!(check(&old, &new), Vec::<String>::new());
+        assert_eq!(published(&[old, new]), Vec::<String>::new());
     }
 
     #[test]
@@ -608,14 +795,84 @@ mask = "bucket(10)"
             for row in new.iter_mut().step_by(fraction) {
                 std::mem::swap(&mut row.0, &mut row.1);
             }
-            let found = check(&old, &new);
-            assert!(
-                found
-                    .iter()
-                    .any(|f| f.contains("'a'") && f.contains("'secret'")),
-                "1 in {fraction}: {found:?}"
-            );
+            let found = published(&[old.clone(), new]);
+            assert!(moved(&found), "1 in {fraction}: {found:?}");
         }
+    }
+
+    #[test]
+    fn identifiers_changed_in_case_punctuation_or_number_form_are_found() {
+        let old = people(5000);
+        let forms: [fn(&str) -> String; 4] = [
+            |s| s.to_lowercase(),
+            |s| format!("id:{s}"),
+            |s| format!(" {s}"),
+            |s| format!("{}.0", &s[1..]),
+        ];
+        for (i, form) in forms.iter().enumerate() {
+            let mut new = old.clone();
+            for row in new.iter_mut().step_by(3) {
+                row.0 = form(&row.1);
+            }
+            let found = published(&[old.clone(), new]);
+            assert!(moved(&found), "form {i}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn moving_a_little_at_a_time_is_measured_from_the_first_version() {
+        let old = people(3000);
+        let mut versions = vec![old.clone()];
+        for step in 1..=6 {
+            let mut next = old.clone();
+            for (i, row) in next.iter_mut().enumerate() {
+                if i % 100 < step * 4 {
+                    row.0 = row.1.clone();
+                }
+            }
+            versions.push(next);
+        }
+        // Each step moves 4% more: small against the last version, 24%
+        // against the first.
+        assert!(moved(&published(&versions)));
+    }
+
+    #[test]
+    fn emptying_the_identifier_first_does_not_hide_it() {
+        let old = people(3000);
+        let mut junk = old.clone();
+        for (i, row) in junk.iter_mut().enumerate() {
+            row.1 = format!("zz-{i}");
+        }
+        let mut moved_in = junk.clone();
+        for (row, original) in moved_in.iter_mut().zip(&old) {
+            row.0 = original.1.clone();
+        }
+        assert!(moved(&published(&[old, junk, moved_in])));
+    }
+
+    #[test]
+    fn new_rows_carrying_their_own_identifiers_are_found() {
+        let old = people(3000);
+        let mut new = old.clone();
+        for i in 0..1000 {
+            let id = format!("N{i:06}");
+            new.push((id.clone(), id, 40));
+        }
+        assert!(moved(&published(&[old, new])));
+    }
+
+    #[test]
+    fn a_number_column_growing_into_a_numeric_quasi_identifiers_range_is_not_a_finding() {
+        let old = people(3000);
+        let mut small = old.clone();
+        let mut large = old.clone();
+        for (i, (s, l)) in small.iter_mut().zip(&mut large).enumerate() {
+            s.0 = (i % 10).to_string();
+            l.0 = (i % 100).to_string();
+        }
+        let found = published(&[small, large]);
+        assert!(!moved(&found), "{found:?}");
     }
 
     #[test]
@@ -625,7 +882,7 @@ mask = "bucket(10)"
         for row in &mut new {
             row.2 *= 1000;
         }
-        let found = check(&old, &new);
+        let found = published(&[old, new]);
         assert!(
             found.iter().any(|f| f.contains("masked column 'q'")),
             "{found:?}"
@@ -639,7 +896,7 @@ mask = "bucket(10)"
         for (i, row) in new.iter_mut().enumerate() {
             row.0 = format!("R{i}");
         }
-        let found = check(&old, &new);
+        let found = published(&[old, new]);
         assert!(
             found.iter().any(|f| f.contains("is now 100% distinct")),
             "{found:?}"
@@ -649,16 +906,19 @@ mask = "bucket(10)"
     #[test]
     fn distinct_counts_are_estimated_within_a_few_percent() {
         let rows = people(20_000);
-        let profile = profile_of(1, &borrowed(&rows));
+        let profile = profile_of(1, &rows);
         let secret = profile.column("secret").unwrap();
         let error = (secret.distinct as f64 - 20_000.0).abs() / 20_000.0;
         assert!(error < 0.15, "{}", secret.distinct);
         assert_eq!(profile.column("a").unwrap().distinct, 3);
-        assert_eq!(profile.column("secret").unwrap().shapes[0].0, "A999999");
+        assert_eq!(secret.shapes[0].0, "A999999");
     }
 
     #[test]
-    fn shapes_keep_punctuation_and_classes() {
+    fn pieces_and_shapes() {
+        assert_eq!(pieces("ID: S-12345"), ["ids12345", "12345"]);
+        assert_eq!(pieces("12345.0"), ["123450", "12345"]);
+        assert_eq!(pieces("S000123"), ["s000123", "000123"]);
         assert_eq!(shape_of("SW1A 1AA"), "AA9A 9AA");
         assert_eq!(shape_of("2024-03-11"), "9999-99-99");
         assert_eq!(shape_of("Zoë"), "Aaa");

@@ -487,7 +487,11 @@ async fn slow_readers_are_cut_off_and_greedy_callers_hold_only_their_share() {
     // A newcomer is served at once.
     let started = std::time::Instant::now();
     let new = server.token("new@uni.example", &[Role::Researcher], &[], None);
-    let newcomer = server.get(&format!("{whole}&limit=5"), Some(&new)).await;
+    // (Without the pseudonym column: a page that shows pseudonyms is cut
+    // from a sort of the whole answer, which is not what this measures.)
+    let newcomer = server
+        .get(&format!("{whole}&limit=5&columns=region"), Some(&new))
+        .await;
     assert_eq!(newcomer.status(), 200);
     assert!(
         started.elapsed() < Duration::from_secs(1),
