@@ -58,6 +58,9 @@ words! {
         Data = "data",
         /// A request for a disclosure-controlled or private aggregate.
         Aggregate = "aggregate",
+        /// A steward or admin reading a few rows of their dataset as one of
+        /// its grants, or its tier, would (which is in `grant`).
+        Preview = "preview",
         Register = "register",
         Upload = "upload",
         Edit = "edit",

@@ -36,7 +36,18 @@ pub(super) struct DataParams {
     version: Option<String>,
     format: Option<String>,
     grant: Option<String>,
+    /// Stewards and admins: read as the dataset's `tier`, or as one of its
+    /// grants (by id), would; at most [`PREVIEW_ROWS`] rows, any version
+    /// (held ones too).
+    #[serde(rename = "as")]
+    #[param(rename = "as")]
+    view_as: Option<String>,
 }
+
+/// The most rows a preview (`as=`) answers.
+const PREVIEW_ROWS: u64 = 100;
+/// The rows a preview answers without a `limit`.
+const PREVIEW_DEFAULT_ROWS: u64 = 20;
 
 /// The JSON body of `POST …/query`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -110,6 +121,8 @@ struct Wanted {
     version: Option<u64>,
     format: Option<String>,
     grant: Option<String>,
+    /// Read as this grant, or the tier, would (stewards' preview).
+    view_as: Option<String>,
     /// Never content-coded, whatever `Accept-Encoding` says (answers read
     /// by the server itself, such as a page's preview).
     plain: bool,
@@ -157,6 +170,7 @@ pub(super) async fn get_data(
         version: None,
         format: p.format,
         grant: p.grant,
+        view_as: p.view_as,
         plain: false,
     };
     serve(&state, &caller, &path, wanted, numbers, &req).await
@@ -180,6 +194,7 @@ pub(super) async fn post_query(
         version: None,
         format,
         grant,
+        view_as: None,
         plain: false,
     };
     serve(&state, &caller, &path, wanted, Ok(version), &req).await
@@ -234,6 +249,7 @@ pub(super) async fn get_aggregate(
         version: None,
         format: p.format,
         grant: p.grant,
+        view_as: None,
         plain: false,
     };
     let version = epsilon.and_then(|_| number("version", p.version.as_deref()));
@@ -259,6 +275,7 @@ pub(super) async fn preview(
         version: None,
         format: Some("csv".into()),
         grant: None,
+        view_as: None,
         plain: true,
     };
     let response = serve(state, caller, raw_id, wanted, Ok(None), req).await?;
@@ -335,6 +352,45 @@ pub(super) fn authorize(
     })
 }
 
+/// What a steward or admin of the dataset reads as its tier, or one of its
+/// grants, would, of any version (held ones too): how they check what they
+/// publish. Others are refused as at any steward route (a caller who is no
+/// steward at all, as if the dataset did not exist).
+fn authorize_view(
+    state: &AppState,
+    policy: &Policy,
+    caller: &Caller,
+    raw_id: &str,
+    version: Option<u64>,
+    view: &str,
+) -> Result<Access, ApiError> {
+    let scope =
+        super::steward_routes::require_steward(caller).map_err(|_| ApiError::DatasetNotFound)?;
+    let dataset = super::steward_routes::stewarded(state, &scope, raw_id)?;
+    let plan = match policy::view_as(policy, &dataset.manifest, view) {
+        Some(Decision::Allow(plan)) => plan,
+        Some(Decision::Deny(denial)) => return Err(ApiError::Denied(denial)),
+        None => {
+            return Err(ApiError::InvalidParameter(format!(
+                "as takes 'tier' or the id of one of this dataset's grants, not '{}'",
+                crate::echo::cut(view)
+            )));
+        }
+    };
+    let version = match version {
+        Some(n) if n == dataset.manifest.in_review => dataset.in_review(),
+        Some(n) => dataset.version(Some(n)),
+        None => dataset.current().or_else(|| dataset.in_review()),
+    }
+    .cloned()
+    .ok_or(ApiError::VersionNotFound(version.unwrap_or_default()))?;
+    Ok(Access {
+        dataset,
+        version,
+        plan,
+    })
+}
+
 /// The one path every data and aggregate request takes: record → slot →
 /// authorise → negotiate → plan → audit → stream. The policy is read once,
 /// so one request never mixes two policies across a reload; a parameter
@@ -350,7 +406,10 @@ async fn serve(
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let policy = state.policy.current();
-    let event = wanted.planner.event();
+    let event = match wanted.view_as {
+        Some(_) => Event::Preview,
+        None => wanted.planner.event(),
+    };
     let mut record = trail::request_record(event, caller, raw_id);
     (record.columns, record.filter) = wanted.planner.columns_and_filter();
     let prepared = async {
@@ -359,14 +418,28 @@ async fn serve(
             .stream_slots
             .acquire(&rate_key(req, caller))
             .ok_or(ApiError::TooManyStreams)?;
-        let access = authorize(
-            state,
-            &policy,
-            caller,
-            raw_id,
-            wanted.version,
-            wanted.grant.as_deref(),
-        )?;
+        let access = match wanted.view_as.as_deref() {
+            Some(view) => {
+                if wanted.grant.is_some() {
+                    return Err(ApiError::InvalidParameter(
+                        "as and grant do not go together: as names the grant to read as".into(),
+                    ));
+                }
+                if let Planner::Slice(slice) = &mut wanted.planner {
+                    let limit = slice.limit.unwrap_or(PREVIEW_DEFAULT_ROWS);
+                    slice.limit = Some(limit.min(PREVIEW_ROWS));
+                }
+                authorize_view(state, &policy, caller, raw_id, wanted.version, view)?
+            }
+            None => authorize(
+                state,
+                &policy,
+                caller,
+                raw_id,
+                wanted.version,
+                wanted.grant.as_deref(),
+            )?,
+        };
         let format = negotiate(wanted.format.as_deref(), accept(req))?;
         // A place in the engine before any work (or privacy budget) is
         // spent on the answer; it is held until the answer's last byte.

@@ -646,7 +646,10 @@ fn new_version_answer(
     let answer = HttpResponse::Created()
         .insert_header((
             header::LOCATION,
-            format!("/v1/datasets/{id}/data?version={}", published.version),
+            format!(
+                "/v1/datasets/{id}/data?version={}&as=tier",
+                published.version
+            ),
         ))
         .json(json!({
             "id": id,
@@ -660,7 +663,9 @@ fn new_version_answer(
             "uploaded_bytes": received,
             "schema": summary.columns,
             "url": format!("/v1/datasets/{id}"),
-            "data_url": format!("/v1/datasets/{id}/data?version={}", published.version),
+            // What the dataset's tier sees of the new version: its steward's
+            // preview, which works for held versions too.
+            "data_url": format!("/v1/datasets/{id}/data?version={}&as=tier", published.version),
             "renamed_columns": summary
                 .renamed
                 .iter()

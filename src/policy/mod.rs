@@ -248,6 +248,25 @@ pub fn evaluate(
     }
 }
 
+/// What the dataset's tier (`view` = `tier`), or its grant `view`, would
+/// see of `manifest`, whoever asks: for its stewards and admins, who preview
+/// what they publish. The tier's view of a controlled dataset is what it
+/// would see if opened. `None`: the dataset has no such grant.
+pub fn view_as(policy: &Policy, manifest: &Manifest, view: &str) -> Option<Decision> {
+    if view == "tier" {
+        let basis = match manifest.tier {
+            Tier::Open => Basis::Open,
+            _ => Basis::Registered,
+        };
+        return Some(Decision::Allow(tier_plan(manifest, basis)));
+    }
+    let grant = policy
+        .grants
+        .iter()
+        .find(|g| g.dataset == manifest.id && g.id == view)?;
+    Some(grant_decision(manifest, grant))
+}
+
 /// Every column but direct identifiers, quasi-identifiers masked.
 fn tier_plan(manifest: &Manifest, basis: Basis) -> AccessPlan {
     AccessPlan {

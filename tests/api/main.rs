@@ -23,6 +23,7 @@ mod governance;
 mod health;
 mod https;
 mod policy;
+mod preview;
 mod privacy;
 mod real_files;
 mod review;
