@@ -791,14 +791,9 @@ async fn profiles(
     let failed = |e: anyhow::Error| WriteError::Storage(std::io::Error::other(format!("{e:#}")));
     let id = dataset.id();
     let manifest = &dataset.manifest;
-    let old = match dataset.current() {
-        Some(current) => Some(
-            profile::kept_or_new(store, id, current, key, manifest)
-                .await
-                .map_err(failed)?,
-        ),
-        None => None,
-    };
+    let old = profile::kept_or_rebuilt(store, dataset, key)
+        .await
+        .map_err(failed)?;
     let mut made = profile::profile(store, new, key).await.map_err(failed)?;
     made.continue_from(old.as_ref(), manifest);
     profile::keep(store, id, &made).await.map_err(failed)?;

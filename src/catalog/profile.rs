@@ -304,7 +304,7 @@ impl Profile {
                 .is_some_and(|c| c.classification != Classification::None)
         };
         let overlap = |a: &ColumnProfile, b: &ColumnProfile| {
-            a.pieces.overlap(&b.seen).map_or(0.0, |(share, _)| share)
+            a.seen.overlap(&b.seen).map_or(0.0, |(share, _)| share)
         };
         let mut baselines = Vec::new();
         for column in &self.columns {
@@ -433,6 +433,10 @@ impl Building {
 /// each run of letters or of digits at least [`PIECE_CHARS`] long
 /// (`ID: S-12345` → `ids12345`, `12345`; `12345.0` → `123450`, `12345`).
 fn pieces(value: &str) -> Vec<String> {
+    // Fullwidth and other compatibility forms, and accents, as plain
+    // letters and digits (`ｓ６７` → `s67`).
+    let folded = deunicode::deunicode(value);
+    let value = folded.as_str();
     let skeleton: String = value
         .chars()
         .filter(|c| c.is_alphanumeric())
@@ -461,6 +465,18 @@ fn pieces(value: &str) -> Vec<String> {
         run.extend(c.to_lowercase());
     }
     close(&mut run, &mut found);
+    // A number written another way (`4.347712782e9`, `12345.0`) as the
+    // whole number it is.
+    if let Ok(number) = value.trim().parse::<f64>()
+        && number.is_finite()
+        && number.fract() == 0.0
+        && number.abs() < 1e18
+    {
+        let whole = format!("{}", number as i64);
+        if !found.contains(&whole) {
+            found.push(whole);
+        }
+    }
     found
 }
 
@@ -510,29 +526,55 @@ pub async fn profile(
     Ok(profiler.finish(version.number))
 }
 
-/// `version`'s profile: the one kept beside its files, else read from its
-/// rows as a first version and kept (versions published before profiles
-/// existed, or profiled under another key).
-pub async fn kept_or_new(
+/// The profile of `dataset`'s current version, with its history: the one
+/// kept beside its files, else rebuilt from every published version in
+/// turn, reusing the kept ones (versions published before profiles
+/// existed; or all of them, when the key changed, since hashes under
+/// another key match nothing).
+pub async fn kept_or_rebuilt(
+    store: &Arc<dyn ObjectStore>,
+    dataset: &crate::catalog::Dataset,
+    key: &ProfileKey,
+) -> anyhow::Result<Option<Profile>> {
+    let id = dataset.id();
+    let versions: Vec<&Version> = dataset.published_versions().collect();
+    // Most often the current version's own profile is kept: one read.
+    if let Some(current) = versions.last()
+        && let Some(kept) = read_kept(store, id, current.number, key).await
+    {
+        return Ok(Some(kept));
+    }
+    let mut previous: Option<Profile> = None;
+    for version in versions {
+        if let Some(kept) = read_kept(store, id, version.number, key).await {
+            previous = Some(kept);
+            continue;
+        }
+        let mut made = profile(store, version, key).await?;
+        made.continue_from(previous.as_ref(), &dataset.manifest);
+        keep(store, id, &made).await?;
+        previous = Some(made);
+    }
+    Ok(previous)
+}
+
+/// Version `number`'s kept profile, if there is one taken under `key`.
+async fn read_kept(
     store: &Arc<dyn ObjectStore>,
     id: &DatasetId,
-    version: &Version,
+    number: u64,
     key: &ProfileKey,
-    manifest: &Manifest,
-) -> anyhow::Result<Profile> {
-    let path = profile_path(id, version.number);
-    if let Ok(found) = store.get(&path).await
-        && let Ok(bytes) = found.bytes().await
-        && let Ok(kept) = serde_json::from_slice::<Profile>(&bytes)
-        && kept.version == version.number
-        && kept.key_check == key.check()
-    {
-        return Ok(kept);
-    }
-    let mut made = profile(store, version, key).await?;
-    made.continue_from(None, manifest);
-    keep(store, id, &made).await?;
-    Ok(made)
+) -> Option<Profile> {
+    let bytes = store
+        .get(&profile_path(id, number))
+        .await
+        .ok()?
+        .bytes()
+        .await
+        .ok()?;
+    serde_json::from_slice::<Profile>(&bytes)
+        .ok()
+        .filter(|kept| kept.version == number && kept.key_check == key.check())
 }
 
 /// Writes `profile` beside its version's files.
@@ -564,6 +606,20 @@ fn more_protected(manifest: &Manifest, column: &str, than: &str) -> bool {
             _ => false,
         },
     }
+}
+
+/// Whether `column`'s values say who they are about: a direct identifier
+/// always; another column if it is [identifying](ColumnProfile::identifying)
+/// now or was in the version before (emptying a column first does not
+/// make its earlier values harmless).
+fn identifying(manifest: &Manifest, old: &Profile, column: &ColumnProfile) -> bool {
+    manifest
+        .column(&column.name)
+        .is_some_and(|c| c.classification == Classification::DirectIdentifier)
+        || column.identifying()
+        || old
+            .column(&column.name)
+            .is_some_and(ColumnProfile::identifying)
 }
 
 fn percent(share: f64) -> String {
@@ -598,13 +654,16 @@ pub fn findings(old: &Profile, new: &Profile, manifest: &Manifest) -> Vec<String
         let before = old.column(&column.name);
         for protected in &new.columns {
             if protected.name == column.name
-                || !protected.identifying()
+                || !identifying(manifest, old, protected)
                 || !more_protected(manifest, &protected.name, &column.name)
             {
                 continue;
             }
             let was = new.baseline(&column.name, &protected.name).unwrap_or(0.0);
-            if let Some((share, hits)) = column.pieces.overlap(&protected.seen)
+            // Everything the column has held against everything the
+            // protected one has: earlier versions stay readable by number,
+            // so a few values moved per version add up.
+            if let Some((share, hits)) = column.seen.overlap(&protected.seen)
                 && hits > 0
                 && share >= MOVED
                 && share >= was + MOVED
@@ -640,7 +699,7 @@ pub fn findings(old: &Profile, new: &Profile, manifest: &Manifest) -> Vec<String
                 && before.is_none_or(|b| b.usual_shape() != Some(shape))
                 && let Some(identifier) = old.columns.iter().find(|o| {
                     o.name != column.name
-                        && o.identifying()
+                        && identifying(manifest, old, o)
                         && o.usual_shape() == Some(shape)
                         && more_protected(manifest, &o.name, &column.name)
                 })
@@ -817,6 +876,58 @@ mask = "bucket(10)"
             let found = published(&[old.clone(), new]);
             assert!(moved(&found), "form {i}: {found:?}");
         }
+    }
+
+    #[test]
+    fn fullwidth_and_scientific_forms_are_found() {
+        let old = people(3000);
+        let forms: [fn(&str) -> String; 2] = [
+            |s| {
+                s.chars()
+                    .map(|c| char::from_u32(c as u32 + 0xFEE0).unwrap_or(c))
+                    .collect()
+            },
+            |s| {
+                let n: f64 = s[1..].parse().unwrap();
+                format!("{n:e}")
+            },
+        ];
+        for (i, form) in forms.iter().enumerate() {
+            let mut new = old.clone();
+            for row in &mut new {
+                row.0 = form(&row.1);
+            }
+            let found = published(&[old.clone(), new]);
+            assert!(moved(&found), "form {i}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn making_the_identifier_constant_first_does_not_hide_it() {
+        let old = people(3000);
+        let mut new = old.clone();
+        for row in &mut new {
+            row.0 = format!("#{}", row.1);
+            row.1 = "same".into();
+        }
+        let found = published(&[old, new]);
+        assert!(moved(&found), "{found:?}");
+    }
+
+    #[test]
+    fn a_few_values_per_version_add_up() {
+        let old = people(3000);
+        let mut versions = vec![old.clone()];
+        for k in 0..6 {
+            let mut next = old.clone();
+            for (i, row) in next.iter_mut().enumerate() {
+                if i % 20 == k {
+                    row.0 = row.1.clone();
+                }
+            }
+            versions.push(next);
+        }
+        assert!(moved(&published(&versions)));
     }
 
     #[test]

@@ -284,7 +284,12 @@ fn tier_plan(manifest: &Manifest, basis: Basis) -> AccessPlan {
         max_rows: None,
         // Tier access gets what the dataset's manifest allows everyone.
         mode: manifest.mode,
-        project: "public".into(),
+        // One pseudonym key per dataset for tier access: with one shared
+        // key, a steward could publish known values hashed beside their
+        // clear text in a dataset of their own and reverse another
+        // publisher's open pseudonyms by joining. (A NUL cannot appear in
+        // a grant's project, so no grant shares these keys.)
+        project: format!("tier\u{0}{}", manifest.id),
         visa: None,
         budget: None,
     }
