@@ -19,7 +19,7 @@ pub enum AccessCommand {
     /// List access requests, newest first.
     List {
         /// Only requests in this state.
-        #[arg(long, value_parser = ["pending", "approved", "rejected"])]
+        #[arg(long, value_parser = ["pending", "approved", "rejected", "revoked"])]
         status: Option<String>,
     },
     /// Approve a request: write its grant into the policy file. The grant
@@ -47,6 +47,17 @@ pub enum AccessCommand {
         /// duration asked).
         #[arg(long)]
         expires: Option<String>,
+    },
+    /// Revoke an approved request: its grant leaves the policy file (the
+    /// server stops serving it at its next policy check) and the request
+    /// says revoked, with the reason, to the researcher.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        /// Who revokes (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
     },
     /// Reject a request, saying why (the researcher sees the reason).
     Reject {
@@ -176,6 +187,56 @@ pub async fn run(settings: Settings, command: AccessCommand) -> anyhow::Result<(
                     .max_rows
                     .map_or(String::new(), |m| format!(", at most {m} rows an answer")),
                 shape.expires
+            );
+            Ok(())
+        }
+        AccessCommand::Revoke { id, reason, by } => {
+            let _lock = edit_lock(&settings, &store)?;
+            let mut request = store.get(&id)?;
+            if request.status != Status::Approved {
+                bail!(
+                    "access request {id} is {}, not approved: there is no grant to revoke",
+                    request.status.as_str()
+                );
+            }
+            let reason = reason.trim();
+            if reason.is_empty() {
+                bail!("say why in --reason: the researcher sees it");
+            }
+            let file = &settings.storage.policy;
+            let name = file.display().to_string();
+            let grant = request.grant.clone().unwrap_or_else(|| request.id.clone());
+            let text = apply::live_body(file).with_context(|| format!("reading {name}"))?;
+            let in_force = sluice::policy::Policy::parse(&text, &name)?
+                .grants
+                .iter()
+                .any(|g| g.id == grant);
+            // Policy first, then the request: a crash between leaves the
+            // request approved with its grant gone, and running revoke
+            // again finishes it.
+            if in_force {
+                let updated = access_request::remove_grant(&text, &grant, &name)
+                    .map_err(anyhow::Error::msg)
+                    .context("nothing was changed")?;
+                let catalog = sluice::startup::load_configured_catalog(&settings.storage).await?;
+                let checked =
+                    apply::check(&updated, &name, &catalog, settings.limits.max_filter_bytes)
+                        .context("nothing was changed")?;
+                sluice::durable::replace_file(file, checked.sealed.as_bytes())
+                    .with_context(|| format!("writing {name}"))?;
+            }
+            request.status = Status::Revoked;
+            request.decided = Some(time::OffsetDateTime::now_utc());
+            request.decided_by = Some(by_default(by));
+            request.reason = Some(reason.to_owned());
+            store.save(&request)?;
+            println!(
+                "revoked {id}: grant '{grant}' {} {name}; the server stops serving it at its next policy check",
+                if in_force {
+                    "removed from"
+                } else {
+                    "was already gone from"
+                }
             );
             Ok(())
         }

@@ -34,6 +34,8 @@ pub enum Status {
     Pending,
     Approved,
     Rejected,
+    /// Approved, then withdrawn by an admin: its grant left the policy.
+    Revoked,
 }
 
 impl Status {
@@ -42,6 +44,7 @@ impl Status {
             Status::Pending => "pending",
             Status::Approved => "approved",
             Status::Rejected => "rejected",
+            Status::Revoked => "revoked",
         }
     }
 }
@@ -628,6 +631,56 @@ pub fn grant_block(
         block.push_str(&format!("max_rows = {max}\n"));
     }
     block
+}
+
+/// The policy text without grant `id`'s `[[grant]]` table (and the comment
+/// line an approval wrote above it), or why it cannot be taken out.
+/// Checked by parsing: every other grant must come out exactly as before,
+/// so hand-written grants and comments are left alone.
+pub fn remove_grant(policy_text: &str, id: &str, file: &str) -> Result<String, String> {
+    let before = crate::policy::Policy::parse(policy_text, file).map_err(|e| e.to_string())?;
+    if !before.grants.iter().any(|g| g.id == id) {
+        return Err(format!("{file} has no grant '{id}'"));
+    }
+    let lines: Vec<&str> = policy_text.split_inclusive('\n').collect();
+    let is_header = |line: &str| line.trim_start().starts_with('[');
+    let names_it = |line: &str| {
+        line.split_once('=').is_some_and(|(key, value)| {
+            key.trim() == "id" && value.trim().trim_matches(['"', '\'']) == id
+        })
+    };
+    // The table: from its `[[grant]]` header to the next header.
+    let id_line = lines
+        .iter()
+        .position(|l| names_it(l))
+        .ok_or_else(|| format!("grant '{id}' is not written as id = \"{id}\""))?;
+    let start = (0..id_line)
+        .rev()
+        .find(|&i| is_header(lines[i]))
+        .ok_or_else(|| format!("grant '{id}' has no [[grant]] header"))?;
+    let mut end = (id_line + 1..lines.len())
+        .find(|&i| is_header(lines[i]))
+        .unwrap_or(lines.len());
+    // Comments and blank lines right above the next table are its own.
+    while end > id_line + 1 && {
+        let line = lines[end - 1].trim_start();
+        line.is_empty() || line.starts_with('#')
+    } {
+        end -= 1;
+    }
+    let mut start = start;
+    if start > 0 && lines[start - 1].starts_with(&format!("# Access request {id}:")) {
+        start -= 1;
+    }
+    let text: String = lines[..start].concat() + &lines[end..].concat();
+    let after = crate::policy::Policy::parse(&text, file).map_err(|e| e.to_string())?;
+    let expected: Vec<_> = before.grants.iter().filter(|g| g.id != id).collect();
+    if after.grants.iter().collect::<Vec<_>>() != expected {
+        return Err(format!(
+            "grant '{id}' could not be taken out of {file} alone; remove it by hand"
+        ));
+    }
+    Ok(text)
 }
 
 /// The policy text with `block` added at the end.

@@ -387,8 +387,18 @@ fn spawn_decision_recorder(
                     } else {
                         crate::audit::Decision::Deny
                     }),
-                    reason: r.reason.clone(),
-                    approved_by: r.decided_by.clone(),
+                    reason: match r.status {
+                        Status::Revoked => r.reason.as_ref().map(|why| format!("revoked: {why}")),
+                        _ => r.reason.clone(),
+                    },
+                    approved_by: r
+                        .decided_by
+                        .clone()
+                        .filter(|_| r.status == Status::Approved),
+                    rejected_by: r
+                        .decided_by
+                        .clone()
+                        .filter(|_| r.status != Status::Approved),
                     outcome: Some(Outcome::Ok),
                     ..Record::new(Event::AccessRequest)
                 });

@@ -191,10 +191,11 @@ pub enum DatasetsCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// List a dataset's proposed changes (pending and recently decided).
+    /// List a dataset's proposed changes (pending and recently decided),
+    /// or without an id every dataset's pending ones.
     Changes {
-        /// The dataset's id.
-        id: String,
+        /// The dataset's id (none: pending changes of every dataset).
+        id: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -207,12 +208,15 @@ pub enum DatasetsCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// Reject pending change N of a dataset.
+    /// Reject pending change N of a dataset, saying why (its stewards see
+    /// the reason).
     Reject {
         /// The dataset's id.
         id: String,
         /// The change's number (from `sluice datasets changes ID`).
         n: u64,
+        #[arg(long)]
+        reason: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -604,16 +608,17 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
             }
             DatasetsCommand::Changes { id, target } if target.server.is_some() => {
                 let client = Remote::new(&settings, &target)?;
-                let id = DatasetId::parse(&id)?;
-                let (status, body) = client
-                    .send(client.get(&format!("/v1/datasets/{id}/changes")))
-                    .await?;
+                let path = match &id {
+                    Some(id) => format!("/v1/datasets/{}/changes", DatasetId::parse(id)?),
+                    None => "/v1/changes".to_owned(),
+                };
+                let (status, body) = client.send(client.get(&path)).await?;
                 if status != 200 {
                     return fail(status, &body);
                 }
                 print(&body)
             }
-            DatasetsCommand::Changes { id, .. } => {
+            DatasetsCommand::Changes { id: Some(id), .. } => {
                 let catalog = load_local(&settings).await?;
                 let id = DatasetId::parse(&id)?;
                 let d = catalog
@@ -621,12 +626,34 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                     .with_context(|| format!("no dataset '{id}'"))?;
                 print(&json!({"dataset": id, "changes": d.manifest.changes}))
             }
+            DatasetsCommand::Changes { id: None, .. } => {
+                let catalog = load_local(&settings).await?;
+                let pending: Vec<Value> = catalog
+                    .datasets()
+                    .flat_map(|d| {
+                        d.manifest
+                            .changes
+                            .iter()
+                            .filter(|c| c.status == sluice::catalog::change::ChangeStatus::Pending)
+                            .map(|c| {
+                                let mut entry = json!(c);
+                                entry["dataset"] = json!(d.id());
+                                entry
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                print(&json!({ "changes": pending }))
+            }
             DatasetsCommand::Approve { id, n, target } => {
-                decide(&settings, &id, n, true, target).await
+                decide(&settings, &id, n, true, None, target).await
             }
-            DatasetsCommand::Reject { id, n, target } => {
-                decide(&settings, &id, n, false, target).await
-            }
+            DatasetsCommand::Reject {
+                id,
+                n,
+                reason,
+                target,
+            } => decide(&settings, &id, n, false, reason, target).await
         }
     })
 }
@@ -797,15 +824,18 @@ async fn decide(
     id: &str,
     n: u64,
     approve: bool,
+    reason: Option<String>,
     target: Target,
 ) -> anyhow::Result<()> {
     let id = DatasetId::parse(id)?;
     let verb = if approve { "approve" } else { "reject" };
     if target.server.is_some() {
         let client = Remote::new(settings, &target)?;
-        let (status, body) = client
-            .send(client.post(&format!("/v1/datasets/{id}/changes/{n}/{verb}")))
-            .await?;
+        let mut request = client.post(&format!("/v1/datasets/{id}/changes/{n}/{verb}"));
+        if let Some(reason) = &reason {
+            request = request.json(&json!({ "reason": reason }));
+        }
+        let (status, body) = client.send(request).await?;
         if status != 200 {
             return fail(status, &body);
         }
@@ -815,8 +845,13 @@ async fn decide(
         let by = local_subject();
         let edited = catalog
             .edit(&*seen(&catalog, &id)?, |m| {
-                m.decide(n, approve, &by, time::OffsetDateTime::now_utc())
-                    .map_err(|e| e.to_string())
+                let mut next = m
+                    .decide(n, approve, &by, time::OffsetDateTime::now_utc())
+                    .map_err(|e| e.to_string())?;
+                if let Some(reason) = &reason {
+                    next.note_reason(n, reason);
+                }
+                Ok(next)
             })
             .await?;
         print(&json!(edited.manifest.change(n)))?;

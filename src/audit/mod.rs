@@ -195,9 +195,12 @@ pub struct Record {
     /// Who proposed a catalogue change (`sub`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proposed_by: Option<String>,
-    /// Who approved (or rejected) it: an admin's `sub`.
+    /// Who approved it: an admin's `sub`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
+    /// Who rejected or revoked it: an admin's `sub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_by: Option<String>,
     /// Hash of the previous record ([`GENESIS`] for the first).
     #[serde(default)]
     pub prev: String,
@@ -236,6 +239,7 @@ impl Record {
             change: Default::default(),
             proposed_by: Default::default(),
             approved_by: Default::default(),
+            rejected_by: Default::default(),
             prev: Default::default(),
             hash: Default::default(),
         }

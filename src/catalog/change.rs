@@ -19,6 +19,8 @@ use crate::echo::cut_to;
 
 /// Text fields (descriptions, titles) are recorded this far in a change.
 const TEXT_BYTES: usize = 200;
+/// An admin's reason is kept this long.
+pub const REASON_BYTES: usize = 1024;
 /// Proposals waiting for an admin, per dataset.
 pub const MAX_PENDING: usize = 20;
 /// Decided proposals kept in the manifest (the audit trail keeps them all).
@@ -208,6 +210,14 @@ impl Manifest {
             change.findings = findings;
         }
         Ok(proposed)
+    }
+
+    /// Records why change `number` was decided as it was (an admin's
+    /// reason for a rejection, shown to the steward).
+    pub fn note_reason(&mut self, number: u64, reason: &str) {
+        if let Some(change) = self.changes.iter_mut().find(|c| c.number == number) {
+            change.reason = Some(cut_to(reason, REASON_BYTES).to_string());
+        }
     }
 
     /// The pending change that would publish version `number`, if one does.

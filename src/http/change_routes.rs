@@ -41,17 +41,77 @@ pub(super) async fn approve(
     caller: Caller,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    decide(state, caller, path.into_inner(), true).await
+    decide(state, caller, path.into_inner(), true, None).await
 }
 
-/// `POST /v1/datasets/{id}/changes/{n}/reject`.
-#[utoipa::path(post, path = "/v1/datasets/{id}/changes/{n}/reject", tag = "stewards", params(("id" = String, Path, description = "The dataset's id", example = "hospital-admissions"), ("n" = u64, Path, description = "The change's number")), security(("bearer" = [])), responses((status = 200, description = "Rejected", body = Object)))]
+/// Why an admin rejects a change: shown to the dataset's stewards.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RejectBody {
+    reason: Option<String>,
+}
+
+/// `POST /v1/datasets/{id}/changes/{n}/reject`, with an optional JSON body
+/// `{"reason": "…"}`.
+#[utoipa::path(post, path = "/v1/datasets/{id}/changes/{n}/reject", tag = "stewards", params(("id" = String, Path, description = "The dataset's id", example = "hospital-admissions"), ("n" = u64, Path, description = "The change's number")), request_body(content = RejectBody, description = "Why (optional)"), security(("bearer" = [])), responses((status = 200, description = "Rejected", body = Object)))]
 pub(super) async fn reject(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<(String, String)>,
+    body: Option<web::Json<RejectBody>>,
 ) -> Result<HttpResponse, ApiError> {
-    decide(state, caller, path.into_inner(), false).await
+    let reason = body.and_then(|b| b.into_inner().reason);
+    if let Some(reason) = &reason {
+        crate::echo::refuse_hidden("the reason", reason, true)
+            .map_err(ApiError::InvalidParameter)?;
+        if reason.len() > crate::catalog::change::REASON_BYTES {
+            return Err(ApiError::InvalidParameter(format!(
+                "the reason is {} bytes; at most {} are kept",
+                reason.len(),
+                crate::catalog::change::REASON_BYTES
+            )));
+        }
+    }
+    decide(state, caller, path.into_inner(), false, reason).await
+}
+
+/// `GET /v1/changes`: pending changes across datasets, oldest first: every
+/// dataset's for admins, their publisher's for stewards.
+#[utoipa::path(get, path = "/v1/changes", tag = "stewards", security(("bearer" = [])), responses((status = 200, description = "Pending changes across datasets", body = Object)))]
+pub(super) async fn pending(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    let scope = require_steward(&caller)?;
+    let changes = pending_changes(&state, &scope);
+    Ok(HttpResponse::Ok().json(json!({ "changes": changes })))
+}
+
+/// The pending changes of every dataset `scope` looks after, oldest first,
+/// each with its dataset's id.
+pub(super) fn pending_changes(
+    state: &AppState,
+    scope: &crate::catalog::StewardScope,
+) -> Vec<Value> {
+    let catalog = state.catalog.snapshot();
+    let mut found: Vec<(time::OffsetDateTime, Value)> = catalog
+        .datasets()
+        .filter(|d| d.stewarded_by(scope))
+        .flat_map(|d| {
+            d.manifest
+                .changes
+                .iter()
+                .filter(|c| c.status == crate::catalog::change::ChangeStatus::Pending)
+                .map(|c| {
+                    let mut entry = json!(c);
+                    entry["dataset"] = json!(d.id());
+                    (c.proposed_at, entry)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    found.sort_by_key(|(at, _)| *at);
+    found.into_iter().map(|(_, entry)| entry).collect()
 }
 
 async fn decide(
@@ -59,6 +119,7 @@ async fn decide(
     caller: Caller,
     (id, number): (String, String),
     approve: bool,
+    reason: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
     let event = if approve {
         Event::ApproveChange
@@ -84,13 +145,16 @@ async fn decide(
         let edited = state
             .catalog
             .edit(&dataset, |current| {
-                let next = current
+                let mut next = current
                     .decide(number, approve, &admin, OffsetDateTime::now_utc())
                     .map_err(|e| {
                         let message = e.to_string();
                         refusal = Some(e);
                         message
                     })?;
+                if let Some(reason) = &reason {
+                    next.note_reason(number, reason);
+                }
                 decided = next.change(number).cloned();
                 Ok(next)
             })
@@ -122,7 +186,12 @@ async fn decide(
     if let Some(change) = &decided {
         audit.changes = trail::field_changes(&change.fields);
         audit.proposed_by = Some(change.proposed_by.clone());
-        audit.approved_by = Some(admin.clone());
+        if approve {
+            audit.approved_by = Some(admin.clone());
+        } else {
+            audit.rejected_by = Some(admin.clone());
+            audit.reason = change.reason.clone();
+        }
     }
     record(&state, audit, &result).await;
     result

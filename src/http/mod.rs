@@ -144,6 +144,7 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
                         web::get().to(catalog_routes::citation),
                     )
                     .route("/datasets/{id}/changes", web::get().to(change_routes::list))
+                    .route("/changes", web::get().to(change_routes::pending))
                     .route(
                         "/datasets/{id}/changes/{n}/approve",
                         web::post().to(change_routes::approve),

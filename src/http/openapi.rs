@@ -56,6 +56,7 @@ use super::{
         change_routes::list,
         change_routes::approve,
         change_routes::reject,
+        change_routes::pending,
         super::pages::access::create_request,
         super::pages::access::list_requests,
         sharing_routes::list_shares,

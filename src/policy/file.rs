@@ -205,7 +205,7 @@ impl Default for Disclosure {
 }
 
 /// One grant: who, which dataset, for what, and what it lets them see.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
     pub id: String,

@@ -5,6 +5,7 @@ mod helpers;
 mod steward_helpers;
 
 mod access;
+mod admin_actions;
 mod aggregates;
 mod approvals;
 mod audit;

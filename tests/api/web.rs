@@ -23,7 +23,7 @@ fn browser() -> reqwest::Client {
 }
 
 /// A page as a browser asks for it, with these cookies.
-async fn page(app: &TestApp, path: &str, cookies: &str) -> reqwest::Response {
+pub(crate) async fn page(app: &TestApp, path: &str, cookies: &str) -> reqwest::Response {
     browser()
         .get(app.url(path))
         .header(ACCEPT, "text/html,application/xhtml+xml")
@@ -72,7 +72,7 @@ async fn post_form(
 }
 
 /// Signs in as a dev identity; returns the session cookie (`name=value`).
-async fn dev_sign_in(app: &TestApp, identity: &str, cookies: &str) -> String {
+pub(crate) async fn dev_sign_in(app: &TestApp, identity: &str, cookies: &str) -> String {
     let sign_in = page(app, "/auth/sign-in", cookies).await;
     let pre = set_cookie(&sign_in, PRE).map(|c| c.0);
     let cookies = match pre {

@@ -511,9 +511,10 @@ pub(in crate::http) async fn list_requests(
         Some("pending") => Some(Status::Pending),
         Some("approved") => Some(Status::Approved),
         Some("rejected") => Some(Status::Rejected),
+        Some("revoked") => Some(Status::Revoked),
         Some(other) => {
             return Err(ApiError::InvalidParameter(format!(
-                "status '{}' is not pending, approved or rejected",
+                "status '{}' is not pending, approved, rejected or revoked",
                 crate::echo::cut(other)
             )));
         }

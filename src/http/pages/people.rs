@@ -108,6 +108,8 @@ pub(super) async fn admin(
         }
         _ => Vec::new(),
     };
+    let changes =
+        crate::http::change_routes::pending_changes(&state, &steward_scope(&visitor.caller()));
     let (pending, decided): (Vec<_>, Vec<_>) = requests
         .iter()
         .partition(|r| r.status == RequestStatus::Pending);
@@ -125,6 +127,25 @@ pub(super) async fn admin(
                 p { (r.purpose) }
                 p.muted { "Decide on the server: " }
                 pre { code { "sluice access approve " (r.id) "\nsluice access reject " (r.id) " --reason \"…\"" } }
+            }
+        }
+        h2 { "Dataset changes waiting (" (changes.len()) ")" }
+        @if changes.is_empty() { p.muted { "None." } }
+        @for c in &changes {
+            @let dataset = c["dataset"].as_str().unwrap_or_default();
+            @let number = c["number"].as_u64().unwrap_or_default();
+            article {
+                h3 { "Change " (number) " — " a href={ "/datasets/" (dataset) } { (dataset) } }
+                p { "Proposed by " strong { (c["proposed_by"].as_str().unwrap_or_default()) } " on " (c["proposed_at"].as_str().unwrap_or_default()) }
+                ul {
+                    @for f in c["fields"].as_array().into_iter().flatten() {
+                        li { code { (f["field"].as_str().unwrap_or_default()) } ": " (f["old"].as_str().unwrap_or("unset")) " → " (f["new"].as_str().unwrap_or("unset")) }
+                    }
+                    @for finding in c["findings"].as_array().into_iter().flatten() {
+                        li { (finding.as_str().unwrap_or_default()) }
+                    }
+                }
+                pre { code { "sluice datasets approve " (dataset) " " (number) "\nsluice datasets reject " (dataset) " " (number) " --reason \"…\"" } }
             }
         }
         h2 { "Decided" }
