@@ -202,7 +202,7 @@ pub(super) async fn dataset(
                     @for c in described["columns"].as_array().into_iter().flatten() {
                         tr {
                             th scope="row" { code { (text(&c["name"])) } }
-                            td { (text(&c["type"])) }
+                            td { (readable_type(c["type"].as_str().unwrap_or_default())) }
                             td { (text(&c["description"])) }
                             td { (classification(&c["classification"])) }
                             td { (mask(&c["mask"])) }
@@ -345,5 +345,22 @@ fn first_sentence(text: &str) -> String {
     match text.find(". ") {
         Some(i) if i < 300 => text[..=i].to_owned(),
         _ => crate::echo::cut(text),
+    }
+}
+
+/// An Arrow type as a researcher reads it (`Utf8` → text, `Date32` → date).
+fn readable_type(arrow: &str) -> &str {
+    match arrow {
+        "Utf8" | "LargeUtf8" | "Utf8View" => "text",
+        "Int8" | "Int16" | "Int32" | "Int64" | "UInt8" | "UInt16" | "UInt32" | "UInt64" => {
+            "whole number"
+        }
+        "Float16" | "Float32" | "Float64" => "decimal number",
+        "Boolean" => "true/false",
+        "Date32" | "Date64" => "date",
+        t if t.starts_with("Timestamp") => "date and time",
+        t if t.starts_with("Decimal") => "exact decimal",
+        "Binary" | "LargeBinary" => "bytes",
+        other => other,
     }
 }

@@ -1,7 +1,9 @@
-//! Copy-paste code for a dataset's page: curl, pyarrow, polars, pandas, R,
-//! the Delta Sharing connector and the CLI, each with this server's
-//! address and the dataset's id, so it runs as pasted (given a token where
-//! the dataset needs one). `tests/browser` runs the curl one.
+//! Copy-paste code for a dataset's page: curl, pyarrow, polars, pandas,
+//! DuckDB, R, the Delta Sharing connector and the CLI, each with this
+//! server's address, its CA when it uses a private one, and the dataset's
+//! id, so it runs as pasted (given a token where the dataset needs one),
+//! and each shows the server's problem body when it refuses. The browser
+//! test runs the curl one; the interop tests run the Python ones.
 
 use maud::{Markup, html};
 
@@ -22,13 +24,33 @@ pub(super) fn section(
     let url = format!("{base}/v1/datasets/{id}/data?limit=1000");
     let ca = state.web.ca_file.as_deref();
     let token_line = if state.web.dev_mode {
+        // Dev mode mints any identity: one that holds a grant here, so the
+        // snippets answer with rows.
+        let holders: Vec<String> = state
+            .policy
+            .current()
+            .grants
+            .iter()
+            .filter(|g| g.dataset == *dataset.id())
+            .flat_map(|g| g.subjects.iter().cloned())
+            .collect();
         let sub = visitor
             .session
             .as_ref()
-            .map_or("you@example.org", |s| s.principal.sub.as_str());
+            .map(|s| s.principal.sub.clone())
+            .or_else(|| holders.first().cloned())
+            .unwrap_or_else(|| "you@example.org".to_owned());
+        let note = if holders.is_empty() {
+            "dev mode; no identity holds a grant for this dataset yet".to_owned()
+        } else {
+            format!(
+                "dev mode; identities with a grant here: {}",
+                holders.join(", ")
+            )
+        };
         format!(
-            "export SLUICE_TOKEN=$(sluice token --sub {} --role researcher)   # dev mode; else your identity provider's access token",
-            sh(sub)
+            "export SLUICE_TOKEN=$(sluice token --sub {} --role researcher)   # {note}; else your identity provider's access token",
+            sh(&sub)
         )
     } else {
         "export SLUICE_TOKEN=…   # an access token from your identity provider".to_owned()
@@ -41,8 +63,10 @@ pub(super) fn section(
     } else {
         " -H \"Authorization: Bearer $SLUICE_TOKEN\""
     };
+    // --fail-with-body: a refusal prints the server's problem body (why,
+    // and what to do), not only curl's exit status.
     let curl = format!(
-        "curl -fsS{curl_ca}{curl_auth} {}",
+        "curl -sS --fail-with-body{curl_ca}{curl_auth} {}",
         sh(&format!("{url}&format=csv"))
     );
     let py_headers = if open {
@@ -55,10 +79,13 @@ pub(super) fn section(
         None => "ssl.create_default_context()".to_owned(),
     };
     let fetch = format!(
-        "import io, os, ssl, urllib.request\n\
+        "import io, os, ssl, urllib.error, urllib.request\n\
          def fetch(fmt):\n    \
              req = urllib.request.Request({} + fmt, headers={py_headers})\n    \
-             return urllib.request.urlopen(req, context={py_context}).read()\n",
+             try:\n        \
+                 return urllib.request.urlopen(req, context={py_context}).read()\n    \
+             except urllib.error.HTTPError as e:  # the server says why\n        \
+                 raise SystemExit(f\"{{e.code}}: {{e.read().decode()}}\")\n",
         string(&format!("{url}&format="))
     );
     let pyarrow = format!(
@@ -69,6 +96,10 @@ pub(super) fn section(
     );
     let pandas = format!(
         "{fetch}import pandas as pd\ndf = pd.read_parquet(io.BytesIO(fetch(\"parquet\")))\nprint(df.head())"
+    );
+    // DuckDB through Arrow: no extension to install, the same CA handling.
+    let duckdb = format!(
+        "{fetch}import duckdb, pyarrow as pa\nrows = pa.ipc.open_stream(fetch(\"arrow\")).read_all()\nprint(duckdb.sql(\"SELECT count(*) AS n FROM rows\").fetchall())"
     );
     let r_auth = if open {
         String::new()
@@ -100,12 +131,17 @@ pub(super) fn section(
     } else {
         " --token \"$SLUICE_TOKEN\""
     };
-    let cli = format!("sluice datasets show {id} --server {}{cli_token}", sh(base));
-    let snippets: [(&str, &str, String); 7] = [
+    let cli_ca = ca.map(|c| format!(" --ca {}", sh(c))).unwrap_or_default();
+    let cli = format!(
+        "sluice datasets show {id} --server {}{cli_ca}{cli_token}",
+        sh(base)
+    );
+    let snippets: [(&str, &str, String); 8] = [
         ("curl", "snippet-curl", curl),
         ("Python: pyarrow", "snippet-pyarrow", pyarrow),
         ("Python: polars", "snippet-polars", polars),
         ("Python: pandas", "snippet-pandas", pandas),
+        ("Python: DuckDB", "snippet-duckdb", duckdb),
         ("R: arrow", "snippet-r", r),
         (
             "Delta Sharing (Spark, pandas)",
