@@ -68,7 +68,7 @@ pub(super) async fn section(
                     " to see your own access or to ask for it."
                 }
             }
-            (decision_words(access))
+            (decision_words(access, pending))
             @match preview {
                 Some(Ok((header, rows))) => {
                     h3 { "The first " (rows.len()) " rows you may see" }
@@ -132,7 +132,7 @@ fn holds_everything(access: &Value, dataset: &Dataset) -> bool {
 }
 
 /// The decision in words, from the `access` member of the dataset's JSON.
-fn decision_words(access: &Value) -> Markup {
+fn decision_words(access: &Value, pending: bool) -> Markup {
     if access["allowed"].as_bool() != Some(true) {
         let why = match access["reason"].as_str().unwrap_or("") {
             "token-required" => "This dataset is not open: sign in to read it.".to_owned(),
@@ -150,6 +150,7 @@ fn decision_words(access: &Value) -> Markup {
                 "Your grant {} cannot be applied as written and serves nothing until an admin fixes it.",
                 text(&access["grant"])
             ),
+            _ if pending => "You hold no grant for this dataset yet: your request is pending, and its decision will show here.".to_owned(),
             _ => "You hold no grant for this dataset. You can ask for one below.".to_owned(),
         };
         return html! {
