@@ -476,6 +476,34 @@ pub async fn read_version(
 
 /// Checks that a version's schema and the manifest describe the same
 /// columns, and that every column's mask fits its type.
+/// Whether every column type `manifest` declares is the type version
+/// `number` stores: a published column's type is its data's, so an edit
+/// cannot declare another one (uploads must match the stored type).
+pub fn check_declared_types(
+    manifest: &Manifest,
+    number: u64,
+    schema: &arrow::datatypes::Schema,
+) -> Result<(), String> {
+    for spec in &manifest.columns {
+        if let (Some(declared), Ok(field)) = (
+            spec.declared_type,
+            schema.field_with_name(spec.name.as_str()),
+        ) && declared.data_type() != *field.data_type()
+        {
+            return Err(format!(
+                "column '{}' is stored as {} in version {number}; a published column keeps its type (uploads must match it), so it cannot be declared {}",
+                spec.name,
+                field.data_type(),
+                serde_json::to_value(declared)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn check_schema(
     manifest: &Manifest,
     number: u64,

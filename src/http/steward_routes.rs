@@ -26,7 +26,9 @@ use crate::catalog::change;
 use crate::catalog::edit::{ManifestPatch, Registration};
 use crate::catalog::live::{Publication, Published};
 use crate::catalog::local::Staging;
-use crate::catalog::{Dataset, StewardScope, WriteError, check_schema};
+use crate::catalog::{
+    Dataset, Manifest, StewardScope, WriteError, check_declared_types, check_schema,
+};
 use crate::ingest::{self, CsvOptions, Failure, Summary, UploadError, UploadFormat};
 use crate::internal::Internal;
 use crate::policy::steward::{self, steward_scope};
@@ -279,6 +281,18 @@ pub(super) async fn edit(
                 // the admin who approves it is not the first to find out.
                 for version in dataset.versions.values() {
                     check_schema(&requested, version.number, &version.schema)?;
+                }
+                // A type declared anew must be the stored one.
+                if let Some(stored) = dataset.current() {
+                    let declared =
+                        |m: &Manifest, name: &str| m.column(name).and_then(|c| c.declared_type);
+                    let changed = requested
+                        .columns
+                        .iter()
+                        .any(|c| c.declared_type != declared(current, c.name.as_str()));
+                    if changed {
+                        check_declared_types(&requested, stored.number, &stored.schema)?;
+                    }
                 }
                 if admin {
                     outcome = Some(EditOutcome {

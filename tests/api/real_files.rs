@@ -109,6 +109,20 @@ async fn a_hospital_export_keeps_its_meaning() {
     assert_eq!(rows[0]["date_d_entree"], "2024-03-11");
     assert_eq!(rows[2]["date_d_entree"], "2024-01-02");
     assert_eq!(rows[1]["age_annees"], 71);
+    // A published column keeps its type: declaring another is refused,
+    // not accepted and ignored.
+    let r = crate::helpers::edit(
+        &app,
+        &token,
+        "sejours",
+        json!({"columns": [{"name": "age_annees", "type": "float64"}]}),
+    )
+    .await;
+    let body = crate::helpers::problem(r, 422, "invalid-manifest").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("stored as Int64"),
+        "{body}"
+    );
 
     // The next export, dates as the dataset now declares them, and a bad
     // one named by column and line.

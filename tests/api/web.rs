@@ -621,11 +621,14 @@ async fn an_approval_writes_a_checked_grant_that_the_server_applies_and_a_reject
             .iter()
             .filter(|r| r["event"] == "access-request" && r["decision"] != "pending")
             .map(|r| {
-                (
-                    r["grant"].clone(),
-                    r["decision"].clone(),
-                    r["approved_by"].clone(),
-                )
+                // Who decided: `approved_by` for an approval, `rejected_by`
+                // for a rejection.
+                let who = if r["decision"] == "allow" {
+                    "approved_by"
+                } else {
+                    "rejected_by"
+                };
+                (r["grant"].clone(), r["decision"].clone(), r[who].clone())
             })
             .collect();
         if decisions.len() == 2 {
