@@ -782,6 +782,10 @@ fn same_publisher(dataset: &Dataset, publisher: &str) -> Result<(), WriteError> 
 /// The profile of the version `dataset` serves (`None` for a first
 /// version, which replaces nothing) and of the `new` one, continued from
 /// it and kept beside its files, so the next upload compares with it.
+///
+/// Runs on a blocking thread: it hashes every value of the version, which
+/// would otherwise hold an HTTP worker (and every request queued on it) for
+/// as long as a large upload takes to read.
 async fn profiles(
     store: &Arc<dyn object_store::ObjectStore>,
     dataset: &Dataset,
@@ -789,15 +793,28 @@ async fn profiles(
     key: &ProfileKey,
 ) -> Result<(Option<Profile>, Profile), WriteError> {
     let failed = |e: anyhow::Error| WriteError::Storage(std::io::Error::other(format!("{e:#}")));
-    let id = dataset.id();
-    let manifest = &dataset.manifest;
-    let old = profile::kept_or_rebuilt(store, dataset, key)
-        .await
-        .map_err(failed)?;
-    let mut made = profile::profile(store, new, key).await.map_err(failed)?;
-    made.continue_from(old.as_ref(), manifest);
-    profile::keep(store, id, &made).await.map_err(failed)?;
-    Ok((old, made))
+    let (store, dataset, new, key) = (store.clone(), dataset.clone(), new.clone(), key.clone());
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        runtime.block_on(async {
+            let started = std::time::Instant::now();
+            let old = profile::kept_or_rebuilt(&store, &dataset, &key).await?;
+            let mut made = profile::profile(&store, &new, &key).await?;
+            tracing::info!(
+                dataset = %dataset.id(),
+                version = new.number,
+                rows = new.rows,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "profiled the new version"
+            );
+            made.continue_from(old.as_ref(), &dataset.manifest);
+            profile::keep(&store, dataset.id(), &made).await?;
+            Ok((old, made))
+        })
+    })
+    .await
+    .map_err(|e| failed(anyhow::anyhow!("profiling stopped: {e}")))?
+    .map_err(failed)
 }
 
 fn check_publishable(dataset: &Dataset, based_on: Option<u64>) -> Result<(), WriteError> {

@@ -337,6 +337,7 @@ impl Profile {
 pub struct Profiler {
     key: ProfileKey,
     columns: Vec<Building>,
+    pieces: Pieces,
 }
 
 #[derive(Default)]
@@ -345,13 +346,25 @@ struct Building {
     values: Sketching,
     pieces: Sketching,
     shapes: HashMap<String, u64>,
+    /// Hashes of values whose pieces were added lately.
+    lately: std::collections::HashSet<u64>,
+    values_seen: u64,
+    shaped: u64,
 }
+
+/// Values remembered as lately seen, per column.
+const LATELY: usize = 4096;
+/// Every value's shape is counted up to this many, then every
+/// [`SHAPE_EVERY`]th.
+const SHAPE_ALL: u64 = 1000;
+const SHAPE_EVERY: u64 = 8;
 
 impl Profiler {
     pub fn new(key: ProfileKey) -> Self {
         Self {
             key,
             columns: Vec::new(),
+            pieces: Pieces::default(),
         }
     }
 
@@ -386,7 +399,7 @@ impl Profiler {
             building.profile.rows += text.len() as u64;
             building.profile.nulls += column.null_count() as u64;
             for value in text.iter().flatten() {
-                building.see(&self.key, value);
+                building.see(&self.key, value, &mut self.pieces);
             }
         }
         Ok(())
@@ -403,16 +416,31 @@ impl Profiler {
 }
 
 impl Building {
-    fn see(&mut self, key: &ProfileKey, value: &str) {
-        self.values.add(key.hash(value));
-        for piece in pieces(value) {
-            self.pieces.add(key.hash(&piece));
+    fn see(&mut self, key: &ProfileKey, value: &str, pieces: &mut Pieces) {
+        let hash = key.hash(value);
+        self.values.add(hash);
+        // A value's pieces are a set's members: a value seen lately adds
+        // nothing again (columns of few values repeat them all the time).
+        if self.lately.insert(hash) {
+            if self.lately.len() > LATELY {
+                self.lately.clear();
+                self.lately.insert(hash);
+            }
+            for piece in pieces.of(value) {
+                self.pieces.add(key.hash(piece));
+            }
         }
-        let shape = shape_of(value);
-        if let Some(count) = self.shapes.get_mut(&shape) {
-            *count += 1;
-        } else if self.shapes.len() < SHAPES {
-            self.shapes.insert(shape, 1);
+        // Shapes are shares: the first values and then every eighth tell
+        // them as well as all would.
+        self.values_seen += 1;
+        if self.values_seen <= SHAPE_ALL || self.values_seen % SHAPE_EVERY == 0 {
+            self.shaped += 1;
+            let shape = shape_of(value);
+            if let Some(count) = self.shapes.get_mut(&shape) {
+                *count += 1;
+            } else if self.shapes.len() < SHAPES {
+                self.shapes.insert(shape, 1);
+            }
         }
     }
 
@@ -421,7 +449,17 @@ impl Building {
         let values = self.values.finish();
         profile.distinct = values.distinct().min(profile.rows - profile.nulls);
         profile.pieces = self.pieces.finish();
-        let mut shapes: Vec<(String, u64)> = self.shapes.into_iter().collect();
+        // Counts of the values shaped, scaled to all the values.
+        let filled = profile.rows - profile.nulls;
+        let scale = |n: u64| match self.shaped {
+            0 => 0,
+            shaped => (n as f64 * filled as f64 / shaped as f64).round() as u64,
+        };
+        let mut shapes: Vec<(String, u64)> = self
+            .shapes
+            .into_iter()
+            .map(|(shape, n)| (shape, scale(n)))
+            .collect();
         shapes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         shapes.truncate(8);
         profile.shapes = shapes;
@@ -432,52 +470,87 @@ impl Building {
 /// What a value is compared by: its letters and digits, lower-cased, and
 /// each run of letters or of digits at least [`PIECE_CHARS`] long
 /// (`ID: S-12345` → `ids12345`, `12345`; `12345.0` → `123450`, `12345`).
+#[cfg(test)]
 fn pieces(value: &str) -> Vec<String> {
-    // Fullwidth and other compatibility forms, and accents, as plain
-    // letters and digits (`ｓ６７` → `s67`).
-    let folded = deunicode::deunicode(value);
-    let value = folded.as_str();
-    let skeleton: String = value
-        .chars()
-        .filter(|c| c.is_alphanumeric())
-        .flat_map(char::to_lowercase)
-        .collect();
-    let mut found = vec![skeleton];
-    let mut run = String::new();
-    let mut run_is_digits = false;
-    let close = |run: &mut String, found: &mut Vec<String>| {
-        if run.chars().count() >= PIECE_CHARS && !found.contains(run) {
-            found.push(std::mem::take(run));
+    Pieces::default().of(value).to_vec()
+}
+
+/// [`pieces`] with its buffers kept from value to value: a profile sees
+/// every value of a version, and allocating for each was most of its cost.
+#[derive(Default)]
+struct Pieces {
+    found: Vec<String>,
+    count: usize,
+    run: String,
+}
+
+impl Pieces {
+    fn of(&mut self, value: &str) -> &[String] {
+        // Fullwidth and other compatibility forms, and accents, as plain
+        // letters and digits (`ｓ６７` → `s67`).
+        let folded;
+        let value = if value.is_ascii() {
+            value
         } else {
-            run.clear();
+            folded = deunicode::deunicode(value);
+            folded.as_str()
+        };
+        self.count = 0;
+        let skeleton = self.next();
+        for c in value.chars().filter(|c| c.is_alphanumeric()) {
+            skeleton.extend(c.to_lowercase());
         }
-    };
-    for c in value.chars() {
-        if !c.is_alphanumeric() {
-            close(&mut run, &mut found);
-            continue;
+        self.run.clear();
+        let mut run_is_digits = false;
+        for c in value.chars() {
+            if !c.is_alphanumeric() {
+                self.close_run();
+                continue;
+            }
+            let digit = c.is_numeric();
+            if !self.run.is_empty() && digit != run_is_digits {
+                self.close_run();
+            }
+            run_is_digits = digit;
+            self.run.extend(c.to_lowercase());
         }
-        let digit = c.is_numeric();
-        if !run.is_empty() && digit != run_is_digits {
-            close(&mut run, &mut found);
+        self.close_run();
+        // A number written another way (`4.347712782e9`, `12345.0`) as the
+        // whole number it is.
+        if value.contains(['.', 'e', 'E'])
+            && let Ok(number) = value.trim().parse::<f64>()
+            && number.is_finite()
+            && number.fract() == 0.0
+            && number.abs() < 1e18
+        {
+            let whole = format!("{}", number as i64);
+            if !self.found[..self.count].contains(&whole) {
+                self.next().push_str(&whole);
+            }
         }
-        run_is_digits = digit;
-        run.extend(c.to_lowercase());
+        &self.found[..self.count]
     }
-    close(&mut run, &mut found);
-    // A number written another way (`4.347712782e9`, `12345.0`) as the
-    // whole number it is.
-    if let Ok(number) = value.trim().parse::<f64>()
-        && number.is_finite()
-        && number.fract() == 0.0
-        && number.abs() < 1e18
-    {
-        let whole = format!("{}", number as i64);
-        if !found.contains(&whole) {
-            found.push(whole);
+
+    /// A cleared buffer for the next piece.
+    fn next(&mut self) -> &mut String {
+        if self.count == self.found.len() {
+            self.found.push(String::new());
         }
+        let piece = &mut self.found[self.count];
+        piece.clear();
+        self.count += 1;
+        piece
     }
-    found
+
+    fn close_run(&mut self) {
+        let long = self.run.chars().count() >= PIECE_CHARS;
+        if long && !self.found[..self.count].contains(&self.run) {
+            let run = std::mem::take(&mut self.run);
+            self.next().push_str(&run);
+            self.run = run;
+        }
+        self.run.clear();
+    }
 }
 
 /// A value's shape: capitals `A`, small letters `a`, digits `9`, anything
