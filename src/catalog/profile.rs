@@ -433,7 +433,7 @@ impl Building {
         // Shapes are shares: the first values and then every eighth tell
         // them as well as all would.
         self.values_seen += 1;
-        if self.values_seen <= SHAPE_ALL || self.values_seen % SHAPE_EVERY == 0 {
+        if self.values_seen <= SHAPE_ALL || self.values_seen.is_multiple_of(SHAPE_EVERY) {
             self.shaped += 1;
             let shape = shape_of(value);
             if let Some(count) = self.shapes.get_mut(&shape) {
