@@ -627,14 +627,15 @@ fn new_version_answer(
     let id = published.dataset.id();
     let mut warnings: Vec<String> = if let Some(change) = published.change {
         vec![format!(
-            "version {} is held for an admin, not published: its data looks to hold what a more protected column held ({}); readers keep version {} until an admin approves change {change} (POST /v1/datasets/{id}/changes/{change}/approve, or `sluice datasets changes {id}`)",
+            "version {} is held for an admin, not published: its data looks to hold what a more protected column held ({}); readers keep version {} until an admin approves change {change} (POST /v1/datasets/{id}/changes/{change}/approve; CLI: sluice datasets approve {id} {change}); GET /v1/datasets/{id}/data?version={}&as=tier shows you what it holds",
             published.version,
             published.findings.join("; "),
             published.dataset.manifest.version,
+            published.version,
         )]
     } else if published.held {
         vec![format!(
-            "version {} is held for review, not published: its columns ({}) came from the file and are classified 'none'; classify the sensitive ones with PATCH /v1/datasets/{id}, then publish with POST /v1/datasets/{id}/publish",
+            "version {} is held for review, not published: its columns ({}) came from the file and are classified 'none'; classify the sensitive ones with PATCH /v1/datasets/{id} (CLI: sluice datasets edit {id} --classify COLUMN=direct-identifier), look at it as readers would with GET /v1/datasets/{id}/data?version={}&as=tier, then publish with POST /v1/datasets/{id}/publish (CLI: sluice datasets publish {id})",
             published.version,
             published
                 .dataset
@@ -643,7 +644,8 @@ fn new_version_answer(
                 .iter()
                 .map(|c| c.name.as_str())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            published.version,
         )]
     } else {
         published

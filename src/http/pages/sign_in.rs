@@ -88,6 +88,13 @@ const DEV_IDENTITIES: &[DevIdentity] = &[
         "steward of hospital admissions",
     ),
     dev(
+        "pat@observatory.example",
+        &[Role::Steward],
+        &[],
+        Some("Public Health Observatory"),
+        "steward of a publisher with no datasets yet (registers new ones)",
+    ),
+    dev(
         "ada@sluice.example",
         &[Role::Admin, Role::Steward],
         &[],
