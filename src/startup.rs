@@ -94,6 +94,7 @@ impl Application {
             ledger: Arc::new(open_ledger(storage).context("privacy budget ledger")?),
             metrics,
             trusted_proxies: settings.server.trusted_proxies.clone(),
+            glances: Default::default(),
             public_url: settings
                 .server
                 .public_url

@@ -297,6 +297,38 @@ pub(super) async fn preview(
     Ok((header, cells))
 }
 
+/// The first `rows` rows a caller may see of a dataset's current version,
+/// as Arrow batches, through the same path, policy and audit record as
+/// `GET …/data?limit=rows` (a page's column overview reads them).
+pub(super) async fn first_rows(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+    rows: u64,
+    req: &HttpRequest,
+) -> Result<Vec<arrow::array::RecordBatch>, ApiError> {
+    let wanted = Wanted {
+        planner: Planner::Slice(SliceRequest {
+            limit: Some(rows),
+            ..Default::default()
+        }),
+        version: None,
+        format: Some("arrow".into()),
+        grant: None,
+        view_as: None,
+        plain: true,
+    };
+    let response = serve(state, caller, raw_id, wanted, Ok(None), req).await?;
+    let body = actix_web::body::to_bytes(response.into_body())
+        .await
+        .map_err(|_| crate::internal::Internal::new("reading rows for a page"))?;
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
+        .or_internal("reading rows for a page")?;
+    Ok(reader
+        .collect::<Result<Vec<_>, _>>()
+        .or_internal("reading rows for a page")?)
+}
+
 pub(super) fn accept(req: &HttpRequest) -> Option<&str> {
     req.headers()
         .get(header::ACCEPT)

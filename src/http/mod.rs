@@ -68,6 +68,9 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// `server.trusted_proxies`.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Column overviews shown on dataset pages, per dataset, version and
+    /// access (see `pages::glance`).
+    pub(crate) glances: pages::Glances,
     /// False until the server is built and again once shutdown starts.
     pub ready: AtomicBool,
 }

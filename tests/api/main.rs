@@ -20,6 +20,7 @@ mod data;
 mod data_swaps;
 mod faults;
 mod first_hour;
+mod glance;
 mod governance;
 mod health;
 mod https;

@@ -58,6 +58,7 @@ pub(super) async fn section(
         None => Vec::new(),
     };
     let pending = requests.iter().any(|r| r.status == Status::Pending);
+    let glance = super::glance::section(state, &caller, req, dataset, access).await;
     html! {
         section #your-access aria-labelledby="your-access-title" {
             h2 #your-access-title { "Your access" }
@@ -85,6 +86,7 @@ pub(super) async fn section(
                 }
                 None => {}
             }
+            (glance)
             @if allowed && mode != "rows" {
                 (example_aggregate(dataset, access))
             }

@@ -15,6 +15,8 @@
 
 pub(super) mod access;
 mod catalogue;
+mod glance;
+pub(crate) use glance::Glances;
 mod layout;
 mod people;
 mod sign_in;
