@@ -192,17 +192,14 @@ pub async fn run(settings: Settings, command: AccessCommand) -> anyhow::Result<(
         }
         AccessCommand::Revoke { id, reason, by } => {
             let _lock = edit_lock(&settings, &store)?;
-            let mut request = store.get(&id)?;
+            let request = store.get(&id)?;
             if request.status != Status::Approved {
                 bail!(
                     "access request {id} is {}, not approved: there is no grant to revoke",
                     request.status.as_str()
                 );
             }
-            let reason = reason.trim();
-            if reason.is_empty() {
-                bail!("say why in --reason: the researcher sees it");
-            }
+            let reason = given_reason(&reason)?;
             let file = &settings.storage.policy;
             let name = file.display().to_string();
             let grant = request.grant.clone().unwrap_or_else(|| request.id.clone());
@@ -225,11 +222,7 @@ pub async fn run(settings: Settings, command: AccessCommand) -> anyhow::Result<(
                 sluice::durable::replace_file(file, checked.sealed.as_bytes())
                     .with_context(|| format!("writing {name}"))?;
             }
-            request.status = Status::Revoked;
-            request.decided = Some(time::OffsetDateTime::now_utc());
-            request.decided_by = Some(by_default(by));
-            request.reason = Some(reason.to_owned());
-            store.save(&request)?;
+            close(&store, request, Status::Revoked, &by_default(by), reason)?;
             println!(
                 "revoked {id}: grant '{grant}' {} {name}; the server stops serving it at its next policy check",
                 if in_force {
@@ -242,20 +235,37 @@ pub async fn run(settings: Settings, command: AccessCommand) -> anyhow::Result<(
         }
         AccessCommand::Reject { id, reason, by } => {
             let _lock = edit_lock(&settings, &store)?;
-            let mut request = pending(&store, &id)?;
-            let reason = reason.trim();
-            if reason.is_empty() {
-                bail!("say why in --reason: the researcher sees it");
-            }
-            request.status = Status::Rejected;
-            request.decided = Some(time::OffsetDateTime::now_utc());
-            request.decided_by = Some(by_default(by));
-            request.reason = Some(reason.to_owned());
-            store.save(&request)?;
+            let request = pending(&store, &id)?;
+            let reason = given_reason(&reason)?;
+            close(&store, request, Status::Rejected, &by_default(by), reason)?;
             println!("rejected {id}");
             Ok(())
         }
     }
+}
+
+/// The reason for a rejection or revocation, which the researcher sees.
+fn given_reason(reason: &str) -> anyhow::Result<&str> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        bail!("say why in --reason: the researcher sees it");
+    }
+    Ok(reason)
+}
+
+/// Records that `by` rejected or revoked `request`, saying why.
+fn close(
+    store: &RequestStore,
+    mut request: AccessRequest,
+    status: Status,
+    by: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    request.status = status;
+    request.decided = Some(time::OffsetDateTime::now_utc());
+    request.decided_by = Some(by.to_owned());
+    request.reason = Some(reason.to_owned());
+    Ok(store.save(&request)?)
 }
 
 fn pending(store: &RequestStore, id: &str) -> anyhow::Result<AccessRequest> {

@@ -628,21 +628,9 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
             }
             DatasetsCommand::Changes { id: None, .. } => {
                 let catalog = load_local(&settings).await?;
-                let pending: Vec<Value> = catalog
-                    .datasets()
-                    .flat_map(|d| {
-                        d.manifest
-                            .changes
-                            .iter()
-                            .filter(|c| c.status == sluice::catalog::change::ChangeStatus::Pending)
-                            .map(|c| {
-                                let mut entry = json!(c);
-                                entry["dataset"] = json!(d.id());
-                                entry
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                    .collect();
+                let pending = sluice::catalog::change::pending_across(
+                    catalog.datasets().map(|d| &d.manifest),
+                );
                 print(&json!({ "changes": pending }))
             }
             DatasetsCommand::Approve { id, n, target } => {

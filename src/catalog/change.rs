@@ -42,6 +42,29 @@ pub struct FieldChange {
     pub widens: bool,
 }
 
+/// The pending changes of `manifests`, oldest first, each as JSON with its
+/// dataset's id in `dataset`: what `GET /v1/changes`, `/admin` and `sluice
+/// datasets changes` without an id list.
+pub fn pending_across<'a>(
+    manifests: impl IntoIterator<Item = &'a Manifest>,
+) -> Vec<serde_json::Value> {
+    let mut found: Vec<(&OffsetDateTime, serde_json::Value)> = manifests
+        .into_iter()
+        .flat_map(|m| {
+            m.changes
+                .iter()
+                .filter(|c| c.status == ChangeStatus::Pending)
+                .map(move |c| {
+                    let mut entry = serde_json::json!(c);
+                    entry["dataset"] = serde_json::json!(m.id);
+                    (&c.proposed_at, entry)
+                })
+        })
+        .collect();
+    found.sort_by_key(|(at, _)| *at);
+    found.into_iter().map(|(_, entry)| entry).collect()
+}
+
 /// Where a proposal stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

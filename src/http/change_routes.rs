@@ -94,24 +94,12 @@ pub(super) fn pending_changes(
     scope: &crate::catalog::StewardScope,
 ) -> Vec<Value> {
     let catalog = state.catalog.snapshot();
-    let mut found: Vec<(time::OffsetDateTime, Value)> = catalog
-        .datasets()
-        .filter(|d| d.stewarded_by(scope))
-        .flat_map(|d| {
-            d.manifest
-                .changes
-                .iter()
-                .filter(|c| c.status == crate::catalog::change::ChangeStatus::Pending)
-                .map(|c| {
-                    let mut entry = json!(c);
-                    entry["dataset"] = json!(d.id());
-                    (c.proposed_at, entry)
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    found.sort_by_key(|(at, _)| *at);
-    found.into_iter().map(|(_, entry)| entry).collect()
+    crate::catalog::change::pending_across(
+        catalog
+            .datasets()
+            .filter(|d| d.stewarded_by(scope))
+            .map(|d| &d.manifest),
+    )
 }
 
 async fn decide(

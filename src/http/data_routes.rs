@@ -267,21 +267,7 @@ pub(super) async fn preview(
     rows: u64,
     req: &HttpRequest,
 ) -> Result<(Vec<String>, Vec<Vec<String>>), ApiError> {
-    let wanted = Wanted {
-        planner: Planner::Slice(SliceRequest {
-            limit: Some(rows),
-            ..Default::default()
-        }),
-        version: None,
-        format: Some("csv".into()),
-        grant: None,
-        view_as: None,
-        plain: true,
-    };
-    let response = serve(state, caller, raw_id, wanted, Ok(None), req).await?;
-    let body = actix_web::body::to_bytes(response.into_body())
-        .await
-        .map_err(|_| crate::internal::Internal::new("reading a preview"))?;
+    let body = first_rows_in(state, caller, raw_id, rows, "csv", req).await?;
     let mut reader = csv::Reader::from_reader(body.as_ref());
     let header = reader
         .headers()
@@ -307,26 +293,39 @@ pub(super) async fn first_rows(
     rows: u64,
     req: &HttpRequest,
 ) -> Result<Vec<arrow::array::RecordBatch>, ApiError> {
+    let body = first_rows_in(state, caller, raw_id, rows, "arrow", req).await?;
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
+        .or_internal("reading rows for a page")?;
+    Ok(reader
+        .collect::<Result<Vec<_>, _>>()
+        .or_internal("reading rows for a page")?)
+}
+
+/// The whole answer to `GET …/data?limit=rows&format=format` for
+/// `caller`, uncoded, read by the server itself for a page.
+async fn first_rows_in(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+    rows: u64,
+    format: &str,
+    req: &HttpRequest,
+) -> Result<bytes::Bytes, ApiError> {
     let wanted = Wanted {
         planner: Planner::Slice(SliceRequest {
             limit: Some(rows),
             ..Default::default()
         }),
         version: None,
-        format: Some("arrow".into()),
+        format: Some(format.into()),
         grant: None,
         view_as: None,
         plain: true,
     };
     let response = serve(state, caller, raw_id, wanted, Ok(None), req).await?;
-    let body = actix_web::body::to_bytes(response.into_body())
+    actix_web::body::to_bytes(response.into_body())
         .await
-        .map_err(|_| crate::internal::Internal::new("reading rows for a page"))?;
-    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
-        .or_internal("reading rows for a page")?;
-    Ok(reader
-        .collect::<Result<Vec<_>, _>>()
-        .or_internal("reading rows for a page")?)
+        .map_err(|_| crate::internal::Internal::new("reading rows for a page").into())
 }
 
 pub(super) fn accept(req: &HttpRequest) -> Option<&str> {

@@ -40,7 +40,7 @@ impl DateOrder {
         }
     }
 
-    fn words(self) -> &'static str {
+    pub fn words(self) -> &'static str {
         match self {
             Self::DayFirst => "day/month/year",
             Self::MonthFirst => "month/day/year",

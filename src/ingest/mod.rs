@@ -357,7 +357,7 @@ pub async fn rewrite(
         format: UploadFormat::Parquet,
         csv: CsvOptions::default(),
     };
-    ingest(
+    upload(
         catalog,
         dataset,
         staging,
@@ -373,30 +373,9 @@ pub async fn rewrite(
 }
 
 /// Normalises `input` in a worker process and publishes the result as the
-/// dataset's next version: the one upload path of the server and the CLI.
+/// dataset's next version: the one upload path of the server and the CLI
+/// (and of [`rewrite`]).
 pub async fn upload(
-    catalog: &LiveCatalog,
-    dataset: &Dataset,
-    staging: Staging,
-    body: Body,
-    settings: &IngestSettings,
-    batch_rows: usize,
-    publication: Publication<'_>,
-) -> Result<(Published, Summary), UploadError> {
-    ingest(
-        catalog,
-        dataset,
-        staging,
-        body,
-        settings,
-        batch_rows,
-        publication,
-    )
-    .await
-}
-
-/// [`upload`] and [`rewrite`]: normalise in a worker, then publish.
-async fn ingest(
     catalog: &LiveCatalog,
     dataset: &Dataset,
     staging: Staging,

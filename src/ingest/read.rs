@@ -365,10 +365,7 @@ fn open_csv(mut file: File, job: &Job) -> Result<Input, Failure> {
                     "the CSV is not valid: '{value}' in column '{}' at line {} is not a date (read as {})",
                     out_schema.field(*i).name(),
                     line + row,
-                    match order {
-                        infer::DateOrder::DayFirst => "day/month/year",
-                        infer::DateOrder::MonthFirst => "month/day/year",
-                    }
+                    order.words()
                 ))
             })?;
         }

@@ -8,8 +8,8 @@
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    OBSERVATORY, TestApp, arrow_batches, get, observatory_steward as steward, problem, publish,
-    register, spawn_app, strings, upload,
+    OBSERVATORY, TestApp, arrow_batches, get, observatory_steward as steward, post, problem,
+    publish, register, spawn_app, strings, upload,
 };
 
 const ID: &str = "swap-target";
@@ -81,15 +81,6 @@ async fn upload_json(app: &TestApp, token: &str, body: String) -> Value {
     let answer: Value = r.json().await.unwrap();
     assert_eq!(status, 201, "{answer}");
     answer
-}
-
-async fn post(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use sluice::auth::Role;
 
 use crate::helpers::{
-    BinaryServer, TestApp, arrow_batches, column_names, edit as patch, in_object_store, problem,
-    register, spawn_app, spawn_app_with, strings, succeeded, upload,
+    BinaryServer, TestApp, arrow_batches, column_names, edit as patch, in_object_store, post,
+    problem, register, spawn_app, spawn_app_with, strings, succeeded, upload,
 };
 
 const PUBLISHER: &str = "Example Health Data Service";
@@ -30,15 +30,6 @@ fn north_analyst(app: &TestApp) -> String {
         &[Role::Researcher],
         &["nhs-north"],
     )
-}
-
-async fn post(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
 }
 
 async fn json_ok(response: reqwest::Response, status: u16) -> Value {

@@ -482,6 +482,16 @@ pub async fn upload(
         .expect("request sent")
 }
 
+/// `POST path` with `token`, no body.
+pub async fn post(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request sent")
+}
+
 /// `POST /v1/datasets/{id}/publish`: publishes the version in review.
 pub async fn publish(app: &TestApp, token: &str, id: &str) -> reqwest::Response {
     app.client

@@ -199,22 +199,12 @@ fn overview_of(batches: &[RecordBatch], pseudonyms: &[&str]) -> Overview {
                     }
                 }
             }
-            let ordered = matches!(
-                field.data_type(),
-                DataType::Int8
-                    | DataType::Int16
-                    | DataType::Int32
-                    | DataType::Int64
-                    | DataType::UInt8
-                    | DataType::UInt16
-                    | DataType::UInt32
-                    | DataType::UInt64
-                    | DataType::Float32
-                    | DataType::Float64
-                    | DataType::Date32
-                    | DataType::Date64
-                    | DataType::Timestamp(..)
-            );
+            let data_type = field.data_type();
+            let ordered = data_type.is_numeric()
+                || matches!(
+                    data_type,
+                    DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)
+                );
             let shown = if pseudonyms.contains(&field.name().as_str()) {
                 Shown::Nothing
             } else if ordered && counts.len() > TOP {
@@ -239,10 +229,7 @@ fn overview_of(batches: &[RecordBatch], pseudonyms: &[&str]) -> Overview {
 
 /// The smallest and largest of a number or date column's values.
 fn range(counts: &HashMap<String, usize>, data_type: &DataType) -> Shown {
-    let numeric = !matches!(
-        data_type,
-        DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)
-    );
+    let numeric = data_type.is_numeric();
     let key = |v: &String| {
         if numeric {
             v.parse::<f64>().unwrap_or(f64::NAN)
