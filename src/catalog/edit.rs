@@ -104,6 +104,9 @@ pub struct ColumnPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Object>)]
     pub bins: Option<Option<crate::domain::Bins>>,
+    /// The header cell CSV uploads name the column by; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    pub source: Option<Option<String>>,
 }
 
 /// Tells "absent" (outer `None`) from an explicit `null` (`Some(None)`).
@@ -182,6 +185,9 @@ impl ManifestPatch {
             }
             if let Some(bins) = &edit.bins {
                 column.bins = bins.clone();
+            }
+            if let Some(source) = &edit.source {
+                column.source = source.clone().filter(|s| !s.trim().is_empty());
             }
         }
         m.check()?;

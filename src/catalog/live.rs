@@ -861,6 +861,7 @@ fn next_manifest(current: &Manifest, columns: &[ColumnName]) -> (Manifest, Vec<C
                 mask: None,
                 key: false,
                 declared_type: None,
+                source: None,
                 groupable: false,
                 order_statistics: false,
                 bounds: None,

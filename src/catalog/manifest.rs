@@ -112,6 +112,13 @@ pub struct ColumnSpec {
     /// other formats must carry this type.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub declared_type: Option<DeclaredType>,
+    /// The header cell CSV uploads name this column by, when it is not the
+    /// column's name (`Durée de séjour (jours)` for `length_of_stay`):
+    /// every upload reads that cell as this column, so a steward renames
+    /// once, at registration, not at each monthly upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Durée de séjour (jours)")]
+    pub source: Option<String>,
     /// Whether aggregate-only callers may group by this column (in its
     /// masked form, for a quasi-identifier). A steward's decision: never
     /// direct identifiers or `hash` pseudonyms.
@@ -142,6 +149,9 @@ pub struct ColumnSpec {
 }
 
 use crate::domain::{Bins, MAX_CATEGORIES};
+
+/// Longest header cell a column's `source` may name.
+const MAX_SOURCE_BYTES: usize = 200;
 
 /// `bounds` and `categories` as differential privacy needs them.
 fn column_domain_errors(column: &ColumnSpec) -> Result<(), String> {
@@ -266,9 +276,25 @@ impl Manifest {
             );
         }
         let mut seen = HashSet::new();
+        let mut sources = HashSet::new();
         for column in &self.columns {
             if !seen.insert(column.name.as_str()) {
                 return Err(format!("column '{}' is declared twice", column.name));
+            }
+            if let Some(source) = &column.source {
+                if source.trim().is_empty() || source.len() > MAX_SOURCE_BYTES {
+                    return Err(format!(
+                        "column '{}': source must be a header cell of 1 to {MAX_SOURCE_BYTES} bytes",
+                        column.name
+                    ));
+                }
+                if !sources.insert(source.trim()) {
+                    return Err(format!(
+                        "column '{}': header cell '{}' is the source of two columns",
+                        column.name,
+                        crate::echo::cut(source)
+                    ));
+                }
             }
             if column.mask.is_some() && column.classification != Classification::QuasiIdentifier {
                 return Err(format!(

@@ -119,6 +119,10 @@ pub struct CsvOptions {
     /// Header cells given other column names: (cell, name).
     #[serde(default)]
     pub rename: Vec<(String, String)>,
+    /// Header cells the manifest's columns are read from (their `source`):
+    /// (cell, name), applied where the file has the cell.
+    #[serde(default)]
+    pub sources: Vec<(String, String)>,
 }
 
 /// CSV options as a steward writes them, in a query string or on the
@@ -169,6 +173,7 @@ impl CsvOptions {
                 .unwrap_or_default(),
             date_format: date_format.map(infer::DateOrder::from_format).transpose()?,
             rename: rename.map(renames).transpose()?.unwrap_or_default(),
+            sources: Vec::new(),
         };
         if options.delimiter == options.quote {
             return Err("delimiter and quote must differ".into());
@@ -209,6 +214,7 @@ impl Default for CsvOptions {
             nulls: Vec::new(),
             date_format: None,
             rename: Vec::new(),
+            sources: Vec::new(),
         }
     }
 }
@@ -431,7 +437,14 @@ pub async fn upload(
             max_row_groups: settings.max_row_groups,
             max_columns: settings.max_columns,
         },
-        csv,
+        csv: CsvOptions {
+            sources: manifest
+                .columns
+                .iter()
+                .filter_map(|c| Some((c.source.clone()?, c.name.to_string())))
+                .collect(),
+            ..csv
+        },
     };
     let summary = sandbox::run(&job, settings)
         .await

@@ -248,9 +248,12 @@ fn open_csv(mut file: File, job: &Job) -> Result<Input, Failure> {
             .into_iter()
             .map(|cell| {
                 let folded = column_name_for(&cell);
+                // The steward's rename for this upload wins over the
+                // manifest's source.
                 let column = options
                     .rename
                     .iter()
+                    .chain(&options.sources)
                     .find(|(from, _)| *from == cell.trim() || *from == folded)
                     .map_or(folded, |(_, to)| to.clone());
                 if column != cell {

@@ -173,3 +173,72 @@ async fn ambiguous_dates_stay_text_unless_the_format_is_given() {
     assert_eq!(bad["status_code"], 422, "{bad}");
     assert!(bad["detail"].as_str().unwrap().contains("'nope'"));
 }
+
+/// Columns named once, at registration: each column's `source` names the
+/// header cell every upload reads it from, so the monthly export goes in
+/// as exported; a rename given with one upload wins over it.
+#[tokio::test]
+async fn columns_are_renamed_once_at_registration() {
+    let app = spawn_app().await;
+    let token = observatory_steward(&app);
+    let columns = json!([
+        {"name": "case_id", "description": "Case", "source": "N° dossier"},
+        {"name": "age_years", "description": "Age", "source": "Âge (années)"},
+        {"name": "stay_days", "description": "Stay", "source": "Durée de séjour (jours)"},
+        {"name": "admitted", "description": "Admission", "source": "Date d'entrée", "type": "date"},
+        {"name": "code_postal", "description": "Postcode"},
+        {"name": "town", "description": "Town", "source": "Ville"},
+    ]);
+    let r = register(&app, &token, &manifest("sejours", columns)).await;
+    assert_eq!(r.status(), 201);
+    let answer = put(&app, &token, "sejours", "delimiter=%3B", EXPORT).await;
+    assert_eq!(answer["status_code"], 201, "{answer}");
+    let names: Vec<String> = types(&answer).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "case_id",
+            "age_years",
+            "stay_days",
+            "admitted",
+            "code_postal",
+            "town"
+        ]
+    );
+    assert_eq!(answer["renamed_columns"]["Âge (années)"], "age_years");
+    // Declared columns need no review: the version is published.
+    let text = app
+        .get("/v1/datasets/sejours/data?format=csv", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.starts_with("case_id,age_years,stay_days,admitted,code_postal,town"),
+        "{text}"
+    );
+    assert!(
+        text.contains("A-0001,34,3,2024-03-11,01012,Bourg-en-Bresse"),
+        "{text}"
+    );
+
+    // The next month's export, as exported.
+    let next = "N° dossier;Âge (années);Durée de séjour (jours);Date d'entrée;code_postal;Ville\n\
+A-0004;50;2;01/04/2024;06000;Nice\n";
+    let answer = put(&app, &token, "sejours", "delimiter=%3B", next).await;
+    assert_eq!(answer["status_code"], 201, "{answer}");
+
+    // Two columns cannot be read from one cell.
+    let r = crate::helpers::edit(
+        &app,
+        &token,
+        "sejours",
+        json!({"columns": [{"name": "code_postal", "source": "Ville"}]}),
+    )
+    .await;
+    let body = crate::helpers::problem(r, 422, "invalid-manifest").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("'Ville'"),
+        "{body}"
+    );
+}

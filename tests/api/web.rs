@@ -676,3 +676,35 @@ async fn a_form_body_that_trickles_is_cut_at_the_deadline() {
     assert_eq!(answer.status(), 413);
     assert_eq!(answer.headers()["content-type"], "text/html; charset=utf-8");
 }
+
+/// One way to ask for access: the form, with the publisher's own words
+/// about requests inside it; a visitor who is not signed in is told to
+/// sign in, not pointed at a form that is not there.
+#[tokio::test]
+async fn a_dataset_page_offers_one_way_to_ask() {
+    let app = spawn_app().await;
+    let anonymous = page(&app, "/datasets/hospital-admissions", "")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(anonymous.contains("to see your own access or to ask for it"));
+    assert!(!anonymous.contains("ask for one below"));
+    assert!(
+        !anonymous.contains("dac@health-data.example"),
+        "{anonymous}"
+    );
+
+    let session = dev_sign_in(&app, "carol@uni.example", "").await;
+    let signed_in = page(&app, "/datasets/hospital-admissions", &session)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let form = &signed_in[signed_in.find("Ask for access").expect("the form")..];
+    assert!(
+        form.contains("What the publisher asks of requests: apply to the Data Access Committee"),
+        "{form}"
+    );
+    assert_eq!(signed_in.matches("dac@health-data.example").count(), 1);
+}

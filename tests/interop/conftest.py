@@ -2,8 +2,10 @@
 freshly generated sample data, for the interop tests."""
 
 import contextlib
+import html
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -47,6 +49,25 @@ def binary() -> Path:
     path = target / "release" / "sluice"
     assert path.exists(), f"build first: {path} is missing"
     return path
+
+
+def page_snippets(server, dataset: str) -> dict:
+    """The copy-paste snippets of a dataset's page, by their element id, as
+    a visitor copies them out of the HTML."""
+    request = urllib.request.Request(f"{server.base}/datasets/{dataset}",
+                                     headers={"Accept": "text/html"})
+    page = urllib.request.urlopen(request, context=server.context).read().decode()
+    found = dict(re.findall(r'<pre id="(snippet-[a-z-]+)"><code>(.*?)</code></pre>', page, re.S))
+    return {name: html.unescape(code) for name, code in found.items()}
+
+
+def run_snippet(command: list, cwd, token: str, path_first=None):
+    """Runs a pasted snippet with `SLUICE_TOKEN` set (and `path_first` at
+    the head of `PATH`, where the tools it names are)."""
+    env = dict(os.environ, SLUICE_TOKEN=token)
+    if path_first:
+        env["PATH"] = f"{path_first}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
 
 
 def free_port() -> int:

@@ -3,31 +3,18 @@ page's HTML and run as written against a live server: each gets rows with
 a token that holds a grant, and each shows the server's problem body (its
 `type` and why) when refused."""
 
-import html
-import os
-import re
+import shutil
 import subprocess
 import sys
-import urllib.request
 
-from conftest import binary
+from conftest import binary, page_snippets, run_snippet
 
 PYTHON = ["snippet-pyarrow", "snippet-polars", "snippet-pandas", "snippet-duckdb"]
 
 
-def page_snippets(server, dataset: str) -> dict:
-    request = urllib.request.Request(f"{server.base}/datasets/{dataset}",
-                                     headers={"Accept": "text/html"})
-    page = urllib.request.urlopen(request, context=server.context).read().decode()
-    found = dict(re.findall(r'<pre id="(snippet-[a-z-]+)"><code>(.*?)</code></pre>', page, re.S))
-    return {name: html.unescape(code) for name, code in found.items()}
-
-
 def run(code: str, tmp_path, token: str, shell: bool = False):
-    env = dict(os.environ, SLUICE_TOKEN=token)
     command = ["sh", "-c", code] if shell else [sys.executable, "-c", code]
-    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return run_snippet(command, tmp_path, token, path_first=binary().parent)
 
 
 def test_the_pages_snippets_run_and_show_why_when_refused(server, tmp_path):
@@ -55,3 +42,24 @@ def test_the_pages_snippets_run_and_show_why_when_refused(server, tmp_path):
     refused = run(snippets["snippet-curl"], tmp_path, nobody, shell=True)
     assert refused.returncode != 0
     assert "grant-required" in refused.stdout, refused.stdout
+
+    # The CLI's, with the sluice binary on PATH as an installed one is.
+    cli = run(snippets["snippet-cli"], tmp_path, server.token, shell=True)
+    assert cli.returncode == 0, cli.stderr
+    assert '"id": "hospital-admissions"' in cli.stdout, cli.stdout
+    refused = run(snippets["snippet-cli"], tmp_path, "not-a-token", shell=True)
+    assert refused.returncode != 0
+    assert "invalid-token" in refused.stderr + refused.stdout, refused.stderr
+
+
+def test_the_pages_r_snippet_reads_rows_and_shows_why_when_refused(server, tmp_path):
+    """R with httr2 (Debian's r-cran-httr2, which the test command installs)."""
+    rscript = shutil.which("Rscript")
+    assert rscript, "Rscript is missing: scripts/test installs r-base-core and r-cran-httr2"
+    code = page_snippets(server, "hospital-admissions")["snippet-r"]
+    ran = run_snippet([rscript, "-e", code], tmp_path, server.token)
+    assert ran.returncode == 0, ran.stderr
+    assert "age_band" in ran.stdout and "nhs_number" not in ran.stdout, ran.stdout
+    refused = run_snippet([rscript, "-e", code], tmp_path, "not-a-token")
+    assert refused.returncode != 0
+    assert "invalid-token" in refused.stderr, refused.stderr

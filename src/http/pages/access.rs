@@ -69,7 +69,7 @@ pub(super) async fn section(
                     " to see your own access or to ask for it."
                 }
             }
-            (decision_words(access, pending))
+            (decision_words(access, pending, visitor.session.is_some()))
             @match preview {
                 Some(Ok((header, rows))) => {
                     h3 { "The first " (rows.len()) " rows you may see" }
@@ -134,7 +134,7 @@ fn holds_everything(access: &Value, dataset: &Dataset) -> bool {
 }
 
 /// The decision in words, from the `access` member of the dataset's JSON.
-fn decision_words(access: &Value, pending: bool) -> Markup {
+fn decision_words(access: &Value, pending: bool, signed_in: bool) -> Markup {
     if access["allowed"].as_bool() != Some(true) {
         let why = match access["reason"].as_str().unwrap_or("") {
             "token-required" => "This dataset is not open: sign in to read it.".to_owned(),
@@ -153,13 +153,13 @@ fn decision_words(access: &Value, pending: bool) -> Markup {
                 text(&access["grant"])
             ),
             _ if pending => "You hold no grant for this dataset yet: your request is pending, and its decision will show here.".to_owned(),
-            _ => "You hold no grant for this dataset. You can ask for one below.".to_owned(),
+            _ if signed_in => "You hold no grant for this dataset. You can ask for one below.".to_owned(),
+            _ => "Sign in to ask for a grant.".to_owned(),
         };
+        // One way to ask: the form (shown to the signed-in); the
+        // publisher's own words about requests go with it, not beside it.
         return html! {
             p { strong { "You may not read this dataset. " } (why) }
-            @if let Some(how) = access["how_to_request"].as_str() {
-                p { "The publisher says how to ask: " (how) }
-            }
         };
     }
     let basis = &access["basis"];
@@ -261,6 +261,9 @@ fn ask_form(
     html! {
         h3 #request-title { "Ask for access" }
         p { "An admin reads your request and decides. Your answer appears here." }
+        @if let Some(how) = &dataset.manifest.access_request {
+            p { "What the publisher asks of requests: " (how) }
+        }
         form method="post" action={ "/datasets/" (dataset.id()) "/request-access" } aria-labelledby="request-title" {
             input type="hidden" name="csrf" value=(visitor.csrf(state));
             div.form-row {

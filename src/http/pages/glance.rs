@@ -9,8 +9,18 @@
 //! columns and a grant's row filter apply. Callers with aggregate-only or
 //! DP access get nothing here (a count of rows is a release, which only
 //! their tables make). Pseudonym columns show no values (they differ per
-//! project). Kept per dataset, version and access, so a page view does not
-//! read the data again.
+//! project).
+//!
+//! Aggregate-only callers see, for each declared field they may group by,
+//! the released one-way table of counts: the very answer `GET …/aggregate?
+//! group_by=field&measures=count` gives them (disclosure control, cell-key
+//! noise and audit record included), so the page releases nothing their
+//! own questions would not. DP callers see the fields and their declared
+//! categories only: every DP answer spends their budget, and a page view
+//! must not spend it for them.
+//!
+//! Kept per dataset, version and access, so a page view does not read the
+//! data again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,11 +32,15 @@ use maud::{Markup, html};
 use serde_json::Value;
 
 use crate::auth::Caller;
-use crate::catalog::Dataset;
+use crate::catalog::{ColumnSpec, Dataset};
+use crate::domain::Bins;
 use crate::http::{AppState, data_routes};
 
 /// Rows an overview is taken from.
 const GLANCE_ROWS: u64 = 10_000;
+/// Declared fields an aggregate-only caller's overview counts (each is one
+/// table over the grant's whole population).
+const FIELDS: usize = 6;
 /// Most common values shown per column.
 const TOP: usize = 5;
 /// Overviews kept (per dataset, version and access); the oldest go first.
@@ -56,15 +70,29 @@ struct Overview {
     columns: Vec<Glance>,
 }
 
+/// One declared field's released counts, in declared order.
+#[derive(Debug, Clone, PartialEq)]
+struct Released {
+    field: String,
+    counts: Vec<(String, String)>,
+}
+
+/// What a page keeps for one dataset, version and access.
+#[derive(Debug)]
+enum Kept {
+    Rows(Overview),
+    Counts(Vec<Released>),
+}
+
 /// Overviews kept, per dataset, version and access; the oldest go first.
 #[derive(Default)]
-pub(crate) struct Glances(Mutex<Kept>);
+pub(crate) struct Glances(Mutex<Store>);
 
 #[derive(Default)]
-struct Kept {
+struct Store {
     /// Keys, oldest first.
     order: std::collections::VecDeque<String>,
-    by_key: HashMap<String, Arc<Overview>>,
+    by_key: HashMap<String, Arc<Kept>>,
 }
 
 impl std::fmt::Debug for Glances {
@@ -74,11 +102,11 @@ impl std::fmt::Debug for Glances {
 }
 
 impl Glances {
-    fn get(&self, key: &str) -> Option<Arc<Overview>> {
+    fn get(&self, key: &str) -> Option<Arc<Kept>> {
         self.0.lock().ok().and_then(|k| k.by_key.get(key).cloned())
     }
 
-    fn keep(&self, key: String, overview: Arc<Overview>) {
+    fn keep(&self, key: String, overview: Arc<Kept>) {
         if let Ok(mut kept) = self.0.lock() {
             if kept.order.len() >= KEPT
                 && let Some(oldest) = kept.order.pop_front()
@@ -92,7 +120,8 @@ impl Glances {
     }
 }
 
-/// The section, or nothing when the visitor may not read rows.
+/// The section: an overview of the visitor's rows, their released counts,
+/// their fields, or nothing when they may read nothing.
 pub(super) async fn section(
     state: &AppState,
     caller: &Caller,
@@ -100,44 +129,75 @@ pub(super) async fn section(
     dataset: &Dataset,
     access: &Value,
 ) -> Markup {
-    let rows_allowed = access["allowed"].as_bool() == Some(true)
-        && access["mode"].as_str().unwrap_or("rows") == "rows";
-    if !rows_allowed || !dataset.manifest.is_live() {
+    if access["allowed"].as_bool() != Some(true) || !dataset.manifest.is_live() {
         return html! {};
     }
-    let pseudonyms: Vec<&str> = access["columns"]
+    let visible: Vec<&str> = access["columns"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|c| c["mask"] == "hash")
         .filter_map(|c| c["name"].as_str())
         .collect();
-    // The access (columns, masks, rows) decides what the overview may say.
+    let fields: Vec<&ColumnSpec> = dataset
+        .manifest
+        .columns
+        .iter()
+        .filter(|c| c.groupable && (!c.categories.is_empty() || c.bins.is_some()))
+        .filter(|c| visible.contains(&c.name.as_str()))
+        .collect();
+    let aggregate = match access["mode"].as_str().unwrap_or("rows") {
+        "rows" => false,
+        "aggregate" => true,
+        _ => return dp_fields(&fields),
+    };
+    // The access (columns, masks, rows, mode) decides what the overview may say.
     let key = format!(
         "{}\u{0}{}\u{0}{access}",
         dataset.id(),
         dataset.manifest.version
     );
-    let overview = match state.glances.get(&key) {
-        Some(overview) => overview,
+    let kept = match state.glances.get(&key) {
+        Some(kept) => kept,
         None => {
-            let batches = match data_routes::first_rows(
-                state,
-                caller,
-                dataset.id().as_str(),
-                GLANCE_ROWS,
-                req,
-            )
-            .await
-            {
-                Ok(batches) => batches,
-                Err(_) => return html! {},
+            let id = dataset.id().as_str();
+            let kept = if aggregate {
+                let mut released = Vec::new();
+                for field in fields.iter().take(FIELDS) {
+                    let name = field.name.as_str();
+                    if let Ok(batches) =
+                        data_routes::released_counts(state, caller, id, name, req).await
+                    {
+                        released.push(counts_of(name, &batches));
+                    }
+                }
+                Kept::Counts(released)
+            } else {
+                let pseudonyms: Vec<&str> = access["columns"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| c["mask"] == "hash")
+                    .filter_map(|c| c["name"].as_str())
+                    .collect();
+                match data_routes::first_rows(state, caller, id, GLANCE_ROWS, req).await {
+                    Ok(batches) => Kept::Rows(overview_of(&batches, &pseudonyms)),
+                    Err(_) => return html! {},
+                }
             };
-            let overview = Arc::new(overview_of(&batches, &pseudonyms));
-            state.glances.keep(key, overview.clone());
-            overview
+            let kept = Arc::new(kept);
+            state.glances.keep(key, kept.clone());
+            kept
         }
     };
+    match kept.as_ref() {
+        Kept::Rows(overview) => rows_table(overview),
+        Kept::Counts(released) => {
+            counts_tables(released, state.policy.current().disclosure.min_count)
+        }
+    }
+}
+
+fn rows_table(overview: &Overview) -> Markup {
     html! {
         h3 { "Your columns at a glance" }
         p.muted { "From the first " (overview.rows) " rows you may read, as you would read them (masked where your access masks)." }
@@ -168,6 +228,106 @@ pub(super) async fn section(
                 }
             }
         }
+    }
+}
+
+/// An aggregate-only caller's overview: each field's released counts.
+fn counts_tables(released: &[Released], min_count: u64) -> Markup {
+    if released.is_empty() {
+        return html! {};
+    }
+    html! {
+        h3 { "Your fields at a glance" }
+        p.muted {
+            "Counts per category, as your own aggregate answers release them (rounded, with noise). "
+            "A category not listed is withheld (fewer than " (min_count) " records, or to protect one that is)."
+        }
+        @for r in released {
+            div.scroll {
+                table {
+                    caption { code { (r.field) } }
+                    thead { tr { th scope="col" { "Category" } th scope="col" { "Records" } } }
+                    tbody {
+                        @for (label, count) in &r.counts {
+                            tr { th scope="row" { (label) } td { (count) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A DP caller's overview: the fields they may group by and their
+/// categories, which are public; no counts (each would spend budget).
+fn dp_fields(fields: &[&ColumnSpec]) -> Markup {
+    if fields.is_empty() {
+        return html! {};
+    }
+    html! {
+        h3 { "Your fields at a glance" }
+        p.muted { "Every answer under your access spends privacy budget, so this page shows no counts: these are the fields you may group by and their declared categories." }
+        ul {
+            @for c in fields {
+                li {
+                    code { (c.name) } ": "
+                    @if c.categories.is_empty() {
+                        @if let Some(bins) = &c.bins { (bins_words(bins)) }
+                    } @else {
+                        (c.categories.join(", "))
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn bins_words(bins: &Bins) -> String {
+    match bins {
+        Bins::Edges(edges) => format!(
+            "bins from {}",
+            edges
+                .iter()
+                .map(f64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Bins::Periods { every, from, to } => {
+            let every = match every {
+                crate::domain::Period::Month => "months",
+                crate::domain::Period::Year => "years",
+            };
+            format!("{every} from {from} to {to}")
+        }
+    }
+}
+
+/// A field's released counts from the answer's batches (label, count).
+fn counts_of(field: &str, batches: &[RecordBatch]) -> Released {
+    let mut counts = Vec::new();
+    for batch in batches {
+        let (Ok(labels), Ok(values)) = (
+            arrow::compute::cast(batch.column(0), &DataType::Utf8),
+            arrow::compute::cast(batch.column(batch.num_columns() - 1), &DataType::Utf8),
+        ) else {
+            continue;
+        };
+        let (Some(labels), Some(values)) = (
+            labels.as_any().downcast_ref::<StringArray>(),
+            values.as_any().downcast_ref::<StringArray>(),
+        ) else {
+            continue;
+        };
+        for (label, value) in labels.iter().zip(values.iter()) {
+            counts.push((
+                label.unwrap_or("").to_owned(),
+                value.unwrap_or("").to_owned(),
+            ));
+        }
+    }
+    Released {
+        field: field.to_owned(),
+        counts,
     }
 }
 

@@ -81,6 +81,13 @@ const DEV_IDENTITIES: &[DevIdentity] = &[
         "aggregate-only access",
     ),
     dev(
+        "dp@network.example",
+        &[Role::Researcher],
+        &[],
+        Some("Open Health Research Network"),
+        "differentially private access",
+    ),
+    dev(
         "sam@health.example",
         &[Role::Steward],
         &[],

@@ -2,8 +2,9 @@
 //! DuckDB, R, the Delta Sharing connector and the CLI, each with this
 //! server's address, its CA when it uses a private one, and the dataset's
 //! id, so it runs as pasted (given a token where the dataset needs one),
-//! and each shows the server's problem body when it refuses. The browser
-//! test runs the curl one; the interop tests run the Python ones.
+//! and each shows the server's problem body when it refuses. The interop
+//! tests run every one as copied from the page (the Delta Sharing one with
+//! the connector's own venv); the browser test runs the curl one.
 
 use maud::{Markup, html};
 
@@ -109,9 +110,11 @@ pub(super) fn section(
     let r_ca = ca
         .map(|c| format!(" |>\n  req_options(cainfo = {})", string(c)))
         .unwrap_or_default();
+    // httr2 and base R only (Debian and CRAN both ship httr2); the arrow
+    // package keeps the column types, from the same request.
     let r = format!(
-        "library(httr2); library(arrow)\nresp <- request({}){r_auth}{r_ca} |>\n  req_perform()\ndf <- read_ipc_stream(resp_body_raw(resp))\nhead(df)",
-        string(&format!("{url}&format=arrow"))
+        "library(httr2)\nresp <- request({}){r_auth}{r_ca} |>\n  req_error(body = function(resp) resp_body_string(resp)) |>  # the server says why\n  req_perform()\ndf <- read.csv(text = resp_body_string(resp))\nhead(df)\n# typed columns with the arrow package: format=arrow, then arrow::read_ipc_stream(resp_body_raw(resp))",
+        string(&format!("{url}&format=csv"))
     );
     // The connector's two HTTP stacks trust a private CA through two
     // variables (requests reads the first, aiohttp the second).
@@ -119,7 +122,7 @@ pub(super) fn section(
         .map(|c| format!("REQUESTS_CA_BUNDLE={0} SSL_CERT_FILE={0} ", sh(c)))
         .unwrap_or_default();
     let sharing = format!(
-        "curl -fsS{curl_ca} -H \"Authorization: Bearer $SLUICE_TOKEN\" {} > sluice.share\n{sharing_env}python3 - <<'EOF'\nimport delta_sharing\nprint(delta_sharing.load_as_pandas({}).head())\nEOF",
+        "curl -sS --fail-with-body{curl_ca} -H \"Authorization: Bearer $SLUICE_TOKEN\" {} > sluice.share\n{sharing_env}python3 - <<'EOF'\nimport delta_sharing\nprint(delta_sharing.load_as_pandas({}).head())\nEOF",
         sh(&format!("{base}/v1/me/delta-sharing-profile")),
         string(&format!(
             "sluice.share#{}.default.{id}",
@@ -142,7 +145,7 @@ pub(super) fn section(
         ("Python: polars", "snippet-polars", polars),
         ("Python: pandas", "snippet-pandas", pandas),
         ("Python: DuckDB", "snippet-duckdb", duckdb),
-        ("R: arrow", "snippet-r", r),
+        ("R: httr2", "snippet-r", r),
         (
             "Delta Sharing (Spark, pandas)",
             "snippet-delta-sharing",

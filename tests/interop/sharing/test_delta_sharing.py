@@ -67,3 +67,20 @@ def test_the_connector_reads_the_policy_applied_slice(server, tmp_path):
     first = pd.read_parquet(f"{out}-25.parquet")
     assert len(first) == 25
     assert set(canonical_rows(first)) <= set(canonical_rows(expected))
+
+
+def test_the_pages_delta_sharing_snippet_runs_as_pasted(server, tmp_path):
+    """The dataset page's snippet, copied out of the HTML: it fetches the
+    caller's profile with curl and loads the table with the connector
+    (this venv's `python3` first on PATH, as a researcher's would be)."""
+    from pathlib import Path
+
+    from conftest import page_snippets, run_snippet
+
+    code = page_snippets(server, DATASET)["snippet-delta-sharing"]
+    ran = run_snippet(["sh", "-c", code], tmp_path, server.north,
+                      path_first=Path(sys.executable).parent)
+    assert ran.returncode == 0, ran.stderr
+    assert "[5 rows x 11 columns]" in ran.stdout, ran.stdout
+    for column in RAW_IDENTIFIERS:
+        assert not any(str(raw) in ran.stdout for raw in server.raw(DATASET, column))
