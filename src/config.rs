@@ -267,6 +267,10 @@ pub struct AuthSettings {
     pub dev_mode: bool,
     /// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds (at most 30).
     pub leeway_secs: u64,
+    /// Identity providers whose access tokens are trusted, each with its
+    /// keys read live from the provider (or a file), its audience and where
+    /// its tokens carry roles, groups and organisation.
+    pub issuers: Vec<IssuerSettings>,
     /// Issuers whose GA4GH visas are trusted, each with its JWKS file.
     pub visa_issuers: Vec<VisaIssuer>,
     /// Trust the token's issuer (the passport broker) to put only the
@@ -281,6 +285,56 @@ pub struct AuthSettings {
     pub session_idle_secs: u64,
     /// ... and in any case this many seconds after sign-in.
     pub session_max_secs: u64,
+}
+
+/// An identity provider whose access tokens Sluice accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSettings {
+    /// The tokens' `iss`, exactly; without `jwks_uri` or `jwks_file`, also
+    /// where `/.well-known/openid-configuration` is read to find the keys.
+    pub issuer: String,
+    /// The `aud` its tokens must carry (default: `auth.audience`).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The provider's keys, read over HTTPS (instead of discovery).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// A JWKS file instead (read at start, and again on an unknown `kid`).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// CA certificates (PEM) the provider's HTTPS certificate chains to,
+    /// when it is not one of the system's (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Keys are read again this often, so a key the provider removed stops
+    /// working within it.
+    #[serde(default = "default_key_refresh_secs")]
+    pub refresh_secs: u64,
+    /// A token with an unknown `kid` reads the keys again at once, but at
+    /// most once in this many seconds, so made-up `kid`s cannot make Sluice
+    /// hammer the provider.
+    #[serde(default = "default_key_min_refresh_secs")]
+    pub min_refresh_secs: u64,
+    /// Claims that carry roles, groups and the organisation: a claim name,
+    /// or a dotted path into nested claims (`realm_access.roles`).
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    #[serde(default = "default_organisation_claim")]
+    pub organisation_claim: String,
+    /// The provider's role names for Sluice's (`"data-admins" = "admin"`);
+    /// without an entry, a role counts only when it is Sluice's own name.
+    #[serde(default)]
+    pub roles_map: std::collections::BTreeMap<String, String>,
+}
+
+pub(crate) fn default_key_refresh_secs() -> u64 {
+    300
+}
+pub(crate) fn default_key_min_refresh_secs() -> u64 {
+    30
 }
 
 /// The identity provider the web pages sign in with.
@@ -307,6 +361,10 @@ pub struct OidcSettings {
     /// The name on the sign-in button.
     #[serde(default = "default_oidc_label")]
     pub label: String,
+    /// CA certificates (PEM) the provider's HTTPS certificate chains to,
+    /// when it is not one of the system's (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_oidc_scopes() -> Vec<String> {
@@ -341,6 +399,7 @@ impl Default for AuthSettings {
             jwks_file: None,
             dev_mode: false,
             leeway_secs: 30,
+            issuers: Vec::new(),
             visa_issuers: Vec::new(),
             passport_broker_asserts_identity: false,
             oidc: None,
@@ -553,13 +612,18 @@ impl Settings {
                 format!("{} is more than the 30 s allowed", self.auth.leeway_secs),
             ));
         }
-        if !self.auth.dev_mode && self.auth.jwks_file.is_none() && self.auth.oidc.is_none() {
+        if !self.auth.dev_mode
+            && self.auth.jwks_file.is_none()
+            && self.auth.oidc.is_none()
+            && self.auth.issuers.is_empty()
+        {
             return Err(bad(
-                "auth.jwks_file",
-                "no one could ever sign in: set auth.jwks_file, auth.oidc or auth.dev_mode = true"
+                "auth.issuers",
+                "no one could ever sign in: set auth.issuers, auth.jwks_file, auth.oidc or auth.dev_mode = true"
                     .into(),
             ));
         }
+        crate::auth::check_issuers(&self.auth).map_err(|(key, why)| bad(key, why))?;
         if !self.auth.dev_mode && self.server.public_url.is_none() {
             return Err(bad(
                 "server.public_url",

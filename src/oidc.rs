@@ -76,12 +76,7 @@ pub struct Authorization {
 impl Provider {
     pub fn new(settings: OidcSettings, leeway: u64) -> Result<Self, OidcError> {
         require_secure(&settings.issuer)?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            // Redirects are not followed: every endpoint is named by discovery.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| OidcError::Provider(e.to_string()))?;
+        let http = https_client(settings.ca_file.as_deref()).map_err(OidcError::Provider)?;
         Ok(Self {
             settings,
             leeway,
@@ -306,7 +301,27 @@ impl Provider {
 }
 
 /// HTTPS, or plain HTTP to a loopback host only.
-fn require_secure(url: &str) -> Result<(), OidcError> {
+/// The client every request to an identity provider goes through: a
+/// timeout, no redirects (every endpoint is named by configuration or
+/// discovery), and the system's CAs plus `ca_file`'s (a private CA).
+pub(crate) fn https_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// An identity provider's URL: HTTPS, or plain HTTP on loopback only
+/// (tests, a local broker).
+pub(crate) fn require_secure(url: &str) -> Result<(), OidcError> {
     let parsed = url::Url::parse(url)
         .map_err(|e| OidcError::Provider(format!("'{url}' is not a URL: {e}")))?;
     let loopback = match parsed.host() {

@@ -230,10 +230,12 @@ fn open_audit(settings: &Settings, metrics: &Metrics) -> anyhow::Result<AuditLog
     )?)
 }
 
-/// The token verifier with its keys (the development key in dev mode).
+/// The token verifier with its keys (the development key in dev mode),
+/// reading the identity providers' keys from now on.
 fn load_verifier(settings: &Settings) -> anyhow::Result<Verifier> {
     let verifier =
         Verifier::new(&settings.auth, &settings.storage.state).context("loading keys")?;
+    verifier.keep_keys_fresh();
     if settings.auth.dev_mode {
         tracing::warn!(
             "auth.dev_mode is on: tokens minted by `sluice token` are accepted; never use this in production"

@@ -6,19 +6,19 @@
 //! `nbf` is checked, leeway is at most 30 s, `iat` in the future is refused,
 //! tokens over 8 KB are refused before decoding, `crit` headers are refused,
 //! and `jku`/`x5u`/embedded `jwk` headers are ignored: keys are looked up only
-//! by `kid` among the keys loaded from the JWKS file (or the development key).
+//! by `kid` among the keys of the trusted issuer the token's `iss` names
+//! (read from the provider, a JWKS file, or the development key: see
+//! [`issuers`]).
 //!
 //! This module knows nothing about datasets or HTTP.
 
 pub mod dev;
+mod issuers;
 mod keys;
 mod linked;
 mod passport;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -26,14 +26,13 @@ use jsonwebtoken::{Validation, decode};
 use serde::{Deserialize, Serialize};
 
 use crate::config::AuthSettings;
+pub use issuers::check as check_issuers;
+use issuers::{ClaimMap, Issuer, LiveKeys};
 pub use keys::{KeySet, VerifyKey};
 pub use passport::Visa;
 
 /// Tokens longer than this are refused unread.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-
-/// How often an unknown `kid` may trigger a reload of the JWKS file.
-const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Why a token was refused. The HTTP answer is the same for all of them;
 /// the reason goes to the logs and to metrics.
@@ -52,6 +51,9 @@ pub enum AuthError {
     /// No loaded key has the token's `kid` and algorithm.
     #[error("no matching key")]
     UnknownKey,
+    /// The token's `iss` is none of the trusted issuers.
+    #[error("untrusted issuer")]
+    UnknownIssuer,
     /// Signature, expiry, not-before, issuer, audience or a required claim failed.
     #[error("invalid token: {0}")]
     Invalid(#[from] jsonwebtoken::errors::Error),
@@ -72,6 +74,7 @@ impl AuthError {
             AuthError::Malformed => "malformed",
             AuthError::UnsupportedHeader(_) => "unsupported-header",
             AuthError::UnknownKey => "unknown-key",
+            AuthError::UnknownIssuer => "wrong-issuer",
             AuthError::IssuedInFuture => "issued-in-future",
             AuthError::Keys(_) => "keys",
             AuthError::Invalid(e) => match e.kind() {
@@ -151,22 +154,18 @@ impl Caller {
     }
 }
 
-/// The claims Sluice reads. Unknown roles are ignored rather than refused,
-/// so an identity provider can carry roles meant for other services.
+/// The claims Sluice reads itself; roles, groups and organisation are
+/// found among the others by the issuer's [`ClaimMap`].
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
     #[serde(default)]
     exp: Option<i64>,
-    #[serde(default)]
-    roles: Vec<String>,
-    #[serde(default)]
-    groups: Vec<String>,
-    #[serde(default, alias = "org", alias = "organization")]
-    organisation: Option<String>,
     /// Visa JWTs (GA4GH Passport v1.2).
     #[serde(default)]
     ga4gh_passport_v1: Vec<String>,
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The parts of the JOSE header that the `jsonwebtoken` crate does not check.
@@ -178,40 +177,40 @@ struct RawHeader {
     typ: Option<String>,
 }
 
-/// Verifies tokens against the loaded keys.
+/// Verifies tokens against the trusted issuers' keys.
 pub struct Verifier {
-    issuer: String,
-    audience: String,
     leeway: u64,
-    jwks_file: Option<PathBuf>,
-    dev_keys: KeySet,
-    jwks: RwLock<KeySet>,
-    last_refresh: Mutex<Instant>,
+    issuers: Vec<Issuer>,
     visa_issuers: passport::TrustedIssuers,
 }
 
 impl Verifier {
-    /// Loads the JWKS file (if configured) and the development key (in dev
-    /// mode, creating it under `state_dir` on first use).
+    /// The configured issuers: `auth.issuers`, and `auth.issuer` with the
+    /// JWKS file (if configured) and the development key (in dev mode,
+    /// created under `state_dir` on first use). Keys read from providers
+    /// are empty until [`Verifier::keep_keys_fresh`] reads them.
     pub fn new(settings: &AuthSettings, state_dir: &std::path::Path) -> Result<Self, AuthError> {
-        let jwks = match &settings.jwks_file {
-            Some(path) => KeySet::from_jwks_file(path)?,
-            None => KeySet::default(),
-        };
-        let dev_keys = if settings.dev_mode {
-            let key = dev::DevKey::load_or_create(state_dir)?;
-            KeySet::from_jwks_json(&key.jwks_json()).map_err(AuthError::Keys)?
-        } else {
-            KeySet::default()
-        };
-        Ok(Self {
-            issuer: settings.issuer.clone(),
+        let mut issuers = Vec::new();
+        let own = |keys: KeySet, file: Option<&std::path::Path>| Issuer {
+            iss: settings.issuer.clone(),
             audience: settings.audience.clone(),
+            claims: ClaimMap::default(),
+            keys: std::sync::Arc::new(LiveKeys::local(keys, file)),
+        };
+        if let Some(path) = &settings.jwks_file {
+            issuers.push(own(KeySet::from_jwks_file(path)?, Some(path)));
+        }
+        if settings.dev_mode {
+            let key = dev::DevKey::load_or_create(state_dir)?;
+            let keys = KeySet::from_jwks_json(&key.jwks_json()).map_err(AuthError::Keys)?;
+            issuers.push(own(keys, None));
+        }
+        for issuer in &settings.issuers {
+            issuers.push(Issuer::from_settings(issuer, &settings.audience)?);
+        }
+        Ok(Self {
             leeway: settings.leeway_secs,
-            jwks_file: settings.jwks_file.clone(),
-            dev_keys,
-            jwks: RwLock::new(jwks),
-            last_refresh: Mutex::new(Instant::now()),
+            issuers,
             visa_issuers: passport::TrustedIssuers::load(
                 &settings.visa_issuers,
                 settings.passport_broker_asserts_identity,
@@ -219,23 +218,87 @@ impl Verifier {
         })
     }
 
-    /// Verifies a compact JWS and returns its principal.
+    /// Starts reading the keys of issuers configured by URL, at once and
+    /// then on their schedules (needs the server's runtime).
+    pub fn keep_keys_fresh(&self) {
+        for issuer in &self.issuers {
+            issuer.keys.clone().keep_fresh();
+        }
+    }
+
+    /// Verifies a compact JWS against the keys in force and returns its
+    /// principal.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let issuers = self.issuers_of(token)?;
+        let first = issuers[0];
         let claims: Claims = verify_jws(
             token,
-            &self.issuer,
-            &self.audience,
+            &first.iss,
+            &first.audience,
             self.leeway,
             |kid, alg| {
-                let mut found = self.dev_keys.matching(kid, alg);
-                found.extend(self.read_jwks().matching(kid, alg));
-                if found.is_empty() && kid.is_some() && self.refresh_allowed() {
-                    self.reload_jwks();
-                    found.extend(self.read_jwks().matching(kid, alg));
-                }
-                found
+                issuers
+                    .iter()
+                    .flat_map(|i| i.keys.current().matching(kid, alg))
+                    .collect()
             },
         )?;
+        self.principal_from(claims, &first.claims)
+    }
+
+    /// [`Verifier::verify`], reading the issuer's keys again first when the
+    /// token names a key they lack (a rotation at the provider), at most
+    /// once per the issuer's `min_refresh_secs`.
+    pub async fn verify_live(&self, token: &str) -> Result<Principal, AuthError> {
+        match self.verify(token) {
+            Err(AuthError::UnknownKey) => {
+                let mut read = false;
+                for issuer in self.issuers_of(token)? {
+                    read |= issuer.keys.refresh_for_unknown_kid().await;
+                }
+                if read {
+                    self.verify(token)
+                } else {
+                    Err(AuthError::UnknownKey)
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The trusted issuers a token's `iss` names (read unverified, only to
+    /// choose whose keys verify it).
+    fn issuers_of(&self, token: &str) -> Result<Vec<&Issuer>, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TooLarge);
+        }
+        #[derive(Deserialize)]
+        struct Iss {
+            iss: Option<String>,
+        }
+        let payload = token.split('.').nth(1).ok_or(AuthError::Malformed)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| AuthError::Malformed)?;
+        let iss = serde_json::from_slice::<Iss>(&bytes)
+            .map_err(|_| AuthError::Malformed)?
+            .iss
+            .ok_or_else(|| {
+                jsonwebtoken::errors::Error::from(
+                    jsonwebtoken::errors::ErrorKind::MissingRequiredClaim("iss".into()),
+                )
+            })?;
+        let issuers: Vec<&Issuer> = self.issuers.iter().filter(|i| i.iss == iss).collect();
+        if issuers.is_empty() {
+            return Err(AuthError::UnknownIssuer);
+        }
+        Ok(issuers)
+    }
+
+    fn principal_from(&self, claims: Claims, map: &ClaimMap) -> Result<Principal, AuthError> {
+        let other = serde_json::Value::Object(claims.other);
+        let groups = map.groups(&other);
+        let organisation = map.organisation(&other);
         // Every rule keys on the subject: a token about nobody is malformed.
         if claims.sub.trim().is_empty() {
             return Err(AuthError::Malformed);
@@ -245,63 +308,25 @@ impl Verifier {
         // formatting character (a newline forging a policy line, a
         // right-to-left override reversing a page's line) is refused.
         let names = std::iter::once(&claims.sub)
-            .chain(claims.organisation.iter())
-            .chain(claims.groups.iter());
+            .chain(organisation.iter())
+            .chain(groups.iter());
         if names
             .into_iter()
             .any(|n| crate::echo::hidden_char(n, false).is_some())
         {
             return Err(AuthError::Malformed);
         }
-        Ok(self.principal_from(claims))
-    }
-
-    fn principal_from(&self, claims: Claims) -> Principal {
         let visas =
             self.visa_issuers
                 .verify_all(&claims.ga4gh_passport_v1, self.leeway, &claims.sub);
-        Principal {
+        Ok(Principal {
+            roles: map.roles(&other),
+            groups: groups.into_iter().collect(),
+            organisation,
             sub: claims.sub,
-            roles: claims.roles.iter().filter_map(|r| r.parse().ok()).collect(),
-            groups: claims.groups.into_iter().collect(),
-            organisation: claims.organisation,
             visas,
             expires: claims.exp,
-        }
-    }
-
-    fn read_jwks(&self) -> std::sync::RwLockReadGuard<'_, KeySet> {
-        // A poisoned lock only means a reload panicked midway; the key set
-        // it guards is replaced whole, so the old value is still consistent.
-        self.jwks.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// At most one reload per interval, whatever the number of unknown-`kid`
-    /// tokens arriving: a flood of made-up `kid`s costs one file read.
-    fn refresh_allowed(&self) -> bool {
-        if self.jwks_file.is_none() {
-            return false;
-        }
-        let mut last = self.last_refresh.lock().unwrap_or_else(|e| e.into_inner());
-        if last.elapsed() >= KEY_REFRESH_INTERVAL {
-            *last = Instant::now();
-            true
-        } else {
-            false
-        }
-    }
-
-    fn reload_jwks(&self) {
-        let Some(path) = &self.jwks_file else { return };
-        match KeySet::from_jwks_file(path) {
-            Ok(keys) => {
-                *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = keys;
-                tracing::info!(file = %path.display(), "reloaded JWKS after an unknown kid");
-            }
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "JWKS reload failed; keeping the keys in force")
-            }
-        }
+        })
     }
 }
 

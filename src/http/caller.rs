@@ -2,7 +2,7 @@
 //! a Bearer token is verified; anything else, or a token that fails, is a
 //! 401 with the same body whatever the reason (the reason is logged).
 
-use std::future::{Ready, ready};
+use futures::future::LocalBoxFuture;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -15,18 +15,19 @@ use crate::internal::Internal;
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Ready<Result<Self, Self::Error>>;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(caller_of(req))
+        let req = req.clone();
+        Box::pin(async move { caller_of(&req).await })
     }
 }
 
-fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
+async fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| Internal::new("the application state is missing"))?;
-    let verified = verified_caller(req, state);
+    let verified = verified_caller(req, state).await;
     // A failed token counts against the peer address, so guessing costs too.
     count_request(req, state, verified.as_ref().unwrap_or(&Caller::Anonymous))?;
     verified
@@ -70,7 +71,7 @@ pub(super) fn rate_key(req: &HttpRequest, caller: &Caller) -> String {
     }
 }
 
-fn verified_caller(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
+async fn verified_caller(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Ok(Caller::Anonymous);
     };
@@ -90,7 +91,7 @@ fn verified_caller(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiErr
                 .inc();
             ApiError::InvalidToken("not-bearer")
         })?;
-    match state.verifier.verify(token) {
+    match state.verifier.verify_live(token).await {
         Ok(principal) => {
             tracing::Span::current().record("sub", principal.sub.as_str());
             Ok(Caller::Principal(principal))

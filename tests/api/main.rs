@@ -24,6 +24,7 @@ mod glance;
 mod governance;
 mod health;
 mod https;
+mod issuers;
 mod policy;
 mod preview;
 mod privacy;
