@@ -742,9 +742,43 @@ mod tests {
     }
 
     #[test]
+    fn issuers_are_read_and_checked() {
+        let base = "[server]\npublic_url = \"https://data.example.org\"\n";
+        let good = format!(
+            "{base}[[auth.issuers]]\nissuer = \"https://login.example.org/realms/r\"\nroles_claim = \"realm_access.roles\"\nroles_map = {{ \"staff\" = \"researcher\" }}\n"
+        );
+        let settings = Settings::from_toml_str(&good).unwrap();
+        assert_eq!(settings.auth.issuers[0].refresh_secs, 300);
+        assert_eq!(settings.auth.issuers[0].min_refresh_secs, 30);
+        for (bad, why) in [
+            ("issuer = \"http://login.example.org\"", "https"),
+            (
+                "issuer = \"https://a.example\"\nroles_map = { \"x\" = \"owner\" }",
+                "unknown role",
+            ),
+            (
+                "issuer = \"https://a.example\"\nrefresh_secs = 0",
+                "at least 1",
+            ),
+            (
+                "issuer = \"https://a.example\"\njwks_uri = \"https://a.example/k\"\njwks_file = \"k.json\"",
+                "not both",
+            ),
+        ] {
+            let text = format!("{base}[[auth.issuers]]\n{bad}\n");
+            let err = Settings::from_toml_str(&text).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        let twice =
+            format!("{good}[[auth.issuers]]\nissuer = \"https://login.example.org/realms/r\"\n");
+        let err = Settings::from_toml_str(&twice).unwrap_err().to_string();
+        assert!(err.contains("twice"), "{err}");
+    }
+
+    #[test]
     fn defaults_need_a_key_source() {
         let err = Settings::from_toml_str("").unwrap_err().to_string();
-        assert!(err.contains("auth.jwks_file"), "{err}");
+        assert!(err.contains("auth.issuers"), "{err}");
         assert!(Settings::from_toml_str("[auth]\ndev_mode = true\n").is_ok());
         // Outside dev mode, links never come from request headers.
         let jwks = "[auth]\njwks_file = \"keys.json\"\n";
