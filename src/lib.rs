@@ -29,6 +29,7 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod crash_point;
+pub mod credentials;
 pub mod demo_data;
 pub mod domain;
 pub mod dp;

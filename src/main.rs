@@ -65,6 +65,17 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Keep an access token for a server (pasted on standard input, checked
+    /// against it): later commands with that --server use it.
+    Login {
+        #[command(flatten)]
+        target: steward_cli::Target,
+    },
+    /// Forget the token kept for a server.
+    Logout {
+        #[command(flatten)]
+        target: steward_cli::Target,
+    },
     /// Register a dataset and/or upload a new version of it from a file.
     Register(steward_cli::RegisterArgs),
     /// List, show or retire datasets.
@@ -403,6 +414,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Login { target } => {
+            let settings = client_settings(&cli.config, true)?;
+            steward_cli::login(settings, target)
+        }
+        Command::Logout { target } => steward_cli::logout(target),
         Command::Register(args) => {
             let settings = client_settings(&cli.config, args.has_server())?;
             steward_cli::register(settings, args)

@@ -18,6 +18,7 @@ use sluice::catalog::live::Publication;
 use sluice::catalog::profile::ProfileKey;
 use sluice::catalog::{Dataset, LiveCatalog};
 use sluice::config::Settings;
+use sluice::credentials;
 use sluice::domain::DatasetId;
 use sluice::ingest::{self, UploadFormat};
 
@@ -27,7 +28,7 @@ pub struct Target {
     /// Server base URL, e.g. https://127.0.0.1:8443 (default: the local catalogue folder).
     #[arg(long, env = "SLUICE_SERVER")]
     server: Option<String>,
-    /// Bearer token for --server (a steward's or admin's).
+    /// Bearer token for --server (default: the one `sluice login` stored for it).
     #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// CA certificate to trust for --server (default: <state>/tls/ca.pem when it exists).
@@ -256,6 +257,78 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn print(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// `sluice login`: a token pasted on standard input, checked against the
+/// server (`GET /v1/me`), then kept for it (see [`credentials`]).
+pub fn login(settings: Settings, target: Target) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal};
+    let server = target
+        .server
+        .clone()
+        .context("name the server: --server URL")?;
+    let token = match &target.token {
+        Some(token) => token.clone(),
+        None => {
+            if std::io::stdin().is_terminal() {
+                eprint!(
+                    "Paste an access token for {server} (from its dataset pages or your identity provider): "
+                );
+            }
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            line.trim().to_owned()
+        }
+    };
+    if token.is_empty() {
+        bail!("no token given");
+    }
+    let client = Remote::new(
+        &settings,
+        &Target {
+            token: Some(token.clone()),
+            ..target.clone()
+        },
+    )?;
+    runtime()?.block_on(async {
+        let (status, me) = client.send(client.get("/v1/me")).await?;
+        if status != 200 {
+            return fail(status, &me);
+        }
+        let folder =
+            credentials::folder().context("no config folder: set SLUICE_CONFIG_DIR or HOME")?;
+        let mut stored = credentials::Credentials::load(&folder)?;
+        stored.set(
+            &server,
+            credentials::Stored {
+                token,
+                ca: target.ca.clone().map(|ca| ca.canonicalize().unwrap_or(ca)),
+            },
+        );
+        stored.save(&folder)?;
+        eprintln!(
+            "signed in to {server} as {} (token expires {}); kept in {}",
+            me["subject"].as_str().unwrap_or("?"),
+            me["token_expires"].as_str().unwrap_or("never"),
+            folder.join("credentials.json").display()
+        );
+        Ok(())
+    })
+}
+
+/// `sluice logout`: forgets the token kept for a server.
+pub fn logout(target: Target) -> anyhow::Result<()> {
+    let server = target.server.context("name the server: --server URL")?;
+    let folder =
+        credentials::folder().context("no config folder: set SLUICE_CONFIG_DIR or HOME")?;
+    let mut stored = credentials::Credentials::load(&folder)?;
+    if stored.remove(&server) {
+        stored.save(&folder)?;
+        eprintln!("forgot the token for {server}");
+    } else {
+        eprintln!("no token was kept for {server}");
+    }
     Ok(())
 }
 
@@ -981,10 +1054,20 @@ impl Remote {
             .trim_end_matches('/')
             .to_owned();
         let mut builder = reqwest::Client::builder();
+        // `sluice login`'s token for this server, when no --token or
+        // SLUICE_TOKEN gives one.
+        let stored = match credentials::folder() {
+            Some(folder) if target.token.is_none() => credentials::Credentials::load(&folder)
+                .with_context(|| format!("reading the stored sign-ins in {}", folder.display()))?
+                .get(&base)
+                .cloned(),
+            _ => None,
+        };
         let default_ca = settings.storage.state.join("tls").join("ca.pem");
         let ca = target
             .ca
             .clone()
+            .or_else(|| stored.as_ref().and_then(|s| s.ca.clone()))
             .or_else(|| default_ca.exists().then_some(default_ca));
         if let Some(ca) = ca {
             let pem = std::fs::read(&ca).with_context(|| ca.display().to_string())?;
@@ -993,7 +1076,7 @@ impl Remote {
         Ok(Self {
             client: builder.build()?,
             base,
-            token: target.token.clone(),
+            token: target.token.clone().or(stored.map(|s| s.token)),
         })
     }
 

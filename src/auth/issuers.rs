@@ -66,12 +66,18 @@ impl ClaimMap {
 
     /// The roles a token's claims give (unknown ones are ignored, so a
     /// provider can carry roles meant for other services).
+    /// With a `roles_map`, only the names it maps count (a provider's own
+    /// `admin` role is not Sluice's unless mapped); without one, Sluice's
+    /// own names.
     pub(super) fn roles(&self, claims: &Value) -> BTreeSet<Role> {
         strings(claim(claims, &self.roles))
             .into_iter()
-            .filter_map(|r| match self.roles_map.get(&r) {
-                Some(role) => Some(*role),
-                None => r.parse().ok(),
+            .filter_map(|r| {
+                if self.roles_map.is_empty() {
+                    r.parse().ok()
+                } else {
+                    self.roles_map.get(&r).copied()
+                }
             })
             .collect()
     }
@@ -87,24 +93,25 @@ impl ClaimMap {
     }
 }
 
-/// A claim by name, or by a dotted path into nested objects when no claim
-/// has the whole name (namespaced claims such as
-/// `https://example.org/roles` hold dots themselves).
+/// A claim by its dotted path into nested objects, else by its whole name
+/// (namespaced claims such as `https://example.org/roles` hold dots
+/// themselves). The path comes first: a user who can set a top-level claim
+/// named `realm_access.roles` must not shadow the provider's nested one.
 fn claim<'a>(claims: &'a Value, name: &str) -> Option<&'a Value> {
-    claims.get(name).or_else(|| {
-        name.split('.')
-            .try_fold(claims, |value, part| value.get(part))
-    })
+    name.split('.')
+        .try_fold(claims, |value, part| value.get(part))
+        .or_else(|| claims.get(name))
 }
 
-/// A list of strings, or one string of space-separated words.
+/// A list of strings, or one string as one value (a group's name may hold
+/// spaces; it is never split into several).
 fn strings(value: Option<&Value>) -> Vec<String> {
     match value {
         Some(Value::Array(items)) => items
             .iter()
             .filter_map(|v| v.as_str().map(str::to_owned))
             .collect(),
-        Some(Value::String(text)) => text.split_whitespace().map(str::to_owned).collect(),
+        Some(Value::String(text)) => vec![text.clone()],
         _ => Vec::new(),
     }
 }
@@ -377,25 +384,45 @@ mod tests {
     #[test]
     fn claims_by_name_path_or_namespace() {
         let claims = serde_json::json!({
-            "realm_access": {"roles": ["data-admins", "researcher", "offline_access"]},
+            "realm_access": {"roles": ["data-admins", "research-staff", "admin"]},
+            "realm_access.roles": ["steward"],
             "https://example.org/org": "Example University",
-            "groups": "north south",
+            "groups": "Team north",
+            "roles": "researcher",
         });
         let map = ClaimMap {
             roles: "realm_access.roles".into(),
             groups: "groups".into(),
             organisation: vec!["https://example.org/org".into()],
-            roles_map: [("data-admins".to_owned(), Role::Admin)].into(),
+            roles_map: [
+                ("data-admins".to_owned(), Role::Admin),
+                ("research-staff".to_owned(), Role::Researcher),
+            ]
+            .into(),
         };
+        // Mapped names only (the provider's own `admin` is not Sluice's),
+        // from the nested claim, not the top-level one that shadows it.
         assert_eq!(
             map.roles(&claims),
             [Role::Admin, Role::Researcher].into_iter().collect()
         );
-        assert_eq!(map.groups(&claims), ["north", "south"]);
+        let unmapped = ClaimMap {
+            roles_map: [("research-staff".to_owned(), Role::Researcher)].into(),
+            ..map.clone()
+        };
+        assert_eq!(
+            unmapped.roles(&claims),
+            [Role::Researcher].into_iter().collect()
+        );
+        // One string is one group, spaces and all.
+        assert_eq!(map.groups(&claims), ["Team north"]);
         assert_eq!(
             map.organisation(&claims).as_deref(),
             Some("Example University")
         );
-        assert!(ClaimMap::default().roles(&claims).is_empty());
+        assert_eq!(
+            ClaimMap::default().roles(&claims),
+            [Role::Researcher].into_iter().collect()
+        );
     }
 }

@@ -323,3 +323,72 @@ async fn the_readme_example_files_register_and_upload() {
     .unwrap();
     assert_eq!(json["id"], "clinic-visits");
 }
+
+/// Issue 34: `sluice login` keeps a pasted token for a server (checked
+/// against it first, stored for its owner only), later commands with that
+/// `--server` use it, a bad token is refused and not kept, and `sluice
+/// logout` forgets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_keeps_a_token_per_server_until_logout() {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let app = crate::helpers::spawn_app().await;
+    let config = tempfile::tempdir().unwrap();
+    let folder = config.path().join("sluice");
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(crate::helpers::sluice_bin())
+            .env("SLUICE_CONFIG_DIR", &folder)
+            .env_remove("SLUICE_TOKEN")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the sluice binary runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let changes = ["datasets", "changes", "--server", &app.base];
+    assert!(!run(&changes, "").status.success(), "admins only");
+
+    let signed_in = run(
+        &["login", "--server", &app.base],
+        &format!("{}\n", app.admin()),
+    );
+    assert!(
+        signed_in.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed_in.stderr)
+    );
+    assert!(String::from_utf8_lossy(&signed_in.stderr).contains("signed in to"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(folder.join("credentials.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let listed = run(&changes, "");
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+
+    // A token the server refuses is not kept: the one before stays.
+    let refused = run(&["login", "--server", &app.base], "not-a-token\n");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("invalid-token"));
+    assert!(run(&changes, "").status.success());
+
+    assert!(run(&["logout", "--server", &app.base], "").status.success());
+    assert!(!run(&changes, "").status.success());
+}

@@ -31,10 +31,11 @@ use arrow::datatypes::DataType;
 use maud::{Markup, html};
 use serde_json::Value;
 
+use crate::audit::Event;
 use crate::auth::Caller;
 use crate::catalog::{ColumnSpec, Dataset};
 use crate::domain::Bins;
-use crate::http::{AppState, data_routes};
+use crate::http::{AppState, data_routes, trail};
 
 /// Rows an overview is taken from.
 const GLANCE_ROWS: u64 = 10_000;
@@ -82,6 +83,16 @@ struct Released {
 enum Kept {
     Rows(Overview),
     Counts(Vec<Released>),
+}
+
+impl Kept {
+    /// The columns an overview shows, for the trail.
+    fn shown_columns(&self) -> Vec<String> {
+        match self {
+            Kept::Rows(o) => o.columns.iter().map(|g| g.name.clone()).collect(),
+            Kept::Counts(r) => r.iter().map(|r| r.field.clone()).collect(),
+        }
+    }
 }
 
 /// Overviews kept, per dataset, version and access; the oldest go first.
@@ -150,14 +161,32 @@ pub(super) async fn section(
         "aggregate" => true,
         _ => return dp_fields(&fields),
     };
-    // The access (columns, masks, rows, mode) decides what the overview may say.
+    // The access (columns, masks, rows, mode) and the disclosure rules
+    // decide what the overview may say: a policy that tightens either
+    // makes a new one.
     let key = format!(
-        "{}\u{0}{}\u{0}{access}",
+        "{}\u{0}{}\u{0}{access}\u{0}{:?}",
         dataset.id(),
-        dataset.manifest.version
+        dataset.manifest.version,
+        state.policy.current().disclosure
     );
     let kept = match state.glances.get(&key) {
-        Some(kept) => kept,
+        Some(kept) => {
+            // Shown again without reading: still a release to this
+            // visitor, so it is in the trail under their name.
+            let event = if aggregate {
+                Event::Aggregate
+            } else {
+                Event::Data
+            };
+            let mut record = trail::request_record(event, caller, dataset.id().as_str());
+            record.columns = Some(kept.shown_columns());
+            record.reason = Some("page overview, kept".into());
+            if trail::allowed(state, &record).await.is_err() {
+                return html! {};
+            }
+            kept
+        }
         None => {
             let id = dataset.id().as_str();
             let kept = if aggregate {
@@ -233,7 +262,7 @@ fn rows_table(overview: &Overview) -> Markup {
 
 /// An aggregate-only caller's overview: each field's released counts.
 fn counts_tables(released: &[Released], min_count: u64) -> Markup {
-    if released.is_empty() {
+    if released.iter().all(|r| r.counts.is_empty()) {
         return html! {};
     }
     html! {
