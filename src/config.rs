@@ -281,6 +281,8 @@ pub struct AuthSettings {
     /// (authorization code with PKCE). Without it, pages are anonymous
     /// unless dev mode offers sample identities.
     pub oidc: Option<OidcSettings>,
+    /// Longest a personal access token may run, in days (30 when not asked).
+    pub personal_token_max_days: u32,
     /// A web session ends after this many seconds without a request.
     pub session_idle_secs: u64,
     /// ... and in any case this many seconds after sign-in.
@@ -400,6 +402,7 @@ impl Default for AuthSettings {
             dev_mode: false,
             leeway_secs: 30,
             issuers: Vec::new(),
+            personal_token_max_days: 90,
             visa_issuers: Vec::new(),
             passport_broker_asserts_identity: false,
             oidc: None,
@@ -457,6 +460,8 @@ pub mod shared_folders {
     pub const AUDIT: &str = "audit";
     /// The privacy budget, one object per account.
     pub const PRIVACY_LEDGER: &str = "privacy-ledger";
+    /// Personal access tokens, one sealed record each.
+    pub const PERSONAL_TOKENS: &str = "personal-tokens";
     /// Sealed tickets of snapshot links.
     pub const SNAPSHOT_TICKETS: &str = "snapshot-tickets";
 }

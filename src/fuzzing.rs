@@ -241,6 +241,7 @@ pub fn policy(data: &[u8]) {
             organisation: organisation.map(Into::into),
             visas: Vec::new(),
             expires: None,
+            scope: None,
         })
     };
     let callers = [

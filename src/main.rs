@@ -532,6 +532,7 @@ async fn policy_command(settings: Settings, command: PolicyCommand) -> anyhow::R
                     organisation: org,
                     visas: Vec::new(),
                     expires: None,
+                    scope: None,
                 }),
             };
             let today = time::OffsetDateTime::now_utc().date();

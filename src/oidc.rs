@@ -374,6 +374,7 @@ fn principal_from(claims: &Value, settings: &OidcSettings) -> Result<Principal, 
         organisation: strings(&settings.organisation_claim).into_iter().next(),
         visas: Vec::new(),
         expires: claims.get("exp").and_then(Value::as_i64),
+        scope: None,
     })
 }
 

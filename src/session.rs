@@ -316,6 +316,7 @@ mod tests {
             organisation: None,
             visas: Vec::new(),
             expires: None,
+            scope: None,
         }
     }
 

@@ -125,6 +125,8 @@ impl Application {
                 }),
             },
             requests,
+            personal_tokens: Arc::new(open_personal_tokens(storage)?),
+            personal_token_max_days: settings.auth.personal_token_max_days,
             rate_limits: http::limits::RateLimits::new(
                 settings.limits.requests_per_minute,
                 settings.limits.request_burst,
@@ -420,6 +422,31 @@ fn shared_store(
         .shared_url(folder)
         .map(|url| crate::catalog::rooted::open_url(&url))
         .transpose()
+}
+
+/// Personal access tokens: in the bucket when replicas share one (a token
+/// revoked on one replica is then refused by all), else in the state folder.
+fn open_personal_tokens(
+    storage: &crate::config::StorageSettings,
+) -> anyhow::Result<crate::auth::personal::PersonalTokens> {
+    let store: Arc<dyn object_store::ObjectStore> =
+        match shared_store(storage, shared_folders::PERSONAL_TOKENS)? {
+            Some(store) => store,
+            None => {
+                let folder = storage.state.join(shared_folders::PERSONAL_TOKENS);
+                std::fs::create_dir_all(&folder).context("personal tokens folder")?;
+                Arc::new(
+                    object_store::local::LocalFileSystem::new_with_prefix(&folder)
+                        .context("personal tokens folder")?,
+                )
+            }
+        };
+    let secret =
+        crate::slice::Secret::load_or_create(&storage.state).context("pseudonymisation secret")?;
+    Ok(crate::auth::personal::PersonalTokens::new(
+        store,
+        secret.token_seal_key(),
+    ))
 }
 
 /// The privacy-budget ledger: in the bucket when replicas share one (each

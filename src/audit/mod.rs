@@ -87,6 +87,9 @@ words! {
         /// Someone signed in to the web pages (the method is in `reason`).
         SignIn = "sign-in",
         SignOut = "sign-out",
+        /// A personal access token made or revoked by its owner (which, and
+        /// what, is in `reason`).
+        PersonalToken = "personal-token",
         /// The writer cut a torn or failed write off the trail's end
         /// (what, and why, is in `reason`).
         AuditRepair = "audit-repair",
@@ -154,6 +157,9 @@ pub struct Record {
     pub roles: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organisation: Option<String>,
+    /// The personal token the subject used, if any (its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,6 +226,7 @@ impl Record {
             subject: Default::default(),
             roles: Default::default(),
             organisation: Default::default(),
+            personal_token: Default::default(),
             grant: Default::default(),
             purpose: Default::default(),
             visa: Default::default(),

@@ -17,6 +17,7 @@ mod issuers;
 mod keys;
 mod linked;
 mod passport;
+pub mod personal;
 
 use std::collections::BTreeSet;
 
@@ -51,6 +52,9 @@ pub enum AuthError {
     /// No loaded key has the token's `kid` and algorithm.
     #[error("no matching key")]
     UnknownKey,
+    /// A personal token its owner revoked.
+    #[error("revoked")]
+    Revoked,
     /// The token's `iss` is none of the trusted issuers.
     #[error("untrusted issuer")]
     UnknownIssuer,
@@ -75,6 +79,7 @@ impl AuthError {
             AuthError::UnsupportedHeader(_) => "unsupported-header",
             AuthError::UnknownKey => "unknown-key",
             AuthError::UnknownIssuer => "wrong-issuer",
+            AuthError::Revoked => "revoked",
             AuthError::IssuedInFuture => "issued-in-future",
             AuthError::Keys(_) => "keys",
             AuthError::Invalid(e) => match e.kind() {
@@ -125,6 +130,10 @@ pub struct Principal {
     pub visas: Vec<Visa>,
     /// The token's `exp` (seconds since the epoch), for `GET /v1/me`.
     pub expires: Option<i64>,
+    /// A personal token's narrowing (its dataset or grant) and id; `None`
+    /// for a provider's token or a web session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Box<personal::TokenScope>>,
 }
 
 impl Principal {
@@ -326,6 +335,7 @@ impl Verifier {
             sub: claims.sub,
             visas,
             expires: claims.exp,
+            scope: None,
         })
     }
 }

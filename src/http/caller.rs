@@ -91,7 +91,12 @@ async fn verified_caller(req: &HttpRequest, state: &AppState) -> Result<Caller, 
                 .inc();
             ApiError::InvalidToken("not-bearer")
         })?;
-    match state.verifier.verify_live(token).await {
+    let verified = if crate::auth::personal::is_personal(token) {
+        state.personal_tokens.verify(token).await
+    } else {
+        state.verifier.verify_live(token).await
+    };
+    match verified {
         Ok(principal) => {
             tracing::Span::current().record("sub", principal.sub.as_str());
             Ok(Caller::Principal(principal))

@@ -19,6 +19,7 @@ pub mod request_id;
 mod sharing_routes;
 mod snapshot_routes;
 mod steward_routes;
+mod token_routes;
 mod trail;
 
 pub use trail::{intent as change_intent, journal as change_journal};
@@ -64,6 +65,10 @@ pub struct AppState {
     pub web: WebSignIn,
     /// Researchers' access requests.
     pub requests: crate::access_request::RequestStore,
+    /// Personal access tokens (shared by replicas over a bucket).
+    pub personal_tokens: Arc<crate::auth::personal::PersonalTokens>,
+    /// Longest a personal token may run, in days.
+    pub personal_token_max_days: u32,
     /// `server.public_url`, without a trailing slash.
     pub public_url: Option<String>,
     /// `server.trusted_proxies`.
@@ -111,6 +116,9 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
             .service(
                 web::scope("/v1")
                     .route("/me", web::get().to(me_route::me))
+                    .route("/me/tokens", web::get().to(token_routes::list))
+                    .route("/me/tokens", web::post().to(token_routes::create))
+                    .route("/me/tokens/{id}", web::delete().to(token_routes::revoke))
                     .route(
                         "/me/delta-sharing-profile",
                         web::get().to(me_route::sharing_profile),

@@ -20,7 +20,7 @@ use utoipa::{Modify, OpenApi};
 use super::problem::ApiError;
 use super::{
     admin_routes, catalog_routes, change_routes, data_routes, me_route, sharing_routes,
-    snapshot_routes, steward_routes,
+    snapshot_routes, steward_routes, token_routes,
 };
 
 #[derive(OpenApi)]
@@ -37,6 +37,9 @@ use super::{
         admin_routes::audit,
         me_route::me,
         me_route::sharing_profile,
+        token_routes::create,
+        token_routes::list,
+        token_routes::revoke,
         catalog_routes::list,
         catalog_routes::show,
         catalog_routes::citation,

@@ -100,6 +100,12 @@ pub enum ApiError {
     /// A change that only an admin may make (approving a widening change).
     #[error("{0}")]
     AdminRequired(String),
+    /// What a personal token may not do (make or revoke tokens).
+    #[error("{0}")]
+    PersonalTokenRefused(String),
+    /// No personal token of the caller's has this id.
+    #[error("you hold no personal token with this id")]
+    TokenNotFound,
     /// The server holds as many request bodies as it takes at once; retry
     /// after the seconds.
     #[error(
@@ -202,6 +208,7 @@ fn token_problem(reason: &str) -> &'static str {
         "too-large" => "the token is larger than this server accepts",
         "not-bearer" => "send the token as 'Authorization: Bearer <token>'",
         "malformed" => "the token is not a JWT (three base64url parts)",
+        "revoked" => "this personal token was revoked: make a new one",
         _ => "the bearer token is not valid",
     }
 }
@@ -222,6 +229,7 @@ impl ApiError {
                 Denial::GrantExpired { .. } => "grant-expired",
                 Denial::GrantAmbiguous { .. } => "grant-ambiguous",
                 Denial::GrantSuspended { .. } => "grant-suspended",
+                Denial::TokenScope { .. } => "token-scope",
             },
             ApiError::AggregateOnly(_) => "aggregate-only",
             ApiError::DatasetNotFound => "dataset-not-found",
@@ -236,6 +244,8 @@ impl ApiError {
             ApiError::StewardRequired => "steward-required",
             ApiError::NotPublisher(_) => "not-publisher",
             ApiError::AdminRequired(_) => "admin-required",
+            ApiError::PersonalTokenRefused(_) => "personal-token-refused",
+            ApiError::TokenNotFound => "token-not-found",
             ApiError::TooManyUploads(_) => "too-many-uploads",
             ApiError::ServerBusy(_) => "server-busy",
             ApiError::Conflict { kind, .. } => kind.as_str(),
@@ -282,6 +292,10 @@ impl ApiError {
             Denial::GrantSuspended {
                 grant: String::new(),
             },
+            Denial::TokenScope {
+                dataset: None,
+                grant: None,
+            },
         ];
         let mut examples: Vec<ApiError> = denials.into_iter().map(ApiError::Denied).collect();
         examples.extend(ConflictKind::ALL.iter().map(|&kind| ApiError::Conflict {
@@ -315,6 +329,8 @@ impl ApiError {
             ApiError::AuditUnavailable,
             ApiError::StewardRequired,
             ApiError::AdminRequired(text()),
+            ApiError::PersonalTokenRefused(text()),
+            ApiError::TokenNotFound,
             ApiError::ServerBusy(0),
             ApiError::TooManyUploads(0),
             ApiError::NotPublisher(text()),
@@ -360,6 +376,8 @@ impl ApiError {
                 | ApiError::AuditUnavailable
                 | ApiError::StewardRequired
                 | ApiError::AdminRequired(_)
+                | ApiError::PersonalTokenRefused(_)
+                | ApiError::TokenNotFound
                 | ApiError::ServerBusy(_)
                 | ApiError::TooManyUploads(_)
                 | ApiError::NotPublisher(_)
@@ -453,6 +471,10 @@ impl ApiError {
                 Denial::GrantSuspended { grant } => format!(
                     "grant '{grant}' cannot be applied as written and serves nothing until a policy admin fixes it"
                 ),
+                Denial::TokenScope { dataset, grant } => format!(
+                    "this personal token is only for {}: make another for this",
+                    scope_words(dataset.as_deref(), grant.as_deref())
+                ),
             },
             ApiError::Internal(_) => {
                 "the server failed to answer; quote the request id when reporting it".into()
@@ -514,6 +536,7 @@ impl ResponseError for ApiError {
             | ApiError::PrivacyBudgetExhausted { .. }
             | ApiError::StewardRequired
             | ApiError::AdminRequired(_)
+            | ApiError::PersonalTokenRefused(_)
             | ApiError::LinkInvalid
             | ApiError::LinkExpired(_)
             | ApiError::FormRejected
@@ -524,9 +547,10 @@ impl ResponseError for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::UploadTimeout(_) | ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::DatasetNotFound | ApiError::VersionNotFound(_) | ApiError::RouteNotFound => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::DatasetNotFound
+            | ApiError::VersionNotFound(_)
+            | ApiError::RouteNotFound
+            | ApiError::TokenNotFound => StatusCode::NOT_FOUND,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -655,5 +679,15 @@ impl From<NegotiationError> for ApiError {
             NegotiationError::UnknownFormat(_) => ApiError::InvalidParameter(e.to_string()),
             NegotiationError::NotAcceptable => ApiError::NotAcceptable(e.to_string()),
         }
+    }
+}
+
+/// A personal token's narrowing in words.
+fn scope_words(dataset: Option<&str>, grant: Option<&str>) -> String {
+    match (dataset, grant) {
+        (Some(d), Some(g)) => format!("dataset '{d}' through grant '{g}'"),
+        (Some(d), None) => format!("dataset '{d}'"),
+        (None, Some(g)) => format!("grant '{g}'"),
+        (None, None) => "its owner's access".into(),
     }
 }

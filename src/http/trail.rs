@@ -32,6 +32,9 @@ pub(super) fn request_record(event: Event, caller: &Caller, dataset: &str) -> Re
             })
             .unwrap_or_default(),
         organisation: principal.and_then(|p| p.organisation.clone()),
+        personal_token: principal
+            .and_then(|p| p.scope.as_ref())
+            .map(|s| s.token.clone()),
         // Dataset ids are slugs; anything else is recorded truncated.
         dataset: Some(dataset.chars().take(128).collect()),
         ..Record::new(event)

@@ -35,6 +35,9 @@ pub fn describe(manifest: &Manifest, decision: &Decision) -> String {
                 Denial::GrantSuspended { grant } => format!(
                     "grant '{grant}' no longer applies as written (its row filter names a column the dataset lacks); it serves nothing until an admin fixes it"
                 ),
+                Denial::TokenScope { .. } => {
+                    "the caller's personal token is for another dataset or grant".into()
+                }
             };
             let _ = writeln!(out, "decision: denied: {why}");
         }

@@ -141,6 +141,13 @@ pub enum Denial {
     /// a column the dataset no longer has): it serves nothing until an admin
     /// fixes it, rather than serving more rows than it was written for.
     GrantSuspended { grant: String },
+    /// The caller's personal token is for another dataset or grant.
+    TokenScope {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dataset: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        grant: Option<String>,
+    },
 }
 
 /// The outcome of a policy evaluation.
@@ -177,6 +184,30 @@ pub fn evaluate(
     today: Date,
 ) -> Decision {
     let principal = caller.principal();
+    // A personal token narrowed to a dataset or grant reads nothing else,
+    // and through nothing else.
+    let mut chosen = chosen;
+    if let Some(scope) = principal.and_then(|p| p.scope.as_ref()) {
+        let outside = || {
+            Decision::Deny(Denial::TokenScope {
+                dataset: scope.dataset.clone(),
+                grant: scope.grant.clone(),
+            })
+        };
+        if scope
+            .dataset
+            .as_deref()
+            .is_some_and(|d| d != manifest.id.as_str())
+        {
+            return outside();
+        }
+        if let Some(grant) = scope.grant.as_deref() {
+            if chosen.is_some_and(|c| c != grant) {
+                return outside();
+            }
+            chosen = Some(grant);
+        }
+    }
     let matching: Vec<Grant> = match principal {
         None => Vec::new(),
         Some(p) => policy

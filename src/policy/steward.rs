@@ -76,6 +76,7 @@ mod tests {
             organisation: org.map(str::to_owned),
             visas: Vec::new(),
             expires: None,
+            scope: None,
         })
     }
 

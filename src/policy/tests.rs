@@ -81,6 +81,7 @@ fn who(sub: &str, roles: &[Role], groups: &[&str]) -> Caller {
         organisation: None,
         visas: Vec::new(),
         expires: None,
+        scope: None,
     })
 }
 

@@ -54,6 +54,12 @@ impl Secret {
         self.project_key(&format!("\u{0}{label}"))
     }
 
+    /// The key personal tokens' records are sealed under (replicas share
+    /// the secret, so each checks the others' records).
+    pub fn token_seal_key(&self) -> [u8; 32] {
+        self.derived("personal-tokens")
+    }
+
     /// The key uploads' data profiles hash sampled values under.
     pub fn profile_key(&self) -> crate::catalog::profile::ProfileKey {
         use crate::catalog::profile::ProfileKey;

@@ -25,6 +25,7 @@ mod governance;
 mod health;
 mod https;
 mod issuers;
+mod personal_tokens;
 mod policy;
 mod preview;
 mod privacy;

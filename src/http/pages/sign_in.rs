@@ -295,6 +295,7 @@ pub(super) async fn dev_sign_in(
             organisation: who.organisation.map(str::to_owned),
             visas: Vec::new(),
             expires: None,
+            scope: None,
         };
         let next = local_path(field(&form, "next"));
         signed_in(&state, &visitor, principal, "dev", &next)

@@ -1,0 +1,169 @@
+//! `/v1/me/tokens`: a person's personal access tokens, made, listed and
+//! revoked by the person (signed in, or with their identity provider's
+//! token; a personal token cannot make or revoke tokens). See
+//! [`crate::auth::personal`] for what a token is and carries.
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use super::problem::ApiError;
+use crate::audit::{Event, Outcome, Record};
+use crate::auth::personal::{NewToken, TokenError};
+use crate::auth::{Caller, Principal};
+use crate::domain::DatasetId;
+
+/// Days a token runs when not asked otherwise.
+const DEFAULT_DAYS: u32 = 30;
+
+/// `POST /v1/me/tokens`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewTokenBody {
+    /// What the token is for, to know it in the list ("laptop", "cluster job").
+    name: String,
+    /// Only this dataset (default: all your access).
+    #[serde(default)]
+    dataset: Option<String>,
+    /// Only through this grant of yours.
+    #[serde(default)]
+    grant: Option<String>,
+    /// Days it runs (default 30; at most the server's `auth.personal_token_max_days`).
+    #[serde(default)]
+    days: Option<u32>,
+}
+
+/// The person behind a request, when they may manage tokens.
+pub(super) fn owner(caller: &Caller) -> Result<&Principal, ApiError> {
+    let Caller::Principal(principal) = caller else {
+        return Err(ApiError::TokenRequired);
+    };
+    if principal.scope.is_some() {
+        return Err(ApiError::PersonalTokenRefused(
+            "a personal token cannot make or revoke tokens: sign in, or use your identity provider's token".into(),
+        ));
+    }
+    Ok(principal)
+}
+
+fn store_error(e: TokenError) -> ApiError {
+    match e {
+        TokenError::Invalid(why) => ApiError::InvalidParameter(why),
+        TokenError::NotFound => ApiError::TokenNotFound,
+        TokenError::Store(why) => crate::internal::Internal::new(why).into(),
+    }
+}
+
+/// Makes a token for `principal` (the API's and the page's one way).
+pub(super) async fn create_for(
+    state: &AppState,
+    principal: &Principal,
+    body: NewTokenBody,
+) -> Result<(String, crate::auth::personal::Record), ApiError> {
+    let dataset = body
+        .dataset
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| {
+            DatasetId::parse(d.trim())
+                .map(|d| d.to_string())
+                .map_err(|e| ApiError::InvalidParameter(format!("dataset: {e}")))
+        })
+        .transpose()?;
+    let grant = body.grant.filter(|g| !g.trim().is_empty());
+    if let Some(grant) = &grant {
+        // A token through a grant its owner does not hold would open
+        // nothing; say so now rather than at its first use.
+        let policy = state.policy.current();
+        if !policy
+            .grants
+            .iter()
+            .any(|g| &g.id == grant && g.applies_to(principal))
+        {
+            return Err(ApiError::InvalidParameter(format!(
+                "you hold no grant '{}'",
+                crate::echo::cut(grant)
+            )));
+        }
+    }
+    let new = NewToken {
+        name: body.name,
+        dataset,
+        grant,
+        days: body.days.unwrap_or(DEFAULT_DAYS),
+    };
+    let (text, record) = state
+        .personal_tokens
+        .create(principal, new, state.personal_token_max_days)
+        .await
+        .map_err(store_error)?;
+    audit(state, principal, "created", &record.id);
+    Ok((text, record))
+}
+
+/// Revokes one of `principal`'s tokens.
+pub(super) async fn revoke_for(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<(), ApiError> {
+    state
+        .personal_tokens
+        .revoke(&principal.sub, id)
+        .await
+        .map_err(store_error)?;
+    audit(state, principal, "revoked", id);
+    Ok(())
+}
+
+fn audit(state: &AppState, principal: &Principal, what: &str, id: &str) {
+    state.audit.append(Record {
+        subject: Some(principal.sub.clone()),
+        reason: Some(format!("personal token {id} {what}")),
+        outcome: Some(Outcome::Ok),
+        ..Record::new(Event::PersonalToken)
+    });
+}
+
+#[tracing::instrument(skip_all)]
+#[utoipa::path(post, path = "/v1/me/tokens", tag = "researchers", security(("bearer" = [])), request_body = NewTokenBody, responses((status = 201, description = "The token (shown once: only its hash is kept) and its record", body = Object)))]
+pub(super) async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<NewTokenBody>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = owner(&caller)?;
+    let (text, record) = create_for(&state, principal, body.into_inner()).await?;
+    let mut answer = record.public_json();
+    answer["token"] = json!(text);
+    Ok(HttpResponse::Created().json(answer))
+}
+
+#[tracing::instrument(skip_all)]
+#[utoipa::path(get, path = "/v1/me/tokens", tag = "researchers", security(("bearer" = [])), responses((status = 200, description = "Your live personal tokens (never their secrets), with last use", body = Object)))]
+pub(super) async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    let principal = owner(&caller)?;
+    let tokens = state
+        .personal_tokens
+        .list_of(&principal.sub)
+        .await
+        .map_err(store_error)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "tokens": tokens.iter().map(|t| t.public_json()).collect::<Vec<_>>(),
+    })))
+}
+
+#[tracing::instrument(skip_all)]
+#[utoipa::path(delete, path = "/v1/me/tokens/{id}", tag = "researchers", security(("bearer" = [])), params(("id" = String, Path, description = "The token's id")), responses((status = 204, description = "Revoked: refused from now on (by every replica within seconds)")))]
+pub(super) async fn revoke(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = owner(&caller)?;
+    revoke_for(&state, principal, &id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
