@@ -76,6 +76,11 @@ enum Command {
         #[command(flatten)]
         target: steward_cli::Target,
     },
+    /// Make, list or revoke your personal access tokens on a server.
+    Tokens {
+        #[command(subcommand)]
+        command: steward_cli::TokensCommand,
+    },
     /// Register a dataset and/or upload a new version of it from a file.
     Register(steward_cli::RegisterArgs),
     /// List, show or retire datasets.
@@ -419,6 +424,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             steward_cli::login(settings, target)
         }
         Command::Logout { target } => steward_cli::logout(target),
+        Command::Tokens { command } => {
+            let settings = client_settings(&cli.config, true)?;
+            steward_cli::tokens(settings, command)
+        }
         Command::Register(args) => {
             let settings = client_settings(&cli.config, args.has_server())?;
             steward_cli::register(settings, args)

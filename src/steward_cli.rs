@@ -317,6 +317,87 @@ pub fn login(settings: Settings, target: Target) -> anyhow::Result<()> {
     })
 }
 
+/// `sluice tokens …`: the caller's personal access tokens on a server.
+#[derive(Subcommand)]
+pub enum TokensCommand {
+    /// Make a token (printed once: keep it, or `sluice login` with it).
+    Create {
+        /// What it is for ("laptop", "cluster job").
+        #[arg(long)]
+        name: String,
+        /// Only this dataset.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Only through this grant of yours.
+        #[arg(long)]
+        grant: Option<String>,
+        /// Days it runs (default 30).
+        #[arg(long)]
+        days: Option<u32>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List your live tokens (never their secrets), with last use.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Revoke one: refused from now on.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+pub fn tokens(settings: Settings, command: TokensCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let (target, request) = match &command {
+            TokensCommand::Create {
+                name,
+                dataset,
+                grant,
+                days,
+                target,
+            } => (
+                target,
+                json!({"name": name, "dataset": dataset, "grant": grant, "days": days}),
+            ),
+            TokensCommand::List { target } | TokensCommand::Revoke { target, .. } => {
+                (target, Value::Null)
+            }
+        };
+        let client = Remote::new(&settings, target)?;
+        let (status, answer) = match &command {
+            TokensCommand::Create { .. } => {
+                client
+                    .send(client.post("/v1/me/tokens").json(&request))
+                    .await?
+            }
+            TokensCommand::List { .. } => client.send(client.get("/v1/me/tokens")).await?,
+            TokensCommand::Revoke { id, .. } => {
+                let path = format!("/v1/me/tokens/{}", urlencoding_segment(id));
+                client
+                    .send(client.request(reqwest::Method::DELETE, &path))
+                    .await?
+            }
+        };
+        if !(200..300).contains(&status) {
+            return fail(status, &answer);
+        }
+        if status == 204 {
+            eprintln!("revoked");
+            return Ok(());
+        }
+        print(&answer)
+    })
+}
+
+/// A path segment with everything but unreserved characters escaped.
+fn urlencoding_segment(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
 /// `sluice logout`: forgets the token kept for a server.
 pub fn logout(target: Target) -> anyhow::Result<()> {
     let server = target.server.context("name the server: --server URL")?;

@@ -22,16 +22,16 @@ const DEFAULT_DAYS: u32 = 30;
 #[serde(deny_unknown_fields)]
 pub(super) struct NewTokenBody {
     /// What the token is for, to know it in the list ("laptop", "cluster job").
-    name: String,
+    pub(super) name: String,
     /// Only this dataset (default: all your access).
     #[serde(default)]
-    dataset: Option<String>,
+    pub(super) dataset: Option<String>,
     /// Only through this grant of yours.
     #[serde(default)]
-    grant: Option<String>,
+    pub(super) grant: Option<String>,
     /// Days it runs (default 30; at most the server's `auth.personal_token_max_days`).
     #[serde(default)]
-    days: Option<u32>,
+    pub(super) days: Option<u32>,
 }
 
 /// The person behind a request, when they may manage tokens.

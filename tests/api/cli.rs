@@ -383,6 +383,32 @@ async fn login_keeps_a_token_per_server_until_logout() {
         String::from_utf8_lossy(&listed.stderr)
     );
 
+    // Personal tokens from the command line, with the kept sign-in.
+    let made = run(
+        &[
+            "tokens", "create", "--name", "cli", "--days", "7", "--server", &app.base,
+        ],
+        "",
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let made: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
+    assert!(made["token"].as_str().unwrap().starts_with("sluice_pat_"));
+    let id = made["id"].as_str().unwrap();
+    let listed = run(&["tokens", "list", "--server", &app.base], "");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(id));
+    let revoked = run(&["tokens", "revoke", id, "--server", &app.base], "");
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    let listed = run(&["tokens", "list", "--server", &app.base], "");
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains(id));
+
     // A token the server refuses is not kept: the one before stays.
     let refused = run(&["login", "--server", &app.base], "not-a-token\n");
     assert!(!refused.status.success());

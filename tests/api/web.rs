@@ -708,3 +708,67 @@ async fn a_dataset_page_offers_one_way_to_ask() {
     );
     assert_eq!(signed_in.matches("dac@health-data.example").count(), 1);
 }
+
+/// Issue 34: a signed-in researcher makes a personal token on a page, sees
+/// it once, uses it from a program, and revokes it there.
+#[tokio::test]
+async fn personal_tokens_are_made_and_revoked_on_a_page() {
+    let app = spawn_app().await;
+    assert_ne!(page(&app, "/me/tokens", "").await.status(), 200);
+    let session = dev_sign_in(&app, "alice@uni.example", "").await;
+    let tokens_page = page(&app, "/me/tokens", &session)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(tokens_page.contains("Make a token"), "{tokens_page}");
+    let csrf = csrf_in(&tokens_page);
+    let made = post_form(
+        &app,
+        "/me/tokens",
+        &session,
+        Some(&app.base),
+        &[
+            ("csrf", &csrf),
+            ("name", "notebook"),
+            ("scope", "dataset:hospital-admissions"),
+            ("days", "7"),
+        ],
+    )
+    .await;
+    assert_eq!(made.status(), 200);
+    let shown = made.text().await.unwrap();
+    let start = shown
+        .find("sluice_pat_")
+        .expect("the new token, shown once");
+    let token: String = shown[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    let read = app
+        .data("hospital-admissions", &[("limit", "1")], Some(&token))
+        .await;
+    assert_eq!(read.status(), 200);
+    // Listed (not shown again), then revoked from the page.
+    let listed = page(&app, "/me/tokens", &session)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(listed.contains("notebook") && listed.contains("dataset hospital-admissions"));
+    assert!(!listed.contains(&token), "shown once only");
+    let id = &token["sluice_pat_".len().."sluice_pat_".len() + 16];
+    let revoked = post_form(
+        &app,
+        &format!("/me/tokens/{id}/revoke"),
+        &session,
+        Some(&app.base),
+        &[("csrf", &csrf_in(&listed))],
+    )
+    .await;
+    assert_eq!(revoked.status(), 303);
+    let read = app
+        .data("hospital-admissions", &[("limit", "1")], Some(&token))
+        .await;
+    assert_eq!(read.status(), 401);
+}

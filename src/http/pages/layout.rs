@@ -118,6 +118,9 @@ fn frame(
                             @if visitor.has_role(Role::Admin) {
                                 li { a href="/admin" { "Admin" } }
                             }
+                            @if visitor.session.is_some() {
+                                li { a href="/me/tokens" { "Your tokens" } }
+                            }
                             li { a href="/docs" { "API" } }
                         }
                     }

@@ -21,6 +21,7 @@ mod layout;
 mod people;
 mod sign_in;
 mod snippets;
+mod tokens;
 
 use std::future::{Ready, ready};
 
@@ -53,6 +54,12 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/steward", web::get().to(people::steward))
         .route("/admin", web::get().to(people::admin))
+        .route("/me/tokens", web::get().to(tokens::tokens_page))
+        .route("/me/tokens", web::post().to(tokens::create_form))
+        .route(
+            "/me/tokens/{id}/revoke",
+            web::post().to(tokens::revoke_form),
+        )
         .route("/auth/sign-in", web::get().to(sign_in::sign_in_page))
         .route("/auth/oidc", web::get().to(sign_in::start))
         .route("/auth/callback", web::get().to(sign_in::callback))
