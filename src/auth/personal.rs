@@ -356,12 +356,18 @@ impl PersonalTokens {
         let (id, secret) = parts(token).ok_or(AuthError::UnknownKey)?;
         let seen = self.read.lock().ok().and_then(|r| r.get(id).cloned());
         let written = seen.as_ref().and_then(|s| s.use_written);
-        let record = match seen.filter(|s| s.read_at.elapsed() < RECHECK) {
-            Some(seen) => seen.record,
-            None => self.fetch(id).await.map_err(|e| match e {
-                TokenError::Store(why) => AuthError::Keys(why),
-                _ => AuthError::UnknownKey,
-            })?,
+        // What was read less than RECHECK ago stands; the time it was read
+        // is kept, not renewed by each use, so a token in steady use is
+        // still read again (and a revocation seen) every RECHECK.
+        let (record, read_at) = match seen.filter(|s| s.read_at.elapsed() < RECHECK) {
+            Some(seen) => (seen.record, seen.read_at),
+            None => {
+                let fetched = self.fetch(id).await.map_err(|e| match e {
+                    TokenError::Store(why) => AuthError::Keys(why),
+                    _ => AuthError::UnknownKey,
+                })?;
+                (fetched, Instant::now())
+            }
         };
         // Compared in full whatever differs first.
         let given = hash_hex(secret);
@@ -403,7 +409,7 @@ impl PersonalTokens {
                 id.to_owned(),
                 Seen {
                     record: kept,
-                    read_at: Instant::now(),
+                    read_at,
                     use_written,
                 },
             );

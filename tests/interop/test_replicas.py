@@ -491,3 +491,28 @@ def test_publishing_a_review_another_replica_published_is_a_conflict(tmp_path_fa
             status, answer = b.send("POST", "/v1/datasets/reviewed/publish", b"", "application/json")
             assert status == 409 and "changed meanwhile" in answer["detail"], (status, answer)
         assert len(rows(a, "reviewed")) == 4
+
+
+def test_a_personal_token_made_on_one_replica_is_revoked_on_every_other(tmp_path_factory, s3):
+    """Issue 34: personal tokens live in the bucket: made through A, used
+    and listed through B, revoked through A and refused by B within the
+    seconds a replica trusts what it read."""
+    with replicas(tmp_path_factory, s3, "tokens") as (a, b):
+        status, made = request(a, "POST", "/v1/me/tokens", {"name": "cluster job"}, a.token)
+        assert status == 201, made
+        pat = made["token"]
+        assert status_of(b, "/v1/me", pat) == 200
+        listed = json.loads(b.get("/v1/me/tokens"))
+        assert [t["id"] for t in listed["tokens"]] == [made["id"]], listed
+        revoke = urllib.request.Request(a.url(f"/v1/me/tokens/{made['id']}"), method="DELETE")
+        revoke.add_header("Authorization", f"Bearer {a.token}")
+        with urllib.request.urlopen(revoke, context=a.context, timeout=60) as response:
+            assert response.status == 204
+        assert status_of(a, "/v1/me", pat) == 401
+        # Asked twice a second (more would meet the rate limit).
+        seen = []
+        start = time.monotonic()
+        while time.monotonic() - start < 10 and (not seen or seen[-1] != 401):
+            seen.append(status_of(b, "/v1/me", pat))
+            time.sleep(0.5)
+        assert seen[-1] == 401 and time.monotonic() - start < 7.5, seen
