@@ -50,11 +50,13 @@ pub(super) fn section(
             )
         };
         format!(
-            "export SLUICE_TOKEN=$(sluice token --sub {} --role researcher)   # {note}; else your identity provider's access token",
+            "export SLUICE_TOKEN=$(sluice token --sub {} --role researcher)   # {note}; else a personal token from {base}/me/tokens",
             sh(&sub)
         )
     } else {
-        "export SLUICE_TOKEN=…   # an access token from your identity provider".to_owned()
+        format!(
+            "export SLUICE_TOKEN=…   # a personal token: sign in, then {base}/me/tokens (or your identity provider's access token)"
+        )
     };
     let curl_ca = ca
         .map(|c| format!(" --cacert {}", sh(c)))
