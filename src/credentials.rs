@@ -69,12 +69,17 @@ impl Credentials {
 
     /// Writes the file whole, for its owner only.
     pub fn save(&self, folder: &Path) -> std::io::Result<()> {
+        let created = !folder.exists();
         std::fs::create_dir_all(folder)?;
         let path = file_in(folder);
         #[cfg(unix)]
         {
             use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-            std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o700))?;
+            // A folder made here is its owner's only; one that was there
+            // (a shared SLUICE_CONFIG_DIR) keeps its mode: the file is 0600.
+            if created {
+                std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o700))?;
+            }
             // The replacement keeps this file's mode: it is never readable
             // by others, not even for a moment.
             std::fs::OpenOptions::new()

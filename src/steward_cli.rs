@@ -1154,10 +1154,20 @@ impl Remote {
             let pem = std::fs::read(&ca).with_context(|| ca.display().to_string())?;
             builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
         }
+        let token = target.token.clone().or(stored.map(|s| s.token));
+        // A token sent over plain HTTP is anyone's on the way: only to this
+        // machine.
+        if token.is_some()
+            && let Ok(url) = url::Url::parse(&base)
+            && url.scheme() == "http"
+            && !matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"))
+        {
+            bail!("{base}: a token is only sent over https (plain http only to this machine)");
+        }
         Ok(Self {
             client: builder.build()?,
             base,
-            token: target.token.clone().or(stored.map(|s| s.token)),
+            token,
         })
     }
 

@@ -67,8 +67,6 @@ pub struct Record {
     /// Filled from the `.used` object beside the record when listed.
     #[serde(skip)]
     pub last_used: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked: Option<i64>,
     /// SHA-256 of the secret, hex.
     hash: String,
 }
@@ -92,7 +90,6 @@ impl Record {
             "created": at(self.created),
             "expires": at(self.expires),
             "last_used": self.last_used.and_then(at),
-            "revoked": self.revoked.and_then(at),
         })
     }
 }
@@ -117,6 +114,10 @@ pub struct PersonalTokens {
     key: hmac::Key,
     /// What this replica read lately, by id.
     read: Mutex<HashMap<String, Seen>>,
+    /// Tokens revoked through this replica: refused at once, whatever a
+    /// read in flight puts back in `read`.
+    revoked_here: Mutex<std::collections::HashSet<String>>,
+    creating: tokio::sync::Mutex<()>,
 }
 
 /// A record as this replica last read it.
@@ -174,6 +175,8 @@ impl PersonalTokens {
             store,
             key: hmac::Key::new(hmac::HMAC_SHA256, &seal_key),
             read: Mutex::new(HashMap::new()),
+            revoked_here: Mutex::new(Default::default()),
+            creating: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -262,6 +265,9 @@ impl PersonalTokens {
                 "days must be 1 to {max_days} (this server's longest)"
             )));
         }
+        // One creation at a time on this replica, so parallel requests
+        // cannot pass the cap together (replicas each hold their own turn).
+        let _turn = self.creating.lock().await;
         if self.list_of(&owner.sub).await?.len() >= MAX_PER_OWNER {
             return Err(TokenError::Invalid(format!(
                 "you hold {MAX_PER_OWNER} live tokens: revoke one first"
@@ -289,60 +295,89 @@ impl PersonalTokens {
             created,
             expires: created + i64::from(new.days) * 86_400,
             last_used: None,
-            revoked: None,
             hash: hash_hex(&secret),
         };
         self.put(&record).await?;
+        self.store
+            .put(
+                &StorePath::from(format!("owners/{}/{id}", owner_key(&record.owner.sub))),
+                PutPayload::default(),
+            )
+            .await
+            .map_err(|e| TokenError::Store(e.to_string()))?;
         Ok((format!("{PREFIX}{id}_{secret}"), record))
     }
 
-    /// The owner's tokens that are neither revoked nor expired, newest first.
+    /// The owner's tokens that are neither revoked nor expired, newest
+    /// first: read through the owner's index (`owners/<hash of sub>/<id>`),
+    /// so listing costs the owner's tokens, not everyone's. Entries of
+    /// tokens gone or expired are cleared on the way.
     pub async fn list_of(&self, sub: &str) -> Result<Vec<Record>, TokenError> {
         use futures::TryStreamExt;
+        let prefix = StorePath::from(format!("owners/{}", owner_key(sub)));
         let metas: Vec<_> = self
             .store
-            .list(None)
+            .list(Some(&prefix))
             .try_collect()
             .await
             .map_err(|e| TokenError::Store(e.to_string()))?;
         let mut records = Vec::new();
         let now = now();
         for meta in metas {
-            let Some(id) = meta
-                .location
-                .filename()
-                .and_then(|f| f.strip_suffix(".json"))
-            else {
+            let Some(id) = meta.location.filename().map(str::to_owned) else {
                 continue;
             };
-            if let Ok(mut r) = self.fetch(id).await
-                && r.owner.sub == sub
-                && r.revoked.is_none()
-                && r.expires > now
-            {
-                r.last_used = self.last_used(id).await;
-                records.push(r);
+            match self.fetch(&id).await {
+                Ok(mut r) if r.owner.sub == sub && r.expires > now => {
+                    r.last_used = self.last_used(&id).await;
+                    records.push(r);
+                }
+                Ok(r) if r.owner.sub == sub => self.remove(sub, &id).await,
+                Err(TokenError::NotFound) => self.remove(sub, &id).await,
+                _ => {}
             }
         }
         records.sort_by_key(|r| std::cmp::Reverse(r.created));
         Ok(records)
     }
 
-    /// Revokes one of `sub`'s tokens, at once (on this replica; on others
-    /// within [`RECHECK`]).
+    /// Revokes one of `sub`'s tokens: its record goes, so every replica
+    /// refuses it once it reads again (within [`RECHECK`]), this one at
+    /// once.
     pub async fn revoke(&self, sub: &str, id: &str) -> Result<Record, TokenError> {
         if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(TokenError::NotFound);
         }
-        let mut record = self.fetch(id).await?;
+        let record = self.fetch(id).await?;
         // Someone else's token is as absent as one that never was.
         if record.owner.sub != sub {
             return Err(TokenError::NotFound);
         }
-        record.revoked.get_or_insert(now());
-        self.put(&record).await?;
+        if let Ok(mut revoked) = self.revoked_here.lock() {
+            revoked.insert(id.to_owned());
+        }
         self.forget(id);
+        self.store
+            .delete(&Self::path(id))
+            .await
+            .map_err(|e| TokenError::Store(e.to_string()))?;
+        self.remove(sub, id).await;
         Ok(record)
+    }
+
+    /// Clears what is left of a token gone (its index entry, its last use,
+    /// its record if still there); failures only leave litter.
+    async fn remove(&self, sub: &str, id: &str) {
+        for path in [
+            Self::path(id),
+            Self::used_path(id),
+            StorePath::from(format!("owners/{}/{id}", owner_key(sub))),
+        ] {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => tracing::warn!(error = %e, "could not clear a personal token's remains"),
+            }
+        }
     }
 
     fn forget(&self, id: &str) {
@@ -354,6 +389,13 @@ impl PersonalTokens {
     /// The principal a token stands for, narrowed to its scope.
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let (id, secret) = parts(token).ok_or(AuthError::UnknownKey)?;
+        if self
+            .revoked_here
+            .lock()
+            .is_ok_and(|revoked| revoked.contains(id))
+        {
+            return Err(AuthError::Revoked);
+        }
         let seen = self.read.lock().ok().and_then(|r| r.get(id).cloned());
         let written = seen.as_ref().and_then(|s| s.use_written);
         // What was read less than RECHECK ago stands; the time it was read
@@ -379,10 +421,9 @@ impl PersonalTokens {
             return Err(AuthError::UnknownKey);
         }
         let now = now();
-        if record.revoked.is_some() {
-            return Err(AuthError::Revoked);
-        }
         if record.expires <= now {
+            self.forget(id);
+            self.remove(&record.owner.sub, id).await;
             return Err(AuthError::Invalid(
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature.into(),
             ));
@@ -434,6 +475,12 @@ impl TokenScope {
     pub fn narrows(&self) -> bool {
         self.dataset.is_some() || self.grant.is_some()
     }
+}
+
+/// Where an owner's index entries live: a hash of their `sub` (which may
+/// hold any character).
+fn owner_key(sub: &str) -> String {
+    hex(&Sha256::digest(sub.as_bytes())[..16])
 }
 
 fn hex(bytes: &[u8]) -> String {

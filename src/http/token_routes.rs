@@ -70,19 +70,32 @@ pub(super) async fn create_for(
                 .map_err(|e| ApiError::InvalidParameter(format!("dataset: {e}")))
         })
         .transpose()?;
+    if let Some(d) = &dataset {
+        // A token for a dataset that is not there would open nothing: say
+        // so now rather than at its first use.
+        super::catalog_routes::visible_dataset(state, &Default::default(), d)
+            .map_err(|_| ApiError::InvalidParameter(format!("no dataset '{d}'")))?;
+    }
     let grant = body.grant.filter(|g| !g.trim().is_empty());
     if let Some(grant) = &grant {
-        // A token through a grant its owner does not hold would open
-        // nothing; say so now rather than at its first use.
         let policy = state.policy.current();
-        if !policy
+        let Some(held) = policy
             .grants
             .iter()
-            .any(|g| &g.id == grant && g.applies_to(principal))
-        {
+            .find(|g| &g.id == grant && g.applies_to(principal))
+        else {
             return Err(ApiError::InvalidParameter(format!(
                 "you hold no grant '{}'",
                 crate::echo::cut(grant)
+            )));
+        };
+        if dataset
+            .as_deref()
+            .is_some_and(|d| d != held.dataset.as_str())
+        {
+            return Err(ApiError::InvalidParameter(format!(
+                "grant '{grant}' is for dataset '{}', not the one named",
+                held.dataset
             )));
         }
     }
@@ -130,10 +143,14 @@ fn audit(state: &AppState, principal: &Principal, what: &str, id: &str) {
 pub(super) async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<NewTokenBody>,
+    payload: web::Payload,
+    req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    // Who asks is known from the head: no body is read for nobody.
     let principal = owner(&caller)?;
-    let (text, record) = create_for(&state, principal, body.into_inner()).await?;
+    let body: NewTokenBody =
+        super::body::parse_json(&state, &req, payload, "personal token").await?;
+    let (text, record) = create_for(&state, principal, body).await?;
     let mut answer = record.public_json();
     answer["token"] = json!(text);
     Ok(HttpResponse::Created().json(answer))

@@ -115,6 +115,10 @@ async fn a_personal_token_reads_as_its_owner_until_revoked() {
     );
     let listed: Value = app.get_json("/v1/me/tokens", Some(&alice)).await;
     assert_eq!(listed["tokens"], json!([]));
+    // Nothing of it is left to pile up.
+    let kept = app.state_dir().join("personal-tokens");
+    let left: Vec<_> = walk(&kept);
+    assert!(left.is_empty(), "{left:?}");
 
     // A forged secret for a real id opens nothing.
     let forged = format!("sluice_pat_{id}_{}", "A".repeat(43));
@@ -145,6 +149,43 @@ async fn a_token_is_narrowed_as_asked_and_never_wider_than_its_owner() {
         .await
         .unwrap();
     problem(r, 403, "token-scope").await;
+
+    // A narrowed token reads; it does not ask for access.
+    let r = app
+        .client
+        .post(app.url("/v1/datasets/hospital-admissions/access-requests"))
+        .bearer_auth(&school)
+        .json(&json!({"project_title": "p", "purpose": "q", "columns": ["region"], "duration_days": 90}))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 403, "personal-token-refused").await;
+
+    // A dataset that is not there, or a grant for another dataset: refused
+    // when made, not found useless later.
+    let r = create(
+        &app,
+        &alice,
+        json!({"name": "x", "dataset": "no-such-dataset"}),
+    )
+    .await;
+    problem(r, 400, "invalid-parameter").await;
+    let r = create(
+        &app,
+        &alice,
+        json!({"name": "x", "dataset": "school-results", "grant": "los-study"}),
+    )
+    .await;
+    problem(r, 400, "invalid-parameter").await;
+    // Nobody: refused before any body is read.
+    let r = app
+        .client
+        .post(app.url("/v1/me/tokens"))
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 401, "token-required").await;
 
     // Through a grant the owner holds; not one they do not.
     let r = create(
@@ -186,4 +227,18 @@ async fn a_token_is_narrowed_as_asked_and_never_wider_than_its_owner() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(closed, "a revoked grant closes the token too");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }

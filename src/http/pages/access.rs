@@ -383,6 +383,12 @@ async fn keep_request(
     body: RequestBody,
 ) -> Result<AccessRequest, ApiError> {
     let principal = caller.principal().ok_or(ApiError::TokenRequired)?;
+    // A token narrowed to one dataset or grant reads; it asks for nothing.
+    if principal.scope.as_ref().is_some_and(|s| s.narrows()) {
+        return Err(ApiError::PersonalTokenRefused(
+            "a personal token narrowed to a dataset or grant cannot ask for access: use your own sign-in".into(),
+        ));
+    }
     // Access is asked for by researchers (a steward's or an admin's token
     // is not a researcher's).
     if !principal.has_role(crate::auth::Role::Researcher) {

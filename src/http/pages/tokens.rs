@@ -50,10 +50,16 @@ pub(super) async fn create_form(
         let principal = signed_in(&visitor)?;
         let form = read_form(&state, &req, payload).await?;
         visitor.check_csrf(&state, field(&form, "csrf"))?;
+        // A scope the form does not offer is refused, never read as "all".
         let (dataset, grant) = match field(&form, "scope").split_once(':') {
-            Some(("dataset", d)) => (Some(d.to_owned()), None),
-            Some(("grant", g)) => (None, Some(g.to_owned())),
-            _ => (None, None),
+            _ if field(&form, "scope") == "all" => (None, None),
+            Some(("dataset", d)) if !d.is_empty() => (Some(d.to_owned()), None),
+            Some(("grant", g)) if !g.is_empty() => (None, Some(g.to_owned())),
+            _ => {
+                return Err(ApiError::InvalidParameter(
+                    "scope must be all, dataset:<id> or grant:<id>".into(),
+                ));
+            }
         };
         let body = NewTokenBody {
             name: field(&form, "name").to_owned(),
