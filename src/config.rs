@@ -462,6 +462,8 @@ pub mod shared_folders {
     pub const PRIVACY_LEDGER: &str = "privacy-ledger";
     /// Personal access tokens, one sealed record each.
     pub const PERSONAL_TOKENS: &str = "personal-tokens";
+    /// Web sessions, one sealed record each (named by a hash of the id).
+    pub const SESSIONS: &str = "sessions";
     /// Sealed tickets of snapshot links.
     pub const SNAPSHOT_TICKETS: &str = "snapshot-tickets";
 }

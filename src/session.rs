@@ -5,11 +5,20 @@
 //! the principal the identity provider vouched for. A session ends after
 //! `auth.session_idle_secs` without a request, `auth.session_max_secs`
 //! after sign-in whatever happens, or at sign-out; sign-in always makes a
-//! new id (an id planted before sign-in is never promoted). Sessions live
-//! in memory: a restart signs everyone out, which is the safe direction.
+//! new id (an id planted before sign-in is never promoted).
+//!
+//! Every replica knows every session, and a restart keeps them: each is
+//! also a record in a store replicas share (the catalogue's bucket, else
+//! the state folder), named by a hash of the id (whoever reads the bucket
+//! learns no cookie) and sealed with an HMAC (whoever writes it makes no
+//! session). A replica takes a session it has not seen from there, and
+//! reads the record again every [`RECHECK`], so a sign-out on one replica
+//! ends the session on all within it. When it was last used is noted
+//! beside the record at most every [`SEEN_EVERY`], so idle expiry counts
+//! requests to any replica.
 //!
 //! Forms carry a CSRF token: an HMAC of the session id (or, before sign-in,
-//! of a random pre-session cookie) under a key made at start. A cross-site
+//! of a random pre-session cookie) under a key replicas share. A cross-site
 //! page can neither read it nor compute it. A sign-in on its way through
 //! the identity provider is held by the browser, not here: its `state`,
 //! PKCE verifier, nonce and return path travel in a cookie sealed with the
@@ -20,8 +29,11 @@
 //! cookies and checks the tokens.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -37,6 +49,10 @@ const MAX_SESSIONS: usize = 100_000;
 pub const MAX_SESSIONS_PER_SUBJECT: usize = 10;
 /// A sign-in must come back from the identity provider within this.
 pub const PENDING_TTL: Duration = Duration::from_secs(600);
+/// A replica reads a session's record again after this long.
+const RECHECK: Duration = Duration::from_secs(5);
+/// A session's last use is noted in the shared store at most this often.
+const SEEN_EVERY: Duration = Duration::from_secs(60);
 
 /// A fresh random token: 256 bits, base64url.
 pub fn random_token() -> String {
@@ -54,6 +70,19 @@ pub struct Session {
     pub method: &'static str,
     started: Instant,
     last_seen: Instant,
+    /// When this replica last read the shared record (or wrote it).
+    checked: Instant,
+    /// When this replica last noted the session's use in the store.
+    noted: Instant,
+}
+
+/// A session as kept in the shared store.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SessionRecord {
+    principal: Principal,
+    method: String,
+    /// Seconds since the epoch.
+    started: i64,
 }
 
 /// A sign-in sent to the identity provider and not back yet, as sealed
@@ -90,6 +119,8 @@ pub struct Sessions {
     max_age: Duration,
     key: [u8; 32],
     store: Mutex<Store>,
+    /// Where replicas share sessions.
+    shared: Arc<dyn ObjectStore>,
 }
 
 #[derive(Default)]
@@ -100,14 +131,19 @@ struct Store {
 }
 
 impl Sessions {
-    pub fn new(idle: Duration, max_age: Duration) -> Self {
-        let mut key = [0u8; 32];
-        rand::rng().fill_bytes(&mut key);
+    /// Sessions kept in `shared` (replicas give the same store and key).
+    pub fn new(
+        idle: Duration,
+        max_age: Duration,
+        key: [u8; 32],
+        shared: Arc<dyn ObjectStore>,
+    ) -> Self {
         Self {
             idle,
             max_age,
             key,
             store: Mutex::new(Store::default()),
+            shared,
         }
     }
 
@@ -118,14 +154,57 @@ impl Sessions {
 
     /// A new session for `principal`, under a new id; none when the store
     /// is full of live sessions.
-    pub fn create(&self, principal: Principal, method: &'static str) -> Option<Session> {
+    pub async fn create(&self, principal: Principal, method: &'static str) -> Option<Session> {
+        let session = self
+            .remember_and_evict(random_token(), principal, method, Instant::now())
+            .await?;
+        let record = SessionRecord {
+            principal: session.principal.clone(),
+            method: method.to_owned(),
+            started: time::OffsetDateTime::now_utc().unix_timestamp(),
+        };
+        if let Err(e) = self.put_record(&session.id, &record).await {
+            // Still a session here; other replicas will not know it.
+            tracing::warn!(error = %e, "could not share a new session");
+        }
+        Some(session)
+    }
+
+    /// [`Sessions::remember`], then ends the sessions it pushed out
+    /// everywhere (else another replica, or this one, would read them back).
+    async fn remember_and_evict(
+        &self,
+        id: String,
+        principal: Principal,
+        method: &'static str,
+        started: Instant,
+    ) -> Option<Session> {
+        let (session, evicted) = self.remember(id, principal, method, started);
+        for old in evicted {
+            self.end(&old).await;
+        }
+        session
+    }
+
+    /// Keeps a session in this replica's memory (at most
+    /// [`MAX_SESSIONS_PER_SUBJECT`] per subject here: its oldest goes, and
+    /// is returned to be ended).
+    fn remember(
+        &self,
+        id: String,
+        principal: Principal,
+        method: &'static str,
+        started: Instant,
+    ) -> (Option<Session>, Vec<String>) {
         let now = Instant::now();
         let session = Session {
-            id: random_token(),
+            id,
             principal,
             method,
-            started: now,
+            started,
             last_seen: now,
+            checked: now,
+            noted: now,
         };
         let mut store = lock(&self.store);
         let Store {
@@ -134,9 +213,11 @@ impl Sessions {
         } = &mut *store;
         let mine = by_subject.entry(session.principal.sub.clone()).or_default();
         mine.retain(|id| sessions.get(id).is_some_and(|s| !self.expired(s, now)));
+        let mut evicted = Vec::new();
         while mine.len() >= MAX_SESSIONS_PER_SUBJECT {
             let oldest = mine.remove(0);
             sessions.remove(&oldest);
+            evicted.push(oldest);
         }
         if sessions.len() >= MAX_SESSIONS {
             sessions.retain(|_, s| !self.expired(s, now));
@@ -145,7 +226,7 @@ impl Sessions {
                 !ids.is_empty()
             });
             if sessions.len() >= MAX_SESSIONS {
-                return None;
+                return (None, evicted);
             }
         }
         by_subject
@@ -153,26 +234,174 @@ impl Sessions {
             .or_default()
             .push(session.id.clone());
         sessions.insert(session.id.clone(), session.clone());
-        Some(session)
+        (Some(session), evicted)
     }
 
     /// The live session with this id, its idle clock restarted; an
-    /// expired one is removed and not returned.
-    pub fn get(&self, id: &str) -> Option<Session> {
+    /// expired or ended one is removed and not returned. Read from the
+    /// shared store when this replica has not seen it, or saw it more than
+    /// [`RECHECK`] ago.
+    pub async fn get(&self, id: &str) -> Option<Session> {
         let now = Instant::now();
-        let mut store = lock(&self.store);
-        let session = store.sessions.get_mut(id)?;
-        if self.expired(session, now) {
-            store.remove(id);
+        // (The lock is never held across an await.)
+        let (known, fresh, idle_here, aged) = {
+            let mut store = lock(&self.store);
+            match store.sessions.get_mut(id) {
+                Some(s) if now.duration_since(s.started) >= self.max_age => {
+                    store.remove(id);
+                    (None, None, false, true)
+                }
+                Some(s) if self.expired(s, now) => {
+                    store.remove(id);
+                    (None, None, true, false)
+                }
+                Some(s) if now.duration_since(s.checked) < RECHECK => {
+                    s.last_seen = now;
+                    let due = now.duration_since(s.noted) >= SEEN_EVERY;
+                    if due {
+                        s.noted = now;
+                    }
+                    (None, Some((s.clone(), due)), false, false)
+                }
+                Some(s) => (Some(s.clone()), None, false, false),
+                None => (None, None, false, false),
+            }
+        };
+        if aged {
+            self.end(id).await;
             return None;
         }
-        session.last_seen = now;
-        Some(session.clone())
+        if let Some((session, due)) = fresh {
+            return self.noted(session, due).await;
+        }
+        // Idle here: still live only if another replica noted a use since.
+        if idle_here {
+            let wall = time::OffsetDateTime::now_utc().unix_timestamp();
+            let used_elsewhere = self
+                .last_noted(id)
+                .await
+                .is_some_and(|seen| wall - seen < self.idle.as_secs() as i64);
+            if !used_elsewhere {
+                self.end(id).await;
+                return None;
+            }
+        }
+        // Read the record: it may have ended on another replica, or be one
+        // this replica has not seen (another signed it in, or a restart).
+        let Some(record) = self.read_record(id).await else {
+            lock(&self.store).remove(id);
+            return None;
+        };
+        let wall = time::OffsetDateTime::now_utc().unix_timestamp();
+        let age = Duration::from_secs(u64::try_from(wall - record.started).unwrap_or(0));
+        let idle = match self.last_noted(id).await {
+            Some(seen) => Duration::from_secs(u64::try_from(wall - seen).unwrap_or(0)),
+            None => age,
+        };
+        let idle = known
+            .as_ref()
+            .map_or(idle, |k| idle.min(now.duration_since(k.last_seen)));
+        if age >= self.max_age || idle >= self.idle {
+            self.end(id).await;
+            return None;
+        }
+        let method = match record.method.as_str() {
+            "oidc" => "oidc",
+            _ => "dev",
+        };
+        let started = now.checked_sub(age).unwrap_or(now);
+        let session = match known {
+            Some(mut k) => {
+                let mut store = lock(&self.store);
+                if let Some(s) = store.sessions.get_mut(id) {
+                    s.checked = now;
+                    s.last_seen = now;
+                    k = s.clone();
+                }
+                k
+            }
+            None => {
+                self.remember_and_evict(id.to_owned(), record.principal, method, started)
+                    .await?
+            }
+        };
+        let due = now.duration_since(session.noted) >= SEEN_EVERY;
+        if due && let Some(s) = lock(&self.store).sessions.get_mut(id) {
+            s.noted = now;
+        }
+        self.noted(session, due).await
     }
 
-    /// Ends a session (sign-out).
-    pub fn end(&self, id: &str) {
+    /// Notes the session's use in the store when `due`; returns it.
+    async fn noted(&self, session: Session, due: bool) -> Option<Session> {
+        if due {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
+            if let Err(e) = self
+                .shared
+                .put(&seen_path(&session.id), PutPayload::from(now.into_bytes()))
+                .await
+            {
+                tracing::warn!(error = %e, "could not note a session's use");
+            }
+        }
+        Some(session)
+    }
+
+    /// Ends a session (sign-out) here and, within [`RECHECK`], everywhere.
+    pub async fn end(&self, id: &str) {
         lock(&self.store).remove(id);
+        for path in [record_path(id), seen_path(id)] {
+            match self.shared.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => tracing::warn!(error = %e, "could not end a shared session"),
+            }
+        }
+    }
+
+    async fn put_record(&self, id: &str, record: &SessionRecord) -> Result<(), String> {
+        let json = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+        let tag = self.mac(b"sluice-session\0", &json).finalize().into_bytes();
+        let body = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&json),
+            URL_SAFE_NO_PAD.encode(tag)
+        );
+        self.shared
+            .put(&record_path(id), PutPayload::from(body.into_bytes()))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn read_record(&self, id: &str) -> Option<SessionRecord> {
+        let bytes = self
+            .shared
+            .get(&record_path(id))
+            .await
+            .ok()?
+            .bytes()
+            .await
+            .ok()?;
+        let text = std::str::from_utf8(&bytes).ok()?;
+        let (json, tag) = text.split_once('.')?;
+        let json = URL_SAFE_NO_PAD.decode(json).ok()?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        self.mac(b"sluice-session\0", &json)
+            .verify_slice(&tag)
+            .ok()?;
+        serde_json::from_slice(&json).ok()
+    }
+
+    async fn last_noted(&self, id: &str) -> Option<i64> {
+        let bytes = self
+            .shared
+            .get(&seen_path(id))
+            .await
+            .ok()?
+            .bytes()
+            .await
+            .ok()?;
+        std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
     }
 
     fn expired(&self, s: &Session, now: Instant) -> bool {
@@ -279,6 +508,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A session's record: named by a hash of its id, so whoever can list the
+/// store learns no cookie.
+fn record_path(id: &str) -> StorePath {
+    use sha2::Digest;
+    let hash = Sha256::digest(id.as_bytes());
+    StorePath::from(format!("{}.json", URL_SAFE_NO_PAD.encode(hash)))
+}
+
+fn seen_path(id: &str) -> StorePath {
+    use sha2::Digest;
+    let hash = Sha256::digest(id.as_bytes());
+    StorePath::from(format!("{}.seen", URL_SAFE_NO_PAD.encode(hash)))
+}
+
 /// PKCE (RFC 7636, S256): a verifier and its challenge.
 pub fn pkce_pair() -> (String, String) {
     let verifier = random_token();
@@ -307,6 +550,15 @@ pub fn local_path(next: &str) -> String {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    fn sessions_with(idle: Duration, max_age: Duration, key: u8) -> Sessions {
+        Sessions::new(
+            idle,
+            max_age,
+            [key; 32],
+            Arc::new(object_store::memory::InMemory::new()),
+        )
+    }
 
     fn alice() -> Principal {
         Principal {
@@ -343,66 +595,98 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_session_ends_when_idle_and_at_sign_out_and_ids_are_new_each_time() {
-        let sessions = Sessions::new(Duration::from_millis(50), Duration::from_secs(60));
-        let a = sessions.create(alice(), "dev").unwrap();
-        let b = sessions.create(alice(), "dev").unwrap();
+    #[tokio::test]
+    async fn a_session_ends_when_idle_and_at_sign_out_and_ids_are_new_each_time() {
+        let sessions = sessions_with(Duration::from_millis(50), Duration::from_secs(60), 1);
+        let a = sessions.create(alice(), "dev").await.unwrap();
+        let b = sessions.create(alice(), "dev").await.unwrap();
         assert_ne!(a.id, b.id);
         assert_eq!(
-            sessions.get(&a.id).unwrap().principal.sub,
+            sessions.get(&a.id).await.unwrap().principal.sub,
             "alice@uni.example"
         );
-        sessions.end(&a.id);
-        assert!(sessions.get(&a.id).is_none());
-        std::thread::sleep(Duration::from_millis(80));
-        assert!(sessions.get(&b.id).is_none(), "idle expiry");
+        sessions.end(&a.id).await;
+        assert!(sessions.get(&a.id).await.is_none());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(sessions.get(&b.id).await.is_none(), "idle expiry");
     }
 
-    #[test]
-    fn a_session_ends_at_its_absolute_age_even_when_busy() {
-        let sessions = Sessions::new(Duration::from_secs(60), Duration::from_millis(60));
-        let a = sessions.create(alice(), "dev").unwrap();
+    #[tokio::test]
+    async fn a_session_ends_at_its_absolute_age_even_when_busy() {
+        let sessions = sessions_with(Duration::from_secs(60), Duration::from_millis(60), 1);
+        let a = sessions.create(alice(), "dev").await.unwrap();
         for _ in 0..3 {
-            std::thread::sleep(Duration::from_millis(15));
-            assert!(sessions.get(&a.id).is_some());
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            assert!(sessions.get(&a.id).await.is_some());
         }
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(sessions.get(&a.id).is_none());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert!(sessions.get(&a.id).await.is_none());
+    }
+
+    /// Two replicas over one store with one key: a session made on one is
+    /// honoured by the other (and after a restart: a new `Sessions`), and
+    /// one ended on either is ended on both; a store record sealed under
+    /// another key is no session.
+    #[tokio::test]
+    async fn every_replica_knows_every_session() {
+        let shared: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let replica = |key: u8| {
+            Sessions::new(
+                Duration::from_secs(60),
+                Duration::from_secs(600),
+                [key; 32],
+                shared.clone(),
+            )
+        };
+        let (a, b) = (replica(1), replica(1));
+        let made = a.create(alice(), "oidc").await.unwrap();
+        let seen = b.get(&made.id).await.expect("known on the other replica");
+        assert_eq!(seen.principal.sub, "alice@uni.example");
+        assert_eq!(seen.method, "oidc");
+        assert!(
+            replica(1).get(&made.id).await.is_some(),
+            "a restart keeps it"
+        );
+        assert!(replica(2).get(&made.id).await.is_none(), "another key");
+        assert!(b.get("not-a-session").await.is_none());
+        b.end(&made.id).await;
+        assert!(a.get(&made.id).await.is_some(), "until a reads again");
+        tokio::time::sleep(RECHECK).await;
+        assert!(a.get(&made.id).await.is_none(), "ended everywhere");
     }
 
     #[test]
     fn only_bindings_this_server_issued_are_taken_back() {
-        let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(600));
+        let sessions = sessions_with(Duration::from_secs(60), Duration::from_secs(600), 1);
         let issued = sessions.new_binding();
         assert!(sessions.binding_valid(&issued));
         assert!(!sessions.binding_valid(&"x".repeat(48)));
         let (value, _) = issued.split_once('.').unwrap();
         assert!(!sessions.binding_valid(&format!("{value}.AAAA")));
-        let other = Sessions::new(Duration::from_secs(60), Duration::from_secs(600));
+        let other = sessions_with(Duration::from_secs(60), Duration::from_secs(600), 2);
         assert!(!other.binding_valid(&issued));
     }
 
     #[test]
     fn csrf_tokens_belong_to_one_binding() {
-        let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(60));
+        let sessions = sessions_with(Duration::from_secs(60), Duration::from_secs(60), 1);
         let token = sessions.csrf_token("session-a");
         assert!(sessions.csrf_valid("session-a", &token));
         assert!(!sessions.csrf_valid("session-b", &token));
         assert!(!sessions.csrf_valid("", &sessions.csrf_token("")));
         assert!(!sessions.csrf_valid("session-a", "not base64 !"));
         // Another server (another key) does not accept it.
-        let other = Sessions::new(Duration::from_secs(60), Duration::from_secs(60));
+        let other = sessions_with(Duration::from_secs(60), Duration::from_secs(60), 2);
         assert!(!other.csrf_valid("session-a", &token));
     }
 
     #[test]
     fn a_sealed_sign_in_opens_only_here_unchanged_and_young() {
-        let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(60));
+        let sessions = sessions_with(Duration::from_secs(60), Duration::from_secs(60), 1);
         let login = PendingLogin::new("st".into(), "v".into(), "n".into(), "/x".into());
         let sealed = sessions.seal_login(&login);
         assert_eq!(sessions.open_login(&sealed), Some(login.clone()));
-        let other = Sessions::new(Duration::from_secs(60), Duration::from_secs(60));
+        let other = sessions_with(Duration::from_secs(60), Duration::from_secs(60), 2);
         assert_eq!(other.open_login(&sealed), None, "another key");
         let (json, tag) = sealed.split_once('.').unwrap();
         let mut changed = URL_SAFE_NO_PAD.decode(json).unwrap();
@@ -424,18 +708,21 @@ mod tests {
         );
     }
 
-    #[test]
-    fn one_subject_holds_a_bounded_number_of_sessions_and_others_keep_theirs() {
-        let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(60));
+    #[tokio::test]
+    async fn one_subject_holds_a_bounded_number_of_sessions_and_others_keep_theirs() {
+        let sessions = sessions_with(Duration::from_secs(60), Duration::from_secs(60), 1);
         let mut bob = alice();
         bob.sub = "bob@uni.example".into();
-        let bobs = sessions.create(bob, "dev").unwrap();
-        let first = sessions.create(alice(), "dev").unwrap();
+        let bobs = sessions.create(bob, "dev").await.unwrap();
+        let first = sessions.create(alice(), "dev").await.unwrap();
         for _ in 0..MAX_SESSIONS_PER_SUBJECT {
-            sessions.create(alice(), "dev").unwrap();
+            sessions.create(alice(), "dev").await.unwrap();
         }
-        assert!(sessions.get(&first.id).is_none(), "alice's oldest went");
-        assert!(sessions.get(&bobs.id).is_some(), "bob's stayed");
+        assert!(
+            sessions.get(&first.id).await.is_none(),
+            "alice's oldest went, from the shared store too"
+        );
+        assert!(sessions.get(&bobs.id).await.is_some(), "bob's stayed");
         assert_eq!(
             lock(&sessions.store).by_subject["alice@uni.example"].len(),
             MAX_SESSIONS_PER_SUBJECT

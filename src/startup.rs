@@ -110,6 +110,10 @@ impl Application {
                 sessions: crate::session::Sessions::new(
                     Duration::from_secs(settings.auth.session_idle_secs),
                     Duration::from_secs(settings.auth.session_max_secs),
+                    crate::slice::Secret::load_or_create(&storage.state)
+                        .context("pseudonymisation secret")?
+                        .session_key(),
+                    shared_or_state(storage, shared_folders::SESSIONS)?,
                 ),
                 oidc: settings
                     .auth
@@ -424,23 +428,32 @@ fn shared_store(
         .transpose()
 }
 
+/// `<bucket>/<folder>` when replicas share a bucket, else
+/// `<state>/<folder>`: where what must outlive a restart, and be the same
+/// on every replica, is kept.
+fn shared_or_state(
+    storage: &crate::config::StorageSettings,
+    folder: &str,
+) -> anyhow::Result<Arc<dyn object_store::ObjectStore>> {
+    Ok(match shared_store(storage, folder)? {
+        Some(store) => store,
+        None => {
+            let path = storage.state.join(folder);
+            std::fs::create_dir_all(&path).with_context(|| format!("{}", path.display()))?;
+            Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(&path)
+                    .with_context(|| format!("{}", path.display()))?,
+            )
+        }
+    })
+}
+
 /// Personal access tokens: in the bucket when replicas share one (a token
 /// revoked on one replica is then refused by all), else in the state folder.
 fn open_personal_tokens(
     storage: &crate::config::StorageSettings,
 ) -> anyhow::Result<crate::auth::personal::PersonalTokens> {
-    let store: Arc<dyn object_store::ObjectStore> =
-        match shared_store(storage, shared_folders::PERSONAL_TOKENS)? {
-            Some(store) => store,
-            None => {
-                let folder = storage.state.join(shared_folders::PERSONAL_TOKENS);
-                std::fs::create_dir_all(&folder).context("personal tokens folder")?;
-                Arc::new(
-                    object_store::local::LocalFileSystem::new_with_prefix(&folder)
-                        .context("personal tokens folder")?,
-                )
-            }
-        };
+    let store = shared_or_state(storage, shared_folders::PERSONAL_TOKENS)?;
     let secret =
         crate::slice::Secret::load_or_create(&storage.state).context("pseudonymisation secret")?;
     Ok(crate::auth::personal::PersonalTokens::new(

@@ -54,6 +54,12 @@ impl Secret {
         self.project_key(&format!("\u{0}{label}"))
     }
 
+    /// The key web sessions' records, CSRF tokens and sign-in cookies are
+    /// sealed under (replicas share it, so each honours the others').
+    pub fn session_key(&self) -> [u8; 32] {
+        self.derived("web-sessions")
+    }
+
     /// The key personal tokens' records are sealed under (replicas share
     /// the secret, so each checks the others' records).
     pub fn token_seal_key(&self) -> [u8; 32] {

@@ -772,3 +772,43 @@ async fn personal_tokens_are_made_and_revoked_on_a_page() {
         .await;
     assert_eq!(read.status(), 401);
 }
+
+/// Issue 34: a web session is known to every replica sharing the store (and
+/// survives a restart, which is a replica that starts later), and signing
+/// out on one ends it on all within seconds. The second server here shares
+/// the first's state folder, where sessions are kept without a bucket.
+#[tokio::test]
+async fn a_session_is_known_to_every_replica_and_ends_everywhere() {
+    let a = spawn_app().await;
+    let audit = tempfile::tempdir().unwrap();
+    let state = a.state_dir();
+    let b = spawn_app_with(crate::helpers::ROWS, |s| {
+        s.storage.state = state.clone();
+        s.audit.dir = Some(audit.path().to_path_buf());
+    })
+    .await;
+    let session = dev_sign_in(&a, "alice@uni.example", "").await;
+    let on_b = page(&b, "/me/tokens", &session).await;
+    assert_eq!(on_b.status(), 200, "b knows a's session");
+    // A form b shows is accepted by a: one CSRF key for all replicas.
+    let form_on_b = on_b.text().await.unwrap();
+    let signed_out = post_form(
+        &a,
+        "/auth/sign-out",
+        &session,
+        Some(&a.base),
+        &[("csrf", &csrf_in(&form_on_b))],
+    )
+    .await;
+    assert_eq!(signed_out.status(), 303);
+    assert_ne!(page(&a, "/me/tokens", &session).await.status(), 200);
+    let mut ended = false;
+    for _ in 0..40 {
+        if page(&b, "/me/tokens", &session).await.status() != 200 {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(ended, "signed out on a, so on b within seconds");
+}

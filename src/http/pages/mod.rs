@@ -23,8 +23,6 @@ mod sign_in;
 mod snippets;
 mod tokens;
 
-use std::future::{Ready, ready};
-
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -120,21 +118,23 @@ impl Visitor {
 
 impl FromRequest for Visitor {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = futures::future::LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(visitor_of(req))
+        let req = req.clone();
+        Box::pin(async move { visitor_of(&req).await })
     }
 }
 
-fn visitor_of(req: &HttpRequest) -> Result<Visitor, ApiError> {
+async fn visitor_of(req: &HttpRequest) -> Result<Visitor, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| crate::internal::Internal::new("the application state is missing"))?;
     // Pages are rate-limited like the API, per signed-in subject or address.
-    let session = req
-        .cookie(SESSION_COOKIE)
-        .and_then(|c| state.web.sessions.get(c.value()));
+    let session = match req.cookie(SESSION_COOKIE) {
+        Some(c) => state.web.sessions.get(c.value()).await,
+        None => None,
+    };
     let caller = session.as_ref().map_or(Caller::Anonymous, |s| {
         Caller::Principal(s.principal.clone())
     });

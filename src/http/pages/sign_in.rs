@@ -256,8 +256,11 @@ pub(super) async fn callback(
         Ok::<_, ApiError>((principal, login.next))
     }
     .await;
-    match result.and_then(|(principal, next)| signed_in(&state, &visitor, principal, "oidc", &next))
-    {
+    let result = match result {
+        Ok((principal, next)) => signed_in(&state, &visitor, principal, "oidc", &next).await,
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(mut answer) => answer.cookie(removal(LOGIN_COOKIE)).finish(),
         Err(e) => {
             let mut response = error_page(&state, &visitor, &req, e);
@@ -298,7 +301,7 @@ pub(super) async fn dev_sign_in(
             scope: None,
         };
         let next = local_path(field(&form, "next"));
-        signed_in(&state, &visitor, principal, "dev", &next)
+        signed_in(&state, &visitor, principal, "dev", &next).await
     }
     .await;
     match result {
@@ -328,7 +331,7 @@ pub(super) async fn sign_out(
         return error_page(&state, &visitor, &req, e);
     }
     if let Some(session) = &visitor.session {
-        state.web.sessions.end(&session.id);
+        state.web.sessions.end(&session.id).await;
         let mut record = trail::request_record(Event::SignOut, &visitor.caller(), "");
         record.phase = None;
         record.dataset = None;
@@ -351,7 +354,7 @@ pub(super) fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
 
 /// A new session (never the id the browser had before) and the redirect
 /// that carries its cookie.
-fn signed_in(
+async fn signed_in(
     state: &AppState,
     visitor: &Visitor,
     principal: Principal,
@@ -359,12 +362,13 @@ fn signed_in(
     next: &str,
 ) -> Result<actix_web::HttpResponseBuilder, ApiError> {
     if let Some(old) = &visitor.session {
-        state.web.sessions.end(&old.id);
+        state.web.sessions.end(&old.id).await;
     }
     let session = state
         .web
         .sessions
         .create(principal, method)
+        .await
         .ok_or(ApiError::SessionsFull)?;
     let mut record = trail::request_record(
         Event::SignIn,
