@@ -373,15 +373,13 @@ impl Sessions {
             .map_err(|e| e.to_string())
     }
 
+    /// An object's bytes, if it is there and readable.
+    async fn read(&self, path: &StorePath) -> Option<bytes::Bytes> {
+        self.shared.get(path).await.ok()?.bytes().await.ok()
+    }
+
     async fn read_record(&self, id: &str) -> Option<SessionRecord> {
-        let bytes = self
-            .shared
-            .get(&record_path(id))
-            .await
-            .ok()?
-            .bytes()
-            .await
-            .ok()?;
+        let bytes = self.read(&record_path(id)).await?;
         let text = std::str::from_utf8(&bytes).ok()?;
         let (json, tag) = text.split_once('.')?;
         let json = URL_SAFE_NO_PAD.decode(json).ok()?;
@@ -393,14 +391,7 @@ impl Sessions {
     }
 
     async fn last_noted(&self, id: &str) -> Option<i64> {
-        let bytes = self
-            .shared
-            .get(&seen_path(id))
-            .await
-            .ok()?
-            .bytes()
-            .await
-            .ok()?;
+        let bytes = self.read(&seen_path(id)).await?;
         std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
     }
 

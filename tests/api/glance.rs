@@ -9,6 +9,20 @@ async fn html(app: &crate::helpers::TestApp, path: &str) -> String {
     crate::web::page(app, path, "").await.text().await.unwrap()
 }
 
+/// The aggregate-only organisation's released counts by region.
+async fn region_counts(app: &crate::helpers::TestApp) -> Vec<arrow::array::RecordBatch> {
+    use crate::helpers::{agency, aggregate, arrow_batches};
+    arrow_batches(
+        aggregate(
+            app,
+            &agency(app),
+            &[("group_by", "region"), ("measures", "count")],
+        )
+        .await,
+    )
+    .await
+}
+
 fn reads(records: &[serde_json::Value]) -> usize {
     records
         .iter()
@@ -45,7 +59,7 @@ async fn an_open_datasets_columns_are_shown_at_a_glance_once_read() {
 /// from single rows.
 #[tokio::test]
 async fn an_aggregate_only_visitor_sees_the_counts_their_answers_release() {
-    use crate::helpers::{agency, aggregate, arrow_batches, strings};
+    use crate::helpers::strings;
     let app = spawn_app().await;
     let session = crate::web::dev_sign_in(&app, "stats@agency.example", "").await;
     let page = crate::web::page(&app, "/datasets/hospital-admissions", &session)
@@ -57,15 +71,7 @@ async fn an_aggregate_only_visitor_sees_the_counts_their_answers_release() {
     assert!(!page.contains("Your columns at a glance"), "{page}");
     assert!(!page.contains("From the first "), "{page}");
 
-    let released = arrow_batches(
-        aggregate(
-            &app,
-            &agency(&app),
-            &[("group_by", "region"), ("measures", "count")],
-        )
-        .await,
-    )
-    .await;
+    let released = region_counts(&app).await;
     let (regions, counts) = (strings(&released, "region"), strings(&released, "count"));
     assert!(!regions.is_empty());
     let region_table = &page[page.find("<code>region</code>").expect("a region table")..];
@@ -93,16 +99,7 @@ async fn an_aggregate_only_visitor_sees_the_counts_their_answers_release() {
     crate::helpers::write_policy(&app.settings.storage.policy, &tighter);
     let mut withheld = false;
     for _ in 0..50 {
-        let released = arrow_batches(
-            aggregate(
-                &app,
-                &agency(&app),
-                &[("group_by", "region"), ("measures", "count")],
-            )
-            .await,
-        )
-        .await;
-        if crate::helpers::rows(&released) == 0 {
+        if crate::helpers::rows(&region_counts(&app).await) == 0 {
             withheld = true;
             break;
         }

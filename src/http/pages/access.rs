@@ -19,7 +19,6 @@ use crate::audit::{Decision, Event};
 use crate::auth::{Caller, Principal, Role};
 use crate::catalog::Dataset;
 use crate::domain::Classification;
-use crate::http::body::read_form;
 use crate::http::problem::ApiError;
 use crate::http::{AppState, catalog_routes, data_routes, trail};
 
@@ -316,8 +315,7 @@ pub(super) async fn request_form(
             return Err(ApiError::SignInFailed("sign in to ask for access"));
         }
         catalog_routes::visible_dataset(&state, &Default::default(), &path)?;
-        let form = read_form(&state, &req, payload).await?;
-        visitor.check_csrf(&state, field(&form, "csrf"))?;
+        let form = visitor.checked_form(&state, &req, payload).await?;
         let caller = visitor.caller();
         let organisation = field(&form, "organisation");
         let body = RequestBody {

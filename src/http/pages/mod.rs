@@ -99,6 +99,19 @@ impl Visitor {
         state.web.sessions.csrf_token(&self.binding)
     }
 
+    /// A page's form, read with the body limits, refused without this
+    /// visitor's CSRF token.
+    pub(super) async fn checked_form(
+        &self,
+        state: &AppState,
+        req: &HttpRequest,
+        payload: web::Payload,
+    ) -> Result<Vec<(String, String)>, ApiError> {
+        let form = crate::http::body::read_form(state, req, payload).await?;
+        self.check_csrf(state, sign_in::field(&form, "csrf"))?;
+        Ok(form)
+    }
+
     /// Refuses a form without this visitor's CSRF token.
     pub(super) fn check_csrf(&self, state: &AppState, token: &str) -> Result<(), ApiError> {
         if state.web.sessions.csrf_valid(&self.binding, token) {

@@ -19,7 +19,6 @@ use super::layout::{encode, error_page, page};
 use super::{LOGIN_COOKIE, SESSION_COOKIE, Visitor, cookie, removal, same_origin};
 use crate::audit::{Decision, Event, Outcome};
 use crate::auth::{Caller, Principal, Role};
-use crate::http::body::read_form;
 use crate::http::problem::ApiError;
 use crate::http::{AppState, public_base, trail};
 use crate::session::{PENDING_TTL, PendingLogin, local_path};
@@ -283,8 +282,7 @@ pub(super) async fn dev_sign_in(
             return Err(ApiError::RouteNotFound);
         }
         same_origin(&req, &state)?;
-        let form = read_form(&state, &req, payload).await?;
-        visitor.check_csrf(&state, field(&form, "csrf"))?;
+        let form = visitor.checked_form(&state, &req, payload).await?;
         let who = DEV_IDENTITIES
             .iter()
             .find(|who| who.sub == field(&form, "identity"))
@@ -323,8 +321,7 @@ pub(super) async fn sign_out(
         if visitor.session.is_none() {
             return Ok(());
         }
-        let form = read_form(&state, &req, payload).await?;
-        visitor.check_csrf(&state, field(&form, "csrf"))
+        visitor.checked_form(&state, &req, payload).await.map(drop)
     }
     .await;
     if let Err(e) = checked {

@@ -14,7 +14,6 @@ use super::sign_in::field;
 use super::{Visitor, same_origin};
 use crate::auth::Principal;
 use crate::http::AppState;
-use crate::http::body::read_form;
 use crate::http::problem::ApiError;
 use crate::http::token_routes::{self, NewTokenBody};
 
@@ -48,8 +47,7 @@ pub(super) async fn create_form(
     let made = async {
         same_origin(&req, &state)?;
         let principal = signed_in(&visitor)?;
-        let form = read_form(&state, &req, payload).await?;
-        visitor.check_csrf(&state, field(&form, "csrf"))?;
+        let form = visitor.checked_form(&state, &req, payload).await?;
         // A scope the form does not offer is refused, never read as "all".
         let (dataset, grant) = match field(&form, "scope").split_once(':') {
             _ if field(&form, "scope") == "all" => (None, None),
@@ -88,8 +86,7 @@ pub(super) async fn revoke_form(
     let revoked = async {
         same_origin(&req, &state)?;
         let principal = signed_in(&visitor)?;
-        let form = read_form(&state, &req, payload).await?;
-        visitor.check_csrf(&state, field(&form, "csrf"))?;
+        visitor.checked_form(&state, &req, payload).await?;
         token_routes::revoke_for(&state, principal, &path).await
     }
     .await;
