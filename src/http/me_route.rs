@@ -24,10 +24,18 @@ pub(super) async fn me(
     let today = time::OffsetDateTime::now_utc().date();
     let rfc3339 = &time::format_description::well_known::Rfc3339;
 
+    // A personal token narrowed to a dataset or grant shows only that.
+    let in_scope = |g: &&crate::policy::Grant| {
+        principal.scope.as_ref().is_none_or(|s| {
+            s.dataset.as_deref().is_none_or(|d| d == g.dataset.as_str())
+                && s.grant.as_deref().is_none_or(|id| id == g.id)
+        })
+    };
     let grants: Vec<Value> = policy
         .grants
         .iter()
         .filter(|g| g.applies_to(principal))
+        .filter(in_scope)
         .map(|g| {
             let mut grant = json!({
                 "id": g.id,

@@ -198,6 +198,16 @@ async fn a_token_is_narrowed_as_asked_and_never_wider_than_its_owner() {
     let study = made(&app, &alice, json!({"name": "study", "grant": "los-study"})).await;
     let study = study["token"].as_str().unwrap().to_owned();
     assert_eq!(status(&app, DATA, &study).await, 200);
+    // What it shows of its owner is what it opens.
+    let me: Value = app.get_json("/v1/me", Some(&school)).await;
+    assert_eq!(me["grants"], json!([]), "{me}");
+    let names: Vec<&str> = me["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(names, ["school-results"], "{me}");
 
     // Longer than the server allows, or unnamed: refused.
     let r = create(&app, &alice, json!({"name": "x", "days": 3650})).await;
