@@ -14,8 +14,9 @@
 //! session). A replica takes a session it has not seen from there, and
 //! reads the record again every [`RECHECK`], so a sign-out on one replica
 //! ends the session on all within it. When it was last used is noted
-//! beside the record at most every [`SEEN_EVERY`], so idle expiry counts
-//! requests to any replica.
+//! beside the record at most every [`SEEN_EVERY`] (or a quarter of the
+//! idle limit, when that is shorter), so idle expiry counts requests to
+//! any replica.
 //!
 //! Forms carry a CSRF token: an HMAC of the session id (or, before sign-in,
 //! of a random pre-session cookie) under a key replicas share. A cross-site
@@ -167,7 +168,7 @@ impl Sessions {
             // Still a session here; other replicas will not know it.
             tracing::warn!(error = %e, "could not share a new session");
         }
-        Some(session)
+        self.noted(session, true).await
     }
 
     /// [`Sessions::remember`], then ends the sessions it pushed out
@@ -257,7 +258,7 @@ impl Sessions {
                 }
                 Some(s) if now.duration_since(s.checked) < RECHECK => {
                     s.last_seen = now;
-                    let due = now.duration_since(s.noted) >= SEEN_EVERY;
+                    let due = now.duration_since(s.noted) >= self.seen_every();
                     if due {
                         s.noted = now;
                     }
@@ -325,7 +326,7 @@ impl Sessions {
                     .await?
             }
         };
-        let due = now.duration_since(session.noted) >= SEEN_EVERY;
+        let due = now.duration_since(session.noted) >= self.seen_every();
         if due && let Some(s) = lock(&self.store).sessions.get_mut(id) {
             s.noted = now;
         }
@@ -360,7 +361,7 @@ impl Sessions {
 
     async fn put_record(&self, id: &str, record: &SessionRecord) -> Result<(), String> {
         let json = serde_json::to_vec(record).map_err(|e| e.to_string())?;
-        let tag = self.mac(b"sluice-session\0", &json).finalize().into_bytes();
+        let tag = self.record_mac(id, &json).finalize().into_bytes();
         let body = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(&json),
@@ -384,15 +385,41 @@ impl Sessions {
         let (json, tag) = text.split_once('.')?;
         let json = URL_SAFE_NO_PAD.decode(json).ok()?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        self.mac(b"sluice-session\0", &json)
-            .verify_slice(&tag)
-            .ok()?;
+        self.record_mac(id, &json).verify_slice(&tag).ok()?;
         serde_json::from_slice(&json).ok()
     }
 
+    /// When another replica last noted a use; a time in the future is no
+    /// answer (it would keep an idle session alive).
     async fn last_noted(&self, id: &str) -> Option<i64> {
         let bytes = self.read(&seen_path(id)).await?;
-        std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
+        let seen: i64 = std::str::from_utf8(&bytes).ok()?.trim().parse().ok()?;
+        (seen <= time::OffsetDateTime::now_utc().unix_timestamp()).then_some(seen)
+    }
+
+    /// A record's seal covers the session it is for (the hash of its id,
+    /// which names it), so a record copied under another name is no
+    /// session.
+    fn record_mac(&self, id: &str, json: &[u8]) -> Hmac<Sha256> {
+        let mut mac = self.mac(b"sluice-session\0", record_path(id).as_ref().as_bytes());
+        mac.update(b"\0");
+        mac.update(json);
+        mac
+    }
+
+    /// How often a session's use is noted in the store: often enough for
+    /// idle expiry to count use on any replica.
+    fn seen_every(&self) -> Duration {
+        SEEN_EVERY.min(self.idle / 4)
+    }
+
+    /// Whether this replica holds `id` as read from the store less than
+    /// [`RECHECK`] ago (a lookup that costs no read of the store).
+    pub fn is_fresh(&self, id: &str) -> bool {
+        lock(&self.store)
+            .sessions
+            .get(id)
+            .is_some_and(|s| s.checked.elapsed() < RECHECK)
     }
 
     fn expired(&self, s: &Session, now: Instant) -> bool {
@@ -640,6 +667,19 @@ mod tests {
         );
         assert!(replica(2).get(&made.id).await.is_none(), "another key");
         assert!(b.get("not-a-session").await.is_none());
+        // A record copied under another name is no session.
+        let bytes = shared
+            .get(&record_path(&made.id))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        shared
+            .put(&record_path("chosen-id"), PutPayload::from(bytes))
+            .await
+            .unwrap();
+        assert!(b.get("chosen-id").await.is_none());
         b.end(&made.id).await;
         assert!(a.get(&made.id).await.is_some(), "until a reads again");
         tokio::time::sleep(RECHECK).await;

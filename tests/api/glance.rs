@@ -5,8 +5,13 @@
 
 use crate::helpers::{audit_records, spawn_app};
 
-async fn html(app: &crate::helpers::TestApp, path: &str) -> String {
-    crate::web::page(app, path, "").await.text().await.unwrap()
+/// A page as a browser with these cookies gets it.
+async fn html(app: &crate::helpers::TestApp, path: &str, cookies: &str) -> String {
+    crate::web::page(app, path, cookies)
+        .await
+        .text()
+        .await
+        .unwrap()
 }
 
 /// The aggregate-only organisation's released counts by region.
@@ -33,13 +38,13 @@ fn reads(records: &[serde_json::Value]) -> usize {
 #[tokio::test]
 async fn an_open_datasets_columns_are_shown_at_a_glance_once_read() {
     let app = spawn_app().await;
-    let page = html(&app, "/datasets/vaccination-coverage").await;
+    let page = html(&app, "/datasets/vaccination-coverage", "").await;
     assert!(page.contains("Your columns at a glance"), "{page}");
     assert!(page.contains("From the first "), "{page}");
     let first = reads(&audit_records(&app, "vaccination-coverage").await);
     // A second view reads the 20-row preview again; the kept overview is
     // shown again, and recorded as shown.
-    let _ = html(&app, "/datasets/vaccination-coverage").await;
+    let _ = html(&app, "/datasets/vaccination-coverage", "").await;
     let records = audit_records(&app, "vaccination-coverage").await;
     assert_eq!(reads(&records), first + 2);
     assert!(
@@ -50,7 +55,7 @@ async fn an_open_datasets_columns_are_shown_at_a_glance_once_read() {
     );
 
     // A visitor who may not read the rows sees no overview.
-    let page = html(&app, "/datasets/hospital-admissions").await;
+    let page = html(&app, "/datasets/hospital-admissions", "").await;
     assert!(!page.contains("Your columns at a glance"));
 }
 
@@ -62,11 +67,7 @@ async fn an_aggregate_only_visitor_sees_the_counts_their_answers_release() {
     use crate::helpers::strings;
     let app = spawn_app().await;
     let session = crate::web::dev_sign_in(&app, "stats@agency.example", "").await;
-    let page = crate::web::page(&app, "/datasets/hospital-admissions", &session)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = html(&app, "/datasets/hospital-admissions", &session).await;
     assert!(page.contains("Your fields at a glance"), "{page}");
     assert!(!page.contains("Your columns at a glance"), "{page}");
     assert!(!page.contains("From the first "), "{page}");
@@ -106,11 +107,7 @@ async fn an_aggregate_only_visitor_sees_the_counts_their_answers_release() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(withheld, "the tighter policy is in force");
-    let page = crate::web::page(&app, "/datasets/hospital-admissions", &session)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = html(&app, "/datasets/hospital-admissions", &session).await;
     assert!(!page.contains("Your fields at a glance"), "{page}");
 }
 
@@ -132,11 +129,7 @@ async fn a_dp_visitor_sees_fields_and_spends_nothing() {
     })
     .await;
     let session = crate::web::dev_sign_in(&app, "dp@network.example", "").await;
-    let page = crate::web::page(&app, "/datasets/hospital-admissions", &session)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = html(&app, "/datasets/hospital-admissions", &session).await;
     assert!(page.contains("Your fields at a glance"), "{page}");
     assert!(page.contains("spends privacy budget"), "{page}");
     assert!(

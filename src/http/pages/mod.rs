@@ -145,7 +145,15 @@ async fn visitor_of(req: &HttpRequest) -> Result<Visitor, ApiError> {
         .ok_or_else(|| crate::internal::Internal::new("the application state is missing"))?;
     // Pages are rate-limited like the API, per signed-in subject or address.
     let session = match req.cookie(SESSION_COOKIE) {
-        Some(c) => state.web.sessions.get(c.value()).await,
+        Some(c) => {
+            // A cookie this replica does not hold costs a read of the shared
+            // store: counted against the address first, so a flood of made-up
+            // cookies reads the store no faster than the rate limit.
+            if !state.web.sessions.is_fresh(c.value()) {
+                super::caller::count_request(req, state, &Caller::Anonymous)?;
+            }
+            state.web.sessions.get(c.value()).await
+        }
         None => None,
     };
     let caller = session.as_ref().map_or(Caller::Anonymous, |s| {
