@@ -7,8 +7,11 @@
 //! published keys and pinned to its algorithm, `exp`/`nbf`/`iat` with the
 //! same leeway, `iss` the discovered issuer, `aud` our client id; and, as
 //! OpenID Connect Core §3.1.3.7 adds, the `nonce` this sign-in sent and
-//! `azp` our client id when there are several audiences. The provider must
-//! be reached over HTTPS unless it is on loopback (tests, a local broker).
+//! `azp` our client id when there are several audiences. Claims the ID
+//! token leaves out are read from the provider's userinfo endpoint (with
+//! the sign-in's access token), about the same `sub` only, never
+//! overriding the signed ID token. The provider must be reached over HTTPS
+//! unless it is on loopback (tests, a local broker), or trust `ca_file`.
 //! This module knows nothing about cookies or pages.
 
 use std::collections::BTreeSet;
@@ -48,7 +51,14 @@ struct Discovery {
     authorization_endpoint: String,
     token_endpoint: String,
     jwks_uri: String,
+    /// Where claims the ID token leaves out are read (providers that keep
+    /// ID tokens small, as OpenID Connect Core §5.4 has scope claims).
+    #[serde(default)]
+    userinfo_endpoint: Option<String>,
 }
+
+/// Largest userinfo answer read.
+const MAX_USERINFO_BYTES: u64 = 64 * 1024;
 
 struct Metadata {
     discovery: Discovery,
@@ -175,7 +185,7 @@ impl Provider {
             .get("id_token")
             .and_then(Value::as_str)
             .ok_or_else(|| OidcError::Provider("no id_token in the token response".into()))?;
-        let claims = self.verify_id_token(id_token).await?;
+        let mut claims = self.verify_id_token(id_token).await?;
         if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
             return Err(OidcError::Token("nonce does not match this sign-in".into()));
         }
@@ -185,7 +195,48 @@ impl Provider {
         {
             return Err(OidcError::Token("azp is not this client".into()));
         }
+        if let (Some(endpoint), Some(access_token)) = (
+            discovery.userinfo_endpoint.as_deref(),
+            body.get("access_token").and_then(Value::as_str),
+        ) {
+            let userinfo = self.userinfo(endpoint, access_token).await?;
+            merge_userinfo(&mut claims, userinfo)?;
+        }
         principal_from(&claims, &self.settings)
+    }
+
+    /// The provider's userinfo for this sign-in's access token.
+    async fn userinfo(&self, endpoint: &str, access_token: &str) -> Result<Value, OidcError> {
+        require_secure(endpoint)?;
+        let response = self
+            .http
+            .get(endpoint)
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .map_err(|e| OidcError::Provider(format!("userinfo endpoint: {e}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(OidcError::Provider(format!(
+                "userinfo endpoint answered {status}"
+            )));
+        }
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_USERINFO_BYTES)
+        {
+            return Err(OidcError::Provider("userinfo answer too large".into()));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| OidcError::Provider(format!("userinfo endpoint: {e}")))?;
+        if bytes.len() as u64 > MAX_USERINFO_BYTES {
+            return Err(OidcError::Provider("userinfo answer too large".into()));
+        }
+        // A signed (JWT) userinfo is not taken: only JSON.
+        serde_json::from_slice(&bytes)
+            .map_err(|_| OidcError::Provider("userinfo is not a JSON object".into()))
     }
 
     async fn verify_id_token(&self, token: &str) -> Result<Value, OidcError> {
@@ -346,6 +397,25 @@ fn form_encode(text: &str) -> String {
 /// The principal an ID token describes, through the configured claim
 /// names. A claim may be a list or one string; roles Sluice does not know
 /// are ignored, as for API tokens.
+/// Adds to the ID token's claims those userinfo has and it lacks. The ID
+/// token wins where both say something (it is the signed one), and a
+/// userinfo about another `sub` is refused (OpenID Connect Core §5.3.4:
+/// it may be a substituted answer).
+fn merge_userinfo(claims: &mut Value, userinfo: Value) -> Result<(), OidcError> {
+    let Value::Object(extra) = userinfo else {
+        return Err(OidcError::Provider("userinfo is not a JSON object".into()));
+    };
+    if extra.get("sub") != claims.get("sub") {
+        return Err(OidcError::Token("userinfo is about another sub".into()));
+    }
+    if let Value::Object(own) = claims {
+        for (name, value) in extra {
+            own.entry(name).or_insert(value);
+        }
+    }
+    Ok(())
+}
+
 fn principal_from(claims: &Value, settings: &OidcSettings) -> Result<Principal, OidcError> {
     let sub = claims
         .get("sub")
@@ -390,6 +460,22 @@ roles_claim = "sluice_roles"
 "#,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn userinfo_fills_in_what_the_id_token_leaves_out_and_only_for_its_sub() {
+        let mut claims = serde_json::json!({"sub": "carol", "organisation": "Signed Org"});
+        merge_userinfo(
+            &mut claims,
+            serde_json::json!({"sub": "carol", "roles": ["researcher"], "organisation": "Other"}),
+        )
+        .unwrap();
+        assert_eq!(claims["roles"], serde_json::json!(["researcher"]));
+        assert_eq!(claims["organisation"], "Signed Org", "the ID token wins");
+        let mut claims = serde_json::json!({"sub": "carol"});
+        assert!(merge_userinfo(&mut claims, serde_json::json!({"sub": "mallory"})).is_err());
+        assert!(merge_userinfo(&mut claims, serde_json::json!({"roles": ["admin"]})).is_err());
+        assert!(merge_userinfo(&mut claims, serde_json::json!(["x"])).is_err());
     }
 
     #[test]

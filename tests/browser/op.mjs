@@ -27,9 +27,9 @@ const provider = new Provider(issuer, {
   }],
   scopes: ['openid', 'sluice'],
   claims: { openid: ['sub'], sluice: ['roles', 'groups', 'organisation'] },
-  // The claims of the scopes asked for go in the ID token (Sluice reads no
-  // userinfo).
-  conformIdTokenClaims: false,
+  // As OpenID Connect Core has it, the claims of the scopes asked for are
+  // not in the ID token but at the userinfo endpoint, which Sluice reads.
+  conformIdTokenClaims: true,
   pkce: { required: () => true },
   async findAccount(ctx, id) {
     const account = accounts[id];
