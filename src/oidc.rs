@@ -55,6 +55,10 @@ struct Discovery {
     /// ID tokens small, as OpenID Connect Core §5.4 has scope claims).
     #[serde(default)]
     userinfo_endpoint: Option<String>,
+    /// Where a browser is sent to sign out at the provider too (OpenID
+    /// Connect RP-Initiated Logout), when it offers it.
+    #[serde(default)]
+    end_session_endpoint: Option<String>,
 }
 
 /// Largest userinfo answer read.
@@ -103,6 +107,20 @@ impl Provider {
     /// The name on the sign-in button.
     pub fn label(&self) -> &str {
         &self.settings.label
+    }
+
+    /// Where to send a browser that signed out here, to sign out at the
+    /// provider too and come back to `back_to`; `None` when the provider
+    /// offers no logout (or cannot be reached: signing out here stands).
+    pub async fn logout_url(&self, back_to: &str) -> Option<String> {
+        let discovery = self.discovery().await.ok()?;
+        let endpoint = discovery.end_session_endpoint?;
+        require_secure(&endpoint).ok()?;
+        let mut url = url::Url::parse(&endpoint).ok()?;
+        url.query_pairs_mut()
+            .append_pair("client_id", &self.settings.client_id)
+            .append_pair("post_logout_redirect_uri", back_to);
+        Some(url.into())
     }
 
     /// Where to send the browser to sign in, returning to `redirect_uri`.

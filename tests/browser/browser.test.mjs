@@ -297,6 +297,9 @@ test('a researcher finds a dataset, signs in, asks for access, is approved and s
   // Sign out ends the session on the server, not only in this browser.
   const sessionValue = (await context.cookies()).find((c) => c.name === '__Host-sluice-session').value;
   await page.getByRole('button', { name: 'Sign out' }).click();
+  // Signed in at the provider, so signed out there too (RP-Initiated
+  // Logout): its page asks, then sends the browser back.
+  await page.getByRole('button', { name: 'Yes, sign me out' }).click();
   await page.waitForURL(`${base}/`);
   assert.match(await page.textContent('header'), /Sign in/);
   const replay = await newContext();

@@ -21,6 +21,8 @@ const provider = new Provider(issuer, {
     client_id: 'sluice',
     client_secret: 'sluice-browser-test-secret',
     redirect_uris: [redirectUri],
+    // Sluice's front page, where signing out at the provider comes back to.
+    post_logout_redirect_uris: [new URL('/', redirectUri).href],
     grant_types: ['authorization_code'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',

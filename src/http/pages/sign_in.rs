@@ -327,6 +327,7 @@ pub(super) async fn sign_out(
     if let Err(e) = checked {
         return error_page(&state, &visitor, &req, e);
     }
+    let mut next = "/".to_owned();
     if let Some(session) = &visitor.session {
         state.web.sessions.end(&session.id).await;
         let mut record = trail::request_record(Event::SignOut, &visitor.caller(), "");
@@ -334,9 +335,18 @@ pub(super) async fn sign_out(
         record.dataset = None;
         record.outcome = Some(Outcome::Ok);
         state.audit.append(record);
+        // Signed in at the provider: sign out there too, where it offers it.
+        if session.method == "oidc"
+            && let Some(provider) = &state.web.oidc
+            && let Some(url) = provider
+                .logout_url(&format!("{}/", public_base(&state, &req)))
+                .await
+        {
+            next = url;
+        }
     }
     HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/"))
+        .insert_header((header::LOCATION, next))
         .cookie(removal(SESSION_COOKIE))
         .finish()
 }
