@@ -226,32 +226,10 @@ impl Provider {
     /// The provider's userinfo for this sign-in's access token.
     async fn userinfo(&self, endpoint: &str, access_token: &str) -> Result<Value, OidcError> {
         require_secure(endpoint)?;
-        let response = self
-            .http
-            .get(endpoint)
-            .bearer_auth(access_token)
-            .send()
+        let request = self.http.get(endpoint).bearer_auth(access_token);
+        let bytes = get_bounded(request, MAX_USERINFO_BYTES)
             .await
             .map_err(|e| OidcError::Provider(format!("userinfo endpoint: {e}")))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(OidcError::Provider(format!(
-                "userinfo endpoint answered {status}"
-            )));
-        }
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_USERINFO_BYTES)
-        {
-            return Err(OidcError::Provider("userinfo answer too large".into()));
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| OidcError::Provider(format!("userinfo endpoint: {e}")))?;
-        if bytes.len() as u64 > MAX_USERINFO_BYTES {
-            return Err(OidcError::Provider("userinfo answer too large".into()));
-        }
         // A signed (JWT) userinfo is not taken: only JSON.
         serde_json::from_slice(&bytes)
             .map_err(|_| OidcError::Provider("userinfo is not a JSON object".into()))
@@ -386,6 +364,30 @@ pub(crate) fn https_client(ca_file: Option<&std::path::Path>) -> Result<reqwest:
         }
     }
     builder.build().map_err(|e| e.to_string())
+}
+
+/// The body of a GET to an identity provider: 2xx only, at most `max`
+/// bytes, counted as they arrive (a declared length is not trusted).
+pub(crate) async fn get_bounded(
+    request: reqwest::RequestBuilder,
+    max: u64,
+) -> Result<Vec<u8>, String> {
+    let mut response = request.send().await.map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("answered {}", response.status()));
+    }
+    let too_large = || format!("larger than {max} bytes");
+    if response.content_length().is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        body.extend_from_slice(&chunk);
+        if body.len() as u64 > max {
+            return Err(too_large());
+        }
+    }
+    Ok(body)
 }
 
 /// An identity provider's URL: HTTPS, or plain HTTP on loopback only

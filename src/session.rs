@@ -529,15 +529,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A session's record: named by a hash of its id, so whoever can list the
 /// store learns no cookie.
 fn record_path(id: &str) -> StorePath {
-    use sha2::Digest;
-    let hash = Sha256::digest(id.as_bytes());
-    StorePath::from(format!("{}.json", URL_SAFE_NO_PAD.encode(hash)))
+    stored_as(id, "json")
 }
 
+/// Where a session's last use is noted, beside its record.
 fn seen_path(id: &str) -> StorePath {
+    stored_as(id, "seen")
+}
+
+fn stored_as(id: &str, extension: &str) -> StorePath {
     use sha2::Digest;
     let hash = Sha256::digest(id.as_bytes());
-    StorePath::from(format!("{}.seen", URL_SAFE_NO_PAD.encode(hash)))
+    StorePath::from(format!("{}.{extension}", URL_SAFE_NO_PAD.encode(hash)))
 }
 
 /// PKCE (RFC 7636, S256): a verifier and its challenge.

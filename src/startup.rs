@@ -81,7 +81,10 @@ impl Application {
             Duration::from_millis(settings.server.policy_poll_ms),
         );
         let verifier = load_verifier(&settings)?;
-        let engine = start_engine(&settings, &catalog)?;
+        // One secret, read once: pseudonyms, and the keys that seal what
+        // replicas share (personal tokens, sessions) derive from it.
+        let secret = Secret::load_or_create(&storage.state).context("pseudonymisation secret")?;
+        let engine = start_engine(&settings, &catalog, secret.clone())?;
         let tls_config = tls_config(&settings)?;
         let state = web::Data::new(AppState {
             catalog: catalog.clone(),
@@ -110,9 +113,7 @@ impl Application {
                 sessions: crate::session::Sessions::new(
                     Duration::from_secs(settings.auth.session_idle_secs),
                     Duration::from_secs(settings.auth.session_max_secs),
-                    crate::slice::Secret::load_or_create(&storage.state)
-                        .context("pseudonymisation secret")?
-                        .session_key(),
+                    secret.session_key(),
                     shared_or_state(storage, shared_folders::SESSIONS)?,
                 ),
                 oidc: settings
@@ -129,7 +130,10 @@ impl Application {
                 }),
             },
             requests,
-            personal_tokens: Arc::new(open_personal_tokens(storage)?),
+            personal_tokens: Arc::new(crate::auth::personal::PersonalTokens::new(
+                shared_or_state(storage, shared_folders::PERSONAL_TOKENS)?,
+                secret.token_seal_key(),
+            )),
             personal_token_max_days: settings.auth.personal_token_max_days,
             rate_limits: http::limits::RateLimits::new(
                 settings.limits.requests_per_minute,
@@ -251,9 +255,11 @@ fn load_verifier(settings: &Settings) -> anyhow::Result<Verifier> {
 }
 
 /// The query engine, with the pseudonymisation secret its masks use.
-fn start_engine(settings: &Settings, catalog: &LiveCatalog) -> anyhow::Result<Engine> {
-    let secret =
-        Secret::load_or_create(&settings.storage.state).context("pseudonymisation secret")?;
+fn start_engine(
+    settings: &Settings,
+    catalog: &LiveCatalog,
+    secret: Secret,
+) -> anyhow::Result<Engine> {
     Ok(Engine::new(
         &catalog.snapshot(),
         secret,
@@ -430,7 +436,8 @@ fn shared_store(
 
 /// `<bucket>/<folder>` when replicas share a bucket, else
 /// `<state>/<folder>`: where what must outlive a restart, and be the same
-/// on every replica, is kept.
+/// on every replica, is kept (personal tokens, sessions: revoked or ended
+/// on one replica, refused by all).
 fn shared_or_state(
     storage: &crate::config::StorageSettings,
     folder: &str,
@@ -446,20 +453,6 @@ fn shared_or_state(
             )
         }
     })
-}
-
-/// Personal access tokens: in the bucket when replicas share one (a token
-/// revoked on one replica is then refused by all), else in the state folder.
-fn open_personal_tokens(
-    storage: &crate::config::StorageSettings,
-) -> anyhow::Result<crate::auth::personal::PersonalTokens> {
-    let store = shared_or_state(storage, shared_folders::PERSONAL_TOKENS)?;
-    let secret =
-        crate::slice::Secret::load_or_create(&storage.state).context("pseudonymisation secret")?;
-    Ok(crate::auth::personal::PersonalTokens::new(
-        store,
-        secret.token_seal_key(),
-    ))
 }
 
 /// The privacy-budget ledger: in the bucket when replicas share one (each

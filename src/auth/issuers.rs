@@ -22,10 +22,17 @@ use crate::config::{
     AuthSettings, IssuerSettings, default_key_min_refresh_secs, default_key_refresh_secs,
 };
 
-/// Longest a key document may be: a provider publishes a handful of keys.
-const MAX_JWKS_BYTES: usize = 256 * 1024;
-/// A fetch that takes longer is abandoned (the last good keys stay).
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a key or discovery document may be: a provider publishes a
+/// handful of keys.
+const MAX_JWKS_BYTES: u64 = 256 * 1024;
+
+/// A provider's document, read within [`MAX_JWKS_BYTES`] (the client's
+/// timeout abandons a slow one; the last good keys stay).
+async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    crate::oidc::get_bounded(http.get(url), MAX_JWKS_BYTES)
+        .await
+        .map_err(|e| format!("{url}: {e}"))
+}
 
 /// Where a token's roles, groups and organisation are read from.
 #[derive(Debug, Clone)]
@@ -347,34 +354,6 @@ impl LiveKeys {
         let text = std::str::from_utf8(&body).map_err(|e| format!("{jwks_uri}: {e}"))?;
         KeySet::usable_from_jwks_json(text).map_err(|e| format!("{jwks_uri}: {e}"))
     }
-}
-
-/// A bounded GET: 2xx only, at most [`MAX_JWKS_BYTES`].
-async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let response = http
-        .get(url)
-        .timeout(FETCH_TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("{url}: {}", response.status()));
-    }
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
-    {
-        return Err(format!("{url}: larger than {MAX_JWKS_BYTES} bytes"));
-    }
-    let mut body = Vec::new();
-    let mut response = response;
-    while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_JWKS_BYTES {
-            return Err(format!("{url}: larger than {MAX_JWKS_BYTES} bytes"));
-        }
-    }
-    Ok(body)
 }
 
 #[cfg(test)]
