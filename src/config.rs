@@ -281,6 +281,10 @@ pub struct AuthSettings {
     /// (authorization code with PKCE). Without it, pages are anonymous
     /// unless dev mode offers sample identities.
     pub oidc: Option<OidcSettings>,
+    /// How `sluice login` gets a token from an identity provider: the
+    /// OAuth 2.0 device authorization grant (RFC 8628) with a public client.
+    /// Without it, `sluice login` asks for a pasted personal token.
+    pub login: Option<LoginSettings>,
     /// Longest a personal access token may run, in days (30 when not asked).
     pub personal_token_max_days: u32,
     /// A web session ends after this many seconds without a request.
@@ -337,6 +341,31 @@ pub(crate) fn default_key_refresh_secs() -> u64 {
 }
 pub(crate) fn default_key_min_refresh_secs() -> u64 {
     30
+}
+
+/// The device flow `sluice login` follows, told to the CLI by
+/// `GET /v1/login`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginSettings {
+    /// The provider, one of `auth.issuers` (its tokens are the ones Sluice
+    /// verifies); its discovery document names the device and token
+    /// endpoints.
+    pub issuer: String,
+    /// A public client registered at the provider for the CLI, with the
+    /// device grant (and refresh tokens) allowed and no secret.
+    pub client_id: String,
+    /// Scopes asked for; `offline_access` lets the CLI refresh the token.
+    #[serde(default = "default_login_scopes")]
+    pub scopes: Vec<String>,
+    /// RFC 8707 resource indicator sent with the request, for providers
+    /// that set a token's audience from it.
+    #[serde(default)]
+    pub resource: Option<String>,
+}
+
+fn default_login_scopes() -> Vec<String> {
+    vec!["openid".into(), "offline_access".into()]
 }
 
 /// The identity provider the web pages sign in with.
@@ -406,6 +435,7 @@ impl Default for AuthSettings {
             visa_issuers: Vec::new(),
             passport_broker_asserts_identity: false,
             oidc: None,
+            login: None,
             session_idle_secs: 1800,
             session_max_secs: 12 * 3600,
         }
@@ -780,6 +810,18 @@ mod tests {
             format!("{good}[[auth.issuers]]\nissuer = \"https://login.example.org/realms/r\"\n");
         let err = Settings::from_toml_str(&twice).unwrap_err().to_string();
         assert!(err.contains("twice"), "{err}");
+        // `sluice login`'s provider must be one whose tokens verify.
+        let login = |issuer: &str| {
+            format!("{good}[auth.login]\nissuer = \"{issuer}\"\nclient_id = \"sluice-cli\"\n")
+        };
+        let settings =
+            Settings::from_toml_str(&login("https://login.example.org/realms/r")).unwrap();
+        let offered = settings.auth.login.unwrap();
+        assert_eq!(offered.scopes, ["openid", "offline_access"]);
+        let err = Settings::from_toml_str(&login("https://elsewhere.example"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not one of auth.issuers"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,25 @@ pub struct Stored {
     pub token: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<PathBuf>,
+    /// When the token expires (seconds since 1970), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// How to renew it, for a token from the device flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<crate::device_login::Refresh>,
+}
+
+impl Stored {
+    /// Whether the token expires within `margin_secs` (never, when its
+    /// expiry is unknown).
+    pub fn expires_within(&self, margin_secs: u64) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.expires_at
+            .is_some_and(|at| at <= now.saturating_add(margin_secs))
+    }
 }
 
 /// Every server's stored sign-in, by base URL.
@@ -107,7 +126,15 @@ mod tests {
         let stored = Stored {
             token: "t1".into(),
             ca: Some("/ca.pem".into()),
+            expires_at: Some(1),
+            refresh: Some(crate::device_login::Refresh {
+                token: "r1".into(),
+                token_endpoint: "https://id.example/token".into(),
+                client_id: "cli".into(),
+                resource: None,
+            }),
         };
+        assert!(stored.expires_within(0));
         credentials.set("https://a.example/", stored.clone());
         credentials.save(&folder).unwrap();
         let again = Credentials::load(&folder).unwrap();

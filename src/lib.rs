@@ -31,6 +31,7 @@ pub mod config;
 pub mod crash_point;
 pub mod credentials;
 pub mod demo_data;
+pub mod device_login;
 pub mod domain;
 pub mod dp;
 pub mod durable;

@@ -65,9 +65,20 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Keep an access token for a server (pasted on standard input, checked
-    /// against it): later commands with that --server use it.
+    /// Sign in to a server and keep its token: through the server's identity
+    /// provider (a code to approve in a browser on any device) when it offers
+    /// that, else a personal token pasted on standard input. Later commands
+    /// with that --server use it, renewed when it can be.
     Login {
+        /// Paste a token (a personal token) even where the provider's sign-in is offered.
+        #[arg(long)]
+        paste: bool,
+        #[command(flatten)]
+        target: steward_cli::Target,
+    },
+    /// Print the token kept for a server (renewed first if about to
+    /// expire): `export SLUICE_TOKEN=$(sluice print-token --server URL)`.
+    PrintToken {
         #[command(flatten)]
         target: steward_cli::Target,
     },
@@ -419,9 +430,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Login { target } => {
+        Command::Login { paste, target } => {
             let settings = client_settings(&cli.config, true)?;
-            steward_cli::login(settings, target)
+            steward_cli::login(settings, target, paste)
+        }
+        Command::PrintToken { target } => {
+            let settings = client_settings(&cli.config, true)?;
+            steward_cli::print_token(settings, target)
         }
         Command::Logout { target } => steward_cli::logout(target),
         Command::Tokens { command } => {

@@ -367,15 +367,26 @@ pub(crate) fn https_client(ca_file: Option<&std::path::Path>) -> Result<reqwest:
 }
 
 /// The body of a GET to an identity provider: 2xx only, at most `max`
-/// bytes, counted as they arrive (a declared length is not trusted).
+/// bytes (see [`send_bounded`]).
 pub(crate) async fn get_bounded(
     request: reqwest::RequestBuilder,
     max: u64,
 ) -> Result<Vec<u8>, String> {
-    let mut response = request.send().await.map_err(|e| e.to_string())?;
-    if !response.status().is_success() {
-        return Err(format!("answered {}", response.status()));
+    let (status, body) = send_bounded(request, max).await?;
+    if !status.is_success() {
+        return Err(format!("answered {status}"));
     }
+    Ok(body)
+}
+
+/// Sends a request to an identity provider and reads its answer's status
+/// and body, at most `max` bytes counted as they arrive (a declared length
+/// is not trusted).
+pub(crate) async fn send_bounded(
+    request: reqwest::RequestBuilder,
+    max: u64,
+) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
+    let mut response = request.send().await.map_err(|e| e.to_string())?;
     let too_large = || format!("larger than {max} bytes");
     if response.content_length().is_some_and(|n| n > max) {
         return Err(too_large());
@@ -387,7 +398,7 @@ pub(crate) async fn get_bounded(
             return Err(too_large());
         }
     }
-    Ok(body)
+    Ok((response.status(), body))
 }
 
 /// An identity provider's URL: HTTPS, or plain HTTP on loopback only

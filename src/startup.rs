@@ -124,6 +124,7 @@ impl Application {
                     .transpose()
                     .context("auth.oidc")?,
                 dev_mode: settings.auth.dev_mode,
+                cli_login: settings.auth.login.clone(),
                 ca_file: (settings.tls.mode == crate::config::TlsMode::SelfSigned).then(|| {
                     let ca = crate::tls::DevCertificate::in_state(&storage.state).ca;
                     std::path::absolute(&ca).unwrap_or(ca).display().to_string()

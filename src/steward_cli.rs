@@ -17,10 +17,10 @@ use sluice::catalog::edit::Registration;
 use sluice::catalog::live::Publication;
 use sluice::catalog::profile::ProfileKey;
 use sluice::catalog::{Dataset, LiveCatalog};
-use sluice::config::Settings;
-use sluice::credentials;
+use sluice::config::{LoginSettings, Settings};
 use sluice::domain::DatasetId;
 use sluice::ingest::{self, UploadFormat};
+use sluice::{credentials, device_login};
 
 /// Where a command acts: a server (URL + token) or the local folder.
 #[derive(Args, Clone)]
@@ -260,38 +260,51 @@ fn print(value: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `sluice login`: a token pasted on standard input, checked against the
-/// server (`GET /v1/me`), then kept for it (see [`credentials`]).
-pub fn login(settings: Settings, target: Target) -> anyhow::Result<()> {
-    use std::io::{BufRead, IsTerminal};
+/// `sluice login`: gets a token for a server and keeps it (see
+/// [`credentials`]). The server says how (`GET /v1/login`): through its
+/// identity provider's device flow when it offers one, else a personal
+/// token pasted on standard input; `--token` or `--paste` take a token as
+/// given. Either is checked against the server (`GET /v1/me`) before it is
+/// kept.
+pub fn login(settings: Settings, target: Target, paste: bool) -> anyhow::Result<()> {
     let server = target
         .server
         .clone()
         .context("name the server: --server URL")?;
-    let token = match &target.token {
-        Some(token) => token.clone(),
-        None => {
-            if std::io::stdin().is_terminal() {
-                eprint!(
-                    "Paste an access token for {server} (from its dataset pages or your identity provider): "
-                );
-            }
-            let mut line = String::new();
-            std::io::stdin().lock().read_line(&mut line)?;
-            line.trim().to_owned()
-        }
-    };
-    if token.is_empty() {
-        bail!("no token given");
-    }
-    let client = Remote::new(
-        &settings,
-        &Target {
-            token: Some(token.clone()),
-            ..target.clone()
-        },
-    )?;
     runtime()?.block_on(async {
+        let anonymous = Target {
+            token: None,
+            ..target.clone()
+        };
+        let (token, expires_at, refresh) = match &target.token {
+            Some(token) => (token.clone(), None, None),
+            None => {
+                let offer = if paste {
+                    Value::Null
+                } else {
+                    let client = Remote::unsigned(&settings, &anonymous)?;
+                    let (status, offer) = client.send(client.get("/v1/login")).await?;
+                    if status != 200 {
+                        return fail(status, &offer);
+                    }
+                    offer
+                };
+                match serde_json::from_value::<Option<LoginSettings>>(offer["device"].clone())? {
+                    Some(device) => sign_in_on_another_device(&server, &device).await?,
+                    None => (read_pasted_token(&server, &offer)?, None, None),
+                }
+            }
+        };
+        if token.is_empty() {
+            bail!("no token given");
+        }
+        let client = Remote::unsigned(
+            &settings,
+            &Target {
+                token: Some(token.clone()),
+                ..target.clone()
+            },
+        )?;
         let (status, me) = client.send(client.get("/v1/me")).await?;
         if status != 200 {
             return fail(status, &me);
@@ -304,6 +317,8 @@ pub fn login(settings: Settings, target: Target) -> anyhow::Result<()> {
             credentials::Stored {
                 token,
                 ca: target.ca.clone().map(|ca| ca.canonicalize().unwrap_or(ca)),
+                expires_at,
+                refresh,
             },
         );
         stored.save(&folder)?;
@@ -314,6 +329,83 @@ pub fn login(settings: Settings, target: Target) -> anyhow::Result<()> {
             folder.join("credentials.json").display()
         );
         Ok(())
+    })
+}
+
+/// A token pasted on standard input (a personal token from the server's page).
+fn read_pasted_token(server: &str, offer: &Value) -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        let page = offer["personal_tokens"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{server}/me/tokens"));
+        eprint!("Paste a personal access token for {server} (make one at {page}): ");
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim().to_owned())
+}
+
+/// The device flow: the person approves on the provider's page, on this
+/// or any other device; the token, its expiry and how to renew it.
+async fn sign_in_on_another_device(
+    server: &str,
+    device: &LoginSettings,
+) -> anyhow::Result<(String, Option<u64>, Option<device_login::Refresh>)> {
+    let http = device_login::client()?;
+    let endpoints = device_login::discover(&http, &device.issuer).await?;
+    let prompt = device_login::start(&http, device, &endpoints).await?;
+    eprintln!(
+        "To sign in to {server}, open {} and enter the code {}",
+        prompt.verification_uri, prompt.user_code
+    );
+    if let Some(complete) = &prompt.verification_uri_complete {
+        eprintln!("(or open {complete})");
+    }
+    eprintln!("Waiting for you to approve at {} ...", device.issuer);
+    let tokens = device_login::finish(&http, device, &endpoints, &prompt).await?;
+    let refresh = tokens
+        .refresh_token
+        .clone()
+        .map(|token| device_login::Refresh {
+            token,
+            token_endpoint: endpoints.token_endpoint.clone(),
+            client_id: device.client_id.clone(),
+            resource: device.resource.clone(),
+        });
+    Ok((
+        tokens.access_token,
+        tokens
+            .expires_in
+            .map(|secs| unix_now().saturating_add(secs)),
+        refresh,
+    ))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `sluice print-token`: the token a command would send to a server
+/// (renewed first when it is about to expire), for `SLUICE_TOKEN` in
+/// scripts and notebooks.
+pub fn print_token(settings: Settings, target: Target) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = Remote::new(&settings, &target).await?;
+        match client.token {
+            Some(token) => {
+                println!("{token}");
+                Ok(())
+            }
+            None => bail!(
+                "no token is kept for {}: run `sluice login --server {0}`",
+                client.base
+            ),
+        }
     })
 }
 
@@ -367,7 +459,7 @@ pub fn tokens(settings: Settings, command: TokensCommand) -> anyhow::Result<()> 
                 (target, Value::Null)
             }
         };
-        let client = Remote::new(&settings, target)?;
+        let client = Remote::new(&settings, target).await?;
         let (status, answer) = match &command {
             TokensCommand::Create { .. } => {
                 client
@@ -445,7 +537,7 @@ pub fn register(settings: Settings, args: RegisterArgs) -> anyhow::Result<()> {
     let runtime = runtime()?;
     match &args.target.server {
         Some(_) => runtime.block_on(async {
-            let client = Remote::new(&settings, &args.target)?;
+            let client = Remote::new(&settings, &args.target).await?;
             if let Some(body) = &manifest_body {
                 let (status, answer) = client.send(client.post("/v1/datasets").json(body)).await?;
                 if status == 409 {
@@ -552,7 +644,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
     runtime.block_on(async {
         match command {
             DatasetsCommand::List { target } if target.server.is_some() => {
-                let client = Remote::new(&settings, &target)?;
+                let client = Remote::new(&settings, &target).await?;
                 let mut token: Option<String> = None;
                 loop {
                     let mut path = "/v1/datasets?page_size=100".to_owned();
@@ -594,7 +686,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                 Ok(())
             }
             DatasetsCommand::Show { id, target } if target.server.is_some() => {
-                let client = Remote::new(&settings, &target)?;
+                let client = Remote::new(&settings, &target).await?;
                 let id = DatasetId::parse(&id)?;
                 let (status, body) = client
                     .send(client.get(&format!("/v1/datasets/{id}")))
@@ -627,7 +719,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                     "edits go through a server (--server URL --token T), where a change that widens access waits for an admin; on this machine, edit {id}/dataset.toml"
                 );
                 let patch = edit_patch(title, description, keywords, &classify, &mask, &groupable)?;
-                let client = Remote::new(&settings, &target)?;
+                let client = Remote::new(&settings, &target).await?;
                 let id = DatasetId::parse(&id)?;
                 let (status, body) = client
                     .send(
@@ -648,7 +740,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                 print(&body)
             }
             DatasetsCommand::Restore { id, target } if target.server.is_some() => {
-                let client = Remote::new(&settings, &target)?;
+                let client = Remote::new(&settings, &target).await?;
                 let id = DatasetId::parse(&id)?;
                 let (status, body) = client
                     .send(client.post(&format!("/v1/datasets/{id}/restore")))
@@ -670,7 +762,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                 Ok(())
             }
             DatasetsCommand::Publish { id, target } if target.server.is_some() => {
-                let client = Remote::new(&settings, &target)?;
+                let client = Remote::new(&settings, &target).await?;
                 let id = DatasetId::parse(&id)?;
                 let (status, body) = client
                     .send(client.post(&format!("/v1/datasets/{id}/publish")))
@@ -694,7 +786,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                 Ok(())
             }
             DatasetsCommand::Rewrite { id, target } if target.server.is_some() => {
-                let client = Remote::new(&settings, &target)?;
+                let client = Remote::new(&settings, &target).await?;
                 let id = DatasetId::parse(&id)?;
                 let (status, body) = client
                     .send(client.post(&format!("/v1/datasets/{id}/rewrite")))
@@ -739,7 +831,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                 Ok(())
             }
             DatasetsCommand::Retire { id, target } if target.server.is_some() => {
-                let client = Remote::new(&settings, &target)?;
+                let client = Remote::new(&settings, &target).await?;
                 let id = DatasetId::parse(&id)?;
                 let (status, body) = client
                     .send(client.request(reqwest::Method::DELETE, &format!("/v1/datasets/{id}")))
@@ -761,7 +853,7 @@ pub fn datasets(settings: Settings, command: DatasetsCommand) -> anyhow::Result<
                 Ok(())
             }
             DatasetsCommand::Changes { id, target } if target.server.is_some() => {
-                let client = Remote::new(&settings, &target)?;
+                let client = Remote::new(&settings, &target).await?;
                 let path = match &id {
                     Some(id) => format!("/v1/datasets/{}/changes", DatasetId::parse(id)?),
                     None => "/v1/changes".to_owned(),
@@ -972,7 +1064,7 @@ async fn decide(
     let id = DatasetId::parse(id)?;
     let verb = if approve { "approve" } else { "reject" };
     if target.server.is_some() {
-        let client = Remote::new(settings, &target)?;
+        let client = Remote::new(settings, &target).await?;
         let mut request = client.post(&format!("/v1/datasets/{id}/changes/{n}/{verb}"));
         if let Some(reason) = &reason {
             request = request.json(&json!({ "reason": reason }));
@@ -1126,8 +1218,62 @@ struct Remote {
     token: Option<String>,
 }
 
+/// A kept token is renewed when it expires within this many seconds.
+const RENEW_MARGIN_SECS: u64 = 60;
+
 impl Remote {
-    fn new(settings: &Settings, target: &Target) -> anyhow::Result<Self> {
+    /// The client for `--server`, with the token to send: `--token` or
+    /// `SLUICE_TOKEN`, else the one `sluice login` kept for the server,
+    /// renewed first when it is about to expire.
+    async fn new(settings: &Settings, target: &Target) -> anyhow::Result<Self> {
+        let mut remote = Self::unsigned(settings, target)?;
+        if target.token.is_some() {
+            return Ok(remote);
+        }
+        let Some(folder) = credentials::folder() else {
+            return Ok(remote);
+        };
+        let mut kept = credentials::Credentials::load(&folder)
+            .with_context(|| format!("reading the stored sign-ins in {}", folder.display()))?;
+        let Some(mut stored) = kept.get(&remote.base).cloned() else {
+            return Ok(remote);
+        };
+        if stored.expires_within(RENEW_MARGIN_SECS)
+            && let Some(refresh) = &stored.refresh
+        {
+            let (tokens, next) = device_login::refresh(&device_login::client()?, refresh)
+                .await
+                .with_context(|| {
+                    format!(
+                        "the sign-in kept for {0} has expired and could not be renewed: run `sluice login --server {0}` again",
+                        remote.base
+                    )
+                })?;
+            stored.token = tokens.access_token;
+            stored.expires_at = tokens
+                .expires_in
+                .map(|secs| unix_now().saturating_add(secs));
+            stored.refresh = Some(next);
+            kept.set(&remote.base, stored.clone());
+            kept.save(&folder)?;
+        }
+        if stored.ca.is_some() && target.ca.is_none() {
+            remote = Self::unsigned(
+                settings,
+                &Target {
+                    ca: stored.ca.clone(),
+                    ..target.clone()
+                },
+            )?;
+        }
+        remote.token = Some(stored.token);
+        remote.refuse_plain_http()?;
+        Ok(remote)
+    }
+
+    /// The client for `--server` with only the token given on the command
+    /// line (or in `SLUICE_TOKEN`), none kept.
+    fn unsigned(settings: &Settings, target: &Target) -> anyhow::Result<Self> {
         let base = target
             .server
             .clone()
@@ -1135,40 +1281,38 @@ impl Remote {
             .trim_end_matches('/')
             .to_owned();
         let mut builder = reqwest::Client::builder();
-        // `sluice login`'s token for this server, when no --token or
-        // SLUICE_TOKEN gives one.
-        let stored = match credentials::folder() {
-            Some(folder) if target.token.is_none() => credentials::Credentials::load(&folder)
-                .with_context(|| format!("reading the stored sign-ins in {}", folder.display()))?
-                .get(&base)
-                .cloned(),
-            _ => None,
-        };
         let default_ca = settings.storage.state.join("tls").join("ca.pem");
         let ca = target
             .ca
             .clone()
-            .or_else(|| stored.as_ref().and_then(|s| s.ca.clone()))
             .or_else(|| default_ca.exists().then_some(default_ca));
         if let Some(ca) = ca {
             let pem = std::fs::read(&ca).with_context(|| ca.display().to_string())?;
             builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
         }
-        let token = target.token.clone().or(stored.map(|s| s.token));
-        // A token sent over plain HTTP is anyone's on the way: only to this
-        // machine.
-        if token.is_some()
-            && let Ok(url) = url::Url::parse(&base)
+        let remote = Self {
+            client: builder.build()?,
+            base,
+            token: target.token.clone(),
+        };
+        remote.refuse_plain_http()?;
+        Ok(remote)
+    }
+
+    /// A token sent over plain HTTP is anyone's on the way: only to this
+    /// machine.
+    fn refuse_plain_http(&self) -> anyhow::Result<()> {
+        if self.token.is_some()
+            && let Ok(url) = url::Url::parse(&self.base)
             && url.scheme() == "http"
             && !matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"))
         {
-            bail!("{base}: a token is only sent over https (plain http only to this machine)");
+            bail!(
+                "{}: a token is only sent over https (plain http only to this machine)",
+                self.base
+            );
         }
-        Ok(Self {
-            client: builder.build()?,
-            base,
-            token,
-        })
+        Ok(())
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {

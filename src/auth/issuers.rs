@@ -177,6 +177,20 @@ pub fn check(auth: &AuthSettings) -> Result<(), (&'static str, String)> {
             )
         })?;
     }
+    if let Some(login) = &auth.login {
+        if !auth.issuers.iter().any(|i| i.issuer == login.issuer) {
+            return Err((
+                "auth.login",
+                format!(
+                    "issuer '{}' is not one of auth.issuers: the tokens `sluice login` gets would not verify",
+                    login.issuer
+                ),
+            ));
+        }
+        if login.client_id.trim().is_empty() {
+            return Err(("auth.login", "client_id is empty".into()));
+        }
+    }
     Ok(())
 }
 

@@ -88,6 +88,8 @@ pub struct WebSignIn {
     pub dev_mode: bool,
     /// The development CA's file, for snippets to trust (self-signed TLS only).
     pub ca_file: Option<String>,
+    /// The device flow `sluice login` follows (`auth.login`).
+    pub cli_login: Option<crate::config::LoginSettings>,
 }
 
 /// Registers every route.
@@ -116,6 +118,7 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
             .service(
                 web::scope("/v1")
                     .route("/me", web::get().to(me_route::me))
+                    .route("/login", web::get().to(token_routes::login))
                     .route("/me/tokens", web::get().to(token_routes::list))
                     .route("/me/tokens", web::post().to(token_routes::create))
                     .route("/me/tokens/{id}", web::delete().to(token_routes::revoke))

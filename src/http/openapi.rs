@@ -37,6 +37,7 @@ use super::{
         admin_routes::audit,
         me_route::me,
         me_route::sharing_profile,
+        token_routes::login,
         token_routes::create,
         token_routes::list,
         token_routes::revoke,

@@ -138,6 +138,17 @@ fn audit(state: &AppState, principal: &Principal, what: &str, id: &str) {
     });
 }
 
+/// `GET /v1/login`: how a command-line client gets a token here, asked
+/// before it holds one (so it needs none): the identity provider's device
+/// flow when `auth.login` configures one, and always the personal-token page.
+#[utoipa::path(get, path = "/v1/login", tag = "researchers", responses((status = 200, description = "`device`: the provider, public client, scopes and resource `sluice login` uses for the OAuth 2.0 device authorization grant (RFC 8628), or null; `personal_tokens`: the page where a signed-in person makes a token to paste", body = Object)))]
+pub(super) async fn login(state: web::Data<AppState>, req: actix_web::HttpRequest) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "device": state.web.cli_login,
+        "personal_tokens": format!("{}/me/tokens", super::public_base(&state, &req)),
+    }))
+}
+
 #[tracing::instrument(skip_all)]
 #[utoipa::path(post, path = "/v1/me/tokens", tag = "researchers", security(("bearer" = [])), request_body = NewTokenBody, responses((status = 201, description = "The token (shown once: only its hash is kept) and its record", body = Object)))]
 pub(super) async fn create(

@@ -354,6 +354,12 @@ async fn login_keeps_a_token_per_server_until_logout() {
             .unwrap();
         child.wait_with_output().unwrap()
     };
+    // Without a provider's device flow configured, the server says to
+    // paste a personal token, and where to make one.
+    let offer: serde_json::Value = app.get_json("/v1/login", None).await;
+    assert_eq!(offer["device"], serde_json::Value::Null);
+    assert_eq!(offer["personal_tokens"], format!("{}/me/tokens", app.base));
+
     let changes = ["datasets", "changes", "--server", &app.base];
     assert!(!run(&changes, "").status.success(), "admins only");
 

@@ -14,6 +14,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -29,6 +30,8 @@ const artifacts = path.join(repo, 'target', 'browser');
 const axeSource = require.resolve('axe-core/axe.min.js');
 
 let work, sluice, op, browser, base, config;
+// The audience of the provider's API tokens for Sluice (RFC 8707 resource).
+const resource = 'https://sluice.test/';
 const axeReport = {};
 const weights = {};
 
@@ -128,6 +131,16 @@ policy_poll_ms = 200
 mode = "self-signed"
 [auth]
 dev_mode = true
+[[auth.issuers]]
+issuer = "http://127.0.0.1:${opPort}"
+audience = "${resource}"
+refresh_secs = 3
+min_refresh_secs = 5
+[auth.login]
+issuer = "http://127.0.0.1:${opPort}"
+client_id = "sluice-cli"
+scopes = ["openid", "offline_access", "sluice"]
+resource = "${resource}"
 [auth.oidc]
 issuer = "http://127.0.0.1:${opPort}"
 client_id = "sluice"
@@ -139,7 +152,7 @@ datasets = "${path.join(work, 'datasets')}"
 state = "${path.join(work, 'state')}"
 policy = "${path.join(work, 'policy.toml')}"
 `);
-  const opProcess = startProcess('node', [path.join(here, 'op.mjs'), String(opPort), `${base}/auth/callback`], {}, null, 'op');
+  const opProcess = startProcess('node', [path.join(here, 'op.mjs'), String(opPort), `${base}/auth/callback`, resource], {}, null, 'op');
   op = { process: opProcess, port: opPort };
   sluice = startProcess(bin, ['--config', config, 'serve'], { cwd: work }, null, 'sluice');
   await waitFor(async () => (await fetch(`http://127.0.0.1:${opPort}/.well-known/openid-configuration`)).ok, 'the OpenID provider');
@@ -358,4 +371,108 @@ test('a form posted from another site is refused, even with a stolen token', asy
   assert.match(await page.textContent('header'), /Sign in/);
   assert.doesNotMatch(await page.textContent('header'), /ada@sluice\.example/);
   await context.close();
+});
+
+// The HTTP status of a GET with a bearer token (curl, trusting the dev CA).
+function apiStatus(pathAndQuery, token) {
+  return Number(execFileSync('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '--cacert', path.join(work, 'state', 'tls', 'ca.pem'),
+    '-H', `Authorization: Bearer ${token}`, `${base}${pathAndQuery}`], { encoding: 'utf8' }));
+}
+
+// A token that looks like the provider's but is signed by a key it never had.
+function madeUpToken(privateKey, kid) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  const data = `${part({ alg: 'RS256', typ: 'at+jwt', kid })}.${part({
+    iss: `http://127.0.0.1:${op.port}`, aud: resource, sub: 'mallory@example.net', roles: ['admin'], iat: now, exp: now + 600,
+  })}`;
+  return `${data}.${crypto.sign('sha256', Buffer.from(data), privateKey).toString('base64url')}`;
+}
+
+const opControl = async (what, method = 'GET') => (await fetch(`http://127.0.0.1:${op.port}/_test/${what}`, { method })).json();
+
+// Last: it rotates the provider's keys and then stops the provider.
+test('a researcher signs in on the command line through the provider (device flow); keys rotate at the provider', async () => {
+  const cliConfig = path.join(work, 'cli-config');
+  const env = { ...process.env, SLUICE_CONFIG_DIR: cliConfig };
+  delete env.SLUICE_TOKEN;
+  const ca = path.join(work, 'state', 'tls', 'ca.pem');
+  const cli = (...args) => execFileSync(bin, ['--config', config, ...args], { encoding: 'utf8', cwd: work, env });
+
+  // `sluice login` shows a code and where to enter it, then waits.
+  const login = spawn(bin, ['--config', config, 'login', '--server', base, '--ca', ca], { cwd: work, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let said = '';
+  login.stderr.on('data', (d) => { said += d; });
+  const exited = new Promise((resolve) => login.on('exit', resolve));
+  await waitFor(() => /enter the code/.test(said), 'the code from `sluice login`', 30000);
+  const code = said.match(/enter the code (\S+)/)[1];
+  const where = said.match(/\(or open (\S+)\)/)[1];
+  assert.ok(where.startsWith(`http://127.0.0.1:${op.port}/device`), said);
+
+  // As a person would, in a browser: the provider's page, the code, sign in, approve.
+  const context = await newContext();
+  const page = await context.newPage();
+  await page.goto(where);
+  assert.match(await page.textContent('body'), new RegExp(code));
+  await page.click('button[autofocus]');
+  await page.fill('input[name=login]', 'carol@uni.example');
+  await page.fill('input[name=password]', 'any password');
+  await page.click('button[type=submit]');
+  await page.waitForSelector('button[type=submit]');
+  await page.click('button[type=submit]');
+  await page.waitForSelector('text=Sign-in Success');
+  await context.close();
+  assert.equal(await exited, 0, said);
+  assert.match(said, /signed in to \S+ as carol@uni\.example/);
+
+  // Kept for its owner only, with what renews it.
+  const file = path.join(cliConfig, 'credentials.json');
+  assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+  const kept = () => JSON.parse(fs.readFileSync(file, 'utf8')).servers[base];
+  const first = kept();
+  assert.ok(first.refresh?.token, 'a refresh token is kept');
+  assert.ok(first.expires_at > Date.now() / 1000 + 600);
+  const kid = (token) => JSON.parse(Buffer.from(token.split('.')[0], 'base64url')).kid;
+  assert.equal(kid(first.token), 'key-1');
+
+  // The kept token is what commands and snippets use.
+  assert.equal(cli('print-token', '--server', base).trim(), first.token);
+  const me = JSON.parse(api('/v1/me', first.token));
+  assert.equal(me.subject, 'carol@uni.example');
+  assert.deepEqual(me.roles, ['researcher']);
+  assert.deepEqual(JSON.parse(cli('tokens', 'list', '--server', base)), { tokens: [] });
+
+  // A flood of made-up kids costs at most one extra read of the provider's
+  // keys (plus the scheduled one every 3 s), never one per token.
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const readsBefore = (await opControl('stats')).jwks;
+  for (let i = 0; i < 40; i += 1) {
+    assert.equal(apiStatus('/v1/me', madeUpToken(privateKey, `made-up-${i}`)), 401);
+  }
+  const extraReads = (await opControl('stats')).jwks - readsBefore;
+  assert.ok(extraReads <= 2, `40 unknown kids made ${extraReads} reads of the keys`);
+
+  // The provider rotates: key-1 removed, key-2 signs. The kept token stops
+  // working within refresh_secs, with no restart.
+  assert.equal((await opControl('rotate', 'POST')).kid, 'key-2');
+  await waitFor(() => apiStatus('/v1/me', first.token) === 401, 'the removed key refused', 15000);
+
+  // An hour later the token is about to expire: the CLI renews it with its
+  // refresh token, signed by the new key, and Sluice takes it.
+  const aged = JSON.parse(fs.readFileSync(file, 'utf8'));
+  aged.servers[base].expires_at = Math.floor(Date.now() / 1000) + 10;
+  fs.writeFileSync(file, JSON.stringify(aged));
+  const renewed = cli('print-token', '--server', base).trim();
+  assert.notEqual(renewed, first.token);
+  assert.equal(kid(renewed), 'key-2');
+  assert.equal(kept().token, renewed);
+  assert.equal(JSON.parse(api('/v1/me', renewed)).subject, 'carol@uni.example');
+
+  // The provider goes down: the last good keys are kept.
+  op.process.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 4500));
+  assert.equal(apiStatus('/v1/me', renewed), 200);
+
+  cli('logout', '--server', base);
+  assert.equal(kept(), undefined);
 });

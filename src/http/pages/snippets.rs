@@ -53,6 +53,13 @@ pub(super) fn section(
             "export SLUICE_TOKEN=$(sluice token --sub {} --role researcher)   # {note}; else a personal token from {base}/me/tokens",
             sh(&sub)
         )
+    } else if state.web.cli_login.is_some() {
+        // The token `sluice login` got through the identity provider,
+        // renewed when it is about to expire.
+        format!(
+            "export SLUICE_TOKEN=$(sluice print-token --server {0})   # after `sluice login --server {0}`; or a personal token from {0}/me/tokens",
+            sh(base)
+        )
     } else {
         format!(
             "export SLUICE_TOKEN=…   # a personal token: sign in, then {base}/me/tokens (or your identity provider's access token)"

@@ -135,7 +135,7 @@ async fn show(
                 h2 #new-token { "Your new token: copy it now" }
                 p { "It is shown this once; only a hash of it is kept." }
                 pre #token-value { code { (text) } }
-                p { "Use it as " code { "export SLUICE_TOKEN=…" } ", or keep it for the CLI with " code { "sluice login --server " (state.public_url.as_deref().unwrap_or("https://this-server")) } " (paste it when asked)." }
+                p { "Use it as " code { "export SLUICE_TOKEN=…" } ", or keep it for the CLI with " code { "sluice login --paste --server " (state.public_url.as_deref().unwrap_or("https://this-server")) } " (paste it when asked)." }
             }
         }
         (new_form(state, visitor, &grants, &datasets))
