@@ -56,6 +56,15 @@ const RECHECK: Duration = Duration::from_secs(5);
 const SEEN_EVERY: Duration = Duration::from_secs(60);
 
 /// A fresh random token: 256 bits, base64url.
+/// Why no session was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionRefused {
+    /// This replica holds as many live sessions as it may.
+    Full,
+    /// The session's record could not be written.
+    Store,
+}
+
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
@@ -153,22 +162,30 @@ impl Sessions {
         self.max_age
     }
 
-    /// A new session for `principal`, under a new id; none when the store
-    /// is full of live sessions.
-    pub async fn create(&self, principal: Principal, method: &'static str) -> Option<Session> {
+    /// A new session for `principal`, under a new id. Refused when this
+    /// replica holds as many live sessions as it may, or when its record
+    /// cannot be written: a session only this replica knew would end,
+    /// unexplained, at the next recheck or on the next replica.
+    pub async fn create(
+        &self,
+        principal: Principal,
+        method: &'static str,
+    ) -> Result<Session, SessionRefused> {
         let session = self
             .remember_and_evict(random_token(), principal, method, Instant::now())
-            .await?;
+            .await
+            .ok_or(SessionRefused::Full)?;
         let record = SessionRecord {
             principal: session.principal.clone(),
             method: method.to_owned(),
             started: time::OffsetDateTime::now_utc().unix_timestamp(),
         };
         if let Err(e) = self.put_record(&session.id, &record).await {
-            // Still a session here; other replicas will not know it.
-            tracing::warn!(error = %e, "could not share a new session");
+            lock(&self.store).remove(&session.id);
+            tracing::warn!(error = %e, "could not keep a new session");
+            return Err(SessionRefused::Store);
         }
-        self.noted(session, true).await
+        self.noted(session, true).await.ok_or(SessionRefused::Store)
     }
 
     /// [`Sessions::remember`], then ends the sessions it pushed out
@@ -712,6 +729,32 @@ mod tests {
         // Another server (another key) does not accept it.
         let other = sessions_with(Duration::from_secs(60), Duration::from_secs(60), 2);
         assert!(!other.csrf_valid("session-a", &token));
+    }
+
+    /// A session whose record cannot be written is not given: it would end
+    /// at the next recheck, or on the next replica, with no reason shown.
+    #[tokio::test]
+    async fn no_session_without_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the store's folder should be: every write fails,
+        // even for root.
+        let blocked = dir.path().join("blocked");
+        std::fs::write(&blocked, b"").unwrap();
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&blocked).unwrap();
+        let sessions = Sessions::new(
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+            [1; 32],
+            Arc::new(store),
+        );
+        assert_eq!(
+            sessions.create(alice(), "dev").await.err(),
+            Some(SessionRefused::Store)
+        );
+        assert!(
+            lock(&sessions.store).sessions.is_empty(),
+            "nothing kept here"
+        );
     }
 
     #[test]

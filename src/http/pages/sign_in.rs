@@ -376,7 +376,10 @@ async fn signed_in(
         .sessions
         .create(principal, method)
         .await
-        .ok_or(ApiError::SessionsFull)?;
+        .map_err(|refused| match refused {
+            crate::session::SessionRefused::Full => ApiError::SessionsFull,
+            crate::session::SessionRefused::Store => ApiError::StorageUnavailable,
+        })?;
     let mut record = trail::request_record(
         Event::SignIn,
         &Caller::Principal(session.principal.clone()),
