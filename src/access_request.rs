@@ -169,7 +169,8 @@ impl RequestStore {
             ),
             ("subject", new.subject.as_str(), false),
         ] {
-            crate::echo::refuse_hidden(field, text, multiline).map_err(RequestError::Invalid)?;
+            crate::util::echo::refuse_hidden(field, text, multiline)
+                .map_err(RequestError::Invalid)?;
         }
         if !(1..=MAX_DURATION_DAYS).contains(&new.duration_days) {
             return Err(RequestError::Invalid(format!(
@@ -208,7 +209,7 @@ impl RequestStore {
         // another id is drawn on a collision.
         for _ in 0..16 {
             let bytes = serde_json::to_vec_pretty(&request).map_err(io::Error::other)?;
-            match crate::durable::create_file(
+            match crate::util::durable::create_file(
                 &self.dir.join(format!("{}.json", request.id)),
                 &bytes,
             ) {
@@ -225,7 +226,7 @@ impl RequestStore {
     /// The request with this id.
     pub fn get(&self, id: &str) -> Result<AccessRequest, RequestError> {
         if !valid_id(id) {
-            return Err(RequestError::NotFound(crate::echo::cut(id)));
+            return Err(RequestError::NotFound(crate::util::echo::cut(id)));
         }
         match fs::read(self.dir.join(format!("{id}.json"))) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -306,7 +307,7 @@ impl RequestStore {
             ));
         }
         fs::remove_file(self.dir.join(format!("{id}.json")))?;
-        crate::durable::sync_dir(&self.dir)
+        crate::util::durable::sync_dir(&self.dir)
     }
 
     fn intent_path(&self) -> PathBuf {
@@ -331,18 +332,18 @@ impl RequestStore {
             decided: OffsetDateTime::now_utc(),
         };
         let bytes = serde_json::to_vec(&intent).map_err(io::Error::other)?;
-        crate::durable::replace_file(&self.intent_path(), &bytes)?;
-        crate::crash_point::here("approve:intent");
+        crate::util::durable::replace_file(&self.intent_path(), &bytes)?;
+        crate::util::crash_point::here("approve:intent");
         if let Err(e) = put_grant_in_force() {
             // Nothing is in force: the intent goes with the attempt.
             let _ = fs::remove_file(self.intent_path());
             return Err(e);
         }
-        crate::crash_point::here("approve:policy");
+        crate::util::crash_point::here("approve:policy");
         intent.decide(&mut request);
         self.save(&request)?;
         fs::remove_file(self.intent_path())?;
-        crate::durable::sync_dir(&self.dir)?;
+        crate::util::durable::sync_dir(&self.dir)?;
         Ok(request)
     }
 
@@ -379,13 +380,13 @@ impl RequestStore {
             ),
         };
         fs::remove_file(self.intent_path())?;
-        crate::durable::sync_dir(&self.dir)?;
+        crate::util::durable::sync_dir(&self.dir)?;
         Ok(Some(done))
     }
 
     pub fn save(&self, request: &AccessRequest) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(request).map_err(io::Error::other)?;
-        crate::durable::replace_file(&self.dir.join(format!("{}.json", request.id)), &bytes)
+        crate::util::durable::replace_file(&self.dir.join(format!("{}.json", request.id)), &bytes)
     }
 }
 

@@ -264,7 +264,7 @@ impl FromStr for Mask {
                 Ok(n) if n > 0 => Ok(n),
                 _ => Err(format!(
                     "{name}(N) needs a positive whole number, got '{}'",
-                    crate::echo::cut(inner)
+                    crate::util::echo::cut(inner)
                 )),
             })
         };
@@ -282,7 +282,7 @@ impl FromStr for Mask {
                 }
                 Err(format!(
                     "unknown mask '{}' (expected redact, hash, year, month, bucket(N) or prefix(N))",
-                    crate::echo::cut(s)
+                    crate::util::echo::cut(s)
                 ))
             }
         }
@@ -402,7 +402,7 @@ impl Bins {
             let bad = || {
                 format!(
                     "bins: '{}' is not a {}",
-                    crate::echo::cut(text),
+                    crate::util::echo::cut(text),
                     match every {
                         Period::Month => "month (YYYY-MM)",
                         Period::Year => "year (YYYY)",

@@ -45,11 +45,11 @@ pub enum FilterError {
     NotAllowed(String),
     /// A name that is not a column the caller may use.
     #[error("{0}")]
-    UnknownColumn(crate::suggest::UnknownColumn),
+    UnknownColumn(crate::util::suggest::UnknownColumn),
     /// A double-quoted name that is no column: meant as text, most likely.
     #[error(
         "\"{}\" in double quotes names a column, and no column has that name here; text takes single quotes: '{}'",
-        crate::echo::cut(.0), crate::echo::cut(.0)
+        crate::util::echo::cut(.0), crate::util::echo::cut(.0)
     )]
     DoubleQuoted(String),
     /// Nested too deeply.
@@ -279,7 +279,7 @@ impl Translator<'_> {
     }
 
     fn unknown(&self, name: &str) -> FilterError {
-        FilterError::UnknownColumn(crate::suggest::UnknownColumn::new(name, self.columns))
+        FilterError::UnknownColumn(crate::util::suggest::UnknownColumn::new(name, self.columns))
     }
 
     fn function(&self, f: &ast::Function, depth: usize) -> Result<Expr, FilterError> {
@@ -531,10 +531,14 @@ fn describe(e: &Expr, schema: &DFSchema) -> String {
     let operand = |e: &Expr| match e {
         Expr::Column(c) => format!("{} ({})", c.name, kind(e)),
         Expr::Literal(ScalarValue::Utf8(Some(text)), _) => {
-            format!("'{}' ({})", crate::echo::cut(text), kind(e))
+            format!("'{}' ({})", crate::util::echo::cut(text), kind(e))
         }
         Expr::Literal(value, _) => {
-            format!("{} ({})", crate::echo::cut(&value.to_string()), kind(e))
+            format!(
+                "{} ({})",
+                crate::util::echo::cut(&value.to_string()),
+                kind(e)
+            )
         }
         other => format!("an expression of type {}", kind(other)),
     };
@@ -717,7 +721,7 @@ fn typed_literal(data_type: &DataType, value: &Value) -> Result<Expr, FilterErro
                 _ => {
                     return Err(FilterError::Syntax(format!(
                         "'{}' is not a timestamp (YYYY-MM-DD HH:MM:SS)",
-                        crate::echo::cut(text)
+                        crate::util::echo::cut(text)
                     )));
                 }
             }
@@ -790,14 +794,14 @@ mod tests {
     fn hidden_and_absent_columns_give_the_same_error() {
         assert_eq!(
             err("patient_id = 1"),
-            FilterError::UnknownColumn(crate::suggest::UnknownColumn::new(
+            FilterError::UnknownColumn(crate::util::suggest::UnknownColumn::new(
                 "patient_id",
                 ["a", "b", "region", "admission_date"]
             ))
         );
         assert_eq!(
             err("nosuch = 1"),
-            FilterError::UnknownColumn(crate::suggest::UnknownColumn::new(
+            FilterError::UnknownColumn(crate::util::suggest::UnknownColumn::new(
                 "nosuch",
                 ["a", "b", "region", "admission_date"]
             ))

@@ -110,7 +110,7 @@ impl Application {
             )
             .context("snapshot cache")?,
             web: http::WebSignIn {
-                sessions: crate::session::Sessions::new(
+                sessions: crate::auth::session::Sessions::new(
                     Duration::from_secs(settings.auth.session_idle_secs),
                     Duration::from_secs(settings.auth.session_max_secs),
                     secret.session_key(),
@@ -120,7 +120,7 @@ impl Application {
                     .auth
                     .oidc
                     .clone()
-                    .map(|o| crate::oidc::Provider::new(o, settings.auth.leeway_secs))
+                    .map(|o| crate::auth::oidc::Provider::new(o, settings.auth.leeway_secs))
                     .transpose()
                     .context("auth.oidc")?,
                 dev_mode: settings.auth.dev_mode,

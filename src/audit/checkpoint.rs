@@ -137,7 +137,8 @@ impl SigningKey {
 /// a fragment of this one.
 pub fn append(dir: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
     let line = serde_json::to_string(checkpoint).map_err(std::io::Error::other)?;
-    crate::durable::AppendFile::open(&checkpoint_path(dir))?.append(format!("{line}\n").as_bytes())
+    crate::util::durable::AppendFile::open(&checkpoint_path(dir))?
+        .append(format!("{line}\n").as_bytes())
 }
 
 pub fn checkpoint_path(dir: &Path) -> PathBuf {
@@ -168,7 +169,7 @@ pub fn read(dir: &Path) -> Result<Vec<Checkpoint>, CheckpointError> {
         .map(|(i, l)| {
             serde_json::from_str(l)
                 .or_else(|e| {
-                    crate::durable::after_torn_fragment(l, "{\"time\":")
+                    crate::util::durable::after_torn_fragment(l, "{\"time\":")
                         .and_then(|(_, rest)| serde_json::from_str(rest).ok())
                         .ok_or(e)
                 })

@@ -27,7 +27,7 @@ mod writer;
 
 use serde::{Deserialize, Serialize};
 
-use crate::words::words;
+use crate::util::words::words;
 
 pub use verify::{
     Anchor, VerifyError, VerifyReport, audit_files, read_all, read_newest, verify, verify_all,

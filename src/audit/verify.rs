@@ -262,7 +262,7 @@ pub fn verify_all(dir: &Path, anchor: &Anchor) -> (VerifyReport, Vec<VerifyError
 /// A line that is a torn fragment with a whole record glued behind it:
 /// the fragment's length, the record and its hash.
 fn glued(line: &str) -> Option<(usize, Record, &str)> {
-    let (fragment, rest) = crate::durable::after_torn_fragment(line, "{\"time\":")?;
+    let (fragment, rest) = crate::util::durable::after_torn_fragment(line, "{\"time\":")?;
     let (body, hash) = unseal(rest)?;
     let record = serde_json::from_str(&body).ok()?;
     (sha256_hex(body.as_bytes()) == hash).then_some((fragment, record, hash))

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use super::checkpoint::{self, SigningKey};
 use super::{GENESIS, Record, WRITER_LOCK, seal, unseal};
-use crate::internal::Internal;
+use crate::util::internal::Internal;
 
 /// Why a record could not be made durable.
 #[derive(Debug, thiserror::Error)]

@@ -29,7 +29,7 @@ const MAX_JWKS_BYTES: u64 = 256 * 1024;
 /// A provider's document, read within [`MAX_JWKS_BYTES`] (the client's
 /// timeout abandons a slow one; the last good keys stay).
 async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    crate::oidc::get_bounded(http.get(url), MAX_JWKS_BYTES)
+    crate::auth::oidc::get_bounded(http.get(url), MAX_JWKS_BYTES)
         .await
         .map_err(|e| format!("{url}: {e}"))
 }
@@ -159,7 +159,7 @@ pub fn check(auth: &AuthSettings) -> Result<(), (&'static str, String)> {
         }
         if issuer.jwks_file.is_none() {
             let url = issuer.jwks_uri.as_deref().unwrap_or(&issuer.issuer);
-            crate::oidc::require_secure(url).map_err(|e| ("auth.issuers", e.to_string()))?;
+            crate::auth::oidc::require_secure(url).map_err(|e| ("auth.issuers", e.to_string()))?;
         }
         if issuer.refresh_secs == 0 || issuer.min_refresh_secs == 0 {
             return Err((
@@ -208,7 +208,9 @@ impl Issuer {
         };
         let http = match &source {
             Source::File(_) => None,
-            _ => Some(crate::oidc::https_client(s.ca_file.as_deref()).map_err(AuthError::Keys)?),
+            _ => Some(
+                crate::auth::oidc::https_client(s.ca_file.as_deref()).map_err(AuthError::Keys)?,
+            ),
         };
         let keys = match &source {
             Source::File(path) => KeySet::from_jwks_file(path)?,
@@ -359,7 +361,7 @@ impl LiveKeys {
                     .as_str()
                     .ok_or_else(|| format!("{url} has no jwks_uri"))?
                     .to_owned();
-                crate::oidc::require_secure(&uri).map_err(|e| e.to_string())?;
+                crate::auth::oidc::require_secure(&uri).map_err(|e| e.to_string())?;
                 uri
             }
             Source::Fixed | Source::File(_) => return Err("not read over HTTP".into()),

@@ -16,8 +16,10 @@ pub mod dev;
 mod issuers;
 mod keys;
 mod linked;
+pub mod oidc;
 mod passport;
 pub mod personal;
+pub mod session;
 
 use std::collections::BTreeSet;
 
@@ -321,7 +323,7 @@ impl Verifier {
             .chain(groups.iter());
         if names
             .into_iter()
-            .any(|n| crate::echo::hidden_char(n, false).is_some())
+            .any(|n| crate::util::echo::hidden_char(n, false).is_some())
         {
             return Err(AuthError::Malformed);
         }

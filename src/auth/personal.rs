@@ -255,7 +255,7 @@ impl PersonalTokens {
                 "name the token (1 to 100 characters), so you know it in the list".into(),
             ));
         }
-        if crate::echo::hidden_char(&name, false).is_some() {
+        if crate::util::echo::hidden_char(&name, false).is_some() {
             return Err(TokenError::Invalid(
                 "the name holds a control or invisible character".into(),
             ));
@@ -279,7 +279,7 @@ impl PersonalTokens {
             rand::rng().fill_bytes(&mut bytes);
             hex(&bytes)
         };
-        let secret = crate::session::random_token();
+        let secret = crate::auth::session::random_token();
         let mut owner = owner.clone();
         // Admin work needs a fresh sign-in; a token is for programs.
         owner.roles.remove(&Role::Admin);

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use super::manifest::Manifest;
 use crate::domain::{Classification, Mask, Mode, Tier};
-use crate::echo::cut_to;
+use crate::util::echo::cut_to;
 
 /// Text fields (descriptions, titles) are recorded this far in a change.
 const TEXT_BYTES: usize = 200;
@@ -378,7 +378,7 @@ fn name<T: Serialize>(value: &T) -> String {
 fn parse<T: serde::de::DeserializeOwned>(field: &str, value: Option<&str>) -> Result<T, String> {
     let text = value.ok_or_else(|| format!("'{field}' cannot be unset"))?;
     serde_json::from_value(serde_json::Value::String(text.to_owned()))
-        .map_err(|_| format!("'{field}' cannot be {}", crate::echo::cut(text)))
+        .map_err(|_| format!("'{field}' cannot be {}", crate::util::echo::cut(text)))
 }
 
 /// Every field of a manifest as text, by path.

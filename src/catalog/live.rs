@@ -328,12 +328,12 @@ impl LiveCatalog {
             .count();
         if published >= max_per_publisher {
             return Err(WriteError::TooMany {
-                publisher: crate::echo::cut(&manifest.publisher),
+                publisher: crate::util::echo::cut(&manifest.publisher),
                 max: max_per_publisher,
             });
         }
         self.journal(None, &manifest).await?;
-        crate::crash_point::here("commit:recorded");
+        crate::util::crash_point::here("commit:recorded");
         // Another replica may have registered the same id meanwhile.
         let Committed::Yes(manifest_tag) = root.write_manifest(&manifest, Expect::Absent).await?
         else {
@@ -673,11 +673,11 @@ impl LiveCatalog {
             same_publisher(&dataset, &seen.manifest.publisher)?;
             let manifest = next(&dataset, attempt)?;
             self.journal(Some(&dataset.manifest), &manifest).await?;
-            crate::crash_point::here("commit:recorded");
+            crate::util::crash_point::here("commit:recorded");
             root.release_claim(id, dataset.manifest.version).await?;
             let expect = Expect::Tag(dataset.manifest_tag.as_deref());
             if let Committed::Yes(manifest_tag) = root.write_manifest(&manifest, expect).await? {
-                crate::crash_point::here("commit:written");
+                crate::util::crash_point::here("commit:written");
                 let mut versions = dataset.versions.clone();
                 // A version in review that the manifest no longer names
                 // (replaced by another upload, held or published, or

@@ -19,7 +19,7 @@ use super::MANIFEST_FILE;
 use super::manifest::Manifest;
 use super::store_root::CLAIM_FILE;
 use crate::domain::DatasetId;
-use crate::durable::sync_dir;
+use crate::util::durable::sync_dir;
 
 const LOCK_FILE: &str = ".sluice.lock";
 const STAGING: &str = ".staging";
@@ -201,7 +201,7 @@ impl LocalRoot {
         if fresh {
             sync_dir(&self.root)?;
         }
-        crate::durable::replace_file(&dir.join(MANIFEST_FILE), manifest.to_toml().as_bytes())
+        crate::util::durable::replace_file(&dir.join(MANIFEST_FILE), manifest.to_toml().as_bytes())
     }
 
     /// Moves a staged version's files to `<id>/versions/<number>/`, durably.

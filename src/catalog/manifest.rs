@@ -209,7 +209,7 @@ fn column_domain_errors(column: &ColumnSpec) -> Result<(), String> {
             return Err(format!(
                 "column '{}': category '{}' is listed twice",
                 column.name,
-                crate::echo::cut(category)
+                crate::util::echo::cut(category)
             ));
         }
     }
@@ -292,7 +292,7 @@ impl Manifest {
                     return Err(format!(
                         "column '{}': header cell '{}' is the source of two columns",
                         column.name,
-                        crate::echo::cut(source)
+                        crate::util::echo::cut(source)
                     ));
                 }
             }
@@ -372,7 +372,7 @@ impl Manifest {
                 caps::COLUMNS
             ));
         }
-        use crate::echo::refuse_hidden;
+        use crate::util::echo::refuse_hidden;
         for (field, value) in [
             ("title", &self.title),
             ("sector", &self.sector),

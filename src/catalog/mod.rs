@@ -73,7 +73,7 @@ pub struct Version {
     pub schema: SchemaRef,
 }
 
-crate::words::words! {
+crate::util::words::words! {
     /// Where a dataset is in its life.
     Status {
         /// Registered, no data yet: visible to its stewards only.

@@ -61,7 +61,7 @@ pub enum LedgerError {
 /// Where spends are written.
 enum Backing {
     /// The local file, appended under the `spent` lock.
-    File(Mutex<crate::durable::AppendFile>),
+    File(Mutex<crate::util::durable::AppendFile>),
     /// The bucket replicas share.
     Shared(Shared),
 }
@@ -129,14 +129,14 @@ impl Ledger {
                     format!("{}\n", whole.unwrap_or(line))
                 })
                 .collect();
-            crate::durable::replace_file(path, cleaned.as_bytes()).map_err(io)?;
+            crate::util::durable::replace_file(path, cleaned.as_bytes()).map_err(io)?;
             return Self::open(path);
         }
         file.seek(SeekFrom::End(0)).map_err(io)?;
         Ok(Self {
             path: path.to_owned(),
             spent: Mutex::new(spent),
-            backing: Backing::File(Mutex::new(crate::durable::AppendFile::new(
+            backing: Backing::File(Mutex::new(crate::util::durable::AppendFile::new(
                 file,
                 complete as u64,
             ))),
@@ -358,7 +358,7 @@ fn totals(text: &str, path: &Path) -> Result<(HashMap<String, f64>, usize), Ledg
 /// a whole entry glued behind it, that entry and its text.
 fn entry_of(line: &str) -> Result<(Entry, Option<&str>), serde_json::Error> {
     serde_json::from_str(line).map(|e| (e, None)).or_else(|e| {
-        crate::durable::after_torn_fragment(line, "{\"at\":")
+        crate::util::durable::after_torn_fragment(line, "{\"at\":")
             .and_then(|(_, rest)| Some((serde_json::from_str(rest).ok()?, Some(rest))))
             .ok_or(e)
     })

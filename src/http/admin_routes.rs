@@ -13,8 +13,8 @@ use time::format_description::well_known::Rfc3339;
 use super::AppState;
 use super::problem::ApiError;
 use crate::auth::{Caller, Role};
-use crate::internal::OrInternal;
 use crate::policy::Denial;
+use crate::util::internal::OrInternal;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -118,7 +118,7 @@ pub(super) async fn parse_json<T: serde::de::DeserializeOwned>(
     )
     .await?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::InvalidParameter(crate::echo::cut_quoted(&format!(
+        ApiError::InvalidParameter(crate::util::echo::cut_quoted(&format!(
             "the JSON body is not valid: {e}"
         )))
     })

@@ -11,7 +11,7 @@ use actix_web::{FromRequest, HttpRequest, web};
 use super::AppState;
 use super::problem::ApiError;
 use crate::auth::Caller;
-use crate::internal::Internal;
+use crate::util::internal::Internal;
 
 impl FromRequest for Caller {
     type Error = ApiError;

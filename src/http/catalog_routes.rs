@@ -14,9 +14,9 @@ use crate::auth::Caller;
 use crate::catalog::citation::Cited;
 use crate::catalog::{Cursor, Dataset, SearchQuery, StewardScope};
 use crate::domain::{DatasetId, Tier};
-use crate::internal::OrInternal;
 use crate::policy;
 use crate::policy::steward::steward_scope;
+use crate::util::internal::OrInternal;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -370,7 +370,7 @@ pub(super) async fn citation(
         other => {
             return Err(ApiError::InvalidParameter(format!(
                 "format '{}' is not a citation format: use cff or bibtex",
-                crate::echo::cut(other)
+                crate::util::echo::cut(other)
             )));
         }
     };

@@ -62,7 +62,7 @@ pub(super) async fn reject(
 ) -> Result<HttpResponse, ApiError> {
     let reason = body.and_then(|b| b.into_inner().reason);
     if let Some(reason) = &reason {
-        crate::echo::refuse_hidden("the reason", reason, true)
+        crate::util::echo::refuse_hidden("the reason", reason, true)
             .map_err(ApiError::InvalidParameter)?;
         if reason.len() > crate::catalog::change::REASON_BYTES {
             return Err(ApiError::InvalidParameter(format!(

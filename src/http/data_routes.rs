@@ -19,9 +19,9 @@ use crate::auth::Caller;
 use crate::catalog::{Dataset, Version};
 use crate::domain::DatasetId;
 use crate::formats::{Coding, Format, negotiate};
-use crate::internal::OrInternal;
 use crate::policy::{self, AccessPlan, Decision, Mode, Policy};
 use crate::slice::{AggregateRequest, SliceRequest, SliceStream};
+use crate::util::internal::OrInternal;
 
 /// Query parameters of `GET …/data`. Numbers arrive as text so errors can
 /// name the parameter.
@@ -362,7 +362,7 @@ async fn answer_for_page(
     let response = serve(state, caller, raw_id, wanted, Ok(None), req).await?;
     actix_web::body::to_bytes(response.into_body())
         .await
-        .map_err(|_| crate::internal::Internal::new("reading rows for a page").into())
+        .map_err(|_| crate::util::internal::Internal::new("reading rows for a page").into())
 }
 
 pub(super) fn accept(req: &HttpRequest) -> Option<&str> {
@@ -441,7 +441,7 @@ fn authorize_view(
         None => {
             return Err(ApiError::InvalidParameter(format!(
                 "as takes 'tier' or the id of one of this dataset's grants, not '{}'",
-                crate::echo::cut(view)
+                crate::util::echo::cut(view)
             )));
         }
     };

@@ -82,8 +82,8 @@ pub struct AppState {
 
 /// How people sign in to the web pages.
 pub struct WebSignIn {
-    pub sessions: crate::session::Sessions,
-    pub oidc: Option<crate::oidc::Provider>,
+    pub sessions: crate::auth::session::Sessions,
+    pub oidc: Option<crate::auth::oidc::Provider>,
     /// Offer sample identities on the sign-in page (`auth.dev_mode`).
     pub dev_mode: bool,
     /// The development CA's file, for snippets to trust (self-signed TLS only).

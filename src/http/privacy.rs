@@ -11,9 +11,9 @@ use super::AppState;
 use super::problem::ApiError;
 use crate::audit::PrivacySpend;
 use crate::dp::{LedgerError, MIN_EPSILON};
-use crate::internal::OrInternal;
 use crate::policy::{AccessPlan, Basis, Budget};
 use crate::slice::PrivateQuery;
+use crate::util::internal::OrInternal;
 
 /// What a DP answer spent, for its headers and its audit record.
 pub(super) struct Paid {

@@ -9,16 +9,16 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Map, Value, json};
 
 use crate::formats::NegotiationError;
-use crate::internal::Internal;
 use crate::policy::Denial;
 use crate::slice::SliceError;
+use crate::util::internal::Internal;
 
 tokio::task_local! {
     /// The id of the request being served, set by the request-id middleware.
     pub static REQUEST_ID: String;
 }
 
-crate::words::words! {
+crate::util::words::words! {
     /// The problem types of 409 answers: the request conflicts with the
     /// catalogue's state.
     ConflictKind {
@@ -40,7 +40,7 @@ crate::words::words! {
     }
 }
 
-crate::words::words! {
+crate::util::words::words! {
     /// The problem types of 422 answers: well-formed but unacceptable content.
     UnprocessableKind {
         InvalidManifest = "invalid-manifest",
@@ -57,7 +57,7 @@ pub enum ApiError {
     InvalidParameter(String),
     /// A column the caller may not use (or that does not exist).
     #[error("{0}")]
-    UnknownColumn(crate::suggest::UnknownColumn),
+    UnknownColumn(crate::util::suggest::UnknownColumn),
     /// A filter that was refused or could not be applied.
     #[error("{0}")]
     InvalidFilter(String),
@@ -313,7 +313,10 @@ impl ApiError {
         let text = String::new;
         examples.extend([
             ApiError::InvalidParameter(text()),
-            ApiError::UnknownColumn(crate::suggest::UnknownColumn::new("", Vec::<String>::new())),
+            ApiError::UnknownColumn(crate::util::suggest::UnknownColumn::new(
+                "",
+                Vec::<String>::new(),
+            )),
             ApiError::InvalidFilter(text()),
             ApiError::TokenRequired,
             ApiError::InvalidToken(""),
@@ -500,7 +503,10 @@ impl ApiError {
             map.insert("token_problem".into(), json!(reason));
         }
         if let ApiError::UnknownColumn(unknown) = self {
-            map.insert("column".into(), json!(crate::echo::cut(&unknown.name)));
+            map.insert(
+                "column".into(),
+                json!(crate::util::echo::cut(&unknown.name)),
+            );
             map.insert("usable_columns".into(), json!(unknown.usable));
             if let Some(near) = unknown.nearest() {
                 map.insert("did_you_mean".into(), json!(near));
@@ -583,9 +589,9 @@ impl ResponseError for ApiError {
         // formatted; this bounds what several of them add up to.
         body.insert(
             "detail".into(),
-            json!(crate::echo::cut_to(
+            json!(crate::util::echo::cut_to(
                 &self.detail(),
-                crate::echo::MAX_DETAIL_BYTES
+                crate::util::echo::MAX_DETAIL_BYTES
             )),
         );
         if let Some(id) = request_id {
@@ -635,7 +641,7 @@ impl From<SliceError> for ApiError {
                 ApiError::UnknownColumn(unknown)
             }
             SliceError::Filter(f) => {
-                ApiError::InvalidFilter(crate::echo::cut_quoted(&f.to_string()))
+                ApiError::InvalidFilter(crate::util::echo::cut_quoted(&f.to_string()))
             }
             e @ (SliceError::FilterTypes | SliceError::Evaluation) => {
                 ApiError::InvalidFilter(e.to_string())

@@ -27,9 +27,9 @@ use super::trail;
 use crate::audit::{Event, Outcome, Phase, Record};
 use crate::auth::Caller;
 use crate::formats::{Coding, Format};
-use crate::internal::OrInternal;
 use crate::slice::SliceRequest;
 use crate::snapshot::{Link, Opened, Snapshot, SnapshotKey, Ticket, TicketsFull};
+use crate::util::internal::OrInternal;
 
 /// A refused link may be asked for again after this long: links expire
 /// over minutes.
@@ -406,7 +406,7 @@ pub(super) async fn serve_file(
     };
     let Opened { snapshot, file } = opened;
     let named = actix_files::NamedFile::from_file(file, &snapshot.path)
-        .map_err(|e| crate::internal::Internal::caused("opening a snapshot file", e))?
+        .map_err(|e| crate::util::internal::Internal::caused("opening a snapshot file", e))?
         .set_content_type(
             Format::Parquet
                 .media_type()

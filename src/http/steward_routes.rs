@@ -30,8 +30,8 @@ use crate::catalog::{
     Dataset, Manifest, StewardScope, WriteError, check_declared_types, check_schema,
 };
 use crate::ingest::{self, CsvOptions, Failure, Summary, UploadError, UploadFormat};
-use crate::internal::Internal;
 use crate::policy::steward::{self, steward_scope};
+use crate::util::internal::Internal;
 
 /// The caller's scope, or why they may not change the catalogue at all.
 pub(super) fn require_steward(caller: &Caller) -> Result<StewardScope, ApiError> {
@@ -83,7 +83,7 @@ fn invalid_manifest(detail: impl Into<String>) -> ApiError {
 /// A body as JSON: malformed JSON is 400.
 fn json_body(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
-        ApiError::InvalidParameter(crate::echo::cut_quoted(&format!(
+        ApiError::InvalidParameter(crate::util::echo::cut_quoted(&format!(
             "the body is not valid JSON: {e}"
         )))
     })
@@ -93,7 +93,7 @@ fn json_body(body: &[u8]) -> Result<Value, ApiError> {
 fn manifest_from<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     // serde quotes the offending field or value; cut it.
     serde_json::from_value(value)
-        .map_err(|e| invalid_manifest(crate::echo::cut_quoted(&e.to_string())))
+        .map_err(|e| invalid_manifest(crate::util::echo::cut_quoted(&e.to_string())))
 }
 
 /// Largest manifest or patch body (thousands of described columns fit).
@@ -725,7 +725,7 @@ fn csv_options(req: &HttpRequest, format: UploadFormat) -> Result<CsvOptions, Ap
         Some(other) => {
             return Err(ApiError::InvalidParameter(format!(
                 "header must be 'present' or 'absent', not '{}'",
-                crate::echo::cut(other)
+                crate::util::echo::cut(other)
             )));
         }
     };

@@ -51,7 +51,7 @@ fn store_error(e: TokenError) -> ApiError {
     match e {
         TokenError::Invalid(why) => ApiError::InvalidParameter(why),
         TokenError::NotFound => ApiError::TokenNotFound,
-        TokenError::Store(why) => crate::internal::Internal::new(why).into(),
+        TokenError::Store(why) => crate::util::internal::Internal::new(why).into(),
     }
 }
 
@@ -86,7 +86,7 @@ pub(super) async fn create_for(
         else {
             return Err(ApiError::InvalidParameter(format!(
                 "you hold no grant '{}'",
-                crate::echo::cut(grant)
+                crate::util::echo::cut(grant)
             )));
         };
         if dataset

@@ -12,7 +12,7 @@ use arrow::array::{Array, ArrayRef, Date32Array, StringArray};
 use arrow::datatypes::{DataType, TimeUnit};
 use serde::{Deserialize, Serialize};
 
-use crate::echo::cut;
+use crate::util::echo::cut;
 
 /// Which part of a `dd/mm/yyyy`-like date is the day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,7 +24,7 @@ use crate::catalog::local::Staging;
 use crate::catalog::{Dataset, DeclaredType, LiveCatalog, WriteError};
 use crate::config::IngestSettings;
 use crate::domain::ColumnName;
-use crate::echo::{cut, cut_to};
+use crate::util::echo::{cut, cut_to};
 
 /// The formats an upload may come in, named by its `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,7 +160,7 @@ impl CsvOptions {
             }
             Some(t) => Err(format!(
                 "{name} must be one ASCII character (or tab), not '{}'",
-                crate::echo::cut(t)
+                crate::util::echo::cut(t)
             )),
         };
         let defaults = Self::default();
@@ -191,13 +191,13 @@ fn renames(text: &str) -> Result<Vec<(String, String)>, String> {
             let (cell, name) = pair.rsplit_once('=').ok_or_else(|| {
                 format!(
                     "rename takes header=column pairs, not '{}'",
-                    crate::echo::cut(pair)
+                    crate::util::echo::cut(pair)
                 )
             })?;
             ColumnName::parse(name.trim()).map_err(|e| {
                 format!(
                     "rename: '{}' is not a column name: {e}",
-                    crate::echo::cut(name)
+                    crate::util::echo::cut(name)
                 )
             })?;
             Ok((cell.trim().to_owned(), name.trim().to_owned()))
@@ -284,14 +284,16 @@ pub enum Failure {
 
 impl Failure {
     /// The failure with its message's quoted values cut and the whole
-    /// bounded ([`crate::echo::cut_quoted`]): decoder messages quote
+    /// bounded ([`crate::util::echo::cut_quoted`]): decoder messages quote
     /// values from the file, which may be of any size.
     pub fn bounded(self) -> Self {
         match self {
-            Failure::Invalid(m) => Failure::Invalid(crate::echo::cut_quoted(&m)),
-            Failure::SchemaMismatch(m) => Failure::SchemaMismatch(crate::echo::cut_quoted(&m)),
-            Failure::Internal(m) => Failure::Internal(crate::echo::cut_quoted(&m)),
-            Failure::StorageFull(m) => Failure::StorageFull(crate::echo::cut_quoted(&m)),
+            Failure::Invalid(m) => Failure::Invalid(crate::util::echo::cut_quoted(&m)),
+            Failure::SchemaMismatch(m) => {
+                Failure::SchemaMismatch(crate::util::echo::cut_quoted(&m))
+            }
+            Failure::Internal(m) => Failure::Internal(crate::util::echo::cut_quoted(&m)),
+            Failure::StorageFull(m) => Failure::StorageFull(crate::util::echo::cut_quoted(&m)),
         }
     }
 }

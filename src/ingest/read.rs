@@ -220,7 +220,7 @@ fn open_csv(mut file: File, job: &Job) -> Result<Input, Failure> {
             .map_err(|e| {
                 Failure::Invalid(format!(
                     "the CSV header cannot be read: {}",
-                    crate::echo::cut_quoted(&e.to_string())
+                    crate::util::echo::cut_quoted(&e.to_string())
                 ))
             })?
             .iter()
@@ -272,7 +272,7 @@ fn open_csv(mut file: File, job: &Job) -> Result<Input, Failure> {
         {
             return Err(Failure::SchemaMismatch(format!(
                 "rename names '{}', which is not a header cell of the file",
-                crate::echo::cut(from)
+                crate::util::echo::cut(from)
             )));
         }
     }
@@ -410,7 +410,7 @@ fn sample(
         let record = record.map_err(|e| {
             Failure::Invalid(format!(
                 "the CSV sample cannot be read: {}",
-                crate::echo::cut_quoted(&e.to_string())
+                crate::util::echo::cut_quoted(&e.to_string())
             ))
         })?;
         for (cell, seen) in record.iter().zip(&mut evidence) {

@@ -18,7 +18,7 @@ use crate::config::IngestSettings;
 pub const WORKER_COMMAND: &str = "ingest-worker";
 
 /// Largest answer read from a worker. Its messages are cut to
-/// [`crate::echo::MAX_DETAIL_BYTES`] and a summary names at most
+/// [`crate::util::echo::MAX_DETAIL_BYTES`] and a summary names at most
 /// `ingest.max_columns` columns, so an honest answer is far smaller.
 const MAX_REPLY_BYTES: usize = 1024 * 1024;
 /// How much of the worker's stderr is kept for the log.

@@ -47,7 +47,7 @@ pub fn apply(
 ) -> Result<Applied, PolicyError> {
     let name = target.display().to_string();
     let sealed = check(text, &name, catalog, max_filter_bytes)?;
-    crate::durable::replace_file(target, sealed.sealed.as_bytes()).map_err(|source| {
+    crate::util::durable::replace_file(target, sealed.sealed.as_bytes()).map_err(|source| {
         PolicyError::Io {
             file: name.clone(),
             source,

@@ -243,7 +243,7 @@ impl LivePolicy {
 
     /// Keeps a copy of the policy in force (see [`LivePolicy::changes_since_kept`]).
     pub fn keep(&self) -> std::io::Result<()> {
-        crate::durable::replace_file(&self.kept, self.text().as_bytes())
+        crate::util::durable::replace_file(&self.kept, self.text().as_bytes())
     }
 
     /// Records that a reload was refused for `problem` (the file, or its

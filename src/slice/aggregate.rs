@@ -27,9 +27,9 @@ use super::disclosure::{self, Cell};
 use super::{Engine, SliceError, internal, resolve_columns};
 use crate::catalog::{Manifest, Version};
 use crate::domain::{Mask, Mode};
-use crate::internal::{Internal, OrInternal};
 use crate::policy::{AccessPlan, Disclosure};
-use crate::suggest::UnknownColumn;
+use crate::util::internal::{Internal, OrInternal};
+use crate::util::suggest::UnknownColumn;
 
 /// Most measures in one aggregate.
 pub(super) const MAX_MEASURES: usize = 16;
@@ -89,7 +89,7 @@ impl Measure {
         let bad = || {
             SliceError::BadColumns(format!(
                 "measure '{}' is not one of count, sum(column), mean(column), min(column), max(column)",
-                crate::echo::cut(text)
+                crate::util::echo::cut(text)
             ))
         };
         let (name, rest) = text.split_once('(').ok_or_else(bad)?;

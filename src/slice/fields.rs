@@ -16,7 +16,7 @@ use arrow::datatypes::DataType;
 use super::SliceError;
 use crate::catalog::ColumnSpec;
 use crate::domain::{Bins, Period};
-use crate::internal::{Internal, OrInternal};
+use crate::util::internal::{Internal, OrInternal};
 
 /// A row's category in a field it has no declared category in (a value
 /// outside the declared list, below the first edge, outside the periods,

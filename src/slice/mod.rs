@@ -61,8 +61,8 @@ use crate::audit::Outcome;
 use crate::catalog::{Catalog, Version};
 use crate::filter::{self, FilterError};
 use crate::formats::{Coding, Encoder, Format, Provenance, sanitize, sanitized_schema};
-use crate::internal::{Internal, OrInternal};
 use crate::policy::AccessPlan;
+use crate::util::internal::{Internal, OrInternal};
 
 /// The URL under which the catalogue's object store is registered with the engine.
 const STORE_URL: &str = "sluice-catalog://store";
@@ -89,7 +89,7 @@ pub enum SliceError {
     /// A column name that is not visible to the caller (or does not exist;
     /// the two are deliberately the same).
     #[error("{0}")]
-    UnknownColumn(crate::suggest::UnknownColumn),
+    UnknownColumn(crate::util::suggest::UnknownColumn),
     /// The column list is malformed.
     #[error("{0}")]
     BadColumns(String),
@@ -631,7 +631,7 @@ fn resolve_columns(
     for name in requested {
         if !visible.contains(name) {
             return Err(SliceError::UnknownColumn(
-                crate::suggest::UnknownColumn::new(name, visible),
+                crate::util::suggest::UnknownColumn::new(name, visible),
             ));
         }
         if !seen.insert(name) {
@@ -712,7 +712,7 @@ async fn produce(
         Ok(true) => Outcome::Complete,
         Ok(false) => Outcome::ClientAborted,
         Err(e) => {
-            tracing::warn!(rows, bytes, error = %crate::internal::chain(&e), "slice failed");
+            tracing::warn!(rows, bytes, error = %crate::util::internal::chain(&e), "slice failed");
             let _ = sink.tx.send_timeout(Err(e), sink.stall).await;
             Outcome::Error
         }

@@ -37,8 +37,8 @@ use super::table::{self, Summed, TableQuery};
 use super::{Engine, SliceError};
 use crate::catalog::{Manifest, Version};
 use crate::dp::noise::{Exact, Noised, Statistic};
-use crate::internal::{Internal, OrInternal};
 use crate::policy::{AccessPlan, Disclosure};
+use crate::util::internal::{Internal, OrInternal};
 
 /// A DP aggregate checked, with no row read yet: everything that can be
 /// refused has been, so it can be paid for before the data is touched

@@ -36,7 +36,7 @@ impl Secret {
 
     /// Reads `<state>/pseudonym-secret`, creating it (mode 0600) on first use.
     pub fn load_or_create(state_dir: &Path) -> std::io::Result<Self> {
-        crate::key_file::load_or_create(&state_dir.join("pseudonym-secret")).map(Self)
+        crate::util::key_file::load_or_create(&state_dir.join("pseudonym-secret")).map(Self)
     }
 
     /// The key of one project.

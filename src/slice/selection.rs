@@ -247,7 +247,7 @@ impl Parser<'_> {
             .iter()
             .position(|f| &f.name == name)
             .ok_or_else(|| {
-                SliceError::UnknownColumn(crate::suggest::UnknownColumn::new(
+                SliceError::UnknownColumn(crate::util::suggest::UnknownColumn::new(
                     name,
                     self.fields.iter().map(|f| f.name.as_str()),
                 ))
@@ -259,13 +259,13 @@ impl Parser<'_> {
         let f = &self.fields[field];
         let text = match literal(e)? {
             Literal::Text(text) => text,
-            Literal::Number(n) => crate::echo::cut(&n.to_string()),
+            Literal::Number(n) => crate::util::echo::cut(&n.to_string()),
         };
         f.labels.iter().position(|l| *l == text).ok_or_else(|| {
             let listed = f.labels.iter().take(40).cloned().collect::<Vec<_>>();
             refused(format!(
                 "'{}' is not a category of '{}' (its categories: {}{})",
-                crate::echo::cut(&text),
+                crate::util::echo::cut(&text),
                 f.name,
                 listed.join(", "),
                 if f.labels.len() > 40 { ", …" } else { "" }
@@ -307,7 +307,7 @@ fn negate(s: Selection, negated: bool) -> Selection {
 
 /// The caller's own text of an expression, cut short.
 fn shown(e: &SqlExpr) -> String {
-    crate::echo::cut(&e.to_string())
+    crate::util::echo::cut(&e.to_string())
 }
 
 #[cfg(test)]

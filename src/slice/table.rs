@@ -30,9 +30,9 @@ use super::selection::{self, Selection};
 use super::{Engine, SliceError, internal};
 use crate::catalog::{Manifest, Version};
 use crate::domain::{Mask, Mode};
-use crate::internal::OrInternal;
 use crate::policy::{AccessPlan, Disclosure};
-use crate::suggest::UnknownColumn;
+use crate::util::internal::OrInternal;
+use crate::util::suggest::UnknownColumn;
 
 /// Fixed-point scale of decimal sums: values are summed as integers of
 /// 2^-20, so a sum is the same whatever order the rows arrive in.
@@ -472,9 +472,9 @@ fn count_batch(
 ) -> Result<(), SliceError> {
     let n = batch.num_rows();
     let column = |name: &str| -> Result<&ArrayRef, SliceError> {
-        batch
-            .column_by_name(name)
-            .ok_or_else(|| crate::internal::Internal::new("a table column went missing").into())
+        batch.column_by_name(name).ok_or_else(|| {
+            crate::util::internal::Internal::new("a table column went missing").into()
+        })
     };
     scratch.categories.resize_with(query.dims.len(), Vec::new);
     for (field, out) in query.dims.iter().zip(scratch.categories.iter_mut()) {

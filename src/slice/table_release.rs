@@ -21,8 +21,8 @@ use super::aggregate::{Kind, Measure};
 use super::cell_noise::CellNoise;
 use super::disclosure::{self, Cell};
 use super::table::{TableQuery, Tabulated};
-use crate::internal::OrInternal;
 use crate::policy::Disclosure;
+use crate::util::internal::OrInternal;
 
 /// The released table: group labels, then the measures in the asked order.
 pub(super) fn release(
@@ -111,8 +111,9 @@ pub(super) fn release(
                 )
             }
             Measure::Of(kind, column) => {
-                let at = summed_at(column)
-                    .ok_or_else(|| crate::internal::Internal::new("a measure was not summed"))?;
+                let at = summed_at(column).ok_or_else(|| {
+                    crate::util::internal::Internal::new("a measure was not summed")
+                })?;
                 let values = &sums[at];
                 match kind {
                     Kind::Sum if query.summed[at].integer => {

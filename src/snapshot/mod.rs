@@ -32,8 +32,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::auth::Caller;
 use crate::config::SnapshotSettings;
-use crate::internal::{Internal, OrInternal};
 use crate::slice::{SliceError, SliceRequest, SliceStream};
+use crate::util::internal::{Internal, OrInternal};
 
 /// Everything the server keeps for snapshots: the files, the key that signs
 /// links to them and the tickets those links name.

@@ -41,7 +41,8 @@ pub struct UrlSigner {
 impl UrlSigner {
     /// The signer whose key is in `<state>/snapshot-url-key`.
     pub fn load_or_create(state_dir: &Path) -> std::io::Result<Self> {
-        crate::key_file::load_or_create(&state_dir.join("snapshot-url-key")).map(|key| Self { key })
+        crate::util::key_file::load_or_create(&state_dir.join("snapshot-url-key"))
+            .map(|key| Self { key })
     }
 
     pub fn from_key(key: [u8; 32]) -> Self {

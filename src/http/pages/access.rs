@@ -81,7 +81,7 @@ pub(super) async fn section(
                     }
                 }
                 Some(Err(e)) => {
-                    p.notice.bad { "The preview could not be shown: " (crate::echo::cut_to(&e.detail(), crate::echo::MAX_DETAIL_BYTES)) }
+                    p.notice.bad { "The preview could not be shown: " (crate::util::echo::cut_to(&e.detail(), crate::util::echo::MAX_DETAIL_BYTES)) }
                 }
                 None => {}
             }
@@ -424,7 +424,7 @@ async fn keep_request(
             None => {
                 return Err(ApiError::InvalidParameter(format!(
                     "columns: '{}' is not a column of this dataset that can be granted",
-                    crate::echo::cut(&name)
+                    crate::util::echo::cut(&name)
                 )));
             }
         }
@@ -446,7 +446,7 @@ async fn keep_request(
     let store = state.requests.clone();
     let request = web::block(move || store.create(new))
         .await
-        .map_err(|_| crate::internal::Internal::new("keeping an access request"))?
+        .map_err(|_| crate::util::internal::Internal::new("keeping an access request"))?
         .map_err(|e| match e {
             RequestError::Invalid(detail) => ApiError::InvalidParameter(detail),
             RequestError::TooMany | RequestError::Full => {
@@ -456,7 +456,7 @@ async fn keep_request(
                 tracing::error!(error = %e, "an access request could not be kept");
                 ApiError::StorageUnavailable
             }
-            other => ApiError::Internal(crate::internal::Internal::caused(
+            other => ApiError::Internal(crate::util::internal::Internal::caused(
                 "keeping an access request",
                 other,
             )),
@@ -525,7 +525,7 @@ pub(in crate::http) async fn list_requests(
         Some(other) => {
             return Err(ApiError::InvalidParameter(format!(
                 "status '{}' is not pending, approved, rejected or revoked",
-                crate::echo::cut(other)
+                crate::util::echo::cut(other)
             )));
         }
     };
@@ -533,8 +533,8 @@ pub(in crate::http) async fn list_requests(
     let store = state.requests.clone();
     let all = web::block(move || store.list())
         .await
-        .map_err(|_| crate::internal::Internal::new("listing access requests"))?
-        .map_err(|e| crate::internal::Internal::caused("listing access requests", e))?;
+        .map_err(|_| crate::util::internal::Internal::new("listing access requests"))?
+        .map_err(|e| crate::util::internal::Internal::caused("listing access requests", e))?;
     let page_size = params.page_size.unwrap_or(100).clamp(1, 1000);
     let skip = crate::http::admin_routes::offset_of(params.page_token.as_deref())?;
     let mut matching = all

@@ -126,7 +126,7 @@ pub(super) async fn search(
     let title = if q.is_empty() {
         "All datasets".to_owned()
     } else {
-        format!("Datasets matching “{}”", crate::echo::cut(q))
+        format!("Datasets matching “{}”", crate::util::echo::cut(q))
     };
     let content = html! {
         h1 { (title) }
@@ -344,7 +344,7 @@ pub(super) fn capitalised(s: &str) -> String {
 fn first_sentence(text: &str) -> String {
     match text.find(". ") {
         Some(i) if i < 300 => text[..=i].to_owned(),
-        _ => crate::echo::cut(text),
+        _ => crate::util::echo::cut(text),
     }
 }
 

@@ -197,7 +197,7 @@ pub(super) fn error_page(
         s if s.is_server_error() => "Something went wrong",
         _ => "That did not work",
     };
-    let detail = crate::echo::cut_to(&error.detail(), crate::echo::MAX_DETAIL_BYTES);
+    let detail = crate::util::echo::cut_to(&error.detail(), crate::util::echo::MAX_DETAIL_BYTES);
     let content = html! {
         h1 { (title) }
         p.notice.bad { (detail) }

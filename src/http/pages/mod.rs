@@ -30,8 +30,8 @@ use actix_web::{FromRequest, HttpRequest, web};
 
 use super::AppState;
 use super::problem::ApiError;
+use crate::auth::session::Session;
 use crate::auth::{Caller, Role};
-use crate::session::Session;
 
 /// The session cookie. `__Host-` makes browsers refuse it unless it is
 /// `Secure`, has `Path=/` and no `Domain`: no sibling host can plant one.
@@ -142,7 +142,7 @@ impl FromRequest for Visitor {
 async fn visitor_of(req: &HttpRequest) -> Result<Visitor, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| crate::internal::Internal::new("the application state is missing"))?;
+        .ok_or_else(|| crate::util::internal::Internal::new("the application state is missing"))?;
     // Pages are rate-limited like the API, per signed-in subject or address.
     let session = match req.cookie(SESSION_COOKIE) {
         Some(c) => {

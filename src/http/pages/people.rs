@@ -97,7 +97,7 @@ pub(super) async fn admin(
     let (requests, records) = match read {
         Ok((Ok(requests), records)) => (requests, records),
         _ => {
-            let e = crate::internal::Internal::new("reading access requests");
+            let e = crate::util::internal::Internal::new("reading access requests");
             return error_page(&state, &visitor, &req, e.into());
         }
     };

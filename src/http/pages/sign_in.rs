@@ -5,7 +5,7 @@
 //! `state` in a short-lived cookie, and sends the browser to the provider;
 //! `GET /auth/callback` accepts only the `state` this browser holds, takes
 //! the pending sign-in once, exchanges the code, verifies the ID token
-//! ([`crate::oidc`]) and starts a new session. In dev mode the sign-in page
+//! ([`crate::auth::oidc`]) and starts a new session. In dev mode the sign-in page
 //! also offers sample identities (a CSRF-checked POST). Sign-out is a
 //! CSRF-checked POST that ends the session on the server. Sign-ins and
 //! sign-outs are audited.
@@ -18,10 +18,10 @@ use serde::Deserialize;
 use super::layout::{encode, error_page, page};
 use super::{LOGIN_COOKIE, SESSION_COOKIE, Visitor, cookie, removal, same_origin};
 use crate::audit::{Decision, Event, Outcome};
+use crate::auth::session::{PENDING_TTL, PendingLogin, local_path};
 use crate::auth::{Caller, Principal, Role};
 use crate::http::problem::ApiError;
 use crate::http::{AppState, public_base, trail};
-use crate::session::{PENDING_TTL, PendingLogin, local_path};
 
 /// A sample identity dev mode offers, matching the shipped policy and
 /// sample catalogue.
@@ -222,7 +222,7 @@ pub(super) async fn callback(
     let result = async {
         let provider = state.web.oidc.as_ref().ok_or(ApiError::RouteNotFound)?;
         if let Some(error) = &params.error {
-            tracing::info!(error = %crate::echo::cut(error), "the identity provider refused the sign-in");
+            tracing::info!(error = %crate::util::echo::cut(error), "the identity provider refused the sign-in");
             return Err(ApiError::SignInFailed("the identity provider did not sign you in"));
         }
         // RFC 9207: an answer naming another issuer is from another
@@ -377,8 +377,8 @@ async fn signed_in(
         .create(principal, method)
         .await
         .map_err(|refused| match refused {
-            crate::session::SessionRefused::Full => ApiError::SessionsFull,
-            crate::session::SessionRefused::Store => ApiError::StorageUnavailable,
+            crate::auth::session::SessionRefused::Full => ApiError::SessionsFull,
+            crate::auth::session::SessionRefused::Store => ApiError::StorageUnavailable,
         })?;
     let mut record = trail::request_record(
         Event::SignIn,

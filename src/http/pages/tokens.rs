@@ -108,7 +108,7 @@ async fn show(
     let tokens = match state.personal_tokens.list_of(&principal.sub).await {
         Ok(tokens) => tokens,
         Err(e) => {
-            let e: ApiError = crate::internal::Internal::new(e.to_string()).into();
+            let e: ApiError = crate::util::internal::Internal::new(e.to_string()).into();
             return error_page(state, visitor, req, e);
         }
     };

@@ -55,7 +55,7 @@ impl UnknownColumn {
 
 impl fmt::Display for UnknownColumn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown column '{}'", crate::echo::cut(&self.name))
+        write!(f, "unknown column '{}'", crate::util::echo::cut(&self.name))
     }
 }
 

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::LoginSettings;
-use crate::oidc::{get_bounded, https_client, require_secure, send_bounded};
+use sluice::auth::oidc::{get_bounded, https_client, require_secure, send_bounded};
+use sluice::config::LoginSettings;
 
 /// Largest answer read from the provider.
 const MAX_ANSWER_BYTES: u64 = 64 * 1024;

@@ -165,7 +165,7 @@ pub async fn run(settings: Settings, command: AccessCommand) -> anyhow::Result<(
                 .with_context(nothing_changed)?;
             let request = store
                 .approve(request, &by, || {
-                    sluice::durable::replace_file(file, checked.sealed.as_bytes())
+                    sluice::util::durable::replace_file(file, checked.sealed.as_bytes())
                 })
                 .with_context(|| format!("writing {name}"))?;
             println!(
@@ -219,7 +219,7 @@ pub async fn run(settings: Settings, command: AccessCommand) -> anyhow::Result<(
                 let checked =
                     apply::check(&updated, &name, &catalog, settings.limits.max_filter_bytes)
                         .context("nothing was changed")?;
-                sluice::durable::replace_file(file, checked.sealed.as_bytes())
+                sluice::util::durable::replace_file(file, checked.sealed.as_bytes())
                     .with_context(|| format!("writing {name}"))?;
             }
             close(&store, request, Status::Revoked, &by_default(by), reason)?;
@@ -284,7 +284,13 @@ fn pending(store: &RequestStore, id: &str) -> anyhow::Result<AccessRequest> {
 /// widths, line separators), for the terminal.
 fn printable(text: &str) -> String {
     text.chars()
-        .map(|c| if sluice::echo::is_hidden(c) { '?' } else { c })
+        .map(|c| {
+            if sluice::util::echo::is_hidden(c) {
+                '?'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 

@@ -3,8 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-mod access_cli;
-mod steward_cli;
+mod access;
+mod credentials;
+mod device_login;
+mod steward;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -58,7 +60,7 @@ enum Command {
     /// List, approve or reject researchers' access requests.
     Access {
         #[command(subcommand)]
-        command: access_cli::AccessCommand,
+        command: access::AccessCommand,
     },
     /// Verify or read the audit trail.
     Audit {
@@ -74,30 +76,30 @@ enum Command {
         #[arg(long)]
         paste: bool,
         #[command(flatten)]
-        target: steward_cli::Target,
+        target: steward::Target,
     },
     /// Print the token kept for a server (renewed first if about to
     /// expire): `export SLUICE_TOKEN=$(sluice print-token --server URL)`.
     PrintToken {
         #[command(flatten)]
-        target: steward_cli::Target,
+        target: steward::Target,
     },
     /// Forget the token kept for a server.
     Logout {
         #[command(flatten)]
-        target: steward_cli::Target,
+        target: steward::Target,
     },
     /// Make, list or revoke your personal access tokens on a server.
     Tokens {
         #[command(subcommand)]
-        command: steward_cli::TokensCommand,
+        command: steward::TokensCommand,
     },
     /// Register a dataset and/or upload a new version of it from a file.
-    Register(steward_cli::RegisterArgs),
+    Register(steward::RegisterArgs),
     /// List, show or retire datasets.
     Datasets {
         #[command(subcommand)]
-        command: steward_cli::DatasetsCommand,
+        command: steward::DatasetsCommand,
     },
     /// Decode one upload (run by the server in a limited process; reads a job
     /// on stdin, answers on stdout).
@@ -329,7 +331,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(access_cli::run(settings, command))
+            runtime.block_on(access::run(settings, command))
         }
         Command::Audit { command } => {
             let settings = local_settings(&cli.config)?;
@@ -432,24 +434,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Login { paste, target } => {
             let settings = client_settings(&cli.config, true)?;
-            steward_cli::login(settings, target, paste)
+            steward::login(settings, target, paste)
         }
         Command::PrintToken { target } => {
             let settings = client_settings(&cli.config, true)?;
-            steward_cli::print_token(settings, target)
+            steward::print_token(settings, target)
         }
-        Command::Logout { target } => steward_cli::logout(target),
+        Command::Logout { target } => steward::logout(target),
         Command::Tokens { command } => {
             let settings = client_settings(&cli.config, true)?;
-            steward_cli::tokens(settings, command)
+            steward::tokens(settings, command)
         }
         Command::Register(args) => {
             let settings = client_settings(&cli.config, args.has_server())?;
-            steward_cli::register(settings, args)
+            steward::register(settings, args)
         }
         Command::Datasets { command } => {
             let settings = client_settings(&cli.config, command.has_server())?;
-            steward_cli::datasets(settings, command)
+            steward::datasets(settings, command)
         }
         Command::IngestWorker => Ok(sluice::ingest::sandbox::serve_one()?),
         Command::DemoData {

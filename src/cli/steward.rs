@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+use crate::{credentials, device_login};
 use sluice::audit::checkpoint::SigningKey;
 use sluice::audit::{AuditLog, Checkpoints, Decision, Event, Outcome, Record};
 use sluice::catalog::edit::Registration;
@@ -20,7 +21,6 @@ use sluice::catalog::{Dataset, LiveCatalog};
 use sluice::config::{LoginSettings, Settings};
 use sluice::domain::DatasetId;
 use sluice::ingest::{self, UploadFormat};
-use sluice::{credentials, device_login};
 
 /// Where a command acts: a server (URL + token) or the local folder.
 #[derive(Args, Clone)]

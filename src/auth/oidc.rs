@@ -126,9 +126,9 @@ impl Provider {
     /// Where to send the browser to sign in, returning to `redirect_uri`.
     pub async fn authorize(&self, redirect_uri: &str) -> Result<Authorization, OidcError> {
         let discovery = self.discovery().await?;
-        let state = crate::session::random_token();
-        let nonce = crate::session::random_token();
-        let (verifier, challenge) = crate::session::pkce_pair();
+        let state = crate::auth::session::random_token();
+        let nonce = crate::auth::session::random_token();
+        let (verifier, challenge) = crate::auth::session::pkce_pair();
         let mut scopes: Vec<&str> = vec!["openid"];
         scopes.extend(
             self.settings
@@ -196,7 +196,7 @@ impl Provider {
             let error = body.get("error").and_then(Value::as_str).unwrap_or("?");
             return Err(OidcError::Provider(format!(
                 "token endpoint answered {status} ({})",
-                crate::echo::cut(error)
+                crate::util::echo::cut(error)
             )));
         }
         let id_token = body
@@ -303,7 +303,7 @@ impl Provider {
         if discovery.issuer != self.settings.issuer {
             return Err(OidcError::Provider(format!(
                 "discovery names issuer '{}', not the configured '{}'",
-                crate::echo::cut(&discovery.issuer),
+                crate::util::echo::cut(&discovery.issuer),
                 self.settings.issuer
             )));
         }
@@ -351,7 +351,7 @@ impl Provider {
 /// The client every request to an identity provider goes through: a
 /// timeout, no redirects (every endpoint is named by configuration or
 /// discovery), and the system's CAs plus `ca_file`'s (a private CA).
-pub(crate) fn https_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+pub fn https_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none());
@@ -368,10 +368,7 @@ pub(crate) fn https_client(ca_file: Option<&std::path::Path>) -> Result<reqwest:
 
 /// The body of a GET to an identity provider: 2xx only, at most `max`
 /// bytes (see [`send_bounded`]).
-pub(crate) async fn get_bounded(
-    request: reqwest::RequestBuilder,
-    max: u64,
-) -> Result<Vec<u8>, String> {
+pub async fn get_bounded(request: reqwest::RequestBuilder, max: u64) -> Result<Vec<u8>, String> {
     let (status, body) = send_bounded(request, max).await?;
     if !status.is_success() {
         return Err(format!("answered {status}"));
@@ -382,7 +379,7 @@ pub(crate) async fn get_bounded(
 /// Sends a request to an identity provider and reads its answer's status
 /// and body, at most `max` bytes counted as they arrive (a declared length
 /// is not trusted).
-pub(crate) async fn send_bounded(
+pub async fn send_bounded(
     request: reqwest::RequestBuilder,
     max: u64,
 ) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
@@ -403,7 +400,7 @@ pub(crate) async fn send_bounded(
 
 /// An identity provider's URL: HTTPS, or plain HTTP on loopback only
 /// (tests, a local broker).
-pub(crate) fn require_secure(url: &str) -> Result<(), OidcError> {
+pub fn require_secure(url: &str) -> Result<(), OidcError> {
     let parsed = url::Url::parse(url)
         .map_err(|e| OidcError::Provider(format!("'{url}' is not a URL: {e}")))?;
     let loopback = match parsed.host() {

@@ -109,7 +109,7 @@ impl Credentials {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         }
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        crate::durable::replace_file(&path, &bytes)
+        sluice::util::durable::replace_file(&path, &bytes)
     }
 }
 
