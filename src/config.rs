@@ -661,6 +661,18 @@ impl Settings {
             ));
         }
         crate::auth::check_issuers(&self.auth).map_err(|(key, why)| bad(key, why))?;
+        // `sluice login` refuses a resource that is not the server it signs
+        // in to (a server could otherwise collect tokens for another).
+        if let (Some(resource), Some(public)) = (
+            self.auth.login.as_ref().and_then(|l| l.resource.as_deref()),
+            &self.server.public_url,
+        ) && resource.trim_end_matches('/') != public.trim_end_matches('/')
+        {
+            return Err(bad(
+                "auth.login.resource",
+                format!("must be this server's address, server.public_url ({public})"),
+            ));
+        }
         if !self.auth.dev_mode && self.server.public_url.is_none() {
             return Err(bad(
                 "server.public_url",
@@ -822,6 +834,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not one of auth.issuers"), "{err}");
+        let elsewhere = format!(
+            "{}resource = \"https://other.example.org\"\n",
+            login("https://login.example.org/realms/r")
+        );
+        let err = Settings::from_toml_str(&elsewhere).unwrap_err().to_string();
+        assert!(err.contains("server.public_url"), "{err}");
     }
 
     #[test]

@@ -57,6 +57,33 @@ fn file_in(folder: &Path) -> PathBuf {
     folder.join("credentials.json")
 }
 
+/// Opens (or makes) a file of the folder's for its owner only (0600); a
+/// folder made here is its owner's only (0700), one that was there (a
+/// shared SLUICE_CONFIG_DIR) keeps its mode.
+fn private_file(folder: &Path, name: &str) -> std::io::Result<std::fs::File> {
+    let created = !folder.exists();
+    std::fs::create_dir_all(folder)?;
+    let path = folder.join(name);
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if created {
+            std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o700))?;
+        }
+        options.mode(0o600);
+        let file = options.open(&path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        Ok(file)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = created;
+        options.open(&path)
+    }
+}
+
 /// A server's URL as the key it is stored under.
 fn key(server: &str) -> String {
     server.trim_end_matches('/').to_owned()
@@ -86,28 +113,20 @@ impl Credentials {
         self.servers.remove(&key(server)).is_some()
     }
 
+    /// Holds the folder's lock until the guard is dropped: commands that
+    /// read, renew and write a sign-in take turns (another process waits).
+    pub fn lock(folder: &Path) -> std::io::Result<std::fs::File> {
+        let file = private_file(folder, "credentials.lock")?;
+        file.lock()?;
+        Ok(file)
+    }
+
     /// Writes the file whole, for its owner only.
     pub fn save(&self, folder: &Path) -> std::io::Result<()> {
-        let created = !folder.exists();
-        std::fs::create_dir_all(folder)?;
         let path = file_in(folder);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-            // A folder made here is its owner's only; one that was there
-            // (a shared SLUICE_CONFIG_DIR) keeps its mode: the file is 0600.
-            if created {
-                std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o700))?;
-            }
-            // The replacement keeps this file's mode: it is never readable
-            // by others, not even for a moment.
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(&path)?;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        }
+        // The replacement keeps this file's mode: it is never readable by
+        // others, not even for a moment.
+        private_file(folder, "credentials.json")?;
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         sluice::util::durable::replace_file(&path, &bytes)
     }
@@ -132,6 +151,7 @@ mod tests {
                 token_endpoint: "https://id.example/token".into(),
                 client_id: "cli".into(),
                 resource: None,
+                revocation_endpoint: None,
             }),
         };
         assert!(stored.expires_within(0));

@@ -21,6 +21,10 @@ const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 const SLOW_DOWN_SECS: u64 = 5;
 /// Polling interval when the provider names none (RFC 8628 §3.2).
 const DEFAULT_INTERVAL_SECS: u64 = 5;
+/// Longest wait between polls, and longest a code is waited for, whatever
+/// the provider says (a hostile one could say "forever").
+const MAX_INTERVAL_SECS: u64 = 60;
+const MAX_CODE_SECS: u64 = 30 * 60;
 
 /// Where the flow talks to the provider, from its discovery document.
 #[derive(Debug, Clone, Deserialize)]
@@ -28,6 +32,9 @@ pub struct Endpoints {
     issuer: String,
     pub device_authorization_endpoint: Option<String>,
     pub token_endpoint: String,
+    /// RFC 7009: where `sluice logout` revokes the refresh token.
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
 }
 
 /// What the person is asked to do (RFC 8628 §3.3).
@@ -61,6 +68,8 @@ pub struct Refresh {
     pub client_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint: Option<String>,
 }
 
 /// An error answer (RFC 6749 §5.2).
@@ -95,13 +104,36 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> anyhow::Result<En
             endpoints.issuer
         );
     }
+    // An HTTPS provider's endpoints are HTTPS too: plain HTTP to loopback
+    // is for a provider on this machine, not a way for a remote one to make
+    // the CLI post to a local service.
+    let https = issuer.starts_with("https://");
     for endpoint in [&endpoints.token_endpoint]
         .into_iter()
         .chain(endpoints.device_authorization_endpoint.as_ref())
+        .chain(endpoints.revocation_endpoint.as_ref())
     {
         require_secure(endpoint)?;
+        if https && !endpoint.starts_with("https://") {
+            anyhow::bail!("{url}: the endpoint {endpoint} is not https");
+        }
     }
     Ok(endpoints)
+}
+
+/// A token asked for another resource would be handed to this server,
+/// which could use it there (RFC 8628 §5.4, remote phishing): the
+/// resource, when the server names one, must be the server itself.
+pub fn check_resource(server: &str, login: &LoginSettings) -> anyhow::Result<()> {
+    match &login.resource {
+        Some(resource) if resource.trim_end_matches('/') != server.trim_end_matches('/') => {
+            anyhow::bail!(
+                "{server} asks you to sign in for another server ({}): refused",
+                printable(resource)
+            )
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Starts the flow: the code the person enters, and where.
@@ -137,8 +169,11 @@ pub async fn finish(
     endpoints: &Endpoints,
     prompt: &Prompt,
 ) -> anyhow::Result<Tokens> {
-    let deadline = Instant::now() + Duration::from_secs(prompt.expires_in);
-    let mut interval = prompt.interval.unwrap_or(DEFAULT_INTERVAL_SECS).max(1);
+    let deadline = Instant::now() + Duration::from_secs(prompt.expires_in.min(MAX_CODE_SECS));
+    let mut interval = prompt
+        .interval
+        .unwrap_or(DEFAULT_INTERVAL_SECS)
+        .clamp(1, MAX_INTERVAL_SECS);
     let mut form = vec![
         (
             "grant_type",
@@ -153,15 +188,16 @@ pub async fn finish(
         form.push(("resource", resource.clone()));
     }
     loop {
-        tokio::time::sleep(Duration::from_secs(interval)).await;
-        if Instant::now() > deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::sleep(Duration::from_secs(interval).min(left)).await;
+        if Instant::now() >= deadline {
             anyhow::bail!("the code expired before it was approved: run `sluice login` again");
         }
         match post(http, &endpoints.token_endpoint, &form).await? {
             Ok(tokens) => return Ok(tokens),
             Err(e) => match e.error.as_str() {
                 "authorization_pending" => {}
-                "slow_down" => interval += SLOW_DOWN_SECS,
+                "slow_down" => interval = (interval + SLOW_DOWN_SECS).min(MAX_INTERVAL_SECS),
                 "access_denied" => {
                     anyhow::bail!("the sign-in was refused at the identity provider")
                 }
@@ -229,9 +265,67 @@ async fn post<T: serde::de::DeserializeOwned>(
         .map_err(|_| anyhow::anyhow!("{endpoint} answered {status}"))
 }
 
+/// Ends a kept sign-in at the provider (RFC 7009), where it offers that:
+/// a copy of the credentials file then renews nothing.
+pub async fn revoke(http: &reqwest::Client, refresh: &Refresh) -> anyhow::Result<()> {
+    let Some(endpoint) = &refresh.revocation_endpoint else {
+        return Ok(());
+    };
+    require_secure(endpoint)?;
+    let form = [
+        ("token", refresh.token.clone()),
+        ("token_type_hint", "refresh_token".to_owned()),
+        ("client_id", refresh.client_id.clone()),
+    ];
+    let (status, _) = send_bounded(http.post(endpoint).form(&form), MAX_ANSWER_BYTES)
+        .await
+        .map_err(|e| anyhow::anyhow!("{endpoint}: {e}"))?;
+    if !status.is_success() {
+        anyhow::bail!("{endpoint} answered {status}");
+    }
+    Ok(())
+}
+
 fn describe(e: &ErrorAnswer) -> String {
-    match &e.error_description {
+    printable(&match &e.error_description {
         Some(text) => format!("{} ({text})", e.error),
         None => e.error.clone(),
+    })
+}
+
+/// Text from a provider or server made safe to show on a terminal: control
+/// characters (escape sequences that could redraw the screen, retitle the
+/// window or hide a line) are dropped.
+pub fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_may_ask_for_tokens_for_itself_only() {
+        let login = |resource: Option<&str>| LoginSettings {
+            issuer: "https://id.example".into(),
+            client_id: "sluice-cli".into(),
+            scopes: vec!["openid".into()],
+            resource: resource.map(str::to_owned),
+        };
+        let server = "https://data.example.org";
+        assert!(check_resource(server, &login(None)).is_ok());
+        assert!(check_resource(server, &login(Some("https://data.example.org/"))).is_ok());
+        let err = check_resource(server, &login(Some("https://other.example.org")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("another server"), "{err}");
+    }
+
+    #[test]
+    fn what_a_provider_says_cannot_drive_the_terminal() {
+        assert_eq!(
+            printable("ABCD\u{1b}[2K\u{1b}]0;pwned\u{7}-EFGH\r\n"),
+            "ABCD[2K]0;pwned-EFGH"
+        );
     }
 }

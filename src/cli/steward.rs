@@ -271,6 +271,9 @@ pub fn login(settings: Settings, target: Target, paste: bool) -> anyhow::Result<
         .server
         .clone()
         .context("name the server: --server URL")?;
+    // Whatever the token, it will be sent there: refused before anyone is
+    // asked to sign in.
+    refuse_plain_http(&server)?;
     runtime()?.block_on(async {
         let anonymous = Target {
             token: None,
@@ -283,7 +286,9 @@ pub fn login(settings: Settings, target: Target, paste: bool) -> anyhow::Result<
                     Value::Null
                 } else {
                     let client = Remote::unsigned(&settings, &anonymous)?;
-                    let (status, offer) = client.send(client.get("/v1/login")).await?;
+                    let (status, offer) = client
+                        .send(client.get("/v1/login").timeout(SHORT_REQUEST))
+                        .await?;
                     if status != 200 {
                         return fail(status, &offer);
                     }
@@ -305,12 +310,15 @@ pub fn login(settings: Settings, target: Target, paste: bool) -> anyhow::Result<
                 ..target.clone()
             },
         )?;
-        let (status, me) = client.send(client.get("/v1/me")).await?;
+        let (status, me) = client
+            .send(client.get("/v1/me").timeout(SHORT_REQUEST))
+            .await?;
         if status != 200 {
             return fail(status, &me);
         }
         let folder =
             credentials::folder().context("no config folder: set SLUICE_CONFIG_DIR or HOME")?;
+        let _lock = credentials::Credentials::lock(&folder)?;
         let mut stored = credentials::Credentials::load(&folder)?;
         stored.set(
             &server,
@@ -353,17 +361,22 @@ async fn sign_in_on_another_device(
     server: &str,
     device: &LoginSettings,
 ) -> anyhow::Result<(String, Option<u64>, Option<device_login::Refresh>)> {
+    device_login::check_resource(server, device)?;
     let http = device_login::client()?;
     let endpoints = device_login::discover(&http, &device.issuer).await?;
     let prompt = device_login::start(&http, device, &endpoints).await?;
     eprintln!(
         "To sign in to {server}, open {} and enter the code {}",
-        prompt.verification_uri, prompt.user_code
+        device_login::printable(&prompt.verification_uri),
+        device_login::printable(&prompt.user_code)
     );
     if let Some(complete) = &prompt.verification_uri_complete {
-        eprintln!("(or open {complete})");
+        eprintln!("(or open {})", device_login::printable(complete));
     }
-    eprintln!("Waiting for you to approve at {} ...", device.issuer);
+    eprintln!(
+        "Waiting for you to approve at {} ...",
+        device_login::printable(&device.issuer)
+    );
     let tokens = device_login::finish(&http, device, &endpoints, &prompt).await?;
     let refresh = tokens
         .refresh_token
@@ -373,6 +386,7 @@ async fn sign_in_on_another_device(
             token_endpoint: endpoints.token_endpoint.clone(),
             client_id: device.client_id.clone(),
             resource: device.resource.clone(),
+            revocation_endpoint: endpoints.revocation_endpoint.clone(),
         });
     Ok((
         tokens.access_token,
@@ -490,18 +504,31 @@ fn urlencoding_segment(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
-/// `sluice logout`: forgets the token kept for a server.
+/// `sluice logout`: forgets the token kept for a server, and ends the
+/// sign-in at the identity provider when it came from there (RFC 7009), so
+/// a copy of the file renews nothing.
 pub fn logout(target: Target) -> anyhow::Result<()> {
     let server = target.server.context("name the server: --server URL")?;
     let folder =
         credentials::folder().context("no config folder: set SLUICE_CONFIG_DIR or HOME")?;
+    let _lock = credentials::Credentials::lock(&folder)?;
     let mut stored = credentials::Credentials::load(&folder)?;
-    if stored.remove(&server) {
-        stored.save(&folder)?;
-        eprintln!("forgot the token for {server}");
-    } else {
+    let Some(kept) = stored.get(&server).cloned() else {
         eprintln!("no token was kept for {server}");
+        return Ok(());
+    };
+    if let Some(refresh) = &kept.refresh {
+        let revoked = runtime()?
+            .block_on(async { device_login::revoke(&device_login::client()?, refresh).await });
+        if let Err(e) = revoked {
+            eprintln!(
+                "could not end the sign-in at the identity provider ({e}); forgetting it here"
+            );
+        }
     }
+    stored.remove(&server);
+    stored.save(&folder)?;
+    eprintln!("forgot the token for {server}");
     Ok(())
 }
 
@@ -1206,10 +1233,17 @@ fn spinner(message: &str) -> ProgressBar {
 fn fail(status: u16, body: &Value) -> anyhow::Result<()> {
     bail!(
         "the server answered {status} {}: {}",
-        body["type"].as_str().unwrap_or(""),
-        body["detail"].as_str().unwrap_or(&body.to_string())
+        device_login::printable(body["type"].as_str().unwrap_or("")),
+        device_login::printable(body["detail"].as_str().unwrap_or(&body.to_string()))
     )
 }
+
+/// Largest JSON answer a command reads from a server (a catalogue page, a
+/// dataset's description): more is a server gone wrong, not an answer.
+const MAX_ANSWER_BYTES: u64 = 32 * 1024 * 1024;
+/// A server that does not start answering a short request (who am I, how
+/// do I sign in) within this is reported, not waited for.
+const SHORT_REQUEST: Duration = Duration::from_secs(30);
 
 /// A server, spoken to with the steward's token.
 struct Remote {
@@ -1218,8 +1252,51 @@ struct Remote {
     token: Option<String>,
 }
 
+/// A token sent over plain HTTP is anyone's on the way: only to this
+/// machine.
+fn refuse_plain_http(base: &str) -> anyhow::Result<()> {
+    if sluice::auth::oidc::require_secure(base).is_err() {
+        bail!("{base}: a token is only sent over https (plain http only to this machine)");
+    }
+    Ok(())
+}
+
 /// A kept token is renewed when it expires within this many seconds.
 const RENEW_MARGIN_SECS: u64 = 60;
+
+/// Renews the token kept for `base` with its refresh token, holding the
+/// credentials' lock: a refresh token may be used once (the provider ends
+/// the whole sign-in on reuse), so two commands started together must not
+/// both spend it; the second finds the first's new token.
+async fn renew(folder: &Path, base: &str) -> anyhow::Result<credentials::Stored> {
+    let _lock = credentials::Credentials::lock(folder)?;
+    let mut kept = credentials::Credentials::load(folder)?;
+    let mut stored = kept
+        .get(base)
+        .cloned()
+        .with_context(|| format!("the sign-in kept for {base} was removed"))?;
+    let Some(refresh) = stored.refresh.clone() else {
+        return Ok(stored);
+    };
+    if !stored.expires_within(RENEW_MARGIN_SECS) {
+        return Ok(stored);
+    }
+    let (tokens, next) = device_login::refresh(&device_login::client()?, &refresh)
+        .await
+        .with_context(|| {
+            format!(
+                "the sign-in kept for {base} has expired and could not be renewed: run `sluice login --server {base}` again"
+            )
+        })?;
+    stored.token = tokens.access_token;
+    stored.expires_at = tokens
+        .expires_in
+        .map(|secs| unix_now().saturating_add(secs));
+    stored.refresh = Some(next);
+    kept.set(base, stored.clone());
+    kept.save(folder)?;
+    Ok(stored)
+}
 
 impl Remote {
     /// The client for `--server`, with the token to send: `--token` or
@@ -1233,29 +1310,16 @@ impl Remote {
         let Some(folder) = credentials::folder() else {
             return Ok(remote);
         };
-        let mut kept = credentials::Credentials::load(&folder)
+        let kept = credentials::Credentials::load(&folder)
             .with_context(|| format!("reading the stored sign-ins in {}", folder.display()))?;
         let Some(mut stored) = kept.get(&remote.base).cloned() else {
             return Ok(remote);
         };
-        if stored.expires_within(RENEW_MARGIN_SECS)
-            && let Some(refresh) = &stored.refresh
-        {
-            let (tokens, next) = device_login::refresh(&device_login::client()?, refresh)
-                .await
-                .with_context(|| {
-                    format!(
-                        "the sign-in kept for {0} has expired and could not be renewed: run `sluice login --server {0}` again",
-                        remote.base
-                    )
-                })?;
-            stored.token = tokens.access_token;
-            stored.expires_at = tokens
-                .expires_in
-                .map(|secs| unix_now().saturating_add(secs));
-            stored.refresh = Some(next);
-            kept.set(&remote.base, stored.clone());
-            kept.save(&folder)?;
+        // Checked before a renewal too: no token is made for a channel it
+        // may not take.
+        refuse_plain_http(&remote.base)?;
+        if stored.expires_within(RENEW_MARGIN_SECS) && stored.refresh.is_some() {
+            stored = renew(&folder, &remote.base).await?;
         }
         if stored.ca.is_some() && target.ca.is_none() {
             remote = Self::unsigned(
@@ -1267,7 +1331,6 @@ impl Remote {
             )?;
         }
         remote.token = Some(stored.token);
-        remote.refuse_plain_http()?;
         Ok(remote)
     }
 
@@ -1295,24 +1358,10 @@ impl Remote {
             base,
             token: target.token.clone(),
         };
-        remote.refuse_plain_http()?;
-        Ok(remote)
-    }
-
-    /// A token sent over plain HTTP is anyone's on the way: only to this
-    /// machine.
-    fn refuse_plain_http(&self) -> anyhow::Result<()> {
-        if self.token.is_some()
-            && let Ok(url) = url::Url::parse(&self.base)
-            && url.scheme() == "http"
-            && !matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"))
-        {
-            bail!(
-                "{}: a token is only sent over https (plain http only to this machine)",
-                self.base
-            );
+        if remote.token.is_some() {
+            refuse_plain_http(&remote.base)?;
         }
-        Ok(())
+        Ok(remote)
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -1332,10 +1381,11 @@ impl Remote {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
-        let response = request.send().await.context("contacting the server")?;
-        let status = response.status().as_u16();
-        let body = response.json::<Value>().await.unwrap_or(Value::Null);
-        Ok((status, body))
+        let (status, body) = sluice::auth::oidc::send_bounded(request, MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| anyhow::anyhow!("contacting the server: {e}"))?;
+        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        Ok((status.as_u16(), body))
     }
 
     /// Streams the file up with a progress bar.

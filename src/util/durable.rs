@@ -24,7 +24,7 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     // The new file keeps the old one's permissions (a policy file an admin
     // made private stays private), else the umask's.
     let keep = fs::metadata(path).ok().map(|m| m.permissions());
-    let written = File::create(&temp).and_then(|mut file| {
+    let written = create_private(&temp, keep.is_some()).and_then(|mut file| {
         if let Some(permissions) = keep {
             file.set_permissions(permissions)?;
         }
@@ -36,6 +36,22 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
         return Err(e);
     }
     sync_dir(dir)
+}
+
+/// A new temporary file. When it will take an existing file's permissions,
+/// it is made readable by its owner only until then, so a private file's
+/// next content is never, even for a moment, readable by others.
+fn create_private(temp: &Path, private_until_set: bool) -> io::Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    if private_until_set {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private_until_set;
+    options.open(temp)
 }
 
 /// Creates `path` with `bytes`, whole and durably, unless it exists

@@ -97,6 +97,7 @@ function makeProvider(key) {
     pkce: { required: () => true },
     features: {
       deviceFlow: { enabled: true },
+      revocation: { enabled: true },
       resourceIndicators: {
         enabled: true,
         async getResourceServerInfo(ctx, indicator) {
