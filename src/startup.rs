@@ -39,58 +39,29 @@ impl Application {
         let storage = &settings.storage;
         std::fs::create_dir_all(&storage.state)
             .with_context(|| format!("creating state folder {}", storage.state.display()))?;
-        let catalog = Arc::new(open_catalogue(&settings).await?);
-        if storage.datasets_url.is_some() {
-            spawn_catalogue_poller(catalog.clone(), Duration::from_millis(storage.poll_millis));
-        }
-        let policy = Arc::new(LivePolicy::load(
-            &storage.policy,
-            &catalog.snapshot(),
-            settings.limits.max_filter_bytes,
-            storage.state.join("policy-in-force.toml"),
-        )?);
+        let catalog = open_catalogue(&settings).await?;
+        let policy = Arc::new(load_policy(&settings, &catalog)?);
         let metrics = Arc::new(Metrics::new().context("metrics")?);
         let audit = Arc::new(open_audit(&settings, &metrics)?);
         catalog.record_changes_with(http::change_journal(audit.clone()));
         record_policy_at_start(&policy, &audit).await?;
-        let mut shipper = None;
-        if let (Some(dir), Some((url, replica))) =
-            (audit.dir(), crate::audit::ship::destination(&settings)?)
-        {
-            let store = crate::catalog::rooted::open_url(&url).context("audit.ship_url")?;
-            shipper = Some(
-                crate::audit::ship::Shipper::open(store, &replica, dir)
-                    .await?
-                    .spawn(Duration::from_secs(settings.audit.checkpoint_secs.max(1))),
-            );
-            tracing::info!(%url, %replica, "shipping the audit trail");
-        }
+        let shipper = start_audit_shipper(&settings, &audit).await?;
+        let poll = Duration::from_millis(settings.server.policy_poll_ms);
         spawn_policy_watcher(
             policy.clone(),
             catalog.clone(),
             audit.clone(),
             metrics.clone(),
-            Duration::from_millis(settings.server.policy_poll_ms),
+            poll,
         );
-        let requests = crate::access_request::RequestStore::open(&storage.state)
-            .context("access requests folder")?;
-        finish_interrupted_approval(&requests, storage)?;
-        spawn_decision_recorder(
-            requests.clone(),
-            audit.clone(),
-            Duration::from_millis(settings.server.policy_poll_ms),
-        );
-        let verifier = load_verifier(&settings)?;
-        // One secret, read once: pseudonyms, and the keys that seal what
-        // replicas share (personal tokens, sessions) derive from it.
+        let requests = open_access_requests(storage, &audit, poll)?;
         let secret = Secret::load_or_create(&storage.state).context("pseudonymisation secret")?;
-        let engine = start_engine(&settings, &catalog, secret.clone())?;
         let tls_config = tls_config(&settings)?;
         let state = web::Data::new(AppState {
             catalog: catalog.clone(),
             policy,
-            verifier: Arc::new(verifier),
-            engine: Arc::new(engine),
+            verifier: Arc::new(load_verifier(&settings)?),
+            engine: Arc::new(start_engine(&settings, &catalog, secret.clone())?),
             limits: settings.limits.clone(),
             ingest: settings.ingest.clone(),
             audit,
@@ -98,71 +69,26 @@ impl Application {
             metrics,
             trusted_proxies: settings.server.trusted_proxies.clone(),
             glances: Default::default(),
-            public_url: settings
-                .server
-                .public_url
-                .as_ref()
-                .map(|u| u.trim_end_matches('/').to_owned()),
-            snapshots: crate::snapshot::Snapshots::open(
-                &storage.state,
-                &settings.snapshots,
-                shared_store(storage, shared_folders::SNAPSHOT_TICKETS)?,
-            )
-            .context("snapshot cache")?,
-            web: http::WebSignIn {
-                sessions: crate::auth::session::Sessions::new(
-                    Duration::from_secs(settings.auth.session_idle_secs),
-                    Duration::from_secs(settings.auth.session_max_secs),
-                    secret.session_key(),
-                    shared_or_state(storage, shared_folders::SESSIONS)?,
-                ),
-                oidc: settings
-                    .auth
-                    .oidc
-                    .clone()
-                    .map(|o| crate::auth::oidc::Provider::new(o, settings.auth.leeway_secs))
-                    .transpose()
-                    .context("auth.oidc")?,
-                dev_mode: settings.auth.dev_mode,
-                cli_login: settings.auth.login.clone(),
-                ca_file: (settings.tls.mode == crate::config::TlsMode::SelfSigned).then(|| {
-                    let ca = crate::tls::DevCertificate::in_state(&storage.state).ca;
-                    std::path::absolute(&ca).unwrap_or(ca).display().to_string()
-                }),
-            },
+            public_url: public_url(&settings),
+            snapshots: open_snapshots(&settings)?,
+            web: web_sign_in(&settings, &secret)?,
             requests,
-            personal_tokens: Arc::new(crate::auth::personal::PersonalTokens::new(
-                shared_or_state(storage, shared_folders::PERSONAL_TOKENS)?,
-                secret.token_seal_key(),
-            )),
+            personal_tokens: open_personal_tokens(storage, &secret)?,
             personal_token_max_days: settings.auth.personal_token_max_days,
-            rate_limits: http::limits::RateLimits::new(
-                settings.limits.requests_per_minute,
-                settings.limits.request_burst,
-            ),
+            rate_limits: rate_limits(&settings),
             stream_slots: http::limits::StreamSlots::new(settings.limits.max_streams_per_caller),
-            upload_slots: Arc::new(tokio::sync::Semaphore::new(
-                settings.ingest.max_concurrent_uploads.max(1),
-            )),
-            body_budget: Arc::new(tokio::sync::Semaphore::new(
-                settings
-                    .limits
-                    .max_body_bytes_in_flight
-                    .min(tokio::sync::Semaphore::MAX_PERMITS),
-            )),
+            upload_slots: upload_slots(&settings),
+            body_budget: body_budget(&settings),
             ready: AtomicBool::new(false),
         });
         let (server, port) = bind(&settings, state.clone(), tls_config.clone())?;
         state.ready.store(true, Ordering::Relaxed);
-        tracing::info!(
-            port,
-            https = tls_config.is_some(),
-            datasets = catalog.snapshot().len(),
-            "sluice is listening"
-        );
+        let datasets = catalog.snapshot().len();
+        let https = tls_config.is_some();
+        tracing::info!(port, https, datasets, "sluice is listening");
         Ok(Self {
             port,
-            https: tls_config.is_some(),
+            https,
             server,
             state,
             shipper,
@@ -210,14 +136,142 @@ impl Application {
     }
 }
 
-/// The catalogue: in an object store when `storage.datasets_url` is set,
-/// else the local folder.
-async fn open_catalogue(settings: &Settings) -> anyhow::Result<LiveCatalog> {
+/// The policy file, checked against the catalogue; the last policy in
+/// force is kept in the state folder.
+fn load_policy(settings: &Settings, catalog: &LiveCatalog) -> anyhow::Result<LivePolicy> {
     let storage = &settings.storage;
-    match &storage.datasets_url {
-        Some(url) => LiveCatalog::open_url(url, &storage.state.join("staging")).await,
-        None => open_folder_catalogue(&storage.datasets).await,
+    Ok(LivePolicy::load(
+        &storage.policy,
+        &catalog.snapshot(),
+        settings.limits.max_filter_bytes,
+        storage.state.join("policy-in-force.toml"),
+    )?)
+}
+
+/// Ships the audit trail to the bucket replicas share, when there is one.
+async fn start_audit_shipper(
+    settings: &Settings,
+    audit: &AuditLog,
+) -> anyhow::Result<Option<crate::audit::ship::Running>> {
+    let (Some(dir), Some((url, replica))) =
+        (audit.dir(), crate::audit::ship::destination(settings)?)
+    else {
+        return Ok(None);
+    };
+    let store = crate::catalog::rooted::open_url(&url).context("audit.ship_url")?;
+    let running = crate::audit::ship::Shipper::open(store, &replica, dir)
+        .await?
+        .spawn(Duration::from_secs(settings.audit.checkpoint_secs.max(1)));
+    tracing::info!(%url, %replica, "shipping the audit trail");
+    Ok(Some(running))
+}
+
+/// Access requests: their folder, an approval a crash interrupted
+/// finished, and decisions taken by hand in the policy file recorded.
+fn open_access_requests(
+    storage: &crate::config::StorageSettings,
+    audit: &Arc<AuditLog>,
+    poll: Duration,
+) -> anyhow::Result<crate::access_request::RequestStore> {
+    let requests = crate::access_request::RequestStore::open(&storage.state)
+        .context("access requests folder")?;
+    finish_interrupted_approval(&requests, storage)?;
+    spawn_decision_recorder(requests.clone(), audit.clone(), poll);
+    Ok(requests)
+}
+
+/// `server.public_url`, without a trailing slash.
+fn public_url(settings: &Settings) -> Option<String> {
+    settings
+        .server
+        .public_url
+        .as_ref()
+        .map(|u| u.trim_end_matches('/').to_owned())
+}
+
+fn open_snapshots(settings: &Settings) -> anyhow::Result<crate::snapshot::Snapshots> {
+    let storage = &settings.storage;
+    crate::snapshot::Snapshots::open(
+        &storage.state,
+        &settings.snapshots,
+        shared_store(storage, shared_folders::SNAPSHOT_TICKETS)?,
+    )
+    .context("snapshot cache")
+}
+
+/// People's sign-in to the pages: sessions every replica knows, the
+/// OpenID provider, and what the pages tell about signing in.
+fn web_sign_in(settings: &Settings, secret: &Secret) -> anyhow::Result<http::WebSignIn> {
+    let storage = &settings.storage;
+    Ok(http::WebSignIn {
+        sessions: crate::auth::session::Sessions::new(
+            Duration::from_secs(settings.auth.session_idle_secs),
+            Duration::from_secs(settings.auth.session_max_secs),
+            secret.session_key(),
+            shared_or_state(storage, shared_folders::SESSIONS)?,
+        ),
+        oidc: settings
+            .auth
+            .oidc
+            .clone()
+            .map(|o| crate::auth::oidc::Provider::new(o, settings.auth.leeway_secs))
+            .transpose()
+            .context("auth.oidc")?,
+        dev_mode: settings.auth.dev_mode,
+        cli_login: settings.auth.login.clone(),
+        ca_file: (settings.tls.mode == TlsMode::SelfSigned).then(|| {
+            let ca = DevCertificate::in_state(&storage.state).ca;
+            std::path::absolute(&ca).unwrap_or(ca).display().to_string()
+        }),
+    })
+}
+
+fn open_personal_tokens(
+    storage: &crate::config::StorageSettings,
+    secret: &Secret,
+) -> anyhow::Result<Arc<crate::auth::personal::PersonalTokens>> {
+    Ok(Arc::new(crate::auth::personal::PersonalTokens::new(
+        shared_or_state(storage, shared_folders::PERSONAL_TOKENS)?,
+        secret.token_seal_key(),
+    )))
+}
+
+fn rate_limits(settings: &Settings) -> http::limits::RateLimits {
+    http::limits::RateLimits::new(
+        settings.limits.requests_per_minute,
+        settings.limits.request_burst,
+    )
+}
+
+/// Uploads in progress at once.
+fn upload_slots(settings: &Settings) -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(
+        settings.ingest.max_concurrent_uploads.max(1),
+    ))
+}
+
+/// Request body bytes held at once, across requests.
+fn body_budget(settings: &Settings) -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(
+        settings
+            .limits
+            .max_body_bytes_in_flight
+            .min(tokio::sync::Semaphore::MAX_PERMITS),
+    ))
+}
+
+/// The catalogue: in an object store when `storage.datasets_url` is set
+/// (polled for other replicas' changes), else the local folder.
+async fn open_catalogue(settings: &Settings) -> anyhow::Result<Arc<LiveCatalog>> {
+    let storage = &settings.storage;
+    let catalog = Arc::new(match &storage.datasets_url {
+        Some(url) => LiveCatalog::open_url(url, &storage.state.join("staging")).await?,
+        None => open_folder_catalogue(&storage.datasets).await?,
+    });
+    if storage.datasets_url.is_some() {
+        spawn_catalogue_poller(catalog.clone(), Duration::from_millis(storage.poll_millis));
     }
+    Ok(catalog)
 }
 
 /// The audit trail with its checkpoint signing key, or a log that records

@@ -34,7 +34,9 @@ impl Secret {
         Self(bytes)
     }
 
-    /// Reads `<state>/pseudonym-secret`, creating it (mode 0600) on first use.
+    /// Reads `<state>/pseudonym-secret`, creating it (mode 0600) on first
+    /// use. Read once at start: pseudonyms, and the keys that seal what
+    /// replicas share (personal tokens, sessions), derive from it.
     pub fn load_or_create(state_dir: &Path) -> std::io::Result<Self> {
         crate::util::key_file::load_or_create(&state_dir.join("pseudonym-secret")).map(Self)
     }
