@@ -6,6 +6,8 @@ use std::process::ExitCode;
 mod access;
 mod credentials;
 mod device_login;
+mod remote;
+mod sign_in;
 mod steward;
 
 use anyhow::Context;
@@ -76,23 +78,23 @@ enum Command {
         #[arg(long)]
         paste: bool,
         #[command(flatten)]
-        target: steward::Target,
+        target: remote::Target,
     },
     /// Print the token kept for a server (renewed first if about to
     /// expire): `export SLUICE_TOKEN=$(sluice print-token --server URL)`.
     PrintToken {
         #[command(flatten)]
-        target: steward::Target,
+        target: remote::Target,
     },
     /// Forget the token kept for a server.
     Logout {
         #[command(flatten)]
-        target: steward::Target,
+        target: remote::Target,
     },
     /// Make, list or revoke your personal access tokens on a server.
     Tokens {
         #[command(subcommand)]
-        command: steward::TokensCommand,
+        command: sign_in::TokensCommand,
     },
     /// Register a dataset and/or upload a new version of it from a file.
     Register(steward::RegisterArgs),
@@ -434,16 +436,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Login { paste, target } => {
             let settings = client_settings(&cli.config, true)?;
-            steward::login(settings, target, paste)
+            sign_in::login(settings, target, paste)
         }
         Command::PrintToken { target } => {
             let settings = client_settings(&cli.config, true)?;
-            steward::print_token(settings, target)
+            sign_in::print_token(settings, target)
         }
-        Command::Logout { target } => steward::logout(target),
+        Command::Logout { target } => sign_in::logout(target),
         Command::Tokens { command } => {
             let settings = client_settings(&cli.config, true)?;
-            steward::tokens(settings, command)
+            sign_in::tokens(settings, command)
         }
         Command::Register(args) => {
             let settings = client_settings(&cli.config, args.has_server())?;
