@@ -85,6 +85,9 @@ const ZSTD_LEVEL: i32 = 1;
 fn coded(coding: Coding, text: Vec<u8>) -> Result<Bytes, ArrowError> {
     match coding {
         Coding::Identity => Ok(Bytes::from(text)),
+        Coding::Lz4 => Err(ArrowError::InvalidArgumentError(
+            "lz4 compresses Arrow answers only".into(),
+        )),
         Coding::Zstd => zstd::bulk::compress(&text, ZSTD_LEVEL)
             .map(Bytes::from)
             .map_err(|e| ArrowError::ExternalError(Box::new(e))),
@@ -101,7 +104,8 @@ pub type EncodeJob = Box<dyn FnOnce() -> Result<Bytes, ArrowError> + Send>;
 pub type Provenance = Vec<(String, String)>;
 
 impl Encoder {
-    /// An encoder for one answer; `coding` applies to text formats only.
+    /// An encoder for one answer, compressed as `coding` says (see
+    /// [`Coding`]; Parquet's own codecs apply whatever it says).
     pub fn new(
         format: Format,
         coding: Coding,
@@ -109,10 +113,22 @@ impl Encoder {
         provenance: &Provenance,
     ) -> Result<Self, ArrowError> {
         Ok(match format {
-            Format::Arrow => Encoder::Arrow(Box::new(arrow::ipc::writer::StreamWriter::try_new(
-                Vec::new(),
-                schema,
-            )?)),
+            Format::Arrow => {
+                let compression = match coding {
+                    Coding::Identity => None,
+                    Coding::Zstd => Some(arrow::ipc::CompressionType::ZSTD),
+                    Coding::Lz4 => Some(arrow::ipc::CompressionType::LZ4_FRAME),
+                };
+                let options = arrow::ipc::writer::IpcWriteOptions::default()
+                    .try_with_compression(compression)?;
+                Encoder::Arrow(Box::new(
+                    arrow::ipc::writer::StreamWriter::try_new_with_options(
+                        Vec::new(),
+                        schema,
+                        options,
+                    )?,
+                ))
+            }
             Format::Parquet => Encoder::Parquet(Box::new(ParquetEncoder {
                 writer: None,
                 schema: schema.clone(),

@@ -33,15 +33,32 @@ pub(crate) fn test_batch(
     .expect("columns of equal length")
 }
 
-/// How a text answer's bytes travel: as they are, or as zstd frames (one
-/// per batch, compressed in parallel; RFC 8878 lets a zstd stream be any
-/// number of frames, and decoders read them as one). Only when the client
-/// asks (`Accept-Encoding: zstd`), and only for CSV and NDJSON: Arrow and
-/// Parquet answers carry their own compression or none worth adding.
+/// How an answer's bytes are compressed, only when the client asks.
+/// - CSV and NDJSON: zstd frames (one per batch, compressed in parallel;
+///   RFC 8878 lets a zstd stream be any number of frames, and decoders read
+///   them as one), asked for with `Accept-Encoding: zstd` and sent with
+///   `Content-Encoding: zstd`.
+/// - Arrow IPC: the format's own body compression (LZ4 frame or zstd, per
+///   buffer), asked for with `compression=lz4|zstd`; pyarrow, polars and
+///   arrow-rs read it with no option, so no header changes.
+/// - Parquet is compressed by its own codecs, always.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Coding {
     Identity,
     Zstd,
+    Lz4,
+}
+
+impl Coding {
+    /// `compression=…` for Arrow answers.
+    pub fn from_name(name: &str) -> Option<Coding> {
+        match name.to_ascii_lowercase().as_str() {
+            "none" | "identity" => Some(Coding::Identity),
+            "zstd" => Some(Coding::Zstd),
+            "lz4" | "lz4_frame" => Some(Coding::Lz4),
+            _ => None,
+        }
+    }
 }
 
 /// A format Sluice can stream.

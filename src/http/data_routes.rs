@@ -35,6 +35,8 @@ pub(super) struct DataParams {
     offset: Option<String>,
     version: Option<String>,
     format: Option<String>,
+    /// Arrow answers: `lz4` or `zstd` body compression (default none).
+    compression: Option<String>,
     grant: Option<String>,
     /// Stewards and admins: read as the dataset's `tier`, or as one of its
     /// grants (by id), would; at most [`PREVIEW_ROWS`] rows, any version
@@ -61,12 +63,16 @@ pub(super) struct QueryBody {
     pub(super) offset: Option<u64>,
     pub(super) version: Option<u64>,
     pub(super) format: Option<String>,
+    /// Arrow answers: `lz4` or `zstd` body compression (default none).
+    pub(super) compression: Option<String>,
     pub(super) grant: Option<String>,
 }
 
 impl QueryBody {
-    /// The slice asked for, the format and the grant.
-    pub(super) fn into_parts(self) -> (SliceRequest, Option<String>, Option<String>) {
+    /// The slice asked for, the format, the compression and the grant.
+    pub(super) fn into_parts(
+        self,
+    ) -> (SliceRequest, Option<String>, Option<String>, Option<String>) {
         let slice = SliceRequest {
             columns: self.columns.map(|c| match c {
                 Columns::List(list) => list,
@@ -76,7 +82,7 @@ impl QueryBody {
             limit: self.limit,
             offset: self.offset,
         };
-        (slice, self.format, self.grant)
+        (slice, self.format, self.compression, self.grant)
     }
 }
 
@@ -120,6 +126,8 @@ struct Wanted {
     planner: Planner,
     version: Option<u64>,
     format: Option<String>,
+    /// `compression=` (Arrow answers).
+    compression: Option<String>,
     grant: Option<String>,
     /// Read as this grant, or the tier, would (stewards' preview).
     view_as: Option<String>,
@@ -169,6 +177,7 @@ pub(super) async fn get_data(
         planner: Planner::Slice(slice),
         version: None,
         format: p.format,
+        compression: p.compression,
         grant: p.grant,
         view_as: p.view_as,
         plain: false,
@@ -188,11 +197,12 @@ pub(super) async fn post_query(
     let b: QueryBody = super::body::parse_json(&state, &req, payload, "query").await?;
 
     let version = b.version;
-    let (slice, format, grant) = b.into_parts();
+    let (slice, format, compression, grant) = b.into_parts();
     let wanted = Wanted {
         planner: Planner::Slice(slice),
         version: None,
         format,
+        compression,
         grant,
         view_as: None,
         plain: false,
@@ -215,6 +225,8 @@ pub(super) struct AggregateParams {
     filter: Option<String>,
     version: Option<String>,
     format: Option<String>,
+    /// Arrow answers: `lz4` or `zstd` body compression (default none).
+    compression: Option<String>,
     grant: Option<String>,
     /// Differential privacy only: how much of the budget to spend.
     epsilon: Option<String>,
@@ -248,6 +260,7 @@ pub(super) async fn get_aggregate(
         }),
         version: None,
         format: p.format,
+        compression: p.compression,
         grant: p.grant,
         view_as: None,
         plain: false,
@@ -355,6 +368,7 @@ async fn answer_for_page(
         planner,
         version: None,
         format: Some(format.into()),
+        compression: None,
         grant: None,
         view_as: None,
         plain: true,
@@ -509,6 +523,7 @@ async fn serve(
             )?,
         };
         let format = negotiate(wanted.format.as_deref(), accept(req))?;
+        let coding = coding(req, format, wanted.compression.as_deref(), wanted.plain)?;
         // A place in the engine before any work (or privacy budget) is
         // spent on the answer; it is held until the answer's last byte.
         let place = state.engine.admit(&share_key(caller)).await?;
@@ -567,10 +582,10 @@ async fn serve(
                 }
             },
         };
-        Ok::<_, ApiError>((access, format, df, slot, paid, place))
+        Ok::<_, ApiError>((access, (format, coding), df, slot, paid, place))
     }
     .await;
-    let (access, format, df, slot, paid, place) = match prepared {
+    let (access, (format, coding), df, slot, paid, place) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
             trail::refused(state, record, &e);
@@ -581,11 +596,6 @@ async fn serve(
     record.privacy = paid.as_ref().map(|p| p.spend.clone());
     record.version = Some(access.version.number);
     record.format = Some(format.name().into());
-    let coding = if wanted.plain {
-        Coding::Identity
-    } else {
-        coding(req, format)
-    };
     let on_finish = trail::on_finish(state, record.clone(), started, event, slot);
     let provenance = provenance(&access, Some(time::OffsetDateTime::now_utc()));
     let stream = trail::durable_then(
@@ -694,23 +704,45 @@ pub(super) fn provenance(
     pairs
 }
 
-/// The coding of a text answer: zstd when the request's `Accept-Encoding`
-/// prefers it to none (see [`Coding`]), else the bytes as they are.
-fn coding(req: &HttpRequest, format: Format) -> Coding {
+/// How the answer is compressed (see [`Coding`]): for Arrow, as
+/// `compression=` asks; for text, zstd when the request's
+/// `Accept-Encoding` prefers it to none (never for `plain` answers, which
+/// the server reads itself); else the bytes as they are.
+fn coding(
+    req: &HttpRequest,
+    format: Format,
+    compression: Option<&str>,
+    plain: bool,
+) -> Result<Coding, ApiError> {
     use actix_web::http::header::{AcceptEncoding, Encoding, Header};
-    if !matches!(format, Format::Csv | Format::Ndjson)
+    if let Some(name) = compression.filter(|c| !c.is_empty()) {
+        let coding = Coding::from_name(name).ok_or_else(|| {
+            ApiError::InvalidParameter(format!(
+                "compression '{}' is not one of lz4, zstd, none",
+                crate::util::echo::cut_to(name, 40)
+            ))
+        })?;
+        if format != Format::Arrow && coding != Coding::Identity {
+            return Err(ApiError::InvalidParameter(
+                "compression applies to Arrow answers: Parquet is always compressed, and CSV or NDJSON are sent as zstd when the request says Accept-Encoding: zstd".into(),
+            ));
+        }
+        return Ok(coding);
+    }
+    if plain
+        || !matches!(format, Format::Csv | Format::Ndjson)
         || !req.headers().contains_key(header::ACCEPT_ENCODING)
     {
-        return Coding::Identity;
+        return Ok(Coding::Identity);
     }
     match AcceptEncoding::parse(req) {
         Ok(accepted)
             if accepted.negotiate([Encoding::zstd(), Encoding::identity()].iter())
                 == Some(Encoding::zstd()) =>
         {
-            Coding::Zstd
+            Ok(Coding::Zstd)
         }
-        _ => Coding::Identity,
+        _ => Ok(Coding::Identity),
     }
 }
 
@@ -742,7 +774,7 @@ fn streaming_response(
     if matches!(format, Format::Csv | Format::Ndjson) {
         response.insert_header((header::VARY, "accept-encoding"));
     }
-    if coding == Coding::Zstd {
+    if coding == Coding::Zstd && matches!(format, Format::Csv | Format::Ndjson) {
         response.insert_header((header::CONTENT_ENCODING, "zstd"));
     }
     response.streaming(body)

@@ -60,10 +60,10 @@ pub(super) async fn create(
     let body: QueryBody =
         super::body::parse_json(&state, &req, payload, "snapshot request").await?;
     let version = body.version;
-    let (slice, format, grant) = body.into_parts();
-    if format.is_some_and(|f| !f.eq_ignore_ascii_case("parquet")) {
+    let (slice, format, compression, grant) = body.into_parts();
+    if format.is_some_and(|f| !f.eq_ignore_ascii_case("parquet")) || compression.is_some() {
         return Err(ApiError::InvalidParameter(
-            "a snapshot is a Parquet file: leave out format, or set it to \"parquet\"".into(),
+            "a snapshot is a Parquet file, compressed: leave out format (or set it to \"parquet\") and compression".into(),
         ));
     }
     let issued = issue(&state, &caller, &path, slice, version, grant, &req).await?;

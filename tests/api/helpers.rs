@@ -303,9 +303,15 @@ pub async fn arrow_batches(response: reqwest::Response) -> Vec<RecordBatch> {
         response.headers()["content-type"],
         "application/vnd.apache.arrow.stream"
     );
-    let bytes = response.bytes().await.expect("body");
-    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
-        .expect("arrow stream");
+    arrow_batches_of(&response.bytes().await.expect("body"))
+}
+
+/// An Arrow IPC stream's batches (compressed or not), each column checked
+/// to hold only released bytes.
+pub fn arrow_batches_of(body: &[u8]) -> Vec<RecordBatch> {
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body.to_vec()), None)
+            .expect("arrow stream");
     let batches = reader.collect::<Result<Vec<_>, _>>().expect("batches");
     for batch in &batches {
         for (column, field) in batch.columns().iter().zip(batch.schema().fields()) {

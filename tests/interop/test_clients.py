@@ -40,6 +40,16 @@ def test_polars_reads_arrow_and_parquet(server):
     assert arrow["length_of_stay"].min() > 7
 
 
+def test_compressed_arrow_is_read_as_is_by_pyarrow_and_polars(server):
+    plain = pa.ipc.open_stream(io.BytesIO(server.get(PATH + "&format=arrow"))).read_all()
+    for codec in ("lz4", "zstd"):
+        body = server.get(PATH + f"&format=arrow&compression={codec}")
+        table = pa.ipc.open_stream(io.BytesIO(body)).read_all()
+        assert table.equals(plain), codec
+        frame = pl.read_ipc_stream(io.BytesIO(body))
+        assert frame.equals(pl.from_arrow(plain)), codec
+
+
 def test_pandas_reads_parquet_csv_and_ndjson_alike(server):
     parquet = pd.read_parquet(io.BytesIO(server.get(PATH + "&format=parquet")))
     csv = pd.read_csv(io.BytesIO(server.get(PATH + "&format=csv")))
