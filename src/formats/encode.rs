@@ -64,7 +64,7 @@ pub fn sanitize(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, 
 
 /// Turns batches into byte chunks for one response.
 pub enum Encoder {
-    Arrow(Box<arrow::ipc::writer::StreamWriter<Vec<u8>>>),
+    Arrow(ArrowEncoder),
     Parquet(Box<ParquetEncoder>),
     Csv {
         header_done: bool,
@@ -113,22 +113,7 @@ impl Encoder {
         provenance: &Provenance,
     ) -> Result<Self, ArrowError> {
         Ok(match format {
-            Format::Arrow => {
-                let compression = match coding {
-                    Coding::Identity => None,
-                    Coding::Zstd => Some(arrow::ipc::CompressionType::ZSTD),
-                    Coding::Lz4 => Some(arrow::ipc::CompressionType::LZ4_FRAME),
-                };
-                let options = arrow::ipc::writer::IpcWriteOptions::default()
-                    .try_with_compression(compression)?;
-                Encoder::Arrow(Box::new(
-                    arrow::ipc::writer::StreamWriter::try_new_with_options(
-                        Vec::new(),
-                        schema,
-                        options,
-                    )?,
-                ))
-            }
+            Format::Arrow => Encoder::Arrow(ArrowEncoder::new(schema, coding)?),
             Format::Parquet => Encoder::Parquet(Box::new(ParquetEncoder {
                 writer: None,
                 schema: schema.clone(),
@@ -146,14 +131,6 @@ impl Encoder {
     /// Encodes one batch; returns whatever bytes are ready (possibly none).
     pub fn write(&mut self, batch: &RecordBatch) -> Result<Bytes, ArrowError> {
         match self {
-            Encoder::Arrow(w) => {
-                // Room for the whole message at once: growing the buffer
-                // as the writer appends copied each answer about twice.
-                w.get_mut()
-                    .reserve(batch.get_array_memory_size().min(RESERVE_MAX));
-                w.write(batch)?;
-                Ok(Bytes::from(std::mem::take(w.get_mut())))
-            }
             Encoder::Parquet(p) => {
                 let w = p.writer(std::slice::from_ref(batch))?;
                 w.write(batch).map_err(parquet_err)?;
@@ -162,22 +139,24 @@ impl Encoder {
                 }
                 Ok(Bytes::from(std::mem::take(w.inner_mut())))
             }
-            Encoder::Csv { .. } | Encoder::Ndjson { .. } => match self.detached(batch.clone()) {
-                Some(job) => job(),
-                None => Err(ArrowError::ComputeError(
-                    "a text encoder did not detach".into(),
-                )),
-            },
+            Encoder::Arrow(_) | Encoder::Csv { .. } | Encoder::Ndjson { .. } => {
+                match self.detached(batch.clone()) {
+                    Some(job) => job(),
+                    None => Err(ArrowError::ComputeError("an encoder did not detach".into())),
+                }
+            }
         }
     }
 
-    /// For formats whose batches encode independently of each other (CSV,
-    /// NDJSON): this batch's encoding as work that can run on another
-    /// thread, the header taken care of. Successive jobs, run in parallel
-    /// and sent in order, give the same bytes as [`Encoder::write`].
-    /// `None` for formats with state across batches (Arrow, Parquet).
+    /// For formats whose batches encode independently of each other (Arrow
+    /// IPC, CSV, NDJSON): this batch's encoding as work that can run on
+    /// another thread, the header taken care of. Successive jobs, run in
+    /// parallel and sent in order, give the same bytes as
+    /// [`Encoder::write`]. `None` for Parquet, whose row groups span
+    /// batches.
     pub fn detached(&mut self, batch: RecordBatch) -> Option<EncodeJob> {
         match self {
+            Encoder::Arrow(arrow) => Some(arrow.detached(batch)),
             Encoder::Csv {
                 header_done,
                 coding,
@@ -206,7 +185,7 @@ impl Encoder {
                     coded(coding, w.into_inner())
                 }))
             }
-            Encoder::Arrow(_) | Encoder::Parquet(_) => None,
+            Encoder::Parquet(_) => None,
         }
     }
 
@@ -214,10 +193,7 @@ impl Encoder {
     /// CSV header for an empty result.
     pub fn finish(&mut self) -> Result<Bytes, ArrowError> {
         match self {
-            Encoder::Arrow(w) => {
-                w.finish()?;
-                Ok(Bytes::from(std::mem::take(w.get_mut())))
-            }
+            Encoder::Arrow(arrow) => Ok(arrow.finish()),
             Encoder::Parquet(p) => {
                 let w = p.writer(&[])?;
                 w.finish().map_err(parquet_err)?;
@@ -238,6 +214,73 @@ impl Encoder {
             // zstd stream rather than no bytes at all.
             Encoder::Ndjson { coding } => coded(*coding, Vec::new()),
         }
+    }
+}
+
+/// An Arrow IPC stream written message by message: the schema, then each
+/// batch as its own message, encoded (and compressed, when asked) on any
+/// thread, since after [`sanitize`] no batch carries a dictionary that a
+/// later one would refer to; then the end-of-stream marker. The bytes are
+/// those of arrow's `StreamWriter` (a test holds them to it).
+pub struct ArrowEncoder {
+    options: arrow::ipc::writer::IpcWriteOptions,
+    /// The schema message, sent with the first chunk.
+    header: Option<Vec<u8>>,
+}
+
+impl ArrowEncoder {
+    fn new(schema: &SchemaRef, coding: Coding) -> Result<Self, ArrowError> {
+        use arrow::ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteOptions};
+        let compression = match coding {
+            Coding::Identity => None,
+            Coding::Zstd => Some(arrow::ipc::CompressionType::ZSTD),
+            Coding::Lz4 => Some(arrow::ipc::CompressionType::LZ4_FRAME),
+        };
+        let options = IpcWriteOptions::default().try_with_compression(compression)?;
+        let message = IpcDataGenerator::default().schema_to_bytes_with_dictionary_tracker(
+            schema,
+            &mut DictionaryTracker::new(false),
+            &options,
+        );
+        let mut header = Vec::new();
+        arrow::ipc::writer::write_message(&mut header, message, &options)?;
+        Ok(Self {
+            options,
+            header: Some(header),
+        })
+    }
+
+    fn detached(&mut self, batch: RecordBatch) -> EncodeJob {
+        let header = self.header.take().unwrap_or_default();
+        let options = self.options.clone();
+        Box::new(move || {
+            use arrow::ipc::writer::{
+                DictionaryTracker, IpcDataGenerator, IpcWriteContext, write_message,
+            };
+            let (dictionaries, message) = IpcDataGenerator::default().encode(
+                &batch,
+                &mut DictionaryTracker::new(false),
+                &options,
+                &mut IpcWriteContext::default(),
+            )?;
+            // Room for the whole message at once: growing the buffer as
+            // messages are appended copied each answer about twice.
+            let mut out = header;
+            out.reserve(batch.get_array_memory_size().min(RESERVE_MAX));
+            for dictionary in dictionaries {
+                write_message(&mut out, dictionary, &options)?;
+            }
+            write_message(&mut out, message, &options)?;
+            Ok(Bytes::from(out))
+        })
+    }
+
+    /// The schema (if no batch carried it) and the end-of-stream marker
+    /// (IPC format version 5: continuation, then a zero length).
+    fn finish(&mut self) -> Bytes {
+        let mut out = self.header.take().unwrap_or_default();
+        out.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0]);
+        Bytes::from(out)
     }
 }
 
@@ -322,6 +365,66 @@ mod tests {
             !text.contains("secret"),
             "hidden values leaked into the IPC bytes"
         );
+    }
+
+    /// Arrow batches encoded apart (in any order, on any thread), sent in
+    /// order, are the bytes arrow's own `StreamWriter` writes, compressed
+    /// or not, and with no batch at all.
+    #[test]
+    fn arrow_messages_encoded_apart_are_the_stream_writers_bytes() {
+        use arrow::array::{Float64Array, StringArray};
+        use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("region", DataType::Utf8, true),
+            Field::new("cost", DataType::Float64, true),
+        ]));
+        let batch = |n: usize| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from_iter_values(
+                        (0..n).map(|i| format!("region-{}", i % 7)),
+                    )),
+                    Arc::new(Float64Array::from_iter_values(
+                        (0..n).map(|i| i as f64 / 3.0),
+                    )),
+                ],
+            )
+            .unwrap()
+        };
+        let batches = [batch(1000), batch(0), batch(37)];
+        for (coding, compression) in [
+            (Coding::Identity, None),
+            (Coding::Lz4, Some(arrow::ipc::CompressionType::LZ4_FRAME)),
+            (Coding::Zstd, Some(arrow::ipc::CompressionType::ZSTD)),
+        ] {
+            for sent in [&batches[..], &[]] {
+                let options = IpcWriteOptions::default()
+                    .try_with_compression(compression)
+                    .unwrap();
+                let mut writer =
+                    StreamWriter::try_new_with_options(Vec::new(), &schema, options).unwrap();
+                for b in sent {
+                    writer.write(b).unwrap();
+                }
+                writer.finish().unwrap();
+                let expected = writer.into_inner().unwrap();
+
+                let mut encoder =
+                    Encoder::new(Format::Arrow, coding, &schema, &Vec::new()).unwrap();
+                let jobs: Vec<EncodeJob> = sent
+                    .iter()
+                    .map(|b| encoder.detached(b.clone()).unwrap())
+                    .collect();
+                // Run last first: nothing depends on order but the sending.
+                let mut chunks: Vec<Bytes> =
+                    jobs.into_iter().rev().map(|job| job().unwrap()).collect();
+                chunks.reverse();
+                let mut got: Vec<u8> = chunks.concat();
+                got.extend_from_slice(&encoder.finish().unwrap());
+                assert_eq!(got, expected, "{coding:?}, {} batches", sent.len());
+            }
+        }
     }
 
     #[test]
