@@ -85,8 +85,8 @@ pub fn login(settings: Settings, target: Target, paste: bool) -> anyhow::Result<
         stored.save(&folder)?;
         eprintln!(
             "signed in to {server} as {} (token expires {}); kept in {}",
-            me["subject"].as_str().unwrap_or("?"),
-            me["token_expires"].as_str().unwrap_or("never"),
+            device_login::printable(me["subject"].as_str().unwrap_or("?")),
+            device_login::printable(me["token_expires"].as_str().unwrap_or("never")),
             folder.join("credentials.json").display()
         );
         Ok(())
@@ -99,7 +99,7 @@ fn read_pasted_token(server: &str, offer: &Value) -> anyhow::Result<String> {
     if std::io::stdin().is_terminal() {
         let page = offer["personal_tokens"]
             .as_str()
-            .map(str::to_owned)
+            .map(device_login::printable)
             .unwrap_or_else(|| format!("{server}/me/tokens"));
         eprint!("Paste a personal access token for {server} (make one at {page}): ");
     }
