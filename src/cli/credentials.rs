@@ -28,13 +28,22 @@ impl Stored {
     /// Whether the token expires within `margin_secs` (never, when its
     /// expiry is unknown).
     pub fn expires_within(&self, margin_secs: u64) -> bool {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
         self.expires_at
-            .is_some_and(|at| at <= now.saturating_add(margin_secs))
+            .is_some_and(|at| at <= unix_now().saturating_add(margin_secs))
     }
+}
+
+/// When a token that runs `expires_in` seconds from now expires (seconds
+/// since 1970), as a token answer gives it.
+pub fn expiry(expires_in: Option<u64>) -> Option<u64> {
+    expires_in.map(|secs| unix_now().saturating_add(secs))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Every server's stored sign-in, by base URL.

@@ -41,13 +41,6 @@ pub(crate) fn print(value: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// A path segment with everything but unreserved characters escaped.
 pub(crate) fn urlencoding_segment(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
@@ -85,6 +78,17 @@ pub(crate) fn refuse_plain_http(base: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--server` without a trailing slash: the base of every path, and the
+/// key a sign-in is kept under.
+fn base_of(target: &Target) -> anyhow::Result<String> {
+    Ok(target
+        .server
+        .as_deref()
+        .context("no --server")?
+        .trim_end_matches('/')
+        .to_owned())
+}
+
 /// A kept token is renewed when it expires within this many seconds.
 pub(crate) const RENEW_MARGIN_SECS: u64 = 60;
 
@@ -113,9 +117,7 @@ pub(crate) async fn renew(folder: &Path, base: &str) -> anyhow::Result<credentia
             )
         })?;
     stored.token = tokens.access_token;
-    stored.expires_at = tokens
-        .expires_in
-        .map(|secs| unix_now().saturating_add(secs));
+    stored.expires_at = credentials::expiry(tokens.expires_in);
     stored.refresh = Some(next);
     kept.set(base, stored.clone());
     kept.save(folder)?;
@@ -127,46 +129,42 @@ impl Remote {
     /// `SLUICE_TOKEN`, else the one `sluice login` kept for the server,
     /// renewed first when it is about to expire.
     pub(crate) async fn new(settings: &Settings, target: &Target) -> anyhow::Result<Self> {
-        let mut remote = Self::unsigned(settings, target)?;
-        if target.token.is_some() {
-            return Ok(remote);
-        }
-        let Some(folder) = credentials::folder() else {
-            return Ok(remote);
+        let kept = match credentials::folder() {
+            Some(folder) if target.token.is_none() => {
+                let base = base_of(target)?;
+                credentials::Credentials::load(&folder)
+                    .with_context(|| {
+                        format!("reading the stored sign-ins in {}", folder.display())
+                    })?
+                    .get(&base)
+                    .cloned()
+                    .map(|stored| (folder, base, stored))
+            }
+            _ => None,
         };
-        let kept = credentials::Credentials::load(&folder)
-            .with_context(|| format!("reading the stored sign-ins in {}", folder.display()))?;
-        let Some(mut stored) = kept.get(&remote.base).cloned() else {
-            return Ok(remote);
+        let Some((folder, base, mut stored)) = kept else {
+            return Self::unsigned(settings, target);
         };
         // Checked before a renewal too: no token is made for a channel it
         // may not take.
-        refuse_plain_http(&remote.base)?;
+        refuse_plain_http(&base)?;
         if stored.expires_within(RENEW_MARGIN_SECS) && stored.refresh.is_some() {
-            stored = renew(&folder, &remote.base).await?;
+            stored = renew(&folder, &base).await?;
         }
-        if stored.ca.is_some() && target.ca.is_none() {
-            remote = Self::unsigned(
-                settings,
-                &Target {
-                    ca: stored.ca.clone(),
-                    ..target.clone()
-                },
-            )?;
-        }
-        remote.token = Some(stored.token);
-        Ok(remote)
+        Self::unsigned(
+            settings,
+            &Target {
+                token: Some(stored.token),
+                ca: target.ca.clone().or(stored.ca),
+                ..target.clone()
+            },
+        )
     }
 
     /// The client for `--server` with only the token given on the command
     /// line (or in `SLUICE_TOKEN`), none kept.
     pub(crate) fn unsigned(settings: &Settings, target: &Target) -> anyhow::Result<Self> {
-        let base = target
-            .server
-            .clone()
-            .context("no --server")?
-            .trim_end_matches('/')
-            .to_owned();
+        let base = base_of(target)?;
         let mut builder = reqwest::Client::builder();
         let default_ca = settings.storage.state.join("tls").join("ca.pem");
         let ca = target

@@ -7,8 +7,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use crate::remote::{
-    Remote, SHORT_REQUEST, Target, fail, print, refuse_plain_http, runtime, unix_now,
-    urlencoding_segment,
+    Remote, SHORT_REQUEST, Target, fail, print, refuse_plain_http, runtime, urlencoding_segment,
 };
 use crate::{credentials, device_login};
 use sluice::config::{LoginSettings, Settings};
@@ -143,9 +142,7 @@ async fn sign_in_on_another_device(
         });
     Ok((
         tokens.access_token,
-        tokens
-            .expires_in
-            .map(|secs| unix_now().saturating_add(secs)),
+        credentials::expiry(tokens.expires_in),
         refresh,
     ))
 }
