@@ -50,7 +50,7 @@ pub(super) fn count_request(
 /// Whom a place in the engine counts against: the subject; every
 /// anonymous caller together (addresses are cheap to change, so anonymous
 /// callers share one fair share of the engine).
-pub(super) fn share_key(caller: &Caller) -> String {
+pub(crate) fn share_key(caller: &Caller) -> String {
     match caller.principal() {
         Some(p) => format!("sub:{}", p.sub),
         None => "anonymous".into(),
@@ -82,15 +82,14 @@ async fn verified_caller(req: &HttpRequest, state: &AppState) -> Result<Caller, 
             let (scheme, token) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
-        .ok_or_else(|| {
-            tracing::info!(reason = "not-bearer", "authentication failed");
-            state
-                .metrics
-                .auth_failures
-                .with_label_values(&["not-bearer"])
-                .inc();
-            ApiError::InvalidToken("not-bearer")
-        })?;
+        .ok_or_else(|| refused(state, "not-bearer"))?;
+    verify_token(state, token).await
+}
+
+/// Who holds `token`: a personal token, or a JWT from a trusted issuer (or
+/// the dev key). A failure is logged and counted by reason, and answered
+/// the same way whatever the reason.
+pub(crate) async fn verify_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     let verified = if crate::auth::personal::is_personal(token) {
         state.personal_tokens.verify(token).await
     } else {
@@ -101,14 +100,17 @@ async fn verified_caller(req: &HttpRequest, state: &AppState) -> Result<Caller, 
             tracing::Span::current().record("sub", principal.sub.as_str());
             Ok(Caller::Principal(principal))
         }
-        Err(e) => {
-            tracing::info!(reason = e.reason(), "authentication failed");
-            state
-                .metrics
-                .auth_failures
-                .with_label_values(&[e.reason()])
-                .inc();
-            Err(ApiError::InvalidToken(e.reason()))
-        }
+        Err(e) => Err(refused(state, e.reason())),
     }
+}
+
+/// A failed authentication, logged and counted by `reason`.
+pub(crate) fn refused(state: &AppState, reason: &'static str) -> ApiError {
+    tracing::info!(reason, "authentication failed");
+    state
+        .metrics
+        .auth_failures
+        .with_label_values(&[reason])
+        .inc();
+    ApiError::InvalidToken(reason)
 }

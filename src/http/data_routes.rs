@@ -95,8 +95,9 @@ pub(super) enum Columns {
 }
 
 /// What a data request plans: rows, or a disclosure-controlled aggregate.
-/// Both travel the same path through [`serve`].
-enum Planner {
+/// Both travel the same path through [`answer`].
+#[derive(Debug)]
+pub(crate) enum Planner {
     Slice(SliceRequest),
     Aggregate(AggregateRequest),
 }
@@ -122,7 +123,7 @@ impl Planner {
 }
 
 /// A request with everything parsed.
-struct Wanted {
+pub(crate) struct Wanted {
     planner: Planner,
     version: Option<u64>,
     format: Option<String>,
@@ -134,6 +135,22 @@ struct Wanted {
     /// Never content-coded, whatever `Accept-Encoding` says (answers read
     /// by the server itself, such as a page's preview).
     plain: bool,
+}
+
+impl Wanted {
+    /// A request from a front door that always answers Arrow (Flight SQL),
+    /// read under `grant` (or whatever access the caller has).
+    pub(crate) fn arrow(planner: Planner, grant: Option<String>) -> Self {
+        Wanted {
+            planner,
+            version: None,
+            format: Some("arrow".into()),
+            compression: None,
+            grant,
+            view_as: None,
+            plain: true,
+        }
+    }
 }
 
 pub(super) fn split_columns(text: &str) -> Vec<String> {
@@ -386,14 +403,14 @@ pub(super) fn accept(req: &HttpRequest) -> Option<&str> {
 }
 
 /// What a caller may read of one version of one dataset.
-pub(super) struct Access {
-    pub(super) dataset: Arc<Dataset>,
-    pub(super) version: Version,
-    pub(super) plan: AccessPlan,
+pub(crate) struct Access {
+    pub(crate) dataset: Arc<Dataset>,
+    pub(crate) version: Version,
+    pub(crate) plan: AccessPlan,
 }
 
 /// Resolves the dataset and version and asks the policy.
-pub(super) fn authorize(
+pub(crate) fn authorize(
     state: &AppState,
     policy: &Policy,
     caller: &Caller,
@@ -473,19 +490,37 @@ fn authorize_view(
     })
 }
 
+/// A data request's answer, ready to send: what was authorised, in which
+/// shape, the stream of encoded chunks, and what the caller is told beside
+/// the bytes (a DP receipt, the disclosure rules in force). Every front
+/// door (the HTTP routes here, Flight SQL) sends the same answer.
+pub(crate) struct Answered {
+    pub(crate) access: Access,
+    pub(crate) format: Format,
+    pub(crate) coding: Coding,
+    pub(crate) stream: SliceStream,
+    paid: Option<privacy::Paid>,
+    /// The disclosure rules of the policy the answer was planned under.
+    disclosure: policy::Disclosure,
+}
+
 /// The one path every data and aggregate request takes: record → slot →
-/// authorise → negotiate → plan → audit → stream. The policy is read once,
+/// authorise → shape → plan → audit → stream. The policy is read once,
 /// so one request never mixes two policies across a reload; a parameter
-/// that does not parse (`version`) is refused and recorded like any other
-/// refusal.
-async fn serve(
+/// that does not parse (`version`), or a shape that cannot be served
+/// (`format`, `compression`), is refused and recorded like any other
+/// refusal, after the access decision, so it says nothing to a caller who
+/// may not read the dataset. `rate_key` is whom the stream slot counts
+/// against.
+pub(crate) async fn answer(
     state: &AppState,
     caller: &Caller,
     raw_id: &str,
     mut wanted: Wanted,
     version: Result<Option<u64>, ApiError>,
-    req: &HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+    shape: Result<(Format, Coding), ApiError>,
+    rate_key: &str,
+) -> Result<Answered, ApiError> {
     let started = Instant::now();
     let policy = state.policy.current();
     let event = match wanted.view_as {
@@ -498,7 +533,7 @@ async fn serve(
         wanted.version = version?;
         let slot = state
             .stream_slots
-            .acquire(&rate_key(req, caller))
+            .acquire(rate_key)
             .ok_or(ApiError::TooManyStreams)?;
         let access = match wanted.view_as.as_deref() {
             Some(view) => {
@@ -522,8 +557,7 @@ async fn serve(
                 wanted.grant.as_deref(),
             )?,
         };
-        let format = negotiate(wanted.format.as_deref(), accept(req))?;
-        let coding = coding(req, format, wanted.compression.as_deref(), wanted.plain)?;
+        let (format, coding) = shape?;
         // A place in the engine before any work (or privacy budget) is
         // spent on the answer; it is held until the answer's last byte.
         let place = state.engine.admit(&share_key(caller)).await?;
@@ -616,34 +650,102 @@ async fn serve(
         .first_byte
         .with_label_values(&[event.as_str()])
         .observe(started.elapsed().as_secs_f64());
-    let mut response = streaming_response(&access, format, coding, stream);
-    let headers = response.headers_mut();
-    match (&wanted.planner, &paid) {
-        (Planner::Slice(_), _) => {
-            if let Some(cap) = access.plan.max_rows {
-                headers.insert(
-                    header::HeaderName::from_static("sluice-row-cap"),
-                    header::HeaderValue::from(cap),
-                );
+    Ok(Answered {
+        access,
+        format,
+        coding,
+        stream,
+        paid,
+        disclosure: policy.disclosure,
+    })
+}
+
+/// Records a data request refused before it reached [`answer`] (a Flight
+/// SQL statement outside what is answered): `dataset` as far as it was
+/// read, the caller's own text as the filter.
+pub(crate) fn record_refused(
+    state: &AppState,
+    caller: &Caller,
+    dataset: &str,
+    text: &str,
+    error: &ApiError,
+) {
+    let mut record = trail::request_record(Event::Data, caller, dataset);
+    record.filter = Some(crate::util::echo::cut_to(text, 512));
+    trail::refused(state, record, error);
+}
+
+impl Answered {
+    /// What the caller is told beside the bytes (`aggregate`: the answer
+    /// is a table of released cells): the version, and the row cap, the
+    /// disclosure rules or the DP receipt.
+    pub(crate) fn headers(&self, aggregate: bool) -> Vec<(&'static str, String)> {
+        let mut headers = Vec::new();
+        match (aggregate, &self.paid) {
+            (false, _) => {
+                if let Some(cap) = self.access.plan.max_rows {
+                    headers.push(("sluice-row-cap", cap.to_string()));
+                }
+            }
+            (true, Some(paid)) => headers.extend(privacy::headers(paid)),
+            (true, None) => {
+                let rules = &self.disclosure;
+                headers.push((
+                    "sluice-disclosure",
+                    format!(
+                        "min_count={}; round_to={}; dominance_pct={}; count_noise={}; sum_noise={}",
+                        rules.min_count,
+                        rules.round_to,
+                        rules.dominance_pct,
+                        rules.count_noise,
+                        rules.sum_noise
+                    ),
+                ));
             }
         }
-        (Planner::Aggregate(_), Some(paid)) => privacy::insert_headers(headers, paid)?,
-        (Planner::Aggregate(_), None) => {
-            let rules = &policy.disclosure;
-            let value = format!(
-                "min_count={}; round_to={}; dominance_pct={}; count_noise={}; sum_noise={}",
-                rules.min_count,
-                rules.round_to,
-                rules.dominance_pct,
-                rules.count_noise,
-                rules.sum_noise
-            );
-            headers.insert(
-                header::HeaderName::from_static("sluice-disclosure"),
-                header::HeaderValue::from_str(&value)
-                    .or_internal("writing the disclosure header")?,
-            );
-        }
+        headers.push((
+            "sluice-dataset-version",
+            self.access.version.number.to_string(),
+        ));
+        headers
+    }
+}
+
+/// [`answer`] as an HTTP response: the shape from `format=`, `Accept`,
+/// `compression=` and `Accept-Encoding`, the answer's headers, the chunks
+/// streamed as they come.
+async fn serve(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+    wanted: Wanted,
+    version: Result<Option<u64>, ApiError>,
+    req: &HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let shape = negotiate(wanted.format.as_deref(), accept(req))
+        .map_err(ApiError::from)
+        .and_then(|format| {
+            let coding = coding(req, format, wanted.compression.as_deref(), wanted.plain)?;
+            Ok((format, coding))
+        });
+    let aggregate = matches!(wanted.planner, Planner::Aggregate(_));
+    let answered = answer(
+        state,
+        caller,
+        raw_id,
+        wanted,
+        version,
+        shape,
+        &rate_key(req, caller),
+    )
+    .await?;
+    let headers = answered.headers(aggregate);
+    let mut response = streaming_response(answered);
+    for (name, value) in headers {
+        response.headers_mut().insert(
+            header::HeaderName::from_static(name),
+            header::HeaderValue::from_str(&value).or_internal("writing an answer's headers")?,
+        );
     }
     Ok(response)
 }
@@ -747,17 +849,18 @@ fn coding(
 }
 
 /// A 200 whose body is the slice's chunks as they come.
-fn streaming_response(
-    access: &Access,
-    format: Format,
-    coding: Coding,
-    stream: SliceStream,
-) -> HttpResponse {
+fn streaming_response(answered: Answered) -> HttpResponse {
+    let Answered {
+        access,
+        format,
+        coding,
+        stream,
+        ..
+    } = answered;
     let body = stream.into_chunks();
     let mut response = HttpResponse::Ok();
     response
         .content_type(format.media_type())
-        .insert_header(("Sluice-Dataset-Version", access.version.number.to_string()))
         .insert_header((
             header::CONTENT_DISPOSITION,
             format!(

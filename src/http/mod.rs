@@ -4,10 +4,10 @@
 
 mod admin_routes;
 mod body;
-mod caller;
+pub(crate) mod caller;
 mod catalog_routes;
 mod change_routes;
-mod data_routes;
+pub(crate) mod data_routes;
 mod docs_page;
 pub mod limits;
 mod me_route;

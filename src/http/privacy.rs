@@ -3,7 +3,6 @@
 //! row is read), then run it and draw the noise; and tell the caller what
 //! was spent and what is left.
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use datafusion::prelude::DataFrame;
 use serde_json::{Value, json};
 
@@ -113,14 +112,14 @@ fn tidy(x: f64) -> f64 {
 /// `Sluice-Privacy-Epsilon` (spent by this answer),
 /// `Sluice-Privacy-Budget-Remaining` and `Sluice-Privacy-Noise` (each
 /// statistic's Laplace scale).
-pub(super) fn insert_headers(headers: &mut HeaderMap, paid: &Paid) -> Result<(), ApiError> {
+pub(super) fn headers(paid: &Paid) -> Vec<(&'static str, String)> {
     let noise = paid
         .scales
         .iter()
         .map(|(name, scale)| format!("{name}={scale}"))
         .collect::<Vec<_>>()
         .join("; ");
-    for (name, value) in [
+    vec![
         (
             "sluice-privacy-epsilon",
             format!("{}", tidy(paid.spend.epsilon)),
@@ -130,13 +129,7 @@ pub(super) fn insert_headers(headers: &mut HeaderMap, paid: &Paid) -> Result<(),
             format!("{}", tidy(paid.spend.remaining)),
         ),
         ("sluice-privacy-noise", noise),
-    ] {
-        headers.insert(
-            HeaderName::from_static(name),
-            HeaderValue::from_str(&value).or_internal("writing the privacy headers")?,
-        );
-    }
-    Ok(())
+    ]
 }
 
 /// The budget as `GET /v1/datasets/{id}` shows it in `access`.

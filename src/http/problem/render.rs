@@ -29,7 +29,7 @@ impl ApiError {
         }
     }
 
-    pub(in crate::http) fn detail(&self) -> String {
+    pub(crate) fn detail(&self) -> String {
         match self {
             ApiError::Denied(d) => match d {
                 Denial::TokenRequired { tier } => {
