@@ -49,6 +49,18 @@ pub struct Settings {
     pub ingest: IngestSettings,
     #[serde(default)]
     pub snapshots: SnapshotSettings,
+    #[serde(default)]
+    pub flight: FlightSettings,
+}
+
+/// Arrow Flight SQL (gRPC), for ADBC and JDBC drivers and BI tools: its own
+/// listener, with the same TLS, callers, policy and audit as the HTTPS one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlightSettings {
+    /// Address of the Flight SQL listener (port 0 picks a free port);
+    /// unset, there is none.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Policy-applied snapshot files (signed links, ranged reads, Delta
@@ -634,6 +646,18 @@ impl Settings {
                 format!(
                     "plain HTTP is allowed only on a loopback address, not {}",
                     self.server.listen.ip()
+                ),
+            ));
+        }
+        if let Some(flight) = self.flight.listen
+            && self.tls.mode == TlsMode::Off
+            && !flight.ip().is_loopback()
+        {
+            return Err(bad(
+                "flight.listen",
+                format!(
+                    "Flight SQL without TLS is allowed only on a loopback address, not {}",
+                    flight.ip()
                 ),
             ));
         }

@@ -32,6 +32,7 @@ pub mod demo_data;
 pub mod domain;
 pub mod dp;
 pub mod filter;
+pub mod flight;
 pub mod formats;
 pub mod fuzzing;
 pub mod http;

@@ -31,6 +31,8 @@ pub struct Application {
     state: web::Data<AppState>,
     /// Ships the audit trail to the bucket (replicas), once more at stop.
     shipper: Option<crate::audit::ship::Running>,
+    /// The Flight SQL listener, if `flight.listen` is set.
+    flight: Option<crate::flight::Running>,
 }
 
 impl Application {
@@ -82,6 +84,14 @@ impl Application {
             ready: AtomicBool::new(false),
         });
         let (server, port) = bind(&settings, state.clone(), tls_config.clone())?;
+        let flight = match settings.flight.listen {
+            Some(listen) => Some(crate::flight::start(
+                listen,
+                tls_files(&settings)?,
+                state.clone(),
+            )?),
+            None => None,
+        };
         state.ready.store(true, Ordering::Relaxed);
         let datasets = catalog.snapshot().len();
         let https = tls_config.is_some();
@@ -92,11 +102,17 @@ impl Application {
             server,
             state,
             shipper,
+            flight,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The Flight SQL listener's port, if it runs.
+    pub fn flight_port(&self) -> Option<u16> {
+        self.flight.as_ref().map(|f| f.port)
     }
 
     pub fn is_https(&self) -> bool {
@@ -112,6 +128,7 @@ impl Application {
     /// are refused, readiness turns off, in-flight responses get the grace time).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let state = self.state.clone();
+        let flight_listener = self.flight;
         let handle = self.server.handle();
         let mut server = std::pin::pin!(self.server);
         tokio::select! {
@@ -122,7 +139,12 @@ impl Application {
                 // Graceful stop; the server future must stay alive until it
                 // completes (dropping it stops the workers at once).
                 let stop = handle.stop(true);
-                let (_, result) = tokio::join!(stop, server);
+                let flight = async move {
+                    if let Some(flight) = flight_listener {
+                        flight.stop().await;
+                    }
+                };
+                let (_, result, _) = tokio::join!(stop, server, flight);
                 // Every stream has been recorded: seal the trail's tail,
                 // and ship it while this replica's disk is still here.
                 state.audit.seal().await;
@@ -325,19 +347,30 @@ fn start_engine(
 
 /// The TLS configuration, or `None` for plain HTTP (`tls.mode = "off"`).
 fn tls_config(settings: &Settings) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    Ok(match tls_files(settings)? {
+        Some((cert, key)) => Some(tls::server_config(&cert, &key)?),
+        None => None,
+    })
+}
+
+/// The certificate chain and key both listeners serve (PEM files), the
+/// development ones made first if need be; none for plain HTTP.
+fn tls_files(
+    settings: &Settings,
+) -> anyhow::Result<Option<(std::path::PathBuf, std::path::PathBuf)>> {
     Ok(match settings.tls.mode {
         TlsMode::Off => None,
         TlsMode::SelfSigned => {
             let dev = DevCertificate::in_state(&settings.storage.state);
             dev.ensure()?;
-            Some(tls::server_config(&dev.cert, &dev.key)?)
+            Some((dev.cert, dev.key))
         }
         TlsMode::Files => {
             // `Settings::load` checked both are set.
             let (Some(cert), Some(key)) = (&settings.tls.cert, &settings.tls.key) else {
                 anyhow::bail!("tls.mode = \"files\" needs tls.cert and tls.key");
             };
-            Some(tls::server_config(cert, key)?)
+            Some((cert.clone(), key.clone()))
         }
     })
 }
