@@ -101,6 +101,24 @@ policy = "{work / 'policy.toml'}"
     return server, base, ca, config
 
 
+def flight_sql_command(sql):
+    """A Flight SQL `CommandStatementQuery` packed in a protobuf `Any`, for
+    `pyarrow.flight.FlightDescriptor.for_command` (written by hand: field 1
+    of each is the query, then the type URL; field 2 of `Any` the value)."""
+    def field(number, value):
+        length, out = len(value), bytearray()
+        while True:
+            byte = length & 0x7F
+            length >>= 7
+            out.append(byte | (0x80 if length else 0))
+            if not length:
+                break
+        return bytes([number << 3 | 2]) + bytes(out) + value
+
+    url = b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery"
+    return field(1, url) + field(2, field(1, sql.encode()))
+
+
 def token(config, *args):
     return subprocess.run([BIN, "--config", config, "token", *args],
                           check=True, capture_output=True, text=True).stdout.strip()

@@ -213,6 +213,7 @@ def running_server(work: Path, limits: str = "", datasets_url: str = "", storage
         storage_lines = f'datasets = "{work / "datasets"}"'
     (work / "policy.toml").write_text(sealed_policy(POLICY + policy))
     port = port or free_port()
+    flight_port = free_port()
     config = work / "sluice.toml"
     config.write_text(
         f"""
@@ -220,6 +221,8 @@ def running_server(work: Path, limits: str = "", datasets_url: str = "", storage
 listen = "127.0.0.1:{port}"
 [tls]
 mode = "self-signed"
+[flight]
+listen = "127.0.0.1:{flight_port}"
 [auth]
 dev_mode = true
 [storage]
@@ -264,6 +267,8 @@ policy = "{work / 'policy.toml'}"
         server.north = mint("--sub", "nora@nhs.example", "--role", "researcher")
         server.admin = mint("--sub", "ada@sluice.example", "--role", "admin", "--role", "steward", "--org", "Example Health Data Service")
         server.process = process
+        #: Arrow Flight SQL, on its own port with the same TLS.
+        server.flight = f"grpc+tls://localhost:{flight_port}"
         yield server
     finally:
         if process.poll() is None:

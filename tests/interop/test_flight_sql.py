@@ -1,0 +1,225 @@
+"""Arrow Flight SQL with real clients at pinned versions (ADBC's Flight SQL
+driver through its DB-API, polars through ADBC, pyarrow.flight), over TLS
+with the development CA, against the real binary: the same callers, policy
+and audit as HTTPS, and the same answers, table for table."""
+
+import subprocess
+import urllib.parse
+
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+from benchlib import flight_sql_command as command
+from conftest import RAW_IDENTIFIERS, binary, running_server
+
+FLIGHT_POLICY = """
+[[grant]]
+id = "flight-aggregate"
+subjects = ["agnes@stats.example"]
+dataset = "hospital-admissions"
+purpose = "aggregate statistics over Flight SQL"
+mode = "aggregate"
+expires = 2099-12-31
+"""
+
+#: The start of every refusal of a statement's shape.
+WHAT_MAY_BE_ASKED = "Sluice answers SELECT * or columns FROM a dataset"
+
+HOSPITAL = '"hospital-admissions"'
+
+
+def mint(server, *args) -> str:
+    return subprocess.run(
+        [binary(), "--config", server.work / "sluice.toml", "token", *args],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def fs(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("flight"), policy=FLIGHT_POLICY) as server:
+        server.agnes = mint(server, "--sub", "agnes@stats.example", "--role", "researcher")
+        yield server
+
+
+def connect(server, token=None, **options):
+    from adbc_driver_flightsql import DatabaseOptions, dbapi
+
+    kwargs = {DatabaseOptions.TLS_ROOT_CERTS.value: server.ca.read_text()}
+    if token:
+        kwargs[DatabaseOptions.AUTHORIZATION_HEADER.value] = f"Bearer {token}"
+    kwargs.update(options)
+    return dbapi.connect(server.flight, db_kwargs=kwargs)
+
+
+def over_adbc(server, sql, token=None, params=None, **options) -> pa.Table:
+    with connect(server, token, **options) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetch_arrow_table()
+
+
+def over_https(server, path, token) -> pa.Table:
+    return pa.ipc.open_stream(server.get(path, token=token)).read_all()
+
+
+def refusal(server, sql, token) -> str:
+    """The error message a statement gets over ADBC."""
+    with pytest.raises(Exception) as caught:
+        over_adbc(server, sql, token)
+    return str(caught.value)
+
+
+def q(text: str) -> str:
+    return urllib.parse.quote(text)
+
+
+def audit(server, sub: str) -> list:
+    import json
+
+    body = server.get(f"/v1/audit?sub={q(sub)}&page_size=1000", token=server.admin)
+    return json.loads(body)["records"]
+
+
+def test_answers_are_the_https_answers_for_the_same_request(fs):
+    # A researcher with a grant (masks on), one whose grant filters rows,
+    # and an open dataset read anonymously: each table equal to HTTPS's.
+    cases = [
+        (fs.token, f"SELECT * FROM {HOSPITAL} WHERE length_of_stay > 3 LIMIT 500 OFFSET 7",
+         "/v1/datasets/hospital-admissions/data?filter=" + q("length_of_stay > 3") + "&limit=500&offset=7"),
+        (fs.north, f"SELECT patient_id, age, region, admission_date FROM health.{HOSPITAL}",
+         "/v1/datasets/hospital-admissions/data?columns=patient_id,age,region,admission_date"),
+        (None, 'SELECT * FROM "school-enrolment" WHERE region IN (\'north\', \'east\')',
+         "/v1/datasets/school-enrolment/data?filter=" + q("region IN ('north', 'east')")),
+    ]
+    for token, sql, path in cases:
+        over_flight = over_adbc(fs, sql, token)
+        over_http = over_https(fs, path, token or False)
+        assert over_flight.num_rows > 0, sql
+        assert over_flight.equals(over_http), sql
+    north = over_adbc(fs, f"SELECT region FROM {HOSPITAL}", fs.north)
+    assert set(north.column("region").to_pylist()) == {"north"}
+
+
+def test_tables_of_counts_are_the_aggregate_answers(fs):
+    sql = f"SELECT region, sex, count(*), avg(length_of_stay) FROM {HOSPITAL} GROUP BY region, sex"
+    over_flight = over_adbc(fs, sql, fs.agnes)
+    over_http = over_https(
+        fs, "/v1/datasets/hospital-admissions/aggregate?group_by=region,sex&measures=count,mean(length_of_stay)",
+        fs.agnes,
+    )
+    assert over_flight.num_rows > 0
+    assert over_flight.equals(over_http)
+    # Aggregate-only access reads no rows, whatever the front door.
+    assert "aggregate" in refusal(fs, f"SELECT region FROM {HOSPITAL}", fs.agnes).lower()
+
+
+def test_get_objects_lists_what_the_caller_may_read(fs):
+    def objects(token):
+        with connect(fs, token) as conn:
+            found = {}
+            for catalog in conn.adbc_get_objects().read_all().to_pylist():
+                for schema in catalog["catalog_db_schemas"]:
+                    for table in schema["db_schema_tables"]:
+                        found[table["table_name"]] = (
+                            schema["db_schema_name"],
+                            [c["column_name"] for c in table["table_columns"] or []],
+                        )
+            return found
+
+    alice = objects(fs.token)
+    assert alice["hospital-admissions"][0] == "health"
+    columns = alice["hospital-admissions"][1]
+    assert "region" in columns and "patient_id" in columns
+    assert not set(RAW_IDENTIFIERS) - {"patient_id"} & set(columns), columns
+    assert "nhs_number" not in columns
+    anonymous = objects(None)
+    assert "school-enrolment" in anonymous
+    assert "hospital-admissions" not in anonymous and "school-results" not in anonymous
+
+
+def test_polars_reads_through_adbc(fs):
+    import polars as pl
+
+    with connect(fs, fs.token) as conn:
+        frame = pl.read_database(
+            f"SELECT region, length_of_stay FROM {HOSPITAL} WHERE region = 'south'", connection=conn
+        )
+    assert frame.height > 0 and frame.columns == ["region", "length_of_stay"]
+    assert frame["region"].unique().to_list() == ["south"]
+
+
+def test_prepared_statements_bind_values_never_sql(fs):
+    sql = f"SELECT region, sex FROM {HOSPITAL} WHERE region = ? AND length_of_stay >= ?"
+    table = over_adbc(fs, sql, fs.token, params=("north", 2))
+    assert table.num_rows > 0 and set(table.column("region").to_pylist()) == {"north"}
+    # A value that is SQL stays a value: no region is called that.
+    injected = over_adbc(fs, sql, fs.token, params=("north' OR '1'='1", 0))
+    assert injected.num_rows == 0
+
+
+def test_hostile_statements_are_refused_audited_and_the_server_keeps_serving(fs):
+    hostile = {
+        f"SELECT nhs_number FROM {HOSPITAL}": "nhs_number",
+        f'SELECT * FROM {HOSPITAL} JOIN "school-results" ON 1 = 1': "join",
+        f"SELECT * FROM {HOSPITAL} -- WHERE region = 'north'": "comment",
+        f"SELECT * FROM {HOSPITAL}; SELECT * FROM \"school-results\"": "more than one statement",
+        f"SELECT upper(patient_id) FROM {HOSPITAL}": "not count",
+        f"SELECT * FROM {HOSPITAL} WHERE region = '{'x' * 70000}'": "longer than",
+        f"SELECT * FROM {HOSPITAL} WHERE length(nhs_number) > 0": "nhs_number",
+        f"SELECT * FROM {HOSPITAL} ORDER BY age": "ORDER BY",
+        "SELECT * FROM (SELECT * FROM \"hospital-admissions\")": "subquery",
+        f"SELECT * FROM {HOSPITAL} WHERE region = (SELECT max(region) FROM {HOSPITAL})": "",
+        "DELETE FROM \"school-enrolment\"": "only SELECT",
+    }
+    for sql, says in hostile.items():
+        message = refusal(fs, sql, fs.north)
+        assert says.lower() in message.lower(), (sql[:80], message[:300])
+        # The hidden column is named only where the caller named it.
+        if "nhs_number" not in sql:
+            assert "nhs_number" not in message, (sql[:80], message[:300])
+    # A dataset the caller may not read, anonymously: refused by policy.
+    assert "denied" in refusal(fs, f"SELECT * FROM {HOSPITAL}", None).lower() or "token" in refusal(
+        fs, f"SELECT * FROM {HOSPITAL}", None).lower()
+    refused = [r for r in audit(fs, "nora@nhs.example") if r.get("decision") in ("refused", "deny")]
+    assert len(refused) >= len(hostile), [r.get("reason") for r in refused]
+    # Still serving, over both doors.
+    assert over_adbc(fs, f"SELECT region FROM {HOSPITAL} LIMIT 3", fs.north).num_rows == 3
+    assert fs.get("/healthz", token=False)
+
+
+def test_bad_tokens_are_unauthenticated(fs):
+    message = refusal(fs, 'SELECT * FROM "school-enrolment"', "not-a-token")
+    assert "unauthenticated" in message.lower() or "invalid-token" in message.lower()
+
+
+def flight_client(server) -> flight.FlightClient:
+    return flight.FlightClient(server.flight, tls_root_certs=server.ca.read_bytes())
+
+
+def test_pyarrow_flight_basic_handshake_and_tickets_bound_to_their_caller(fs):
+    client = flight_client(fs)
+    header = client.authenticate_basic_token("token", fs.token)
+    options = flight.FlightCallOptions(headers=[header])
+    sql = f"SELECT region, age FROM {HOSPITAL} LIMIT 40"
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(command(sql)), options)
+    assert info.schema.names == ["region", "age"]
+    ticket = info.endpoints[0].ticket
+
+    # Someone else holding the ticket opens nothing; nor does anyone without
+    # a token (pyarrow raises NOT_FOUND as a KeyError).
+    not_opened = (flight.FlightError, pa.ArrowKeyError)
+    other = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {fs.north}".encode())])
+    with pytest.raises(not_opened):
+        client.do_get(ticket, other).read_all()
+    with pytest.raises(not_opened):
+        client.do_get(ticket).read_all()
+
+    table = client.do_get(ticket, options).read_all()
+    assert table.num_rows == 40
+    assert table.equals(over_https(fs, "/v1/datasets/hospital-admissions/data?columns=region,age&limit=40", fs.token))
+    with pytest.raises(not_opened):
+        client.do_get(ticket, options).read_all()  # a ticket opens once
+
+    with pytest.raises(flight.FlightUnauthenticatedError):
+        client.authenticate_basic_token("token", "wrong")
