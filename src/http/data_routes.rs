@@ -20,7 +20,7 @@ use crate::catalog::{Dataset, Version};
 use crate::domain::DatasetId;
 use crate::formats::{Coding, Format, negotiate};
 use crate::policy::{self, AccessPlan, Decision, Mode, Policy};
-use crate::slice::{AggregateRequest, SliceRequest, SliceStream};
+use crate::slice::{self, AggregateRequest, SliceRequest, SliceStream};
 use crate::util::internal::OrInternal;
 
 /// Query parameters of `GET …/data`. Numbers arrive as text so errors can
@@ -490,6 +490,13 @@ fn authorize_view(
     })
 }
 
+/// What makes an answer's bytes: a plan the engine runs, or a committed
+/// file sent as it is (`slice::committed`).
+enum Work {
+    Plan(datafusion::prelude::DataFrame),
+    Committed(object_store::ObjectMeta),
+}
+
 /// A data request's answer, ready to send: what was authorised, in which
 /// shape, the stream of encoded chunks, and what the caller is told beside
 /// the bytes (a DP receipt, the disclosure rules in force). Every front
@@ -563,16 +570,25 @@ pub(crate) async fn answer(
         let place = state.engine.admit(&share_key(caller)).await?;
         let max_filter_bytes = state.limits.max_filter_bytes;
         let mut paid = None;
-        let df = match &wanted.planner {
+        let work = match &wanted.planner {
             Planner::Slice(slice) => {
                 if !access.plan.mode.serves_rows() {
                     return Err(ApiError::AggregateOnly(access.dataset.id().to_string()));
                 }
-                state
-                    .engine
-                    .plan(&access.version, &access.plan, slice, max_filter_bytes)?
+                let whole = slice::committed::whole_file(&access.version, &access.plan, slice);
+                match whole {
+                    Some(file) if (format, coding) == (Format::Parquet, Coding::Identity) => {
+                        Work::Committed(file.clone())
+                    }
+                    _ => Work::Plan(state.engine.plan(
+                        &access.version,
+                        &access.plan,
+                        slice,
+                        max_filter_bytes,
+                    )?),
+                }
             }
-            Planner::Aggregate(aggregate) => match &access.plan.budget {
+            Planner::Aggregate(aggregate) => Work::Plan(match &access.plan.budget {
                 Some(budget) if access.plan.mode == Mode::Dp => {
                     let epsilon = privacy::epsilon_for(aggregate.epsilon, budget)?;
                     let query = state.engine.private_query(
@@ -614,12 +630,12 @@ pub(crate) async fn answer(
                         )
                         .await?
                 }
-            },
+            }),
         };
-        Ok::<_, ApiError>((access, (format, coding), df, slot, paid, place))
+        Ok::<_, ApiError>((access, (format, coding), work, slot, paid, place))
     }
     .await;
-    let (access, (format, coding), df, slot, paid, place) = match prepared {
+    let (access, (format, coding), work, slot, paid, place) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
             trail::refused(state, record, &e);
@@ -632,19 +648,25 @@ pub(crate) async fn answer(
     record.format = Some(format.name().into());
     let on_finish = trail::on_finish(state, record.clone(), started, event, slot);
     let provenance = provenance(&access, Some(time::OffsetDateTime::now_utc()));
-    let stream = trail::durable_then(
-        state,
-        &record,
-        state.engine.stream(
-            df,
-            &access.plan,
-            (format, coding),
-            provenance,
-            place,
-            on_finish,
-        ),
-    )
-    .await?;
+    let stream = match work {
+        Work::Plan(df) => {
+            let stream = state.engine.stream(
+                df,
+                &access.plan,
+                (format, coding),
+                provenance,
+                place,
+                on_finish,
+            );
+            trail::durable_then(state, &record, stream).await?
+        }
+        Work::Committed(file) => {
+            let stream = state
+                .engine
+                .stream_committed(&file, provenance, place, on_finish);
+            trail::durable_then(state, &record, stream).await?
+        }
+    };
     state
         .metrics
         .first_byte

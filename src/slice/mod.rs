@@ -24,6 +24,7 @@
 
 mod aggregate;
 mod cell_noise;
+pub mod committed;
 mod fields;
 mod grant_view;
 mod known_files;
@@ -535,6 +536,47 @@ impl Engine {
         on_finish: OnFinish,
     ) -> Result<SliceStream, SliceError> {
         let order = pseudonym_order(plan, &df);
+        let encode_width = self.threads;
+        self.run(place, move |sink| {
+            produce(
+                df,
+                (format, coding),
+                order,
+                provenance,
+                encode_width,
+                sink,
+                on_finish,
+            )
+        })
+        .await
+    }
+
+    /// The Parquet answer that is `file`'s own bytes with `provenance` in
+    /// its footer (see [`committed`]): for a whole table the caller's plan
+    /// leaves unchanged, chosen by [`committed::whole_file`].
+    pub async fn stream_committed(
+        &self,
+        file: &object_store::ObjectMeta,
+        provenance: Provenance,
+        place: Place,
+        on_finish: OnFinish,
+    ) -> Result<SliceStream, SliceError> {
+        let store: Arc<dyn object_store::ObjectStore> = self.files.clone();
+        let file = file.clone();
+        self.run(place, move |sink| {
+            committed::produce(store, file, provenance, sink, on_finish)
+        })
+        .await
+    }
+
+    /// Runs a producer on the query runtime, sending into a bounded
+    /// channel, and returns once its first chunk is ready (or it failed
+    /// before it). The producer keeps `place` until it ends.
+    async fn run<P, F>(&self, place: Place, producer: P) -> Result<SliceStream, SliceError>
+    where
+        P: FnOnce(Sink) -> F,
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
         let (tx, mut rx) = mpsc::channel(self.buffer_chunks);
         let complete = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let guard = ActiveGuard::new(&self.active);
@@ -545,19 +587,10 @@ impl Engine {
             waited: Default::default(),
             complete: complete.clone(),
         };
-        let encode_width = self.threads;
+        let work = producer(sink);
         let producer = async move {
             let _held = (guard, place);
-            produce(
-                df,
-                (format, coding),
-                order,
-                provenance,
-                encode_width,
-                sink,
-                on_finish,
-            )
-            .await
+            work.await
         };
         self.runtime.handle().spawn(producer.in_current_span());
         let first = match rx.recv().await {
@@ -701,28 +734,10 @@ async fn produce(
             }
         }
         let tail = encoder.finish().or_internal("finishing the encoding")?;
-        let sent = sink.send(&mut bytes, tail).await;
-        // Before the channel closes (this task ends), so the reader that
-        // sees the end sees it whole.
-        sink.complete.store(sent, Ordering::Release);
-        Ok(sent)
+        Ok(sink.send_last(&mut bytes, tail).await)
     }
     .await;
-    let outcome = match outcome {
-        Ok(true) => Outcome::Complete,
-        Ok(false) => Outcome::ClientAborted,
-        Err(e) => {
-            tracing::warn!(rows, bytes, error = %crate::util::internal::chain(&e), "slice failed");
-            let _ = sink.tx.send_timeout(Err(e), sink.stall).await;
-            Outcome::Error
-        }
-    };
-    tracing::info!(rows, bytes, outcome = outcome.as_str(), "slice ended");
-    on_finish(Finished {
-        outcome,
-        rows,
-        bytes,
-    });
+    sink.end(outcome, rows, bytes, on_finish).await;
 }
 
 /// The column of `df` whose pseudonyms order the rows within each batch:
@@ -827,6 +842,35 @@ struct Sink {
 }
 
 impl Sink {
+    /// Hands over the answer's last chunk and marks the answer complete
+    /// if the reader took it: before the channel closes (the producer
+    /// ends), so the reader that sees the end sees it whole.
+    async fn send_last(&mut self, sent_bytes: &mut u64, chunk: bytes::Bytes) -> bool {
+        let sent = self.send(sent_bytes, chunk).await;
+        self.complete.store(sent, Ordering::Release);
+        sent
+    }
+
+    /// Ends a producer's work: an error goes to the reader, and what was
+    /// sent to `on_finish` (`done`: whether the last chunk was taken).
+    async fn end(self, done: Result<bool, SliceError>, rows: u64, bytes: u64, on_finish: OnFinish) {
+        let outcome = match done {
+            Ok(true) => Outcome::Complete,
+            Ok(false) => Outcome::ClientAborted,
+            Err(e) => {
+                tracing::warn!(rows, bytes, error = %crate::util::internal::chain(&e), "slice failed");
+                let _ = self.tx.send_timeout(Err(e), self.stall).await;
+                Outcome::Error
+            }
+        };
+        tracing::info!(rows, bytes, outcome = outcome.as_str(), "slice ended");
+        on_finish(Finished {
+            outcome,
+            rows,
+            bytes,
+        });
+    }
+
     /// Hands over a chunk; false when the reader is gone, stalled or
     /// slower than the floor rate, and the answer should stop (giving its
     /// place in the engine back).

@@ -2,7 +2,7 @@ use sluice::auth::Role;
 
 use crate::helpers::{
     ROWS, arrow_batches, arrow_batches_of, column_names, decode_parquet, problem, rows, spawn_app,
-    strings,
+    spawn_app_with, strings,
 };
 
 #[tokio::test]
@@ -829,4 +829,124 @@ async fn text_answers_are_zstd_coded_when_asked_and_decode_to_the_same_bytes() {
         assert_eq!(response.status(), 200);
         assert!(response.headers().get("content-encoding").is_none());
     }
+}
+
+/// Issue 36: a whole table the caller's plan leaves unchanged is answered
+/// as Parquet with the committed file's own bytes up to its footer (as a
+/// file server would send them, without decoding and encoding again), and
+/// a new footer with the answer's provenance and none of the file's own
+/// key-value metadata beside its bare Arrow schema. Any change (a column
+/// list, a grant that hides columns or caps rows) goes through the engine.
+#[tokio::test]
+async fn a_whole_open_table_as_parquet_is_the_committed_files_bytes() {
+    use parquet::file::metadata::KeyValue;
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let id = "vaccination-coverage";
+    let committed_file = |datasets: &std::path::Path, id: &str| {
+        let folder = datasets.join(id).join("versions/1");
+        std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .unwrap()
+    };
+    // The committed file as no answer of the engine's would be written:
+    // uncompressed, row groups of 100 rows, with a note of its own.
+    let app = spawn_app_with(ROWS, |settings| {
+        let path = committed_file(&settings.storage.datasets, id);
+        let batches = decode_parquet(std::fs::read(&path).unwrap().into());
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(100))
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                "steward-note".into(),
+                "not for callers".to_owned(),
+            )]))
+            .build();
+        let mut out = Vec::new();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut out, batches[0].schema(), Some(props))
+                .unwrap();
+        for batch in &batches {
+            writer.write(batch).unwrap();
+        }
+        writer.close().unwrap();
+        std::fs::write(path, out).unwrap();
+    })
+    .await;
+    let committed = |id: &str| {
+        let bytes = std::fs::read(committed_file(&app.settings.storage.datasets, id)).unwrap();
+        let n = bytes.len();
+        let footer = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().unwrap()) as usize;
+        bytes[..n - 8 - footer].to_vec()
+    };
+
+    let whole = app.data(id, &[("format", "parquet")], None).await;
+    assert_eq!(whole.status(), 200);
+    let whole = whole.bytes().await.unwrap();
+    let data = committed(id);
+    assert!(
+        whole.starts_with(&data),
+        "the answer is the committed file's bytes up to its footer"
+    );
+    let reader = SerializedFileReader::new(whole.clone()).expect("a Parquet file");
+    assert_eq!(
+        reader.metadata().num_row_groups(),
+        ROWS.div_ceil(100) as usize
+    );
+    let pairs = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        pairs
+            .iter()
+            .any(|kv| kv.key == "sluice.dataset" && kv.value.as_deref() == Some(id))
+    );
+    assert!(
+        pairs
+            .iter()
+            .any(|kv| kv.key == "sluice.access" && kv.value.as_deref() == Some("open data"))
+    );
+    for kv in &pairs {
+        assert!(
+            kv.key == "ARROW:schema" || kv.key.starts_with("sluice."),
+            "{} comes from the file, not the answer",
+            kv.key
+        );
+    }
+
+    // The same rows the engine makes for the same columns named one by one.
+    let decoded = decode_parquet(whole);
+    let names = column_names(&decoded).join(",");
+    let engine = app
+        .data(id, &[("format", "parquet"), ("columns", &names)], None)
+        .await;
+    let engine_bytes = engine.bytes().await.unwrap();
+    assert!(
+        !engine_bytes.starts_with(&data),
+        "a column list is the engine's"
+    );
+    let from_engine = decode_parquet(engine_bytes);
+    assert_eq!(rows(&decoded), ROWS as usize);
+    let one = |b: &[arrow::array::RecordBatch]| {
+        arrow::compute::concat_batches(&b[0].schema(), b).unwrap()
+    };
+    assert_eq!(one(&decoded), one(&from_engine));
+
+    // A grant that hides columns and caps rows never gets the file's bytes.
+    let alice = app.token("alice@uni.example", &[Role::Researcher], &[]);
+    let granted = app
+        .data(
+            "hospital-admissions",
+            &[("format", "parquet")],
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(granted.status(), 200);
+    let granted = decode_parquet(granted.bytes().await.unwrap());
+    assert_eq!(rows(&granted), 250);
+    assert!(!column_names(&granted).contains(&"cost_eur".to_owned()));
 }
