@@ -23,8 +23,9 @@ use sqlparser::ast::{
     FunctionArguments, UnaryOperator, Value,
 };
 use sqlparser::dialect::GenericDialect;
+use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::Token;
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 /// How deeply a filter may nest (parentheses, NOT, operators).
 const MAX_DEPTH: usize = 48;
@@ -60,6 +61,10 @@ pub enum FilterError {
         "{0}: these types cannot meet in a filter; compare text with quoted text ('north'), numbers with numbers (arithmetic too), dates with 'YYYY-MM-DD'"
     )]
     Types(String),
+    /// A shape that costs the parser exponential time (see
+    /// [`check_parse_cost`]).
+    #[error("{0}")]
+    CostlyToParse(String),
     /// More work per row than a filter may ask for.
     #[error(
         "the filter is too complex: at most {MAX_NODES} parts (values in an IN list are free) and at most {MAX_WILDCARD_LIKES} LIKE patterns with a wildcard inside"
@@ -129,11 +134,63 @@ fn check_cost(expr: &Expr) -> Result<(), FilterError> {
     Ok(())
 }
 
+/// The most brackets that may be open inside each other, and the most
+/// `.` a filter or statement may have. sqlparser backtracks at each (it
+/// tries one reading, then parses the rest again as another), so the time
+/// to parse grows exponentially with their number: 24 `a.` in a row took
+/// 4 s, 20 nested `position(` more than 10 s, and a 60-byte filter could
+/// hold a server's thread for hours. `INTERVAL` does the same without
+/// brackets; it is no part of the filter language.
+pub(crate) const MAX_BRACKET_DEPTH: usize = 6;
+pub(crate) const MAX_FILTER_PERIODS: usize = 2;
+
+/// Refuses, before parsing, token shapes that make the parser's time
+/// exponential: brackets nested deeper than [`MAX_BRACKET_DEPTH`], more
+/// than `max_periods` periods, `INTERVAL`.
+pub(crate) fn check_parse_cost<'t>(
+    tokens: impl IntoIterator<Item = &'t Token>,
+    max_periods: usize,
+) -> Result<(), FilterError> {
+    let (mut depth, mut periods) = (0usize, 0usize);
+    for token in tokens {
+        match token {
+            Token::LParen | Token::LBracket | Token::LBrace => {
+                depth += 1;
+                if depth > MAX_BRACKET_DEPTH {
+                    return Err(FilterError::CostlyToParse(format!(
+                        "brackets nest deeper than {MAX_BRACKET_DEPTH} levels"
+                    )));
+                }
+            }
+            Token::RParen | Token::RBracket | Token::RBrace => depth = depth.saturating_sub(1),
+            Token::Period => {
+                periods += 1;
+                if periods > max_periods {
+                    return Err(FilterError::CostlyToParse(format!(
+                        "more than {max_periods} '.' (names are single words here)"
+                    )));
+                }
+            }
+            Token::Word(word)
+                if word.quote_style.is_none() && word.keyword == Keyword::INTERVAL =>
+            {
+                return Err(FilterError::NotAllowed("INTERVAL".into()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn parse_sql(text: &str) -> Result<SqlExpr, FilterError> {
     if text.trim().is_empty() {
         return Err(FilterError::Syntax("empty filter".into()));
     }
     let dialect = GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, text)
+        .tokenize()
+        .map_err(|e| FilterError::Syntax(e.message))?;
+    check_parse_cost(&tokens, MAX_FILTER_PERIODS)?;
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(MAX_DEPTH)
         .try_with_sql(text)
@@ -773,7 +830,7 @@ mod tests {
     fn filters_that_would_cost_much_per_row_are_refused() {
         // Guarded division repeats its operands: nesting grew the plan
         // exponentially (depth 10 took 50 s to plan).
-        let nested = (0..8).fold("a".to_string(), |inner, _| format!("a / ({inner})"));
+        let nested = (0..6).fold("a".to_string(), |inner, _| format!("a / ({inner})"));
         assert_eq!(err(&format!("{nested} > 1")), FilterError::TooComplex);
         // Regular-expression LIKEs: a handful at most.
         let likes = (0..5)
@@ -842,9 +899,51 @@ mod tests {
         let columns = cols(&["a"]);
         assert_eq!(parse("a = 1", 3, &columns), Err(FilterError::TooLong(3)));
         let deep = format!("{}a = 1{}", "(".repeat(500), ")".repeat(500));
-        assert_eq!(parse(&deep, 100_000, &columns), Err(FilterError::TooDeep));
+        assert!(matches!(
+            parse(&deep, 100_000, &columns),
+            Err(FilterError::CostlyToParse(_))
+        ));
         let nots = format!("{}a", "NOT ".repeat(500));
         assert!(parse(&nots, 100_000, &columns).is_err());
+    }
+
+    /// Shapes that make the parser backtrack at every step, so that its
+    /// time doubles with each: refused on tokens, in microseconds, where
+    /// parsing them took seconds to hours.
+    #[test]
+    fn shapes_that_cost_the_parser_exponential_time_are_refused_first() {
+        let columns = cols(&["a"]);
+        let costly = [
+            format!("a = {}a", "a.".repeat(40)),
+            format!("a = {}a{}", "position(".repeat(40), ")".repeat(40)),
+            format!("a = {}1", "cast(".repeat(40)),
+            format!("a = {}'1'", "INTERVAL ".repeat(40)),
+            format!("a = {}1", "array[".repeat(40)),
+        ];
+        for text in costly {
+            let started = std::time::Instant::now();
+            let refused = parse(&text, 100_000, &columns);
+            assert!(
+                matches!(
+                    refused,
+                    Err(FilterError::CostlyToParse(_) | FilterError::NotAllowed(_))
+                ),
+                "{text}: {refused:?}"
+            );
+            assert!(
+                started.elapsed() < std::time::Duration::from_millis(50),
+                "{text}"
+            );
+        }
+        // What the language uses stays: brackets a few deep, functions.
+        assert!(
+            parse(
+                "((a = 1 OR a = 2) AND lower(a) IN ('x', 'y'))",
+                4096,
+                &columns
+            )
+            .is_ok()
+        );
     }
 
     proptest::proptest! {

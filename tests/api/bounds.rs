@@ -268,3 +268,30 @@ async fn manifests_are_capped_in_count_per_publisher_and_in_size() {
         .unwrap();
     assert!(page.len() < 100 * 8 * 1024, "{} bytes", page.len());
 }
+
+/// Filters a few dozen bytes long once held a server thread for seconds
+/// to hours: the SQL parser backtracks at each `.`, nested bracket and
+/// `INTERVAL`, so its time doubled with each. They are refused on tokens
+/// first, with a 400, and the server answers the next request at once.
+#[tokio::test]
+async fn filters_that_cost_the_parser_exponential_time_are_refused_at_once() {
+    let app = spawn_app().await;
+    let costly = [
+        format!("region = {}a", "a.".repeat(30)),
+        format!("region = {}1", "position(".repeat(30)),
+        format!("region = {}'1'", "INTERVAL ".repeat(30)),
+    ];
+    for filter in costly {
+        let response = tokio::time::timeout(
+            Duration::from_secs(10),
+            app.data("vaccination-coverage", &[("filter", &filter)], None),
+        )
+        .await
+        .expect("answered within 10 s (it took hours)");
+        problem(response, 400, "invalid-filter").await;
+    }
+    let response = app
+        .data("vaccination-coverage", &[("limit", "1")], None)
+        .await;
+    assert_eq!(response.status(), 200);
+}
