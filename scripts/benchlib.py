@@ -101,10 +101,12 @@ policy = "{work / 'policy.toml'}"
     return server, base, ca, config
 
 
-def flight_sql_command(sql):
-    """A Flight SQL `CommandStatementQuery` packed in a protobuf `Any`, for
-    `pyarrow.flight.FlightDescriptor.for_command` (written by hand: field 1
-    of each is the query, then the type URL; field 2 of `Any` the value)."""
+def flight_sql_command(sql, kind="CommandStatementQuery"):
+    """A Flight SQL `CommandStatementQuery` (or another command whose field
+    1 is its only field: `CommandPreparedStatementQuery` and its handle)
+    packed in a protobuf `Any`, for `pyarrow.flight.FlightDescriptor.for_command`
+    (written by hand: field 1 of each is the query, then the type URL;
+    field 2 of `Any` the value)."""
     def field(number, value):
         length, out = len(value), bytearray()
         while True:
@@ -115,8 +117,9 @@ def flight_sql_command(sql):
                 break
         return bytes([number << 3 | 2]) + bytes(out) + value
 
-    url = b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery"
-    return field(1, url) + field(2, field(1, sql.encode()))
+    value = sql.encode() if isinstance(sql, str) else sql
+    url = b"type.googleapis.com/arrow.flight.protocol.sql." + kind.encode()
+    return field(1, url) + field(2, field(1, value))
 
 
 def token(config, *args):

@@ -28,7 +28,7 @@ use crate::http::AppState;
 
 /// The largest message a client may send (statements and bound values are
 /// small; Sluice takes no uploads over Flight).
-const MAX_REQUEST_BYTES: usize = 4 << 20;
+const MAX_REQUEST_BYTES: usize = 1 << 20;
 
 /// A running Flight SQL listener.
 pub struct Running {

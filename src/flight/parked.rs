@@ -16,6 +16,9 @@ pub(super) struct Parked<T> {
     idle: Duration,
     /// The most entries one caller may leave.
     per_owner: usize,
+    /// The most entries all callers together may leave (anonymous callers
+    /// are one owner per address).
+    total: usize,
 }
 
 struct Entry<T> {
@@ -24,16 +27,17 @@ struct Entry<T> {
     value: T,
 }
 
-/// The caller already left as many as they may.
+/// The caller, or everyone together, already left as many as they may.
 #[derive(Debug)]
 pub(super) struct Full;
 
 impl<T> Parked<T> {
-    pub(super) fn new(idle: Duration, per_owner: usize) -> Self {
+    pub(super) fn new(idle: Duration, per_owner: usize, total: usize) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
             idle,
             per_owner,
+            total,
         }
     }
 
@@ -45,7 +49,9 @@ impl<T> Parked<T> {
     pub(super) fn park(&self, owner: &str, value: T) -> Result<String, Full> {
         let expired = self.sweep();
         let mut entries = self.lock();
-        if entries.values().filter(|e| e.owner == owner).count() >= self.per_owner {
+        if entries.len() >= self.total
+            || entries.values().filter(|e| e.owner == owner).count() >= self.per_owner
+        {
             return Err(Full);
         }
         let handle = uuid::Uuid::new_v4().simple().to_string();
@@ -112,7 +118,7 @@ mod tests {
 
     #[test]
     fn only_the_owner_opens_a_handle_and_only_while_it_lives() {
-        let parked = Parked::new(Duration::from_millis(50), 2);
+        let parked = Parked::new(Duration::from_millis(50), 2, 4);
         let h = parked.park("sub:a", 1).unwrap();
         assert_eq!(parked.take("sub:b", &h), None, "someone else's handle");
         assert_eq!(parked.with("sub:b", &h, |v| *v), None);
@@ -126,8 +132,10 @@ mod tests {
         parked.park("sub:b", 5).unwrap();
 
         let late = parked.park("sub:b", 6).unwrap();
+        assert!(parked.park("sub:c", 7).is_err(), "four in all");
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(parked.take("sub:b", &late), None, "expired");
         assert_eq!(parked.sweep().len(), 4);
+        parked.park("sub:c", 7).unwrap();
     }
 }

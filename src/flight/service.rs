@@ -49,15 +49,21 @@ use crate::http::caller::{refused, share_key, verify_token};
 use crate::http::data_routes::{self, Planner, Wanted};
 use crate::http::problem::{ApiError, REQUEST_ID};
 
-/// How long a running answer waits for its `DoGet`.
-pub(super) const ANSWER_WAITS: Duration = Duration::from_secs(60);
+/// How long a running answer waits for its `DoGet` (clients ask at once;
+/// a waiting answer holds its engine place, as a slow reader would).
+pub(super) const ANSWER_WAITS: Duration = Duration::from_secs(15);
 /// How long a prepared statement lives unused.
 const PREPARED_LIVES: Duration = Duration::from_secs(30 * 60);
-/// The most prepared statements one caller keeps.
+/// The most prepared statements one caller keeps, and all callers.
 const PREPARED_PER_CALLER: usize = 64;
-/// The most answers one caller leaves waiting (their stream slots bound
-/// them too).
-const WAITING_PER_CALLER: usize = 16;
+const PREPARED_IN_ALL: usize = 4096;
+/// The most answers one caller leaves waiting, and all callers (stream
+/// slots and engine places bound them too).
+const WAITING_PER_CALLER: usize = 4;
+const WAITING_IN_ALL: usize = 1024;
+/// The most bytes of values bound to a prepared statement at once (one
+/// row; a filter is at most 4 KiB anyway).
+const MAX_BOUND_BYTES: usize = 64 * 1024;
 /// The gRPC header naming the grant to read under (HTTP's `grant=`).
 const GRANT_HEADER: &str = "sluice-grant";
 
@@ -98,8 +104,12 @@ impl SluiceFlight {
     pub(super) fn new(state: web::Data<AppState>) -> Result<Self, FlightError> {
         Ok(Self {
             state,
-            answers: Arc::new(Parked::new(ANSWER_WAITS, WAITING_PER_CALLER)),
-            prepared: Parked::new(PREPARED_LIVES, PREPARED_PER_CALLER),
+            answers: Arc::new(Parked::new(
+                ANSWER_WAITS,
+                WAITING_PER_CALLER,
+                WAITING_IN_ALL,
+            )),
+            prepared: Parked::new(PREPARED_LIVES, PREPARED_PER_CALLER, PREPARED_IN_ALL),
             sql_info: metadata::sql_info()?,
         })
     }
@@ -198,7 +208,7 @@ impl SluiceFlight {
             )
             .map_err(|_| {
                 Status::resource_exhausted(format!(
-                    "too-many-streams: {WAITING_PER_CALLER} answers already wait for their DoGet; fetch or drop them first"
+                    "too-many-streams: {WAITING_PER_CALLER} of your answers (or too many of everyone's) already wait for their DoGet; fetch them first"
                 ))
             })?;
         let ticket = TicketStatementQuery {
@@ -253,13 +263,14 @@ impl SluiceFlight {
             return Ok(prepared.sql);
         }
         let values = prepared.bound.ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "invalid-parameter: the statement has {} placeholders; bind values to them first",
+            statement::refused(format!(
+                "the statement has {} placeholders; bind values to them first",
                 prepared.placeholders
             ))
-        })?;
-        statement::bind(&prepared.sql, &values)
-            .map_err(|e| Status::invalid_argument(format!("invalid-parameter: {e}")))
+        });
+        values
+            .and_then(|values| statement::bind(&prepared.sql, &values))
+            .map_err(|refusal| self.refuse(who, &prepared.sql, refusal))
     }
 }
 
@@ -474,10 +485,11 @@ impl FlightSqlService for SluiceFlight {
         // Refused now, and audited, what running it would refuse for its
         // shape (ADBC prepares every statement it runs).
         let placeholders = statement::placeholders(&query.query)
+            .and_then(|n| {
+                let shape = statement::unbound(&query.query)?;
+                statement::parse(&shape).map(|_| n)
+            })
             .map_err(|refusal| self.refuse(&who, &query.query, refusal))?;
-        if placeholders == 0 {
-            self.parse(&who, &query.query)?;
-        }
         let handle = self
             .prepared
             .park(
@@ -490,7 +502,7 @@ impl FlightSqlService for SluiceFlight {
             )
             .map_err(|_| {
                 Status::resource_exhausted(format!(
-                    "too-many-prepared-statements: you keep {PREPARED_PER_CALLER}; close some first"
+                    "too-many-prepared-statements: you keep {PREPARED_PER_CALLER} (or everyone keeps too many); close some first"
                 ))
             })?;
         Ok(ActionCreatePreparedStatementResult {
@@ -509,14 +521,27 @@ impl FlightSqlService for SluiceFlight {
         let handle = std::str::from_utf8(&query.prepared_statement_handle)
             .unwrap_or_default()
             .to_owned();
-        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(
-            request
-                .into_inner()
-                .map_err(|s| FlightError::Tonic(Box::new(s))),
-        )
-        .try_collect()
-        .await
-        .map_err(|e| Status::invalid_argument(format!("invalid-parameter: bound values: {e}")))?;
+        // The handle first, so nobody else's values are read at all.
+        self.prepared
+            .with(&who.key, &handle, |_| ())
+            .ok_or_else(unknown_prepared)?;
+        let mut received = 0;
+        let data = request.into_inner().map(move |message| {
+            let message = message.map_err(|s| FlightError::Tonic(Box::new(s)))?;
+            received += message.data_header.len() + message.data_body.len();
+            if received > MAX_BOUND_BYTES {
+                return Err(FlightError::ProtocolError(format!(
+                    "more than {MAX_BOUND_BYTES} bytes of bound values; bind one row"
+                )));
+            }
+            Ok(message)
+        });
+        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(data)
+            .try_collect()
+            .await
+            .map_err(|e| {
+                Status::invalid_argument(format!("invalid-parameter: bound values: {e}"))
+            })?;
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let values = match batches.iter().find(|b| b.num_rows() > 0) {
             None => None,

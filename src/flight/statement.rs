@@ -28,14 +28,16 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Whitespace};
 
 use crate::http::data_routes::Planner;
 use crate::slice::{AggregateRequest, SliceRequest};
 
 /// The longest statement taken, in bytes (the filter inside it has its own,
 /// smaller, limit).
-pub(super) const MAX_STATEMENT_BYTES: usize = 64 * 1024;
+pub(super) const MAX_STATEMENT_BYTES: usize = 16 * 1024;
+/// The most words and symbols a statement may have (see [`tokens`]).
+const MAX_STATEMENT_TOKENS: usize = 4096;
 
 /// What may be asked, for every refusal.
 pub(super) const WHAT_MAY_BE_ASKED: &str = "Sluice answers SELECT * or columns FROM a dataset [WHERE filter] [LIMIT n] [OFFSET m], and tables of counts: SELECT fields, count(*), sum(col), avg(col) FROM a dataset [WHERE filter] GROUP BY fields";
@@ -55,7 +57,7 @@ pub(super) struct Statement {
 #[error("{0}. {WHAT_MAY_BE_ASKED}.")]
 pub(super) struct Refused(String);
 
-fn refused(what: impl Into<String>) -> Refused {
+pub(super) fn refused(what: impl Into<String>) -> Refused {
     Refused(what.into())
 }
 
@@ -84,19 +86,26 @@ impl Literal {
     }
 }
 
-/// The statement's tokens, refused if it carries a comment or is too long.
-fn tokens(sql: &str) -> Result<Vec<Token>, Refused> {
+/// The statement's tokens with where each stands, refused if it carries a
+/// comment or is too long.
+///
+/// The token bound is what keeps parsing safe: a chain of infix or postfix
+/// operators (`1 + 1 + …`, `x::int::int…`) parses without recursion into
+/// a tree as deep as the chain is long, and printing or dropping that tree
+/// recurses once per level, so a long enough chain overflows the stack.
+/// A filter is at most 4 KiB anyway (`limits.max_filter_bytes`).
+fn tokens(sql: &str) -> Result<Vec<TokenWithSpan>, Refused> {
     if sql.len() > MAX_STATEMENT_BYTES {
         return Err(refused(format!(
             "the statement is longer than {MAX_STATEMENT_BYTES} bytes"
         )));
     }
     let tokens = Tokenizer::new(&GenericDialect {}, sql)
-        .tokenize()
+        .tokenize_with_location()
         .map_err(|e| refused(format!("the statement is not SQL: {}", e.message)))?;
     if tokens.iter().any(|t| {
         matches!(
-            t,
+            t.token,
             Token::Whitespace(Whitespace::SingleLineComment { .. })
                 | Token::Whitespace(Whitespace::MultiLineComment(_))
         )
@@ -104,6 +113,21 @@ fn tokens(sql: &str) -> Result<Vec<Token>, Refused> {
         return Err(refused(
             "the statement has a comment, and comments are not taken",
         ));
+    }
+    // `sluice.sector."dataset"` and a filter's own.
+    crate::filter::check_parse_cost(
+        tokens.iter().map(|t| &t.token),
+        2 + crate::filter::MAX_FILTER_PERIODS,
+    )
+    .map_err(|e| refused(format!("the statement is refused: {e}")))?;
+    let words = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .count();
+    if words > MAX_STATEMENT_TOKENS {
+        return Err(refused(format!(
+            "the statement has more than {MAX_STATEMENT_TOKENS} words and symbols"
+        )));
     }
     Ok(tokens)
 }
@@ -114,7 +138,7 @@ pub(super) fn placeholders(sql: &str) -> Result<usize, Refused> {
     let mut numbered = std::collections::BTreeSet::new();
     let mut positional = 0;
     for t in &tokens {
-        if let Token::Placeholder(p) = t {
+        if let Token::Placeholder(p) = &t.token {
             match p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
                 Some(n) => {
                     numbered.insert(n);
@@ -127,37 +151,96 @@ pub(super) fn placeholders(sql: &str) -> Result<usize, Refused> {
 }
 
 /// `sql` with each placeholder replaced by its literal: `?` in order, `$n`
-/// by number (from 1). Done on tokens, so a value can never become SQL.
+/// by number (from 1). Only the placeholders' own bytes are replaced; the
+/// rest of the text is kept byte for byte (never printed again from
+/// tokens, which would undo the doubling of quotes inside strings), so a
+/// value can never become SQL.
 pub(super) fn bind(sql: &str, values: &[Literal]) -> Result<String, Refused> {
     let mut next = 0;
     let mut out = String::with_capacity(sql.len());
+    let mut copied = 0;
+    let offsets = Offsets::new(sql);
     for t in tokens(sql)? {
-        match t {
-            Token::Placeholder(p) => {
-                let index = match p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
-                    Some(n) => n.checked_sub(1),
-                    None => {
-                        next += 1;
-                        Some(next - 1)
-                    }
-                };
-                let value = index.and_then(|i| values.get(i)).ok_or_else(|| {
-                    refused(format!(
-                        "the statement has a placeholder {p} with no value bound to it"
-                    ))
-                })?;
-                out.push_str(&value.sql());
+        let Token::Placeholder(p) = &t.token else {
+            continue;
+        };
+        let index = match p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => n.checked_sub(1),
+            None => {
+                next += 1;
+                Some(next - 1)
             }
-            other => out.push_str(&other.to_string()),
-        }
+        };
+        let value = index.and_then(|i| values.get(i)).ok_or_else(|| {
+            refused(format!(
+                "the statement has a placeholder {p} with no value bound to it"
+            ))
+        })?;
+        let (start, end) = offsets
+            .of(t.span.start)
+            .zip(offsets.of(t.span.end))
+            .filter(|(start, end)| sql.get(*start..*end) == Some(p.as_str()))
+            .ok_or_else(|| refused(format!("the placeholder {p} could not be found")))?;
+        out.push_str(&sql[copied..start]);
+        out.push_str(&value.sql());
+        copied = end;
     }
+    out.push_str(&sql[copied..]);
     Ok(out)
+}
+
+/// `sql` with every placeholder NULL: the statement's shape, checked when
+/// it is prepared.
+pub(super) fn unbound(sql: &str) -> Result<String, Refused> {
+    let most = placeholders(sql)?.max(
+        tokens(sql)?
+            .iter()
+            .filter_map(|t| match &t.token {
+                Token::Placeholder(p) => p.strip_prefix('$')?.parse::<usize>().ok(),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0),
+    );
+    bind(sql, &vec![Literal::Null; most])
+}
+
+/// Byte offsets of the tokenizer's positions (line and column from 1, a
+/// column per character, a line after each `\n`).
+struct Offsets<'a> {
+    sql: &'a str,
+    line_starts: Vec<usize>,
+}
+
+impl<'a> Offsets<'a> {
+    fn new(sql: &'a str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self { sql, line_starts }
+    }
+
+    fn of(&self, at: Location) -> Option<usize> {
+        let line = usize::try_from(at.line).ok()?.checked_sub(1)?;
+        let column = usize::try_from(at.column).ok()?.checked_sub(1)?;
+        let start = *self.line_starts.get(line)?;
+        let rest = &self.sql[start..];
+        let within = rest
+            .char_indices()
+            .map(|(i, _)| i)
+            .chain(std::iter::once(rest.len()))
+            .nth(column)?;
+        Some(start + within)
+    }
 }
 
 /// Parses one statement Sluice answers.
 pub(super) fn parse(sql: &str) -> Result<Statement, Refused> {
     let tokens = tokens(sql)?;
-    if let Some(Token::Placeholder(p)) = tokens.iter().find(|t| matches!(t, Token::Placeholder(_)))
+    if let Some(Token::Placeholder(p)) = tokens
+        .iter()
+        .map(|t| &t.token)
+        .find(|t| matches!(t, Token::Placeholder(_)))
     {
         return Err(refused(format!(
             "the statement has a placeholder {p}: prepare it and bind a value to each"
@@ -622,5 +705,62 @@ mod tests {
             "region = 'north'' OR ''1''=''1' AND cost_eur > 2.5 AND x = 'north'' OR ''1''=''1'"
         );
         assert!(bind("SELECT * FROM d WHERE a = ? AND b = ?", &[Literal::Int(1)]).is_err());
+
+        // Quotes doubled inside the statement's own strings and names stay
+        // doubled, so a value cannot close a string the template opened.
+        let template = r#"SELECT "reg""ion" FROM d WHERE x <> 'a''' AND region = ? AND y <> '''b'"#;
+        let bound = bind(template, &[Literal::Text("' OR region <> '".into())]).unwrap();
+        assert_eq!(
+            bound,
+            r#"SELECT "reg""ion" FROM d WHERE x <> 'a''' AND region = ''' OR region <> ''' AND y <> '''b'"#
+        );
+        let (_, r) = slice(&bound);
+        assert_eq!(r.columns.unwrap(), ["reg\"ion"]);
+        assert_eq!(
+            r.filter.unwrap(),
+            "x <> 'a''' AND region = ''' OR region <> ''' AND y <> '''b'"
+        );
+        // Positions count characters, and lines.
+        let bound = bind(
+            "SELECT * FROM d\nWHERE é = 'ü' AND\n b = ?",
+            &[Literal::Int(7)],
+        )
+        .unwrap();
+        assert_eq!(bound, "SELECT * FROM d\nWHERE é = 'ü' AND\n b = 7");
+        assert_eq!(
+            unbound("SELECT * FROM d WHERE a = $2 AND b = ?").unwrap(),
+            "SELECT * FROM d WHERE a = NULL AND b = NULL"
+        );
+    }
+
+    /// Long operator chains parse into trees as deep as they are long;
+    /// the token bound keeps them shallow enough to print and drop on a
+    /// worker thread's stack (2 MiB), and refuses longer ones.
+    #[test]
+    fn long_operator_chains_are_refused_before_they_overflow_the_stack() {
+        let chains = [
+            ("year = 1", " + 1", 2),
+            ("length_of_stay", "::int", 2),
+            ("region", "->'a'", 2),
+            ("region = ", "INTERVAL ", 1),
+            ("x IS NULL", " IS NULL", 2),
+        ];
+        for (start, link, tokens_per_link) in chains {
+            let at_limit = (MAX_STATEMENT_TOKENS / tokens_per_link - 8)
+                .min((MAX_STATEMENT_BYTES - 64) / link.len());
+            let sql = |n: usize| format!("SELECT a FROM d WHERE {start}{}", link.repeat(n));
+            let within = sql(at_limit);
+            let outcome = std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || parse(&within).map(|_| ()).map_err(|e| e.to_string()))
+                .unwrap()
+                .join();
+            assert!(outcome.is_ok(), "{link}: the parser's thread overflowed");
+            let err = parse(&sql(MAX_STATEMENT_TOKENS)).unwrap_err().to_string();
+            assert!(
+                err.contains("words and symbols") || err.contains("longer than"),
+                "{link}: {err}"
+            );
+        }
     }
 }

@@ -156,6 +156,11 @@ def test_prepared_statements_bind_values_never_sql(fs):
     # A value that is SQL stays a value: no region is called that.
     injected = over_adbc(fs, sql, fs.token, params=("north' OR '1'='1", 0))
     assert injected.num_rows == 0
+    # Quotes the template doubles stay doubled once a value is bound, so
+    # the value cannot close the template's string and open its own SQL.
+    template = (f"SELECT region FROM {HOSPITAL} WHERE discharge_destination <> 'a''' "
+                "AND region = ? AND discharge_destination <> '''b'")
+    assert over_adbc(fs, template, fs.token, params=("' OR region <> '",)).num_rows == 0
 
 
 def test_hostile_statements_are_refused_audited_and_the_server_keeps_serving(fs):
@@ -166,6 +171,9 @@ def test_hostile_statements_are_refused_audited_and_the_server_keeps_serving(fs)
         f"SELECT * FROM {HOSPITAL}; SELECT * FROM \"school-results\"": "more than one statement",
         f"SELECT upper(patient_id) FROM {HOSPITAL}": "not count",
         f"SELECT * FROM {HOSPITAL} WHERE region = '{'x' * 70000}'": "longer than",
+        # Chains this long once overflowed the parser's stack.
+        f"SELECT region FROM {HOSPITAL} WHERE length_of_stay = 1{' + 1' * 3000}": "words and symbols",
+        f"SELECT region FROM {HOSPITAL} WHERE length_of_stay{'::int' * 3000} > 1": "words and symbols",
         f"SELECT * FROM {HOSPITAL} WHERE length(nhs_number) > 0": "nhs_number",
         f"SELECT * FROM {HOSPITAL} ORDER BY age": "ORDER BY",
         "SELECT * FROM (SELECT * FROM \"hospital-admissions\")": "subquery",
@@ -223,3 +231,18 @@ def test_pyarrow_flight_basic_handshake_and_tickets_bound_to_their_caller(fs):
 
     with pytest.raises(flight.FlightUnauthenticatedError):
         client.authenticate_basic_token("token", "wrong")
+
+
+def test_values_bound_to_nobodys_statement_are_not_read(fs):
+    """DoPut to a prepared statement that is not the caller's is refused
+    before its values are read (they were once collected whole first)."""
+    client = flight_client(fs)
+    handle = command(b"0" * 32, "CommandPreparedStatementQuery")
+    big = pa.table({"v": ["x" * (512 << 10)]})
+    with pytest.raises((flight.FlightError, pa.ArrowKeyError)) as refused:
+        writer, _ = client.do_put(flight.FlightDescriptor.for_command(handle), big.schema)
+        for _ in range(16):
+            writer.write_table(big)
+        writer.close()
+    assert "prepared-statement-not-found" in str(refused.value)
+    assert fs.get("/healthz", token=False)
