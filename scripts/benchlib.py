@@ -117,8 +117,10 @@ def flight_sql_command(sql, kind="CommandStatementQuery"):
                 break
         return bytes([number << 3 | 2]) + bytes(out) + value
 
-    value = sql.encode() if isinstance(sql, str) else sql
     url = b"type.googleapis.com/arrow.flight.protocol.sql." + kind.encode()
+    if sql is None:  # a command with nothing set
+        return field(1, url) + field(2, b"")
+    value = sql.encode() if isinstance(sql, str) else sql
     return field(1, url) + field(2, field(1, value))
 
 

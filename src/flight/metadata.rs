@@ -8,8 +8,10 @@
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
-use arrow_flight::sql::{SqlInfo, SqlSupportedTransaction};
+use arrow_flight::sql::metadata::{
+    SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
+};
+use arrow_flight::sql::{Nullable, Searchable, SqlInfo, SqlSupportedTransaction, XdbcDataType};
 
 use crate::auth::Caller;
 use crate::formats::sanitized_schema;
@@ -99,4 +101,48 @@ pub(super) fn sql_info() -> Result<SqlInfoData, arrow_flight::error::FlightError
     b.append(SqlInfo::SqlDdlSchema, false);
     b.append(SqlInfo::SqlDdlTable, false);
     b.build()
+}
+
+/// The SQL types answers are made of (`GetXdbcTypeInfo`, which JDBC's
+/// `DatabaseMetaData.getTypeInfo` and BI tools ask for): the Arrow types
+/// of the catalogue's columns as their usual SQL names. Nothing is created
+/// here, so no type takes parameters.
+pub(super) fn xdbc_types() -> Result<XdbcTypeInfoData, arrow_flight::error::FlightError> {
+    use XdbcDataType as T;
+    let types = [
+        ("BOOLEAN", T::XdbcBit, Some(1), None),
+        ("SMALLINT", T::XdbcSmallint, Some(16), Some(2)),
+        ("INTEGER", T::XdbcInteger, Some(32), Some(2)),
+        ("BIGINT", T::XdbcBigint, Some(64), Some(2)),
+        ("DOUBLE", T::XdbcDouble, Some(53), Some(2)),
+        ("VARCHAR", T::XdbcVarchar, None, None),
+        ("DATE", T::XdbcDate, Some(10), None),
+        ("TIMESTAMP", T::XdbcTimestamp, Some(26), None),
+    ];
+    let mut builder = XdbcTypeInfoDataBuilder::new();
+    for (name, data_type, column_size, num_prec_radix) in types {
+        let quoted = matches!(data_type, T::XdbcVarchar | T::XdbcDate | T::XdbcTimestamp);
+        builder.append(XdbcTypeInfo {
+            type_name: name.into(),
+            data_type,
+            column_size,
+            literal_prefix: quoted.then(|| "'".into()),
+            literal_suffix: quoted.then(|| "'".into()),
+            create_params: None,
+            nullable: Nullable::NullabilityNullable,
+            case_sensitive: data_type == T::XdbcVarchar,
+            searchable: Searchable::Full,
+            unsigned_attribute: num_prec_radix.map(|_| false),
+            fixed_prec_scale: false,
+            auto_increment: None,
+            local_type_name: Some(name.into()),
+            minimum_scale: None,
+            maximum_scale: None,
+            sql_data_type: data_type,
+            datetime_subcode: None,
+            num_prec_radix,
+            interval_precision: None,
+        });
+    }
+    builder.build()
 }

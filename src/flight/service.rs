@@ -23,9 +23,9 @@ use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
-    TicketStatementQuery,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandStatementQuery, DoPutPreparedStatementResult,
+    ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
     FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
@@ -98,6 +98,7 @@ pub(super) struct SluiceFlight {
     answers: Arc<Parked<Waiting>>,
     prepared: Parked<Prepared>,
     sql_info: arrow_flight::sql::metadata::SqlInfoData,
+    xdbc_types: arrow_flight::sql::metadata::XdbcTypeInfoData,
 }
 
 impl SluiceFlight {
@@ -111,6 +112,7 @@ impl SluiceFlight {
             )),
             prepared: Parked::new(PREPARED_LIVES, PREPARED_PER_CALLER, PREPARED_IN_ALL),
             sql_info: metadata::sql_info()?,
+            xdbc_types: metadata::xdbc_types()?,
         })
     }
 
@@ -697,6 +699,25 @@ impl FlightSqlService for SluiceFlight {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.who_of(&request).await?;
         batch_stream(query.into_builder(&self.sql_info).build())
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.who_of(&request).await?;
+        let schema = query.into_builder(&self.xdbc_types).schema();
+        Self::listing_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.who_of(&request).await?;
+        batch_stream(query.into_builder(&self.xdbc_types).build())
     }
 
     async fn do_get_fallback(

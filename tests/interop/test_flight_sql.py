@@ -246,3 +246,16 @@ def test_values_bound_to_nobodys_statement_are_not_read(fs):
         writer.close()
     assert "prepared-statement-not-found" in str(refused.value)
     assert fs.get("/healthz", token=False)
+
+
+def test_type_info_for_jdbc_and_bi_tools(fs):
+    """GetXdbcTypeInfo: the SQL types answers are made of, as JDBC's
+    getTypeInfo asks for them."""
+    client = flight_client(fs)
+    options = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {fs.token}".encode())])
+    info = client.get_flight_info(
+        flight.FlightDescriptor.for_command(command(None, "CommandGetXdbcTypeInfo")), options)
+    types = client.do_get(info.endpoints[0].ticket, options).read_all()
+    names = types.column("type_name").to_pylist()
+    assert {"BIGINT", "DOUBLE", "VARCHAR", "DATE", "TIMESTAMP", "BOOLEAN"} <= set(names)
+    assert "data_type" in types.schema.names and types.num_rows == len(set(names))
