@@ -20,8 +20,9 @@ COPY --from=build /src/target/release/sluice /usr/local/bin/sluice
 COPY --chown=sluice:sluice datasets ./datasets
 COPY --chown=sluice:sluice config ./config
 USER sluice
-# Listen on all interfaces inside the container (TLS stays on).
+# Listen on all interfaces inside the container (TLS stays on). Arrow
+# Flight SQL is reachable once SLUICE_FLIGHT__LISTEN=0.0.0.0:8815 is set.
 ENV SLUICE_SERVER__LISTEN=0.0.0.0:8443
-EXPOSE 8443
+EXPOSE 8443 8815
 ENTRYPOINT ["/usr/local/bin/sluice"]
 CMD ["serve"]
