@@ -139,20 +139,39 @@ fn check_cost(expr: &Expr) -> Result<(), FilterError> {
 /// tries one reading, then parses the rest again as another), so the time
 /// to parse grows exponentially with their number: 24 `a.` in a row took
 /// 4 s, 20 nested `position(` more than 10 s, and a 60-byte filter could
-/// hold a server's thread for hours. `INTERVAL` does the same without
-/// brackets; it is no part of the filter language.
+/// hold a server's thread for hours. `INTERVAL`, `CASE` and `NOT -` do the
+/// same without brackets; the first two are no part of the filter
+/// language, and `NOT` takes a condition, never a sign.
 pub(crate) const MAX_BRACKET_DEPTH: usize = 6;
 pub(crate) const MAX_FILTER_PERIODS: usize = 2;
 
 /// Refuses, before parsing, token shapes that make the parser's time
 /// exponential: brackets nested deeper than [`MAX_BRACKET_DEPTH`], more
-/// than `max_periods` periods, `INTERVAL`.
+/// than `max_periods` periods, `INTERVAL`, `CASE`, and `NOT` followed by
+/// anything but a name, a value or a bracket.
 pub(crate) fn check_parse_cost<'t>(
     tokens: impl IntoIterator<Item = &'t Token>,
     max_periods: usize,
 ) -> Result<(), FilterError> {
     let (mut depth, mut periods) = (0usize, 0usize);
+    let mut after_not = false;
     for token in tokens {
+        if matches!(token, Token::Whitespace(_)) {
+            continue;
+        }
+        // `NOT` takes a name, a value or a bracket: after `NOT -` (or `+`,
+        // `~`…) the parser reads the rest twice, as `NOT` of it and as a
+        // column `NOT` minus it, and so on at every repetition.
+        if std::mem::take(&mut after_not)
+            && !matches!(
+                token,
+                Token::Word(_) | Token::Number(..) | Token::SingleQuotedString(_) | Token::LParen
+            )
+        {
+            return Err(FilterError::CostlyToParse(format!(
+                "NOT is followed by '{token}'; NOT takes a condition"
+            )));
+        }
         match token {
             Token::LParen | Token::LBracket | Token::LBrace => {
                 depth += 1;
@@ -171,11 +190,13 @@ pub(crate) fn check_parse_cost<'t>(
                     )));
                 }
             }
-            Token::Word(word)
-                if word.quote_style.is_none() && word.keyword == Keyword::INTERVAL =>
-            {
-                return Err(FilterError::NotAllowed("INTERVAL".into()));
-            }
+            Token::Word(word) if word.quote_style.is_none() => match word.keyword {
+                Keyword::INTERVAL | Keyword::CASE => {
+                    return Err(FilterError::NotAllowed(word.value.to_uppercase()));
+                }
+                Keyword::NOT => after_not = true,
+                _ => {}
+            },
             _ => {}
         }
     }
@@ -919,6 +940,9 @@ mod tests {
             format!("a = {}1", "cast(".repeat(40)),
             format!("a = {}'1'", "INTERVAL ".repeat(40)),
             format!("a = {}1", "array[".repeat(40)),
+            format!("{}a", "NOT-".repeat(40)),
+            format!("a = 1 OR {}", "NOT ~".repeat(40)),
+            format!("{}a", "CASE-".repeat(40)),
         ];
         for text in costly {
             let started = std::time::Instant::now();
@@ -939,6 +963,14 @@ mod tests {
         assert!(
             parse(
                 "((a = 1 OR a = 2) AND lower(a) IN ('x', 'y'))",
+                4096,
+                &columns
+            )
+            .is_ok()
+        );
+        assert!(
+            parse(
+                "NOT a = 1 AND a NOT IN (1) AND a IS NOT NULL AND NOT (a = 2)",
                 4096,
                 &columns
             )

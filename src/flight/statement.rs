@@ -181,8 +181,13 @@ pub(super) fn bind(sql: &str, values: &[Literal]) -> Result<String, Refused> {
             .zip(offsets.of(t.span.end))
             .filter(|(start, end)| sql.get(*start..*end) == Some(p.as_str()))
             .ok_or_else(|| refused(format!("the placeholder {p} could not be found")))?;
+        // Spaced, so a value never merges with what the template wrote
+        // beside its placeholder (`E?` would make an escaped string of it,
+        // `-?` a comment of a negative number).
         out.push_str(&sql[copied..start]);
+        out.push(' ');
         out.push_str(&value.sql());
+        out.push(' ');
         copied = end;
     }
     out.push_str(&sql[copied..]);
@@ -697,7 +702,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             bound,
-            "SELECT * FROM d WHERE region = 'north'' OR ''1''=''1' AND cost_eur > 2.5 AND x = 'north'' OR ''1''=''1'"
+            "SELECT * FROM d WHERE region =  'north'' OR ''1''=''1'  AND cost_eur >  2.5  AND x =  'north'' OR ''1''=''1' "
         );
         let (_, r) = slice(&bound);
         assert_eq!(
@@ -712,7 +717,7 @@ mod tests {
         let bound = bind(template, &[Literal::Text("' OR region <> '".into())]).unwrap();
         assert_eq!(
             bound,
-            r#"SELECT "reg""ion" FROM d WHERE x <> 'a''' AND region = ''' OR region <> ''' AND y <> '''b'"#
+            r#"SELECT "reg""ion" FROM d WHERE x <> 'a''' AND region =  ''' OR region <> '''  AND y <> '''b'"#
         );
         let (_, r) = slice(&bound);
         assert_eq!(r.columns.unwrap(), ["reg\"ion"]);
@@ -726,10 +731,20 @@ mod tests {
             &[Literal::Int(7)],
         )
         .unwrap();
-        assert_eq!(bound, "SELECT * FROM d\nWHERE é = 'ü' AND\n b = 7");
+        assert_eq!(bound, "SELECT * FROM d\nWHERE é = 'ü' AND\n b =  7 ");
         assert_eq!(
             unbound("SELECT * FROM d WHERE a = $2 AND b = ?").unwrap(),
-            "SELECT * FROM d WHERE a = NULL AND b = NULL"
+            "SELECT * FROM d WHERE a =  NULL  AND b =  NULL "
+        );
+        // A value never merges with what stands beside its placeholder.
+        let bound = bind(
+            "SELECT * FROM d WHERE a = E? AND b = 1 -?",
+            &[Literal::Text(r"x\' OR a <> '".into()), Literal::Int(-5)],
+        )
+        .unwrap();
+        assert_eq!(
+            bound,
+            r"SELECT * FROM d WHERE a = E 'x\'' OR a <> '''  AND b = 1 - -5 "
         );
     }
 

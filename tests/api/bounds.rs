@@ -270,8 +270,8 @@ async fn manifests_are_capped_in_count_per_publisher_and_in_size() {
 }
 
 /// Filters a few dozen bytes long once held a server thread for seconds
-/// to hours: the SQL parser backtracks at each `.`, nested bracket and
-/// `INTERVAL`, so its time doubled with each. They are refused on tokens
+/// to hours: the SQL parser backtracks at each `.`, nested bracket,
+/// `INTERVAL`, `CASE` and `NOT -`, so its time doubled with each. They are refused on tokens
 /// first, with a 400, and the server answers the next request at once.
 #[tokio::test]
 async fn filters_that_cost_the_parser_exponential_time_are_refused_at_once() {
@@ -280,6 +280,8 @@ async fn filters_that_cost_the_parser_exponential_time_are_refused_at_once() {
         format!("region = {}a", "a.".repeat(30)),
         format!("region = {}1", "position(".repeat(30)),
         format!("region = {}'1'", "INTERVAL ".repeat(30)),
+        "NOT-".repeat(30),
+        "CASE-".repeat(30),
     ];
     for filter in costly {
         let response = tokio::time::timeout(
