@@ -978,6 +978,44 @@ mod tests {
         );
     }
 
+    /// Every keyword sqlparser knows, repeated with each operator or value
+    /// after it (`NOT-NOT-…`, `a.a.…`) and with every other keyword: none
+    /// may take the parser more than a few milliseconds. Each doubling
+    /// shape found so far was one of these; a new sqlparser that adds one
+    /// shows up here, at 18 repetitions (a quarter of a second), rather
+    /// than on a server at 40 (days).
+    #[test]
+    fn no_repeated_keyword_shape_costs_the_parser_time() {
+        let columns = cols(&["a"]);
+        let links = [
+            " ", "-", "+", "~", "!", "@", "#", "*", "/", "%", "^", "|", "&", ".", ":", "::", "->",
+            "->>", "=", "<", ">", "<>", "(", "[", "{", ",", "'a'", "1", "a", "?", "$1", "E'a'",
+            "X'00'", "\"a\"",
+        ];
+        let slow: Vec<String> = sqlparser::keywords::ALL_KEYWORDS
+            .iter()
+            .flat_map(|k| links.iter().map(move |l| format!("{k}{l}")))
+            .chain(
+                [
+                    "NOT", "CASE", "EXISTS", "ARRAY", "CAST", "DATE", "IS", "LIKE",
+                ]
+                .iter()
+                .flat_map(|a| {
+                    sqlparser::keywords::ALL_KEYWORDS
+                        .iter()
+                        .map(move |b| format!("{a} {b} "))
+                }),
+            )
+            .filter(|link| {
+                let text = link.repeat(18);
+                let started = std::time::Instant::now();
+                let _ = parse(&text, 4096, &columns);
+                started.elapsed() > std::time::Duration::from_millis(20)
+            })
+            .collect();
+        assert!(slow.is_empty(), "costly to parse: {slow:?}");
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
