@@ -25,6 +25,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::http::AppState;
+use crate::util::runtime::OwnedRuntime;
 
 /// The largest message a client may send (statements and bound values are
 /// small; Sluice takes no uploads over Flight).
@@ -35,6 +36,9 @@ pub struct Running {
     pub port: u16,
     stop: tokio::sync::oneshot::Sender<()>,
     served: tokio::task::JoinHandle<()>,
+    /// Its own threads, one per core: TLS and framing for every Flight
+    /// client, apart from the runtime that started the server.
+    _runtime: OwnedRuntime,
 }
 
 impl Running {
@@ -45,7 +49,7 @@ impl Running {
     }
 }
 
-/// Binds `listen` and serves Flight SQL on the current runtime, with TLS
+/// Binds `listen` and serves Flight SQL on a runtime of its own, with TLS
 /// from `tls` (certificate chain and key, PEM) or plain (loopback only,
 /// checked by the settings).
 pub fn start(
@@ -57,8 +61,13 @@ pub fn start(
         .with_context(|| format!("binding the Flight SQL listener {listen}"))?;
     listener.set_nonblocking(true)?;
     let port = listener.local_addr()?.port();
-    let incoming =
-        TcpIncoming::from(tokio::net::TcpListener::from_std(listener)?).with_nodelay(Some(true));
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runtime =
+        OwnedRuntime::new(threads, "sluice-flight").context("starting the Flight SQL threads")?;
+    let incoming = {
+        let _inside = runtime.handle().enter();
+        TcpIncoming::from(tokio::net::TcpListener::from_std(listener)?).with_nodelay(Some(true))
+    };
     let mut server = Server::builder();
     if let Some((cert, key)) = tls {
         let read = |p: &PathBuf| {
@@ -73,7 +82,7 @@ pub fn start(
     let answers = service.answers();
     let flight = FlightServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(async move {
+    let served = runtime.handle().spawn(async move {
         // Answers nobody fetched free their engine places and slots.
         let sweeper = tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(5));
@@ -94,5 +103,10 @@ pub fn start(
         }
     });
     tracing::info!(port, "Flight SQL is listening");
-    Ok(Running { port, stop, served })
+    Ok(Running {
+        port,
+        stop,
+        served,
+        _runtime: runtime,
+    })
 }

@@ -169,7 +169,7 @@ pub struct Engine {
     /// the same rows every time it is asked for. Parallel scans interleave
     /// their partitions in whatever order they finish.
     in_file_order: SessionContext,
-    runtime: QueryRuntime,
+    runtime: crate::util::runtime::OwnedRuntime,
     /// The query runtime's worker threads.
     threads: usize,
     buffer_chunks: usize,
@@ -207,28 +207,6 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// A Tokio runtime that may be dropped from async code (tests drop the
-/// application inside their own runtime).
-struct QueryRuntime(Option<tokio::runtime::Runtime>);
-
-impl Drop for QueryRuntime {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-impl QueryRuntime {
-    #[allow(clippy::expect_used, reason = "only `drop` takes the runtime out")]
-    fn handle(&self) -> &tokio::runtime::Handle {
-        self.0
-            .as_ref()
-            .map(|rt| rt.handle())
-            .expect("query runtime is alive until dropped")
-    }
-}
-
 impl Engine {
     pub fn new(
         catalog: &Catalog,
@@ -241,11 +219,7 @@ impl Engine {
         } else {
             threads
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("sluice-query")
-            .enable_all()
-            .build()
+        let runtime = crate::util::runtime::OwnedRuntime::new(threads, "sluice-query")
             .or_internal("starting the query threads")?;
         let mut config = SessionConfig::new()
             .with_target_partitions(threads)
@@ -275,7 +249,7 @@ impl Engine {
         Ok(Self {
             ctx,
             in_file_order,
-            runtime: QueryRuntime(Some(runtime)),
+            runtime,
             threads,
             buffer_chunks: limits.stream_buffer_chunks,
             places: places::Places::new(limits.max_running_slices),

@@ -8,5 +8,6 @@ pub mod durable;
 pub mod echo;
 pub mod internal;
 pub mod key_file;
+pub mod runtime;
 pub mod suggest;
 pub mod words;
