@@ -209,13 +209,13 @@ pub(crate) fn parse_sql(text: &str) -> Result<SqlExpr, FilterError> {
     }
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, text)
-        .tokenize()
-        .map_err(|e| FilterError::Syntax(e.message))?;
-    check_parse_cost(&tokens, MAX_FILTER_PERIODS)?;
+        .tokenize_with_location()
+        .map_err(|e| FilterError::Syntax(e.to_string()))?;
+    check_parse_cost(tokens.iter().map(|t| &t.token), MAX_FILTER_PERIODS)?;
+    // The parser reads the very tokens that were checked.
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(MAX_DEPTH)
-        .try_with_sql(text)
-        .map_err(syntax)?;
+        .with_tokens_with_locations(tokens);
     let sql = parser.parse_expr().map_err(syntax)?;
     match parser.next_token().token {
         Token::EOF => Ok(sql),

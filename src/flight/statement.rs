@@ -27,7 +27,7 @@ use sqlparser::ast::{
     ObjectNamePart, SelectItem, SetExpr, TableFactor, Value,
 };
 use sqlparser::dialect::GenericDialect;
-use sqlparser::parser::Parser;
+use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Whitespace};
 
 use crate::http::data_routes::Planner;
@@ -251,9 +251,15 @@ pub(super) fn parse(sql: &str) -> Result<Statement, Refused> {
             "the statement has a placeholder {p}: prepare it and bind a value to each"
         )));
     }
-    let statement = single(sql)?;
+    // The parser reads the very tokens that were checked.
+    let dialect = GenericDialect {};
+    let statement = single(
+        Parser::new(&dialect)
+            .with_tokens_with_locations(tokens)
+            .parse_statements(),
+    )?;
     let read = read(&statement)?;
-    let canonical = single(&read.canonical)?;
+    let canonical = single(Parser::parse_sql(&dialect, &read.canonical))?;
     if canonical.to_string() != statement.to_string() {
         return Err(refused(format!(
             "the statement has {}, which is not taken",
@@ -263,9 +269,8 @@ pub(super) fn parse(sql: &str) -> Result<Statement, Refused> {
     Ok(read.statement)
 }
 
-fn single(sql: &str) -> Result<ast::Statement, Refused> {
-    let mut statements = Parser::parse_sql(&GenericDialect {}, sql)
-        .map_err(|e| refused(format!("the statement is not SQL: {e}")))?;
+fn single(parsed: Result<Vec<ast::Statement>, ParserError>) -> Result<ast::Statement, Refused> {
+    let mut statements = parsed.map_err(|e| refused(format!("the statement is not SQL: {e}")))?;
     match statements.len() {
         1 => Ok(statements.remove(0)),
         0 => Err(refused("there is no statement")),
