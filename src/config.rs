@@ -55,12 +55,26 @@ pub struct Settings {
 
 /// Arrow Flight SQL (gRPC), for ADBC and JDBC drivers and BI tools: its own
 /// listener, with the same TLS, callers, policy and audit as the HTTPS one.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FlightSettings {
     /// Address of the Flight SQL listener (port 0 picks a free port);
     /// unset, there is none.
     pub listen: Option<SocketAddr>,
+    /// The fewest rows one endpoint of an answer cut in parts carries: a
+    /// slice of a version with at least twice as many rows (and as many
+    /// row groups) is answered with one endpoint per part, which clients
+    /// read side by side. 0 never cuts.
+    pub endpoint_rows: u64,
+}
+
+impl Default for FlightSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            endpoint_rows: 500_000,
+        }
+    }
 }
 
 /// Policy-applied snapshot files (signed links, ranged reads, Delta

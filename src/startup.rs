@@ -87,6 +87,7 @@ impl Application {
         let flight = match settings.flight.listen {
             Some(listen) => Some(crate::flight::start(
                 listen,
+                settings.flight.endpoint_rows,
                 tls_files(&settings)?,
                 state.clone(),
             )?),

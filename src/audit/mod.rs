@@ -180,6 +180,9 @@ pub struct Record {
     pub filter: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// Which part of an answer cut in parts this is ("2/4").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -236,6 +239,7 @@ impl Record {
             columns: Default::default(),
             filter: Default::default(),
             format: Default::default(),
+            part: Default::default(),
             decision: Default::default(),
             reason: Default::default(),
             rows: Default::default(),

@@ -51,9 +51,11 @@ impl Running {
 
 /// Binds `listen` and serves Flight SQL on a runtime of its own, with TLS
 /// from `tls` (certificate chain and key, PEM) or plain (loopback only,
-/// checked by the settings).
+/// checked by the settings), cutting large slices into endpoints of at
+/// least `endpoint_rows` rows.
 pub fn start(
     listen: std::net::SocketAddr,
+    endpoint_rows: u64,
     tls: Option<(PathBuf, PathBuf)>,
     state: web::Data<AppState>,
 ) -> anyhow::Result<Running> {
@@ -78,8 +80,10 @@ pub fn start(
             .tls_config(ServerTlsConfig::new().identity(identity))
             .context("Flight SQL TLS")?;
     }
-    let service = service::SluiceFlight::new(state).context("Flight SQL server info")?;
+    let service =
+        service::SluiceFlight::new(state, endpoint_rows).context("Flight SQL server info")?;
     let answers = service.answers();
+    let later_parts = service.later_parts();
     let flight = FlightServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = runtime.handle().spawn(async move {
@@ -89,6 +93,7 @@ pub fn start(
             loop {
                 every.tick().await;
                 drop(answers.sweep());
+                drop(later_parts.sweep());
             }
         });
         let result = server

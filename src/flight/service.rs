@@ -7,6 +7,11 @@
 //! decision is audited and its first message is made, so the `FlightInfo`
 //! carries the answer's exact schema. The ticket opens the running answer
 //! once, for the same caller, within [`ANSWER_WAITS`].
+//!
+//! A large slice is cut into parts ([`crate::slice::parts`]), one endpoint
+//! each: the first part runs at the statement like any answer; the others
+//! wait as [`LaterPart`]s, holding nothing, and each runs through the same
+//! path when its ticket is fetched, so clients read them side by side.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -46,8 +51,10 @@ use crate::domain::DatasetId;
 use crate::formats::{Coding, Format};
 use crate::http::AppState;
 use crate::http::caller::{refused, share_key, verify_token};
-use crate::http::data_routes::{self, Planner, Wanted};
+use crate::http::data_routes::{self, Cut, Planner, Wanted};
 use crate::http::problem::{ApiError, REQUEST_ID};
+use crate::slice::SliceRequest;
+use crate::slice::parts::Part;
 
 /// How long a running answer waits for its `DoGet` (clients ask at once;
 /// a waiting answer holds its engine place, as a slow reader would).
@@ -66,6 +73,11 @@ const WAITING_IN_ALL: usize = 1024;
 const MAX_BOUND_BYTES: usize = 64 * 1024;
 /// The gRPC header naming the grant to read under (HTTP's `grant=`).
 const GRANT_HEADER: &str = "sluice-grant";
+/// The most endpoints one answer is cut into (each holds a stream slot
+/// and an engine place while it is read, as any answer does).
+const MOST_ENDPOINTS: usize = 4;
+/// What marks a ticket for a later part of an answer cut in parts.
+const LATER_PART: &str = "part:";
 
 type DataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send>>;
 
@@ -74,6 +86,15 @@ pub(super) struct Waiting {
     schema: Frame,
     frames: Frames,
     headers: Vec<(&'static str, String)>,
+}
+
+/// A later part of an answer cut in parts, run when its `DoGet` comes, by
+/// the same path and under the access in force then.
+pub(super) struct LaterPart {
+    dataset: String,
+    slice: SliceRequest,
+    grant: Option<String>,
+    part: Part,
 }
 
 /// A prepared statement: its text, and the values bound to it.
@@ -85,6 +106,7 @@ struct Prepared {
 }
 
 /// Who is calling, as the HTTP side would see them.
+#[derive(Clone)]
 struct Who {
     caller: Caller,
     /// Whom limits count against and handles belong to: the subject, or
@@ -95,20 +117,30 @@ struct Who {
 
 pub(super) struct SluiceFlight {
     state: web::Data<AppState>,
+    /// The fewest rows one endpoint carries (`flight.endpoint_rows`).
+    endpoint_rows: u64,
     answers: Arc<Parked<Waiting>>,
+    later_parts: Arc<Parked<LaterPart>>,
     prepared: Parked<Prepared>,
     sql_info: arrow_flight::sql::metadata::SqlInfoData,
     xdbc_types: arrow_flight::sql::metadata::XdbcTypeInfoData,
 }
 
 impl SluiceFlight {
-    pub(super) fn new(state: web::Data<AppState>) -> Result<Self, FlightError> {
+    pub(super) fn new(state: web::Data<AppState>, endpoint_rows: u64) -> Result<Self, FlightError> {
         Ok(Self {
             state,
+            endpoint_rows,
             answers: Arc::new(Parked::new(
                 ANSWER_WAITS,
                 WAITING_PER_CALLER,
                 WAITING_IN_ALL,
+            )),
+            // They hold nothing until fetched; bounded all the same.
+            later_parts: Arc::new(Parked::new(
+                ANSWER_WAITS,
+                WAITING_PER_CALLER * MOST_ENDPOINTS,
+                WAITING_IN_ALL * MOST_ENDPOINTS,
             )),
             prepared: Parked::new(PREPARED_LIVES, PREPARED_PER_CALLER, PREPARED_IN_ALL),
             sql_info: metadata::sql_info()?,
@@ -119,6 +151,11 @@ impl SluiceFlight {
     /// The waiting answers, for the sweeper that frees those nobody fetched.
     pub(super) fn answers(&self) -> Arc<Parked<Waiting>> {
         self.answers.clone()
+    }
+
+    /// The later parts waiting for their `DoGet`, for the same sweeper.
+    pub(super) fn later_parts(&self) -> Arc<Parked<LaterPart>> {
+        self.later_parts.clone()
     }
 
     /// The caller, from `authorization` (`Bearer <token>`, or `Basic` with
@@ -162,7 +199,8 @@ impl SluiceFlight {
         self.who(request.metadata(), request.remote_addr()).await
     }
 
-    /// Runs `sql` for `who` and parks the answer: its `FlightInfo`.
+    /// Runs `sql` for `who` and parks the answer: its `FlightInfo`, with
+    /// one endpoint, or one per part when the answer is cut in parts.
     async fn execute(
         &self,
         who: &Who,
@@ -178,52 +216,125 @@ impl SluiceFlight {
             data_routes::record_refused(state, &who.caller, &parsed.dataset, sql, &e);
             return Err(status(&e));
         }
-        let aggregate = matches!(parsed.planner, Planner::Aggregate(_));
+        let slice = match &parsed.planner {
+            Planner::Slice(slice) if self.endpoint_rows > 0 => Some(slice.clone()),
+            _ => None,
+        };
+        let cut = match slice {
+            Some(_) => Cut::Split {
+                most: MOST_ENDPOINTS,
+                rows_each: self.endpoint_rows,
+            },
+            None => Cut::Whole,
+        };
+        let (waiting, later) = self
+            .run(who, &parsed.dataset, parsed.planner, None, cut)
+            .await?;
+        let framed_schema = waiting.schema.framed_header.clone();
+        let mut handles = vec![self.park(&self.answers, who, waiting)?];
+        for part in later {
+            let later = LaterPart {
+                dataset: parsed.dataset.clone(),
+                slice: slice.clone().unwrap_or_default(),
+                grant: who.grant.clone(),
+                part,
+            };
+            handles.push(format!(
+                "{LATER_PART}{}",
+                self.park(&self.later_parts, who, later)?
+            ));
+        }
+        let mut info = FlightInfo::new()
+            .with_descriptor(descriptor)
+            .with_ordered(true);
+        for handle in handles {
+            let ticket = TicketStatementQuery {
+                statement_handle: handle.into_bytes().into(),
+            };
+            info = info.with_endpoint(FlightEndpoint::new().with_ticket(Ticket {
+                ticket: ticket.as_any().encode_to_vec().into(),
+            }));
+        }
+        info.schema = framed_schema;
+        Ok(Response::new(info))
+    }
+
+    /// Answers one request for `who` by the HTTP API's path, up to its
+    /// first message (the schema, so early errors are the statement's):
+    /// the answer, and the later parts when it was cut in parts.
+    async fn run(
+        &self,
+        who: &Who,
+        dataset: &str,
+        planner: Planner,
+        version: Option<u64>,
+        cut: Cut,
+    ) -> Result<(Waiting, Vec<Part>), Status> {
+        let aggregate = matches!(planner, Planner::Aggregate(_));
         let answered = data_routes::answer(
-            state,
+            &self.state,
             &who.caller,
-            &parsed.dataset,
-            Wanted::arrow(parsed.planner, who.grant.clone()),
-            Ok(None),
+            dataset,
+            Wanted::arrow(planner, who.grant.clone(), cut),
+            Ok(version),
             Ok((Format::Arrow, Coding::Identity)),
             &who.key,
         )
         .await
         .map_err(|e| status(&e))?;
         let headers = answered.headers(aggregate);
+        let later = answered.later_parts;
         let mut frames = Frames::new(answered.stream.into_chunks().boxed());
         let schema = match frames.next().await {
             Some(Ok(frame)) => frame,
             Some(Err(e)) => return Err(status(&e)),
             None => return Err(Status::internal("the answer ended before its schema")),
         };
-        let framed_schema = schema.framed_header.clone();
-        let handle = self
-            .answers
-            .park(
-                &who.key,
-                Waiting {
-                    schema,
-                    frames,
-                    headers,
-                },
-            )
-            .map_err(|_| {
-                Status::resource_exhausted(format!(
-                    "too-many-streams: {WAITING_PER_CALLER} of your answers (or too many of everyone's) already wait for their DoGet; fetch them first"
-                ))
-            })?;
-        let ticket = TicketStatementQuery {
-            statement_handle: handle.into_bytes().into(),
+        let waiting = Waiting {
+            schema,
+            frames,
+            headers,
         };
-        let mut info = FlightInfo::new()
-            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket {
-                ticket: ticket.as_any().encode_to_vec().into(),
-            }))
-            .with_descriptor(descriptor)
-            .with_ordered(true);
-        info.schema = framed_schema;
-        Ok(Response::new(info))
+        Ok((waiting, later))
+    }
+
+    /// Leaves `value` for `who`'s `DoGet`: its handle.
+    fn park<T>(&self, parked: &Parked<T>, who: &Who, value: T) -> Result<String, Status> {
+        parked.park(&who.key, value).map_err(|_| {
+            Status::resource_exhausted(format!(
+                "too-many-streams: {WAITING_PER_CALLER} of your answers (or too many of everyone's) already wait for their DoGet; fetch them first"
+            ))
+        })
+    }
+
+    /// The answer waiting under `handle` for `who`: one run at its
+    /// statement, or a later part of it, run now.
+    async fn waiting(&self, who: &Who, handle: &[u8]) -> Result<Waiting, Status> {
+        let not_found = || {
+            Status::not_found(format!(
+                "ticket-not-found: no answer of yours waits under this ticket (a ticket opens once, for whoever ran the statement, within {} s)",
+                ANSWER_WAITS.as_secs()
+            ))
+        };
+        let handle = std::str::from_utf8(handle).unwrap_or_default();
+        let Some(later) = handle.strip_prefix(LATER_PART) else {
+            return self.answers.take(&who.key, handle).ok_or_else(not_found);
+        };
+        let later = self
+            .later_parts
+            .take(&who.key, later)
+            .ok_or_else(not_found)?;
+        let who = Who {
+            grant: later.grant,
+            ..who.clone()
+        };
+        let version = Some(later.part.version);
+        let cut = Cut::Part(later.part);
+        let planner = Planner::Slice(later.slice);
+        let (waiting, _) = self
+            .run(&who, &later.dataset, planner, version, cut)
+            .await?;
+        Ok(waiting)
     }
 
     /// `sql` as a statement Sluice answers; a refusal is audited like any
@@ -450,17 +561,11 @@ impl FlightSqlService for SluiceFlight {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let who = self.who_of(&request).await?;
-        let handle = std::str::from_utf8(&ticket.statement_handle).unwrap_or_default();
         let Waiting {
             schema,
             frames,
             headers,
-        } = self.answers.take(&who.key, handle).ok_or_else(|| {
-            Status::not_found(format!(
-                "ticket-not-found: no answer of yours waits under this ticket (a ticket opens once, for whoever ran the statement, within {} s)",
-                ANSWER_WAITS.as_secs()
-            ))
-        })?;
+        } = with_request_id(self.waiting(&who, &ticket.statement_handle)).await?;
         let first = futures::stream::once(async move { Ok(schema.flight_data()) });
         let rest = futures::stream::unfold(frames, |mut frames| async move {
             let next = frames.next().await?;

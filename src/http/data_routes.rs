@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::caller::{rate_key, share_key};
-use super::problem::ApiError;
+use super::problem::{self, ApiError};
 use super::{AppState, privacy, trail};
 use crate::audit::Event;
 use crate::auth::Caller;
@@ -20,6 +20,7 @@ use crate::catalog::{Dataset, Version};
 use crate::domain::DatasetId;
 use crate::formats::{Coding, Format, negotiate};
 use crate::policy::{self, AccessPlan, Decision, Mode, Policy};
+use crate::slice::parts::{self, Part};
 use crate::slice::{self, AggregateRequest, SliceRequest, SliceStream};
 use crate::util::internal::OrInternal;
 
@@ -122,9 +123,23 @@ impl Planner {
     }
 }
 
+/// Which rows of the version an answer covers.
+#[derive(Debug, Clone)]
+pub(crate) enum Cut {
+    /// All of them, in one stream.
+    Whole,
+    /// All of them, cut into at most `most` parts of at least `rows_each`
+    /// rows when the answer may be cut ([`parts`]): this answer is the
+    /// first part, and [`Answered::later_parts`] the others.
+    Split { most: usize, rows_each: u64 },
+    /// One part of an answer cut before, under the access in force now.
+    Part(Part),
+}
+
 /// A request with everything parsed.
 pub(crate) struct Wanted {
     planner: Planner,
+    cut: Cut,
     version: Option<u64>,
     format: Option<String>,
     /// `compression=` (Arrow answers).
@@ -139,10 +154,12 @@ pub(crate) struct Wanted {
 
 impl Wanted {
     /// A request from a front door that always answers Arrow (Flight SQL),
-    /// read under `grant` (or whatever access the caller has).
-    pub(crate) fn arrow(planner: Planner, grant: Option<String>) -> Self {
+    /// read under `grant` (or whatever access the caller has), covering
+    /// the rows `cut` says.
+    pub(crate) fn arrow(planner: Planner, grant: Option<String>, cut: Cut) -> Self {
         Wanted {
             planner,
+            cut,
             version: None,
             format: Some("arrow".into()),
             compression: None,
@@ -192,6 +209,7 @@ pub(super) async fn get_data(
     })();
     let wanted = Wanted {
         planner: Planner::Slice(slice),
+        cut: Cut::Whole,
         version: None,
         format: p.format,
         compression: p.compression,
@@ -217,6 +235,7 @@ pub(super) async fn post_query(
     let (slice, format, compression, grant) = b.into_parts();
     let wanted = Wanted {
         planner: Planner::Slice(slice),
+        cut: Cut::Whole,
         version: None,
         format,
         compression,
@@ -275,6 +294,7 @@ pub(super) async fn get_aggregate(
             filter: p.filter,
             epsilon: epsilon.as_ref().ok().copied().flatten(),
         }),
+        cut: Cut::Whole,
         version: None,
         format: p.format,
         compression: p.compression,
@@ -383,6 +403,7 @@ async fn answer_for_page(
 ) -> Result<bytes::Bytes, ApiError> {
     let wanted = Wanted {
         planner,
+        cut: Cut::Whole,
         version: None,
         format: Some(format.into()),
         compression: None,
@@ -509,6 +530,8 @@ pub(crate) struct Answered {
     paid: Option<privacy::Paid>,
     /// The disclosure rules of the policy the answer was planned under.
     disclosure: policy::Disclosure,
+    /// The parts after this one, when the answer was cut ([`Cut::Split`]).
+    pub(crate) later_parts: Vec<Part>,
 }
 
 /// The one path every data and aggregate request takes: record → slot →
@@ -570,22 +593,38 @@ pub(crate) async fn answer(
         let place = state.engine.admit(&share_key(caller)).await?;
         let max_filter_bytes = state.limits.max_filter_bytes;
         let mut paid = None;
+        let (mut part, mut later_parts) = (None, Vec::new());
         let work = match &wanted.planner {
             Planner::Slice(slice) => {
                 if !access.plan.mode.serves_rows() {
                     return Err(ApiError::AggregateOnly(access.dataset.id().to_string()));
                 }
-                let whole = slice::committed::whole_file(&access.version, &access.plan, slice);
-                match whole {
-                    Some(file) if (format, coding) == (Format::Parquet, Coding::Identity) => {
-                        Work::Committed(file.clone())
-                    }
-                    _ => Work::Plan(state.engine.plan(
+                let mut cut = cut_parts(state, &wanted.cut, &access, slice).await?;
+                if !cut.is_empty() {
+                    let first = cut.remove(0);
+                    part = Some(first.label());
+                    later_parts = cut;
+                    Work::Plan(state.engine.plan_part(
                         &access.version,
                         &access.plan,
                         slice,
                         max_filter_bytes,
-                    )?),
+                        &first,
+                    )?)
+                } else {
+                    let whole =
+                        slice::committed::whole_file(&access.version, &access.plan, slice);
+                    match whole {
+                        Some(file) if (format, coding) == (Format::Parquet, Coding::Identity) => {
+                            Work::Committed(file.clone())
+                        }
+                        _ => Work::Plan(state.engine.plan(
+                            &access.version,
+                            &access.plan,
+                            slice,
+                            max_filter_bytes,
+                        )?),
+                    }
                 }
             }
             Planner::Aggregate(aggregate) => Work::Plan(match &access.plan.budget {
@@ -632,10 +671,11 @@ pub(crate) async fn answer(
                 }
             }),
         };
-        Ok::<_, ApiError>((access, (format, coding), work, slot, paid, place))
+        let cut = (part, later_parts);
+        Ok::<_, ApiError>((access, (format, coding), work, slot, paid, place, cut))
     }
     .await;
-    let (access, (format, coding), work, slot, paid, place) = match prepared {
+    let (access, (format, coding), work, slot, paid, place, (part, later_parts)) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
             trail::refused(state, record, &e);
@@ -646,6 +686,7 @@ pub(crate) async fn answer(
     record.privacy = paid.as_ref().map(|p| p.spend.clone());
     record.version = Some(access.version.number);
     record.format = Some(format.name().into());
+    record.part = part;
     let on_finish = trail::on_finish(state, record.clone(), started, event, slot);
     let provenance = provenance(&access, Some(time::OffsetDateTime::now_utc()));
     let stream = match work {
@@ -679,7 +720,33 @@ pub(crate) async fn answer(
         stream,
         paid,
         disclosure: policy.disclosure,
+        later_parts,
     })
+}
+
+/// The parts a slice is answered in (empty: it is answered whole), as
+/// `cut` asks and the caller's access allows.
+async fn cut_parts(
+    state: &AppState,
+    cut: &Cut,
+    access: &Access,
+    slice: &SliceRequest,
+) -> Result<Vec<Part>, ApiError> {
+    let splittable = parts::splittable(&access.plan, slice);
+    match cut {
+        Cut::Whole => Ok(Vec::new()),
+        Cut::Split { .. } if !splittable => Ok(Vec::new()),
+        Cut::Split { most, rows_each } => {
+            Ok(state.engine.split(&access.version, *most, *rows_each).await?)
+        }
+        Cut::Part(part) if splittable && part.version == access.version.number => {
+            Ok(vec![part.clone()])
+        }
+        Cut::Part(_) => Err(ApiError::Conflict {
+            kind: problem::ConflictKind::AccessChanged,
+            detail: "your access to this dataset changed since the answer was cut in parts: run the statement again".into(),
+        }),
+    }
 }
 
 /// Records a data request refused before it reached [`answer`] (a Flight

@@ -276,7 +276,7 @@ impl Engine {
         let checked = check(plan, &version.schema, request, rules)?;
         let visible = self.visible_frame(
             &self.ctx,
-            version,
+            (version, None),
             plan,
             request.filter.as_deref(),
             &super::visible_names(plan),

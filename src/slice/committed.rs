@@ -37,6 +37,8 @@ use crate::util::internal::{Internal, OrInternal};
 const CHUNK_BYTES: usize = 1 << 20;
 /// The Parquet footer's last 8 bytes: metadata length and `PAR1`.
 const TAIL_BYTES: u64 = 8;
+/// How many of a file's last bytes are read for its footer at first.
+const FOOTER_GUESS: u64 = 64 * 1024;
 
 /// The file whose bytes are the whole answer to `request` under `plan`, if
 /// there is one: a version of one file, a plan that shows every column of
@@ -120,8 +122,11 @@ fn read(file: &ObjectMeta, range: GetRange) -> GetOptions {
     }
 }
 
-/// The file's footer, and where its data ends (where the footer starts).
-async fn footer(
+/// The file's footer, and where its data ends (where the footer starts):
+/// one read of the file's last [`FOOTER_GUESS`] bytes, which holds most
+/// footers (on S3 a second sequential read is another round trip), and a
+/// second read only for a footer longer than that.
+pub(super) async fn footer(
     store: &dyn ObjectStore,
     file: &ObjectMeta,
 ) -> Result<(ParquetMetaData, u64), SliceError> {
@@ -136,14 +141,23 @@ async fn footer(
     };
     let not_parquet = || Internal::new("a committed file has no Parquet footer");
     let size = file.size;
-    let tail = get(GetRange::Suffix(TAIL_BYTES)).await?;
-    let tail: &[u8; 8] = tail.as_ref().try_into().map_err(|_| not_parquet())?;
+    let end = get(GetRange::Suffix(FOOTER_GUESS.min(size))).await?;
+    let read = end.len() as u64;
+    let tail: &[u8; 8] = read
+        .checked_sub(TAIL_BYTES)
+        .and_then(|at| end.get(at as usize..))
+        .and_then(|tail| tail.try_into().ok())
+        .ok_or_else(not_parquet)?;
     let tail = FooterTail::try_new(tail).or_internal("reading a committed file's footer")?;
+    let length = tail.metadata_length() as u64;
     let data_end = size
-        .checked_sub(TAIL_BYTES + tail.metadata_length() as u64)
+        .checked_sub(TAIL_BYTES + length)
         .filter(|_| !tail.is_encrypted_footer())
         .ok_or_else(not_parquet)?;
-    let metadata = get(GetRange::Bounded(data_end..size - TAIL_BYTES)).await?;
+    let metadata = match read.checked_sub(TAIL_BYTES + length) {
+        Some(at) => end.slice(at as usize..(read - TAIL_BYTES) as usize),
+        None => get(GetRange::Bounded(data_end..size - TAIL_BYTES)).await?,
+    };
     let metadata = ParquetMetaDataReader::decode_metadata(&metadata)
         .or_internal("reading a committed file's footer")?;
     Ok((metadata, data_end))

@@ -28,6 +28,7 @@ pub mod committed;
 mod fields;
 mod grant_view;
 mod known_files;
+pub mod parts;
 pub mod places;
 mod selection;
 mod table;
@@ -294,7 +295,35 @@ impl Engine {
         max_filter_bytes: usize,
     ) -> Result<DataFrame, SliceError> {
         let paged = request.offset.is_some() || request.limit.is_some() || plan.max_rows.is_some();
-        self.plan_on(paged, version, plan, request, max_filter_bytes)
+        self.plan_on(paged, version, plan, request, max_filter_bytes, None)
+    }
+
+    /// [`Engine::plan`] over one part of `version` (see [`parts`]), in
+    /// file order: the parts' answers end to end are the whole answer.
+    pub fn plan_part(
+        &self,
+        version: &Version,
+        plan: &AccessPlan,
+        request: &SliceRequest,
+        max_filter_bytes: usize,
+        part: &parts::Part,
+    ) -> Result<DataFrame, SliceError> {
+        if part.version != version.number || !parts::splittable(plan, request) {
+            return Err(Internal::new("a part planned outside what may be cut").into());
+        }
+        self.plan_on(true, version, plan, request, max_filter_bytes, Some(part))
+    }
+
+    /// `version` cut into at most `most` parts of at least `rows_each`
+    /// rows (see [`parts::split`]); empty when it is too small to cut.
+    pub async fn split(
+        &self,
+        version: &Version,
+        most: usize,
+        rows_each: u64,
+    ) -> Result<Vec<parts::Part>, SliceError> {
+        self.files.remember(&version.files);
+        parts::split(self.files.as_ref(), version, most, rows_each).await
     }
 
     /// [`Engine::plan`], always in file order: what a snapshot is written
@@ -306,7 +335,7 @@ impl Engine {
         request: &SliceRequest,
         max_filter_bytes: usize,
     ) -> Result<DataFrame, SliceError> {
-        self.plan_on(true, version, plan, request, max_filter_bytes)
+        self.plan_on(true, version, plan, request, max_filter_bytes, None)
     }
 
     fn plan_on(
@@ -316,6 +345,7 @@ impl Engine {
         plan: &AccessPlan,
         request: &SliceRequest,
         max_filter_bytes: usize,
+        part: Option<&parts::Part>,
     ) -> Result<DataFrame, SliceError> {
         let visible = visible_names(plan);
         let ctx = if in_file_order {
@@ -325,7 +355,7 @@ impl Engine {
         };
         let mut df = self.visible_frame(
             ctx,
-            version,
+            (version, part),
             plan,
             request.filter.as_deref(),
             &visible,
@@ -420,17 +450,22 @@ impl Engine {
 
     /// Steps 1-3 of every plan: the policy's row filter on raw rows, masks
     /// and the visible projection, then the caller's filter, which may name
-    /// only `filterable` columns (visible ones, or fewer).
+    /// only `filterable` columns (visible ones, or fewer). The rows are the
+    /// version's, or only those of one part of it.
     fn visible_frame(
         &self,
         ctx: &SessionContext,
-        version: &Version,
+        (version, part): (&Version, Option<&parts::Part>),
         plan: &AccessPlan,
         caller_filter: Option<&str>,
         filterable: &BTreeSet<String>,
         max_filter_bytes: usize,
     ) -> Result<DataFrame, SliceError> {
         let table = self.table(version)?;
+        let table: Arc<dyn datafusion::datasource::TableProvider> = match part {
+            Some(part) => Arc::new(parts::PartTable::new(table, part.clone())),
+            None => table,
+        };
 
         // 1. The policy's row filter, on raw columns (written by an admin,
         //    checked when the policy was loaded).

@@ -429,7 +429,8 @@ impl Engine {
         plan: &AccessPlan,
         query: &TableQuery,
     ) -> Result<Tabulated, SliceError> {
-        let population = self.visible_frame(&self.ctx, version, plan, None, &BTreeSet::new(), 0)?;
+        let population =
+            self.visible_frame(&self.ctx, (version, None), plan, None, &BTreeSet::new(), 0)?;
         let read: Vec<Expr> = query
             .read
             .iter()

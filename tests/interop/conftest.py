@@ -187,14 +187,15 @@ def moto_server(python: str, work: Path, buckets: tuple = ()):
 @contextlib.contextmanager
 def running_server(work: Path, limits: str = "", datasets_url: str = "", storage: str = "",
                    env: dict | None = None, secrets_from: Path | None = None, policy: str = "",
-                   port: int = 0):
+                   port: int = 0, rows: int = ROWS, flight: str = ""):
     """The real binary serving fresh sample data from `work`, over HTTPS on
     a free loopback port, until the block ends; `limits` adds lines to the
     `[limits]` section. With `datasets_url` it serves that object-store
     catalogue instead (no sample data), with `env` added to its environment
     and, from `secrets_from` (another replica's state folder), the same
     secrets as that replica. `policy` adds grants to the policy file;
-    `port` is the port to listen on (default: a free one)."""
+    `port` is the port to listen on (default: a free one); `rows` how many
+    rows each sample dataset has; `flight` adds lines to `[flight]`."""
     exe = binary()
     if datasets_url:
         storage_lines = f'datasets_url = "{datasets_url}"\n{storage}'
@@ -208,7 +209,7 @@ def running_server(work: Path, limits: str = "", datasets_url: str = "", storage
                     shutil.copy2(source, work / "state" / name)
     else:
         subprocess.run(
-            [exe, "demo-data", "--rows", str(ROWS), "--out", work / "datasets"], check=True
+            [exe, "demo-data", "--rows", str(rows), "--out", work / "datasets"], check=True
         )
         storage_lines = f'datasets = "{work / "datasets"}"'
     (work / "policy.toml").write_text(sealed_policy(POLICY + policy))
@@ -223,6 +224,7 @@ listen = "127.0.0.1:{port}"
 mode = "self-signed"
 [flight]
 listen = "127.0.0.1:{flight_port}"
+{flight}
 [auth]
 dev_mode = true
 [storage]

@@ -259,3 +259,97 @@ def test_type_info_for_jdbc_and_bi_tools(fs):
     names = types.column("type_name").to_pylist()
     assert {"BIGINT", "DOUBLE", "VARCHAR", "DATE", "TIMESTAMP", "BOOLEAN"} <= set(names)
     assert "data_type" in types.schema.names and types.num_rows == len(set(names))
+
+
+#: Enough rows for three row groups of the sample data (256 Ki rows each).
+PART_ROWS = 600_000
+
+PARTS_POLICY = """
+[[grant]]
+id = "flight-parts"
+subjects = ["paula@uni.example"]
+dataset = "hospital-admissions"
+purpose = "parallel endpoints under a mask and a row filter"
+columns = ["age", "region", "length_of_stay", "admission_date"]
+row_filter = "region = 'north'"
+expires = 2099-12-31
+"""
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("flight-parts"), policy=PARTS_POLICY,
+                        rows=PART_ROWS, flight="endpoint_rows = 100000") as server:
+        server.paula = mint(server, "--sub", "paula@uni.example", "--role", "researcher")
+        yield server
+
+
+def partitions(server, sql, token=None) -> list:
+    """The statement's endpoints as ADBC sees them, each read on its own."""
+    with connect(server, token) as conn, conn.cursor() as cur:
+        handles, _ = cur.adbc_execute_partitions(sql)
+        tables = []
+        for handle in handles:
+            cur.adbc_read_partition(handle)
+            tables.append(cur.fetch_arrow_table())
+        return tables
+
+
+def test_large_slices_come_as_parallel_endpoints_that_add_up_to_the_https_answer(parts):
+    """One endpoint per run of row groups: read side by side, end to end
+    they are the HTTPS answer in file order (a `limit` as large as the
+    table asks HTTPS for file order), under masks and a row filter too."""
+    cases = [
+        (None, 'SELECT * FROM "vaccination-coverage"', "/v1/datasets/vaccination-coverage/data?"),
+        (parts.paula, f"SELECT age, region, length_of_stay FROM {HOSPITAL} WHERE length_of_stay > 3",
+         "/v1/datasets/hospital-admissions/data?columns=age,region,length_of_stay&filter="
+         + q("length_of_stay > 3") + "&"),
+    ]
+    for token, sql, path in cases:
+        pieces = partitions(parts, sql, token)
+        assert len(pieces) == 3, (sql, len(pieces))
+        assert all(p.num_rows > 0 for p in pieces), [p.num_rows for p in pieces]
+        whole = over_https(parts, f"{path}limit={PART_ROWS}", token or False)
+        assert pa.concat_tables(pieces).equals(whole), sql
+        # ADBC's own fetch reads them side by side, in order.
+        assert over_adbc(parts, sql, token).equals(whole), sql
+    north = pa.concat_tables(partitions(parts, f"SELECT region, age FROM {HOSPITAL}", parts.paula))
+    assert set(north.column("region").to_pylist()) == {"north"}
+    assert all(a % 5 == 0 for a in north.column("age").to_pylist() if a is not None), \
+        "ages stay bucketed in every part"
+
+    # Each part is an answer of its own in the audit trail, saying which.
+    records = [r for r in audit(parts, "paula@uni.example")
+               if r.get("phase") == "outcome" and r.get("columns") == ["region", "age"]]
+    assert sorted(r.get("part") for r in records) == ["1/3", "2/3", "3/3"], records
+    assert sum(r["rows"] for r in records) == north.num_rows
+
+
+def test_pages_caps_and_pseudonyms_are_never_cut(parts):
+    """Rows that depend on each other stay one answer: a page (its rows are
+    counted across the whole answer) and rows showing a pseudonym."""
+    for token, sql in [
+        (parts.paula, f"SELECT age, region FROM {HOSPITAL} LIMIT 400000"),
+        (parts.token, f"SELECT patient_id, region FROM {HOSPITAL}"),
+    ]:
+        assert len(partitions(parts, sql, token)) == 1, sql
+
+
+def test_a_later_part_opens_once_for_its_caller_only(parts):
+    client = flight_client(parts)
+    mine = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {parts.paula}".encode())])
+    other = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {parts.token}".encode())])
+    sql = f"SELECT region, length_of_stay FROM {HOSPITAL}"
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(command(sql)), mine)
+    assert len(info.endpoints) == 3
+    later = info.endpoints[2].ticket
+    not_opened = (flight.FlightError, pa.ArrowKeyError)
+    with pytest.raises(not_opened):
+        client.do_get(later, other).read_all()
+    with pytest.raises(not_opened):
+        client.do_get(later).read_all()
+    assert client.do_get(later, mine).read_all().num_rows > 0
+    with pytest.raises(not_opened):
+        client.do_get(later, mine).read_all()
+    for endpoint in info.endpoints[:2]:
+        client.do_get(endpoint.ticket, mine).read_all()

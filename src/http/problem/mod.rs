@@ -26,6 +26,9 @@ crate::util::words::words! {
         TooManyDatasets = "too-many-datasets",
         ChangeDecided = "change-decided",
         ChangeStale = "change-stale",
+        /// A part of an answer cut in parts (Flight SQL's endpoints) whose
+        /// access no longer allows that cut.
+        AccessChanged = "access-changed",
         /// Restoring a dataset that is not retired.
         NotRetired = "not-retired",
         /// Publishing a dataset with no version in review.
