@@ -72,7 +72,7 @@ impl Default for FlightSettings {
     fn default() -> Self {
         Self {
             listen: None,
-            endpoint_rows: 500_000,
+            endpoint_rows: 2_000_000,
         }
     }
 }

@@ -27,7 +27,7 @@ use super::trail;
 use crate::audit::{Event, Outcome, Phase, Record};
 use crate::auth::Caller;
 use crate::formats::{Coding, Format};
-use crate::slice::SliceRequest;
+use crate::slice::{self, SliceRequest};
 use crate::snapshot::{Link, Opened, Snapshot, SnapshotKey, Ticket, TicketsFull};
 use crate::util::internal::OrInternal;
 
@@ -209,6 +209,15 @@ async fn cut(
 ) -> Result<Opened, ApiError> {
     let start = || async {
         let place = state.engine.admit(share).await?;
+        // A whole table the plan leaves unchanged is the committed file's
+        // own bytes with the snapshot's footer, not decoded and encoded
+        // again (`slice::committed`).
+        if let Some(file) = slice::committed::whole_file(&access.version, &access.plan, request) {
+            return Ok(state
+                .engine
+                .stream_committed(file, provenance(access, None), place, Box::new(|_| ()))
+                .await?);
+        }
         let df = match planned {
             Some(df) => df,
             None => state.engine.plan_in_file_order(

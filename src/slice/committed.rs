@@ -43,7 +43,7 @@ const FOOTER_GUESS: u64 = 64 * 1024;
 /// The file whose bytes are the whole answer to `request` under `plan`, if
 /// there is one: a version of one file, a plan that shows every column of
 /// it in order and unmasked with no row filter or cap, and a request for
-/// all of it.
+/// all of it (no columns named, or all of them in order).
 pub fn whole_file<'v>(
     version: &'v Version,
     plan: &AccessPlan,
@@ -52,7 +52,15 @@ pub fn whole_file<'v>(
     let [file] = version.files.as_slice() else {
         return None;
     };
-    let asks_all = request.columns.is_none()
+    // Every column, by leaving them out or by naming each in order.
+    let every_column = request.columns.as_ref().is_none_or(|asked| {
+        asked.iter().map(String::as_str).eq(version
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str()))
+    });
+    let asks_all = every_column
         && request.filter.is_none()
         && request.limit.is_none()
         && request.offset.is_none();

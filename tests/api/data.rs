@@ -918,23 +918,76 @@ async fn a_whole_open_table_as_parquet_is_the_committed_files_bytes() {
         );
     }
 
-    // The same rows the engine makes for the same columns named one by one.
+    // A snapshot of the whole table is the same bytes, with a footer
+    // that says nothing about when anyone read it.
+    let issued: serde_json::Value = app
+        .client
+        .post(app.url(&format!("/v1/datasets/{id}/snapshot")))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let file = app
+        .client
+        .get(issued["url"].as_str().expect("a link"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(file.starts_with(&data), "the snapshot is the file's bytes");
+    let snapshot = SerializedFileReader::new(file).expect("a Parquet file");
+    let keys: Vec<String> = snapshot
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .into_iter()
+        .flatten()
+        .map(|kv| kv.key.clone())
+        .collect();
+    assert!(keys.contains(&"sluice.citation".to_owned()), "{keys:?}");
+    assert!(!keys.contains(&"sluice.retrieved".to_owned()), "{keys:?}");
+
+    // Every column named in order asks for the same answer.
     let decoded = decode_parquet(whole);
-    let names = column_names(&decoded).join(",");
+    let mut names = column_names(&decoded);
+    let named = app
+        .data(
+            id,
+            &[("format", "parquet"), ("columns", &names.join(","))],
+            None,
+        )
+        .await;
+    assert!(
+        named.bytes().await.unwrap().starts_with(&data),
+        "every column named in order is the whole table"
+    );
+
+    // The same rows the engine makes for the columns in another order.
+    names.reverse();
     let engine = app
-        .data(id, &[("format", "parquet"), ("columns", &names)], None)
+        .data(
+            id,
+            &[("format", "parquet"), ("columns", &names.join(","))],
+            None,
+        )
         .await;
     let engine_bytes = engine.bytes().await.unwrap();
     assert!(
         !engine_bytes.starts_with(&data),
-        "a column list is the engine's"
+        "another order is the engine's"
     );
     let from_engine = decode_parquet(engine_bytes);
     assert_eq!(rows(&decoded), ROWS as usize);
     let one = |b: &[arrow::array::RecordBatch]| {
         arrow::compute::concat_batches(&b[0].schema(), b).unwrap()
     };
-    assert_eq!(one(&decoded), one(&from_engine));
+    let reversed: Vec<usize> = (0..names.len()).rev().collect();
+    assert_eq!(one(&decoded), one(&from_engine).project(&reversed).unwrap());
 
     // A grant that hides columns and caps rows never gets the file's bytes.
     let alice = app.token("alice@uni.example", &[Role::Researcher], &[]);
