@@ -70,6 +70,21 @@ impl<T> Parked<T> {
         Ok(handle)
     }
 
+    /// How many more entries `owner` may leave now.
+    pub(super) fn room(&self, owner: &str) -> usize {
+        let entries = self.lock();
+        let live = |e: &&Entry<T>| e.used.elapsed() <= self.idle;
+        let theirs = entries
+            .values()
+            .filter(live)
+            .filter(|e| e.owner == owner)
+            .count();
+        let all = entries.values().filter(live).count();
+        self.per_owner
+            .saturating_sub(theirs)
+            .min(self.total.saturating_sub(all))
+    }
+
     /// Takes the value back out: only its owner can, once.
     pub(super) fn take(&self, owner: &str, handle: &str) -> Option<T> {
         let mut entries = self.lock();
@@ -131,7 +146,10 @@ mod tests {
         assert!(parked.park("sub:a", 4).is_err(), "two per owner");
         parked.park("sub:b", 5).unwrap();
 
+        assert_eq!(parked.room("sub:b"), 1);
+        assert_eq!(parked.room("sub:a"), 0);
         let late = parked.park("sub:b", 6).unwrap();
+        assert_eq!(parked.room("sub:c"), 0, "four in all");
         assert!(parked.park("sub:c", 7).is_err(), "four in all");
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(parked.take("sub:b", &late), None, "expired");

@@ -40,7 +40,7 @@ use base64::Engine as _;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::frames::{Frame, Frames};
 use super::metadata::{self, CATALOG};
@@ -76,6 +76,13 @@ const GRANT_HEADER: &str = "sluice-grant";
 /// The most endpoints one answer is cut into (each holds a stream slot
 /// and an engine place while it is read, as any answer does).
 const MOST_ENDPOINTS: usize = 4;
+/// How long a later part waits for its `DoGet`: it holds nothing, and a
+/// client reading the endpoints one after another over a slow link comes
+/// for the last one long after the first.
+const LATER_PART_WAITS: Duration = Duration::from_secs(10 * 60);
+/// The most later parts one caller leaves waiting, and all callers.
+const LATER_PARTS_PER_CALLER: usize = 64;
+const LATER_PARTS_IN_ALL: usize = 16 * 1024;
 /// What marks a ticket for a later part of an answer cut in parts.
 const LATER_PART: &str = "part:";
 
@@ -90,11 +97,19 @@ pub(super) struct Waiting {
 
 /// A later part of an answer cut in parts, run when its `DoGet` comes, by
 /// the same path and under the access in force then.
+#[derive(Clone)]
 pub(super) struct LaterPart {
     dataset: String,
     slice: SliceRequest,
     grant: Option<String>,
     part: Part,
+    /// The plan the answer was cut under: the part is served only under
+    /// the same one.
+    plan: String,
+    /// The statement's request id, which every part's audit record carries.
+    request_id: String,
+    /// Being run by a `DoGet` now (a second one finds nothing).
+    running: bool,
 }
 
 /// A prepared statement: its text, and the values bound to it.
@@ -109,9 +124,13 @@ struct Prepared {
 #[derive(Clone)]
 struct Who {
     caller: Caller,
-    /// Whom limits count against and handles belong to: the subject, or
-    /// the peer address of anonymous callers.
+    /// Whom limits count against: the subject, or the peer address of
+    /// anonymous callers.
     key: String,
+    /// Whom handles belong to: the key, and the personal token if one was
+    /// used (a token scoped to one dataset opens none of the handles the
+    /// subject's other tokens made).
+    owner: String,
     grant: Option<String>,
 }
 
@@ -138,9 +157,9 @@ impl SluiceFlight {
             )),
             // They hold nothing until fetched; bounded all the same.
             later_parts: Arc::new(Parked::new(
-                ANSWER_WAITS,
-                WAITING_PER_CALLER * MOST_ENDPOINTS,
-                WAITING_IN_ALL * MOST_ENDPOINTS,
+                LATER_PART_WAITS,
+                LATER_PARTS_PER_CALLER,
+                LATER_PARTS_IN_ALL,
             )),
             prepared: Parked::new(PREPARED_LIVES, PREPARED_PER_CALLER, PREPARED_IN_ALL),
             sql_info: metadata::sql_info()?,
@@ -192,7 +211,16 @@ impl SluiceFlight {
             .get(GRANT_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        Ok(Who { caller, key, grant })
+        let owner = match caller.principal().and_then(|p| p.scope.as_ref()) {
+            Some(scope) => format!("{key} token:{}", scope.token),
+            None => key.clone(),
+        };
+        Ok(Who {
+            caller,
+            key,
+            owner,
+            grant,
+        })
     }
 
     async fn who_of<T>(&self, request: &Request<T>) -> Result<Who, Status> {
@@ -216,8 +244,18 @@ impl SluiceFlight {
             data_routes::record_refused(state, &who.caller, &parsed.dataset, sql, &e);
             return Err(status(&e));
         }
+        // Refused before anything runs when the answer could not wait
+        // for its DoGet; answered whole when its later parts could not.
+        if self.answers.room(&who.owner) == 0 {
+            return Err(too_many_waiting());
+        }
         let slice = match &parsed.planner {
-            Planner::Slice(slice) if self.endpoint_rows > 0 => Some(slice.clone()),
+            Planner::Slice(slice)
+                if self.endpoint_rows > 0
+                    && self.later_parts.room(&who.owner) >= MOST_ENDPOINTS - 1 =>
+            {
+                Some(slice.clone())
+            }
             _ => None,
         };
         let cut = match slice {
@@ -227,23 +265,45 @@ impl SluiceFlight {
             },
             None => Cut::Whole,
         };
-        let (waiting, later) = self
+        let (waiting, later, plan) = self
             .run(who, &parsed.dataset, parsed.planner, None, cut)
             .await?;
         let framed_schema = waiting.schema.framed_header.clone();
-        let mut handles = vec![self.park(&self.answers, who, waiting)?];
+        let request_id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
+        let mut handles = Vec::new();
         for part in later {
             let later = LaterPart {
                 dataset: parsed.dataset.clone(),
                 slice: slice.clone().unwrap_or_default(),
                 grant: who.grant.clone(),
                 part,
+                plan: plan.clone(),
+                request_id: request_id.clone(),
+                running: false,
             };
-            handles.push(format!(
-                "{LATER_PART}{}",
-                self.park(&self.later_parts, who, later)?
-            ));
+            match self.later_parts.park(&who.owner, later) {
+                Ok(handle) => handles.push(handle),
+                // Only if others took the room since it was looked at:
+                // nothing of the answer is left behind.
+                Err(_) => {
+                    for handle in handles {
+                        self.later_parts.take(&who.owner, &handle);
+                    }
+                    return Err(too_many_waiting());
+                }
+            }
         }
+        let first = match self.answers.park(&who.owner, waiting) {
+            Ok(first) => first,
+            Err(_) => {
+                for handle in handles {
+                    self.later_parts.take(&who.owner, &handle);
+                }
+                return Err(too_many_waiting());
+            }
+        };
+        let handles =
+            std::iter::once(first).chain(handles.into_iter().map(|h| format!("{LATER_PART}{h}")));
         let mut info = FlightInfo::new()
             .with_descriptor(descriptor)
             .with_ordered(true);
@@ -261,7 +321,8 @@ impl SluiceFlight {
 
     /// Answers one request for `who` by the HTTP API's path, up to its
     /// first message (the schema, so early errors are the statement's):
-    /// the answer, and the later parts when it was cut in parts.
+    /// the answer, the later parts when it was cut in parts, and the plan
+    /// it was made under.
     async fn run(
         &self,
         who: &Who,
@@ -269,7 +330,7 @@ impl SluiceFlight {
         planner: Planner,
         version: Option<u64>,
         cut: Cut,
-    ) -> Result<(Waiting, Vec<Part>), Status> {
+    ) -> Result<(Waiting, Vec<Part>, String), Status> {
         let aggregate = matches!(planner, Planner::Aggregate(_));
         let answered = data_routes::answer(
             &self.state,
@@ -283,6 +344,7 @@ impl SluiceFlight {
         .await
         .map_err(|e| status(&e))?;
         let headers = answered.headers(aggregate);
+        let plan = answered.plan_print();
         let later = answered.later_parts;
         let mut frames = Frames::new(answered.stream.into_chunks().boxed());
         let schema = match frames.next().await {
@@ -295,16 +357,7 @@ impl SluiceFlight {
             frames,
             headers,
         };
-        Ok((waiting, later))
-    }
-
-    /// Leaves `value` for `who`'s `DoGet`: its handle.
-    fn park<T>(&self, parked: &Parked<T>, who: &Who, value: T) -> Result<String, Status> {
-        parked.park(&who.key, value).map_err(|_| {
-            Status::resource_exhausted(format!(
-                "too-many-streams: {WAITING_PER_CALLER} of your answers (or too many of everyone's) already wait for their DoGet; fetch them first"
-            ))
-        })
+        Ok((waiting, later, plan))
     }
 
     /// The answer waiting under `handle` for `who`: one run at its
@@ -312,29 +365,48 @@ impl SluiceFlight {
     async fn waiting(&self, who: &Who, handle: &[u8]) -> Result<Waiting, Status> {
         let not_found = || {
             Status::not_found(format!(
-                "ticket-not-found: no answer of yours waits under this ticket (a ticket opens once, for whoever ran the statement, within {} s)",
-                ANSWER_WAITS.as_secs()
+                "ticket-not-found: no answer of yours waits under this ticket (a ticket opens once, for whoever ran the statement: its first endpoint within {} s, the others within {} minutes)",
+                ANSWER_WAITS.as_secs(),
+                LATER_PART_WAITS.as_secs() / 60
             ))
         };
         let handle = std::str::from_utf8(handle).unwrap_or_default();
-        let Some(later) = handle.strip_prefix(LATER_PART) else {
-            return self.answers.take(&who.key, handle).ok_or_else(not_found);
+        let Some(part_handle) = handle.strip_prefix(LATER_PART) else {
+            let waiting = self.answers.take(&who.owner, handle);
+            return waiting.ok_or_else(|| opened_nothing(who, not_found()));
         };
         let later = self
             .later_parts
-            .take(&who.key, later)
-            .ok_or_else(not_found)?;
+            .with(&who.owner, part_handle, |l| {
+                (!l.running).then(|| {
+                    l.running = true;
+                    l.clone()
+                })
+            })
+            .flatten()
+            .ok_or_else(|| opened_nothing(who, not_found()))?;
         let who = Who {
             grant: later.grant,
             ..who.clone()
         };
         let version = Some(later.part.version);
-        let cut = Cut::Part(later.part);
+        let cut = Cut::Part {
+            part: later.part,
+            plan: later.plan,
+        };
         let planner = Planner::Slice(later.slice);
-        let (waiting, _) = self
-            .run(&who, &later.dataset, planner, version, cut)
-            .await?;
-        Ok(waiting)
+        // Under the statement's request id: its parts' records go together.
+        let run = self.run(&who, &later.dataset, planner, version, cut);
+        let ran = REQUEST_ID.scope(later.request_id, run).await;
+        match &ran {
+            // A line that was full: the ticket stays, to be fetched again.
+            Err(e) if matches!(e.code(), Code::ResourceExhausted | Code::Unavailable) => {
+                self.later_parts
+                    .with(&who.owner, part_handle, |l| l.running = false);
+            }
+            _ => drop(self.later_parts.take(&who.owner, part_handle)),
+        }
+        Ok(ran?.0)
     }
 
     /// `sql` as a statement Sluice answers; a refusal is audited like any
@@ -370,7 +442,7 @@ impl SluiceFlight {
         let handle = std::str::from_utf8(handle).unwrap_or_default();
         let prepared = self
             .prepared
-            .with(&who.key, handle, |p| p.clone())
+            .with(&who.owner, handle, |p| p.clone())
             .ok_or_else(unknown_prepared)?;
         if prepared.placeholders == 0 {
             return Ok(prepared.sql);
@@ -412,6 +484,19 @@ fn in_sector(state: &AppState, dataset: &str, schema: &str) -> bool {
         .ok()
         .and_then(|id| state.catalog.snapshot().get(&id).cloned())
         .is_some_and(|d| d.manifest.sector == schema)
+}
+
+fn too_many_waiting() -> Status {
+    Status::resource_exhausted(format!(
+        "too-many-streams: {WAITING_PER_CALLER} of your answers (or too many of everyone's) already wait for their DoGet, or {LATER_PARTS_PER_CALLER} later parts of them; fetch them first"
+    ))
+}
+
+/// A ticket that opened nothing, logged (a guess at someone's ticket
+/// leaves a trace).
+fn opened_nothing(who: &Who, status: Status) -> Status {
+    tracing::info!(caller = %who.key, "a Flight ticket opened nothing");
+    status
 }
 
 fn unknown_prepared() -> Status {
@@ -600,7 +685,7 @@ impl FlightSqlService for SluiceFlight {
         let handle = self
             .prepared
             .park(
-                &who.key,
+                &who.owner,
                 Prepared {
                     sql: query.query,
                     placeholders,
@@ -630,7 +715,7 @@ impl FlightSqlService for SluiceFlight {
             .to_owned();
         // The handle first, so nobody else's values are read at all.
         self.prepared
-            .with(&who.key, &handle, |_| ())
+            .with(&who.owner, &handle, |_| ())
             .ok_or_else(unknown_prepared)?;
         let mut received = 0;
         let data = request.into_inner().map(move |message| {
@@ -666,7 +751,7 @@ impl FlightSqlService for SluiceFlight {
             ),
         };
         self.prepared
-            .with(&who.key, &handle, |p| p.bound = values)
+            .with(&who.owner, &handle, |p| p.bound = values)
             .ok_or_else(unknown_prepared)?;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(handle.into_bytes().into()),
@@ -680,7 +765,7 @@ impl FlightSqlService for SluiceFlight {
     ) -> Result<(), Status> {
         let who = self.who_of(&request).await?;
         let handle = std::str::from_utf8(&query.prepared_statement_handle).unwrap_or_default();
-        self.prepared.take(&who.key, handle);
+        self.prepared.take(&who.owner, handle);
         Ok(())
     }
 

@@ -132,8 +132,10 @@ pub(crate) enum Cut {
     /// rows when the answer may be cut ([`parts`]): this answer is the
     /// first part, and [`Answered::later_parts`] the others.
     Split { most: usize, rows_each: u64 },
-    /// One part of an answer cut before, under the access in force now.
-    Part(Part),
+    /// One part of an answer cut before, under the access in force now,
+    /// which must still be `plan` (see [`Answered::plan_print`]): the
+    /// parts of one answer are all cut under one plan, or not served.
+    Part { part: Part, plan: String },
 }
 
 /// A request with everything parsed.
@@ -559,6 +561,9 @@ pub(crate) async fn answer(
     };
     let mut record = trail::request_record(event, caller, raw_id);
     (record.columns, record.filter) = wanted.planner.columns_and_filter();
+    if let Cut::Part { part, .. } = &wanted.cut {
+        record.part = Some(part.label());
+    }
     let prepared = async {
         wanted.version = version?;
         let slot = state
@@ -739,10 +744,14 @@ async fn cut_parts(
         Cut::Split { most, rows_each } => {
             Ok(state.engine.split(&access.version, *most, *rows_each).await?)
         }
-        Cut::Part(part) if splittable && part.version == access.version.number => {
+        Cut::Part { part, plan }
+            if splittable
+                && part.version == access.version.number
+                && *plan == plan_print(&access.plan) =>
+        {
             Ok(vec![part.clone()])
         }
-        Cut::Part(_) => Err(ApiError::Conflict {
+        Cut::Part { .. } => Err(ApiError::Conflict {
             kind: problem::ConflictKind::AccessChanged,
             detail: "your access to this dataset changed since the answer was cut in parts: run the statement again".into(),
         }),
@@ -764,7 +773,18 @@ pub(crate) fn record_refused(
     trail::refused(state, record, error);
 }
 
+/// An access plan as text, to tell whether two answers were planned
+/// under the same one.
+fn plan_print(plan: &AccessPlan) -> String {
+    serde_json::to_string(plan).unwrap_or_default()
+}
+
 impl Answered {
+    /// The plan this answer was made under, as [`Cut::Part`] takes it.
+    pub(crate) fn plan_print(&self) -> String {
+        plan_print(&self.access.plan)
+    }
+
     /// What the caller is told beside the bytes (`aggregate`: the answer
     /// is a table of released cells): the version, and the row cap, the
     /// disclosure rules or the DP receipt.

@@ -275,12 +275,25 @@ row_filter = "region = 'north'"
 expires = 2099-12-31
 """
 
+#: A grant the tests below change while its answers are being fetched.
+QUINN_GRANT = """
+[[grant]]
+id = "flight-quinn"
+subjects = ["quinn@uni.example"]
+dataset = "hospital-admissions"
+purpose = "parts fetched across a change of policy"
+columns = [{columns}]
+expires = 2099-12-31
+"""
+
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("flight-parts"), policy=PARTS_POLICY,
+    quinn = QUINN_GRANT.format(columns='"age", "region"')
+    with running_server(tmp_path_factory.mktemp("flight-parts"), policy=PARTS_POLICY + quinn,
                         rows=PART_ROWS, flight="endpoint_rows = 100000") as server:
         server.paula = mint(server, "--sub", "paula@uni.example", "--role", "researcher")
+        server.quinn = mint(server, "--sub", "quinn@uni.example", "--role", "researcher")
         yield server
 
 
@@ -353,3 +366,58 @@ def test_a_later_part_opens_once_for_its_caller_only(parts):
         client.do_get(later, mine).read_all()
     for endpoint in info.endpoints[:2]:
         client.do_get(endpoint.ticket, mine).read_all()
+
+
+def test_a_later_part_is_not_served_once_the_access_it_was_cut_under_changed(parts):
+    """The parts of one answer are cut under one plan: after the grant
+    changes (here: a column more), a later part of an answer made before is
+    refused, not served under the new plan beside parts made under the old."""
+    import time
+    from conftest import POLICY, sealed_policy
+
+    client = flight_client(parts)
+    quinn = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {parts.quinn}".encode())])
+    sql = f"SELECT * FROM {HOSPITAL}"
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(command(sql)), quinn)
+    assert len(info.endpoints) == 3 and info.schema.names == ["age", "region"]
+    first = client.do_get(info.endpoints[0].ticket, quinn).read_all()
+
+    wider = QUINN_GRANT.format(columns='"age", "region", "length_of_stay"')
+    (parts.work / "policy.toml").write_text(sealed_policy(POLICY + PARTS_POLICY + wider))
+    deadline = time.time() + 30
+    while True:
+        try:
+            over_https(parts, "/v1/datasets/hospital-admissions/data?columns=length_of_stay&limit=1", parts.quinn)
+            break
+        except Exception:
+            assert time.time() < deadline, "the policy was not reloaded"
+            time.sleep(0.2)
+
+    # pyarrow raises FAILED_PRECONDITION as ArrowInvalid.
+    with pytest.raises((flight.FlightError, pa.ArrowInvalid)) as refused:
+        client.do_get(info.endpoints[1].ticket, quinn).read_all()
+    assert "access-changed" in str(refused.value)
+    assert first.num_rows > 0 and first.schema.names == ["age", "region"]
+    # The refusal is audited as that part of that statement.
+    records = [r for r in audit(parts, "quinn@uni.example") if r.get("part") == "2/3"]
+    assert any(r.get("decision") not in (None, "allow") for r in records), records
+
+
+def test_a_personal_token_scoped_elsewhere_opens_none_of_its_subjects_tickets(parts):
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        parts.url("/v1/me/tokens"), method="POST",
+        data=json.dumps({"name": "vaccination only", "dataset": "vaccination-coverage"}).encode(),
+        headers={"Authorization": f"Bearer {parts.paula}", "Content-Type": "application/json"})
+    scoped = json.loads(urllib.request.urlopen(request, context=parts.context).read())["token"]
+    client = flight_client(parts)
+    paula = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {parts.paula}".encode())])
+    elsewhere = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {scoped}".encode())])
+    info = client.get_flight_info(
+        flight.FlightDescriptor.for_command(command(f"SELECT region, age FROM {HOSPITAL}")), paula)
+    for endpoint in info.endpoints:
+        with pytest.raises((flight.FlightError, pa.ArrowKeyError)):
+            client.do_get(endpoint.ticket, elsewhere).read_all()
+    assert sum(client.do_get(e.ticket, paula).read_all().num_rows for e in info.endpoints) > 0
