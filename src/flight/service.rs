@@ -50,7 +50,7 @@ use crate::auth::Caller;
 use crate::domain::DatasetId;
 use crate::formats::{Coding, Format};
 use crate::http::AppState;
-use crate::http::caller::{refused, share_key, verify_token};
+use crate::http::caller::{bearer_token, refused, share_key, verify_token};
 use crate::http::data_routes::{self, Cut, Planner, Wanted};
 use crate::http::problem::{ApiError, REQUEST_ID};
 use crate::slice::SliceRequest;
@@ -463,10 +463,10 @@ impl SluiceFlight {
 /// with the token as the password (the user name is not read), as ADBC's
 /// username/password options and `pyarrow.flight`'s basic handshake send.
 fn token_of(value: &str) -> Option<String> {
-    let (scheme, rest) = value.split_once(' ')?;
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return Some(rest.trim().to_owned());
+    if let Some(token) = bearer_token(value) {
+        return Some(token.to_owned());
     }
+    let (scheme, rest) = value.split_once(' ')?;
     if scheme.eq_ignore_ascii_case("basic") {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(rest.trim())

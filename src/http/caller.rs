@@ -78,12 +78,15 @@ async fn verified_caller(req: &HttpRequest, state: &AppState) -> Result<Caller, 
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        })
+        .and_then(bearer_token)
         .ok_or_else(|| refused(state, "not-bearer"))?;
     verify_token(state, token).await
+}
+
+/// The token of an `Authorization` value `Bearer <token>`.
+pub(crate) fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Who holds `token`: a personal token, or a JWT from a trusted issuer (or

@@ -434,6 +434,19 @@ pub fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
         .collect()
 }
 
+/// The key-value metadata keys of a Parquet file's footer.
+pub fn footer_keys(bytes: bytes::Bytes) -> Vec<String> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = SerializedFileReader::new(bytes).expect("a Parquet file");
+    file.metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .into_iter()
+        .flatten()
+        .map(|kv| kv.key.clone())
+        .collect()
+}
+
 pub fn decode_parquet(bytes: bytes::Bytes) -> Vec<RecordBatch> {
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
         .expect("parquet")

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use sluice::auth::Role;
 
 use crate::helpers::{
-    TestApp, audit_records, column_names, decode_parquet, problem, rows, spawn_app_with, strings,
+    TestApp, audit_records, column_names, decode_parquet, footer_keys, problem, rows,
+    spawn_app_with, strings,
 };
 
 const ID: &str = "hospital-admissions";
@@ -100,14 +101,7 @@ async fn a_link_serves_the_callers_slice_as_a_file_with_ranges() {
     assert!(raw_dates.iter().any(|d| !served_dates.contains(d)));
 
     // The footer carries provenance and nothing from the source file.
-    let footer = parquet::file::reader::SerializedFileReader::new(bytes.clone()).unwrap();
-    let keys: Vec<String> = parquet::file::reader::FileReader::metadata(&footer)
-        .file_metadata()
-        .key_value_metadata()
-        .into_iter()
-        .flatten()
-        .map(|kv| kv.key.clone())
-        .collect();
+    let keys = footer_keys(bytes.clone());
     assert!(
         keys.iter()
             .all(|k| k.starts_with("sluice.") || k == "ARROW:schema"),
