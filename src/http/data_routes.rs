@@ -514,10 +514,10 @@ fn authorize_view(
 }
 
 /// What makes an answer's bytes: a plan the engine runs, or a committed
-/// file sent as it is (`slice::committed`).
+/// file (or whole columns of it) sent as it is (`slice::committed`).
 enum Work {
     Plan(datafusion::prelude::DataFrame),
-    Committed(object_store::ObjectMeta),
+    Committed(object_store::ObjectMeta, Option<Vec<usize>>),
 }
 
 /// A data request's answer, ready to send: what was authorised, in which
@@ -617,11 +617,10 @@ pub(crate) async fn answer(
                         &first,
                     )?)
                 } else {
-                    let whole =
-                        slice::committed::whole_file(&access.version, &access.plan, slice);
-                    match whole {
-                        Some(file) if (format, coding) == (Format::Parquet, Coding::Identity) => {
-                            Work::Committed(file.clone())
+                    let from = slice::committed::from_file(&access.version, &access.plan, slice);
+                    match from {
+                        Some(from) if (format, coding) == (Format::Parquet, Coding::Identity) => {
+                            Work::Committed(from.file.clone(), from.columns)
                         }
                         _ => Work::Plan(state.engine.plan(
                             &access.version,
@@ -706,10 +705,14 @@ pub(crate) async fn answer(
             );
             trail::durable_then(state, &record, stream).await?
         }
-        Work::Committed(file) => {
+        Work::Committed(file, columns) => {
+            let from = slice::committed::FromFile {
+                file: &file,
+                columns,
+            };
             let stream = state
                 .engine
-                .stream_committed(&file, provenance, place, on_finish);
+                .stream_committed(from, provenance, place, on_finish);
             trail::durable_then(state, &record, stream).await?
         }
     };

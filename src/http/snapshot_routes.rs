@@ -209,13 +209,13 @@ async fn cut(
 ) -> Result<Opened, ApiError> {
     let start = || async {
         let place = state.engine.admit(share).await?;
-        // A whole table the plan leaves unchanged is the committed file's
-        // own bytes with the snapshot's footer, not decoded and encoded
-        // again (`slice::committed`).
-        if let Some(file) = slice::committed::whole_file(&access.version, &access.plan, request) {
+        // A whole table or whole columns the plan leaves unchanged are the
+        // committed file's own bytes with the snapshot's footer, not
+        // decoded and encoded again (`slice::committed`).
+        if let Some(from) = slice::committed::from_file(&access.version, &access.plan, request) {
             return Ok(state
                 .engine
-                .stream_committed(file, provenance(access, None), place, Box::new(|_| ()))
+                .stream_committed(from, provenance(access, None), place, Box::new(|_| ()))
                 .await?);
         }
         let df = match planned {

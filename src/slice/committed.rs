@@ -11,10 +11,15 @@
 //! answer's provenance, as every Parquet answer has. Nothing else from the
 //! file's footer goes out.
 //!
+//! A request for some of the columns, every row, is answered the same way
+//! from those columns' chunks: each row group's chunks of the asked
+//! columns, copied in the order asked, and a footer describing them at
+//! their new offsets (page indexes and Bloom filters are not carried).
+//!
 //! Any change the plan makes (a mask, a hidden column, a row filter, a cap,
-//! a pseudonym) or the request makes (columns, a filter, a page) goes
-//! through the engine instead; [`whole_file`] is the one place that says
-//! which answers qualify.
+//! a pseudonym) or the request makes (a filter, a page) goes through the
+//! engine instead; [`from_file`] is the one place that says which answers
+//! qualify.
 
 use std::sync::Arc;
 
@@ -24,8 +29,9 @@ use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore};
 use parquet::arrow::{ARROW_SCHEMA_META_KEY, encode_arrow_schema, parquet_to_arrow_schema};
 use parquet::file::metadata::{
     FileMetaData, FooterTail, KeyValue, ParquetMetaData, ParquetMetaDataBuilder,
-    ParquetMetaDataReader, ParquetMetaDataWriter,
+    ParquetMetaDataReader, ParquetMetaDataWriter, RowGroupMetaData,
 };
+use parquet::schema::types::{SchemaDescriptor, Type as SchemaType};
 
 use super::{OnFinish, Sink, SliceError, SliceRequest};
 use crate::catalog::Version;
@@ -39,47 +45,80 @@ const CHUNK_BYTES: usize = 1 << 20;
 const TAIL_BYTES: u64 = 8;
 /// How many of a file's last bytes are read for its footer at first.
 const FOOTER_GUESS: u64 = 64 * 1024;
+/// A Parquet file's first bytes, `PAR1`.
+const MAGIC_BYTES: u64 = 4;
 
-/// The file whose bytes are the whole answer to `request` under `plan`, if
-/// there is one: a version of one file, a plan that shows every column of
-/// it in order and unmasked with no row filter or cap, and a request for
-/// all of it (no columns named, or all of them in order).
-pub fn whole_file<'v>(
+/// A committed file's bytes that are an answer.
+#[derive(Debug, Clone)]
+pub struct FromFile<'v> {
+    pub file: &'v ObjectMeta,
+    /// All of the file, or these of its columns (indexes into its schema),
+    /// in this order, every row.
+    pub columns: Option<Vec<usize>>,
+}
+
+/// The committed bytes that are the whole answer to `request` under
+/// `plan`, if there are: a version of one file, a plan that shows every
+/// column of it in order and unmasked with no row filter or cap, and a
+/// request for every row, of all columns (none named, or all of them in
+/// order: the whole file) or of some (their chunks; only for a file of
+/// flat columns, each one column chunk).
+pub fn from_file<'v>(
     version: &'v Version,
     plan: &AccessPlan,
     request: &SliceRequest,
-) -> Option<&'v ObjectMeta> {
+) -> Option<FromFile<'v>> {
     let [file] = version.files.as_slice() else {
         return None;
     };
-    // Every column, by leaving them out or by naming each in order.
-    let every_column = request.columns.as_ref().is_none_or(|asked| {
-        asked.iter().map(String::as_str).eq(version
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str()))
-    });
-    let asks_all = every_column
-        && request.filter.is_none()
-        && request.limit.is_none()
-        && request.offset.is_none();
+    let fields = version.schema.fields();
     let changes_nothing = plan.row_filter.is_none()
         && plan.max_rows.is_none()
         && plan.mode.serves_rows()
-        && plan.columns.len() == version.schema.fields().len()
+        && plan.columns.len() == fields.len()
         && plan
             .columns
             .iter()
-            .zip(version.schema.fields())
+            .zip(fields)
             .all(|(c, f)| c.mask.is_none() && c.name.as_str() == f.name());
-    (asks_all && changes_nothing).then_some(file)
+    let every_row = request.filter.is_none() && request.limit.is_none() && request.offset.is_none();
+    if !(changes_nothing && every_row) {
+        return None;
+    }
+    let Some(asked) = &request.columns else {
+        return Some(FromFile {
+            file,
+            columns: None,
+        });
+    };
+    let columns = asked
+        .iter()
+        .map(|name| fields.iter().position(|f| f.name() == name))
+        .collect::<Option<Vec<usize>>>()?;
+    if columns.iter().copied().eq(0..fields.len()) {
+        return Some(FromFile {
+            file,
+            columns: None,
+        });
+    }
+    let distinct = columns
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+        == columns.len();
+    let flat = fields.iter().all(|f| !f.data_type().is_nested());
+    (distinct && flat && !columns.is_empty()).then_some(FromFile {
+        file,
+        columns: Some(columns),
+    })
 }
 
-/// Sends `file`'s bytes with a footer carrying `provenance` into `sink`.
+/// Sends `file`'s bytes (all, or whole `columns`) with a footer carrying
+/// `provenance` into `sink`.
 pub(super) async fn produce(
     store: Arc<dyn ObjectStore>,
     file: ObjectMeta,
+    columns: Option<Vec<usize>>,
     provenance: Provenance,
     mut sink: Sink,
     on_finish: OnFinish,
@@ -87,37 +126,140 @@ pub(super) async fn produce(
     let (mut rows, mut bytes) = (0u64, 0u64);
     let done = async {
         let (metadata, data_end) = footer(store.as_ref(), &file).await?;
-        let footer = footer_with(&metadata, &provenance)?;
         rows = u64::try_from(metadata.file_metadata().num_rows()).unwrap_or_default();
-        let mut data = store
-            .get_opts(&file.location, read(&file, GetRange::Bounded(0..data_end)))
-            .await
-            .or_internal("reading a committed file")?
-            .into_stream();
-        let mut chunk = BytesMut::new();
-        loop {
-            let next = tokio::select! {
-                _ = sink.tx.closed() => return Ok(false),
-                next = data.next() => next,
-            };
-            let Some(piece) = next else { break };
-            chunk.extend_from_slice(&piece.or_internal("reading a committed file")?);
-            if chunk.len() >= CHUNK_BYTES && !sink.send(&mut bytes, chunk.split().freeze()).await {
-                return Ok(false);
+        let (ranges, footer) = match columns {
+            None => {
+                let schema = whole_schema(&metadata)?;
+                let footer = footer_with(&metadata, &schema, &provenance)?;
+                (std::iter::once(0..data_end).collect(), footer)
             }
-        }
-        let read = bytes + chunk.len() as u64;
-        if read != data_end {
-            return Err(Internal::new(format!(
-                "a committed file gave {read} bytes where {data_end} were expected"
-            ))
-            .into());
+            Some(columns) => {
+                let schema = whole_schema(&metadata)?
+                    .project(&columns)
+                    .or_internal("projecting a committed file's schema")?;
+                let (ranges, metadata) = chunks_of(&metadata, &columns)?;
+                (ranges, footer_with(&metadata, &schema, &provenance)?)
+            }
+        };
+        let mut chunk = BytesMut::new();
+        for range in ranges {
+            let expected = range.end - range.start;
+            let mut data = store
+                .get_opts(&file.location, read(&file, GetRange::Bounded(range)))
+                .await
+                .or_internal("reading a committed file")?
+                .into_stream();
+            let mut got = 0u64;
+            loop {
+                let next = tokio::select! {
+                    _ = sink.tx.closed() => return Ok(false),
+                    next = data.next() => next,
+                };
+                let Some(piece) = next else { break };
+                let piece = piece.or_internal("reading a committed file")?;
+                got += piece.len() as u64;
+                chunk.extend_from_slice(&piece);
+                if chunk.len() >= CHUNK_BYTES
+                    && !sink.send(&mut bytes, chunk.split().freeze()).await
+                {
+                    return Ok(false);
+                }
+            }
+            if got != expected {
+                return Err(Internal::new(format!(
+                    "a committed file gave {got} bytes where {expected} were expected"
+                ))
+                .into());
+            }
         }
         chunk.extend_from_slice(&footer);
         Ok(sink.send_last(&mut bytes, chunk.freeze()).await)
     }
     .await;
     sink.end(done, rows, bytes, on_finish).await;
+}
+
+/// The byte ranges of `metadata`'s file that make a file of `columns`
+/// (`PAR1` first, then each row group's chunks of them in that order), and
+/// that file's metadata: the chunks at their new offsets, without page
+/// indexes or Bloom filters (not copied).
+fn chunks_of(
+    metadata: &ParquetMetaData,
+    columns: &[usize],
+) -> Result<(Vec<std::ops::Range<u64>>, ParquetMetaData), SliceError> {
+    let file = metadata.file_metadata();
+    let root = file.schema_descr().root_schema();
+    let fields = root.get_fields();
+    let projected = SchemaType::group_type_builder(root.name())
+        .with_fields(columns.iter().map(|&c| fields[c].clone()).collect())
+        .build()
+        .or_internal("projecting a committed file's schema")?;
+    let schema = Arc::new(SchemaDescriptor::new(Arc::new(projected)));
+    let orders = file
+        .column_orders()
+        .map(|orders| columns.iter().map(|&c| orders[c]).collect());
+    let mut ranges: Vec<_> = std::iter::once(0..MAGIC_BYTES).collect();
+    let mut at = MAGIC_BYTES;
+    let mut row_groups = Vec::new();
+    for (ordinal, group) in metadata.row_groups().iter().enumerate() {
+        let starts_at = at;
+        let mut chunks = Vec::new();
+        for &c in columns {
+            let chunk = group.column(c);
+            let (start, length) = chunk.byte_range();
+            let moved = |offset: i64| offset - start as i64 + at as i64;
+            // The deprecated ColumnChunk.file_offset is left as it was;
+            // readers locate a chunk by its page offsets.
+            chunks.push(
+                chunk
+                    .clone()
+                    .into_builder()
+                    .set_data_page_offset(moved(chunk.data_page_offset()))
+                    .set_dictionary_page_offset(chunk.dictionary_page_offset().map(moved))
+                    .set_index_page_offset(None)
+                    .set_offset_index_offset(None)
+                    .set_offset_index_length(None)
+                    .set_column_index_offset(None)
+                    .set_column_index_length(None)
+                    .set_bloom_filter_offset(None)
+                    .set_bloom_filter_length(None)
+                    .build()
+                    .or_internal("moving a column chunk")?,
+            );
+            ranges.push(start..start + length);
+            at += length;
+        }
+        let group = RowGroupMetaData::builder(schema.clone())
+            .set_num_rows(group.num_rows())
+            .set_total_byte_size(chunks.iter().map(|c| c.uncompressed_size()).sum())
+            .set_column_metadata(chunks)
+            .set_ordinal(i16::try_from(ordinal).unwrap_or(i16::MAX))
+            .set_file_offset(starts_at as i64)
+            .build()
+            .or_internal("moving a row group")?;
+        row_groups.push(group);
+    }
+    let file = FileMetaData::new(
+        file.version(),
+        file.num_rows(),
+        file.created_by().map(str::to_owned),
+        None,
+        schema,
+        orders,
+    );
+    let metadata = ParquetMetaDataBuilder::new(file)
+        .set_row_groups(row_groups)
+        .build();
+    Ok((ranges, metadata))
+}
+
+/// The Arrow schema of a whole committed file, as its footer gives it.
+fn whole_schema(metadata: &ParquetMetaData) -> Result<arrow::datatypes::Schema, SliceError> {
+    let file = metadata.file_metadata();
+    Ok(
+        parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
+            .or_internal("reading a committed file's schema")?,
+    )
 }
 
 /// A read of `range` of the committed `file`, refused if the stored
@@ -172,12 +314,13 @@ pub(super) async fn footer(
 }
 
 /// `metadata` written as a footer (metadata, its length, `PAR1`) whose
-/// key-value pairs are the file's Arrow schema without metadata, and
-/// `provenance`.
-fn footer_with(metadata: &ParquetMetaData, provenance: &Provenance) -> Result<Bytes, SliceError> {
+/// key-value pairs are `schema` without metadata, and `provenance`.
+fn footer_with(
+    metadata: &ParquetMetaData,
+    schema: &arrow::datatypes::Schema,
+    provenance: &Provenance,
+) -> Result<Bytes, SliceError> {
     let file = metadata.file_metadata();
-    let schema = parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
-        .or_internal("reading a committed file's schema")?;
     let bare = arrow::datatypes::Schema::new(
         schema
             .fields()

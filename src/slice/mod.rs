@@ -560,20 +560,21 @@ impl Engine {
         .await
     }
 
-    /// The Parquet answer that is `file`'s own bytes with `provenance` in
-    /// its footer (see [`committed`]): for a whole table the caller's plan
-    /// leaves unchanged, chosen by [`committed::whole_file`].
+    /// The Parquet answer that is a committed file's own bytes (all, or
+    /// whole columns) with `provenance` in its footer (see [`committed`]):
+    /// for a table or columns the caller's plan leaves unchanged, chosen by
+    /// [`committed::from_file`].
     pub async fn stream_committed(
         &self,
-        file: &object_store::ObjectMeta,
+        from: committed::FromFile<'_>,
         provenance: Provenance,
         place: Place,
         on_finish: OnFinish,
     ) -> Result<SliceStream, SliceError> {
         let store: Arc<dyn object_store::ObjectStore> = self.files.clone();
-        let file = file.clone();
+        let (file, columns) = (from.file.clone(), from.columns);
         self.run(place, move |sink| {
-            committed::produce(store, file, provenance, sink, on_finish)
+            committed::produce(store, file, columns, provenance, sink, on_finish)
         })
         .await
     }

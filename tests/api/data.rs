@@ -835,8 +835,9 @@ async fn text_answers_are_zstd_coded_when_asked_and_decode_to_the_same_bytes() {
 /// as Parquet with the committed file's own bytes up to its footer (as a
 /// file server would send them, without decoding and encoding again), and
 /// a new footer with the answer's provenance and none of the file's own
-/// key-value metadata beside its bare Arrow schema. Any change (a column
-/// list, a grant that hides columns or caps rows) goes through the engine.
+/// key-value metadata beside its bare Arrow schema; whole columns, with
+/// those columns' chunks. Any change the plan makes (a grant that hides
+/// columns or caps rows) goes through the engine.
 #[tokio::test]
 async fn a_whole_open_table_as_parquet_is_the_committed_files_bytes() {
     use parquet::file::metadata::KeyValue;
@@ -959,27 +960,51 @@ async fn a_whole_open_table_as_parquet_is_the_committed_files_bytes() {
         "every column named in order is the whole table"
     );
 
-    // The same rows the engine makes for the columns in another order.
+    // Columns in another order, or some of them: those columns' chunks,
+    // moved, with a footer that describes them, and the very table the
+    // engine streams as Arrow for the same request.
     names.reverse();
-    let engine = app
+    let some = [
+        names[0].clone(),
+        names[names.len() - 1].clone(),
+        names[2].clone(),
+    ];
+    let one = |b: &[arrow::array::RecordBatch]| {
+        arrow::compute::concat_batches(&b[0].schema(), b).unwrap()
+    };
+    assert_eq!(rows(&decoded), ROWS as usize);
+    for asked in [names.clone(), some.to_vec()] {
+        let columns = asked.join(",");
+        let chunks = app
+            .data(id, &[("format", "parquet"), ("columns", &columns)], None)
+            .await;
+        assert_eq!(chunks.status(), 200);
+        let chunks = chunks.bytes().await.unwrap();
+        assert!(chunks.starts_with(b"PAR1") && !chunks.starts_with(&data));
+        let reader = SerializedFileReader::new(chunks.clone()).expect("a Parquet file");
+        assert_eq!(
+            reader.metadata().num_row_groups(),
+            ROWS.div_ceil(100) as usize,
+            "the file's row groups"
+        );
+        let from_chunks = one(&decode_parquet(chunks));
+        assert_eq!(column_names(std::slice::from_ref(&from_chunks)), asked);
+        let engine = app
+            .data(id, &[("format", "arrow"), ("columns", &columns)], None)
+            .await;
+        let from_engine = one(&arrow_batches_of(&engine.bytes().await.unwrap()));
+        assert_eq!(from_chunks, from_engine, "{columns}");
+    }
+    let reversed: Vec<usize> = (0..names.len()).rev().collect();
+    let all_reversed = app
         .data(
             id,
             &[("format", "parquet"), ("columns", &names.join(","))],
             None,
         )
         .await;
-    let engine_bytes = engine.bytes().await.unwrap();
-    assert!(
-        !engine_bytes.starts_with(&data),
-        "another order is the engine's"
-    );
-    let from_engine = decode_parquet(engine_bytes);
-    assert_eq!(rows(&decoded), ROWS as usize);
-    let one = |b: &[arrow::array::RecordBatch]| {
-        arrow::compute::concat_batches(&b[0].schema(), b).unwrap()
-    };
-    let reversed: Vec<usize> = (0..names.len()).rev().collect();
-    assert_eq!(one(&decoded), one(&from_engine).project(&reversed).unwrap());
+    let all_reversed = one(&decode_parquet(all_reversed.bytes().await.unwrap()));
+    assert_eq!(one(&decoded), all_reversed.project(&reversed).unwrap());
 
     // A grant that hides columns and caps rows never gets the file's bytes.
     let alice = app.token("alice@uni.example", &[Role::Researcher], &[]);
