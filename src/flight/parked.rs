@@ -1,9 +1,14 @@
 //! What a Flight SQL caller left with the server between two calls: an
-//! answer waiting for its `DoGet`, or a prepared statement. Each sits under
-//! a random 128-bit handle, bound to whoever made it, and is dropped after
-//! a while: a handle seen by someone else opens nothing, and one nobody
-//! comes back for frees what it holds (an answer its engine place and
-//! stream slot).
+//! answer waiting for its `DoGet`, a later part of one, or a prepared
+//! statement. Each sits under a random 128-bit handle, bound to the
+//! credential that made it, and is dropped after a while: a handle seen by
+//! someone else opens nothing, and one nobody comes back for frees what it
+//! holds (an answer its engine place and stream slot).
+//!
+//! Entries count against a share (the subject, or an anonymous caller's
+//! address), however many credentials it holds. Room can be reserved
+//! before the value is made, so an answer is never made and then turned
+//! away for want of room.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,29 +19,32 @@ pub(super) struct Parked<T> {
     entries: Mutex<HashMap<String, Entry<T>>>,
     /// How long an entry lives without being used.
     idle: Duration,
-    /// The most entries one caller may leave.
-    per_owner: usize,
-    /// The most entries all callers together may leave (anonymous callers
-    /// are one owner per address).
+    /// The most entries one share may leave.
+    per_share: usize,
+    /// The most entries all callers together may leave.
     total: usize,
 }
 
 struct Entry<T> {
+    /// The credential that may open it.
     owner: String,
+    /// Whom it counts against.
+    share: String,
     used: Instant,
-    value: T,
+    /// `None` while reserved: room held for a value being made.
+    value: Option<T>,
 }
 
-/// The caller, or everyone together, already left as many as they may.
+/// The share, or everyone together, already left as many as they may.
 #[derive(Debug)]
 pub(super) struct Full;
 
 impl<T> Parked<T> {
-    pub(super) fn new(idle: Duration, per_owner: usize, total: usize) -> Self {
+    pub(super) fn new(idle: Duration, per_share: usize, total: usize) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
             idle,
-            per_owner,
+            per_share,
             total,
         }
     }
@@ -45,12 +53,13 @@ impl<T> Parked<T> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Leaves `value` for `owner`; its handle.
-    pub(super) fn park(&self, owner: &str, value: T) -> Result<String, Full> {
+    /// Holds room for a value `owner` will leave, counted against `share`:
+    /// its handle, which opens nothing until [`Parked::fill`]ed.
+    pub(super) fn reserve(&self, share: &str, owner: &str) -> Result<String, Full> {
         let expired = self.sweep();
         let mut entries = self.lock();
         if entries.len() >= self.total
-            || entries.values().filter(|e| e.owner == owner).count() >= self.per_owner
+            || entries.values().filter(|e| e.share == share).count() >= self.per_share
         {
             return Err(Full);
         }
@@ -59,8 +68,9 @@ impl<T> Parked<T> {
             handle.clone(),
             Entry {
                 owner: owner.to_owned(),
+                share: share.to_owned(),
                 used: Instant::now(),
-                value,
+                value: None,
             },
         );
         drop(entries);
@@ -70,29 +80,47 @@ impl<T> Parked<T> {
         Ok(handle)
     }
 
-    /// How many more entries `owner` may leave now.
-    pub(super) fn room(&self, owner: &str) -> usize {
-        let entries = self.lock();
-        let live = |e: &&Entry<T>| e.used.elapsed() <= self.idle;
-        let theirs = entries
-            .values()
-            .filter(live)
-            .filter(|e| e.owner == owner)
-            .count();
-        let all = entries.values().filter(live).count();
-        self.per_owner
-            .saturating_sub(theirs)
-            .min(self.total.saturating_sub(all))
+    /// Leaves `value` under a handle `owner` reserved (again, if the
+    /// reservation lapsed while the value was made: its room was granted).
+    pub(super) fn fill(&self, share: &str, owner: &str, handle: &str, value: T) {
+        let mut entries = self.lock();
+        let entry = Entry {
+            owner: owner.to_owned(),
+            share: share.to_owned(),
+            used: Instant::now(),
+            value: Some(value),
+        };
+        let before = entries.insert(handle.to_owned(), entry);
+        drop(entries);
+        drop(before);
+    }
+
+    /// Leaves `value` for `owner`, counted against `share`; its handle.
+    pub(super) fn park(&self, share: &str, owner: &str, value: T) -> Result<String, Full> {
+        let handle = self.reserve(share, owner)?;
+        self.fill(share, owner, &handle, value);
+        Ok(handle)
+    }
+
+    /// Drops whatever `owner` has under `handle`, reserved or not.
+    pub(super) fn release(&self, owner: &str, handle: &str) {
+        let mut entries = self.lock();
+        let released = match entries.get(handle) {
+            Some(entry) if entry.owner == owner => entries.remove(handle),
+            _ => None,
+        };
+        drop(entries);
+        drop(released);
     }
 
     /// Takes the value back out: only its owner can, once.
     pub(super) fn take(&self, owner: &str, handle: &str) -> Option<T> {
         let mut entries = self.lock();
         let entry = entries.get(handle)?;
-        if entry.owner != owner || entry.used.elapsed() > self.idle {
+        if entry.owner != owner || entry.used.elapsed() > self.idle || entry.value.is_none() {
             return None;
         }
-        entries.remove(handle).map(|e| e.value)
+        entries.remove(handle).and_then(|e| e.value)
     }
 
     /// Reads the value (its owner only), which counts as a use.
@@ -107,12 +135,29 @@ impl<T> Parked<T> {
         if entry.owner != owner || entry.used.elapsed() > self.idle {
             return None;
         }
+        let value = entry.value.as_mut()?;
         entry.used = Instant::now();
-        Some(f(&mut entry.value))
+        Some(f(value))
     }
 
-    /// Removes everything not used within the idle time; returns it, to be
-    /// dropped by the caller outside the lock.
+    /// How many more entries `share` may leave now.
+    #[cfg(test)]
+    fn room(&self, share: &str) -> usize {
+        let entries = self.lock();
+        let live = |e: &&Entry<T>| e.used.elapsed() <= self.idle;
+        let theirs = entries
+            .values()
+            .filter(live)
+            .filter(|e| e.share == share)
+            .count();
+        let all = entries.values().filter(live).count();
+        self.per_share
+            .saturating_sub(theirs)
+            .min(self.total.saturating_sub(all))
+    }
+
+    /// Removes everything not used within the idle time; returns the
+    /// values, to be dropped by the caller outside the lock.
     pub(super) fn sweep(&self) -> Vec<T> {
         let mut entries = self.lock();
         let stale: Vec<String> = entries
@@ -122,8 +167,63 @@ impl<T> Parked<T> {
             .collect();
         stale
             .into_iter()
-            .filter_map(|k| entries.remove(&k).map(|e| e.value))
+            .filter_map(|k| entries.remove(&k).and_then(|e| e.value))
             .collect()
+    }
+}
+
+/// Handles reserved for values being made: released when dropped unless
+/// filled (the making failed, or its caller went away).
+pub(super) struct Reserved<'a, T> {
+    parked: &'a Parked<T>,
+    share: String,
+    owner: String,
+    handles: Vec<String>,
+}
+
+impl<'a, T> Reserved<'a, T> {
+    /// Up to `most` handles reserved for `owner` (as many as there is
+    /// room for).
+    pub(super) fn up_to(parked: &'a Parked<T>, share: &str, owner: &str, most: usize) -> Self {
+        let handles = (0..most)
+            .map_while(|_| parked.reserve(share, owner).ok())
+            .collect();
+        Self {
+            parked,
+            share: share.to_owned(),
+            owner: owner.to_owned(),
+            handles,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Fills the reserved handles with `values`, in order, releases those
+    /// left over; the handles filled.
+    pub(super) fn fill(mut self, values: impl IntoIterator<Item = T>) -> Vec<String> {
+        let handles = std::mem::take(&mut self.handles);
+        let mut values = values.into_iter();
+        let mut filled = Vec::new();
+        for handle in handles {
+            match values.next() {
+                Some(value) => {
+                    self.parked.fill(&self.share, &self.owner, &handle, value);
+                    filled.push(handle);
+                }
+                None => self.parked.release(&self.owner, &handle),
+            }
+        }
+        filled
+    }
+}
+
+impl<T> Drop for Reserved<'_, T> {
+    fn drop(&mut self) {
+        for handle in &self.handles {
+            self.parked.release(&self.owner, handle);
+        }
     }
 }
 
@@ -134,26 +234,52 @@ mod tests {
     #[test]
     fn only_the_owner_opens_a_handle_and_only_while_it_lives() {
         let parked = Parked::new(Duration::from_millis(50), 2, 4);
-        let h = parked.park("sub:a", 1).unwrap();
-        assert_eq!(parked.take("sub:b", &h), None, "someone else's handle");
-        assert_eq!(parked.with("sub:b", &h, |v| *v), None);
-        assert_eq!(parked.with("sub:a", &h, |v| *v), Some(1));
-        assert_eq!(parked.take("sub:a", &h), Some(1));
-        assert_eq!(parked.take("sub:a", &h), None, "taken once");
+        let h = parked.park("sub:a", "a", 1).unwrap();
+        assert_eq!(parked.take("b", &h), None, "someone else's handle");
+        assert_eq!(parked.with("b", &h, |v| *v), None);
+        assert_eq!(parked.with("a", &h, |v| *v), Some(1));
+        assert_eq!(parked.take("a", &h), Some(1));
+        assert_eq!(parked.take("a", &h), None, "taken once");
 
-        parked.park("sub:a", 2).unwrap();
-        parked.park("sub:a", 3).unwrap();
-        assert!(parked.park("sub:a", 4).is_err(), "two per owner");
-        parked.park("sub:b", 5).unwrap();
+        parked.park("sub:a", "a", 2).unwrap();
+        // Another credential of the same share counts against it.
+        parked.park("sub:a", "a token:1", 3).unwrap();
+        assert!(
+            parked.park("sub:a", "a token:2", 4).is_err(),
+            "two per share"
+        );
+        parked.park("sub:b", "b", 5).unwrap();
 
         assert_eq!(parked.room("sub:b"), 1);
         assert_eq!(parked.room("sub:a"), 0);
-        let late = parked.park("sub:b", 6).unwrap();
+        let late = parked.park("sub:b", "b", 6).unwrap();
         assert_eq!(parked.room("sub:c"), 0, "four in all");
-        assert!(parked.park("sub:c", 7).is_err(), "four in all");
+        assert!(parked.park("sub:c", "c", 7).is_err(), "four in all");
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(parked.take("sub:b", &late), None, "expired");
+        assert_eq!(parked.take("b", &late), None, "expired");
         assert_eq!(parked.sweep().len(), 4);
-        parked.park("sub:c", 7).unwrap();
+        parked.park("sub:c", "c", 7).unwrap();
+    }
+
+    #[test]
+    fn reserved_room_opens_nothing_and_is_released_unless_filled() {
+        let parked = Parked::new(Duration::from_secs(60), 3, 10);
+        let reserved = Reserved::up_to(&parked, "sub:a", "a", 5);
+        assert_eq!(reserved.len(), 3, "as many as there is room for");
+        assert_eq!(parked.room("sub:a"), 0);
+        let handle = reserved.handles[0].clone();
+        assert_eq!(
+            parked.take("a", &handle),
+            None,
+            "a reservation opens nothing"
+        );
+        drop(reserved);
+        assert_eq!(parked.room("sub:a"), 3, "released when dropped");
+
+        let reserved = Reserved::up_to(&parked, "sub:a", "a", 3);
+        let filled = reserved.fill([7, 8]);
+        assert_eq!(filled.len(), 2);
+        assert_eq!(parked.room("sub:a"), 1, "the one left over is released");
+        assert_eq!(parked.take("a", &filled[1]), Some(8));
     }
 }

@@ -44,7 +44,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::frames::{Frame, Frames};
 use super::metadata::{self, CATALOG};
-use super::parked::Parked;
+use super::parked::{Parked, Reserved};
 use super::statement::{self, Literal};
 use crate::auth::Caller;
 use crate::domain::DatasetId;
@@ -93,6 +93,8 @@ pub(super) struct Waiting {
     schema: Frame,
     frames: Frames,
     headers: Vec<(&'static str, String)>,
+    /// A later part's fetch, settled when the first message goes out.
+    fetching: Option<Fetching>,
 }
 
 /// A later part of an answer cut in parts, run when its `DoGet` comes, by
@@ -118,6 +120,29 @@ struct Prepared {
     sql: String,
     placeholders: usize,
     bound: Option<Vec<Literal>>,
+}
+
+/// A later part being fetched: fetchable again when this ends, unless it
+/// was taken (when its first message went out: a fetch whose caller gave
+/// up while it waited in line leaves the part to be fetched again).
+struct Fetching {
+    parts: Arc<Parked<LaterPart>>,
+    owner: String,
+    handle: String,
+}
+
+impl Fetching {
+    /// The part is fetched: its ticket opens nothing more.
+    fn taken(&self) {
+        drop(self.parts.take(&self.owner, &self.handle));
+    }
+}
+
+impl Drop for Fetching {
+    fn drop(&mut self) {
+        self.parts
+            .with(&self.owner, &self.handle, |l| l.running = false);
+    }
 }
 
 /// Who is calling, as the HTTP side would see them.
@@ -211,10 +236,12 @@ impl SluiceFlight {
             .get(GRANT_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let owner = match caller.principal().and_then(|p| p.scope.as_ref()) {
-            Some(scope) => format!("{key} token:{}", scope.token),
-            None => key.clone(),
-        };
+        let token = caller
+            .principal()
+            .and_then(|p| p.scope.as_ref())
+            .map(|scope| scope.token.as_str());
+        // As JSON, so no subject can spell another's key and token.
+        let owner = serde_json::json!([key, token]).to_string();
         Ok(Who {
             caller,
             key,
@@ -244,17 +271,21 @@ impl SluiceFlight {
             data_routes::record_refused(state, &who.caller, &parsed.dataset, sql, &e);
             return Err(status(&e));
         }
-        // Refused before anything runs when the answer could not wait
-        // for its DoGet; answered whole when its later parts could not.
-        if self.answers.room(&who.owner) == 0 {
+        // Room for the answer and its later parts is reserved before it
+        // runs: a statement is refused (or answered whole) before any work,
+        // never made and then turned away.
+        let first = Reserved::up_to(&self.answers, &who.key, &who.owner, 1);
+        if first.len() == 0 {
+            let e = ApiError::TooManyStreams;
+            data_routes::record_refused(state, &who.caller, &parsed.dataset, sql, &e);
             return Err(too_many_waiting());
         }
+        let mut later_room = Reserved::up_to(&self.later_parts, &who.key, &who.owner, 0);
         let slice = match &parsed.planner {
-            Planner::Slice(slice)
-                if self.endpoint_rows > 0
-                    && self.later_parts.room(&who.owner) >= MOST_ENDPOINTS - 1 =>
-            {
-                Some(slice.clone())
+            Planner::Slice(slice) if self.endpoint_rows > 0 => {
+                later_room =
+                    Reserved::up_to(&self.later_parts, &who.key, &who.owner, MOST_ENDPOINTS - 1);
+                (later_room.len() == MOST_ENDPOINTS - 1).then(|| slice.clone())
             }
             _ => None,
         };
@@ -270,40 +301,21 @@ impl SluiceFlight {
             .await?;
         let framed_schema = waiting.schema.framed_header.clone();
         let request_id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
-        let mut handles = Vec::new();
-        for part in later {
-            let later = LaterPart {
-                dataset: parsed.dataset.clone(),
-                slice: slice.clone().unwrap_or_default(),
-                grant: who.grant.clone(),
-                part,
-                plan: plan.clone(),
-                request_id: request_id.clone(),
-                running: false,
-            };
-            match self.later_parts.park(&who.owner, later) {
-                Ok(handle) => handles.push(handle),
-                // Only if others took the room since it was looked at:
-                // nothing of the answer is left behind.
-                Err(_) => {
-                    for handle in handles {
-                        self.later_parts.take(&who.owner, &handle);
-                    }
-                    return Err(too_many_waiting());
-                }
-            }
-        }
-        let first = match self.answers.park(&who.owner, waiting) {
-            Ok(first) => first,
-            Err(_) => {
-                for handle in handles {
-                    self.later_parts.take(&who.owner, &handle);
-                }
-                return Err(too_many_waiting());
-            }
-        };
-        let handles =
-            std::iter::once(first).chain(handles.into_iter().map(|h| format!("{LATER_PART}{h}")));
+        let later = later.into_iter().map(|part| LaterPart {
+            dataset: parsed.dataset.clone(),
+            slice: slice.clone().unwrap_or_default(),
+            grant: who.grant.clone(),
+            part,
+            plan: plan.clone(),
+            request_id: request_id.clone(),
+            running: false,
+        });
+        let handles = first.fill([waiting]).into_iter().chain(
+            later_room
+                .fill(later)
+                .into_iter()
+                .map(|h| format!("{LATER_PART}{h}")),
+        );
         let mut info = FlightInfo::new()
             .with_descriptor(descriptor)
             .with_ordered(true);
@@ -356,6 +368,7 @@ impl SluiceFlight {
             schema,
             frames,
             headers,
+            fetching: None,
         };
         Ok((waiting, later, plan))
     }
@@ -385,6 +398,13 @@ impl SluiceFlight {
             })
             .flatten()
             .ok_or_else(|| opened_nothing(who, not_found()))?;
+        // However this fetch ends (a full line, the caller gone while it
+        // waited), the part is fetchable again unless it was taken.
+        let fetching = Fetching {
+            parts: self.later_parts.clone(),
+            owner: who.owner.clone(),
+            handle: part_handle.to_owned(),
+        };
         let who = Who {
             grant: later.grant,
             ..who.clone()
@@ -398,15 +418,18 @@ impl SluiceFlight {
         // Under the statement's request id: its parts' records go together.
         let run = self.run(&who, &later.dataset, planner, version, cut);
         let ran = REQUEST_ID.scope(later.request_id, run).await;
-        match &ran {
+        match ran {
+            Ok((waiting, ..)) => Ok(Waiting {
+                fetching: Some(fetching),
+                ..waiting
+            }),
             // A line that was full: the ticket stays, to be fetched again.
-            Err(e) if matches!(e.code(), Code::ResourceExhausted | Code::Unavailable) => {
-                self.later_parts
-                    .with(&who.owner, part_handle, |l| l.running = false);
+            Err(e) if matches!(e.code(), Code::ResourceExhausted | Code::Unavailable) => Err(e),
+            Err(e) => {
+                fetching.taken();
+                Err(e)
             }
-            _ => drop(self.later_parts.take(&who.owner, part_handle)),
         }
-        Ok(ran?.0)
     }
 
     /// `sql` as a statement Sluice answers; a refusal is audited like any
@@ -650,8 +673,14 @@ impl FlightSqlService for SluiceFlight {
             schema,
             frames,
             headers,
+            fetching,
         } = with_request_id(self.waiting(&who, &ticket.statement_handle)).await?;
-        let first = futures::stream::once(async move { Ok(schema.flight_data()) });
+        let first = futures::stream::once(async move {
+            if let Some(fetching) = &fetching {
+                fetching.taken();
+            }
+            Ok(schema.flight_data())
+        });
         let rest = futures::stream::unfold(frames, |mut frames| async move {
             let next = frames.next().await?;
             Some((
@@ -685,6 +714,7 @@ impl FlightSqlService for SluiceFlight {
         let handle = self
             .prepared
             .park(
+                &who.key,
                 &who.owner,
                 Prepared {
                     sql: query.query,

@@ -421,3 +421,35 @@ def test_a_personal_token_scoped_elsewhere_opens_none_of_its_subjects_tickets(pa
         with pytest.raises((flight.FlightError, pa.ArrowKeyError)):
             client.do_get(endpoint.ticket, elsewhere).read_all()
     assert sum(client.do_get(e.ticket, paula).read_all().num_rows for e in info.endpoints) > 0
+
+
+def test_a_later_part_fetched_while_the_engine_is_full_can_be_fetched_again(tmp_path):
+    """One engine place, held by another caller's unfetched answer: a later
+    part's fetch that gives up while it waits in line (a client deadline),
+    or is turned away, leaves the part to be fetched again, once."""
+    with running_server(tmp_path, policy=PARTS_POLICY, rows=PART_ROWS,
+                        flight="endpoint_rows = 100000",
+                        limits="max_running_slices = 1\nslice_queue_secs = 5") as server:
+        paula_token = mint(server, "--sub", "paula@uni.example", "--role", "researcher")
+        client = flight_client(server)
+        paula = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {paula_token}".encode())])
+        alice = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {server.token}".encode())])
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(
+            command(f"SELECT region, age FROM {HOSPITAL}")), paula)
+        assert len(info.endpoints) == 3
+        client.do_get(info.endpoints[0].ticket, paula).read_all()
+
+        # Alice's answer (too big for its buffer) takes the one place and
+        # waits for its DoGet.
+        held = client.get_flight_info(flight.FlightDescriptor.for_command(
+            command(f"SELECT * FROM {HOSPITAL}")), alice)
+        impatient = flight.FlightCallOptions(
+            headers=[(b"authorization", f"Bearer {paula_token}".encode())], timeout=1.0)
+        with pytest.raises((flight.FlightError, pa.ArrowException)):
+            client.do_get(info.endpoints[1].ticket, impatient).read_all()
+        assert client.do_get(held.endpoints[0].ticket, alice).read_all().num_rows == PART_ROWS
+
+        rest = [client.do_get(e.ticket, paula).read_all() for e in info.endpoints[1:]]
+        assert all(t.num_rows > 0 for t in rest)
+        with pytest.raises((flight.FlightError, pa.ArrowKeyError)):
+            client.do_get(info.endpoints[1].ticket, paula).read_all()  # once

@@ -106,10 +106,11 @@ pub enum ApiError {
     /// No personal token of the caller's has this id.
     #[error("you hold no personal token with this id")]
     TokenNotFound,
-    /// The server holds as many request bodies as it takes at once; retry
-    /// after the seconds.
+    /// The server is as busy as it allows: the request bodies it holds at
+    /// once, or the answers its engine makes at once (after their line
+    /// did not move in time); retry after the seconds.
     #[error(
-        "the server is receiving as many request bodies as it holds at once; retry after {0} s"
+        "the server is as busy as it allows (request bodies being received, or answers being made); retry after {0} s"
     )]
     ServerBusy(u64),
     /// Too many uploads in progress on this server; retry after the seconds.
