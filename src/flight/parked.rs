@@ -31,8 +31,16 @@ struct Entry<T> {
     /// Whom it counts against.
     share: String,
     used: Instant,
-    /// `None` while reserved: room held for a value being made.
+    /// `None` while reserved: room held for a value being made. A
+    /// reservation does not lapse (its value may wait long in the engine's
+    /// line); [`Reserved`] releases it when the making ends, however.
     value: Option<T>,
+}
+
+impl<T> Entry<T> {
+    fn lapsed(&self, idle: Duration) -> bool {
+        self.value.is_some() && self.used.elapsed() > idle
+    }
 }
 
 /// The share, or everyone together, already left as many as they may.
@@ -80,8 +88,7 @@ impl<T> Parked<T> {
         Ok(handle)
     }
 
-    /// Leaves `value` under a handle `owner` reserved (again, if the
-    /// reservation lapsed while the value was made: its room was granted).
+    /// Leaves `value` under a handle `owner` reserved.
     pub(super) fn fill(&self, share: &str, owner: &str, handle: &str, value: T) {
         let mut entries = self.lock();
         let entry = Entry {
@@ -144,7 +151,7 @@ impl<T> Parked<T> {
     #[cfg(test)]
     fn room(&self, share: &str) -> usize {
         let entries = self.lock();
-        let live = |e: &&Entry<T>| e.used.elapsed() <= self.idle;
+        let live = |e: &&Entry<T>| !e.lapsed(self.idle);
         let theirs = entries
             .values()
             .filter(live)
@@ -162,7 +169,7 @@ impl<T> Parked<T> {
         let mut entries = self.lock();
         let stale: Vec<String> = entries
             .iter()
-            .filter(|(_, e)| e.used.elapsed() > self.idle)
+            .filter(|(_, e)| e.lapsed(self.idle))
             .map(|(k, _)| k.clone())
             .collect();
         stale
@@ -263,10 +270,12 @@ mod tests {
 
     #[test]
     fn reserved_room_opens_nothing_and_is_released_unless_filled() {
-        let parked = Parked::new(Duration::from_secs(60), 3, 10);
+        let parked = Parked::new(Duration::from_millis(20), 3, 10);
         let reserved = Reserved::up_to(&parked, "sub:a", "a", 5);
+        std::thread::sleep(Duration::from_millis(30));
+        parked.sweep();
         assert_eq!(reserved.len(), 3, "as many as there is room for");
-        assert_eq!(parked.room("sub:a"), 0);
+        assert_eq!(parked.room("sub:a"), 0, "reservations do not lapse");
         let handle = reserved.handles[0].clone();
         assert_eq!(
             parked.take("a", &handle),
