@@ -381,7 +381,7 @@ def test_a_link_one_replica_signs_works_on_every_other_until_access_ends(tmp_pat
             body = b.get("/v1/" + path, token=False)
         except urllib.error.HTTPError as error:
             raise AssertionError(error.read()) from error
-        table = pq.read_table(io.BytesIO(body))
+        table = pq.read_table(pa.BufferReader(body))
         assert table.column_names == ["id"]
         assert sorted(table.column("id").to_pylist()) == list(range(40))
 

@@ -101,18 +101,22 @@ pub(super) fn section(
     // Parquet for every Python reader: over a real link it is the
     // smallest answer and the soonest DataFrame (BENCHMARKS.md, "Over a
     // real link"); a whole open table is the committed file's bytes.
+    // pyarrow reads it from its own buffer: read from a Python file object
+    // (`io.BytesIO`) it can abort or hang the interpreter at exit
+    // (apache/arrow#33975, #50482; seen here as "terminate called without
+    // an active exception").
     let pyarrow = format!(
-        "{fetch}import pyarrow.parquet as pq\ntable = pq.read_table(io.BytesIO(fetch(\"parquet\")))\nprint(table.num_rows, table.schema)"
+        "{fetch}import pyarrow as pa, pyarrow.parquet as pq\ntable = pq.read_table(pa.BufferReader(fetch(\"parquet\")))\nprint(table.num_rows, table.schema)"
     );
     let polars = format!(
         "{fetch}import polars as pl\ndf = pl.read_parquet(io.BytesIO(fetch(\"parquet\")))\nprint(df.head())"
     );
     let pandas = format!(
-        "{fetch}import pandas as pd\ndf = pd.read_parquet(io.BytesIO(fetch(\"parquet\")))\nprint(df.head())"
+        "{fetch}import pyarrow as pa, pyarrow.parquet as pq\ndf = pq.read_table(pa.BufferReader(fetch(\"parquet\"))).to_pandas()\nprint(df.head())"
     );
     // DuckDB through pyarrow: no extension to install, the same CA handling.
     let duckdb = format!(
-        "{fetch}import duckdb, pyarrow.parquet as pq\nrows = pq.read_table(io.BytesIO(fetch(\"parquet\")))\nprint(duckdb.sql(\"SELECT count(*) AS n FROM rows\").fetchall())"
+        "{fetch}import duckdb, pyarrow as pa, pyarrow.parquet as pq\nrows = pq.read_table(pa.BufferReader(fetch(\"parquet\")))\nprint(duckdb.sql(\"SELECT count(*) AS n FROM rows\").fetchall())"
     );
     let r_auth = if open {
         String::new()
