@@ -226,7 +226,12 @@ fn chunks_of(
                     .build()
                     .or_internal("moving a column chunk")?,
             );
-            ranges.push(start..start + length);
+            // Chunks that lie one after the other in the file are read
+            // in one request.
+            match ranges.last_mut() {
+                Some(last) if last.end == start => last.end = start + length,
+                _ => ranges.push(start..start + length),
+            }
             at += length;
         }
         let group = RowGroupMetaData::builder(schema.clone())
