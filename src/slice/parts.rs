@@ -92,15 +92,11 @@ pub async fn split(
         let starts: Vec<(u64, u64)> = metadata
             .row_groups()
             .iter()
+            // Where its first chunk starts: its dictionary page, or its
+            // first data page (the rule DataFusion's range reads use).
             .map(|g| {
-                let first = g.column(0);
-                let start = first
-                    .dictionary_page_offset()
-                    .unwrap_or_else(|| first.data_page_offset());
-                (
-                    u64::try_from(start).unwrap_or_default(),
-                    u64::try_from(g.num_rows()).unwrap_or_default(),
-                )
+                let rows = u64::try_from(g.num_rows()).unwrap_or_default();
+                (g.column(0).byte_range().0, rows)
             })
             .collect();
         for (i, &(start, rows)) in starts.iter().enumerate() {
@@ -259,10 +255,7 @@ mod tests {
         let starts: Vec<u64> = metadata
             .row_groups()
             .iter()
-            .map(|g| {
-                let c = g.column(0);
-                c.dictionary_page_offset().unwrap_or(c.data_page_offset()) as u64
-            })
+            .map(|g| g.column(0).byte_range().0)
             .collect();
         parts
             .iter()
